@@ -1,0 +1,1 @@
+"""Flowstate ops bot: the frame (adapters, dispatcher, authorization, audit, store, config)."""

@@ -1,0 +1,163 @@
+"""flowstate-bot: run (Slack), console, migrate, manifest, check."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from bot.config import ConfigError, Settings, StackConfig, load_settings, load_stack
+from bot.console import run_console
+from bot.manifest import render_manifest
+from bot.probes import run_probes
+from bot.redact import configure_logging
+from bot.registry import load_commands
+from bot.runtime import Runtime
+from bot.store import Store, normalize_url
+
+log = logging.getLogger("flowstate")
+
+CONSOLE_USER = "console"
+
+
+def _stack(settings: Settings, override: str | None) -> StackConfig:
+    if override:
+        return load_stack(Path(override), required=True)
+    return load_stack(settings.stack_file, required="stack_file" in settings.model_fields_set)
+
+
+def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
+    stack = _stack(settings, args.stack)
+    # Whoever runs the console can already read the bot's files; without --as they act as its local admin.
+    local_admins = frozenset() if args.as_user else frozenset({CONSOLE_USER})
+    runtime = Runtime.build(settings, stack, local_admins=local_admins)
+    try:
+        return run_console(runtime, args.as_user or CONSOLE_USER, args.channel)
+    finally:
+        runtime.close()
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.slack import SlackAdapter, group_members, web_client
+
+    socket_mode = settings.slack_app_token is not None and not args.http
+    stack = _stack(settings, args.stack)
+    client = web_client(settings)
+    runtime = Runtime.build(settings, stack, group_members=group_members(client))
+    adapter = SlackAdapter(runtime, client, http_mode=not socket_mode)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        if socket_mode:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            log.info("connecting to Slack in Socket Mode")
+            SocketModeHandler(adapter.app, settings.slack_app_token.get_secret_value()).start()
+        else:
+            import waitress
+
+            log.info("serving Slack requests on http://%s:%s/slack/events", args.host, args.port)
+            waitress.serve(adapter.wsgi(), host=args.host, port=args.port, threads=8, ident="flowstate-bot")
+    except KeyboardInterrupt:
+        log.info("stopping; letting running commands finish")
+    finally:
+        adapter.shutdown()
+        runtime.close()
+    return 0
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    store = Store(settings.effective_database_url)
+    store.migrate()
+    store.dispose()
+    print("The bot's database is at the latest schema.")
+    return 0
+
+
+def cmd_manifest(_settings: Settings | None, args: argparse.Namespace) -> int:
+    sys.stdout.write(render_manifest(load_commands(), args.request_url))
+    return 0
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    failures = 0
+
+    def report(name: str, ok: bool, detail: str) -> None:
+        nonlocal failures
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+
+    report("settings", True, "valid")
+    shown_url = make_url(normalize_url(settings.effective_database_url)).render_as_string(hide_password=True)
+    store = Store(settings.effective_database_url)
+    try:
+        with store.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        report("database", True, shown_url)
+    except Exception as error:
+        report("database", False, f"{shown_url}: {getattr(error, 'orig', None) or error}")
+    finally:
+        store.dispose()
+    if settings.slack_bot_token is None:
+        print("skip slack: SLACK_BOT_TOKEN is not set (the console needs no Slack)")
+    else:
+        from bot.slack import web_client
+
+        try:
+            identity = web_client(settings).auth_test()
+            report("slack", True, f"team {identity.get('team')}, bot user {identity.get('user')}")
+        except Exception as error:
+            report("slack", False, getattr(error, "response", {}).get("error", None) or str(error))
+    stack = _stack(settings, args.stack)
+    report("stack file", True, f"{stack.source or 'none'} ({len(stack.probes)} probes)")
+    for result in run_probes(stack.probes):
+        report(f"probe {result.name}", result.ok, result.detail if result.ok else result.error)
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowstate-bot", description="Slack chat-ops for the Flowstate-AI stack.")
+    sub = parser.add_subparsers(dest="action", required=True)
+
+    console = sub.add_parser("console", help="run the bot in this terminal (reads stdin when piped)")
+    console.add_argument("--as", dest="as_user", metavar="USER_ID", help="act as this Slack user, role checks included")
+    console.add_argument("--stack", metavar="FILE", help="the stack file (default: FLOWSTATE_STACK_FILE or ./flowstate.toml)")
+    console.add_argument("--channel", default="console", help="the channel id commands appear to come from")
+    console.set_defaults(func=cmd_console)
+
+    run = sub.add_parser("run", help="connect to Slack (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
+    run.add_argument("--http", action="store_true", help="serve POST /slack/events even if SLACK_APP_TOKEN is set")
+    run.add_argument("--host", default="127.0.0.1", help="HTTP mode: address to listen on (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=3000, help="HTTP mode: port (default 3000)")
+    run.add_argument("--stack", metavar="FILE", help="the stack file")
+    run.set_defaults(func=cmd_run)
+
+    sub.add_parser("migrate", help="bring the bot's database to the latest schema").set_defaults(func=cmd_migrate)
+
+    manifest = sub.add_parser("manifest", help="print the Slack app manifest")
+    manifest.add_argument("--request-url", help="HTTP mode: the public https URL of /slack/events")
+    manifest.set_defaults(func=cmd_manifest)
+
+    check = sub.add_parser("check", help="validate the configuration and reach every dependency")
+    check.add_argument("--stack", metavar="FILE", help="the stack file")
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        return args.func(settings, args)
+    except ConfigError as error:
+        print(f"flowstate-bot: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Settings (environment and .env) and the operated stack's description (flowstate.toml)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.roles import Role
+
+DEFAULT_HOME = Path(".flowstate-bot")
+
+
+class ConfigError(Exception):
+    """A setting or the stack file is wrong; the message names the key and what is wrong."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLOWSTATE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = DEFAULT_HOME
+    database_url: str = ""
+    stack_file: Path = Path("flowstate.toml")
+    admins: Annotated[list[str], NoDecode] = []
+    default_role: Role | None = None
+    # "S0123=operator,S0456=approver": members of a Slack user group get that role.
+    role_groups: Annotated[dict[str, Role], NoDecode] = {}
+    role_group_cache_seconds: float = 60.0
+    slack_api_url: str = "https://slack.com/api/"
+    timezone: str = "UTC"
+    workers: int = Field(8, ge=1, le=64)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET")
+    )
+    slack_app_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_APP_TOKEN"))
+
+    @field_validator("admins", mode="before")
+    @classmethod
+    def _admins(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("default_role", mode="before")
+    @classmethod
+    def _default_role(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().lower() in ("", "none"):
+                return None
+            return Role.parse(value)
+        return value
+
+    @field_validator("role_groups", mode="before")
+    @classmethod
+    def _role_groups(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        groups: dict[str, Role] = {}
+        for pair in _split_csv(value):
+            group, sep, role = pair.partition("=")
+            if not sep or not group.strip():
+                raise ValueError(f"expected GROUP_ID=ROLE pairs separated by commas, got {pair!r}")
+            groups[group.strip()] = Role.parse(role)
+        return groups
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'bot.db'}"
+
+
+_ENV_NAMES = {
+    "slack_bot_token": "SLACK_BOT_TOKEN",
+    "slack_signing_secret": "SLACK_SIGNING_SECRET",
+    "slack_app_token": "SLACK_APP_TOKEN",
+}
+
+
+def describe_validation_error(error: ValidationError, env_prefix: str = "FLOWSTATE_") -> str:
+    """One line per wrong key: the name the user set and what is wrong with it."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        key = _ENV_NAMES.get(field) or (env_prefix + field.upper() if env_prefix else field)
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{key}: {message}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from None
+
+
+# ---- the operated stack -------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpProbe(_Strict):
+    kind: Literal["http"]
+    name: str
+    url: str
+    expect_status: int = 200
+    timeout: float = Field(2.0, gt=0, le=60)
+    compose_service: str | None = None
+
+
+class TcpProbe(_Strict):
+    kind: Literal["tcp"]
+    name: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    timeout: float = Field(2.0, gt=0, le=60)
+    compose_service: str | None = None
+
+
+class PostgresProbe(_Strict):
+    kind: Literal["postgres"]
+    name: str
+    dsn: str
+    timeout: float = Field(2.0, gt=0, le=60)
+    compose_service: str | None = None
+
+
+class RedisProbe(_Strict):
+    kind: Literal["redis"]
+    name: str
+    url: str
+    timeout: float = Field(2.0, gt=0, le=60)
+    compose_service: str | None = None
+
+
+Probe = Annotated[HttpProbe | TcpProbe | PostgresProbe | RedisProbe, Field(discriminator="kind")]
+
+
+class StackSection(_Strict):
+    compose_project: str = "flowstate"
+    compose_file: str | None = None
+    app_services: list[str] = ["backend", "frontend", "python-worker"]
+
+
+class DatabaseSection(_Strict):
+    dsn: str
+    compose_service: str = "postgres"
+    user: str = "flowstate"
+    name: str = "flowstate_ai"
+
+
+class RedisSection(_Strict):
+    url: str
+    compose_service: str = "redis"
+
+
+class QueueSection(_Strict):
+    keys: list[str]
+    type: Literal["list", "zset", "stream"] = "list"
+
+
+class ApiErrorsSection(_Strict):
+    compose_service: str = "backend"
+
+
+class Thresholds(_Strict):
+    error_rate_percent: float = 5.0
+    cpu_percent: float = 80.0
+    memory_percent: float = 80.0
+    connections_percent: float = 80.0
+    long_query_seconds: float = 30.0
+    queue_length: int = 500
+
+
+class StackConfig(_Strict):
+    stack: StackSection = StackSection()
+    database: DatabaseSection | None = None
+    redis: RedisSection | None = None
+    queue: QueueSection | None = None
+    api_errors: ApiErrorsSection = ApiErrorsSection()
+    thresholds: Thresholds = Thresholds()
+    probes: list[Probe] = []
+    source: str | None = Field(None, exclude=True)
+
+    @field_validator("probes")
+    @classmethod
+    def _unique_names(cls, probes: list) -> list:
+        names = [p.name for p in probes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"probe names must be unique; repeated: {', '.join(duplicates)}")
+        return probes
+
+
+def load_stack(path: Path, *, required: bool) -> StackConfig:
+    """Read the stack file; a missing optional file means an empty stack (nothing to probe)."""
+    if not path.exists():
+        if required:
+            raise ConfigError(f"stack file {path} does not exist")
+        return StackConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"stack file {path} cannot be read: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"stack file {path} is not valid TOML: {error}") from None
+    try:
+        return StackConfig(**raw, source=str(path))
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            key = ".".join(str(part) for part in item["loc"])
+            problems.append(f"{key}: {item['msg'].removeprefix('Value error, ')}")
+        raise ConfigError(f"stack file {path}: " + "; ".join(problems)) from None

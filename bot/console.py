@@ -1,0 +1,62 @@
+"""The terminal adapter: the same dispatcher as Slack, commands typed as in Slack."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator, TextIO
+
+from bot.blocks import to_text
+from bot.registry import Invocation
+from bot.runtime import Runtime
+
+PROMPT = "flowstate> "
+
+
+def _interactive_lines(history: Path) -> Iterator[str]:
+    import readline
+
+    history.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        readline.read_history_file(history)
+    except OSError:
+        pass
+    try:
+        while True:
+            try:
+                yield input(PROMPT)
+            except EOFError:
+                print()
+                return
+            except KeyboardInterrupt:
+                print()
+                continue
+    finally:
+        readline.set_history_length(1000)
+        readline.write_history_file(history)
+
+
+def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    interactive = stdin.isatty()
+    if interactive:
+        role = runtime.authz.role_of(user_id)
+        print(f"Flowstate ops console as {user_id} ({role.name if role else 'no role'}). /help lists commands; Ctrl-D quits.", file=stdout)
+        lines: Iterator[str] = _interactive_lines(runtime.settings.home / "console_history")
+    else:
+        lines = iter(stdin)
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line in ("exit", "quit"):
+            break
+        if not line.startswith("/") or len(line) == 1:
+            print("Commands start with a slash, as in Slack; try /help.", file=stdout)
+            continue
+        name, _, text = line[1:].partition(" ")
+        invocation = Invocation(user_id=user_id, command=name, text=text.strip(), channel_id=channel_id, source="console")
+        reply = runtime.dispatcher.dispatch(invocation, progress=lambda text: print(f"… {text}", file=stdout, flush=True))
+        print(to_text(reply), file=stdout, flush=True)
+        if not interactive:
+            print(file=stdout)
+    return 0

@@ -1,0 +1,132 @@
+"""Reachability probes of the operated stack, run in parallel, each bounded by its own timeout."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import psycopg
+import redis
+
+from bot.config import HttpProbe, PostgresProbe, Probe, RedisProbe, TcpProbe
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    name: str
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+    detail: str | None = None
+
+
+class ProbeFailure(Exception):
+    """A probe's failure, already in words an operator reads at a glance."""
+
+
+def _describe(error: BaseException, timeout: float) -> str:
+    if isinstance(error, ProbeFailure):
+        return str(error)
+    if isinstance(error, (socket.timeout, TimeoutError)):
+        return f"no answer within {timeout:g} s"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, socket.gaierror):
+        return "host name not found"
+    if isinstance(error, urllib.error.URLError):
+        return _describe(error.reason, timeout) if isinstance(error.reason, BaseException) else str(error.reason)
+    if isinstance(error, redis.TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(error, redis.ConnectionError):
+        return "connection refused" if "refused" in str(error).lower() else f"cannot connect: {error}"
+    if isinstance(error, psycopg.OperationalError):
+        text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        if "timeout" in text.lower():
+            return f"no answer within {timeout:g} s"
+        if "refused" in text.lower():
+            return "connection refused"
+        return text
+    if isinstance(error, http.client.HTTPException):
+        return f"bad HTTP answer: {type(error).__name__}"
+    return f"{type(error).__name__}: {error}"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
+
+
+def _http(probe: HttpProbe) -> str:
+    try:
+        with _opener.open(probe.url, timeout=probe.timeout) as response:
+            status = response.status
+            response.read(65536)
+    except urllib.error.HTTPError as error:
+        status = error.code
+    if status != probe.expect_status:
+        raise ProbeFailure(f"answered HTTP {status}, expected {probe.expect_status}")
+    return f"HTTP {status}"
+
+
+def _tcp(probe: TcpProbe) -> str:
+    with socket.create_connection((probe.host, probe.port), timeout=probe.timeout):
+        return "port open"
+
+
+def _postgres(probe: PostgresProbe) -> str:
+    # libpq's connect_timeout is whole seconds (minimum 2); the socket option bounds the query too.
+    connect_timeout = max(2, round(probe.timeout))
+    options = f"-c statement_timeout={int(probe.timeout * 1000)}"
+    with psycopg.connect(probe.dsn, connect_timeout=connect_timeout, options=options, autocommit=True) as conn:
+        conn.execute("SELECT 1").fetchone()
+        return f"SELECT 1 ok (server {conn.info.server_version // 10000})"
+
+
+def _redis(probe: RedisProbe) -> str:
+    client = redis.Redis.from_url(probe.url, socket_timeout=probe.timeout, socket_connect_timeout=probe.timeout)
+    try:
+        if not client.ping():
+            raise ProbeFailure("PING did not answer PONG")
+        return "PONG"
+    finally:
+        client.close()
+
+
+_RUNNERS = {"http": _http, "tcp": _tcp, "postgres": _postgres, "redis": _redis}
+
+
+def run_probe(probe: Probe) -> ProbeResult:
+    started = time.monotonic()
+    try:
+        detail = _RUNNERS[probe.kind](probe)
+    except Exception as error:  # every failure becomes a line in the report, never an exception
+        return ProbeResult(probe.name, False, (time.monotonic() - started) * 1000, _describe(error, probe.timeout))
+    return ProbeResult(probe.name, True, (time.monotonic() - started) * 1000, detail=detail)
+
+
+def run_probes(probes: list[Probe], grace: float = 0.25) -> list[ProbeResult]:
+    """All probes at once; one that outlives its timeout is reported as timed out and left behind."""
+    if not probes:
+        return []
+    pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="probe")
+    started = time.monotonic()
+    futures = [pool.submit(run_probe, probe) for probe in probes]
+    wait(futures, timeout=max(probe.timeout for probe in probes) + grace)
+    pool.shutdown(wait=False)
+    results = []
+    for probe, future in zip(probes, futures):
+        if future.done():
+            results.append(future.result())
+        else:
+            future.cancel()
+            elapsed = (time.monotonic() - started) * 1000
+            results.append(ProbeResult(probe.name, False, elapsed, f"no answer within {probe.timeout:g} s"))
+    return results

@@ -1,0 +1,171 @@
+"""One declaration per command drives parsing, /help, authorization and the Slack manifest."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+import shlex
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from pydantic import BaseModel, BeforeValidator, ValidationError
+
+from bot.roles import Role
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from bot.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Who ran what, where: all the dispatcher knows of the adapter it came through."""
+
+    user_id: str
+    command: str  # without the slash
+    text: str = ""
+    channel_id: str | None = None
+    source: Literal["slack", "console"] = "console"
+
+
+@dataclass
+class Reply:
+    text: str
+    blocks: list[dict] = field(default_factory=list)
+    in_channel: bool = False
+
+
+class CommandError(Exception):
+    """An expected failure a handler reports to the user in one sentence."""
+
+
+class ArgumentError(Exception):
+    pass
+
+
+@dataclass
+class Context:
+    invocation: Invocation
+    role: Role | None
+    runtime: "Runtime"
+    progress: Callable[[str], None] = lambda _text: None
+    session: "Session | None" = None
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str
+    usage: str
+    args: type[BaseModel]
+    role: Role
+    handler: Callable[[Context, Any], Reply]
+    needs_approval: bool = False
+
+    @property
+    def slash(self) -> str:
+        return "/" + self.name
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    name: str,
+    *,
+    summary: str,
+    usage: str,
+    role: Role,
+    args: type[BaseModel] = NoArgs,
+    needs_approval: bool = False,
+) -> Callable[[Callable[[Context, Any], Reply]], Callable[[Context, Any], Reply]]:
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
+        raise ValueError(f"command name {name!r} is not a valid Slack command")
+    if not usage.startswith("/" + name):
+        raise ValueError(f"usage of /{name} must start with /{name}")
+
+    def register(handler: Callable[[Context, Any], Reply]) -> Callable[[Context, Any], Reply]:
+        if name in COMMANDS:
+            raise ValueError(f"/{name} is declared twice")
+        COMMANDS[name] = Command(name, summary, usage, args, role, handler, needs_approval)
+        return handler
+
+    return register
+
+
+def load_commands() -> dict[str, Command]:
+    """Import every module of the commands package so their declarations register."""
+    import commands
+
+    for module in pkgutil.iter_modules(commands.__path__):
+        importlib.import_module(f"commands.{module.name}")
+    return COMMANDS
+
+
+# ---- argument parsing -----------------------------------------------------------------------
+
+_MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
+_USER_ID = re.compile(r"^@?([UW][A-Z0-9]{2,})$")
+
+
+def _user_id(value: object) -> object:
+    """Slack sends escaped mentions (<@U123|name>); the console takes U123 or @U123."""
+    if not isinstance(value, str):
+        return value
+    match = _MENTION.match(value) or _USER_ID.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a user; mention them as @name in Slack or give their user id (U...)")
+    return match.group(1)
+
+
+UserId = typing.Annotated[str, BeforeValidator(_user_id)]
+
+
+def _is_list(annotation: object) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_list(arg) for arg in typing.get_args(annotation))
+    return origin is list
+
+
+def parse_arguments(cmd: Command, text: str) -> BaseModel:
+    """Positional words fill the model's fields in order; quotes group words; a trailing list field takes the rest."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        raise ArgumentError("a quote is not closed") from None
+    names = list(cmd.args.model_fields)
+    data: dict[str, object] = {}
+    if names and _is_list(cmd.args.model_fields[names[-1]].annotation):
+        data = dict(zip(names[:-1], words))
+        rest = words[len(names) - 1 :]
+        if rest:
+            data[names[-1]] = rest
+    else:
+        if len(words) > len(names):
+            extra = " ".join(words[len(names) :])
+            raise ArgumentError(f"unexpected {extra!r}")
+        data = dict(zip(names, words))
+    try:
+        return cmd.args.model_validate(data)
+    except ValidationError as error:
+        raise ArgumentError(describe_argument_error(error)) from None
+
+
+def describe_argument_error(error: ValidationError) -> str:
+    item = error.errors()[0]
+    name = ".".join(str(part) for part in item["loc"] if not isinstance(part, int))
+    if item["type"] == "missing":
+        return f"{name} is missing"
+    if item["type"] == "value_error":  # our own validators already say what is wrong in full
+        return item["msg"].removeprefix("Value error, ")
+    message = item["msg"].replace("Input should", "should", 1)
+    return f"{name} {message}" if name else message

@@ -1,0 +1,47 @@
+"""/help and /whoami: what the caller may run."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from bot import blocks
+from bot.registry import Command, CommandError, Context, Reply, command
+from bot.roles import Role
+
+
+class HelpArgs(BaseModel):
+    command: str | None = None
+
+
+def _allowed(ctx: Context) -> list[Command]:
+    return [cmd for cmd in sorted(ctx.runtime.commands.values(), key=lambda c: c.name) if ctx.role and ctx.role >= cmd.role]
+
+
+def _line(cmd: Command) -> str:
+    approval = " _(needs a second person's approval)_" if cmd.needs_approval else ""
+    return f"`{cmd.usage}` — {cmd.summary}{approval}"
+
+
+@command("help", summary="List the commands you may run, or show one.", usage="/help [command]", role=Role.viewer, args=HelpArgs)
+def help_(ctx: Context, args: HelpArgs) -> Reply:
+    allowed = _allowed(ctx)
+    if args.command:
+        name = args.command.lstrip("/")
+        cmd = ctx.runtime.commands.get(name)
+        if cmd is None:
+            raise CommandError(f"There is no /{name} command; /help lists what you can run.")
+        if cmd not in allowed:
+            raise CommandError(f"{cmd.slash} needs the {cmd.role.name} role and you have {ctx.role.name}.")
+        return Reply(_line(cmd), [blocks.section(_line(cmd)), blocks.context(f"Needs the {cmd.role.name} role.")])
+    lines = "\n".join(_line(cmd) for cmd in allowed)
+    return Reply(
+        f"Commands you may run:\n{lines}",
+        [blocks.section("*Commands you may run*"), blocks.section(lines), blocks.context(f"Your role: {ctx.role.name}.")],
+    )
+
+
+@command("whoami", summary="Show your role and what it allows.", usage="/whoami", role=Role.viewer)
+def whoami(ctx: Context, _args) -> Reply:
+    names = ", ".join(cmd.slash for cmd in _allowed(ctx))
+    text = f"You are <@{ctx.invocation.user_id}> with the {ctx.role.name} role; you may run {names}."
+    return Reply(text, [blocks.section(text)])
