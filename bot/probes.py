@@ -7,7 +7,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import psycopg
@@ -113,20 +114,18 @@ def run_probe(probe: Probe) -> ProbeResult:
 
 
 def run_probes(probes: list[Probe], grace: float = 0.25) -> list[ProbeResult]:
-    """All probes at once; one that outlives its timeout is reported as timed out and left behind."""
+    """All probes at once; one that outlives its own timeout is reported as timed out and left behind."""
     if not probes:
         return []
     pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="probe")
     started = time.monotonic()
     futures = [pool.submit(run_probe, probe) for probe in probes]
-    wait(futures, timeout=max(probe.timeout for probe in probes) + grace)
     pool.shutdown(wait=False)
     results = []
     for probe, future in zip(probes, futures):
-        if future.done():
-            results.append(future.result())
-        else:
-            future.cancel()
+        try:
+            results.append(future.result(timeout=max(0.0, started + probe.timeout + grace - time.monotonic())))
+        except FutureTimeout:
             elapsed = (time.monotonic() - started) * 1000
             results.append(ProbeResult(probe.name, False, elapsed, f"no answer within {probe.timeout:g} s"))
     return results

@@ -113,7 +113,7 @@ def load_commands() -> dict[str, Command]:
 # ---- argument parsing -----------------------------------------------------------------------
 
 _MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
-_USER_ID = re.compile(r"^@?([UW][A-Z0-9]{2,})$")
+_USER_ID = re.compile(r"^@?([UW][A-Z0-9]+)$")
 
 
 def _user_id(value: object) -> object:

@@ -1,0 +1,98 @@
+"""Every command x every role: allowed or denied exactly as declared, and a denial runs nothing."""
+
+import pytest
+
+from bot.registry import load_commands
+from bot.roles import Role
+from bot.store import AuditEntry, RoleAssignment
+from tests.conftest import grant, run
+
+# A valid invocation of every command: the table test must grow with every new command.
+SAMPLES = {
+    "help": "",
+    "whoami": "",
+    "role": "list",
+    "audit": "5",
+    "health": "",
+}
+
+ROLES = [None, *Role]
+
+
+def test_every_command_has_a_sample():
+    assert set(SAMPLES) == set(load_commands()), "add a valid sample invocation for each new command"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name if r else "no-role")
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_command_by_role(make_runtime, name, role):
+    runtime = make_runtime()
+    if role is not None:
+        grant(runtime, "U1", role)
+    declared = runtime.commands[name].role
+    reply = run(runtime, "U1", f"/{name} {SAMPLES[name]}")
+    with runtime.store.session() as session:
+        outcomes = [row.outcome for row in session.query(AuditEntry).order_by(AuditEntry.id)]
+    if role is not None and role >= declared:
+        assert outcomes == ["allowed", "succeeded"], reply.text
+        assert "needs the" not in reply.text
+    else:
+        assert outcomes == ["denied"]
+        assert reply.text.startswith(f"/{name} needs the {declared.name} role")
+
+
+def test_a_denied_grant_changes_nothing(make_runtime):
+    runtime = make_runtime()
+    grant(runtime, "UOP", Role.operator)
+    reply = run(runtime, "UOP", "/role grant <@UOP|me> admin")
+    assert reply.text == "/role needs the admin role and you have operator."
+    assert runtime.authz.role_of("UOP") is Role.operator
+
+
+def test_unknown_users_are_denied_by_default_and_get_the_configured_default(make_runtime):
+    assert run(make_runtime(), "UNEW", "/help").text.startswith("/help needs the viewer role and you have no role yet")
+    runtime = make_runtime(default_role="viewer")
+    assert "Commands you may run" in run(runtime, "UNEW", "/help").text
+    assert run(runtime, "UNEW", "/role list").text == "/role needs the admin role and you have viewer."
+
+
+def test_admins_from_settings_can_grant_and_revoke_but_not_themselves(make_runtime):
+    runtime = make_runtime(admins=["UBOSS"])
+    assert run(runtime, "UBOSS", "/role grant <@U2|ann> approver").text == "<@U2> now has the approver role."
+    assert runtime.authz.role_of("U2") is Role.approver
+    assert "cannot change your own role" in run(runtime, "UBOSS", "/role revoke <@UBOSS>").text
+    assert run(runtime, "UBOSS", "/role revoke U2").text == "<@U2> no longer has the approver role."
+    assert runtime.authz.role_of("U2") is None
+    assert "nothing was changed" in run(runtime, "UBOSS", "/role revoke U2").text
+
+
+def test_a_settings_admin_cannot_be_demoted_from_slack(make_runtime):
+    runtime = make_runtime(admins=["UBOSS", "UOTHER"])
+    reply = run(runtime, "UBOSS", "/role grant UOTHER viewer")
+    assert "FLOWSTATE_ADMINS" in reply.text
+    assert runtime.authz.role_of("UOTHER") is Role.admin
+    with runtime.store.session() as session:
+        assert session.query(RoleAssignment).count() == 0
+
+
+def test_user_group_members_get_the_mapped_role_and_a_failing_lookup_grants_nothing(tmp_path):
+    from tests.conftest import make_settings
+    from bot.config import StackConfig
+    from bot.runtime import Runtime
+
+    lookups = []
+
+    def members(group):
+        lookups.append(group)
+        if group == "SBROKEN":
+            raise RuntimeError("slack is down")
+        return {"UONCALL"}
+
+    settings = make_settings(tmp_path, role_groups="SONCALL=operator,SBROKEN=admin")
+    runtime = Runtime.build(settings, StackConfig(), group_members=members)
+    try:
+        assert runtime.authz.role_of("UONCALL") is Role.operator
+        assert runtime.authz.role_of("USTRANGER") is None
+        assert lookups.count("SONCALL") == 1, "members are cached, not fetched for every command"
+    finally:
+        runtime.close()

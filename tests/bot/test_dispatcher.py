@@ -1,0 +1,117 @@
+"""Bad input gets one clear sentence and changes nothing; failures never show a traceback."""
+
+import logging
+
+from pydantic import BaseModel, SecretStr
+
+from bot.registry import Command, CommandError, NoArgs, Reply
+from bot.roles import Role
+from bot.store import AuditEntry, RoleAssignment
+from tests.conftest import run
+
+
+def _audit(runtime):
+    with runtime.store.session() as session:
+        return list(session.query(AuditEntry).order_by(AuditEntry.id))
+
+
+def _with_command(runtime, name, handler, args=NoArgs, role=Role.viewer):
+    runtime.commands = {**runtime.commands, name: Command(name, "test", f"/{name}", args, role, handler)}
+
+
+def test_unknown_command_suggests_the_closest_and_is_audited(make_runtime):
+    runtime = make_runtime(admins=["UA"])
+    assert run(runtime, "UA", "/helth").text == "There is no /helth command; did you mean /health?"
+    assert run(runtime, "UA", "/xyzzy").text == "There is no /xyzzy command; /help lists what you can run."
+    assert [(row.command, row.outcome) for row in _audit(runtime)] == [("helth", "rejected"), ("xyzzy", "rejected")]
+
+
+def test_wrong_arguments_show_the_usage_and_write_nothing_but_the_audit_row(make_runtime):
+    runtime = make_runtime(admins=["UA"])
+    cases = {
+        "/role grant UB": "Grant needs a user and a role; usage: `/role grant @user ROLE",
+        "/role grant UB boss": "Unknown role 'boss'; roles are viewer, operator, approver, admin; usage:",
+        "/role promote UB": "Action should be 'grant', 'revoke' or 'list'; usage:",
+        '/role grant "UB admin': "A quote is not closed; usage:",
+        "/audit 0": "Count should be greater than or equal to 1; usage: `/audit [count]`",
+        "/audit 5 6": "Unexpected '6'; usage: `/audit [count]`",
+        "/role grant bob admin": "'bob' is not a user; mention them as @name in Slack or give their user id (U...)",
+    }
+    for line, expected in cases.items():
+        assert run(runtime, "UA", line).text.startswith(expected), line
+    with runtime.store.session() as session:
+        assert session.query(RoleAssignment).count() == 0
+    assert [row.outcome for row in _audit(runtime)] == ["rejected"] * len(cases)
+
+
+def test_quoted_words_stay_together(make_runtime):
+    seen = {}
+
+    class Args(BaseModel):
+        title: str
+        words: list[str] = []
+
+    def handler(ctx, args):
+        seen["args"] = args
+        return Reply("ok")
+
+    runtime = make_runtime(admins=["UA"])
+    _with_command(runtime, "note", handler, Args)
+    run(runtime, "UA", '/note "db is slow" since "12:00 UTC" today')
+    assert seen["args"].title == "db is slow"
+    assert seen["args"].words == ["since", "12:00 UTC", "today"]
+
+
+def test_an_unexpected_error_gives_an_error_id_not_a_traceback(make_runtime, caplog):
+    def handler(ctx, args):
+        raise KeyError("boom")
+
+    runtime = make_runtime(admins=["UA"])
+    _with_command(runtime, "explode", handler)
+    with caplog.at_level(logging.ERROR):
+        reply = run(runtime, "UA", "/explode")
+    assert reply.text.startswith("/explode failed unexpectedly (error id ")
+    assert "Traceback" not in reply.text and "KeyError" not in reply.text
+    error_id = reply.text.split("error id ")[1].split(")")[0]
+    failed = _audit(runtime)[-1]
+    assert (failed.outcome, failed.error_id, failed.error) == ("failed", error_id, "KeyError: 'boom'")
+    assert error_id in caplog.text and "Traceback" in caplog.text
+
+
+def test_a_failing_handler_rolls_back_its_writes(make_runtime):
+    from bot.authz import Authorizer
+
+    def handler(ctx, args):
+        Authorizer.grant(ctx.session, "UVICTIM", Role.admin, "UA")
+        ctx.session.flush()
+        raise CommandError("The restore check failed; nothing was changed.")
+
+    runtime = make_runtime(admins=["UA"])
+    _with_command(runtime, "halfway", handler)
+    assert run(runtime, "UA", "/halfway").text == "The restore check failed; nothing was changed."
+    assert runtime.authz.role_of("UVICTIM") is None
+    assert [row.outcome for row in _audit(runtime)] == ["allowed", "failed"]
+
+
+def test_secrets_never_reach_the_audit_table_or_the_log(make_runtime, caplog):
+    class Args(BaseModel):
+        password: SecretStr
+        rest: list[str] = []
+
+    def handler(ctx, args):
+        raise RuntimeError(f"could not log in to postgresql://flowstate:{args.password.get_secret_value()}@db/app")
+
+    runtime = make_runtime(admins=["UA"])
+    _with_command(runtime, "login", handler, Args)
+    with caplog.at_level(logging.ERROR):
+        reply = run(runtime, "UA", "/login hunter2 token=xoxb-123-456-abc")
+    from bot.redact import RedactingFilter
+
+    handler_text = "\n".join(
+        (RedactingFilter().filter(record), record.getMessage() + (record.exc_text or ""))[1] for record in caplog.records
+    )
+    stored = " ".join(f"{row.arguments} {row.error}" for row in _audit(runtime))
+    for leaked in ("hunter2", "xoxb-123-456-abc"):
+        assert leaked not in stored
+        assert leaked not in reply.text
+        assert leaked not in handler_text

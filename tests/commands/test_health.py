@@ -1,0 +1,83 @@
+"""/health against real services on loopback: failures first, with the error in words, then the verdict."""
+
+from bot.config import StackConfig
+from bot.probes import run_probes
+from tests.conftest import run
+from tests.loopback import SilentServer, StatusServer, closed_port
+
+
+def stack(*probes) -> StackConfig:
+    return StackConfig(stack={"compose_project": "flowstate-test"}, probes=list(probes))
+
+
+def test_every_kind_of_probe_reports_healthy_services(postgres_admin, redis_url):
+    with StatusServer(200) as web:
+        results = run_probes(
+            stack(
+                {"name": "web", "kind": "http", "url": web.url + "/health"},
+                {"name": "db", "kind": "postgres", "dsn": postgres_admin},
+                {"name": "cache", "kind": "redis", "url": redis_url},
+                {"name": "port", "kind": "tcp", "host": "127.0.0.1", "port": int(web.url.rsplit(":", 1)[1])},
+            ).probes
+        )
+    assert [(r.name, r.ok) for r in results] == [("web", True), ("db", True), ("cache", True), ("port", True)]
+    assert results[1].detail.startswith("SELECT 1 ok (server 15")
+    assert results[2].detail == "PONG"
+
+
+def test_failures_say_what_is_wrong_in_words(postgres_admin):
+    dead = closed_port()
+    with StatusServer(500) as broken, SilentServer() as hung:
+        results = {
+            r.name: r.error
+            for r in run_probes(
+                stack(
+                    {"name": "backend", "kind": "http", "url": broken.url + "/health"},
+                    {"name": "hung", "kind": "http", "url": f"http://127.0.0.1:{hung.port}/health", "timeout": 0.5},
+                    {"name": "gone", "kind": "tcp", "host": "127.0.0.1", "port": dead},
+                    {"name": "cache", "kind": "redis", "url": f"redis://127.0.0.1:{dead}/0"},
+                    {"name": "db", "kind": "postgres", "dsn": postgres_admin.rsplit("/", 1)[0] + "/no_such_db"},
+                ).probes
+            )
+        }
+    assert results["backend"] == "answered HTTP 500, expected 200"
+    assert results["hung"] == "no answer within 0.5 s"
+    assert results["gone"] == "connection refused"
+    assert results["cache"] == "connection refused"
+    assert 'database "no_such_db" does not exist' in results["db"]
+
+
+def test_a_hung_service_is_reported_at_its_own_timeout_beside_a_healthy_one(redis_url):
+    with SilentServer() as hung:
+        results = run_probes(
+            stack(
+                {"name": "hung-db", "kind": "postgres", "dsn": f"postgresql://x@127.0.0.1:{hung.port}/x", "timeout": 0.5},
+                {"name": "cache", "kind": "redis", "url": redis_url},
+            ).probes
+        )
+    assert [(r.name, r.ok) for r in results] == [("hung-db", False), ("cache", True)]
+    assert results[0].error == "no answer within 0.5 s"
+
+
+def test_the_health_message_lists_failures_first_then_the_healthy_then_the_verdict(make_runtime, redis_url):
+    with StatusServer(200) as frontend, StatusServer(503) as backend:
+        runtime = make_runtime(
+            stack(
+                {"name": "frontend", "kind": "http", "url": frontend.url},
+                {"name": "backend", "kind": "http", "url": backend.url},
+                {"name": "redis", "kind": "redis", "url": redis_url},
+            ),
+            admins=["UA"],
+        )
+        reply = run(runtime, "UA", "/health")
+    lines = reply.text.splitlines()
+    assert lines[0].startswith("🔴 *backend*: answered HTTP 503, expected 200")
+    assert lines[1].startswith("🟢 frontend") and lines[2].startswith("🟢 redis")
+    assert lines[-1] == "🔴 1 of 3 checks failing"
+    assert reply.in_channel
+    assert reply.blocks[0] == {"type": "header", "text": {"type": "plain_text", "text": "Health of flowstate-test"}}
+
+
+def test_health_with_no_stack_file_says_so(make_runtime):
+    reply = run(make_runtime(admins=["UA"]), "UA", "/health")
+    assert reply.text == "No services to check: the stack file (flowstate.toml) lists no probes."

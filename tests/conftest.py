@@ -1,0 +1,106 @@
+"""Shared fixtures: real PostgreSQL and Redis from this machine, a fresh bot database per test."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from bot.config import Settings, StackConfig
+from bot.registry import Invocation
+from bot.roles import Role
+from bot.runtime import Runtime
+from bot.authz import Authorizer
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ADMIN = os.environ.get("FLOWSTATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("FLOWSTATE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def need(service: str, check, how: str) -> None:
+    """A missing service fails the test with what to do; it never skips."""
+    try:
+        check()
+    except Exception as error:
+        pytest.fail(f"{service} is not reachable ({error}); {how}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """Tests see only the settings they give: nothing from the developer's shell or .env."""
+    for name in list(os.environ):
+        if name.startswith(("FLOWSTATE_", "SLACK_")) and not name.startswith("FLOWSTATE_TEST_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> str:
+    def check():
+        with psycopg.connect(POSTGRES_ADMIN, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+
+    need("PostgreSQL", check, "start it with tests/services (or set FLOWSTATE_TEST_POSTGRES)")
+    return POSTGRES_ADMIN
+
+
+@pytest.fixture
+def postgres_url(postgres_admin) -> str:
+    """A new, empty database on the machine's PostgreSQL, dropped afterwards."""
+    name = f"flowstate_test_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = psycopg.conninfo.conninfo_to_dict(postgres_admin)
+    user = base.get("user", "postgres")
+    host = base.get("host", "127.0.0.1")
+    port = base.get("port", "5432")
+    yield f"postgresql://{user}@{host}:{port}/{name}"
+    with psycopg.connect(postgres_admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    need("Redis", lambda: redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping(), "start it with tests/services")
+    return REDIS_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """The store's tests run on both the embedded default and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bot.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def make_settings(tmp_path: Path, **values) -> Settings:
+    values.setdefault("home", tmp_path / ".flowstate-bot")
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def make_runtime(tmp_path):
+    """Builds a migrated runtime; closes every one it built."""
+    built: list[Runtime] = []
+
+    def build(stack: StackConfig | None = None, **settings) -> Runtime:
+        runtime = Runtime.build(make_settings(tmp_path, **settings), stack or StackConfig())
+        built.append(runtime)
+        return runtime
+
+    yield build
+    for runtime in built:
+        runtime.close()
+
+
+def grant(runtime: Runtime, user_id: str, role: Role) -> None:
+    with runtime.store.session.begin() as session:
+        Authorizer.grant(session, user_id, role, "UADMIN")
+
+
+def run(runtime: Runtime, user_id: str, line: str, channel: str = "C1"):
+    name, _, text = line.lstrip("/").partition(" ")
+    return runtime.dispatcher.dispatch(Invocation(user_id, name, text.strip(), channel, "console"))
