@@ -58,10 +58,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             log.info("connecting to Slack in Socket Mode")
             SocketModeHandler(adapter.app, settings.slack_app_token.get_secret_value()).start()
         else:
-            import waitress
-
-            log.info("serving Slack requests on http://%s:%s/slack/events", args.host, args.port)
-            waitress.serve(adapter.wsgi(), host=args.host, port=args.port, threads=8, ident="flowstate-bot")
+            server = adapter.http_server(args.host, args.port)
+            log.info("serving Slack requests on http://%s:%s/slack/events", args.host, server.effective_port)
+            server.run()
     except KeyboardInterrupt:
         log.info("stopping; letting running commands finish")
     finally:

@@ -102,8 +102,13 @@ class SlackAdapter:
         except SlackApiError as error:
             log.error("could not deliver the reply to /%s: %s", invocation.command, error.response.get("error"))
 
-    def wsgi(self) -> SlackRequestHandler:
-        return SlackRequestHandler(self.app)
+    def http_server(self, host: str, port: int, threads: int = 8):
+        """A waitress server for POST /slack/events; `.run()` serves, `.close()` stops."""
+        import waitress.server
+
+        return waitress.server.create_server(
+            SlackRequestHandler(self.app), host=host, port=port, threads=threads, ident="flowstate-bot"
+        )
 
     def shutdown(self) -> None:
         self.jobs.shutdown(wait=True, cancel_futures=False)

@@ -104,3 +104,49 @@ def grant(runtime: Runtime, user_id: str, role: Role) -> None:
 def run(runtime: Runtime, user_id: str, line: str, channel: str = "C1"):
     name, _, text = line.lstrip("/").partition(" ")
     return runtime.dispatcher.dispatch(Invocation(user_id, name, text.strip(), channel, "console"))
+
+
+SIGNING_SECRET = "test-signing-secret"
+
+
+@pytest.fixture
+def slack_double():
+    from tests.slack_double import SlackDouble
+
+    with SlackDouble() as double:
+        yield double
+
+
+@pytest.fixture
+def slack_bot(tmp_path, slack_double):
+    """The bot in HTTP mode on 127.0.0.1, wired to the Web API double; yields (sender, runtime)."""
+    import threading
+
+    from bot.slack import SlackAdapter, group_members, web_client
+    from tests.slack_signing import SlackSender
+
+    started = []
+
+    def start(stack: StackConfig | None = None, **values):
+        settings = make_settings(
+            tmp_path,
+            slack_api_url=slack_double.api_url,
+            slack_bot_token="xoxb-test-token",
+            slack_signing_secret=SIGNING_SECRET,
+            **values,
+        )
+        client = web_client(settings)
+        runtime = Runtime.build(settings, stack or StackConfig(), group_members=group_members(client))
+        adapter = SlackAdapter(runtime, client, http_mode=True)
+        server = adapter.http_server("127.0.0.1", 0)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        started.append((server, thread, adapter, runtime))
+        return SlackSender(f"http://127.0.0.1:{server.effective_port}", SIGNING_SECRET), runtime
+
+    yield start
+    for server, thread, adapter, runtime in started:
+        server.close()
+        thread.join(timeout=5)
+        adapter.shutdown()
+        runtime.close()

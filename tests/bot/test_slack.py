@@ -1,0 +1,100 @@
+"""Bolt receives slash commands signed exactly as Slack signs them; replies reach the Web API double."""
+
+import time
+
+from bot.store import AuditEntry
+from tests.conftest import grant
+from tests.loopback import StatusServer
+from bot.config import StackConfig
+from bot.roles import Role
+
+
+def _audit(runtime):
+    with runtime.store.session() as session:
+        return [(row.user_id, row.command, row.outcome) for row in session.query(AuditEntry).order_by(AuditEntry.id)]
+
+
+def test_a_signed_health_is_acked_at_once_and_answered_in_the_channel(slack_bot, slack_double):
+    with StatusServer(200) as frontend, StatusServer(500) as backend:
+        stack = StackConfig(
+            stack={"compose_project": "flowstate"},
+            probes=[
+                {"name": "frontend", "kind": "http", "url": frontend.url},
+                {"name": "backend", "kind": "http", "url": backend.url},
+            ],
+        )
+        sender, runtime = slack_bot(stack, admins=["U0ONCALL"])
+        ack = sender.slash("/health", "", "U0ONCALL", response_url=slack_double.response_url("health"))
+        assert ack.status == 200 and ack.body == ""
+        assert ack.elapsed < 3.0, "Slack shows a timeout after 3 s"
+        (reply,) = slack_double.wait_for_response("health")
+    assert reply["response_type"] == "in_channel"
+    assert "🔴 *backend*: answered HTTP 500, expected 200" in reply["text"]
+    assert reply["blocks"][0]["text"]["text"] == "Health of flowstate"
+    assert _audit(runtime) == [("U0ONCALL", "health", "allowed"), ("U0ONCALL", "health", "succeeded")]
+
+
+def test_bad_missing_and_stale_signatures_get_401_and_run_nothing(slack_bot, slack_double):
+    sender, runtime = slack_bot(admins=["U0ONCALL"])
+    url = slack_double.response_url("x")
+    assert sender.slash("/whoami", "", "U0ONCALL", response_url=url, sign_with="wrong-secret").status == 401
+    assert sender.slash("/whoami", "", "U0ONCALL", response_url=url, unsigned=True).status == 401
+    stale = int(time.time()) - 301
+    assert sender.slash("/whoami", "", "U0ONCALL", response_url=url, timestamp=stale).status == 401
+    assert sender.slash("/whoami", "", "U0ONCALL", response_url=url).status == 200  # the control
+    slack_double.wait_for_response("x")
+    time.sleep(0.2)  # give a wrongly accepted request time to show up
+    assert len(slack_double.responses("x")) == 1
+    assert _audit(runtime) == [("U0ONCALL", "whoami", "allowed"), ("U0ONCALL", "whoami", "succeeded")]
+
+
+def test_a_denial_goes_only_to_the_caller(slack_bot, slack_double):
+    sender, runtime = slack_bot()
+    sender.slash("/audit", "", "U0STRANGER", response_url=slack_double.response_url("denied"))
+    (reply,) = slack_double.wait_for_response("denied")
+    assert reply["response_type"] == "ephemeral"
+    assert reply["text"] == "/audit needs the admin role and you have no role yet; ask an admin for one."
+
+
+def test_a_mention_from_slack_grants_the_mentioned_user(slack_bot, slack_double):
+    sender, runtime = slack_bot(admins=["U0ADMIN"])
+    sender.slash("/role", "grant <@U0NEWBIE|newbie> operator", "U0ADMIN", response_url=slack_double.response_url("g"))
+    (reply,) = slack_double.wait_for_response("g")
+    assert reply["text"] == "<@U0NEWBIE> now has the operator role."
+    assert runtime.authz.role_of("U0NEWBIE") is Role.operator
+
+
+def test_user_group_members_get_their_role_from_slack(slack_bot, slack_double):
+    slack_double.set_usergroup("S0ONCALL", ["U0MEMBER"])
+    sender, runtime = slack_bot(role_groups="S0ONCALL=approver")
+    sender.slash("/whoami", "", "U0MEMBER", response_url=slack_double.response_url("me"))
+    (reply,) = slack_double.wait_for_response("me")
+    assert "with the approver role" in reply["text"]
+    assert slack_double.calls_to("usergroups.users.list")[0].params["usergroup"] == "S0ONCALL"
+
+
+def test_a_used_up_response_url_falls_back_to_an_ephemeral_post_even_when_rate_limited(slack_bot, slack_double):
+    sender, runtime = slack_bot(admins=["U0ONCALL"])
+    slack_double.expire_response_url("old")
+    slack_double.ratelimit_next("chat.postEphemeral", retry_after=0)
+    sender.slash("/whoami", "", "U0ONCALL", channel_id="C0OPS", response_url=slack_double.response_url("old"))
+    calls = slack_double.wait_for("chat.postEphemeral", count=2)
+    assert calls[-1].params["user"] == "U0ONCALL" and calls[-1].params["channel"] == "C0OPS"
+    assert "with the admin role" in calls[-1].params["text"]
+
+
+def test_slow_commands_do_not_hold_up_the_acks_of_others(slack_bot, slack_double):
+    """Bolt's listener pool has 5 threads; work runs on the bot's own pool, so acks never queue behind it."""
+    from tests.loopback import SilentServer
+
+    with SilentServer() as hung:
+        url = f"http://127.0.0.1:{hung.port}/health"
+        stack = StackConfig(probes=[{"name": "hung", "kind": "http", "url": url, "timeout": 5}])
+        sender, runtime = slack_bot(stack, admins=["U0ONCALL"])
+        for i in range(6):
+            assert sender.slash("/health", "", "U0ONCALL", response_url=slack_double.response_url(f"h{i}")).status == 200
+        ack = sender.slash("/whoami", "", "U0ONCALL", response_url=slack_double.response_url("quick"))
+        assert ack.status == 200 and ack.elapsed < 3.0, "Slack shows a timeout after 3 s"
+        (reply,) = slack_double.wait_for_response("quick")
+        assert slack_double.responses("h0") == [], "the quick reply came before the hung checks finished"
+    assert "admin role" in reply["text"]
