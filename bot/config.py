@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     role_group_cache_seconds: float = 60.0
     slack_api_url: str = "https://slack.com/api/"
     timezone: str = "UTC"
+    docker_url: str | None = None  # default: DOCKER_HOST or the local socket
     workers: int = Field(8, ge=1, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -172,9 +173,10 @@ Probe = Annotated[HttpProbe | TcpProbe | PostgresProbe | RedisProbe, Field(discr
 
 
 class StackSection(_Strict):
-    compose_project: str = "flowstate"
+    compose_project: str | None = None  # without it, /health checks no containers
     compose_file: str | None = None
-    app_services: list[str] = ["backend", "frontend", "python-worker"]
+    app_services: list[str] = []
+    check_timeout: float = Field(5.0, gt=0, le=60)
 
 
 class DatabaseSection(_Strict):

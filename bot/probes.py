@@ -9,11 +9,12 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 import redis
 
+from bot.docker_stack import StackError
 from bot.config import HttpProbe, PostgresProbe, Probe, RedisProbe, TcpProbe
 
 
@@ -24,14 +25,16 @@ class ProbeResult:
     latency_ms: float
     error: str | None = None
     detail: str | None = None
+    metrics: dict = field(default_factory=dict)
 
 
 class ProbeFailure(Exception):
     """A probe's failure, already in words an operator reads at a glance."""
 
 
-def _describe(error: BaseException, timeout: float) -> str:
-    if isinstance(error, ProbeFailure):
+def describe_error(error: BaseException, timeout: float) -> str:
+    """An exception from a network client, in the words an operator wants at 3 a.m."""
+    if isinstance(error, (ProbeFailure, StackError, ValueError)):
         return str(error)
     if isinstance(error, (socket.timeout, TimeoutError)):
         return f"no answer within {timeout:g} s"
@@ -40,7 +43,7 @@ def _describe(error: BaseException, timeout: float) -> str:
     if isinstance(error, socket.gaierror):
         return "host name not found"
     if isinstance(error, urllib.error.URLError):
-        return _describe(error.reason, timeout) if isinstance(error.reason, BaseException) else str(error.reason)
+        return describe_error(error.reason, timeout) if isinstance(error.reason, BaseException) else str(error.reason)
     if isinstance(error, redis.TimeoutError):
         return f"no answer within {timeout:g} s"
     if isinstance(error, redis.ConnectionError):
@@ -65,7 +68,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))
 
 
-def _http(probe: HttpProbe) -> str:
+Outcome = tuple[str, dict]
+
+
+def _http(probe: HttpProbe) -> Outcome:
     try:
         with _opener.open(probe.url, timeout=probe.timeout) as response:
             status = response.status
@@ -74,29 +80,39 @@ def _http(probe: HttpProbe) -> str:
         status = error.code
     if status != probe.expect_status:
         raise ProbeFailure(f"answered HTTP {status}, expected {probe.expect_status}")
-    return f"HTTP {status}"
+    return f"HTTP {status}", {}
 
 
-def _tcp(probe: TcpProbe) -> str:
+def _tcp(probe: TcpProbe) -> Outcome:
     with socket.create_connection((probe.host, probe.port), timeout=probe.timeout):
-        return "port open"
+        return "port open", {}
 
 
-def _postgres(probe: PostgresProbe) -> str:
-    # libpq's connect_timeout is whole seconds (minimum 2); the socket option bounds the query too.
+def _postgres(probe: PostgresProbe) -> Outcome:
+    # libpq's connect_timeout is whole seconds (minimum 2); run_probes bounds the whole probe anyway.
     connect_timeout = max(2, round(probe.timeout))
     options = f"-c statement_timeout={int(probe.timeout * 1000)}"
     with psycopg.connect(probe.dsn, connect_timeout=connect_timeout, options=options, autocommit=True) as conn:
         conn.execute("SELECT 1").fetchone()
-        return f"SELECT 1 ok (server {conn.info.server_version // 10000})"
+        used, limit = conn.execute(
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+            " current_setting('max_connections')::int"
+        ).fetchone()
+        detail = f"SELECT 1 ok, {used}/{limit} connections (server {conn.info.server_version // 10000})"
+        return detail, {"connections": used, "max_connections": limit}
 
 
-def _redis(probe: RedisProbe) -> str:
+def _redis(probe: RedisProbe) -> Outcome:
     client = redis.Redis.from_url(probe.url, socket_timeout=probe.timeout, socket_connect_timeout=probe.timeout)
     try:
         if not client.ping():
             raise ProbeFailure("PING did not answer PONG")
-        return "PONG"
+        memory = client.info("memory")
+        used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+        detail = f"PONG, {memory.get('used_memory_human', used)} used"
+        if limit:
+            detail += f" of {memory.get('maxmemory_human', limit)}"
+        return detail, {"memory_bytes": used, "maxmemory_bytes": limit}
     finally:
         client.close()
 
@@ -107,10 +123,10 @@ _RUNNERS = {"http": _http, "tcp": _tcp, "postgres": _postgres, "redis": _redis}
 def run_probe(probe: Probe) -> ProbeResult:
     started = time.monotonic()
     try:
-        detail = _RUNNERS[probe.kind](probe)
+        detail, metrics = _RUNNERS[probe.kind](probe)
     except Exception as error:  # every failure becomes a line in the report, never an exception
-        return ProbeResult(probe.name, False, (time.monotonic() - started) * 1000, _describe(error, probe.timeout))
-    return ProbeResult(probe.name, True, (time.monotonic() - started) * 1000, detail=detail)
+        return ProbeResult(probe.name, False, (time.monotonic() - started) * 1000, describe_error(error, probe.timeout))
+    return ProbeResult(probe.name, True, (time.monotonic() - started) * 1000, detail=detail, metrics=metrics)
 
 
 def run_probes(probes: list[Probe], grace: float = 0.25) -> list[ProbeResult]:

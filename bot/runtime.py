@@ -8,6 +8,7 @@ from bot.audit import AuditLog
 from bot.authz import Authorizer, GroupMembers
 from bot.config import Settings, StackConfig
 from bot.dispatcher import Dispatcher
+from bot.docker_stack import ComposeStack
 from bot.registry import Command, load_commands
 from bot.store import Store
 
@@ -20,6 +21,7 @@ class Runtime:
     authz: Authorizer
     audit: AuditLog
     commands: dict[str, Command]
+    docker: ComposeStack | None = None  # None when the stack file names no Compose project
     dispatcher: Dispatcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,7 +47,10 @@ class Runtime:
             authz=Authorizer(store, settings, group_members, local_admins),
             audit=AuditLog(store),
             commands=load_commands(),
+            docker=ComposeStack(stack.stack.compose_project, settings.docker_url) if stack.stack.compose_project else None,
         )
 
     def close(self) -> None:
+        if self.docker is not None:
+            self.docker.close()
         self.store.dispose()

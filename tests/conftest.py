@@ -150,3 +150,56 @@ def slack_bot(tmp_path, slack_double):
         thread.join(timeout=5)
         adapter.shutdown()
         runtime.close()
+
+
+STACK_DIR = ROOT / "tests" / "stack"
+
+
+@pytest.fixture(scope="session")
+def live_stack() -> StackConfig:
+    """The Compose test stack, up and healthy (tests/stack/up starts the engine and builds images if needed)."""
+    import subprocess
+
+    from bot.config import load_stack
+
+    result = subprocess.run([str(STACK_DIR / "up")], capture_output=True, text=True, timeout=1200)
+    if result.returncode != 0:
+        pytest.fail(f"the live test stack did not come up (tests/stack/up):\n{result.stderr[-4000:]}", pytrace=False)
+    return load_stack(STACK_DIR / "flowstate.toml", required=True)
+
+
+@pytest.fixture
+def stack_container(live_stack):
+    """The docker SDK's container of a service of the live stack; puts every container it handed out back to healthy."""
+    import time
+
+    import docker
+
+    client = docker.from_env(timeout=120)
+    handed_out = []
+
+    def get(service: str):
+        (container,) = client.containers.list(
+            all=True,
+            filters={"label": [f"com.docker.compose.project={live_stack.stack.compose_project}", f"com.docker.compose.service={service}"]},
+        )
+        handed_out.append(container)
+        return container
+
+    yield get
+    for container in handed_out:
+        container.reload()
+        if container.status == "running":
+            container.exec_run("rm -f /tmp/fail /tmp/fail-api")
+        else:
+            container.start()
+    deadline = time.monotonic() + 90
+    for container in handed_out:
+        while True:
+            container.reload()
+            if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"{container.name} did not become healthy again after the test", pytrace=False)
+            time.sleep(0.5)
+    client.close()

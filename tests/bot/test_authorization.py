@@ -14,6 +14,7 @@ SAMPLES = {
     "role": "list",
     "audit": "5",
     "health": "",
+    "stats": "1h",
 }
 
 ROLES = [None, *Role]

@@ -52,9 +52,6 @@ def test_mistyped_lines_get_one_sentence_and_the_console_goes_on(tmp_path):
 def test_health_against_real_services_from_a_stack_file(tmp_path, postgres_admin, redis_url):
     (tmp_path / "flowstate.toml").write_text(
         f"""
-[stack]
-compose_project = "local"
-
 [[probes]]
 name = "postgres"
 kind = "postgres"
@@ -75,7 +72,7 @@ timeout = 1
     )
     result = console(tmp_path, "/health\n")
     assert "🔴 *nothing-here*: connection refused" in result.stdout
-    assert "🟢 postgres" in result.stdout and "🟢 redis" in result.stdout
+    assert "🟢 Checks: postgres " in result.stdout and " · redis " in result.stdout
     assert "1 of 3 checks failing" in result.stdout
 
 

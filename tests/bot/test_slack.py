@@ -17,7 +17,6 @@ def _audit(runtime):
 def test_a_signed_health_is_acked_at_once_and_answered_in_the_channel(slack_bot, slack_double):
     with StatusServer(200) as frontend, StatusServer(500) as backend:
         stack = StackConfig(
-            stack={"compose_project": "flowstate"},
             probes=[
                 {"name": "frontend", "kind": "http", "url": frontend.url},
                 {"name": "backend", "kind": "http", "url": backend.url},
@@ -30,7 +29,7 @@ def test_a_signed_health_is_acked_at_once_and_answered_in_the_channel(slack_bot,
         (reply,) = slack_double.wait_for_response("health")
     assert reply["response_type"] == "in_channel"
     assert "🔴 *backend*: answered HTTP 500, expected 200" in reply["text"]
-    assert reply["blocks"][0]["text"]["text"] == "Health of flowstate"
+    assert reply["blocks"][0]["text"]["text"] == "Health"
     assert _audit(runtime) == [("U0ONCALL", "health", "allowed"), ("U0ONCALL", "health", "succeeded")]
 
 

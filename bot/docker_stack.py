@@ -1,0 +1,216 @@
+"""The operated Compose project through the Docker engine: containers, state, stats, logs, stop/start."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, TypeVar
+
+import docker
+import requests
+from docker.models.containers import Container
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+
+T = TypeVar("T")
+
+
+class StackError(Exception):
+    """A problem with the operated stack, already one sentence for the user."""
+
+
+class DockerUnavailable(StackError):
+    pass
+
+
+class ServiceNotFound(StackError):
+    pass
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    # Docker gives RFC 3339 with nanoseconds and "0001-01-01T00:00:00Z" for "never".
+    if not value or value.startswith("0001-"):
+        return None
+    head, _, fraction = value.rstrip("Z").partition(".")
+    parsed = datetime.fromisoformat(head)
+    if fraction:
+        parsed = parsed.replace(microsecond=int(fraction[:6].ljust(6, "0")))
+    return parsed.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    service: str
+    container: str
+    status: str  # created, running, restarting, paused, exited, dead
+    health: str | None  # starting, healthy, unhealthy; None without a healthcheck
+    exit_code: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    restart_count: int
+    health_output: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "running" and self.health in (None, "healthy")
+
+
+@dataclass(frozen=True)
+class ServiceStats:
+    service: str
+    container: str
+    cpu_percent: float
+    memory_bytes: int
+    memory_limit: int
+
+    @property
+    def memory_percent(self) -> float:
+        return 100.0 * self.memory_bytes / self.memory_limit if self.memory_limit else 0.0
+
+
+def cpu_percent(stats: dict) -> float:
+    """As `docker stats` computes it: the container's share of the host's CPU time between two samples."""
+    cpu, pre = stats.get("cpu_stats", {}), stats.get("precpu_stats", {})
+    container_delta = cpu.get("cpu_usage", {}).get("total_usage", 0) - pre.get("cpu_usage", {}).get("total_usage", 0)
+    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    cpus = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or []) or 1
+    if container_delta <= 0 or system_delta <= 0:
+        return 0.0
+    return container_delta / system_delta * cpus * 100.0
+
+
+def memory_used(stats: dict) -> tuple[int, int]:
+    """Usage less the page cache that can be dropped: inactive_file (cgroup v2), total_inactive_file (v1)."""
+    memory = stats.get("memory_stats", {})
+    usage = memory.get("usage", 0)
+    details = memory.get("stats", {})
+    cache = details.get("inactive_file", details.get("total_inactive_file", 0))
+    return max(usage - cache, 0), memory.get("limit", 0)
+
+
+class ComposeStack:
+    def __init__(self, project: str, docker_url: str | None = None, timeout: float = 120.0):
+        self.project = project
+        self._docker_url = docker_url
+        # Stopping a container waits for its own stop timeout; the API's default 60 s read timeout is too short.
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def where(self) -> str:
+        return self._docker_url or "the default Docker socket"
+
+    def _docker(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                try:
+                    if self._docker_url:
+                        self._client = docker.DockerClient(base_url=self._docker_url, timeout=int(self._timeout))
+                    else:
+                        self._client = docker.from_env(timeout=int(self._timeout))
+                except docker.errors.DockerException:
+                    raise DockerUnavailable(f"The Docker engine is not reachable at {self.where}.") from None
+            return self._client
+
+    def _call(self, action: Callable[[docker.DockerClient], T]) -> T:
+        try:
+            return action(self._docker())
+        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as error:
+            if isinstance(error, docker.errors.APIError):
+                raise
+            raise DockerUnavailable(f"The Docker engine is not reachable at {self.where}.") from None
+
+    def containers(self) -> list[tuple[str, Container]]:
+        """The project's service containers (one-off `run` containers left out), by service name."""
+        found = self._call(
+            lambda client: client.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.project}"]})
+        )
+        pairs = [
+            (c.labels.get(SERVICE_LABEL, c.name), c)
+            for c in found
+            if c.labels.get(ONEOFF_LABEL, "False") != "True"
+        ]
+        return sorted(pairs, key=lambda pair: (pair[0], pair[1].name))
+
+    def states(self) -> list[ServiceState]:
+        return [self._state(service, container) for service, container in self.containers()]
+
+    @staticmethod
+    def _state(service: str, container: Container) -> ServiceState:
+        state = container.attrs.get("State", {})
+        health = state.get("Health") or {}
+        log = health.get("Log") or []
+        return ServiceState(
+            service=service,
+            container=container.name,
+            status=state.get("Status", container.status),
+            health=health.get("Status"),
+            exit_code=state.get("ExitCode", 0),
+            started_at=_parse_time(state.get("StartedAt")),
+            finished_at=_parse_time(state.get("FinishedAt")),
+            restart_count=container.attrs.get("RestartCount", 0),
+            health_output=(log[-1].get("Output") or "").strip() or None if log else None,
+        )
+
+    def stats(self) -> list[ServiceStats]:
+        """One sample of every running container, all at once (each takes about a second)."""
+        running = [(service, c) for service, c in self.containers() if c.status == "running"]
+        if not running:
+            return []
+
+        def sample(pair: tuple[str, Container]) -> ServiceStats:
+            service, container = pair
+            raw = self._call(lambda _client: container.stats(stream=False))
+            used, limit = memory_used(raw)
+            return ServiceStats(service, container.name, cpu_percent(raw), used, limit)
+
+        with ThreadPoolExecutor(max_workers=len(running), thread_name_prefix="stats") as pool:
+            return list(pool.map(sample, running))
+
+    def logs(self, service: str, since: datetime | None = None, tail: int | None = None) -> list[str]:
+        lines: list[str] = []
+        for name, container in self.containers():
+            if name != service:
+                continue
+            options: dict = {"stdout": True, "stderr": True}
+            if since is not None:
+                options["since"] = since
+            if tail is not None:
+                options["tail"] = tail
+            raw = self._call(lambda _client: container.logs(**options))
+            lines.extend(raw.decode("utf-8", errors="replace").splitlines())
+        return lines
+
+    def _each(self, services: list[str], action: Callable[[Container], None]) -> list[str]:
+        by_service: dict[str, list[Container]] = {}
+        for service, container in self.containers():
+            by_service.setdefault(service, []).append(container)
+        missing = [service for service in services if service not in by_service]
+        if missing:
+            raise ServiceNotFound(f"No container of {', '.join(missing)} in Compose project {self.project}.")
+        done = []
+        for service in services:
+            for container in by_service[service]:
+                self._call(lambda _client: action(container))
+                done.append(container.name)
+        return done
+
+    def stop(self, services: list[str], timeout: int = 30) -> list[str]:
+        return self._each(services, lambda c: c.stop(timeout=timeout))
+
+    def start(self, services: list[str]) -> list[str]:
+        return self._each(services, lambda c: c.start())
+
+    def restart(self, services: list[str], timeout: int = 30) -> list[str]:
+        return self._each(services, lambda c: c.restart(timeout=timeout))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None

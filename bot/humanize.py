@@ -1,0 +1,32 @@
+"""Numbers an operator reads at a glance: durations, ages and sizes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        hours, rest = divmod(seconds, 3600)
+        return f"{hours} h {rest // 60} min" if rest >= 60 else f"{hours} h"
+    days, rest = divmod(seconds, 86400)
+    return f"{days} d {rest // 3600} h" if rest >= 3600 else f"{days} d"
+
+
+def ago(when: datetime, now: datetime) -> str:
+    return f"{duration((now - when).total_seconds())} ago"
+
+
+def size(count: float) -> str:
+    if count < 1024:
+        return f"{count:.0f} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        count /= 1024
+        if count < 1024 or unit == "TiB":
+            break
+    return f"{count:.1f} {unit}"

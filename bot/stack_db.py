@@ -1,0 +1,91 @@
+"""The operated application's PostgreSQL (not the bot's own store): activity and statement statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class LongQuery:
+    pid: int
+    user: str | None
+    state: str
+    seconds: float
+    query: str
+
+
+@dataclass(frozen=True)
+class SlowStatement:
+    query: str
+    calls: int
+    mean_ms: float
+
+
+@dataclass(frozen=True)
+class DatabaseActivity:
+    by_state: dict[str, int]
+    max_connections: int
+    long_queries: list[LongQuery]
+    slow_statements: list[SlowStatement] | None  # None: pg_stat_statements is not available
+    statements_note: str | None
+
+    @property
+    def connections(self) -> int:
+        return sum(self.by_state.values())
+
+
+class StackDatabase:
+    def __init__(self, dsn: str, timeout: float = 5.0):
+        self._dsn = dsn
+        self._timeout = timeout
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(
+            self._dsn,
+            connect_timeout=max(2, round(self._timeout)),
+            options=f"-c statement_timeout={int(self._timeout * 1000)}",
+            autocommit=True,
+            application_name="flowstate-bot",
+        )
+
+    def activity(self, long_query_seconds: float, limit: int = 5) -> DatabaseActivity:
+        with self._connect() as conn:
+            by_state = dict(
+                conn.execute(
+                    "SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity"
+                    " WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+            )
+            max_connections = int(conn.execute("SELECT current_setting('max_connections')").fetchone()[0])
+            long_queries = [
+                LongQuery(*row)
+                for row in conn.execute(
+                    "SELECT pid, usename, state, extract(epoch FROM now() - query_start)::float, left(query, 300)"
+                    " FROM pg_stat_activity"
+                    " WHERE backend_type = 'client backend' AND state <> 'idle' AND pid <> pg_backend_pid()"
+                    " AND query_start < now() - make_interval(secs => %s)"
+                    " ORDER BY query_start LIMIT %s",
+                    (long_query_seconds, limit),
+                )
+            ]
+            statements, note = self._slow_statements(conn, limit)
+        return DatabaseActivity(by_state, max_connections, long_queries, statements, note)
+
+    @staticmethod
+    def _slow_statements(conn: psycopg.Connection, limit: int) -> tuple[list[SlowStatement] | None, str | None]:
+        installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()
+        if not installed:
+            return None, "pg_stat_statements is not installed in this database, so there are no statement timings"
+        try:
+            rows = conn.execute(
+                "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 200), calls, mean_exec_time"
+                " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND query NOT LIKE '%%pg_stat_statements%%'"
+                " ORDER BY mean_exec_time DESC LIMIT %s",
+                (limit,),
+            ).fetchall()
+        except psycopg.errors.ObjectNotInPrerequisiteState:
+            return None, "pg_stat_statements is installed but not in shared_preload_libraries, so it records nothing"
+        return [SlowStatement(query, int(calls), float(mean)) for query, calls, mean in rows], None

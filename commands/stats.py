@@ -1,0 +1,190 @@
+"""/stats: the operator guide's four key metrics, read side by side, crossed thresholds first."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Callable
+
+from pydantic import BaseModel, field_validator
+
+from bot import blocks
+from bot.humanize import duration, size
+from bot.probes import describe_error
+from bot.registry import Context, Reply, command
+from bot.roles import Role
+from bot.stack_db import StackDatabase
+from bot.stack_redis import StackRedis
+from bot.store import utcnow
+
+# The status code after the quoted request line of a combined/common access log line.
+ACCESS_STATUS = re.compile(r'"[A-Z]+ [^"]*" (\d{3}) ')
+_WINDOW = re.compile(r"(\d+)([smhd])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class StatsArgs(BaseModel):
+    window: str = "15m"
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        match = _WINDOW.fullmatch(value.strip().lower())
+        if not match or int(match.group(1)) == 0:
+            raise ValueError(f"{value!r} is not a time window; use a number and s, m, h or d, such as 15m or 2h")
+        if int(match.group(1)) * _UNIT[match.group(2)] > 7 * 86400:
+            raise ValueError("the window can be at most 7d")
+        return match.group(0)
+
+    @property
+    def seconds(self) -> int:
+        match = _WINDOW.fullmatch(self.window)
+        return int(match.group(1)) * _UNIT[match.group(2)]
+
+
+@dataclass
+class Section:
+    title: str
+    lines: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+
+def api_errors(ctx: Context, args: StatsArgs) -> Section:
+    stack, docker = ctx.runtime.stack, ctx.runtime.docker
+    service = stack.api_errors.compose_service
+    section = Section(f"API errors ({service} logs, last {args.window})")
+    if docker is None:
+        section.lines.append("The stack file names no Compose project, so there are no logs to read.")
+        return section
+    since = utcnow() - timedelta(seconds=args.seconds)
+    statuses = [int(m.group(1)) for line in docker.logs(service, since=since) if (m := ACCESS_STATUS.search(line))]
+    if not statuses:
+        section.lines.append(f"No requests logged in the last {args.window}.")
+        return section
+    errors = sum(500 <= status <= 599 for status in statuses)
+    rate = 100.0 * errors / len(statuses)
+    per_minute = errors / (args.seconds / 60)
+    section.lines.append(f"{errors} of {len(statuses)} requests answered 5xx: {rate:.1f}% ({per_minute:.1f} per minute)")
+    limit = stack.thresholds.error_rate_percent
+    if rate > limit:
+        section.flags.append(f"API error rate {rate:.1f}% (threshold {limit:g}%)")
+    return section
+
+
+def containers(ctx: Context, _args: StatsArgs) -> Section:
+    stack, docker = ctx.runtime.stack, ctx.runtime.docker
+    section = Section("CPU and memory (as docker stats)")
+    if docker is None:
+        section.lines.append("The stack file names no Compose project, so there are no containers to sample.")
+        return section
+    samples = docker.stats()
+    if not samples:
+        section.lines.append(f"No running containers in Compose project {docker.project}.")
+    for sample in samples:
+        memory = f"{size(sample.memory_bytes)} / {size(sample.memory_limit)} ({sample.memory_percent:.1f}%)"
+        section.lines.append(f"{sample.service}: CPU {sample.cpu_percent:.1f}%, memory {memory}")
+        if sample.cpu_percent > stack.thresholds.cpu_percent:
+            section.flags.append(f"{sample.service} CPU {sample.cpu_percent:.0f}% (threshold {stack.thresholds.cpu_percent:g}%)")
+        if sample.memory_percent > stack.thresholds.memory_percent:
+            section.flags.append(
+                f"{sample.service} memory {sample.memory_percent:.0f}% (threshold {stack.thresholds.memory_percent:g}%)"
+            )
+    return section
+
+
+def database(ctx: Context, _args: StatsArgs) -> Section:
+    stack = ctx.runtime.stack
+    section = Section("Database")
+    if stack.database is None:
+        section.lines.append("The stack file has no [database] section.")
+        return section
+    limits = stack.thresholds
+    activity = StackDatabase(stack.database.dsn, stack.stack.check_timeout).activity(limits.long_query_seconds)
+    states = ", ".join(f"{state} {count}" for state, count in activity.by_state.items())
+    percent = 100.0 * activity.connections / activity.max_connections
+    section.lines.append(f"Connections: {activity.connections}/{activity.max_connections} ({percent:.0f}%): {states}")
+    if percent > limits.connections_percent:
+        section.flags.append(f"database connections {percent:.0f}% of max_connections (threshold {limits.connections_percent:g}%)")
+    if activity.long_queries:
+        section.flags.append(f"{len(activity.long_queries)} queries running longer than {limits.long_query_seconds:g} s")
+        section.lines.append(f"Running longer than {limits.long_query_seconds:g} s:")
+        section.lines += [
+            f"• pid {q.pid} ({q.user}, {q.state}) {duration(q.seconds)}: `{q.query}`" for q in activity.long_queries
+        ]
+    else:
+        section.lines.append(f"No query running longer than {limits.long_query_seconds:g} s.")
+    if activity.slow_statements is None:
+        section.lines.append(f"Slowest statements: {activity.statements_note}.")
+    elif activity.slow_statements:
+        section.lines.append("Slowest statements (mean time, pg_stat_statements):")
+        section.lines += [
+            f"• {s.mean_ms:.1f} ms × {s.calls} calls: `{s.query}`" for s in activity.slow_statements
+        ]
+    return section
+
+
+def queue(ctx: Context, _args: StatsArgs) -> Section:
+    stack = ctx.runtime.stack
+    section = Section("AI worker queue")
+    if stack.queue is None or stack.redis is None:
+        section.lines.append("The stack file has no [queue] and [redis] sections.")
+        return section
+    lengths = StackRedis(stack.redis.url, stack.stack.check_timeout).queue_lengths(stack.queue.keys, stack.queue.type)
+    total = sum(lengths.values())
+    section.lines += [f"{key} ({stack.queue.type}): {length:,} jobs" for key, length in lengths.items()]
+    if total > stack.thresholds.queue_length:
+        section.flags.append(f"AI worker queue {total:,} jobs (threshold {stack.thresholds.queue_length:,})")
+    return section
+
+
+METRICS: list[tuple[str, Callable[[Context, StatsArgs], Section]]] = [
+    ("API errors", api_errors),
+    ("CPU and memory", containers),
+    ("Database", database),
+    ("AI worker queue", queue),
+]
+
+
+@command(
+    "stats",
+    summary="The four key metrics: API error rate, CPU and memory, database, AI worker queue.",
+    usage="/stats [window, e.g. 15m]",
+    role=Role.viewer,
+    args=StatsArgs,
+)
+def stats(ctx: Context, args: StatsArgs) -> Reply:
+    timeout = ctx.runtime.stack.stack.check_timeout
+    pool = ThreadPoolExecutor(max_workers=len(METRICS), thread_name_prefix="stats")
+    futures = [(title, pool.submit(metric, ctx, args)) for title, metric in METRICS]
+    pool.shutdown(wait=False)  # a hung dependency keeps its thread, not this reply
+    started = utcnow()
+    sections = []
+    for title, future in futures:
+        remaining = max(0.0, timeout - (utcnow() - started).total_seconds())
+        try:
+            sections.append(future.result(timeout=remaining))
+        except FutureTimeout:
+            sections.append(Section(title, [f"🔴 No answer within {timeout:g} s."]))
+        except Exception as error:  # one unreadable metric must not hide the other three
+            sections.append(Section(title, [f"🔴 Could not read it: {describe_error(error, timeout)}"]))
+    flags = [flag for section in sections for flag in section.flags]
+    project = ctx.runtime.stack.stack.compose_project
+    title = f"Key metrics of {project}" if project else "Key metrics"
+    lines: list[str] = []
+    body = [blocks.header(title)]
+    if flags:
+        flagged = ["*🟠 Thresholds crossed*", *(f"• {flag}" for flag in flags)]
+        lines += flagged
+        body += blocks.sections(flagged)
+    for section in sections:
+        part = [f"*{section.title}*", *section.lines]
+        lines += part
+        body.append(blocks.divider())
+        body += blocks.sections(part)
+    if not flags:
+        lines.append("🟢 No threshold crossed.")
+        body.append(blocks.context("🟢 No threshold crossed."))
+    return Reply("\n".join(lines), body, in_channel=True)

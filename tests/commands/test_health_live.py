@@ -1,0 +1,58 @@
+"""/health against the live Compose test stack: what an operator sees when a service is down."""
+
+import re
+
+from tests.conftest import run
+
+
+def test_a_healthy_stack_is_reported_healthy(make_runtime, live_stack):
+    reply = run(make_runtime(live_stack, admins=["UA"]), "UA", "/health")
+    lines = reply.text.splitlines()
+    assert re.fullmatch(r"🟢 All \d+ checks healthy", lines[-1]), reply.text
+    containers = next(line for line in lines if line.startswith("🟢 Containers: "))
+    for service in ("backend", "frontend", "nginx", "postgres", "python-worker", "redis"):
+        assert re.search(rf"\b{service} healthy, up ", containers), containers
+    checks = next(line for line in lines if line.startswith("🟢 Checks: "))
+    assert re.search(r"postgres \d+ ms \(SELECT 1 ok, \d+/50 connections \(server 15\)\)", checks)
+    assert re.search(r"redis \d+ ms \(PONG, [\d.]+[KM] used\)", checks)
+    assert "backend via nginx" in checks
+
+
+def test_a_stopped_service_is_named_first_with_its_state_and_exit_code(make_runtime, live_stack, stack_container):
+    worker = stack_container("python-worker")
+    worker.stop(timeout=1)
+    reply = run(make_runtime(live_stack, admins=["UA"]), "UA", "/health")
+    lines = reply.text.splitlines()
+    assert re.match(r"🔴 \*python-worker\*: exited with code \d+ \d+ s ago", lines[0]), reply.text
+    assert any(line.startswith("🔴 *python-worker via nginx*: answered HTTP 502") for line in lines)
+    assert any(line.startswith("🔴 *python-worker*: connection refused") for line in lines)
+    assert re.fullmatch(r"🔴 3 of \d+ checks failing", lines[-1])
+    healthy = next(line for line in lines if line.startswith("🟢 Containers: "))
+    assert "python-worker" not in healthy and "backend healthy" in healthy
+
+
+def test_an_unhealthy_service_shows_its_healthcheck_and_last_error_line(make_runtime, live_stack, stack_container):
+    import time
+
+    backend = stack_container("backend")
+    backend.exec_run("touch /tmp/fail")
+    runtime = make_runtime(live_stack, admins=["UA"])
+    deadline = time.monotonic() + 30
+    while "running but unhealthy" not in (text := run(runtime, "UA", "/health").text):
+        assert time.monotonic() < deadline, text
+        time.sleep(1)
+    line = next(line for line in text.splitlines() if line.startswith("🔴 *backend*: running but unhealthy"))
+    assert '" 500 ' in line.split("last log:")[1], "the last error log line is the evidence"
+
+
+def test_without_a_docker_engine_the_bot_says_so_and_keeps_serving(make_runtime, live_stack):
+    runtime = make_runtime(live_stack, admins=["UA"], docker_url="unix:///tmp/no-docker-here.sock")
+    reply = run(runtime, "UA", "/health")
+    assert reply.text.splitlines()[0] == (
+        "🔴 *docker*: The Docker engine is not reachable at unix:///tmp/no-docker-here.sock. Container checks were skipped."
+    )
+    assert "🟢 Checks: frontend" in reply.text
+    assert "Commands you may run" in run(runtime, "UA", "/help").text
+    stats = run(runtime, "UA", "/stats").text
+    assert "🔴 Could not read it: The Docker engine is not reachable at unix:///tmp/no-docker-here.sock." in stats
+    assert "flowstate:ai:jobs (list):" in stats, "metrics that need no Docker still answer"
