@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,17 +43,22 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed.replace(tzinfo=timezone.utc)
 
 
+_HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
 @dataclass(frozen=True)
 class ServiceState:
     service: str
     container: str
     status: str  # created, running, restarting, paused, exited, dead
     health: str | None  # starting, healthy, unhealthy; None without a healthcheck
-    exit_code: int
-    started_at: datetime | None
-    finished_at: datetime | None
-    restart_count: int
-    health_output: str | None
+    summary: str  # what `docker ps` shows, e.g. "Up 2 hours (healthy)"
+    # The evidence below is read (one inspect) only for a container that is not ok.
+    exit_code: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    restart_count: int = 0
+    health_output: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -138,23 +144,44 @@ class ComposeStack:
         return sorted(pairs, key=lambda pair: (pair[0], pair[1].name))
 
     def states(self) -> list[ServiceState]:
-        return [self._state(service, container) for service, container in self.containers()]
+        """One list call for all; an inspect only for the containers that are not running and healthy."""
+        summaries = self._call(
+            lambda client: client.api.containers(all=True, filters={"label": [f"{PROJECT_LABEL}={self.project}"]})
+        )
+        states = []
+        for summary in summaries:
+            labels = summary.get("Labels") or {}
+            if labels.get(ONEOFF_LABEL, "False") == "True":
+                continue
+            name = (summary.get("Names") or ["?"])[0].lstrip("/")
+            service = labels.get(SERVICE_LABEL, name)
+            match = _HEALTH_IN_STATUS.search(summary.get("Status", ""))
+            health = match.group(1).removeprefix("health: ") if match else None
+            status = summary.get("State", "unknown")
+            if status == "running" and health in (None, "healthy"):
+                states.append(ServiceState(service, name, status, health, summary.get("Status", "")))
+            else:
+                attrs = self._call(lambda client: client.api.inspect_container(summary["Id"]))
+                states.append(self._evidence(service, name, attrs, summary.get("Status", "")))
+        return sorted(states, key=lambda state: (state.service, state.container))
 
     @staticmethod
-    def _state(service: str, container: Container) -> ServiceState:
-        state = container.attrs.get("State", {})
+    def _evidence(service: str, name: str, attrs: dict, summary: str) -> ServiceState:
+        state = attrs.get("State", {})
         health = state.get("Health") or {}
         log = health.get("Log") or []
+        output = (log[-1].get("Output") or "").strip() if log else ""
         return ServiceState(
             service=service,
-            container=container.name,
-            status=state.get("Status", container.status),
+            container=name,
+            status=state.get("Status", "unknown"),
             health=health.get("Status"),
+            summary=summary,
             exit_code=state.get("ExitCode", 0),
             started_at=_parse_time(state.get("StartedAt")),
             finished_at=_parse_time(state.get("FinishedAt")),
-            restart_count=container.attrs.get("RestartCount", 0),
-            health_output=(log[-1].get("Output") or "").strip() or None if log else None,
+            restart_count=attrs.get("RestartCount", 0),
+            health_output=output or None,
         )
 
     def stats(self) -> list[ServiceStats]:

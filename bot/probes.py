@@ -129,14 +129,15 @@ def run_probe(probe: Probe) -> ProbeResult:
     return ProbeResult(probe.name, True, (time.monotonic() - started) * 1000, detail=detail, metrics=metrics)
 
 
+# One pool for every check, kept warm: starting threads per /health cost more than the checks themselves.
+# A hung check holds a worker only until its own socket timeout.
+CHECK_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="check")
+
+
 def run_probes(probes: list[Probe], grace: float = 0.25) -> list[ProbeResult]:
     """All probes at once; one that outlives its own timeout is reported as timed out and left behind."""
-    if not probes:
-        return []
-    pool = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="probe")
     started = time.monotonic()
-    futures = [pool.submit(run_probe, probe) for probe in probes]
-    pool.shutdown(wait=False)
+    futures = [CHECK_POOL.submit(run_probe, probe) for probe in probes]
     results = []
     for probe, future in zip(probes, futures):
         try:

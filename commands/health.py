@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Literal
@@ -11,8 +10,8 @@ from typing import Literal
 from bot import blocks
 from bot.config import StackConfig
 from bot.docker_stack import ComposeStack, ServiceState, StackError
-from bot.humanize import ago, duration, size
-from bot.probes import ProbeResult, run_probes
+from bot.humanize import ago, size
+from bot.probes import CHECK_POOL, ProbeResult, run_probes
 from bot.registry import Context, Reply, command
 from bot.roles import Role
 from bot.store import utcnow
@@ -43,9 +42,7 @@ def _last_error_line(docker: ComposeStack, service: str) -> str | None:
 def _container_check(docker: ComposeStack, state: ServiceState) -> Check:
     now = utcnow()
     if state.ok:
-        up = f", up {duration((now - state.started_at).total_seconds())}" if state.started_at else ""
-        health = f"{state.health}" if state.health else "running"
-        return Check(state.service, "ok", f"{health}{up}")
+        return Check(state.service, "ok", state.summary.lower())
     if state.status == "running":
         evidence = f"running but {state.health}"
         if state.health_output:
@@ -105,9 +102,7 @@ def run_checks(ctx: Context) -> tuple[list[Check], list[Check]]:
     """Container checks and probes side by side; each bounded, so a hung engine costs its timeout only."""
     runtime, stack = ctx.runtime, ctx.runtime.stack
     containers: list[Check] = []
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
-    pending = pool.submit(container_checks, runtime.docker, stack) if runtime.docker else None
-    pool.shutdown(wait=False)  # a hung engine keeps its thread, not this reply
+    pending = CHECK_POOL.submit(container_checks, runtime.docker, stack) if runtime.docker else None
     probes = [probe_check(result, stack) for result in run_probes(stack.probes)]
     if pending is not None:
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -13,7 +12,7 @@ from pydantic import BaseModel, field_validator
 
 from bot import blocks
 from bot.humanize import duration, size
-from bot.probes import describe_error
+from bot.probes import CHECK_POOL, describe_error
 from bot.registry import Context, Reply, command
 from bot.roles import Role
 from bot.stack_db import StackDatabase
@@ -157,9 +156,7 @@ METRICS: list[tuple[str, Callable[[Context, StatsArgs], Section]]] = [
 )
 def stats(ctx: Context, args: StatsArgs) -> Reply:
     timeout = ctx.runtime.stack.stack.check_timeout
-    pool = ThreadPoolExecutor(max_workers=len(METRICS), thread_name_prefix="stats")
-    futures = [(title, pool.submit(metric, ctx, args)) for title, metric in METRICS]
-    pool.shutdown(wait=False)  # a hung dependency keeps its thread, not this reply
+    futures = [(title, CHECK_POOL.submit(metric, ctx, args)) for title, metric in METRICS]
     started = utcnow()
     sections = []
     for title, future in futures:

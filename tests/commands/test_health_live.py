@@ -11,7 +11,7 @@ def test_a_healthy_stack_is_reported_healthy(make_runtime, live_stack):
     assert re.fullmatch(r"🟢 All \d+ checks healthy", lines[-1]), reply.text
     containers = next(line for line in lines if line.startswith("🟢 Containers: "))
     for service in ("backend", "frontend", "nginx", "postgres", "python-worker", "redis"):
-        assert re.search(rf"\b{service} healthy, up ", containers), containers
+        assert re.search(rf"\b{service} up \d+ \w+ \(healthy\)", containers), containers
     checks = next(line for line in lines if line.startswith("🟢 Checks: "))
     assert re.search(r"postgres \d+ ms \(SELECT 1 ok, \d+/50 connections \(server 15\)\)", checks)
     assert re.search(r"redis \d+ ms \(PONG, [\d.]+[KM] used\)", checks)
@@ -28,7 +28,7 @@ def test_a_stopped_service_is_named_first_with_its_state_and_exit_code(make_runt
     assert any(line.startswith("🔴 *python-worker*: connection refused") for line in lines)
     assert re.fullmatch(r"🔴 3 of \d+ checks failing", lines[-1])
     healthy = next(line for line in lines if line.startswith("🟢 Containers: "))
-    assert "python-worker" not in healthy and "backend healthy" in healthy
+    assert "python-worker" not in healthy and "backend up " in healthy
 
 
 def test_an_unhealthy_service_shows_its_healthcheck_and_last_error_line(make_runtime, live_stack, stack_container):
