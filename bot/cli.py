@@ -43,7 +43,8 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.slack import SlackAdapter, group_members, web_client
+    from bot.slack import SlackAdapter
+    from bot.slack_client import group_members, web_client
 
     socket_mode = settings.slack_app_token is not None and not args.http
     stack = _stack(settings, args.stack)
@@ -104,7 +105,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     if settings.slack_bot_token is None:
         print("skip slack: SLACK_BOT_TOKEN is not set (the console needs no Slack)")
     else:
-        from bot.slack import web_client
+        from bot.slack_client import web_client
 
         try:
             identity = web_client(settings).auth_test()

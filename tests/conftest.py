@@ -117,17 +117,28 @@ def slack_double():
         yield double
 
 
+class SlackBot(tuple):
+    """(sender, runtime), with the adapter at hand for tests that reach into its worker processes."""
+
+    def __new__(cls, sender, runtime, adapter):
+        bot = super().__new__(cls, (sender, runtime))
+        bot.adapter = adapter
+        return bot
+
+
 @pytest.fixture
 def slack_bot(tmp_path, slack_double):
     """The bot in HTTP mode on 127.0.0.1, wired to the Web API double; yields (sender, runtime)."""
     import threading
 
-    from bot.slack import SlackAdapter, group_members, web_client
+    from bot.slack import SlackAdapter
+    from bot.slack_client import group_members, web_client
     from tests.slack_signing import SlackSender
 
     started = []
 
     def start(stack: StackConfig | None = None, **values):
+        values.setdefault("workers", 2)
         settings = make_settings(
             tmp_path,
             slack_api_url=slack_double.api_url,
@@ -142,7 +153,7 @@ def slack_bot(tmp_path, slack_double):
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         started.append((server, thread, adapter, runtime))
-        return SlackSender(f"http://127.0.0.1:{server.effective_port}", SIGNING_SECRET), runtime
+        return SlackBot(SlackSender(f"http://127.0.0.1:{server.effective_port}", SIGNING_SECRET), runtime, adapter)
 
     yield start
     for server, thread, adapter, runtime in started:

@@ -1,0 +1,96 @@
+"""Command work runs in worker processes, so the process that acknowledges Slack never waits for the GIL.
+
+A slash command's work (authorization, the handler, the reply) can take seconds of Python time; on
+threads it competes with the threads that must answer Slack within 3 s. Each worker process builds
+its own runtime from the same settings and stack file and delivers its replies itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable
+
+from bot.config import Settings, StackConfig
+from bot.registry import Invocation, Reply
+
+log = logging.getLogger(__name__)
+
+_worker: tuple | None = None  # (runtime, client) inside a worker process
+
+
+def _start_worker(settings: Settings, stack: StackConfig) -> None:
+    global _worker
+    from bot.redact import configure_logging
+    from bot.runtime import Runtime
+    from bot.slack_client import group_members, web_client
+
+    configure_logging(settings.log_level)
+    client = web_client(settings)
+    # The parent migrated the database before starting any worker.
+    runtime = Runtime.build(settings, stack, group_members=group_members(client), migrate=False)
+    _worker = (runtime, client)
+
+
+def _ready() -> bool:
+    return _worker is not None
+
+
+def _run(invocation: Invocation, response_url: str | None) -> None:
+    from bot.slack_client import deliver
+
+    runtime, client = _worker
+    reply = runtime.dispatcher.dispatch(
+        invocation, progress=lambda text: deliver(client, invocation, response_url, Reply(text))
+    )
+    deliver(client, invocation, response_url, reply)
+
+
+LostJob = Callable[[Invocation, str | None, BaseException], None]
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, stack: StackConfig, on_lost: LostJob):
+        self._settings, self._stack, self._on_lost = settings, stack, on_lost
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: the parent runs server threads, and a forked copy of a held lock deadlocks.
+        pool = ProcessPoolExecutor(
+            max_workers=self._settings.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self._settings, self._stack),
+        )
+        # Start every worker now, not on the first commands (a worker takes about a second to start).
+        try:
+            for ready in [pool.submit(_ready) for _ in range(self._settings.workers)]:
+                ready.result()
+        except BrokenProcessPool:
+            pool.shutdown(wait=False)
+            raise RuntimeError("the worker processes could not start; their error is in the log above") from None
+        return pool
+
+    def submit(self, invocation: Invocation, response_url: str | None) -> None:
+        with self._lock:
+            try:
+                future = self._pool.submit(_run, invocation, response_url)
+            except BrokenProcessPool:
+                log.error("a worker process died; starting a new pool")
+                self._pool = self._new_pool()
+                future = self._pool.submit(_run, invocation, response_url)
+        future.add_done_callback(lambda done: self._finished(done, invocation, response_url))
+
+    def _finished(self, future: Future, invocation: Invocation, response_url: str | None) -> None:
+        error = future.exception()
+        if error is not None:
+            log.error("/%s from %s was lost: %r", invocation.command, invocation.user_id, error)
+            self._on_lost(invocation, response_url, error)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._pool.shutdown(wait=True)
