@@ -1,0 +1,86 @@
+"""The flowstate-bot entry point as an operator starts it: run (HTTP mode), check, migrate, manifest."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import SIGNING_SECRET
+from tests.slack_signing import SlackSender
+
+BOT = str(Path(sys.executable).with_name("flowstate-bot"))
+
+
+def _env(**values):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTATE_", "SLACK_"))}
+    return {**clean, **values}
+
+
+def test_run_in_http_mode_answers_signed_commands_and_stops_cleanly_on_sigterm(tmp_path, slack_double):
+    env = _env(
+        SLACK_BOT_TOKEN="xoxb-cli-test",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        FLOWSTATE_SLACK_API_URL=slack_double.api_url,
+        FLOWSTATE_ADMINS="U0ONCALL",
+        FLOWSTATE_WORKERS="1",
+    )
+    bot = subprocess.Popen([BOT, "run", "--http", "--port", "0"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            line = bot.stderr.readline()
+            if match := re.search(r"serving Slack requests on http://127\.0\.0\.1:(\d+)/slack/events", line):
+                port = int(match.group(1))
+        assert port, "the bot did not say where it listens"
+        sender = SlackSender(f"http://127.0.0.1:{port}", SIGNING_SECRET)
+        assert sender.slash("/whoami", "", "U0ONCALL", response_url=slack_double.response_url("me")).status == 200
+        (reply,) = slack_double.wait_for_response("me", timeout=15)
+        assert reply["text"].startswith("You are <@U0ONCALL> with the admin role")
+        assert sender.slash("/whoami", "", "U0ONCALL", response_url=slack_double.response_url("x"), sign_with="bad").status == 401
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        bot.wait(timeout=30)
+    assert bot.returncode == 0
+    assert "Traceback" not in bot.stderr.read()
+
+
+def test_run_without_credentials_is_one_clear_line(tmp_path):
+    result = subprocess.run([BOT, "run", "--http"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "flowstate-bot: SLACK_BOT_TOKEN: not set; the bot cannot talk to Slack without it"
+    result = subprocess.run(
+        [BOT, "run", "--http"], cwd=tmp_path, env=_env(SLACK_BOT_TOKEN="xoxb-1"), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "SLACK_SIGNING_SECRET: not set" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_reports_each_dependency_and_fails_when_one_is_down(tmp_path, redis_url):
+    (tmp_path / "flowstate.toml").write_text(
+        f'[[probes]]\nname = "redis"\nkind = "redis"\nurl = "{redis_url}"\n\n'
+        '[[probes]]\nname = "gone"\nkind = "tcp"\nhost = "127.0.0.1"\nport = 1\n'
+    )
+    result = subprocess.run([BOT, "check"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "ok   database: sqlite:///.flowstate-bot/bot.db" in result.stdout
+    assert re.search(r"^ok   probe redis: PONG", result.stdout, re.M)
+    assert "FAIL probe gone: connection refused" in result.stdout
+
+
+def test_check_never_prints_the_database_password(tmp_path):
+    env = _env(FLOWSTATE_DATABASE_URL="postgresql://flowstate:s3cret-pw@127.0.0.1:1/app")
+    result = subprocess.run([BOT, "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "FAIL database: postgresql+psycopg://flowstate:***@127.0.0.1:1/app" in result.stdout
+    assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+def test_migrate_brings_a_postgres_database_to_the_latest_schema(tmp_path, postgres_url):
+    env = _env(FLOWSTATE_DATABASE_URL=postgres_url)
+    result = subprocess.run([BOT, "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "The bot's database is at the latest schema."
