@@ -14,35 +14,22 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import USER, live_runtime, timed
 
-from bot.config import Settings, load_stack  # noqa: E402
-from bot.registry import Invocation  # noqa: E402
-from bot.runtime import Runtime  # noqa: E402
-
-
-def timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+from bot.registry import Invocation
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    stack = load_stack(ROOT / "tests/stack/flowstate.toml", required=True)
-    runtime = Runtime.build(Settings(_env_file=None, home=Path(tempfile.mkdtemp(prefix="bench-stats-")), admins=["UBENCH"]), stack)
+    runtime, _stack = live_runtime()
     containers = [container for _service, container in runtime.docker.containers()]
     if len(containers) != 6:
         raise SystemExit(f"expected the six containers of the test stack, found {len(containers)}; run tests/stack/up")
     one = next(c for c in containers if c.name.endswith("_backend_1"))
-    stats = Invocation("UBENCH", "stats", "15m", "CBENCH")
+    stats = Invocation(USER, "stats", "15m", "CBENCH")
 
     def whole() -> None:
         text = runtime.dispatcher.dispatch(stats).text

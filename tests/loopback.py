@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class StatusServer:
-    """Answers every GET with `status` (changeable while running)."""
+    """Answers every GET with `status` (changeable while running), after `delay` seconds."""
 
-    def __init__(self, status: int = 200):
+    def __init__(self, status: int = 200, delay: float = 0.0):
         self.status = status
+        self.delay = delay
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
+                time.sleep(outer.delay)
                 body = b"ok\n" if outer.status < 400 else b"error\n"
                 self.send_response(outer.status)
                 self.send_header("Content-Length", str(len(body)))
