@@ -26,5 +26,7 @@ stack-up:
 stack-down:
 	tests/stack/down
 
-bench: $(BIN)/flowstate-bot services
+bench: $(BIN)/flowstate-bot stack-up
 	$(BIN)/python bench/ack_latency.py
+	$(BIN)/python bench/health.py
+	$(BIN)/python bench/stats.py
