@@ -11,7 +11,7 @@ def test_a_healthy_stack_is_reported_healthy(make_runtime, live_stack):
     assert re.fullmatch(r"🟢 All \d+ checks healthy", lines[-1]), reply.text
     containers = next(line for line in lines if line.startswith("🟢 Containers: "))
     for service in ("backend", "frontend", "nginx", "postgres", "python-worker", "redis"):
-        assert re.search(rf"\b{service} up \d+ \w+ \(healthy\)", containers), containers
+        assert re.search(rf"\b{service} up [\w ]+ \(healthy\)", containers), containers
     checks = next(line for line in lines if line.startswith("🟢 Checks: "))
     assert re.search(r"postgres \d+ ms \(SELECT 1 ok, \d+/50 connections \(server 15\)\)", checks)
     assert re.search(r"redis \d+ ms \(PONG, [\d.]+[KM] used\)", checks)
