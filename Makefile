@@ -12,7 +12,7 @@ $(BIN)/flowstate-bot: pyproject.toml
 	touch $@
 
 console: $(BIN)/flowstate-bot
-	$(BIN)/flowstate-bot console
+	@$(BIN)/flowstate-bot console
 
 services:
 	tests/services

@@ -115,3 +115,17 @@ def test_secrets_never_reach_the_audit_table_or_the_log(make_runtime, caplog):
         assert leaked not in stored
         assert leaked not in reply.text
         assert leaked not in handler_text
+
+
+def test_a_command_that_needs_approval_is_refused_until_approvals_exist(make_runtime):
+    ran = []
+    runtime = make_runtime(admins=["UA"])
+    runtime.commands = {
+        **runtime.commands,
+        "restore": Command("restore", "Restore a backup.", "/restore", NoArgs, Role.operator, lambda ctx, args: ran.append(1), True),
+    }
+    assert "`/restore` — Restore a backup. _(needs a second person's approval)_" in run(runtime, "UA", "/help").text
+    reply = run(runtime, "UA", "/restore")
+    assert reply.text == "/restore needs a second person's approval, and this bot has no approval flow yet."
+    assert ran == []
+    assert [(row.command, row.outcome) for row in _audit(runtime)][-1] == ("restore", "rejected")
