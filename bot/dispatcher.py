@@ -8,6 +8,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Callable
 
+from bot.redact import redact, redact_value
 from bot.registry import ArgumentError, CommandError, Context, Invocation, Reply, parse_arguments
 
 if TYPE_CHECKING:
@@ -21,6 +22,12 @@ class Dispatcher:
         self._runtime = runtime
 
     def dispatch(self, invocation: Invocation, progress: Callable[[str], None] | None = None) -> Reply:
+        """Every reply and progress line passes the redactor: no handler can echo a token by mistake."""
+        say = (lambda text: progress(redact(text))) if progress else None
+        reply = self._dispatch(invocation, say)
+        return Reply(redact(reply.text), redact_value(reply.blocks), reply.in_channel)
+
+    def _dispatch(self, invocation: Invocation, progress: Callable[[str], None] | None) -> Reply:
         runtime = self._runtime
         audit = runtime.audit
         cmd = runtime.commands.get(invocation.command)

@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import docker
 import requests
@@ -199,19 +199,27 @@ class ComposeStack:
         with ThreadPoolExecutor(max_workers=len(running), thread_name_prefix="stats") as pool:
             return list(pool.map(sample, running))
 
-    def logs(self, service: str, since: datetime | None = None, tail: int | None = None) -> list[str]:
-        lines: list[str] = []
+    def logs(self, service: str, since: datetime | None = None, tail: int | None = None) -> Iterator[str]:
+        """The service's log lines, streamed: a day of a busy backend's log never sits in memory at once."""
         for name, container in self.containers():
             if name != service:
                 continue
-            options: dict = {"stdout": True, "stderr": True}
+            options: dict = {"stdout": True, "stderr": True, "stream": True, "follow": False}
             if since is not None:
                 options["since"] = since
             if tail is not None:
                 options["tail"] = tail
-            raw = self._call(lambda _client: container.logs(**options))
-            lines.extend(raw.decode("utf-8", errors="replace").splitlines())
-        return lines
+            chunks = self._call(lambda _client: container.logs(**options))
+            pending = b""
+            try:
+                for chunk in chunks:
+                    *complete, pending = (pending + chunk).split(b"\n")
+                    for line in complete:
+                        yield line.decode("utf-8", errors="replace")
+            except requests.exceptions.RequestException:
+                raise DockerUnavailable(f"The Docker engine stopped answering at {self.where}.") from None
+            if pending:
+                yield pending.decode("utf-8", errors="replace")
 
     def _each(self, services: list[str], action: Callable[[Container], None]) -> list[str]:
         by_service: dict[str, list[Container]] = {}

@@ -111,8 +111,11 @@ def test_secrets_never_reach_the_audit_table_or_the_log(make_runtime, caplog):
         (RedactingFilter().filter(record), record.getMessage() + (record.exc_text or ""))[1] for record in caplog.records
     )
     stored = " ".join(f"{row.arguments} {row.error}" for row in _audit(runtime))
+    echoed = run(runtime, "UA", "/role grant xoxb-123-456-abc admin").text
+    assert echoed.startswith("'***' is not a user")
     for leaked in ("hunter2", "xoxb-123-456-abc"):
         assert leaked not in stored
+        assert leaked not in echoed
         assert leaked not in reply.text
         assert leaked not in handler_text
 

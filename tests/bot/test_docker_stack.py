@@ -42,7 +42,7 @@ def test_recent_logs_of_a_service(live_stack):
 
     for _ in range(6):
         urllib.request.urlopen("http://127.0.0.1:58002/api/logged-by-test", timeout=5).read()
-    lines = ComposeStack(live_stack.stack.compose_project).logs("backend", tail=5)
+    lines = list(ComposeStack(live_stack.stack.compose_project).logs("backend", tail=5))
     assert len(lines) == 5
     assert all('"GET /api/logged-by-test HTTP/1.1" 200' in line for line in lines), lines
 
