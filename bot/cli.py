@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from slack_sdk.errors import SlackApiError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -57,7 +58,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
             log.info("connecting to Slack in Socket Mode")
-            SocketModeHandler(adapter.app, settings.slack_app_token.get_secret_value()).start()
+            try:
+                SocketModeHandler(adapter.app, settings.slack_app_token.get_secret_value()).start()
+            except SlackApiError as error:
+                reason = error.response.get("error", "no reason given")
+                raise ConfigError(f"SLACK_APP_TOKEN: Slack refused the Socket Mode connection ({reason})") from None
         else:
             server = adapter.http_server(args.host, args.port)
             log.info("serving Slack requests on http://%s:%s/slack/events", args.host, server.effective_port)

@@ -84,3 +84,15 @@ def test_migrate_brings_a_postgres_database_to_the_latest_schema(tmp_path, postg
     result = subprocess.run([BOT, "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "The bot's database is at the latest schema."
+
+
+def test_socket_mode_refused_by_slack_is_one_clear_line(tmp_path, slack_double):
+    env = _env(SLACK_BOT_TOKEN="xoxb-1", SLACK_APP_TOKEN="xapp-1-A1-secret", FLOWSTATE_SLACK_API_URL=slack_double.api_url)
+    env["FLOWSTATE_WORKERS"] = "1"
+    slack_double.fail_next("apps.connections.open", error="invalid_auth")
+    result = subprocess.run([BOT, "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "flowstate-bot: SLACK_APP_TOKEN: Slack refused the Socket Mode connection (invalid_auth)"
+    )
+    assert "Traceback" not in result.stderr and "xapp-1-A1-secret" not in result.stderr
