@@ -43,6 +43,8 @@ def _container_check(docker: ComposeStack, state: ServiceState) -> Check:
     now = utcnow()
     if state.ok:
         return Check(state.service, "ok", state.summary.lower())
+    if state.status == "running" and state.health == "starting":
+        return Check(state.service, "warn", f"{state.summary.lower()}: its health check has not passed yet")
     if state.status == "running":
         evidence = f"running but {state.health}"
         if state.health_output:

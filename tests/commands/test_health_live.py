@@ -56,3 +56,12 @@ def test_without_a_docker_engine_the_bot_says_so_and_keeps_serving(make_runtime,
     stats = run(runtime, "UA", "/stats").text
     assert "🔴 Could not read it: The Docker engine is not reachable at unix:///tmp/no-docker-here.sock." in stats
     assert "flowstate:ai:jobs (list):" in stats, "metrics that need no Docker still answer"
+
+
+def test_a_service_whose_health_check_is_still_starting_is_a_warning_not_a_failure(make_runtime, live_stack, stack_container):
+    frontend = stack_container("frontend")
+    frontend.restart(timeout=1)  # its first health check runs 2 s after the start
+    reply = run(make_runtime(live_stack, admins=["UA"]), "UA", "/health")
+    lines = reply.text.splitlines()
+    assert any(re.fullmatch(r"🟠 \*frontend\*: up [\w ]+ \(health: starting\): its health check has not passed yet", line) for line in lines), reply.text
+    assert not any(line.startswith("🔴 *frontend*:") for line in lines)
