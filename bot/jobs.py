@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -22,8 +24,17 @@ log = logging.getLogger(__name__)
 _worker: tuple | None = None  # (runtime, client) inside a worker process
 
 
+def _exit_with_parent() -> None:
+    """A worker whose bot process was killed (SIGKILL, OOM) exits too, instead of lingering as an orphan."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+
 def _start_worker(settings: Settings, stack: StackConfig) -> None:
     global _worker
+    threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
     from bot.redact import configure_logging
     from bot.runtime import Runtime
     from bot.slack_client import group_members, web_client

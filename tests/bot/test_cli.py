@@ -96,3 +96,39 @@ def test_socket_mode_refused_by_slack_is_one_clear_line(tmp_path, slack_double):
         "flowstate-bot: SLACK_APP_TOKEN: Slack refused the Socket Mode connection (invalid_auth)"
     )
     assert "Traceback" not in result.stderr and "xapp-1-A1-secret" not in result.stderr
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+def test_worker_processes_exit_when_the_bot_is_killed(tmp_path, slack_double):
+    env = _env(SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", FLOWSTATE_SLACK_API_URL=slack_double.api_url)
+    env["FLOWSTATE_WORKERS"] = "2"
+    bot = subprocess.Popen([BOT, "run", "--http", "--port", "0"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while "serving Slack requests" not in bot.stderr.readline():
+        assert time.monotonic() < deadline and bot.poll() is None
+    workers = [pid for pid in _children(bot.pid) if _is_worker(pid)]
+    assert len(workers) == 2
+    bot.kill()
+    bot.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while any(_is_worker(pid) for pid in workers):
+        assert time.monotonic() < deadline, "worker processes outlived the killed bot"
+        time.sleep(0.2)
