@@ -53,13 +53,15 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     runtime = Runtime.build(settings, stack, group_members=group_members(client))
     adapter = SlackAdapter(runtime, client, http_mode=not socket_mode)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    socket_handler = None
     try:
         if socket_mode:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
             log.info("connecting to Slack in Socket Mode")
+            socket_handler = SocketModeHandler(adapter.app, settings.slack_app_token.get_secret_value())
             try:
-                SocketModeHandler(adapter.app, settings.slack_app_token.get_secret_value()).start()
+                socket_handler.start()
             except SlackApiError as error:
                 reason = error.response.get("error", "no reason given")
                 raise ConfigError(f"SLACK_APP_TOKEN: Slack refused the Socket Mode connection ({reason})") from None
@@ -70,6 +72,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log.info("stopping; letting running commands finish")
     finally:
+        if socket_handler is not None:
+            socket_handler.close()  # stops the client's reconnect loop before the workers stop
         adapter.shutdown()
         runtime.close()
     return 0

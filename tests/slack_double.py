@@ -280,6 +280,19 @@ class SlackDouble:
         with self._lock:
             self._expired_response_urls.add(name)
 
+    # ---------------------------------------------------------------- extension
+
+    def answer(self, method: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Serve ``method`` with ``handler(params)``; what it returns is merged into ``{"ok": true}``.
+
+        For methods the double does not know (``apps.connections.open`` for a Socket Mode double)
+        or to replace a built-in one. Calls are still recorded, token checks and ``fail_next`` /
+        ``ratelimit_next`` / ``delay_next`` still apply first. The handler runs with the double's
+        lock held, so it must not call back into the double. It stays across ``reset()``.
+        """
+        with self._lock:
+            self._methods[method] = handler
+
     # ---------------------------------------------------------------- inspection
 
     @property
