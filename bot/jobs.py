@@ -16,12 +16,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
-from bot.config import Settings, StackConfig
+from bot.config import ConfigError, Settings, StackConfig
 from bot.registry import Invocation, Reply
 
 log = logging.getLogger(__name__)
 
 _worker: tuple | None = None  # (runtime, client) inside a worker process
+WORKER_NICENESS = 19
+STARTUP_SECONDS = 120
 
 
 def _exit_with_parent() -> None:
@@ -32,22 +34,28 @@ def _exit_with_parent() -> None:
         os._exit(0)
 
 
-def _start_worker(settings: Settings, stack: StackConfig) -> None:
+def _start_worker(settings: Settings, stack: StackConfig, all_started: threading.Barrier) -> None:
     global _worker
     threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
-    from bot.redact import configure_logging
-    from bot.runtime import Runtime
-    from bot.slack_client import group_members, web_client
+    # Acks are the latency that Slack enforces; command work can wait a few milliseconds for a core.
+    os.nice(WORKER_NICENESS)
+    try:
+        from bot.redact import configure_logging
+        from bot.runtime import Runtime
+        from bot.slack_client import group_members, web_client
 
-    configure_logging(settings.log_level)
-    client = web_client(settings)
-    # The parent migrated the database before starting any worker.
-    runtime = Runtime.build(settings, stack, group_members=group_members(client), migrate=False)
-    _worker = (runtime, client)
+        configure_logging(settings.log_level)
+        client = web_client(settings)
+        # The parent migrated the database before starting any worker.
+        _worker = (Runtime.build(settings, stack, group_members=group_members(client), migrate=False), client)
+    except BaseException:
+        all_started.abort()  # the parent stops waiting at once and reports the failure
+        raise
+    all_started.wait(timeout=STARTUP_SECONDS)
 
 
-def _ready() -> bool:
-    return _worker is not None
+def _nothing() -> None:
+    pass
 
 
 def _run(invocation: Invocation, response_url: str | None) -> None:
@@ -71,19 +79,21 @@ class JobRunner:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the parent runs server threads, and a forked copy of a held lock deadlocks.
+        context = multiprocessing.get_context("spawn")
+        workers = self._settings.workers
+        all_started = context.Barrier(workers + 1)
         pool = ProcessPoolExecutor(
-            max_workers=self._settings.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(self._settings, self._stack),
+            max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(self._settings, self._stack, all_started)
         )
-        # Start every worker now, not on the first commands (a worker takes about a second to start).
+        # Start every worker now, not on the first commands (a worker takes about a second to start): no
+        # worker is idle before all have started, so each of these tasks spawns one more.
+        for _ in range(workers):
+            pool.submit(_nothing)
         try:
-            for ready in [pool.submit(_ready) for _ in range(self._settings.workers)]:
-                ready.result()
-        except BrokenProcessPool:
-            pool.shutdown(wait=False)
-            raise RuntimeError("the worker processes could not start; their error is in the log above") from None
+            all_started.wait(timeout=STARTUP_SECONDS)
+        except threading.BrokenBarrierError:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise ConfigError("FLOWSTATE_WORKERS: the worker processes could not start; their error is in the log above") from None
         return pool
 
     def submit(self, invocation: Invocation, response_url: str | None) -> None:

@@ -126,6 +126,8 @@ def test_worker_processes_exit_when_the_bot_is_killed(tmp_path, slack_double):
         assert time.monotonic() < deadline and bot.poll() is None
     workers = [pid for pid in _children(bot.pid) if _is_worker(pid)]
     assert len(workers) == 2
+    niceness = [int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16]) for pid in workers]
+    assert niceness == [19, 19], "command work yields the cores to the process that acks Slack"
     bot.kill()
     bot.wait(timeout=10)
     deadline = time.monotonic() + 20
