@@ -3,7 +3,6 @@
 import time
 
 from bot.store import AuditEntry
-from tests.conftest import grant
 from tests.loopback import StatusServer
 from bot.config import StackConfig
 from bot.roles import Role
