@@ -55,7 +55,12 @@ def publish(path: str, **info) -> None:
 
 def serve_fixtures(port_file: str) -> None:
     """Serves the double and the probed services; on stdin "PREFIX N" waits for the replies to
-    response_urls PREFIX0..PREFIX{N-1} and answers "ok" or "error ..." on stdout."""
+    response_urls PREFIX0..PREFIX{N-1} and answers "ok" or "error ..." on stdout.
+
+    The fixtures stand in for Slack and the operated services, which in production run on other
+    machines; at the lowest CPU priority they take this machine's cores only when the server under
+    test does not need them, for ours and bare alike."""
+    os.nice(19)
     from tests.loopback import StatusServer
     from tests.slack_double import SlackDouble
 
