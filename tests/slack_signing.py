@@ -97,22 +97,21 @@ class SlackSender:
         **extra: str,
     ) -> Reply:
         """A slash command: form fields in the order Slack sends them; ``extra`` adds or overrides fields."""
-        fields = {
-            "token": self.verification_token,
-            "team_id": team_id or self.team_id,
-            "team_domain": self.team_domain,
-            "channel_id": channel_id,
-            "channel_name": channel_name or channel_id.lower(),
-            "user_id": user_id,
-            "user_name": user_name or user_id.lower(),
-            "command": command,
-            "text": text,
-            "api_app_id": self.api_app_id,
-            "is_enterprise_install": "false",
-            "response_url": response_url,
-            "trigger_id": trigger_id or _trigger_id(),
+        fields = slash_fields(
+            command,
+            text,
+            user_id,
+            channel_id,
+            response_url=response_url,
+            token=self.verification_token,
+            team_id=team_id or self.team_id,
+            team_domain=self.team_domain,
+            api_app_id=self.api_app_id,
+            user_name=user_name,
+            channel_name=channel_name,
+            trigger_id=trigger_id,
             **extra,
-        }
+        )
         return self._post(
             urlencode(fields), "application/x-www-form-urlencoded", timestamp, sign_with, unsigned, headers
         )
@@ -252,6 +251,41 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def slash_fields(
+    command: str,
+    text: str,
+    user_id: str,
+    channel_id: str,
+    *,
+    response_url: str,
+    token: str,
+    team_id: str,
+    team_domain: str,
+    api_app_id: str,
+    user_name: str | None = None,
+    channel_name: str | None = None,
+    trigger_id: str | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    """A slash command's fields, in the order Slack sends them (HTTP form body or Socket Mode payload)."""
+    return {
+        "token": token,
+        "team_id": team_id,
+        "team_domain": team_domain,
+        "channel_id": channel_id,
+        "channel_name": channel_name or channel_id.lower(),
+        "user_id": user_id,
+        "user_name": user_name or user_id.lower(),
+        "command": command,
+        "text": text,
+        "api_app_id": api_app_id,
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": trigger_id or _trigger_id(),
+        **extra,
+    }
 
 
 def _trigger_id() -> str:

@@ -33,6 +33,8 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
+from tests.slack_signing import slash_fields
+
 
 @dataclass(frozen=True)
 class Received:
@@ -178,22 +180,21 @@ class SocketModeDouble:
         ``extra`` adds or overrides payload fields.
         """
         envelope_id = str(uuid.uuid4())
-        payload = {
-            "token": "legacy-verification-token",
-            "team_id": self.slack.team_id,
-            "team_domain": self.slack.team_domain,
-            "channel_id": channel_id,
-            "channel_name": channel_name or channel_id.lower(),
-            "user_id": user_id,
-            "user_name": user_name or user_id.lower(),
-            "command": command,
-            "text": text,
-            "api_app_id": self.slack.app_id,
-            "is_enterprise_install": "false",
-            "response_url": response_url,
-            "trigger_id": trigger_id or f"{time.time_ns() // 1000}.{secrets.randbelow(10**9)}.{secrets.token_hex(16)}",
+        payload = slash_fields(
+            command,
+            text,
+            user_id,
+            channel_id,
+            response_url=response_url,
+            token="legacy-verification-token",
+            team_id=self.slack.team_id,
+            team_domain=self.slack.team_domain,
+            api_app_id=self.slack.app_id,
+            user_name=user_name,
+            channel_name=channel_name,
+            trigger_id=trigger_id,
             **extra,
-        }
+        )
         envelope = {
             "envelope_id": envelope_id,
             "payload": payload,
