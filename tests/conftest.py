@@ -117,6 +117,15 @@ def slack_double():
         yield double
 
 
+def _serve_until_closed(server) -> None:
+    # Closing a waitress server from another thread can pull its socket out from under select().
+    try:
+        server.run()
+    except OSError:
+        if server.socket.fileno() != -1:
+            raise
+
+
 class SlackBot(tuple):
     """(sender, runtime), with the adapter at hand for tests that reach into its worker processes."""
 
@@ -150,7 +159,7 @@ def slack_bot(tmp_path, slack_double):
         runtime = Runtime.build(settings, stack or StackConfig(), group_members=group_members(client))
         adapter = SlackAdapter(runtime, client, http_mode=True)
         server = adapter.http_server("127.0.0.1", 0)
-        thread = threading.Thread(target=server.run, daemon=True)
+        thread = threading.Thread(target=_serve_until_closed, args=(server,), daemon=True)
         thread.start()
         started.append((server, thread, adapter, runtime))
         return SlackBot(SlackSender(f"http://127.0.0.1:{server.effective_port}", SIGNING_SECRET), runtime, adapter)
