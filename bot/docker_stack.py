@@ -131,27 +131,30 @@ class ComposeStack:
                 raise
             raise DockerUnavailable(f"The Docker engine is not reachable at {self.where}.") from None
 
-    def containers(self) -> list[tuple[str, Container]]:
-        """The project's service containers (one-off `run` containers left out), by service name."""
-        found = self._call(
-            lambda client: client.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={self.project}"]})
-        )
-        pairs = [
-            (c.labels.get(SERVICE_LABEL, c.name), c)
-            for c in found
-            if c.labels.get(ONEOFF_LABEL, "False") != "True"
-        ]
+    def _filters(self, service: str | None = None) -> dict:
+        labels = [f"{PROJECT_LABEL}={self.project}"]
+        if service is not None:
+            labels.append(f"{SERVICE_LABEL}={service}")
+        return {"label": labels}
+
+    @staticmethod
+    def _is_oneoff(labels: dict) -> bool:
+        # `docker compose run` containers carry the project's labels too; they are not the service.
+        return labels.get(ONEOFF_LABEL, "False") == "True"
+
+    def containers(self, service: str | None = None) -> list[tuple[str, Container]]:
+        """The project's service containers (or one service's), by service name."""
+        found = self._call(lambda client: client.containers.list(all=True, filters=self._filters(service)))
+        pairs = [(c.labels.get(SERVICE_LABEL, c.name), c) for c in found if not self._is_oneoff(c.labels)]
         return sorted(pairs, key=lambda pair: (pair[0], pair[1].name))
 
     def states(self) -> list[ServiceState]:
         """One list call for all; an inspect only for the containers that are not running and healthy."""
-        summaries = self._call(
-            lambda client: client.api.containers(all=True, filters={"label": [f"{PROJECT_LABEL}={self.project}"]})
-        )
+        summaries = self._call(lambda client: client.api.containers(all=True, filters=self._filters()))
         states = []
         for summary in summaries:
             labels = summary.get("Labels") or {}
-            if labels.get(ONEOFF_LABEL, "False") == "True":
+            if self._is_oneoff(labels):
                 continue
             name = (summary.get("Names") or ["?"])[0].lstrip("/")
             service = labels.get(SERVICE_LABEL, name)
@@ -201,9 +204,7 @@ class ComposeStack:
 
     def logs(self, service: str, since: datetime | None = None, tail: int | None = None) -> Iterator[str]:
         """The service's log lines, streamed: a day of a busy backend's log never sits in memory at once."""
-        for name, container in self.containers():
-            if name != service:
-                continue
+        for _service, container in self.containers(service):
             options: dict = {"stdout": True, "stderr": True, "stream": True, "follow": False}
             if since is not None:
                 options["since"] = since
