@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import psycopg
 import redis
 
-from bot.docker_stack import StackError
 from bot.config import HttpProbe, PostgresProbe, Probe, RedisProbe, TcpProbe
+from bot.docker_stack import StackError
+from bot.stack_db import StackDatabase
 
 
 @dataclass(frozen=True)
@@ -89,15 +90,9 @@ def _tcp(probe: TcpProbe) -> Outcome:
 
 
 def _postgres(probe: PostgresProbe) -> Outcome:
-    # libpq's connect_timeout is whole seconds (minimum 2); run_probes bounds the whole probe anyway.
-    connect_timeout = max(2, round(probe.timeout))
-    options = f"-c statement_timeout={int(probe.timeout * 1000)}"
-    with psycopg.connect(probe.dsn, connect_timeout=connect_timeout, options=options, autocommit=True) as conn:
+    with StackDatabase(probe.dsn, probe.timeout).connect() as conn:
         conn.execute("SELECT 1").fetchone()
-        used, limit = conn.execute(
-            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
-            " current_setting('max_connections')::int"
-        ).fetchone()
+        used, limit = StackDatabase.connection_usage(conn)
         detail = f"SELECT 1 ok, {used}/{limit} connections (server {conn.info.server_version // 10000})"
         return detail, {"connections": used, "max_connections": limit}
 

@@ -41,7 +41,8 @@ class StackDatabase:
         self._dsn = dsn
         self._timeout = timeout
 
-    def _connect(self) -> psycopg.Connection:
+    def connect(self) -> psycopg.Connection:
+        # libpq's connect_timeout is whole seconds (minimum 2); callers bound the whole call anyway.
         return psycopg.connect(
             self._dsn,
             connect_timeout=max(2, round(self._timeout)),
@@ -50,15 +51,24 @@ class StackDatabase:
             application_name="flowstate-bot",
         )
 
+    @staticmethod
+    def connection_usage(conn: psycopg.Connection) -> tuple[int, int]:
+        """Client connections in use, and max_connections."""
+        used, limit = conn.execute(
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+            " current_setting('max_connections')::int"
+        ).fetchone()
+        return used, limit
+
     def activity(self, long_query_seconds: float, limit: int = 5) -> DatabaseActivity:
-        with self._connect() as conn:
+        with self.connect() as conn:
             by_state = dict(
                 conn.execute(
                     "SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity"
                     " WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC"
                 ).fetchall()
             )
-            max_connections = int(conn.execute("SELECT current_setting('max_connections')").fetchone()[0])
+            _used, max_connections = self.connection_usage(conn)
             long_queries = [
                 LongQuery(*row)
                 for row in conn.execute(
