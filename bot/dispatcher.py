@@ -48,7 +48,7 @@ class Dispatcher:
             message = str(error)
             return Reply(f"{message[0].upper()}{message[1:]}; usage: `{cmd.usage}`")
 
-        if cmd.needs_approval:
+        if cmd.approval_needed(args):
             audit.record(invocation, "rejected", error="approvals are not available")
             return Reply(f"{cmd.slash} needs a second person's approval, and this bot has no approval flow yet.")
 

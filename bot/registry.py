@@ -68,11 +68,17 @@ class Command:
     args: type[BaseModel]
     role: Role
     handler: Callable[[Context, Any], Reply]
-    needs_approval: bool = False
+    # True, or a test of the parsed arguments (e.g. granting admin needs approval, other roles do not).
+    needs_approval: bool | Callable[[Any], bool] = False
 
     @property
     def slash(self) -> str:
         return "/" + self.name
+
+    def approval_needed(self, args: BaseModel) -> bool:
+        if callable(self.needs_approval):
+            return bool(self.needs_approval(args))
+        return self.needs_approval
 
 
 COMMANDS: dict[str, Command] = {}
@@ -85,7 +91,7 @@ def command(
     usage: str,
     role: Role,
     args: type[BaseModel] = NoArgs,
-    needs_approval: bool = False,
+    needs_approval: bool | Callable[[Any], bool] = False,
 ) -> Callable[[Callable[[Context, Any], Reply]], Callable[[Context, Any], Reply]]:
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
         raise ValueError(f"command name {name!r} is not a valid Slack command")

@@ -18,7 +18,10 @@ def _allowed(ctx: Context) -> list[Command]:
 
 
 def _line(cmd: Command) -> str:
-    approval = " _(needs a second person's approval)_" if cmd.needs_approval else ""
+    if callable(cmd.needs_approval):
+        approval = " _(some uses need a second person's approval)_"
+    else:
+        approval = " _(needs a second person's approval)_" if cmd.needs_approval else ""
     return f"`{cmd.usage}` — {cmd.summary}{approval}"
 
 
