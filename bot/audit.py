@@ -11,7 +11,11 @@ from bot.redact import redact, redact_value
 from bot.registry import Invocation
 from bot.store import AuditEntry, Store, utcnow
 
-Outcome = Literal["allowed", "denied", "rejected", "succeeded", "failed"]
+Outcome = Literal[
+    "allowed", "denied", "rejected", "succeeded", "failed",
+    # the steps of a request that needs a second person, each linked to its job
+    "requested", "approved", "declined", "cancelled", "expired", "break-glass", "interrupted", "dropped",
+]
 
 
 class AuditLog:
@@ -27,6 +31,7 @@ class AuditLog:
         duration_ms: int = 0,
         error: str | None = None,
         error_id: str | None = None,
+        job_id: int | None = None,
     ) -> None:
         entry = AuditEntry(
             at=utcnow(),
@@ -39,6 +44,7 @@ class AuditLog:
             duration_ms=duration_ms,
             error=redact(error)[:2000] if error else None,
             error_id=error_id,
+            job_id=job_id,
         )
         with self._store.session.begin() as session:
             session.add(entry)

@@ -34,8 +34,9 @@ def _stack(settings: Settings, override: str | None) -> StackConfig:
 
 def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
     stack = _stack(settings, args.stack)
-    # Whoever runs the console can already read the bot's files; without --as they act as its local admin.
-    local_admins = frozenset() if args.as_user else frozenset({CONSOLE_USER})
+    # Whoever runs the console can already read the bot's files; without --as they act as its local admin
+    # (an admin in every console, so a request it made still runs when another console user approves it).
+    local_admins = frozenset({CONSOLE_USER})
     runtime = Runtime.build(settings, stack, local_admins=local_admins)
     try:
         return run_console(runtime, args.as_user or CONSOLE_USER, args.channel)

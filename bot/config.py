@@ -49,7 +49,15 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     timezone: str = "UTC"
     docker_url: str | None = None  # default: DOCKER_HOST or the local socket
+    # Threads per runner process that run commands after their ack (most command work waits on I/O).
     workers: int = Field(8, ge=1, le=64)
+    # Runner processes: one keeps command work off the acks' interpreter lock; more isolate crashes.
+    worker_processes: int = Field(1, ge=1, le=8)
+    approval_minutes: float = Field(15.0, gt=0, le=24 * 60)
+    approver_group: str | None = None  # a Slack user group id (S...) mentioned on every request
+    break_glass: bool = True  # admins may run an approval command at once with --break-glass "REASON"
+    # A running job's holder renews its heartbeat every few seconds; one silent this long is gone.
+    job_lease_seconds: float = Field(30.0, ge=5, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
@@ -177,6 +185,7 @@ class StackSection(_Strict):
     compose_file: str | None = None
     app_services: list[str] = []
     check_timeout: float = Field(5.0, gt=0, le=60)
+    healthy_timeout: float = Field(120.0, gt=0, le=3600)  # how long /restart waits for a service to be healthy
 
 
 class DatabaseSection(_Strict):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterator, TextIO
 
 from bot.blocks import to_text
-from bot.registry import Invocation
+from bot.registry import Invocation, Reply
 from bot.runtime import Runtime
 
 PROMPT = "flowstate> "
@@ -36,6 +36,11 @@ def _interactive_lines(history: Path) -> Iterator[str]:
         readline.write_history_file(history)
 
 
+def run_approved(runtime: Runtime, progress) -> Iterator[Reply]:
+    while (job := runtime.jobs.claim_next(runtime.holder, source="console")) is not None:
+        yield runtime.dispatcher.clean(runtime.approvals.run_job(job, runtime.holder, progress))
+
+
 def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
     interactive = stdin.isatty()
     if interactive:
@@ -55,8 +60,12 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
             continue
         name, _, text = line[1:].partition(" ")
         invocation = Invocation(user_id=user_id, command=name, text=text.strip(), channel_id=channel_id, source="console")
-        reply = runtime.dispatcher.dispatch(invocation, progress=lambda text: print(f"… {text}", file=stdout, flush=True))
+        progress = lambda text: print(f"… {text}", file=stdout, flush=True)  # noqa: E731
+        reply = runtime.dispatcher.dispatch(invocation, progress=progress)
         print(to_text(reply), file=stdout, flush=True)
+        # An approval typed here lets its request run here, at once, with its progress on this terminal.
+        for approved in run_approved(runtime, progress):
+            print(to_text(approved), file=stdout, flush=True)
         if not interactive:
             print(file=stdout)
     return 0

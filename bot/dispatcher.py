@@ -1,97 +1,234 @@
-"""The single door: an invocation comes in, a reply goes out; adapters know nothing else."""
+"""The single door: an invocation comes in, a reply goes out; adapters know nothing else.
+
+A command passes small steps in order, one policy each: resolve the name, authorize the caller,
+take a break-glass reason off the text, parse the arguments; then either the approval gate holds it
+as a request, or it runs (audited before and after). Every step that fails ends in one sentence for
+the user and an audit row; a failure of the bot itself (the database down) ends in an error id.
+"""
 
 from __future__ import annotations
 
 import difflib
 import logging
 import secrets
+import shlex
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from pydantic import BaseModel
+
 from bot.redact import redact, redact_value
-from bot.registry import ArgumentError, CommandError, Context, Invocation, Reply, parse_arguments
+from bot.registry import ArgumentError, Command, CommandError, Context, Invocation, Reply, parse_arguments
+from bot.roles import Role
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+BREAK_GLASS = "--break-glass"
+
+
+class Refused(Exception):
+    """A step said no; the reply says why in one sentence (the audit row is already written)."""
+
+    def __init__(self, reply: Reply):
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+@dataclass
+class Prepared:
+    """A command that passed every check: exactly what will run, and for whom."""
+
+    cmd: Command
+    args: BaseModel
+    role: Role
+    invocation: Invocation
+    break_glass: str | None = None
+
+    @property
+    def arguments(self) -> dict:
+        return self.args.model_dump(mode="json")
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.cmd.approval_needed(self.args)
+
+    def command_line(self) -> str:
+        """The command as it will run, from the validated arguments (what an approver approves)."""
+        words = []
+        for value in self.arguments.values():
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None:
+                    words.append(shlex.quote(str(item)))
+        return " ".join([self.cmd.slash, *words])
+
+
+def _error_id() -> str:
+    return secrets.token_hex(4)
+
 
 class Dispatcher:
     def __init__(self, runtime: "Runtime"):
         self._runtime = runtime
 
+    # ---- the whole path, inline (the console, tests) --------------------------------------------
+
     def dispatch(self, invocation: Invocation, progress: Callable[[str], None] | None = None) -> Reply:
         """Every reply and progress line passes the redactor: no handler can echo a token by mistake."""
         say = (lambda text: progress(redact(text))) if progress else None
-        reply = self._dispatch(invocation, say)
+        try:
+            prepared = self.prepare(invocation)
+        except Refused as refused:
+            return self.clean(refused.reply)
+        if prepared.needs_approval and not prepared.break_glass:
+            return self.clean(self._runtime.approvals.request(prepared))
+        if prepared.cmd.changes:
+            return self.clean(self._runtime.approvals.run_now(prepared, say))
+        return self.clean(self.execute(prepared, say))
+
+    @staticmethod
+    def clean(reply: Reply) -> Reply:
         return Reply(redact(reply.text), redact_value(reply.blocks), reply.in_channel)
 
-    def _dispatch(self, invocation: Invocation, progress: Callable[[str], None] | None) -> Reply:
-        runtime = self._runtime
-        audit = runtime.audit
-        cmd = runtime.commands.get(invocation.command)
-        if cmd is None:
-            audit.record(invocation, "rejected", error="unknown command")
-            return Reply(self._unknown(invocation.command))
+    # ---- the checks ------------------------------------------------------------------------------
 
-        role = runtime.authz.role_of(invocation.user_id)
-        if role is None or role < cmd.role:
-            audit.record(invocation, "denied", error=f"needs {cmd.role.name}, has {role.name if role else 'no role'}")
-            having = f"you have {role.name}" if role else "you have no role yet; ask an admin for one"
-            return Reply(f"{cmd.slash} needs the {cmd.role.name} role and {having}.")
+    def prepare(self, invocation: Invocation) -> Prepared:
+        """resolve -> authorize -> break-glass -> parse; raises Refused with the user's sentence."""
+        cmd = self._resolve(invocation)
+        role = self._authorize(invocation, cmd)
+        text, reason = self._break_glass(invocation, cmd, role)
+        args = self._parse(invocation, cmd, text)
+        self._check(invocation, cmd, args)
+        prepared = Prepared(cmd, args, role, invocation, reason)
+        if reason is not None and not prepared.needs_approval:
+            self._refuse(invocation, "rejected", f"{cmd.slash} with these arguments needs no approval; run it without {BREAK_GLASS}.")
+        return prepared
 
+    def restore(self, invocation: Invocation, arguments: dict, break_glass: str | None = None) -> Prepared:
+        """A stored request, checked again when it runs: the requester may have lost their role meanwhile."""
+        cmd = self._resolve(invocation)
+        role = self._authorize(invocation, cmd)
+        return Prepared(cmd, cmd.args.model_validate(arguments), role, invocation, break_glass)
+
+    def _refuse(self, invocation: Invocation, outcome: str, sentence: str, *, error: str | None = None, **audit) -> None:
+        self._record(invocation, outcome, error=error or sentence, **audit)
+        raise Refused(Reply(sentence))
+
+    def _record(self, invocation: Invocation, outcome: str, **fields) -> None:
+        """An audit row; if the database cannot take it, the user gets an error id instead of a false answer."""
         try:
-            args = parse_arguments(cmd, invocation.text)
+            self._runtime.audit.record(invocation, outcome, **fields)
+        except Exception:
+            error_id = _error_id()
+            log.exception("audit write failed for /%s (%s) [error id %s]", invocation.command[:64], outcome, error_id)
+            raise Refused(
+                Reply(f"/{invocation.command[:64]} was not run because the audit log cannot be written (error id {error_id}).")
+            ) from None
+
+    def _resolve(self, invocation: Invocation) -> Command:
+        cmd = self._runtime.commands.get(invocation.command)
+        if cmd is None:
+            self._refuse(invocation, "rejected", self._unknown(invocation.command), error="unknown command")
+        return cmd
+
+    def _authorize(self, invocation: Invocation, cmd: Command) -> Role:
+        try:
+            role = self._runtime.authz.role_of(invocation.user_id)
+        except Exception:
+            error_id = _error_id()
+            log.exception("cannot look up the role of %s [error id %s]", invocation.user_id[:64], error_id)
+            raise Refused(Reply(f"{cmd.slash} was not run because your role could not be checked (error id {error_id}).")) from None
+        if role is None or role < cmd.role:
+            having = f"you have {role.name}" if role else "you have no role yet; ask an admin for one"
+            self._refuse(
+                invocation, "denied", f"{cmd.slash} needs the {cmd.role.name} role and {having}.",
+                error=f"needs {cmd.role.name}, has {role.name if role else 'no role'}",
+            )
+        return role
+
+    def _break_glass(self, invocation: Invocation, cmd: Command, role: Role) -> tuple[str, str | None]:
+        """`--break-glass "REASON"` lets an admin run an approval command at once, loudly."""
+        if BREAK_GLASS not in invocation.text:
+            return invocation.text, None
+        try:
+            words = shlex.split(invocation.text)
+        except ValueError:
+            return invocation.text, None  # the parser reports the open quote
+        if BREAK_GLASS not in words:
+            return invocation.text, None
+        at = words.index(BREAK_GLASS)
+        reason = words[at + 1].strip() if at + 1 < len(words) else ""
+        rest = words[:at] + words[at + 2 :]
+        if not self._runtime.settings.break_glass:
+            self._refuse(invocation, "rejected", "Break-glass is turned off on this bot (FLOWSTATE_BREAK_GLASS); ask an approver.")
+        if role < Role.admin:
+            self._refuse(invocation, "denied", f"Only an admin may use {BREAK_GLASS}; ask an approver instead.")
+        if not reason or reason.startswith("--"):
+            self._refuse(invocation, "rejected", f'{BREAK_GLASS} needs a reason in quotes, such as {BREAK_GLASS} "approvers asleep, site down".')
+        return " ".join(shlex.quote(word) for word in rest), reason[:500]
+
+    def _parse(self, invocation: Invocation, cmd: Command, text: str) -> BaseModel:
+        try:
+            return parse_arguments(cmd, text)
         except ArgumentError as error:
-            audit.record(invocation, "rejected", error=str(error))
             message = str(error)
-            return Reply(f"{message[0].upper()}{message[1:]}; usage: `{cmd.usage}`")
+            self._refuse(invocation, "rejected", f"{message[0].upper()}{message[1:]}; usage: `{cmd.usage}`", error=message)
 
-        if cmd.approval_needed(args):
-            audit.record(invocation, "rejected", error="approvals are not available")
-            return Reply(f"{cmd.slash} needs a second person's approval, and this bot has no approval flow yet.")
+    def _check(self, invocation: Invocation, cmd: Command, args: BaseModel) -> None:
+        if cmd.check is None:
+            return
+        try:
+            cmd.check(self._runtime, args)
+        except CommandError as error:
+            self._refuse(invocation, "rejected", str(error))
 
-        arguments = args.model_dump(mode="json")
+    # ---- running -------------------------------------------------------------------------------
+
+    def execute(self, prepared: Prepared, progress: Callable[[str], None] | None = None, job_id: int | None = None) -> Reply:
+        """Audit, run the handler, audit its outcome; an unexpected error becomes an error id."""
+        runtime, cmd, invocation = self._runtime, prepared.cmd, prepared.invocation
+        arguments = prepared.arguments
         started = time.monotonic()
         try:
-            audit.record(invocation, "allowed", arguments=arguments)
-        except Exception:
-            error_id = secrets.token_hex(4)
-            log.exception("audit write failed before %s [error id %s]", cmd.slash, error_id)
-            return Reply(f"{cmd.slash} was not run because the audit log cannot be written (error id {error_id}).")
-
-        context = Context(invocation, role, runtime, progress or (lambda _text: None))
+            self._record(invocation, "allowed", arguments=arguments, job_id=job_id)
+        except Refused as refused:
+            return refused.reply
+        context = Context(invocation, prepared.role, runtime, progress or (lambda _text: None), job_id=job_id)
         error_text = error_id = None
         try:
             with runtime.store.session.begin() as session:
                 context.session = session
-                reply = cmd.handler(context, args)
+                reply = cmd.handler(context, prepared.args)
         except CommandError as error:
             error_text = str(error)
             reply = Reply(error_text)
         except Exception as error:
-            error_id = secrets.token_hex(4)
+            error_id = _error_id()
             error_text = f"{type(error).__name__}: {error}"
             log.exception("%s failed [error id %s]", cmd.slash, error_id)
             reply = Reply(f"{cmd.slash} failed unexpectedly (error id {error_id}); the details are in the bot's log.")
         duration_ms = round((time.monotonic() - started) * 1000)
         try:
-            audit.record(
+            runtime.audit.record(
                 invocation,
-                "failed" if error_text else "succeeded",
+                "failed" if error_text or reply.failed else "succeeded",
                 arguments=arguments,
                 duration_ms=duration_ms,
                 error=error_text,
                 error_id=error_id,
+                job_id=job_id,
             )
         except Exception:
             log.exception("audit write failed after %s", cmd.slash)
+        reply.failed = reply.failed or error_text is not None
         return reply
 
     def _unknown(self, name: str) -> str:
-        known = list(self._runtime.commands)
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        shown = name[:40] + ("…" if len(name) > 40 else "")
+        close = difflib.get_close_matches(name[:64], list(self._runtime.commands), n=1, cutoff=0.6)
         if close:
-            return f"There is no /{name} command; did you mean /{close[0]}?"
-        return f"There is no /{name} command; /help lists what you can run."
+            return f"There is no /{shown} command; did you mean /{close[0]}?"
+        return f"There is no /{shown} command; /help lists what you can run."

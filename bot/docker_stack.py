@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -244,6 +245,27 @@ class ComposeStack:
 
     def restart(self, services: list[str], timeout: int = 30) -> list[str]:
         return self._each(services, lambda c: c.restart(timeout=timeout))
+
+    def services(self) -> list[str]:
+        return sorted({service for service, _container in self.containers()})
+
+    def wait_healthy(self, service: str, timeout: float, poll: float = 0.5) -> ServiceState:
+        """Until every container of the service is running and healthy (or just running, without a healthcheck)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = [self._state_of(service, container) for _service, container in self.containers(service)]
+            if states and all(state.ok and state.health != "starting" for state in states):
+                return states[0]
+            if time.monotonic() >= deadline:
+                bad = [state for state in states if not state.ok or state.health == "starting"]
+                if not states:
+                    raise ServiceNotFound(f"No container of {service} in Compose project {self.project}.")
+                return bad[0]
+            time.sleep(poll)
+
+    def _state_of(self, service: str, container: Container) -> ServiceState:
+        attrs = self._call(lambda client: client.api.inspect_container(container.id))
+        return self._evidence(service, container.name, attrs, attrs.get("State", {}).get("Status", ""))
 
     def close(self) -> None:
         with self._lock:

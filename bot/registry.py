@@ -37,6 +37,7 @@ class Reply:
     text: str
     blocks: list[dict] = field(default_factory=list)
     in_channel: bool = False
+    failed: bool = False  # the command ran and failed (its job ends as failed, not succeeded)
 
 
 class CommandError(Exception):
@@ -54,6 +55,7 @@ class Context:
     runtime: "Runtime"
     progress: Callable[[str], None] = lambda _text: None
     session: "Session | None" = None
+    job_id: int | None = None
 
 
 class NoArgs(BaseModel):
@@ -70,6 +72,10 @@ class Command:
     handler: Callable[[Context, Any], Reply]
     # True, or a test of the parsed arguments (e.g. granting admin needs approval, other roles do not).
     needs_approval: bool | Callable[[Any], bool] = False
+    # Changes the operated stack: runs only while holding the stack's one-change lock.
+    changes: bool = False
+    # Checks that need the stack (is this a known service?), run before a request is made; raise CommandError.
+    check: Callable[["Runtime", Any], None] | None = None
 
     @property
     def slash(self) -> str:
@@ -92,6 +98,8 @@ def command(
     role: Role,
     args: type[BaseModel] = NoArgs,
     needs_approval: bool | Callable[[Any], bool] = False,
+    changes: bool = False,
+    check: Callable[["Runtime", Any], None] | None = None,
 ) -> Callable[[Callable[[Context, Any], Reply]], Callable[[Context, Any], Reply]]:
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
         raise ValueError(f"command name {name!r} is not a valid Slack command")
@@ -101,7 +109,7 @@ def command(
     def register(handler: Callable[[Context, Any], Reply]) -> Callable[[Context, Any], Reply]:
         if name in COMMANDS:
             raise ValueError(f"/{name} is declared twice")
-        COMMANDS[name] = Command(name, summary, usage, args, role, handler, needs_approval)
+        COMMANDS[name] = Command(name, summary, usage, args, role, handler, needs_approval, changes or bool(needs_approval), check)
         return handler
 
     return register

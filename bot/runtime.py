@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
+from bot.approvals import Approvals, Notifier
 from bot.audit import AuditLog
 from bot.authz import Authorizer, GroupMembers
 from bot.config import Settings, StackConfig
 from bot.dispatcher import Dispatcher
 from bot.docker_stack import ComposeStack
+from bot.jobs.queue import ChangeLocks, JobQueue, new_holder
 from bot.registry import Command, load_commands
 from bot.store import Store
 
@@ -22,10 +25,24 @@ class Runtime:
     audit: AuditLog
     commands: dict[str, Command]
     docker: ComposeStack | None = None  # None when the stack file names no Compose project
+    notifier: Notifier | None = None  # None in the console: requests are only in the database
+    wake: Callable[[], None] = lambda: None  # tells the runners a job is queued
+    holder: str = field(default_factory=new_holder)  # this process, as the holder of the jobs it runs
     dispatcher: Dispatcher = field(init=False)
+    jobs: JobQueue = field(init=False)
+    locks: ChangeLocks = field(init=False)
+    approvals: Approvals = field(init=False)
 
     def __post_init__(self) -> None:
         self.dispatcher = Dispatcher(self)
+        self.jobs = JobQueue(self.store)
+        self.locks = ChangeLocks(self.store, self.settings.job_lease_seconds)
+        self.approvals = Approvals(self)
+
+    @property
+    def stack_name(self) -> str:
+        """The operated stack, as the one-change lock and the messages name it."""
+        return self.stack.stack.compose_project or self.stack.source or "the stack"
 
     @classmethod
     def build(
@@ -36,6 +53,7 @@ class Runtime:
         group_members: GroupMembers | None = None,
         local_admins: frozenset[str] = frozenset(),
         migrate: bool = True,
+        notifier: Notifier | None = None,
     ) -> "Runtime":
         store = Store(settings.effective_database_url)
         if migrate:
@@ -48,6 +66,7 @@ class Runtime:
             audit=AuditLog(store),
             commands=load_commands(),
             docker=ComposeStack(stack.stack.compose_project, settings.docker_url) if stack.stack.compose_project else None,
+            notifier=notifier,
         )
 
     def close(self) -> None:

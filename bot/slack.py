@@ -1,26 +1,35 @@
-"""The Slack adapter: Bolt acknowledges at once; worker processes do the work and reply by response_url."""
+"""The Slack adapter: Bolt verifies and acknowledges; each command or click becomes a job row first.
+
+The listener inserts the job (Slack's trigger_id is its dedupe key, so a redelivered request is one
+job) and acks; runner processes (bot/jobs/runner.py) claim and run it. Nothing is lost if the bot
+dies after the ack: the job is in the database.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 
+from bot.approvals import APPROVE, CANCEL, DENY
 from bot.config import ConfigError
-from bot.jobs import JobRunner
-from bot.registry import Command, Invocation, Reply
+from bot.jobs.runner import RunnerProcesses
+from bot.registry import Command, Invocation
 from bot.runtime import Runtime
-from bot.slack_client import deliver
+from bot.slack_client import SlackNotifier
 
 log = logging.getLogger(__name__)
 
+_VERBS = {APPROVE: "approve", DENY: "deny", CANCEL: "cancel"}
+
 
 class SlackAdapter:
-    """Translates slash commands into invocations and replies into response_url posts."""
+    """Translates slash commands and button clicks into job rows; runner processes do the rest."""
 
     def __init__(self, runtime: Runtime, client: WebClient, *, http_mode: bool):
         settings = runtime.settings
@@ -36,29 +45,69 @@ class SlackAdapter:
             )
         except BoltError as error:
             raise ConfigError(f"SLACK_BOT_TOKEN: Slack did not accept it ({error})") from None
-        # Bolt's listeners only acknowledge; the work runs in worker processes (see bot/jobs.py).
-        self.jobs = JobRunner(settings, runtime.stack, on_lost=self._lost)
+        runtime.notifier = SlackNotifier(client)  # the supervisor tells channels about interrupted jobs
+        self.runners = RunnerProcesses(settings, runtime.stack, runtime)
+        runtime.wake = self.runners.notify
         for cmd in runtime.commands.values():
-            self.app.command(cmd.slash)(self._listener(cmd))
+            self.app.command(cmd.slash)(self._command_listener(cmd))
+        for action_id in _VERBS:
+            self.app.action(action_id)(self._on_click)
 
-    def _listener(self, cmd: Command):
+    def _queue(self, ack, invocation: Invocation, response_url: str | None, dedupe_key: str | None) -> None:
+        """The job row first, then the ack: an acknowledged command is never lost."""
+        try:
+            self.runtime.jobs.submit(invocation, response_url=response_url, dedupe_key=dedupe_key)
+        except Exception:
+            error_id = secrets.token_hex(4)
+            log.exception("could not queue /%s [error id %s]", invocation.command, error_id)
+            ack(text=f"/{invocation.command} was not run: the bot's database is not answering (error id {error_id}).")
+            return
+        ack()
+        self.runtime.wake()
+
+    def _command_listener(self, cmd: Command):
         def on_command(ack, command: dict) -> None:
-            ack()
             invocation = Invocation(
-                user_id=command["user_id"],
+                user_id=str(command.get("user_id", "")),
                 command=cmd.name,
-                text=command.get("text", "").strip(),
+                text=str(command.get("text", "")).strip(),
                 channel_id=command.get("channel_id"),
                 source="slack",
             )
-            self.jobs.submit(invocation, command.get("response_url"))
+            trigger = command.get("trigger_id")
+            self._queue(ack, invocation, command.get("response_url"), f"cmd:{trigger}" if trigger else None)
 
         on_command.__name__ = f"on_{re.sub(r'[^a-z0-9]', '_', cmd.name)}"
         return on_command
 
-    def _lost(self, invocation: Invocation, response_url: str | None, _error: BaseException) -> None:
-        text = f"/{invocation.command} stopped before it could answer (a worker process ended); /audit shows whether it ran."
-        deliver(self.client, invocation, response_url, Reply(text))
+    def _on_click(self, ack, body: dict, action: dict) -> None:
+        """A button is `/approvals VERB ID` typed by the clicker: the same checks, the same audit."""
+        value = str(action.get("value", ""))
+        channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id")
+        invocation = Invocation(
+            user_id=str((body.get("user") or {}).get("id", "")),
+            command="approvals",
+            text=f"{_VERBS[action['action_id']]} {value}",
+            channel_id=channel,
+            source="slack",
+        )
+        if not re.fullmatch(r"[1-9][0-9]{0,9}", value):  # our buttons carry a request number and nothing else
+            ack()
+            self._tampered(invocation, body.get("response_url"))
+            return
+        trigger = body.get("trigger_id") or f"{action.get('action_ts')}:{invocation.user_id}"
+        self._queue(ack, invocation, body.get("response_url"), f"click:{trigger}")
+
+    def _tampered(self, invocation: Invocation, response_url: str | None) -> None:
+        from bot.registry import Reply
+        from bot.slack_client import deliver
+
+        log.warning("a click from %s carried a button value that is not a request number", invocation.user_id[:64])
+        try:
+            self.runtime.audit.record(invocation, "rejected", error="the button's value is not a request number")
+        except Exception:
+            log.exception("audit write failed for a tampered click")
+        deliver(self.client, invocation, response_url, Reply("That button does not belong to a request of this bot; nothing changed."))
 
     def http_server(self, host: str, port: int, threads: int = 8):
         """A waitress server for POST /slack/events; `.run()` serves, `.close()` stops."""
@@ -69,4 +118,4 @@ class SlackAdapter:
         )
 
     def shutdown(self) -> None:
-        self.jobs.shutdown()
+        self.runners.shutdown()

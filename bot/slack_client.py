@@ -1,18 +1,50 @@
-"""Talking to Slack's Web API and response_urls; shared by the adapter and the worker processes."""
+"""Talking to Slack's Web API and response_urls; shared by the adapter and the runner processes."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
 from bot.config import ConfigError, Settings
 from bot.registry import Invocation, Reply
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER = 3.0  # seconds: a rate-limited call waits at most this long, not what Slack asks
+
+
+class CappedRateLimitRetryHandler(RateLimitErrorRetryHandler):
+    """Slack's Retry-After can be long; a user waiting for a reply (or a role check) should not wait for it."""
+
+    def prepare_for_next_attempt(self, *, state, request, response=None, error=None) -> None:
+        if response is None:
+            raise error
+        state.next_attempt_requested = True
+        value = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), None)
+        try:
+            seconds = float(value[0] if isinstance(value, list) else value)
+        except (TypeError, ValueError, IndexError):
+            seconds = 1.0
+        time.sleep(min(max(seconds, 0.0), MAX_RETRY_AFTER))
+        state.increment_current_attempt()
+
+
+def _retry_handlers() -> list[RetryHandler]:
+    return [
+        CappedRateLimitRetryHandler(max_retry_count=2),
+        ServerErrorRetryHandler(max_retry_count=2),
+        ConnectionErrorRetryHandler(max_retry_count=1),
+    ]
 
 
 def web_client(settings: Settings) -> WebClient:
@@ -21,7 +53,7 @@ def web_client(settings: Settings) -> WebClient:
     return WebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
-        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=2)],
+        retry_handlers=_retry_handlers(),
     )
 
 
@@ -32,14 +64,32 @@ def group_members(client: WebClient):
     return members
 
 
-def deliver(client: WebClient, invocation: Invocation, response_url: str | None, reply: Reply) -> None:
-    """By the command's response_url; when that is used up or expired, through the Web API instead."""
+class SlackNotifier:
+    """Real channel messages (not response_url, not ephemeral), so they can be updated in place later."""
+
+    def __init__(self, client: WebClient):
+        self._client = client
+
+    def post(self, channel: str, reply: Reply) -> str | None:
+        return self._client.chat_postMessage(channel=channel, text=reply.text, blocks=reply.blocks or None).get("ts")
+
+    def update(self, channel: str, ts: str, reply: Reply) -> None:
+        self._client.chat_update(channel=channel, ts=ts, text=reply.text, blocks=reply.blocks or [])
+
+
+def deliver(client: WebClient, invocation: Invocation, response_url: str | None, reply: Reply) -> bool:
+    """By the command's response_url; when that is used up, expired or unreachable, through the Web API instead."""
     response_type = "in_channel" if reply.in_channel else "ephemeral"
     if response_url:
-        response = WebhookClient(response_url).send(text=reply.text, blocks=reply.blocks or None, response_type=response_type)
-        if response.status_code == 200:
-            return
-        log.warning("response_url answered HTTP %s for /%s; posting instead", response.status_code, invocation.command)
+        try:
+            response = WebhookClient(response_url, timeout=10, retry_handlers=_retry_handlers()).send(
+                text=reply.text, blocks=reply.blocks or None, response_type=response_type, replace_original=False
+            )
+            if response.status_code == 200:
+                return True
+            log.warning("response_url answered HTTP %s for /%s; posting instead", response.status_code, invocation.command)
+        except Exception as error:  # unreachable, reset, timed out: the Web API may still work
+            log.warning("response_url failed for /%s (%s); posting instead", invocation.command, type(error).__name__)
     try:
         if reply.in_channel:
             client.chat_postMessage(channel=invocation.channel_id, text=reply.text, blocks=reply.blocks or None)
@@ -47,5 +97,9 @@ def deliver(client: WebClient, invocation: Invocation, response_url: str | None,
             client.chat_postEphemeral(
                 channel=invocation.channel_id, user=invocation.user_id, text=reply.text, blocks=reply.blocks or None
             )
+        return True
     except SlackApiError as error:
         log.error("could not deliver the reply to /%s: %s", invocation.command, error.response.get("error"))
+    except Exception as error:
+        log.error("could not deliver the reply to /%s: %s", invocation.command, type(error).__name__)
+    return False

@@ -70,6 +70,7 @@ class AuditEntry(Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     error_id: Mapped[str | None] = mapped_column(String(16))
+    job_id: Mapped[int | None] = mapped_column(Integer)
 
 
 def normalize_url(url: str) -> str:

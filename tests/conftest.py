@@ -127,11 +127,12 @@ def _serve_until_closed(server) -> None:
 
 
 class SlackBot(tuple):
-    """(sender, runtime), with the adapter at hand for tests that reach into its worker processes."""
+    """(sender, runtime), with the adapter at hand and `stop()` to take this bot down as a restart would."""
 
-    def __new__(cls, sender, runtime, adapter):
+    def __new__(cls, sender, runtime, adapter, stop):
         bot = super().__new__(cls, (sender, runtime))
         bot.adapter = adapter
+        bot.stop = stop
         return bot
 
 
@@ -144,10 +145,20 @@ def slack_bot(tmp_path, slack_double):
     from bot.slack_client import group_members, web_client
     from tests.slack_signing import SlackSender
 
-    started = []
+    running = []
+
+    def stop_one(parts) -> None:
+        if parts not in running:
+            return
+        running.remove(parts)
+        server, thread, adapter, runtime = parts
+        server.close()
+        thread.join(timeout=5)
+        adapter.shutdown()
+        runtime.close()
 
     def start(stack: StackConfig | None = None, **values):
-        values.setdefault("workers", 2)
+        values.setdefault("workers", 4)
         settings = make_settings(
             tmp_path,
             slack_api_url=slack_double.api_url,
@@ -161,15 +172,14 @@ def slack_bot(tmp_path, slack_double):
         server = adapter.http_server("127.0.0.1", 0)
         thread = threading.Thread(target=_serve_until_closed, args=(server,), daemon=True)
         thread.start()
-        started.append((server, thread, adapter, runtime))
-        return SlackBot(SlackSender(f"http://127.0.0.1:{server.effective_port}", SIGNING_SECRET), runtime, adapter)
+        parts = (server, thread, adapter, runtime)
+        running.append(parts)
+        sender = SlackSender(f"http://127.0.0.1:{server.effective_port}", SIGNING_SECRET)
+        return SlackBot(sender, runtime, adapter, lambda: stop_one(parts))
 
     yield start
-    for server, thread, adapter, runtime in started:
-        server.close()
-        thread.join(timeout=5)
-        adapter.shutdown()
-        runtime.close()
+    for parts in list(running):
+        stop_one(parts)
 
 
 STACK_DIR = ROOT / "tests" / "stack"

@@ -117,9 +117,9 @@ def _is_worker(pid: int) -> bool:
         return False
 
 
-def test_worker_processes_exit_when_the_bot_is_killed(tmp_path, slack_double):
+def test_runner_processes_exit_when_the_bot_is_killed(tmp_path, slack_double):
     env = _env(SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", FLOWSTATE_SLACK_API_URL=slack_double.api_url)
-    env["FLOWSTATE_WORKERS"] = "2"
+    env["FLOWSTATE_WORKER_PROCESSES"] = "2"
     bot = subprocess.Popen([BOT, "run", "--http", "--port", "0"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while "serving Slack requests" not in bot.stderr.readline():
@@ -132,5 +132,5 @@ def test_worker_processes_exit_when_the_bot_is_killed(tmp_path, slack_double):
     bot.wait(timeout=10)
     deadline = time.monotonic() + 20
     while any(_is_worker(pid) for pid in workers):
-        assert time.monotonic() < deadline, "worker processes outlived the killed bot"
+        assert time.monotonic() < deadline, "runner processes outlived the killed bot"
         time.sleep(0.2)

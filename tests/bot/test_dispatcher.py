@@ -120,7 +120,7 @@ def test_secrets_never_reach_the_audit_table_or_the_log(make_runtime, caplog):
         assert leaked not in handler_text
 
 
-def test_a_command_that_needs_approval_is_refused_until_approvals_exist(make_runtime):
+def test_a_command_that_needs_approval_does_not_run_when_asked_but_waits_as_a_request(make_runtime):
     ran = []
     runtime = make_runtime(admins=["UA"])
     runtime.commands = {
@@ -129,6 +129,7 @@ def test_a_command_that_needs_approval_is_refused_until_approvals_exist(make_run
     }
     assert "`/restore` — Restore a backup. _(needs a second person's approval)_" in run(runtime, "UA", "/help").text
     reply = run(runtime, "UA", "/restore")
-    assert reply.text == "/restore needs a second person's approval, and this bot has no approval flow yet."
+    assert reply.text.startswith("Request #1: `/restore` needs a second person's approval (until ")
+    assert reply.text.endswith("another approver runs /approvals approve 1.")
     assert ran == []
-    assert [(row.command, row.outcome) for row in _audit(runtime)][-1] == ("restore", "rejected")
+    assert [(row.command, row.outcome, row.job_id) for row in _audit(runtime)][-1] == ("restore", "requested", 1)

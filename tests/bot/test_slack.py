@@ -96,29 +96,3 @@ def test_slow_commands_do_not_hold_up_the_acks_of_others(slack_bot, slack_double
         (reply,) = slack_double.wait_for_response("quick")
         assert slack_double.responses("h0") == [], "the quick reply came before the hung checks finished"
     assert "admin role" in reply["text"]
-
-
-def test_a_worker_that_dies_mid_command_is_reported_and_the_next_command_still_runs(slack_bot, slack_double):
-    import os
-    import signal
-
-    from tests.loopback import SilentServer
-
-    with SilentServer() as hung:
-        stack = StackConfig(probes=[{"name": "hung", "kind": "http", "url": f"http://127.0.0.1:{hung.port}/", "timeout": 10}])
-        bot = slack_bot(stack, admins=["U0ONCALL"], workers=1)
-        sender, runtime = bot
-        sender.slash("/health", "", "U0ONCALL", response_url=slack_double.response_url("doomed"))
-        deadline = time.monotonic() + 10
-        while ("U0ONCALL", "health", "allowed") not in _audit(runtime):  # the worker is inside the hung check
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        (worker,) = bot.adapter.jobs._pool._processes.values()
-        os.kill(worker.pid, signal.SIGKILL)
-        (lost,) = slack_double.wait_for_response("doomed")
-        assert lost["text"] == "/health stopped before it could answer (a worker process ended); /audit shows whether it ran."
-        sender.slash("/whoami", "", "U0ONCALL", response_url=slack_double.response_url("after"))
-        (after,) = slack_double.wait_for_response("after", timeout=15)
-    assert "with the admin role" in after["text"]
-    assert _audit(runtime)[0] == ("U0ONCALL", "health", "allowed"), "the audit shows it started and never finished"
-    assert ("U0ONCALL", "health", "succeeded") not in _audit(runtime)

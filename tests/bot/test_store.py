@@ -15,10 +15,23 @@ def test_migrations_create_the_schema_and_are_idempotent(database_url):
     store.migrate()
     store.migrate()  # a second start must not fail or change anything
     tables = set(inspect(store.engine).get_table_names())
-    assert {"role_assignments", "audit_log", "alembic_version"} <= tables
+    assert {"role_assignments", "audit_log", "alembic_version", "bot_jobs", "change_locks"} <= tables
     with store.engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == _newest_migration()
     store.dispose()
+
+
+def _newest_migration() -> str:
+    from pathlib import Path
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    import bot.migrations
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(bot.migrations.__file__).parent))
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
 def test_times_come_back_timezone_aware_utc(make_runtime, database_url):

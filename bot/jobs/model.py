@@ -1,0 +1,66 @@
+"""The rows behind a job and the one-change lock."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bot.registry import Invocation
+from bot.store import Base, UTCDateTime
+
+# A job's states. Every change between them is one conditional UPDATE (see queue.py).
+QUEUED = "queued"  # waiting for a runner thread
+RUNNING = "running"  # held by one runner (holder), which renews heartbeat_at
+PENDING = "pending_approval"  # waiting for a second person
+FINAL = ("succeeded", "failed", "refused", "denied", "cancelled", "expired", "interrupted", "dropped")
+
+
+class Job(Base):
+    __tablename__ = "bot_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Slack's trigger_id (or the click's): a redelivered request is the same job, not a second one.
+    dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    requester: Mapped[str] = mapped_column(String(64))
+    channel_id: Mapped[str | None] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    arguments: Mapped[dict | None] = mapped_column(JSON)  # validated; set once the job passed its checks
+    response_url: Mapped[str | None] = mapped_column(Text)
+    break_glass: Mapped[str | None] = mapped_column(Text)  # the reason, when an admin ran it without approval
+    approver: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    message_channel: Mapped[str | None] = mapped_column(String(64))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    holder: Mapped[str | None] = mapped_column(String(160))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    result: Mapped[str | None] = mapped_column(Text)
+    error_id: Mapped[str | None] = mapped_column(String(16))
+
+    def invocation(self) -> Invocation:
+        return Invocation(self.requester, self.command, self.text, self.channel_id, self.source)  # type: ignore[arg-type]
+
+    @property
+    def label(self) -> str:
+        return f"request #{self.id}"
+
+
+class ChangeLock(Base):
+    """One row per operated stack while a change runs: who holds it, for which job, until when."""
+
+    __tablename__ = "change_locks"
+
+    stack: Mapped[str] = mapped_column(String(160), primary_key=True)
+    job_id: Mapped[int] = mapped_column(Integer)
+    requester: Mapped[str] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(Text)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,241 @@
+"""The job table as a queue: every state change is one conditional UPDATE whose row count says who won."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from bot.jobs.model import PENDING, QUEUED, RUNNING, ChangeLock, Job
+from bot.registry import Invocation
+from bot.store import Store, utcnow
+
+
+def new_holder() -> str:
+    """Who holds a job: host and pid (to tell a dead local holder at once) and a token unique to this process."""
+    return f"{socket.gethostname()[:80]}/{os.getpid()}/{secrets.token_hex(4)}"
+
+
+def holder_is_dead(holder: str) -> bool:
+    """True only when the holder ran on this host and its process is gone; elsewhere the lease decides."""
+    host, _, rest = holder.partition("/")
+    pid = rest.partition("/")[0]
+    if host != socket.gethostname()[:80] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class JobQueue:
+    def __init__(self, store: Store):
+        self._store = store
+
+    # ---- creating ----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        invocation: Invocation,
+        *,
+        response_url: str | None = None,
+        dedupe_key: str | None = None,
+        state: str = QUEUED,
+        **fields,
+    ) -> int | None:
+        """A new job; None when a job with the same dedupe key exists (Slack redelivered the request)."""
+        job = Job(
+            dedupe_key=dedupe_key,
+            state=state,
+            source=invocation.source,
+            requester=invocation.user_id[:64],
+            channel_id=invocation.channel_id[:64] if invocation.channel_id else None,
+            command=invocation.command[:64],
+            text=invocation.text.replace("\x00", "\ufffd"),
+            response_url=response_url,
+            created_at=utcnow(),
+            **fields,
+        )
+        try:
+            with self._store.session.begin() as session:
+                session.add(job)
+                session.flush()
+                return job.id
+        except IntegrityError:
+            if dedupe_key is None:
+                raise
+            return None
+
+    def get(self, job_id: int) -> Job | None:
+        with self._store.session() as session:
+            return session.get(Job, job_id)
+
+    # ---- conditional state changes -------------------------------------------------------------
+
+    def _change(self, job_id: int, where: list, **values) -> bool:
+        with self._store.session.begin() as session:
+            result = session.execute(update(Job).where(Job.id == job_id, *where).values(**values))
+            return result.rowcount == 1
+
+    def claim(self, job_id: int, holder: str) -> Job | None:
+        """queued -> running for this holder; None when someone else claimed it first."""
+        now = utcnow()
+        won = self._change(job_id, [Job.state == QUEUED], state=RUNNING, holder=holder, started_at=now, heartbeat_at=now)
+        return self.get(job_id) if won else None
+
+    def claim_next(self, holder: str, batch: int = 8, source: str | None = None) -> Job | None:
+        """The oldest queued job this holder wins; tries a few, since other runners race for the same rows."""
+        where = [Job.state == QUEUED] + ([Job.source == source] if source else [])
+        with self._store.session() as session:
+            ids = session.scalars(select(Job.id).where(*where).order_by(Job.id).limit(batch)).all()
+        for job_id in ids:
+            job = self.claim(job_id, holder)
+            if job is not None:
+                return job
+        return None
+
+    def update_held(self, job: Job, holder: str, **values) -> bool:
+        """Change a running job this holder holds (its arguments, its message); False if it lost the job."""
+        return self._change(job.id, [Job.state == RUNNING, Job.holder == holder], **values)
+
+    def finish(self, job_id: int, holder: str, state: str, result: str | None = None, error_id: str | None = None) -> bool:
+        return self._change(
+            job_id,
+            [Job.state == RUNNING, Job.holder == holder],
+            state=state,
+            finished_at=utcnow(),
+            result=result[:4000] if result else None,
+            error_id=error_id,
+        )
+
+    def to_pending(self, job_id: int, holder: str, arguments: dict, expires_at: datetime) -> bool:
+        """A checked request now waits for a second person; its runner lets go of it."""
+        return self._change(
+            job_id,
+            [Job.state == RUNNING, Job.holder == holder],
+            state=PENDING,
+            arguments=arguments,
+            expires_at=expires_at,
+            holder=None,
+            heartbeat_at=None,
+        )
+
+    def set_message(self, job_id: int, channel: str, ts: str) -> None:
+        self._change(job_id, [], message_channel=channel, message_ts=ts)
+
+    def approve(self, job_id: int, approver: str) -> bool:
+        """pending -> queued, only for a live request and never by its requester."""
+        now = utcnow()
+        return self._change(
+            job_id,
+            [Job.state == PENDING, Job.expires_at > now, Job.requester != approver],
+            state=QUEUED,
+            approver=approver,
+            decided_at=now,
+        )
+
+    def decide(self, job_id: int, state: str, by: str, *, only_requester: bool = False) -> bool:
+        """pending -> denied or cancelled (cancel only by the requester)."""
+        where = [Job.state == PENDING]
+        if only_requester:
+            where.append(Job.requester == by)
+        return self._change(job_id, where, state=state, approver=by, decided_at=utcnow(), finished_at=utcnow())
+
+    def heartbeat(self, holder: str) -> None:
+        with self._store.session.begin() as session:
+            session.execute(update(Job).where(Job.state == RUNNING, Job.holder == holder).values(heartbeat_at=utcnow()))
+
+    # ---- sweeping --------------------------------------------------------------------------------
+
+    def _take(self, where: list, state: str, **values) -> list[Job]:
+        """Move every matching job to a final state, one conditional update each; returns the ones moved here."""
+        with self._store.session() as session:
+            candidates = session.scalars(select(Job).where(*where).order_by(Job.id)).all()
+        moved = []
+        for job in candidates:
+            guard = [Job.state == job.state, Job.holder == job.holder] if job.holder else [Job.state == job.state]
+            if self._change(job.id, guard, state=state, finished_at=utcnow(), **values):
+                moved.append(self.get(job.id))
+        return moved
+
+    def expire_due(self) -> list[Job]:
+        return self._take([Job.state == PENDING, Job.expires_at <= utcnow()], "expired")
+
+    def interrupt(self, *, holder: str | None = None, stale_after: float | None = None, local_dead: bool = False) -> list[Job]:
+        """Running jobs whose holder is gone: a given holder, a lapsed heartbeat, or a dead process on this host."""
+        where: list = [Job.state == RUNNING]
+        if holder is not None:
+            where.append(Job.holder == holder)
+        elif stale_after is not None:
+            where.append(Job.heartbeat_at < utcnow() - timedelta(seconds=stale_after))
+        if local_dead:
+            with self._store.session() as session:
+                holders = set(session.scalars(select(Job.holder).where(*where)).all())
+            dead = [h for h in holders if h and holder_is_dead(h)]
+            if not dead:
+                return []
+            where.append(Job.holder.in_(dead))
+        return self._take(where, "interrupted")
+
+    def drop_stale(self, older_than: float, commands: set[str]) -> list[Job]:
+        """Queued, never checked, asked long ago: a late /health answers a question nobody is still asking."""
+        cutoff = utcnow() - timedelta(seconds=older_than)
+        return self._take(
+            [Job.state == QUEUED, Job.arguments.is_(None), Job.created_at < cutoff, Job.command.in_(commands)], "dropped"
+        )
+
+    def pending(self, limit: int = 50) -> list[Job]:
+        with self._store.session() as session:
+            return list(session.scalars(select(Job).where(Job.state == PENDING).order_by(Job.id).limit(limit)))
+
+
+class ChangeLocks:
+    """One state-changing job per operated stack: a lock row with an owner and an expiry."""
+
+    def __init__(self, store: Store, lease_seconds: float):
+        self._store = store
+        self._lease = timedelta(seconds=lease_seconds)
+
+    def acquire(self, stack: str, job: Job, command_line: str) -> ChangeLock | None:
+        """None when this job holds the lock now; otherwise the lock someone else holds."""
+        now = utcnow()
+        with self._store.session.begin() as session:
+            taken = session.execute(
+                update(ChangeLock)
+                .where(ChangeLock.stack == stack, or_(ChangeLock.job_id == job.id, ChangeLock.expires_at < now))
+                .values(job_id=job.id, requester=job.requester, command=command_line, acquired_at=now, expires_at=now + self._lease)
+            ).rowcount
+        if taken:
+            return None
+        try:
+            with self._store.session.begin() as session:
+                session.add(
+                    ChangeLock(
+                        stack=stack, job_id=job.id, requester=job.requester, command=command_line,
+                        acquired_at=now, expires_at=now + self._lease,
+                    )
+                )
+            return None
+        except IntegrityError:
+            with self._store.session() as session:
+                held = session.get(ChangeLock, stack)
+            if held is None:  # released between our two statements: try once more
+                return self.acquire(stack, job, command_line)
+            return held if held.job_id != job.id else None
+
+    def renew(self, job_ids: list[int]) -> None:
+        if not job_ids:
+            return
+        with self._store.session.begin() as session:
+            session.execute(update(ChangeLock).where(ChangeLock.job_id.in_(job_ids)).values(expires_at=utcnow() + self._lease))
+
+    def release(self, job_id: int) -> None:
+        with self._store.session.begin() as session:
+            session.execute(delete(ChangeLock).where(ChangeLock.job_id == job_id))

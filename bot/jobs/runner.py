@@ -1,0 +1,286 @@
+"""Runner processes: claim jobs from the table and run them on threads, away from the process that acks.
+
+The process that answers Slack only verifies, inserts a job row and acks. A runner (a spawned process
+at the lowest CPU priority, so command work never competes with acks for the interpreter lock or a
+core) claims jobs with conditional updates, renews a heartbeat while it holds them, expires approval
+requests nobody clicked, and marks the jobs of a holder that died as interrupted. A job is never run
+twice: a claimed job that loses its holder is interrupted, not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import secrets
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from bot.config import ConfigError, Settings, StackConfig
+from bot.dispatcher import Refused
+from bot.jobs.model import Job
+from bot.registry import Reply
+
+log = logging.getLogger(__name__)
+
+NICENESS = 19
+STARTUP_SECONDS = 120
+SWEEP_SECONDS = 2.0
+STALE_QUERY_SECONDS = 60.0  # a read-only command queued longer than this is dropped, not answered late
+
+
+class Runner:
+    """Claims and runs jobs with a pool of threads; one per runner process."""
+
+    def __init__(self, runtime, client):
+        self.rt = runtime
+        self.client = client
+        self.wake = threading.Event()
+        self.holder = runtime.holder
+        threads = runtime.settings.workers
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="job")
+        self.free = threading.Semaphore(threads)
+        self.held: set[int] = set()
+        self.held_lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """At start: jobs of dead local holders are interrupted, stale queued questions dropped, late requests expired."""
+        rt = self.rt
+        rt.approvals.interrupted(rt.jobs.interrupt(local_dead=True))
+        rt.approvals.interrupted(rt.jobs.interrupt(stale_after=rt.settings.job_lease_seconds))
+        read_only = {name for name, cmd in rt.commands.items() if not cmd.changes}
+        rt.approvals.dropped(rt.jobs.drop_stale(STALE_QUERY_SECONDS, read_only))
+        rt.approvals.expire_due()
+
+    def serve(self) -> None:
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        next_sweep = 0.0
+        while not self.stopping.is_set():
+            self.wake.wait(timeout=1.0)
+            self.wake.clear()
+            if time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + SWEEP_SECONDS
+            self._claim_all()
+
+    def _claim_all(self) -> None:
+        while self.free.acquire(blocking=False):
+            try:
+                job = self.rt.jobs.claim_next(self.holder)
+            except Exception:
+                log.exception("cannot claim jobs")
+                job = None
+            if job is None:
+                self.free.release()
+                return
+            with self.held_lock:
+                self.held.add(job.id)
+            self.pool.submit(self._process, job)
+
+    def _sweep(self) -> None:
+        try:
+            self.rt.approvals.expire_due()
+            self.rt.approvals.interrupted(self.rt.jobs.interrupt(stale_after=self.rt.settings.job_lease_seconds))
+        except Exception:
+            log.exception("the sweep of expired requests and lost jobs failed")
+
+    def _heartbeat(self) -> None:
+        every = self.rt.settings.job_lease_seconds / 6
+        while not self.stopping.wait(every):
+            try:
+                self.rt.jobs.heartbeat(self.holder)
+                with self.held_lock:
+                    held = list(self.held)
+                self.rt.locks.renew(held)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    # ---- one job -------------------------------------------------------------------------------
+
+    def _process(self, job: Job) -> None:
+        try:
+            self._run(job)
+        except Exception:
+            error_id = secrets.token_hex(4)
+            log.exception("request #%s (/%s) failed in the runner [error id %s]", job.id, job.command, error_id)
+            self.rt.jobs.finish(job.id, self.holder, "failed", "the runner failed", error_id)
+            self._deliver(job, Reply(f"/{job.command} failed unexpectedly (error id {error_id}); the details are in the bot's log."))
+        finally:
+            with self.held_lock:
+                self.held.discard(job.id)
+            self.free.release()
+            self.wake.set()  # a thread is free: take the next queued job now
+
+    def _run(self, job: Job) -> None:
+        rt, holder = self.rt, self.holder
+        if job.arguments is not None:  # approved (or taken over): its outcome lands on its message
+            reply = rt.approvals.run_job(job, holder, None)
+            if not job.message_ts:
+                self._deliver(job, rt.dispatcher.clean(reply))
+            return
+        try:
+            prepared = rt.dispatcher.prepare(job.invocation())
+        except Refused as refused:
+            rt.jobs.finish(job.id, holder, "refused", refused.reply.text)
+            self._deliver(job, rt.dispatcher.clean(refused.reply))
+            return
+        if prepared.needs_approval and not prepared.break_glass:
+            self._deliver(job, rt.dispatcher.clean(rt.approvals.request(prepared, job_id=job.id, holder=holder)))
+            return
+        if prepared.cmd.changes:
+            reply = rt.approvals.run_now(prepared, None, job_id=job.id, holder=holder)
+            if rt.jobs.get(job.id).message_ts is None:
+                self._deliver(job, rt.dispatcher.clean(reply))
+            return
+        reply = rt.dispatcher.execute(prepared, None, job_id=job.id)
+        rt.jobs.finish(job.id, holder, "failed" if reply.failed else "succeeded", reply.text)
+        self._deliver(job, rt.dispatcher.clean(reply))
+
+    def _deliver(self, job: Job, reply: Reply) -> None:
+        from bot.slack_client import deliver
+
+        if job.source == "slack":
+            deliver(self.client, job.invocation(), job.response_url, reply)
+
+
+# ---- the process -------------------------------------------------------------------------------
+
+
+def _exit_with_parent() -> None:
+    """A runner whose bot process was killed (SIGKILL, OOM) exits too, instead of lingering as an orphan."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+
+class Doorbell:
+    """Wakes one runner process: a byte down a pipe that never blocks the one who rings.
+
+    (A multiprocessing.Event would: its set() waits for every sleeper to wake, and a runner killed
+    while it slept never does, which would hang the acks.)
+    """
+
+    def __init__(self, context):
+        self.reader, self._writer = context.Pipe(duplex=False)
+        os.set_blocking(self._writer.fileno(), False)
+
+    def ring(self) -> None:
+        try:
+            os.write(self._writer.fileno(), b"\0")
+        except OSError:  # full (it will wake anyway) or its runner is gone
+            pass
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _listen(reader, wake: threading.Event) -> None:
+    """Turn rings into the runner's local wake-up; an empty read means the bot process is gone."""
+    fd = reader.fileno()
+    while True:
+        try:
+            if not os.read(fd, 4096):
+                os._exit(0)
+        except OSError:
+            os._exit(0)
+        wake.set()
+
+
+def runner_main(settings: Settings, stack: StackConfig, doorbell, ready) -> None:
+    threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
+    os.nice(NICENESS)
+    from bot.redact import configure_logging
+    from bot.runtime import Runtime
+    from bot.slack_client import SlackNotifier, group_members, web_client
+
+    configure_logging(settings.log_level)
+    client = web_client(settings)
+    # The parent migrated the database before starting any runner.
+    runtime = Runtime.build(settings, stack, group_members=group_members(client), migrate=False, notifier=SlackNotifier(client))
+    runner = Runner(runtime, client)
+    runtime.wake = runner.wake.set
+    threading.Thread(target=_listen, args=(doorbell, runner.wake), name="doorbell", daemon=True).start()
+    # SIGTERM (the bot stopping): take no new job, let the running ones finish.
+    signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
+    runner.recover()
+    ready.set()
+    runner.serve()
+    runner.pool.shutdown(wait=True)
+
+
+class RunnerProcesses:
+    """Starts the runner processes, restarts one that dies, and says what it was running."""
+
+    def __init__(self, settings: Settings, stack: StackConfig, runtime):
+        self._settings, self._stack, self._runtime = settings, stack, runtime
+        # spawn, not fork: the parent runs server threads, and a forked copy of a held lock deadlocks.
+        self._context = multiprocessing.get_context("spawn")
+        self.processes: list[multiprocessing.Process] = []
+        self._doorbells: dict[int, Doorbell] = {}  # by runner pid
+        self._stopping = threading.Event()
+        for _ in range(settings.worker_processes):
+            self.processes.append(self._start())
+        self._watch = threading.Thread(target=self._supervise, name="runner-watch", daemon=True)
+        self._watch.start()
+
+    def _start(self) -> multiprocessing.Process:
+        ready = self._context.Event()  # only the two of us, and only once: no sleeper can die holding it
+        doorbell = Doorbell(self._context)
+        process = self._context.Process(
+            target=runner_main, args=(self._settings, self._stack, doorbell.reader, ready), name="flowstate-runner", daemon=True
+        )
+        process.start()
+        doorbell.reader.close()  # the runner has its copy; ours would keep the pipe open after it died
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not ready.wait(0.1):
+            if not process.is_alive() or time.monotonic() > deadline:
+                process.kill()
+                doorbell.close()
+                raise ConfigError("FLOWSTATE_WORKERS: a runner process could not start; its error is in the log above")
+        self._doorbells[process.pid] = doorbell
+        return process
+
+    def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            sentinels = {process.sentinel: process for process in self.processes}
+            ready = multiprocessing.connection.wait(list(sentinels), timeout=1.0)
+            if self._stopping.is_set():
+                return
+            for sentinel in ready:
+                dead = sentinels[sentinel]
+                dead.join(timeout=1)
+                doorbell = self._doorbells.pop(dead.pid, None)
+                if doorbell is not None:
+                    doorbell.close()
+                log.error("a runner process (pid %s) died with exit code %s; starting another", dead.pid, dead.exitcode)
+                try:
+                    flow = self._runtime.approvals
+                    flow.interrupted(self._runtime.jobs.interrupt(local_dead=True))
+                except Exception:
+                    log.exception("could not mark the dead runner's jobs interrupted; its lease will")
+                index = self.processes.index(dead)
+                try:
+                    self.processes[index] = self._start()
+                except ConfigError:
+                    log.exception("a new runner process did not start; retrying in 5 s")
+                    time.sleep(5)
+                    continue
+                self.notify()
+
+    def notify(self) -> None:
+        for doorbell in list(self._doorbells.values()):
+            doorbell.ring()
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.join(timeout=10)

@@ -1,0 +1,54 @@
+"""/approvals: the pending requests, and deciding on one by its number (what the buttons do, typed)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from bot import blocks
+from bot.dispatcher import Refused
+from bot.registry import CommandError, Context, Reply, command
+from bot.roles import Role
+
+
+class ApprovalsArgs(BaseModel):
+    action: Literal["list", "approve", "deny", "cancel"] = "list"
+    id: int | None = Field(None, ge=1, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "ApprovalsArgs":
+        if self.action != "list" and self.id is None:
+            raise ValueError(f"{self.action} needs the request's number, such as /approvals {self.action} 12")
+        if self.action == "list" and self.id is not None:
+            raise ValueError("list takes nothing after it")
+        return self
+
+
+@command(
+    "approvals",
+    summary="List pending requests; approve, deny or cancel one by its number.",
+    usage="/approvals [approve ID | deny ID | cancel ID]",
+    role=Role.viewer,
+    args=ApprovalsArgs,
+)
+def approvals(ctx: Context, args: ApprovalsArgs) -> Reply:
+    flow = ctx.runtime.approvals
+    if args.action == "list":
+        flow.expire_due()
+        pending = ctx.runtime.jobs.pending()
+        if not pending:
+            return Reply("No request is waiting for approval.")
+        lines = [
+            f"#{job.id} `{flow.command_line(job)}` asked by <@{job.requester}>, expires {flow.when(job.expires_at)}"
+            for job in pending
+        ]
+        return Reply("\n".join(lines), [blocks.section("*Waiting for approval*"), *blocks.sections(lines)])
+    try:
+        if args.action == "approve":
+            return flow.approve(args.id, ctx.invocation, ctx.role)
+        if args.action == "deny":
+            return flow.deny(args.id, ctx.invocation, ctx.role)
+        return flow.cancel(args.id, ctx.invocation)
+    except Refused as refused:
+        raise CommandError(refused.reply.text) from None
