@@ -1,0 +1,88 @@
+"""/restart SERVICE...: the emergency restart, one Compose service at a time, each until healthy again."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, field_validator
+
+from bot import blocks
+from bot.docker_stack import StackError
+from bot.registry import CommandError, Context, Reply, command
+from bot.roles import Role
+
+
+class RestartArgs(BaseModel):
+    services: list[str] = []
+
+    @field_validator("services")
+    @classmethod
+    def _names(cls, services: list[str]) -> list[str]:
+        for name in services:
+            if len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+                raise ValueError(f"{name[:64]!r} is not a Compose service name")
+        return list(dict.fromkeys(services))  # a service named twice restarts once
+
+
+def _known_services(runtime, args: RestartArgs) -> None:
+    """Refused before any request is made: nobody should approve a restart of a service that does not exist."""
+    if not args.services:
+        raise CommandError(
+            "/restart with no service will run the deploy script once that is built; "
+            "for now name the services to restart, such as /restart backend."
+        )
+    if runtime.docker is None:
+        raise CommandError("The stack file names no Compose project, so there is nothing to restart.")
+    try:
+        known = runtime.docker.services()
+    except StackError as error:
+        raise CommandError(str(error)) from None
+    unknown = [name for name in args.services if name not in known]
+    if unknown:
+        raise CommandError(
+            f"{', '.join(unknown)} {'is not a service' if len(unknown) == 1 else 'are not services'} of "
+            f"{runtime.docker.project}; the services are {', '.join(known) or 'none'}."
+        )
+
+
+@command(
+    "restart",
+    summary="Restart Compose services, each until it is healthy again.",
+    usage="/restart SERVICE [SERVICE...]",
+    role=Role.operator,
+    args=RestartArgs,
+    needs_approval=True,
+    check=_known_services,
+)
+def restart(ctx: Context, args: RestartArgs) -> Reply:
+    docker = ctx.runtime.docker
+    if docker is None:
+        raise CommandError("The stack file names no Compose project, so there is nothing to restart.")
+    timeout = ctx.runtime.stack.stack.healthy_timeout
+    lines, failed = [], False
+    for service in args.services:
+        started = time.monotonic()
+        ctx.progress(f"Restarting {service}…")
+        try:
+            docker.restart([service])
+            ctx.progress(f"{service} restarted; waiting until it is healthy (at most {timeout:g} s)…")
+            state = docker.wait_healthy(service, timeout)
+        except StackError as error:
+            lines.append(f"🔴 *{service}*: {error}")
+            failed = True
+            break  # the next services wait: an operator decides what to do after a failure
+        took = time.monotonic() - started
+        if state.ok:
+            lines.append(f"🟢 *{service}* is {'healthy' if state.health else 'running'} again after {took:.1f} s")
+            ctx.progress(lines[-1])
+        else:
+            health = f", health {state.health}" if state.health else ""
+            output = f": {state.health_output[:200]}" if state.health_output else ""
+            lines.append(f"🔴 *{service}* is not healthy after {took:.0f} s (state {state.status}{health}){output}")
+            failed = True
+            break
+    skipped = args.services[len(lines):]
+    if skipped:
+        lines.append(f"Not restarted after that failure: {', '.join(skipped)}.")
+    title = "Restart failed" if failed else "Restarted"
+    return Reply("\n".join([title, *lines]), [blocks.section(f"*{title}*"), *blocks.sections(lines)], in_channel=True, failed=failed)
