@@ -302,6 +302,8 @@ class Approvals:
                 return Reply(text)
         by = f"approved by <@{job.approver}>" if job.approver else ("break-glass" if job.break_glass else "")
         status = f"▶️ Running ({by})" if by else "▶️ Running"
+        if not job.message_ts and job.source == "slack" and job.channel_id and rt.notifier is not None:
+            job = self._post_progress_message(job, status)
         lines: list[str] = []
         throttle = _Throttle(lambda: self.show(rt.jobs.get(job.id), status + "…", lines[-8:]))
         throttle.now()
@@ -322,6 +324,18 @@ class Approvals:
         mark = "❌ Failed" if reply.failed else "✅ Done"
         self.show(rt.jobs.get(job.id), f"{mark} ({by})" if by else mark, reply.text.splitlines()[:30])
         return reply
+
+
+    def _post_progress_message(self, job: Job, status: str) -> Job:
+        """A change that had no request message (break-glass, or no approval needed) gets one for its progress."""
+        try:
+            ts = self._rt.notifier.post(job.channel_id, self._rt.dispatcher.clean(self.render(job, status + "…")))
+        except Exception:
+            log.exception("could not post the progress message of %s", job.label)
+            return job
+        if ts:
+            self._rt.jobs.set_message(job.id, job.channel_id, ts)
+        return self._rt.jobs.get(job.id)
 
 
 class _Throttle:

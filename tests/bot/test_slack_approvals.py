@@ -321,3 +321,19 @@ def test_the_bot_killed_while_a_restart_runs_marks_it_interrupted_on_start_and_t
 def _job_in(store, job_id):
     with store.session() as session:
         return session.get(Job, job_id)
+
+
+def test_break_glass_restarts_at_once_says_so_loudly_and_shows_progress_in_place(slack_bot, slack_double, live_stack):
+    sender, runtime = _bot(slack_bot, live_stack)
+    since = time.time()
+    sender.slash("/restart", 'frontend --break-glass "site down, approvers asleep"', "U0ADMIN", CHANNEL, response_url=slack_double.response_url("bg"))
+    loud = slack_double.wait_for("chat.postMessage", timeout=20, predicate=lambda c: "Break-glass" in str(c.params.get("text")))
+    assert loud[0].params["text"] == (
+        "🚨 *Break-glass*: <@U0ADMIN> runs `/restart frontend` without a second person's approval. Reason: site down, approvers asleep"
+    )
+    progress = _request_message(slack_double)
+    done = _wait_message(slack_double, progress["ts"], "✅ Done (break-glass)")
+    assert "🟢 *frontend* is healthy again" in str(done["blocks"]) and _buttons(done) == {}
+    assert _restarts(live_stack, "frontend", since) == 1
+    job = _job(runtime, 1)
+    assert (job.state, job.break_glass, job.approver) == ("succeeded", "site down, approvers asleep", None)
