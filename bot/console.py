@@ -64,8 +64,12 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
         reply = runtime.dispatcher.dispatch(invocation, progress=progress)
         print(to_text(reply), file=stdout, flush=True)
         # An approval typed here lets its request run here, at once, with its progress on this terminal.
-        for approved in run_approved(runtime, progress):
-            print(to_text(approved), file=stdout, flush=True)
+        if invocation.command == "approvals" and not reply.failed:
+            try:
+                for approved in run_approved(runtime, progress):
+                    print(to_text(approved), file=stdout, flush=True)
+            except Exception:
+                print(to_text(runtime.dispatcher.failed(invocation)), file=stdout, flush=True)
         if not interactive:
             print(file=stdout)
     return 0

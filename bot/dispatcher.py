@@ -81,17 +81,26 @@ class Dispatcher:
         say = (lambda text: progress(redact(text))) if progress else None
         try:
             prepared = self.prepare(invocation)
+            if prepared.needs_approval and not prepared.break_glass:
+                return self.clean(self._runtime.approvals.request(prepared))
+            if prepared.cmd.changes:
+                return self.clean(self._runtime.approvals.run_now(prepared, say))
+            return self.clean(self.execute(prepared, say))
         except Refused as refused:
             return self.clean(refused.reply)
-        if prepared.needs_approval and not prepared.break_glass:
-            return self.clean(self._runtime.approvals.request(prepared))
-        if prepared.cmd.changes:
-            return self.clean(self._runtime.approvals.run_now(prepared, say))
-        return self.clean(self.execute(prepared, say))
+        except Exception:
+            return self.failed(invocation)
+
+    @staticmethod
+    def failed(invocation: Invocation) -> Reply:
+        """The bot itself failed (its database, most likely): an error id for the user, the details in the log."""
+        error_id = _error_id()
+        log.exception("/%s failed in the bot [error id %s]", invocation.command[:64], error_id)
+        return Reply(f"/{invocation.command[:64]} failed inside the bot (error id {error_id}); the details are in the bot's log.")
 
     @staticmethod
     def clean(reply: Reply) -> Reply:
-        return Reply(redact(reply.text), redact_value(reply.blocks), reply.in_channel)
+        return Reply(redact(reply.text), redact_value(reply.blocks), reply.in_channel, reply.failed)
 
     # ---- the checks ------------------------------------------------------------------------------
 

@@ -270,6 +270,11 @@ class SlackDouble:
         with self._lock:
             self._faults.setdefault(method, deque()).extend([("ratelimited", int(retry_after))] * times)
 
+    def server_error_next(self, method: str, status: int = 503, times: int = 1) -> None:
+        """The next ``times`` calls answer HTTP ``status`` (Slack's own outage), no JSON body."""
+        with self._lock:
+            self._faults.setdefault(method, deque()).extend([("status", int(status))] * times)
+
     def delay_next(self, method: str, seconds: float, times: int = 1) -> None:
         """The next ``times`` calls are answered only after ``seconds`` (``stop()`` cuts it short)."""
         with self._lock:
@@ -427,6 +432,8 @@ class SlackDouble:
                 kind, value = fault
                 if kind == "ratelimited":
                     return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(value)}
+                if kind == "status":
+                    return value, {"ok": False, "error": "fatal_error"}, {}
                 return 200, {"ok": False, "error": value}, {}
             handler = self._methods.get(method)
             if handler is None:

@@ -133,3 +133,47 @@ def test_a_command_that_needs_approval_does_not_run_when_asked_but_waits_as_a_re
     assert reply.text.endswith("another approver runs /approvals approve 1.")
     assert ran == []
     assert [(row.command, row.outcome, row.job_id) for row in _audit(runtime)][-1] == ("restore", "requested", 1)
+
+
+def _drop(postgres_url):
+    """The bot's database goes away under it (a failover, a dropped connection)."""
+    import psycopg
+
+    from tests.conftest import POSTGRES_ADMIN
+
+    name = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_with_the_database_down_every_path_ends_in_one_sentence_with_an_error_id(make_runtime, postgres_url, caplog):
+    import re
+
+    runtime = make_runtime(database_url=postgres_url, admins=["UA"])
+    _drop(postgres_url)
+    cases = {
+        ("UA", "/helth"): "/helth was not run because the audit log cannot be written",  # unknown command
+        ("UNOBODY", "/audit"): "/audit was not run because your role could not be checked",  # denied
+        ("UA", "/audit 0"): "/audit was not run because the audit log cannot be written",  # malformed
+        ("UA", "/whoami"): "/whoami was not run because the audit log cannot be written",  # allowed
+    }
+    with caplog.at_level(logging.ERROR):
+        for (user, line), start in cases.items():
+            text = run(runtime, user, line).text
+            assert text.startswith(start), text
+            error_id = re.search(r"\(error id ([0-9a-f]{8})\)", text).group(1)
+            assert any(error_id in record.getMessage() for record in caplog.records), "the same id is in the log"
+    assert "worker process" not in " ".join(record.getMessage() for record in caplog.records)
+
+
+def test_the_console_survives_a_database_that_goes_away(make_runtime, postgres_url):
+    import io
+
+    from bot.console import run_console
+
+    runtime = make_runtime(database_url=postgres_url, admins=["UA"])
+    _drop(postgres_url)
+    out = io.StringIO()
+    assert run_console(runtime, "UA", "C1", stdin=io.StringIO("/whoami\n/help\n"), stdout=out) == 0
+    assert "Traceback" not in out.getvalue()
+    assert out.getvalue().count("(error id ") == 2

@@ -96,3 +96,36 @@ def test_slow_commands_do_not_hold_up_the_acks_of_others(slack_bot, slack_double
         (reply,) = slack_double.wait_for_response("quick")
         assert slack_double.responses("h0") == [], "the quick reply came before the hung checks finished"
     assert "admin role" in reply["text"]
+
+
+def test_an_unreachable_response_url_and_a_slack_5xx_still_deliver_the_reply(slack_bot, slack_double):
+    from tests.loopback import SilentServer
+
+    sender, runtime = slack_bot(admins=["U0ONCALL"])
+    with SilentServer() as closed:
+        port = closed.port
+    # its port is closed now: nothing listens there
+    slack_double.server_error_next("chat.postEphemeral", status=503)
+    sender.slash("/whoami", "", "U0ONCALL", channel_id="C0OPS", response_url=f"http://127.0.0.1:{port}/hooks/x")
+    calls = slack_double.wait_for("chat.postEphemeral", count=2, timeout=20)
+    assert "with the admin role" in calls[-1].params["text"], "the retry after Slack's 503 delivered it"
+    assert _audit(runtime)[-1] == ("U0ONCALL", "whoami", "succeeded")
+
+
+def test_a_long_retry_after_is_capped(slack_bot, slack_double):
+    sender, runtime = slack_bot(admins=["U0ONCALL"])
+    slack_double.expire_response_url("old")
+    slack_double.ratelimit_next("chat.postEphemeral", retry_after=600)
+    sender.slash("/whoami", "", "U0ONCALL", channel_id="C0OPS", response_url=slack_double.response_url("old"))
+    first, second = slack_double.wait_for("chat.postEphemeral", count=2, timeout=20)
+    assert second.time - first.time < 30, "the bot does not wait the 10 minutes Slack asked for"
+
+
+def test_with_its_database_down_the_bot_acks_with_one_sentence_and_an_error_id(slack_bot, slack_double, postgres_url):
+    from tests.bot.test_dispatcher import _drop
+
+    sender, runtime = slack_bot(admins=["U0ONCALL"], database_url=postgres_url)
+    _drop(postgres_url)
+    ack = sender.slash("/whoami", "", "U0ONCALL", response_url=slack_double.response_url("down"))
+    assert ack.status == 200
+    assert ack.body.startswith("/whoami was not run: the bot's database is not answering (error id "), "Slack shows a plain-text ack to the caller"
