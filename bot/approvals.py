@@ -75,10 +75,11 @@ class Approvals:
         return Reply(f"Request #{job.id}: {line}: {status}", parts, in_channel=True)
 
     def command_line(self, job: Job) -> str:
-        if job.arguments is None:
+        """The command as it will run: from the checked arguments once there are some, else as typed."""
+        cmd = self._rt.commands.get(job.command)
+        if job.arguments is None or cmd is None:
             return f"/{job.command} {job.text}".strip()
-        prepared = Prepared(self._rt.commands[job.command], self._rt.commands[job.command].args.model_validate(job.arguments), Role.viewer, job.invocation())
-        return prepared.command_line()
+        return Prepared(cmd, cmd.args.model_validate(job.arguments), Role.viewer, job.invocation()).command_line()
 
     def show(self, job: Job, status: str, detail: list[str] | None = None) -> None:
         """Update the request's message in place, if it has one; a Slack hiccup never fails the job."""
