@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from bot.docker_stack import StackError
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,36 @@ class DatabaseActivity:
 
 
 class StackDatabase:
-    def __init__(self, dsn: str, timeout: float = 5.0):
+    def __init__(self, dsn: str, timeout: float = 5.0, name: str = "the [database] section"):
         self._dsn = dsn
         self._timeout = timeout
+        self._name = name  # whose DSN it is, for the one error that cannot quote it
+
+    def _options(self) -> dict[str, str]:
+        try:
+            return conninfo_to_dict(self._dsn)
+        except psycopg.ProgrammingError as error:
+            # libpq quotes the offending part of the DSN, which is often the password: name the mistake instead.
+            reason = str(error)
+            if "spaces" in reason:
+                hint = "; write a space in it as %20"
+            elif "percent" in reason:
+                hint = "; write a % in it as %25"
+            else:
+                hint = ""
+            raise StackError(f"the DSN of {self._name} is malformed{hint}") from None
+
+    @property
+    def address(self) -> str:
+        """Where the DSN points, host:port or the socket, without its credentials."""
+        options = self._options()
+        host, port = options.get("host") or options.get("hostaddr"), options.get("port") or "5432"
+        if not host:
+            return f"the default socket, port {port}"
+        return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else f"{host}:{port}"
 
     def connect(self) -> psycopg.Connection:
+        self._options()
         # libpq's connect_timeout is whole seconds (minimum 2); callers bound the whole call anyway.
         return psycopg.connect(
             self._dsn,
