@@ -95,8 +95,14 @@ def containers(ctx: Context, _args: StatsArgs) -> Section:
         section.lines.append("The stack file names no Compose project, so there are no containers to sample.")
         return section
     samples = docker.stats()
-    if not samples:
-        section.lines.append(f"No running containers in Compose project {docker.project}.")
+    stopped = [state for state in docker.states() if state.status != "running"]
+    if not samples and not stopped:
+        section.lines.append(f"No containers in Compose project {docker.project}.")
+    for state in stopped:
+        # docker stats samples running containers only; a stopped service must not just vanish from the list.
+        how = f"{state.status} with code {state.exit_code}" if state.status in ("exited", "dead") else state.status
+        section.lines.append(f"{state.service}: not running ({how})")
+        section.flags.append(f"{state.service} is not running ({how})")
     for sample in samples:
         memory = f"{size(sample.memory_bytes)} / {size(sample.memory_limit)} ({sample.memory_percent:.1f}%)"
         section.lines.append(f"{sample.service}: CPU {sample.cpu_percent:.1f}%, memory {memory}")

@@ -165,3 +165,11 @@ def test_statement_timings_come_from_pg_stat_statements_or_say_why_not(make_runt
 def test_a_bad_window_gets_the_usage(make_runtime, window):
     text = run(make_runtime(admins=["UA"]), "UA", f"/stats {window}").text
     assert text.endswith("usage: `/stats [window, e.g. 15m]`"), text
+
+
+def test_a_stopped_service_shows_as_not_running_with_its_state(make_runtime, live_stack, stack_container):
+    stack_container("python-worker").stop(timeout=5)
+    text = run(make_runtime(live_stack, admins=["UA"]), "UA", "/stats").text
+    assert re.search(r"^python-worker: not running \(exited with code \d+\)$", text, re.M), text
+    assert re.search(r"^• python-worker is not running \(exited with code \d+\)$", text.split("*API errors")[0], re.M), text
+    assert re.search(r"^backend: CPU [\d.]+%", text, re.M), "the running ones are still sampled"
