@@ -36,9 +36,12 @@ class StatsArgs(BaseModel):
     @classmethod
     def _window(cls, value: str) -> str:
         match = _WINDOW.fullmatch(value.strip().lower())
-        if not match or int(match.group(1)) == 0:
-            raise ValueError(f"{value!r} is not a time window; use a number and s, m, h or d, such as 15m or 2h")
-        if int(match.group(1)) * _UNIT[match.group(2)] > 7 * 86400:
+        if not match or not match.group(1).strip("0"):  # no number, or zero
+            shown = repr(value) if len(value) <= 20 else "that"
+            raise ValueError(f"{shown} is not a time window; use a number and s, m, h or d, such as 15m or 2h")
+        number, unit = match.groups()
+        # Seven days is at most six digits; int() refuses thousands of digits with a message about Python.
+        if len(number) > 6 or int(number) * _UNIT[unit] > 7 * 86400:
             raise ValueError("the window can be at most 7d")
         return match.group(0)
 

@@ -167,6 +167,18 @@ def test_a_bad_window_gets_the_usage(make_runtime, window):
     assert text.endswith("usage: `/stats [window, e.g. 15m]`"), text
 
 
+@pytest.mark.parametrize(
+    ("window", "answer"),
+    [
+        ("9" * 5000 + "m", "The window can be at most 7d"),
+        ("x" * 5000, "That is not a time window; use a number and s, m, h or d, such as 15m or 2h"),
+    ],
+)
+def test_an_absurd_window_is_one_clear_sentence(make_runtime, window, answer):
+    text = run(make_runtime(admins=["UA"]), "UA", f"/stats {window}").text
+    assert text == f"{answer}; usage: `/stats [window, e.g. 15m]`"
+
+
 def test_a_stopped_service_shows_as_not_running_with_its_state(make_runtime, live_stack, stack_container):
     stack_container("python-worker").stop(timeout=5)
     text = run(make_runtime(live_stack, admins=["UA"]), "UA", "/stats").text
