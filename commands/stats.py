@@ -13,9 +13,9 @@ import psycopg
 from pydantic import BaseModel, field_validator
 
 from bot import blocks
-from bot.humanize import duration, size
 from bot.config import StackConfig
 from bot.docker_stack import StackError
+from bot.humanize import duration, size
 from bot.probes import CHECK_POOL, describe_error
 from bot.registry import CommandError, Context, Reply, command
 from bot.roles import Role
@@ -191,7 +191,7 @@ METRICS: list[tuple[str, Callable[[Context, StatsArgs], Section]]] = [
 def queries(ctx: Context, _args) -> Reply:
     stack = ctx.runtime.stack
     if stack.database is None:
-        raise CommandError("The stack file has no [database] section, so there are no statements to show.")
+        return Reply("The stack file has no [database] section, so there are no statements to show.")
     try:
         activity = _activity(stack)
     except (psycopg.Error, StackError) as error:

@@ -15,6 +15,7 @@ SAMPLES = {
     "audit": "5",
     "health": "",
     "stats": "1h",
+    "queries": "",
 }
 
 ROLES = [None, *Role]
