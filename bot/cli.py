@@ -94,12 +94,15 @@ def cmd_manifest(_settings: Settings | None, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.probes import describe_error
+    from bot.redact import redact
+
     failures = 0
 
     def report(name: str, ok: bool, detail: str) -> None:
         nonlocal failures
         failures += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        print(redact(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}"))
 
     report("settings", True, "valid")
     shown_url = make_url(normalize_url(settings.effective_database_url)).render_as_string(hide_password=True)
@@ -109,7 +112,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
             connection.execute(text("SELECT 1"))
         report("database", True, shown_url)
     except Exception as error:
-        report("database", False, f"{shown_url}: {getattr(error, 'orig', None) or error}")
+        report("database", False, f"{shown_url}: {describe_error(getattr(error, 'orig', None) or error, 5)}")
     finally:
         store.dispose()
     if settings.slack_bot_token is None:

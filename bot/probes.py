@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -16,6 +18,7 @@ import redis
 
 from bot.config import HttpProbe, PostgresProbe, Probe, RedisProbe, TcpProbe
 from bot.docker_stack import StackError
+from bot.redact import redact
 from bot.stack_db import StackDatabase
 
 
@@ -33,8 +36,25 @@ class ProbeFailure(Exception):
     """A probe's failure, already in words an operator reads at a glance."""
 
 
+# psycopg's first line names the server and the reason; the lines after it are libpq's hints.
+_PG_FAILURE = re.compile(r"connection to server (?:at|on) .*? failed: (.*)")
+# "Error 111 connecting to 127.0.0.1:1. Connection refused."
+_REDIS_FAILURE = re.compile(r"connecting to \S+?\. (.*)")
+
+
+def _reason(text: str, timeout: float) -> str:
+    lowered = text.lower()
+    if "timeout" in lowered or "timed out" in lowered:
+        return f"no answer within {timeout:g} s"
+    if "refused" in lowered:
+        return "connection refused"
+    if "name or service not known" in lowered:
+        return "host name not found"
+    return text
+
+
 def describe_error(error: BaseException, timeout: float) -> str:
-    """An exception from a network client, in the words an operator wants at 3 a.m."""
+    """An exception from a network client, in the words an operator wants at 3 a.m.: one line, the reason."""
     if isinstance(error, (ProbeFailure, StackError, ValueError)):
         return str(error)
     if isinstance(error, (socket.timeout, TimeoutError)):
@@ -48,17 +68,16 @@ def describe_error(error: BaseException, timeout: float) -> str:
     if isinstance(error, redis.TimeoutError):
         return f"no answer within {timeout:g} s"
     if isinstance(error, redis.ConnectionError):
-        return "connection refused" if "refused" in str(error).lower() else f"cannot connect: {error}"
+        match = _REDIS_FAILURE.search(str(error))
+        return _reason(match.group(1).rstrip(".") if match else str(error), timeout)
     if isinstance(error, psycopg.OperationalError):
-        text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        if "timeout" in text.lower():
-            return f"no answer within {timeout:g} s"
-        if "refused" in text.lower():
-            return "connection refused"
-        return text
+        first = str(error).strip().partition("\n")[0] or type(error).__name__
+        match = _PG_FAILURE.search(first)
+        return _reason(match.group(1).removeprefix("FATAL:").strip() if match else first, timeout)
     if isinstance(error, http.client.HTTPException):
         return f"bad HTTP answer: {type(error).__name__}"
-    return f"{type(error).__name__}: {error}"
+    first_line = str(error).strip().partition("\n")[0]
+    return f"{type(error).__name__}: {first_line}"
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -90,7 +109,7 @@ def _tcp(probe: TcpProbe) -> Outcome:
 
 
 def _postgres(probe: PostgresProbe) -> Outcome:
-    with StackDatabase(probe.dsn, probe.timeout).connect() as conn:
+    with StackDatabase(probe.dsn, probe.timeout, f"probe {probe.name}").connect() as conn:
         conn.execute("SELECT 1").fetchone()
         used, limit = StackDatabase.connection_usage(conn)
         detail = f"SELECT 1 ok, {used}/{limit} connections (server {conn.info.server_version // 10000})"
@@ -115,12 +134,48 @@ def _redis(probe: RedisProbe) -> Outcome:
 _RUNNERS = {"http": _http, "tcp": _tcp, "postgres": _postgres, "redis": _redis}
 
 
+def _url_address(probe: HttpProbe | RedisProbe, default_ports: dict[str, int]) -> str:
+    # urllib's and redis-py's own messages about a bad URL quote it, password and all: name the mistake instead.
+    malformed = ProbeFailure(f"the URL of probe {probe.name} is malformed")
+    if any(char.isspace() or not char.isprintable() for char in probe.url):
+        raise malformed
+    try:
+        parts = urllib.parse.urlsplit(probe.url)
+        port = parts.port  # ValueError when it is not a number
+    except ValueError:
+        raise malformed from None
+    if parts.scheme not in default_ports:
+        raise malformed
+    if parts.scheme == "unix":
+        return parts.path
+    if not parts.hostname:
+        raise malformed
+    port = port or default_ports[parts.scheme]
+    return f"[{parts.hostname}]:{port}" if ":" in parts.hostname else f"{parts.hostname}:{port}"
+
+
+def address(probe: Probe) -> str:
+    """Where a probe connects, host:port (or a socket), never with its credentials."""
+    if probe.kind == "tcp":
+        return f"{probe.host}:{probe.port}"
+    if probe.kind == "postgres":
+        return StackDatabase(probe.dsn, probe.timeout, f"probe {probe.name}").address
+    if probe.kind == "redis":
+        return _url_address(probe, {"redis": 6379, "rediss": 6379, "unix": 0})
+    return _url_address(probe, {"http": 80, "https": 443})
+
+
 def run_probe(probe: Probe) -> ProbeResult:
+    """One line either way; a failure to reach the target names the target and the reason."""
     started = time.monotonic()
     try:
+        target = address(probe)
         detail, metrics = _RUNNERS[probe.kind](probe)
+    except (ProbeFailure, StackError) as error:  # already says what is wrong, and whose
+        return ProbeResult(probe.name, False, (time.monotonic() - started) * 1000, str(error))
     except Exception as error:  # every failure becomes a line in the report, never an exception
-        return ProbeResult(probe.name, False, (time.monotonic() - started) * 1000, describe_error(error, probe.timeout))
+        text = f"{describe_error(error, probe.timeout)} at {target}"
+        return ProbeResult(probe.name, False, (time.monotonic() - started) * 1000, redact(text))
     return ProbeResult(probe.name, True, (time.monotonic() - started) * 1000, detail=detail, metrics=metrics)
 
 

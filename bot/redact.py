@@ -8,14 +8,28 @@ from typing import Any
 
 MASK = "***"
 
+# Every pattern is linear: each starts at a fixed literal and its unbounded runs stop at a character
+# that the next start must contain, so no run is scanned again from a later start. (The old URL
+# pattern began with a free-running scheme and cost seconds on 40 kB of "a.a.a.".)
+_SECRET_KEY = r"(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)"
+# A quoted value may hold spaces; an unquoted one runs to the next space.
+_VALUE = r"""(?:'[^'\n]*'|"[^"\n]*"|\S+)"""
+
 _PATTERNS = [
     # Slack tokens: bot, user, app-level, config and refresh tokens.
     (re.compile(r"\bx(?:ox[abposre]|app)-[A-Za-z0-9-]+"), MASK),
-    # Passwords inside URLs: scheme://user:password@host
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.I), rf"\1{MASK}@"),
-    # key=value and key: value pairs whose key names a secret.
+    # Passwords inside URLs: scheme://user:password@host. A password may hold "@" and ":" but no "/",
+    # which ends the authority (as libpq and urllib read it).
+    (re.compile(r"(://[^:/@\s]*:)[^\s/?#]*@"), rf"\1{MASK}@"),
+    # key=value, key: value, "key": "value" whose key names a secret, also inside a longer name
+    # (PGPASSWORD=, db_password=, SLACK_SIGNING_SECRET=); "password value", "--password value" and "PASSWORD 'value'" (SQL);
+    # Authorization headers and bearer tokens.
     (
-        re.compile(r"\b((?:password|passwd|pwd|secret|token|api[_-]?key|signing[_-]?secret)\s*[=:]\s*)\S+", re.I),
+        re.compile(
+            rf"""({_SECRET_KEY}["']?\s*[=:]\s*|(?:password|passwd|passphrase)\s+"""
+            rf"""|authorization["']?\s*[=:]\s*(?:[a-z]+\s+)?|\bbearer\s+){_VALUE}""",
+            re.I,
+        ),
         rf"\1{MASK}",
     ),
 ]

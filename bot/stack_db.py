@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from bot.docker_stack import StackError
+
+
+# One pass over a statement: comments, identifiers and placeholders are kept, literals become "?".
+# Every branch either fails at its first character or matches (a literal cut off by PostgreSQL's
+# track_activity_query_size runs to the end), so the scan is linear whatever the text.
+_SQL_TOKENS = re.compile(
+    r"""
+    (?P<literal>
+        [eE]'[^'\\]*(?:(?:\\[\s\S]?|'')[^'\\]*)*(?:'|\Z)             # E'...' with backslash escapes
+      | '[^']*(?:''[^']*)*(?:'|\Z)                                      # '...'
+      | \$(?P<tag>(?:[A-Za-z_]\w{0,62})?)\$[\s\S]*?(?:\$(?P=tag)\$|\Z)  # $$...$$, $tag$...$tag$
+      | \.?\d[\w.]*                                                     # 42, 3.14, 1e5, 0x1F
+    )
+    | --[^\n]* | /\*[\s\S]*?(?:\*/|\Z) | "[^"]*(?:""[^"]*)*(?:"|\Z)     # comments, quoted names
+    | \$\d+ | [A-Za-z_][\w$]*                                            # placeholders, names and keywords
+    """,
+    re.X,
+)
+
+
+def statement_summary(query: str, length: int = 200) -> str:
+    """A statement as anyone may see it: literals (passwords, tokens, card numbers) as ?, on one line, cut short."""
+    text = " ".join(_SQL_TOKENS.sub(lambda m: "?" if m.group("literal") else m.group(0), query).split())
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+# Statement text is read this far: a full text fits one Slack section.
+QUERY_TEXT_LIMIT = 2000
 
 
 @dataclass(frozen=True)
@@ -37,11 +69,36 @@ class DatabaseActivity:
 
 
 class StackDatabase:
-    def __init__(self, dsn: str, timeout: float = 5.0):
+    def __init__(self, dsn: str, timeout: float = 5.0, name: str = "the [database] section"):
         self._dsn = dsn
         self._timeout = timeout
+        self._name = name  # whose DSN it is, for the one error that cannot quote it
+
+    def _options(self) -> dict[str, str]:
+        try:
+            return conninfo_to_dict(self._dsn)
+        except psycopg.ProgrammingError as error:
+            # libpq quotes the offending part of the DSN, which is often the password: name the mistake instead.
+            reason = str(error)
+            if "spaces" in reason:
+                hint = "; write a space in it as %20"
+            elif "percent" in reason:
+                hint = "; write a % in it as %25"
+            else:
+                hint = ""
+            raise StackError(f"the DSN of {self._name} is malformed{hint}") from None
+
+    @property
+    def address(self) -> str:
+        """Where the DSN points, host:port or the socket, without its credentials."""
+        options = self._options()
+        host, port = options.get("host") or options.get("hostaddr"), options.get("port") or "5432"
+        if not host:
+            return f"the default socket, port {port}"
+        return f"{host}/.s.PGSQL.{port}" if host.startswith("/") else f"{host}:{port}"
 
     def connect(self) -> psycopg.Connection:
+        self._options()
         # libpq's connect_timeout is whole seconds (minimum 2); callers bound the whole call anyway.
         return psycopg.connect(
             self._dsn,
@@ -72,12 +129,13 @@ class StackDatabase:
             long_queries = [
                 LongQuery(*row)
                 for row in conn.execute(
-                    "SELECT pid, usename, state, extract(epoch FROM now() - query_start)::float, left(query, 300)"
+                    "SELECT pid, usename, state, extract(epoch FROM now() - query_start)::float, left(query, %s)"
                     " FROM pg_stat_activity"
-                    " WHERE backend_type = 'client backend' AND state <> 'idle' AND pid <> pg_backend_pid()"
+                    " WHERE backend_type = 'client backend' AND datname = current_database()"
+                    " AND state <> 'idle' AND pid <> pg_backend_pid()"
                     " AND query_start < now() - make_interval(secs => %s)"
                     " ORDER BY query_start LIMIT %s",
-                    (long_query_seconds, limit),
+                    (QUERY_TEXT_LIMIT, long_query_seconds, limit),
                 )
             ]
             statements, note = self._slow_statements(conn, limit)
@@ -90,11 +148,11 @@ class StackDatabase:
             return None, "pg_stat_statements is not installed in this database, so there are no statement timings"
         try:
             rows = conn.execute(
-                "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 200), calls, mean_exec_time"
+                "SELECT left(query, %s), calls, mean_exec_time"
                 " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 " AND query NOT LIKE '%%pg_stat_statements%%'"
                 " ORDER BY mean_exec_time DESC LIMIT %s",
-                (limit,),
+                (QUERY_TEXT_LIMIT, limit),
             ).fetchall()
         except psycopg.errors.ObjectNotInPrerequisiteState:
             return None, "pg_stat_statements is installed but not in shared_preload_libraries, so it records nothing"

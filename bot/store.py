@@ -78,7 +78,10 @@ def normalize_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise ConfigError(f"FLOWSTATE_DATABASE_URL: {url!r} is not a database URL") from None
+        # Not quoted: a URL that does not parse may still hold a password.
+        raise ConfigError(
+            "FLOWSTATE_DATABASE_URL: not a database URL; use sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+        ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif parsed.drivername not in ("postgresql+psycopg", "sqlite"):

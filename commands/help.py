@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from bot import blocks
 from bot.registry import Command, CommandError, Context, Reply, command
 from bot.roles import Role
 
 
+# Longer than any command name (at most 31 characters), so what /help echoes stays short.
+_NAME_LIMIT = 40
+
+
 class HelpArgs(BaseModel):
     command: str | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _short(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > _NAME_LIMIT:
+            raise ValueError("that is too long to be a command name; /help alone lists the commands you may run")
+        return value
 
 
 def _allowed(ctx: Context) -> list[Command]:

@@ -9,14 +9,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable
 
+import psycopg
 from pydantic import BaseModel, field_validator
 
 from bot import blocks
+from bot.config import StackConfig
+from bot.docker_stack import StackError
 from bot.humanize import duration, size
 from bot.probes import CHECK_POOL, describe_error
-from bot.registry import Context, Reply, command
+from bot.registry import CommandError, Context, Reply, command
 from bot.roles import Role
-from bot.stack_db import StackDatabase
+from bot.stack_db import DatabaseActivity, StackDatabase, statement_summary
 from bot.stack_redis import StackRedis
 from bot.store import utcnow
 
@@ -33,9 +36,12 @@ class StatsArgs(BaseModel):
     @classmethod
     def _window(cls, value: str) -> str:
         match = _WINDOW.fullmatch(value.strip().lower())
-        if not match or int(match.group(1)) == 0:
-            raise ValueError(f"{value!r} is not a time window; use a number and s, m, h or d, such as 15m or 2h")
-        if int(match.group(1)) * _UNIT[match.group(2)] > 7 * 86400:
+        if not match or not match.group(1).strip("0"):  # no number, or zero
+            shown = repr(value) if len(value) <= 20 else "that"
+            raise ValueError(f"{shown} is not a time window; use a number and s, m, h or d, such as 15m or 2h")
+        number, unit = match.groups()
+        # Seven days is at most six digits; int() refuses thousands of digits with a message about Python.
+        if len(number) > 6 or int(number) * _UNIT[unit] > 7 * 86400:
             raise ValueError("the window can be at most 7d")
         return match.group(0)
 
@@ -92,8 +98,14 @@ def containers(ctx: Context, _args: StatsArgs) -> Section:
         section.lines.append("The stack file names no Compose project, so there are no containers to sample.")
         return section
     samples = docker.stats()
-    if not samples:
-        section.lines.append(f"No running containers in Compose project {docker.project}.")
+    stopped = [state for state in docker.states() if state.status != "running"]
+    if not samples and not stopped:
+        section.lines.append(f"No containers in Compose project {docker.project}.")
+    for state in stopped:
+        # docker stats samples running containers only; a stopped service must not just vanish from the list.
+        how = f"{state.status} with code {state.exit_code}" if state.status in ("exited", "dead") else state.status
+        section.lines.append(f"{state.service}: not running ({how})")
+        section.flags.append(f"{state.service} is not running ({how})")
     for sample in samples:
         memory = f"{size(sample.memory_bytes)} / {size(sample.memory_limit)} ({sample.memory_percent:.1f}%)"
         section.lines.append(f"{sample.service}: CPU {sample.cpu_percent:.1f}%, memory {memory}")
@@ -106,6 +118,26 @@ def containers(ctx: Context, _args: StatsArgs) -> Section:
     return section
 
 
+def _activity(stack: StackConfig) -> DatabaseActivity:
+    return StackDatabase(stack.database.dsn, stack.stack.check_timeout).activity(stack.thresholds.long_query_seconds)
+
+
+def statement_lines(activity: DatabaseActivity, long_query_seconds: float, show: Callable[[str], str]) -> list[str]:
+    """The long-running and the slowest statements, each statement's text as `show` gives it."""
+    lines = []
+    if activity.long_queries:
+        lines.append(f"Running longer than {long_query_seconds:g} s:")
+        lines += [f"• pid {q.pid} ({q.user}, {q.state}) {duration(q.seconds)}: {show(q.query)}" for q in activity.long_queries]
+    else:
+        lines.append(f"No query running longer than {long_query_seconds:g} s.")
+    if activity.slow_statements is None:
+        lines.append(f"Slowest statements: {activity.statements_note}.")
+    elif activity.slow_statements:
+        lines.append("Slowest statements (mean time, pg_stat_statements):")
+        lines += [f"• {s.mean_ms:.1f} ms × {s.calls} calls: {show(s.query)}" for s in activity.slow_statements]
+    return lines
+
+
 def database(ctx: Context, _args: StatsArgs) -> Section:
     stack = ctx.runtime.stack
     section = Section("Database")
@@ -113,7 +145,7 @@ def database(ctx: Context, _args: StatsArgs) -> Section:
         section.lines.append("The stack file has no [database] section.")
         return section
     limits = stack.thresholds
-    activity = StackDatabase(stack.database.dsn, stack.stack.check_timeout).activity(limits.long_query_seconds)
+    activity = _activity(stack)
     states = ", ".join(f"{state} {count}" for state, count in activity.by_state.items())
     percent = 100.0 * activity.connections / activity.max_connections
     section.lines.append(f"Connections: {activity.connections}/{activity.max_connections} ({percent:.0f}%): {states}")
@@ -121,19 +153,10 @@ def database(ctx: Context, _args: StatsArgs) -> Section:
         section.flags.append(f"database connections {percent:.0f}% of max_connections (threshold {limits.connections_percent:g}%)")
     if activity.long_queries:
         section.flags.append(f"{len(activity.long_queries)} queries running longer than {limits.long_query_seconds:g} s")
-        section.lines.append(f"Running longer than {limits.long_query_seconds:g} s:")
-        section.lines += [
-            f"• pid {q.pid} ({q.user}, {q.state}) {duration(q.seconds)}: `{q.query}`" for q in activity.long_queries
-        ]
-    else:
-        section.lines.append(f"No query running longer than {limits.long_query_seconds:g} s.")
-    if activity.slow_statements is None:
-        section.lines.append(f"Slowest statements: {activity.statements_note}.")
-    elif activity.slow_statements:
-        section.lines.append("Slowest statements (mean time, pg_stat_statements):")
-        section.lines += [
-            f"• {s.mean_ms:.1f} ms × {s.calls} calls: `{s.query}`" for s in activity.slow_statements
-        ]
+    # The channel sees statements without their literals; an operator gets the full text with /queries.
+    section.lines += statement_lines(activity, limits.long_query_seconds, lambda query: f"`{statement_summary(query)}`")
+    if activity.long_queries or activity.slow_statements:
+        section.lines.append("Literals are shown as ?; operators see the full text with /queries, only to themselves.")
     return section
 
 
@@ -157,6 +180,24 @@ METRICS: list[tuple[str, Callable[[Context, StatsArgs], Section]]] = [
     ("Database", database),
     ("AI worker queue", queue),
 ]
+
+
+@command(
+    "queries",
+    summary="The database's long-running and slowest statements in full, shown only to you.",
+    usage="/queries",
+    role=Role.operator,
+)
+def queries(ctx: Context, _args) -> Reply:
+    stack = ctx.runtime.stack
+    if stack.database is None:
+        return Reply("The stack file has no [database] section, so there are no statements to show.")
+    try:
+        activity = _activity(stack)
+    except (psycopg.Error, StackError) as error:
+        raise CommandError(f"Could not read the database: {describe_error(error, stack.stack.check_timeout)}.") from None
+    lines = statement_lines(activity, stack.thresholds.long_query_seconds, lambda query: f"```{query}```")
+    return Reply("\n".join(lines), [blocks.header("Statements of the application's database"), *blocks.sections(lines)])
 
 
 @command(

@@ -17,6 +17,7 @@ SAMPLES = {
     "stats": "1h",
     "approvals": "",
     "restart": "frontend",
+    "queries": "",
 }
 # What an allowed caller's audit shows when it is not simply allowed then succeeded: with no stack
 # file, /restart is refused by its service check before any request is made.

@@ -134,3 +134,25 @@ def test_runner_processes_exit_when_the_bot_is_killed(tmp_path, slack_double):
     while any(_is_worker(pid) for pid in workers):
         assert time.monotonic() < deadline, "runner processes outlived the killed bot"
         time.sleep(0.2)
+
+
+def test_check_names_a_malformed_dsn_and_never_prints_a_password(tmp_path):
+    (tmp_path / "flowstate.toml").write_text(
+        '[[probes]]\nname = "app db"\nkind = "postgres"\ndsn = "postgresql://flowstate:hunter 2@127.0.0.1:5432/app"\n'
+    )
+    env = _env(FLOWSTATE_DATABASE_URL="postgresql://flowstate:s3cret-pw@127.0.0.1:1/app")
+    result = subprocess.run([BOT, "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "FAIL probe app db: the DSN of probe app db is malformed; write a space in it as %20\n" in result.stdout
+    assert "FAIL database: postgresql+psycopg://flowstate:***@127.0.0.1:1/app: connection refused\n" in result.stdout
+    assert "hunter" not in result.stdout + result.stderr and "s3cret-pw" not in result.stdout + result.stderr
+
+
+def test_a_database_url_without_a_scheme_is_refused_without_echoing_it(tmp_path):
+    env = _env(FLOWSTATE_DATABASE_URL="flowstate:s3cret-pw@127.0.0.1:5432/app")
+    result = subprocess.run([BOT, "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "flowstate-bot: FLOWSTATE_DATABASE_URL: not a database URL;"
+        " use sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+    )

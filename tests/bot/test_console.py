@@ -84,7 +84,7 @@ timeout = 1
         ({"FLOWSTATE_WORKERS": "0"}, [], "FLOWSTATE_WORKERS: Input should be greater than or equal to 1"),
         ({"FLOWSTATE_ROLE_GROUPS": "S1"}, [], "FLOWSTATE_ROLE_GROUPS: expected GROUP_ID=ROLE pairs"),
         ({"FLOWSTATE_DATABASE_URL": "mysql://x@127.0.0.1/db"}, [], "FLOWSTATE_DATABASE_URL: driver 'mysql' is not supported"),
-        ({"FLOWSTATE_DATABASE_URL": "not a url"}, [], "FLOWSTATE_DATABASE_URL: 'not a url' is not a database URL"),
+        ({"FLOWSTATE_DATABASE_URL": "not a url"}, [], "FLOWSTATE_DATABASE_URL: not a database URL; use sqlite:///PATH"),
         ({}, ["--stack", "missing.toml"], "stack file missing.toml does not exist"),
         ({"FLOWSTATE_STACK_FILE": "missing.toml"}, [], "stack file missing.toml does not exist"),
     ],

@@ -5,12 +5,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 
 import psycopg
 import pytest
 import redis
 
-from tests.conftest import run
+from bot.roles import Role
+from tests.conftest import grant, run
 
 BACKEND = "http://127.0.0.1:58002"
 
@@ -68,28 +70,77 @@ def test_a_queue_key_of_the_wrong_type_is_an_error_not_a_zero(make_runtime, live
     assert f"🔴 Could not read it: key {key} is a list, but the stack file says the queue is a zset" in text
 
 
-def test_a_long_running_query_is_listed(make_runtime, live_stack):
-    thresholds = live_stack.thresholds.model_copy(update={"long_query_seconds": 1.0})
-    stack = live_stack.model_copy(update={"thresholds": thresholds})
-    holder = psycopg.connect(live_stack.database.dsn, autocommit=True)
+@contextmanager
+def _held(dsn: str, statement: str):
+    """A statement running on its own connection until the block ends; yields its backend pid."""
+    holder = psycopg.connect(dsn, autocommit=True)
     pid = holder.info.backend_pid
 
     def hold():
         with pytest.raises(psycopg.errors.QueryCanceled):
-            holder.execute("SELECT pg_sleep(30) /* held by a test */")
+            holder.execute(statement)
 
     sleeper = threading.Thread(target=hold, daemon=True)
     sleeper.start()
     try:
         time.sleep(1.5)
-        text = run(make_runtime(stack, admins=["UA"]), "UA", "/stats").text
+        yield pid
     finally:
-        with psycopg.connect(live_stack.database.dsn, autocommit=True) as admin:
+        with psycopg.connect(dsn, autocommit=True) as admin:
             admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
         sleeper.join(timeout=10)
         holder.close()
-    assert re.search(rf"• pid {pid} \(flowstate, active\) \d+ s: `SELECT pg_sleep\(30\) /\* held by a test \*/`", text), text
+
+
+def _short_long_query_threshold(live_stack):
+    thresholds = live_stack.thresholds.model_copy(update={"long_query_seconds": 1.0})
+    return live_stack.model_copy(update={"thresholds": thresholds})
+
+
+def test_a_long_running_query_is_listed(make_runtime, live_stack):
+    runtime = make_runtime(_short_long_query_threshold(live_stack), admins=["UA"])
+    with _held(live_stack.database.dsn, "SELECT pg_sleep(30) /* held by a test */") as pid:
+        text = run(runtime, "UA", "/stats").text
+    assert re.search(rf"• pid {pid} \(flowstate, active\) \d+ s: `SELECT pg_sleep\(\?\) /\* held by a test \*/`", text), text
     assert "queries running longer than 1 s" in text.split("*API errors")[0]
+
+
+SECRET_QUERY = "SELECT pg_sleep(30), 'Bearer eyJhbGciOiJIUzI1NiJ9' AS auth, 4111111111111111 AS card /* held by a test */"
+
+
+def test_the_channel_sees_the_apps_queries_without_literals_and_no_other_database(make_runtime, live_stack):
+    runtime = make_runtime(_short_long_query_threshold(live_stack), default_role="viewer")
+    other_database = live_stack.database.dsn.rsplit("/", 1)[0] + "/postgres"
+    with _held(live_stack.database.dsn, SECRET_QUERY), _held(other_database, "SELECT pg_sleep(30) /* another database */"):
+        reply = run(runtime, "UVIEWER", "/stats")
+    assert reply.in_channel
+    assert "(flowstate, active)" in reply.text
+    assert "`SELECT pg_sleep(?), ? AS auth, ? AS card /* held by a test */`" in reply.text
+    assert "another database" not in reply.text
+    assert "eyJhbGciOiJIUzI1NiJ9" not in reply.text and "4111111111111111" not in reply.text
+    assert "operators see the full text with /queries, only to themselves" in reply.text
+
+
+def test_slow_statements_show_no_literals_even_where_pg_stat_statements_keeps_them(make_runtime, live_stack):
+    # PostgreSQL 15 keeps the text of utility statements (DO, ALTER ROLE ... PASSWORD) as it was typed.
+    with psycopg.connect(live_stack.database.dsn, autocommit=True) as conn:
+        conn.execute("DO $$BEGIN PERFORM pg_sleep(1.2); RAISE NOTICE 'card 4111111111111111'; END$$")
+    text = run(make_runtime(live_stack, default_role="viewer"), "UVIEWER", "/stats").text
+    assert re.search(r"• [\d.]+ ms × \d+ calls: `DO \?`", text), text
+    assert "4111111111111111" not in text
+
+
+def test_an_operator_gets_the_full_text_only_to_themselves_and_a_viewer_none(make_runtime, live_stack):
+    runtime = make_runtime(_short_long_query_threshold(live_stack), default_role="viewer")
+    grant(runtime, "UOPERATOR", Role.operator)
+    with _held(live_stack.database.dsn, SECRET_QUERY) as pid:
+        full = run(runtime, "UOPERATOR", "/queries")
+        denied = run(runtime, "UVIEWER", "/queries")
+    assert not full.in_channel
+    assert f"• pid {pid} (flowstate, active)" in full.text
+    assert "4111111111111111 AS card /* held by a test */```" in full.text
+    assert "eyJhbGciOiJIUzI1NiJ9" not in full.text, "the redactor still masks what it recognizes"
+    assert denied.text == "/queries needs the operator role and you have viewer."
 
 
 def test_every_container_is_sampled_as_docker_stats_does(make_runtime, live_stack):
@@ -114,3 +165,23 @@ def test_statement_timings_come_from_pg_stat_statements_or_say_why_not(make_runt
 def test_a_bad_window_gets_the_usage(make_runtime, window):
     text = run(make_runtime(admins=["UA"]), "UA", f"/stats {window}").text
     assert text.endswith("usage: `/stats [window, e.g. 15m]`"), text
+
+
+@pytest.mark.parametrize(
+    ("window", "answer"),
+    [
+        ("9" * 5000 + "m", "The window can be at most 7d"),
+        ("x" * 5000, "That is not a time window; use a number and s, m, h or d, such as 15m or 2h"),
+    ],
+)
+def test_an_absurd_window_is_one_clear_sentence(make_runtime, window, answer):
+    text = run(make_runtime(admins=["UA"]), "UA", f"/stats {window}").text
+    assert text == f"{answer}; usage: `/stats [window, e.g. 15m]`"
+
+
+def test_a_stopped_service_shows_as_not_running_with_its_state(make_runtime, live_stack, stack_container):
+    stack_container("python-worker").stop(timeout=5)
+    text = run(make_runtime(live_stack, admins=["UA"]), "UA", "/stats").text
+    assert re.search(r"^python-worker: not running \(exited with code \d+\)$", text, re.M), text
+    assert re.search(r"^• python-worker is not running \(exited with code \d+\)$", text.split("*API errors")[0], re.M), text
+    assert re.search(r"^backend: CPU [\d.]+%", text, re.M), "the running ones are still sampled"
