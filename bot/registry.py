@@ -166,7 +166,8 @@ def parse_arguments(cmd: Command, text: str) -> BaseModel:
     else:
         if len(words) > len(names):
             extra = " ".join(words[len(names) :])
-            raise ArgumentError(f"unexpected {extra!r}")
+            shown = extra if len(extra) <= 40 else extra[:40] + "…"  # never echo a flood back
+            raise ArgumentError(f"unexpected {shown!r}")
         data = dict(zip(names, words))
     try:
         return cmd.args.model_validate(data)

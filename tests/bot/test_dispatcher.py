@@ -177,3 +177,9 @@ def test_the_console_survives_a_database_that_goes_away(make_runtime, postgres_u
     assert run_console(runtime, "UA", "C1", stdin=io.StringIO("/whoami\n/help\n"), stdout=out) == 0
     assert "Traceback" not in out.getvalue()
     assert out.getvalue().count("(error id ") == 2
+
+
+def test_a_flood_of_extra_words_is_not_echoed_back(make_runtime):
+    runtime = make_runtime(admins=["UA"])
+    reply = run(runtime, "UA", "/audit 5 " + "x" * 100_000)
+    assert reply.text.startswith("Unexpected 'xxxxxxxx") and len(reply.text) < 200
