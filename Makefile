@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: console test services stack-up stack-down bench
+.PHONY: console demo test services stack-up stack-down bench
 
 $(BIN)/flowstate-bot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(BIN)/flowstate-bot: pyproject.toml
 
 console: $(BIN)/flowstate-bot
 	@$(BIN)/flowstate-bot console
+
+# The live test stack (real PostgreSQL, Redis, nginx and stand-in services under Docker Compose), then
+# the console against it: /health, /stats and the commands that change production, on a real stack.
+demo: $(BIN)/flowstate-bot
+	tests/stack/up
+	@$(BIN)/flowstate-bot console --stack tests/stack/flowstate.toml
 
 services:
 	tests/services

@@ -238,6 +238,12 @@ class StackConfig(_Strict):
         return probes
 
 
+# What a new user whose stack file describes nothing should do next.
+STACK_FILE_HINT = (
+    "write one (tests/stack/flowstate.toml is a complete example) or run `make demo` to try the bot on a live test stack."
+)
+
+
 def load_stack(path: Path, *, required: bool) -> StackConfig:
     """Read the stack file; a missing optional file means an empty stack (nothing to probe)."""
     if not path.exists():

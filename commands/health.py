@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot import blocks
-from bot.config import StackConfig
+from bot.config import STACK_FILE_HINT, StackConfig
 from bot.docker_stack import ComposeStack, ServiceState, StackError
 from bot.humanize import ago, size
 from bot.probes import CHECK_POOL, ProbeResult, run_probes
@@ -120,7 +120,7 @@ def health(ctx: Context, _args) -> Reply:
     stack = ctx.runtime.stack
     if not stack.probes and ctx.runtime.docker is None:
         source = stack.source or ctx.runtime.settings.stack_file
-        return Reply(f"No services to check: the stack file ({source}) names no Compose project and no probes.")
+        return Reply(f"No services to check: the stack file ({source}) names no Compose project and no probes; {STACK_FILE_HINT}")
     containers, probes = run_checks(ctx)
     checks = containers + probes
     failing = [c for c in checks if c.status == "fail"]

@@ -13,7 +13,7 @@ import psycopg
 from pydantic import BaseModel, field_validator
 
 from bot import blocks
-from bot.config import StackConfig
+from bot.config import STACK_FILE_HINT, StackConfig
 from bot.docker_stack import StackError
 from bot.humanize import duration, size
 from bot.probes import CHECK_POOL, describe_error
@@ -56,6 +56,7 @@ class Section:
     title: str
     lines: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    measured: bool = True  # False: not configured, or it could not be read; then it vouches for nothing
 
 
 def api_errors(ctx: Context, args: StatsArgs) -> Section:
@@ -64,6 +65,7 @@ def api_errors(ctx: Context, args: StatsArgs) -> Section:
     section = Section(f"API errors ({service} logs, last {args.window})")
     if docker is None:
         section.lines.append("The stack file names no Compose project, so there are no logs to read.")
+        section.measured = False
         return section
     since = utcnow() - timedelta(seconds=args.seconds)
     # Read while the reply can wait; a huge log is counted as far as time allows, and says so.
@@ -96,6 +98,7 @@ def containers(ctx: Context, _args: StatsArgs) -> Section:
     section = Section("CPU and memory (as docker stats)")
     if docker is None:
         section.lines.append("The stack file names no Compose project, so there are no containers to sample.")
+        section.measured = False
         return section
     samples = docker.stats()
     stopped = [state for state in docker.states() if state.status != "running"]
@@ -143,6 +146,7 @@ def database(ctx: Context, _args: StatsArgs) -> Section:
     section = Section("Database")
     if stack.database is None:
         section.lines.append("The stack file has no [database] section.")
+        section.measured = False
         return section
     limits = stack.thresholds
     activity = _activity(stack)
@@ -165,6 +169,7 @@ def queue(ctx: Context, _args: StatsArgs) -> Section:
     section = Section("AI worker queue")
     if stack.queue is None or stack.redis is None:
         section.lines.append("The stack file has no [queue] and [redis] sections.")
+        section.measured = False
         return section
     lengths = StackRedis(stack.redis.url, stack.stack.check_timeout).queue_lengths(stack.queue.keys, stack.queue.type)
     total = sum(lengths.values())
@@ -172,6 +177,17 @@ def queue(ctx: Context, _args: StatsArgs) -> Section:
     if total > stack.thresholds.queue_length:
         section.flags.append(f"AI worker queue {total:,} jobs (threshold {stack.thresholds.queue_length:,})")
     return section
+
+
+def _verdict(sections: list[Section]) -> str:
+    """No threshold crossed, said only of what was measured: a report that measured nothing vouches for nothing."""
+    titles = dict(zip((id(section) for section in sections), (title for title, _metric in METRICS)))
+    missing = [titles[id(section)] for section in sections if not section.measured]
+    if not missing:
+        return "🟢 No threshold crossed."
+    if len(missing) == len(sections):
+        return "⚪ Nothing was measured, so nothing can be said about thresholds."
+    return f"🟢 No threshold crossed in what was measured; not measured: {', '.join(missing)}."
 
 
 METRICS: list[tuple[str, Callable[[Context, StatsArgs], Section]]] = [
@@ -208,7 +224,14 @@ def queries(ctx: Context, _args) -> Reply:
     args=StatsArgs,
 )
 def stats(ctx: Context, args: StatsArgs) -> Reply:
-    timeout = ctx.runtime.stack.stack.check_timeout
+    stack = ctx.runtime.stack
+    if ctx.runtime.docker is None and stack.database is None and stack.queue is None:
+        source = stack.source or ctx.runtime.settings.stack_file
+        return Reply(
+            f"Nothing to measure: the stack file ({source}) names no Compose project and has no [database] or [queue] "
+            f"section; {STACK_FILE_HINT}"
+        )
+    timeout = stack.stack.check_timeout
     futures = [(title, CHECK_POOL.submit(metric, ctx, args)) for title, metric in METRICS]
     started = utcnow()
     sections = []
@@ -217,9 +240,9 @@ def stats(ctx: Context, args: StatsArgs) -> Reply:
         try:
             sections.append(future.result(timeout=remaining))
         except FutureTimeout:
-            sections.append(Section(title, [f"🔴 No answer within {timeout:g} s."]))
+            sections.append(Section(title, [f"🔴 No answer within {timeout:g} s."], measured=False))
         except Exception as error:  # one unreadable metric must not hide the other three
-            sections.append(Section(title, [f"🔴 Could not read it: {describe_error(error, timeout)}"]))
+            sections.append(Section(title, [f"🔴 Could not read it: {describe_error(error, timeout)}"], measured=False))
     flags = [flag for section in sections for flag in section.flags]
     project = ctx.runtime.stack.stack.compose_project
     title = f"Key metrics of {project}" if project else "Key metrics"
@@ -235,6 +258,6 @@ def stats(ctx: Context, args: StatsArgs) -> Reply:
         body.append(blocks.divider())
         body += blocks.sections(part)
     if not flags:
-        lines.append("🟢 No threshold crossed.")
-        body.append(blocks.context("🟢 No threshold crossed."))
+        lines.append(_verdict(sections))
+        body.append(blocks.context(lines[-1]))
     return Reply("\n".join(lines), body, in_channel=True)

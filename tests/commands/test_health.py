@@ -83,6 +83,19 @@ def test_the_health_message_lists_failures_first_then_the_healthy_then_the_verdi
     assert reply.blocks[0] == {"type": "header", "text": {"type": "plain_text", "text": "Health"}}
 
 
-def test_health_with_no_stack_file_says_so(make_runtime):
-    reply = run(make_runtime(admins=["UA"]), "UA", "/health")
-    assert reply.text == "No services to check: the stack file (flowstate.toml) names no Compose project and no probes."
+def test_health_and_stats_with_no_stack_file_say_what_to_do_in_one_sentence(make_runtime):
+    runtime = make_runtime(admins=["UA"])
+    hint = "write one (tests/stack/flowstate.toml is a complete example) or run `make demo` to try the bot on a live test stack."
+    assert run(runtime, "UA", "/health").text == (
+        f"No services to check: the stack file (flowstate.toml) names no Compose project and no probes; {hint}"
+    )
+    assert run(runtime, "UA", "/stats").text == (
+        f"Nothing to measure: the stack file (flowstate.toml) names no Compose project and has no [database] or [queue] section; {hint}"
+    )
+
+
+def test_stats_vouches_only_for_what_it_measured(make_runtime):
+    unreachable = StackConfig(database={"dsn": f"postgresql://flowstate@127.0.0.1:{closed_port()}/app"})
+    reply = run(make_runtime(unreachable, admins=["UA"]), "UA", "/stats")
+    assert "No threshold crossed." not in reply.text
+    assert reply.text.splitlines()[-1] == "⚪ Nothing was measured, so nothing can be said about thresholds."

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 import redis
 
+from bot.config import StackConfig
 from bot.roles import Role
 from tests.conftest import grant, run
 
@@ -185,3 +186,11 @@ def test_a_stopped_service_shows_as_not_running_with_its_state(make_runtime, liv
     assert re.search(r"^python-worker: not running \(exited with code \d+\)$", text, re.M), text
     assert re.search(r"^• python-worker is not running \(exited with code \d+\)$", text.split("*API errors")[0], re.M), text
     assert re.search(r"^backend: CPU [\d.]+%", text, re.M), "the running ones are still sampled"
+
+
+def test_a_partial_stack_file_says_which_metrics_were_not_measured(make_runtime, live_stack):
+    only_database = StackConfig(database=live_stack.database)
+    reply = run(make_runtime(only_database, admins=["UA"]), "UA", "/stats")
+    assert reply.text.splitlines()[-1] == (
+        "🟢 No threshold crossed in what was measured; not measured: API errors, CPU and memory, AI worker queue."
+    )
