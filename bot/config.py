@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     # A running job's holder renews its heartbeat every few seconds; one silent this long is gone.
     job_lease_seconds: float = Field(30.0, ge=5, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # HTTP mode: a request body over this is refused before it is read (Slack's are a few kilobytes).
+    max_body_bytes: int = Field(65536, ge=4096, le=10 * 1024 * 1024)
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
     slack_signing_secret: SecretStr | None = Field(

@@ -22,6 +22,7 @@ from bot.jobs.runner import RunnerProcesses
 from bot.registry import Command, Invocation
 from bot.runtime import Runtime
 from bot.slack_client import SlackNotifier
+from bot.slack_http import GuardedChannel, SlackRequestGuard
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,12 @@ class SlackAdapter:
         self.runtime = runtime
         self.client = client
         try:
+            # In HTTP mode the guard in front of Bolt (bot/slack_http.py) verifies every request before it is
+            # parsed; Bolt's own check would log a failed request's whole body. Socket Mode needs none.
             self.app = App(
                 client=client,
                 signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None,
-                request_verification_enabled=http_mode,
+                request_verification_enabled=False,
             )
         except BoltError as error:
             raise ConfigError(f"SLACK_BOT_TOKEN: Slack did not accept it ({error})") from None
@@ -113,9 +116,16 @@ class SlackAdapter:
         """A waitress server for POST /slack/events; `.run()` serves, `.close()` stops."""
         import waitress.server
 
-        return waitress.server.create_server(
-            SlackRequestHandler(self.app), host=host, port=port, threads=threads, ident="flowstate-bot"
+        settings = self.runtime.settings
+        guarded = SlackRequestGuard(
+            SlackRequestHandler(self.app), settings.slack_signing_secret.get_secret_value(), self.runtime.store, settings.max_body_bytes
         )
+        # Waitress refuses a Content-Length at or over its limit before reading a byte of the body.
+        server = waitress.server.create_server(
+            guarded, host=host, port=port, threads=threads, ident="flowstate-bot", max_request_body_size=settings.max_body_bytes + 1
+        )
+        server.channel_class = GuardedChannel
+        return server
 
     def shutdown(self) -> None:
         self.runners.shutdown()

@@ -73,6 +73,15 @@ class AuditEntry(Base):
     job_id: Mapped[int | None] = mapped_column(Integer)
 
 
+class SeenRequest(Base):
+    """Signatures of the Slack requests of the last few minutes: a second sighting is a replay."""
+
+    __tablename__ = "seen_requests"
+
+    signature: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 def normalize_url(url: str) -> str:
     """Accept plain postgresql:// URLs and use psycopg 3 for them."""
     try:

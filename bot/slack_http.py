@@ -1,0 +1,143 @@
+"""The HTTP door in front of Bolt: a capped body, the signature checked before anything is parsed, no replays.
+
+Waitress refuses a body over the cap before reading it (its own limit, set to the cap); what gets
+through is read whole (it is at most the cap), its Slack signature verified on the raw bytes, and the
+signature remembered in the bot's database for Slack's 5-minute window, so a captured request sent again
+is refused on every replica. Only then does Bolt see it. No body, and no header value, is ever logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import logging
+import secrets
+import threading
+import time
+from datetime import timedelta
+from urllib.parse import parse_qs
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
+
+from bot.store import SeenRequest, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 300  # Slack's: a request signed longer ago than this is stale anyway
+FORGET_EVERY = 60.0
+
+
+def _answer(start_response, status: str, text: str) -> list[bytes]:
+    body = text.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class SlackRequestGuard:
+    """WSGI middleware: only a signed, fresh, first-seen, well-formed request reaches the app behind it."""
+
+    def __init__(self, app, signing_secret: str, store: Store, max_body: int):
+        self._app = app
+        self._secret = signing_secret.encode()
+        self._store = store
+        self._max_body = max_body
+        self._forgotten_at = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        peer = environ.get("REMOTE_ADDR", "?")
+        if environ.get("REQUEST_METHOD") != "POST":
+            return _answer(start_response, "405 Method Not Allowed", "Slack posts its requests.")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= self._max_body:  # waitress already refused longer ones; this is a second lock
+            log.warning("refused a request from %s: its body is not between 0 and %d bytes", peer, self._max_body)
+            return _answer(start_response, "413 Payload Too Large", "Too large.")
+        body = environ["wsgi.input"].read(length)
+        timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP")
+        signature = environ.get("HTTP_X_SLACK_SIGNATURE")
+        if not self._signed(body, timestamp, signature):
+            log.warning("refused a request from %s: missing, wrong or stale Slack signature", peer)
+            return _answer(start_response, "401 Unauthorized", "Invalid signature.")
+        try:
+            first = self._first_time(signature)
+        except Exception:
+            # Fail closed, but say so: Slack shows a slash command's plain-text answer to the caller.
+            error_id = secrets.token_hex(4)
+            log.exception("cannot check a request from %s for replay: the bot's database failed [error id %s]", peer, error_id)
+            return _answer(start_response, "200 OK", f"Nothing was run: the bot's database is not answering (error id {error_id}).")
+        if not first:
+            log.warning("refused a request from %s: a replay of a request already received", peer)
+            return _answer(start_response, "401 Unauthorized", "Already received.")
+        if not _well_formed(body, environ.get("CONTENT_TYPE", "")):
+            log.warning("refused a signed request from %s: its body is not what Slack sends", peer)
+            return _answer(start_response, "400 Bad Request", "Malformed.")
+        environ["wsgi.input"] = io.BytesIO(body)
+        return self._app(environ, start_response)
+
+    def _signed(self, body: bytes, timestamp: str | None, signature: str | None) -> bool:
+        """Slack's scheme on the raw bytes (slack_sdk's verifier decodes them first and fails on non-UTF-8)."""
+        if not timestamp or not signature or not timestamp.isdigit() or len(timestamp) > 12 or len(signature) > 100:
+            return False
+        if abs(time.time() - int(timestamp)) > WINDOW_SECONDS:
+            return False
+        expected = "v0=" + hmac.new(self._secret, b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, signature)
+
+    def _first_time(self, signature: str) -> bool:
+        """One INSERT: a signature is unique to its body and timestamp, so a second sighting is a replay."""
+        self._forget_old()
+        try:
+            with self._store.session.begin() as session:
+                session.add(SeenRequest(signature=signature, seen_at=utcnow()))
+            return True
+        except IntegrityError:
+            return False
+
+    def _forget_old(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._forgotten_at < FORGET_EVERY:
+                return
+            self._forgotten_at = now
+        try:
+            with self._store.session.begin() as session:
+                # Twice the window: a request older than the window is refused as stale by its timestamp.
+                session.execute(delete(SeenRequest).where(SeenRequest.seen_at < utcnow() - timedelta(seconds=2 * WINDOW_SECONDS)))
+        except Exception:
+            log.exception("could not forget old request signatures")
+
+
+def _well_formed(body: bytes, content_type: str) -> bool:
+    """UTF-8, and JSON where Slack sends JSON; a signed request that is not is refused here, not with a traceback."""
+    try:
+        text = body.decode("utf-8")
+        if content_type.startswith("application/json"):
+            json.loads(text)
+        else:
+            payload = parse_qs(text).get("payload")
+            if payload:
+                json.loads(payload[0])
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return True
+
+
+class _LoggedErrorTask(ErrorTask):
+    """Waitress's own refusals (a body over the cap, a malformed request line) get one log line each."""
+
+    def execute(self):
+        error = self.request.error
+        log.warning("refused a request from %s: %s (%s)", self.channel.addr[0] if self.channel.addr else "?", error.reason, error.body)
+        super().execute()
+
+
+class GuardedChannel(HTTPChannel):
+    error_task_class = _LoggedErrorTask
