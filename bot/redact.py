@@ -72,3 +72,7 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # At DEBUG the Slack libraries log each request's URL and body: response_urls (capabilities to post
+    # as the bot) and message texts. The bot's own DEBUG lines are enough to follow a command.
+    for name in ("slack_sdk", "slack_bolt", "urllib3"):
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))

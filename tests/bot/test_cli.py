@@ -156,3 +156,31 @@ def test_a_database_url_without_a_scheme_is_refused_without_echoing_it(tmp_path)
         "flowstate-bot: FLOWSTATE_DATABASE_URL: not a database URL;"
         " use sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
     )
+
+
+def test_debug_logs_do_not_carry_response_urls(tmp_path, slack_double):
+    """A response_url lets anyone post as the bot for 30 minutes: it must not sit in a log file."""
+    env = _env(
+        SLACK_BOT_TOKEN="xoxb-cli-test",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        FLOWSTATE_SLACK_API_URL=slack_double.api_url,
+        FLOWSTATE_ADMINS="U0ONCALL",
+        FLOWSTATE_LOG_LEVEL="DEBUG",
+    )
+    bot = subprocess.Popen([BOT, "run", "--http", "--port", "0"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        while port is None:
+            line = bot.stderr.readline()
+            assert line, "the bot stopped before it served"
+            if match := re.search(r"serving Slack requests on http://127\.0\.0\.1:(\d+)/slack/events", line):
+                port = int(match.group(1))
+        sender = SlackSender(f"http://127.0.0.1:{port}", SIGNING_SECRET)
+        sender.slash("/whoami", "", "U0ONCALL", response_url=slack_double.response_url("capability-1234"))
+        slack_double.wait_for_response("capability-1234", timeout=20)
+        time.sleep(0.5)
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        _out, log = bot.communicate(timeout=30)
+    assert " DEBUG " in log, "DEBUG is on"
+    assert "capability-1234" not in log
