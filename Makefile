@@ -36,3 +36,5 @@ bench: $(BIN)/flowstate-bot stack-up
 	$(BIN)/python bench/ack_latency.py
 	$(BIN)/python bench/health.py
 	$(BIN)/python bench/stats.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/approvals.py
