@@ -14,12 +14,11 @@ import io
 import json
 import logging
 import secrets
-import threading
 import time
 from datetime import timedelta
 from urllib.parse import parse_qs
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
@@ -29,7 +28,6 @@ from bot.store import SeenRequest, Store, utcnow
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 300  # Slack's: a request signed longer ago than this is stale anyway
-FORGET_EVERY = 60.0
 
 
 def _answer(start_response, status: str, text: str) -> list[bytes]:
@@ -46,8 +44,6 @@ class SlackRequestGuard:
         self._secret = signing_secret.encode()
         self._store = store
         self._max_body = max_body
-        self._forgotten_at = 0.0
-        self._lock = threading.Lock()
 
     def __call__(self, environ, start_response):
         peer = environ.get("REMOTE_ADDR", "?")
@@ -93,26 +89,19 @@ class SlackRequestGuard:
 
     def _first_time(self, signature: str) -> bool:
         """One INSERT: a signature is unique to its body and timestamp, so a second sighting is a replay."""
-        self._forget_old()
         try:
-            with self._store.session.begin() as session:
-                session.add(SeenRequest(signature=signature, seen_at=utcnow()))
+            with self._store.ack_writes, self._store.engine.begin() as connection:
+                connection.execute(insert(SeenRequest).values(signature=signature, seen_at=utcnow()))
             return True
         except IntegrityError:
             return False
 
-    def _forget_old(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._forgotten_at < FORGET_EVERY:
-                return
-            self._forgotten_at = now
-        try:
-            with self._store.session.begin() as session:
-                # Twice the window: a request older than the window is refused as stale by its timestamp.
-                session.execute(delete(SeenRequest).where(SeenRequest.seen_at < utcnow() - timedelta(seconds=2 * WINDOW_SECONDS)))
-        except Exception:
-            log.exception("could not forget old request signatures")
+
+def forget_old_requests(store: Store) -> None:
+    """Signatures older than twice Slack's window can go: such a request is refused as stale by its timestamp.
+    (The runners call this with their sweep, so no ack ever waits for the DELETE.)"""
+    with store.session.begin() as session:
+        session.execute(delete(SeenRequest).where(SeenRequest.seen_at < utcnow() - timedelta(seconds=2 * WINDOW_SECONDS)))
 
 
 def _well_formed(body: bytes, content_type: str) -> bool:

@@ -7,7 +7,7 @@ import secrets
 import socket
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.jobs.model import PENDING, QUEUED, RUNNING, ChangeLock, Job
@@ -50,8 +50,10 @@ class JobQueue:
         state: str = QUEUED,
         **fields,
     ) -> int | None:
-        """A new job; None when a job with the same dedupe key exists (Slack redelivered the request)."""
-        job = Job(
+        """A new job; None when a job with the same dedupe key exists (Slack redelivered the request).
+
+        One Core INSERT ... RETURNING in its own short transaction: this runs before every ack."""
+        values = dict(
             dedupe_key=dedupe_key,
             state=state,
             source=invocation.source,
@@ -64,10 +66,8 @@ class JobQueue:
             **fields,
         )
         try:
-            with self._store.session.begin() as session:
-                session.add(job)
-                session.flush()
-                return job.id
+            with self._store.ack_writes, self._store.engine.begin() as connection:
+                return connection.execute(insert(Job).values(**values).returning(Job.id)).scalar_one()
         except IntegrityError:
             if dedupe_key is None:
                 raise

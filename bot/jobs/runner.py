@@ -23,12 +23,14 @@ from bot.config import ConfigError, Settings, StackConfig
 from bot.dispatcher import Refused
 from bot.jobs.model import Job
 from bot.registry import Reply
+from bot.slack_http import forget_old_requests
 
 log = logging.getLogger(__name__)
 
 NICENESS = 19
 STARTUP_SECONDS = 120
 SWEEP_SECONDS = 2.0
+FORGET_SECONDS = 60.0  # how often the signatures of old Slack requests are deleted
 STALE_QUERY_SECONDS = 60.0  # a read-only command queued longer than this is dropped, not answered late
 
 
@@ -46,6 +48,7 @@ class Runner:
         self.held: set[int] = set()
         self.held_lock = threading.Lock()
         self.stopping = threading.Event()
+        self._forget_at = 0.0
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -87,6 +90,9 @@ class Runner:
         try:
             self.rt.approvals.expire_due()
             self.rt.approvals.interrupted(self.rt.jobs.interrupt(stale_after=self.rt.settings.job_lease_seconds))
+            if time.monotonic() >= self._forget_at:
+                self._forget_at = time.monotonic() + FORGET_SECONDS
+                forget_old_requests(self.rt.store)
         except Exception:
             log.exception("the sweep of expired requests and lost jobs failed")
 
