@@ -18,6 +18,24 @@ Outcome = Literal[
 ]
 
 
+TEXT_LIMIT = 4000  # what is kept of a rejected command's text: enough to see what was tried
+
+
+def _fit(value: str | None, width: int) -> str | None:
+    """A string the column takes: no NUL (PostgreSQL refuses it, and the row would be lost), at most its width."""
+    return None if value is None else value.replace("\x00", "\ufffd")[:width]
+
+
+def _storable(value):
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
+
+
 class AuditLog:
     def __init__(self, store: Store):
         self._store = store
@@ -35,21 +53,24 @@ class AuditLog:
     ) -> None:
         entry = AuditEntry(
             at=utcnow(),
-            user_id=invocation.user_id,
-            channel_id=invocation.channel_id,
+            user_id=_fit(invocation.user_id, 64),
+            channel_id=_fit(invocation.channel_id, 64),
             source=invocation.source,
-            command=invocation.command[:64],
-            arguments=redact_value(arguments if arguments is not None else {"text": invocation.text}),
+            command=_fit(invocation.command, 64),
+            arguments=_storable(redact_value(arguments if arguments is not None else {"text": invocation.text[:TEXT_LIMIT]})),
             outcome=outcome,
             duration_ms=duration_ms,
-            error=redact(error)[:2000] if error else None,
+            error=_fit(redact(error), 2000) if error else None,
             error_id=error_id,
             job_id=job_id,
+            origin=_fit(invocation.origin, 64),
         )
         with self._store.session.begin() as session:
             session.add(entry)
 
     @staticmethod
-    def latest(session: Session, count: int) -> list[AuditEntry]:
-        rows = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(count))
-        return list(rows)
+    def latest(session: Session, count: int, before: int | None = None) -> list[AuditEntry]:
+        query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(count)
+        if before is not None:
+            query = query.where(AuditEntry.id < before)
+        return list(session.scalars(query))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from sqlalchemy import select
@@ -17,6 +18,19 @@ from bot.store import RoleAssignment, Store, utcnow
 log = logging.getLogger(__name__)
 
 GroupMembers = Callable[[str], set[str]]
+FAILED_LOOKUP_SECONDS = 10.0  # a failed user-group lookup is not retried on every command during an outage
+
+
+@dataclass(frozen=True)
+class RoleExplanation:
+    role: Role | None
+    sources: list[str]  # strongest first
+    lookup_failed: bool = False  # a Slack user-group lookup failed, so a group role may be missing
+
+    def describe(self) -> str:
+        if self.role is None:
+            return "no role"
+        return f"the {self.role.name} role ({'; '.join(self.sources)})"
 
 
 class Authorizer:
@@ -38,21 +52,35 @@ class Authorizer:
         return user_id in self._fixed_admins
 
     def role_of(self, user_id: str) -> Role | None:
-        if user_id in self._fixed_admins:
-            return Role.admin
-        candidates: list[Role] = []
-        with self._store.session() as session:
-            assignment = session.get(RoleAssignment, user_id)
-            if assignment is not None:
-                candidates.append(Role.parse(assignment.role))
-        for group, role in self._settings.role_groups.items():
-            if user_id in self._members(group):
-                candidates.append(role)
-        if self._settings.default_role is not None:
-            candidates.append(self._settings.default_role)
-        return max(candidates, default=None)
+        return self.explain(user_id).role
 
-    def _members(self, group: str) -> set[str]:
+    def explain(self, user_id: str, session: Session | None = None) -> "RoleExplanation":
+        """A user's role and every source that gives one; `session` sees a grant not yet committed."""
+        if user_id in self._fixed_admins:
+            return RoleExplanation(Role.admin, ["admin through FLOWSTATE_ADMINS"])
+        sources: list[tuple[Role, str]] = []
+        if session is not None:
+            session.flush()  # a revoke in this session is pending until flushed; get() would still see the row
+            assignment = session.get(RoleAssignment, user_id)
+        else:
+            with self._store.session() as own:
+                assignment = own.get(RoleAssignment, user_id)
+        if assignment is not None:
+            sources.append((Role.parse(assignment.role), f"{assignment.role} granted in the bot"))
+        lookup_failed = False
+        for group, role in self._settings.role_groups.items():
+            members = self._members(group)
+            if members is None:
+                lookup_failed = True
+            elif user_id in members:
+                sources.append((role, f"{role.name} through Slack user group {group}"))
+        if self._settings.default_role is not None:
+            sources.append((self._settings.default_role, f"{self._settings.default_role.name} as everyone's default"))
+        role = max((role for role, _source in sources), default=None)
+        return RoleExplanation(role, [source for _role, source in sorted(sources, reverse=True)], lookup_failed)
+
+    def _members(self, group: str) -> set[str] | None:
+        """A group's members, cached; None when Slack could not say (a failure is cached briefly too)."""
         if self._group_members is None:
             return set()
         now = time.monotonic()
@@ -61,12 +89,13 @@ class Authorizer:
             if cached and cached[0] > now:
                 return cached[1]
         try:
-            members = self._group_members(group)
+            members: set[str] | None = self._group_members(group)
+            keep = self._settings.role_group_cache_seconds
         except Exception as error:  # a Slack outage must not grant anything: fail closed
-            log.warning("cannot read members of user group %s: %s", group, error)
-            return set()
+            log.warning("cannot read members of user group %s: %s", group, type(error).__name__)
+            members, keep = None, FAILED_LOOKUP_SECONDS
         with self._lock:
-            self._group_cache[group] = (now + self._settings.role_group_cache_seconds, members)
+            self._group_cache[group] = (now + keep, members)
         return members
 
     @staticmethod

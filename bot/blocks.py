@@ -43,6 +43,20 @@ def divider() -> dict:
     return {"type": "divider"}
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape(text: str) -> str:
+    """Someone's stored text, shown safely: on one line, no control characters, no Slack markup (&, <, >)."""
+    text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def to_text(reply: Reply) -> str:
     """What a terminal shows: the blocks' text in order, or the fallback text when there are none."""
     if not reply.blocks:
@@ -62,5 +76,8 @@ def to_text(reply: Reply) -> str:
 
 
 def _plain(text: str) -> str:
-    """Slack's escapes in words a terminal shows: <@U123> as @U123, <!subteam^S1> as @S1."""
-    return re.sub(r"<[@!](?:subteam\^)?([A-Za-z0-9]+)(?:\|[^>]*)?>", r"@\1", text)
+    """Slack's escapes in words a terminal shows (<@U123> as @U123, &lt; as <), and never a control
+    character: an ESC in anyone's text could rewrite the screen or set the clipboard."""
+    text = re.sub(r"<[@!](?:subteam\^)?([A-Za-z0-9]+)(?:\|[^>]*)?>", r"@\1", text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import logging
 import signal
 import sys
@@ -67,7 +68,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 reason = error.response.get("error", "no reason given")
                 raise ConfigError(f"SLACK_APP_TOKEN: Slack refused the Socket Mode connection ({reason})") from None
         else:
-            server = adapter.http_server(args.host, args.port)
+            try:
+                server = adapter.http_server(args.host, args.port)
+            except OSError as error:  # the port is taken, the host is not an address of this machine
+                raise ConfigError(f"--host/--port: cannot listen on {args.host}:{args.port} ({error.strerror or error})") from None
             log.info("serving Slack requests on http://%s:%s/slack/events", args.host, server.effective_port)
             server.run()
     except KeyboardInterrupt:
@@ -132,12 +136,26 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value[:20]!r} is not a port (0 to 65535; 0 picks a free one)")
+    return int(value)
+
+
+def _slack_user(value: str) -> str:
+    if not re.fullmatch(r"[UW][A-Z0-9]{1,20}", value):
+        raise argparse.ArgumentTypeError(f"{value[:40]!r} is not a Slack user id (U... or W...)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowstate-bot", description="Slack chat-ops for the Flowstate-AI stack.")
     sub = parser.add_subparsers(dest="action", required=True)
 
     console = sub.add_parser("console", help="run the bot in this terminal (reads stdin when piped)")
-    console.add_argument("--as", dest="as_user", metavar="USER_ID", help="act as this Slack user, role checks included")
+    console.add_argument(
+        "--as", dest="as_user", type=_slack_user, metavar="USER_ID", help="act as this Slack user, role checks included"
+    )
     console.add_argument("--stack", metavar="FILE", help="the stack file (default: FLOWSTATE_STACK_FILE or ./flowstate.toml)")
     console.add_argument("--channel", default="console", help="the channel id commands appear to come from")
     console.set_defaults(func=cmd_console)
@@ -145,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="connect to Slack (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
     run.add_argument("--http", action="store_true", help="serve POST /slack/events even if SLACK_APP_TOKEN is set")
     run.add_argument("--host", default="127.0.0.1", help="HTTP mode: address to listen on (default 127.0.0.1)")
-    run.add_argument("--port", type=int, default=3000, help="HTTP mode: port (default 3000)")
+    run.add_argument("--port", type=_port, default=3000, help="HTTP mode: port (default 3000)")
     run.add_argument("--stack", metavar="FILE", help="the stack file")
     run.set_defaults(func=cmd_run)
 

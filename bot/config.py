@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -71,7 +72,11 @@ class Settings(BaseSettings):
     @field_validator("admins", mode="before")
     @classmethod
     def _admins(cls, value: object) -> object:
-        return _split_csv(value)
+        admins = _split_csv(value)
+        for user in admins if isinstance(admins, list) else []:
+            if not re.fullmatch(r"[UW][A-Z0-9]{1,20}", str(user)):
+                raise ValueError(f"{str(user)[:40]!r} is not a Slack user id (U... or W..., as in the user's profile)")
+        return admins
 
     @field_validator("default_role", mode="before")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import sys
 from pathlib import Path
 from typing import Iterator, TextIO
@@ -16,7 +18,10 @@ PROMPT = "flowstate> "
 def _interactive_lines(history: Path) -> Iterator[str]:
     import readline
 
-    history.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        history.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # reported when it is written
     try:
         readline.read_history_file(history)
     except OSError:
@@ -32,8 +37,25 @@ def _interactive_lines(history: Path) -> Iterator[str]:
                 print()
                 continue
     finally:
-        readline.set_history_length(1000)
+        save_history(history)
+
+
+def save_history(history: Path) -> None:
+    import readline
+
+    readline.set_history_length(1000)
+    try:
         readline.write_history_file(history)
+    except OSError as error:  # the history is a convenience: losing it must not end in a traceback
+        print(f"(the command history could not be saved to {history}: {error.strerror})", file=sys.stderr)
+
+
+def os_user() -> str:
+    """Who really typed it: the audit shows this next to the user a console acted as (--as)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry
+        return f"uid {os.getuid()}"
 
 
 def run_approved(runtime: Runtime, progress) -> Iterator[Reply]:
@@ -43,6 +65,7 @@ def run_approved(runtime: Runtime, progress) -> Iterator[Reply]:
 
 def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
     interactive = stdin.isatty()
+    operator = os_user()
     if interactive:
         role = runtime.authz.role_of(user_id)
         print(f"Flowstate ops console as {user_id} ({role.name if role else 'no role'}). /help lists commands; Ctrl-D quits.", file=stdout)
@@ -59,7 +82,7 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
             print("Commands start with a slash, as in Slack; try /help.", file=stdout)
             continue
         name, _, text = line[1:].partition(" ")
-        invocation = Invocation(user_id=user_id, command=name, text=text.strip(), channel_id=channel_id, source="console")
+        invocation = Invocation(user_id, name, text.strip(), channel_id, "console", origin=operator)
         progress = lambda text: print(f"… {text}", file=stdout, flush=True)  # noqa: E731
         reply = runtime.dispatcher.dispatch(invocation, progress=progress)
         print(to_text(reply), file=stdout, flush=True)

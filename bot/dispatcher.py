@@ -145,11 +145,18 @@ class Dispatcher:
 
     def _authorize(self, invocation: Invocation, cmd: Command) -> Role:
         try:
-            role = self._runtime.authz.role_of(invocation.user_id)
+            explained = self._runtime.authz.explain(invocation.user_id)
+            role = explained.role
         except Exception:
             error_id = _error_id()
             log.exception("cannot look up the role of %s [error id %s]", invocation.user_id[:64], error_id)
             raise Refused(Reply(f"{cmd.slash} was not run because your role could not be checked (error id {error_id}).")) from None
+        if (role is None or role < cmd.role) and explained.lookup_failed:
+            self._refuse(
+                invocation, "denied",
+                f"{cmd.slash} was not run: your role could not be checked because Slack's user-group lookup failed; try again in a minute.",
+                error="user-group lookup failed",
+            )
         if role is None or role < cmd.role:
             having = f"you have {role.name}" if role else "you have no role yet; ask an admin for one"
             self._refuse(

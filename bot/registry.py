@@ -30,6 +30,7 @@ class Invocation:
     text: str = ""
     channel_id: str | None = None
     source: Literal["slack", "console"] = "console"
+    origin: str | None = None  # the OS user behind a console (whatever --as says)
 
 
 @dataclass

@@ -48,6 +48,11 @@ class SlackAdapter:
             )
         except BoltError as error:
             raise ConfigError(f"SLACK_BOT_TOKEN: Slack did not accept it ({error})") from None
+        except Exception as error:  # Bolt checks the token with auth.test: Slack unreachable
+            raise ConfigError(
+                f"FLOWSTATE_SLACK_API_URL: Slack cannot be reached at {settings.slack_api_url} to check the token "
+                f"({type(error).__name__})"
+            ) from None
         runtime.notifier = SlackNotifier(client)  # the supervisor tells channels about interrupted jobs
         self.runners = RunnerProcesses(settings, runtime.stack, runtime)
         runtime.wake = self.runners.notify

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from bot import blocks
+from bot.blocks import escape, shorten
 from bot.audit import AuditLog
 from bot.authz import Authorizer
 from bot.registry import CommandError, Context, Reply, UserId, command
@@ -47,12 +48,20 @@ def role(ctx: Context, args: RoleArgs) -> Reply:
         raise CommandError(f"<@{args.user}> is an admin through FLOWSTATE_ADMINS; change that setting instead.")
     if args.action == "grant":
         Authorizer.grant(ctx.session, args.user, args.role, caller)
-        text = f"<@{args.user}> now has the {args.role.name} role."
+        simple = f"<@{args.user}> now has the {args.role.name} role."
+        done = f"<@{args.user}> was granted the {args.role.name} role in the bot"
     else:
         previous = Authorizer.revoke(ctx.session, args.user)
         if previous is None:
             raise CommandError(f"<@{args.user}> has no role granted in the bot; nothing was changed.")
-        text = f"<@{args.user}> no longer has the {previous.name} role."
+        simple = f"<@{args.user}> no longer has the {previous.name} role."
+        done = f"The {previous.name} role granted in the bot was taken from <@{args.user}>"
+    # What they can do now, from every source: a Slack user group may still give more than the bot's grant.
+    now = authz.explain(args.user, ctx.session)
+    only_the_grant = now.sources == ([f"{args.role.name} granted in the bot"] if args.action == "grant" else [])
+    text = simple if only_the_grant else f"{done}; in effect they have {now.describe()}."
+    if now.lookup_failed:
+        text += " A Slack user-group lookup failed, so a group role may be missing from this."
     return Reply(text, [blocks.section(text)])
 
 
@@ -61,7 +70,11 @@ def _list_roles(ctx: Context) -> Reply:
     lines = [f"<@{user}> admin (FLOWSTATE_ADMINS)" for user in settings.admins]
     for row in Authorizer.assignments(ctx.session):
         when = row.granted_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M %Z")
-        lines.append(f"<@{row.user_id}> {row.role} (granted by <@{row.granted_by}>, {when})")
+        line = f"<@{row.user_id}> {row.role} (granted by <@{row.granted_by}>, {when})"
+        effective = ctx.runtime.authz.explain(row.user_id, ctx.session)
+        if effective.role is not None and effective.role.name != row.role:
+            line += f"; in effect {effective.describe()}"
+        lines.append(line)
     for group, group_role in settings.role_groups.items():
         lines.append(f"<!subteam^{group}> members: {group_role.name}")
     default = settings.default_role.name if settings.default_role else "none (denied)"
@@ -71,21 +84,49 @@ def _list_roles(ctx: Context) -> Reply:
 
 class AuditArgs(BaseModel):
     count: int = Field(20, ge=1, le=200)
+    before: int | None = Field(None, ge=1, le=2**63 - 1)  # an entry's #id: show the ones older than it
 
 
-@command("audit", summary="Show the latest audit entries.", usage="/audit [count]", role=Role.admin, args=AuditArgs)
+ENTRY_LIMIT = 300  # characters of one entry; a flood of text from anyone cannot crowd out the others
+REPLY_LIMIT = 35_000  # Slack refuses a message over 40,000 characters or 50 blocks
+
+
+@command(
+    "audit",
+    summary="Show the latest audit entries, or those before an entry's #id.",
+    usage="/audit [count] [before_id]",
+    role=Role.admin,
+    args=AuditArgs,
+)
 def audit(ctx: Context, args: AuditArgs) -> Reply:
     tz = ctx.runtime.settings.tz
-    lines = []
-    for entry in AuditLog.latest(ctx.session, args.count):
-        when = entry.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
-        arguments = " ".join(f"{key}={value}" for key, value in (entry.arguments or {}).items() if value not in (None, ""))
-        line = f"{when} <@{entry.user_id}> /{entry.command} {arguments} → {entry.outcome} ({entry.duration_ms} ms)"
-        if entry.error:
-            line += f": {entry.error}"
-        if entry.error_id:
-            line += f" [error id {entry.error_id}]"
+    lines: list[str] = []
+    size = 0
+    entries = AuditLog.latest(ctx.session, args.count, before=args.before)
+    for entry in entries:
+        line = _entry_line(entry, tz)
+        if size + len(line) > REPLY_LIMIT:
+            break
         lines.append(line)
+        size += len(line) + 1
     if not lines:
-        return Reply("The audit log is empty.")
-    return Reply("\n".join(lines), [blocks.section(f"*Latest {len(lines)} audit entries*"), *blocks.sections(lines)])
+        return Reply("The audit log has no entries there." if args.before else "The audit log is empty.")
+    shown = f"*{len(lines)} audit entries, newest first*"
+    if len(lines) < len(entries) or len(entries) == args.count:
+        shown += f" · older ones: `/audit {args.count} {entries[len(lines) - 1].id}`"
+    return Reply("\n".join(lines), [blocks.section(shown), *blocks.sections(lines)])
+
+
+def _entry_line(entry, tz) -> str:
+    """One line per entry, user text escaped: a newline or a <@mention> in someone's text cannot forge an entry."""
+    when = entry.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+    arguments = " ".join(f"{key}={value}" for key, value in (entry.arguments or {}).items() if value not in (None, ""))
+    where = entry.source + (f" as {entry.origin}" if entry.origin else "") + (f" in {entry.channel_id}" if entry.channel_id else "")
+    text = f"/{entry.command} {arguments}".rstrip() + f" → {entry.outcome} ({entry.duration_ms} ms)"
+    if entry.error:
+        text += f": {entry.error}"
+    if entry.error_id:
+        text += f" [error id {entry.error_id}]"
+    if entry.job_id:
+        text += f" [request #{entry.job_id}]"
+    return f"#{entry.id} {when} <@{escape(entry.user_id)}> ({escape(where)}) {escape(shorten(text, ENTRY_LIMIT))}"
