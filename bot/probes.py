@@ -50,12 +50,13 @@ def describe_error(error: BaseException, timeout: float) -> str:
     if isinstance(error, redis.ConnectionError):
         return "connection refused" if "refused" in str(error).lower() else f"cannot connect: {error}"
     if isinstance(error, psycopg.OperationalError):
-        text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        if "timeout" in text.lower():
+        # libpq puts the cause first and may add a hint line ("Is the server running on that host...?").
+        message = str(error).strip()
+        if "timeout" in message.lower():
             return f"no answer within {timeout:g} s"
-        if "refused" in text.lower():
+        if "refused" in message.lower():
             return "connection refused"
-        return text
+        return message.splitlines()[-1] if message else type(error).__name__
     if isinstance(error, http.client.HTTPException):
         return f"bad HTTP answer: {type(error).__name__}"
     return f"{type(error).__name__}: {error}"

@@ -40,6 +40,7 @@ def test_failures_say_what_is_wrong_in_words(postgres_admin):
                     {"name": "gone", "kind": "tcp", "host": "127.0.0.1", "port": dead},
                     {"name": "cache", "kind": "redis", "url": f"redis://127.0.0.1:{dead}/0"},
                     {"name": "db", "kind": "postgres", "dsn": postgres_admin.rsplit("/", 1)[0] + "/no_such_db"},
+                    {"name": "db gone", "kind": "postgres", "dsn": f"postgresql://flowstate@127.0.0.1:{dead}/flowstate_ai"},
                 ).probes
             )
         }
@@ -47,6 +48,7 @@ def test_failures_say_what_is_wrong_in_words(postgres_admin):
     assert results["hung"] == "no answer within 0.5 s"
     assert results["gone"] == "connection refused"
     assert results["cache"] == "connection refused"
+    assert results["db gone"] == "connection refused"
     assert 'database "no_such_db" does not exist' in results["db"]
 
 
