@@ -200,6 +200,16 @@ class DatabaseSection(_Strict):
     compose_service: str = "postgres"
     user: str = "flowstate"
     name: str = "flowstate_ai"
+    user_roles: list[str] = Field(["user", "admin"], min_length=1)  # the roles /user-add and /user-role may set
+
+    @field_validator("user_roles")
+    @classmethod
+    def _lower_case_roles(cls, roles: list[str]) -> list[str]:
+        # Roles typed in commands are lower-cased, so a role spelt otherwise here could never be set.
+        wrong = [role for role in roles if not role or role != role.strip().lower()]
+        if wrong:
+            raise ValueError(f"user roles must be lower case, without surrounding spaces; wrong: {', '.join(map(repr, wrong))}")
+        return roles
 
 
 class RedisSection(_Strict):

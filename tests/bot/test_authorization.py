@@ -18,10 +18,14 @@ SAMPLES = {
     "approvals": "",
     "restart": "frontend",
     "queries": "",
+    "user": "alice@example.com",
+    "user-add": 'new.user@example.com "New User"',
+    "user-role": "alice@example.com user",
 }
 # What an allowed caller's audit shows when it is not simply allowed then succeeded: with no stack
 # file, /restart is refused by its service check before any request is made.
-ALLOWED_OUTCOMES = {"restart": ["rejected"]}
+# The users-table commands run and fail, saying the stack file has no [database] section.
+ALLOWED_OUTCOMES = {"restart": ["rejected"], **{name: ["allowed", "failed"] for name in ("user", "user-add", "user-role")}}
 
 ROLES = [None, *Role]
 

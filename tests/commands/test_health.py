@@ -41,6 +41,7 @@ def test_failures_say_what_is_wrong_in_words(postgres_admin):
                     {"name": "gone", "kind": "tcp", "host": "127.0.0.1", "port": dead},
                     {"name": "cache", "kind": "redis", "url": f"redis://127.0.0.1:{dead}/0"},
                     {"name": "db", "kind": "postgres", "dsn": postgres_admin.rsplit("/", 1)[0] + "/no_such_db"},
+                    {"name": "db gone", "kind": "postgres", "dsn": f"postgresql://flowstate@127.0.0.1:{dead}/flowstate_ai"},
                 ).probes
             )
         }
@@ -48,6 +49,7 @@ def test_failures_say_what_is_wrong_in_words(postgres_admin):
     assert results["hung"] == f"no answer within 0.5 s at 127.0.0.1:{hung_port}"
     assert results["gone"] == f"connection refused at 127.0.0.1:{dead}"
     assert results["cache"] == f"connection refused at 127.0.0.1:{dead}"
+    assert results["db gone"] == f"connection refused at 127.0.0.1:{dead}"
     assert re.fullmatch(r'database "no_such_db" does not exist at [\w.]+:\d+', results["db"]), results["db"]
 
 

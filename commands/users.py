@@ -1,0 +1,129 @@
+"""/user, /user-add and /user-role: the operator guide's user management, on the Flowstate app's users table."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel
+
+from bot import blocks
+from bot.registry import CommandError, Context, Reply, command
+from bot.roles import Role
+from bot.stack_users import StackUsers
+
+# Dot-atoms of the ASCII letters, digits and symbols RFC 5322 allows; no quoted local parts, no IP literals.
+_ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_EMAIL = re.compile(rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?:{_LABEL}\.)+{_LABEL}")
+_MAILTO = re.compile(r"<mailto:([^|>]*)(?:\|[^>]*)?>")  # how Slack sends an address typed in a command
+NAME_LIMIT = 200
+
+
+def _shown(value: str) -> str:
+    """A typed value echoed in a refusal: short, with quotes and control characters escaped."""
+    return repr(value if len(value) <= 60 else value[:60] + "…")
+
+
+def _email(value: str) -> str:
+    match = _MAILTO.fullmatch(value)
+    email = match.group(1) if match else value
+    parts = len(email) <= 254 and email.isascii() and _EMAIL.fullmatch(email.lower())
+    if not parts or len(parts.group("local")) > 64:
+        raise ValueError(f"{_shown(value)} is not an email address; give one such as new.user@example.com")
+    return email.lower()
+
+
+def _name(value: str) -> str:
+    name = value.strip()
+    if not name:
+        raise ValueError('the name is empty; give the full name in quotes, such as "New User"')
+    if len(name) > NAME_LIMIT:
+        raise ValueError(f"the name has {len(name):,} characters; give one of at most {NAME_LIMIT}")
+    if any(unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") for char in name):
+        raise ValueError("the name contains a control character or line break; give it on one line")
+    return name
+
+
+Email = Annotated[str, AfterValidator(_email)]
+UserName = Annotated[str, AfterValidator(_name)]
+# Lower-cased while parsing, so the approval check sees what will be stored: ADMIN is admin.
+AppRole = Annotated[str, AfterValidator(lambda value: value.strip().lower())]
+
+
+def grants_admin(args: UserAddArgs | UserRoleArgs) -> bool:
+    return args.role == "admin"
+
+
+def _users(ctx: Context) -> StackUsers:
+    stack = ctx.runtime.stack
+    if stack.database is None:
+        source = stack.source or ctx.runtime.settings.stack_file
+        raise CommandError(f"The stack file ({source}) has no [database] section, so there is no users table to manage.")
+    return StackUsers(stack.database.dsn, stack.stack.check_timeout)
+
+
+def _check_role(ctx: Context, role: str, hint: str = "") -> None:
+    roles = ctx.runtime.stack.database.user_roles
+    if role not in roles:
+        raise CommandError(f"{_shown(role)} is not a role here; roles are {', '.join(roles)}{hint}.")
+
+
+def _reply(text: str) -> Reply:
+    return Reply(text, [blocks.section(text)])
+
+
+class UserArgs(BaseModel):
+    email: Email
+
+
+@command("user", summary="Show a user of the Flowstate app.", usage="/user EMAIL", role=Role.operator, args=UserArgs)
+def user(ctx: Context, args: UserArgs) -> Reply:
+    found = _users(ctx).find(args.email)
+    if found is None:
+        raise CommandError(f"No user has the email {args.email}; /user-add adds one.")
+    created = found.created_at.astimezone(ctx.runtime.settings.tz).strftime("%Y-%m-%d %H:%M %Z")
+    return _reply(f"Email: {found.email}\nName: {found.name}\nRole: {found.role}\nCreated: {created}")
+
+
+class UserAddArgs(BaseModel):
+    email: Email
+    name: UserName
+    role: AppRole = "user"
+
+
+@command(
+    "user-add",
+    summary="Add a user to the Flowstate app, with a role (default user).",
+    usage='/user-add EMAIL "NAME" [ROLE]',
+    role=Role.operator,
+    args=UserAddArgs,
+    needs_approval=grants_admin,
+)
+def user_add(ctx: Context, args: UserAddArgs) -> Reply:
+    users = _users(ctx)
+    # An unquoted full name puts its last word in the role's place.
+    _check_role(ctx, args.role, hint=' (put a name with spaces in quotes, such as "New User")')
+    added = users.add(args.email, args.name, args.role)
+    return _reply(f"Added {added.email} ({added.name}) with the {added.role} role.")
+
+
+class UserRoleArgs(BaseModel):
+    email: Email
+    role: AppRole
+
+
+@command(
+    "user-role",
+    summary="Change the role of a user of the Flowstate app.",
+    usage="/user-role EMAIL ROLE",
+    role=Role.operator,
+    args=UserRoleArgs,
+    needs_approval=grants_admin,
+)
+def user_role(ctx: Context, args: UserRoleArgs) -> Reply:
+    users = _users(ctx)
+    _check_role(ctx, args.role)
+    previous, changed = users.change_role(args.email, args.role)
+    return _reply(f"Changed the role of {changed.email}: {previous} → {changed.role}.")
