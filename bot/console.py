@@ -83,7 +83,7 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
             continue
         name, _, text = line[1:].partition(" ")
         invocation = Invocation(user_id, name, text.strip(), channel_id, "console", origin=operator)
-        progress = lambda text: print(f"… {text}", file=stdout, flush=True)  # noqa: E731
+        progress = lambda text: print(to_text(Reply(f"… {text}")), file=stdout, flush=True)  # noqa: E731
         reply = runtime.dispatcher.dispatch(invocation, progress=progress)
         print(to_text(reply), file=stdout, flush=True)
         # An approval typed here lets its request run here, at once, with its progress on this terminal.

@@ -122,7 +122,8 @@ def _serve_until_closed(server) -> None:
     try:
         server.run()
     except OSError:
-        if server.socket.fileno() != -1:
+        socket = server.socket  # None once close() has finished
+        if socket is not None and socket.fileno() != -1:
             raise
 
 
