@@ -58,12 +58,17 @@ class Prepared:
 
     def command_line(self) -> str:
         """The command as it will run, from the validated arguments (what an approver approves)."""
-        words = []
-        for value in self.arguments.values():
-            for item in value if isinstance(value, list) else [value]:
-                if item is not None:
-                    words.append(shlex.quote(str(item)))
-        return " ".join([self.cmd.slash, *words])
+        return command_line(self.cmd.slash, self.arguments)
+
+
+def command_line(slash: str, arguments: dict) -> str:
+    """A command and its validated arguments as one line (also how the timeline shows an audited command)."""
+    words = []
+    for value in arguments.values():
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                words.append(shlex.quote(str(item)))
+    return " ".join([slash, *words])
 
 
 def _error_id() -> str:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.registry import load_commands
+from bot.registry import load_commands, parse_arguments
 from bot.roles import Role
 from bot.store import AuditEntry, RoleAssignment
 from tests.conftest import grant, run
@@ -17,10 +17,14 @@ SAMPLES = {
     "stats": "1h",
     "approvals": "",
     "restart": "frontend",
+    "incident": "start Checkout failing --sev 2",  # a viewer may add notes, only an operator may start one
+    "incidents": "",
+    "postmortem": "",
 }
 # What an allowed caller's audit shows when it is not simply allowed then succeeded: with no stack
-# file, /restart is refused by its service check before any request is made.
-ALLOWED_OUTCOMES = {"restart": ["rejected"]}
+# file, /restart is refused by its service check before any request is made; with no incident in the
+# channel, /postmortem says so.
+ALLOWED_OUTCOMES = {"restart": ["rejected"], "postmortem": ["allowed", "failed"]}
 
 ROLES = [None, *Role]
 
@@ -35,7 +39,8 @@ def test_command_by_role(make_runtime, name, role):
     runtime = make_runtime()
     if role is not None:
         grant(runtime, "U1", role)
-    declared = runtime.commands[name].role
+    cmd = runtime.commands[name]
+    declared = cmd.role_needed(parse_arguments(cmd, SAMPLES[name]))
     reply = run(runtime, "U1", f"/{name} {SAMPLES[name]}")
     with runtime.store.session() as session:
         outcomes = [row.outcome for row in session.query(AuditEntry).order_by(AuditEntry.id)]
@@ -44,7 +49,10 @@ def test_command_by_role(make_runtime, name, role):
         assert "needs the" not in reply.text
     else:
         assert outcomes == ["denied"]
-        assert reply.text.startswith(f"/{name} needs the {declared.name} role")
+        if role is None or role < cmd.role:
+            assert reply.text.startswith(f"/{name} needs the {cmd.role.name} role")
+        else:
+            assert reply.text == f"This use of /{name} needs the {declared.name} role and you have {role.name}."
 
 
 def test_a_denied_grant_changes_nothing(make_runtime):
