@@ -43,6 +43,9 @@ class Timeline:
 
     def open(self, channel_id: str, title: str, severity: int, by: str, *, at: datetime | None = None) -> Incident:
         """A new open incident in the channel, or AlreadyOpen with the one that is (the database decides races)."""
+        current = self.open_in(channel_id)  # asked first: a refused insert would use up a number on PostgreSQL
+        if current is not None:
+            raise AlreadyOpen(current)
         incident = Incident(
             channel_id=channel_id, title=title, severity=severity, state=OPEN, started_at=at or utcnow(), started_by=by
         )
@@ -116,16 +119,12 @@ class Timeline:
         ]
         with self._store.session.begin() as session:
             connection = session.connection()
-            if len(rows) == 1:
-                return connection.execute(self._insert_new(connection), rows[0]).rowcount
-            before = self._count(session, incident_id)
-            connection.execute(self._insert_new(connection), rows)
-            return self._count(session, incident_id) - before
+            return len(connection.execute(self._insert_new(connection), rows).all())
 
     @staticmethod
     def _insert_new(connection) -> Insert:
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        return dialect.insert(TimelineEvent).on_conflict_do_nothing()
+        return dialect.insert(TimelineEvent).on_conflict_do_nothing().returning(TimelineEvent.id)
 
     @staticmethod
     def _count(session, incident_id: int) -> int:
