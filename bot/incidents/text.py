@@ -15,7 +15,8 @@ _TOKEN = re.compile(r"<(@[UW][A-Z0-9]+|#C[A-Z0-9]+|https?://[^\s<>|]+)(?:\|([^<>
 # Inline code stays code in Markdown: nothing inside a code span is markup there.
 _CODE_OR_TOKEN = re.compile(r"`([^`\n]+)`|" + _TOKEN.pattern)
 _LONE_AMPERSAND = re.compile(r"&(?!(?:amp|lt|gt);)")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~!])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
+_MARKDOWN_LINE_START = re.compile(r"^(\s*)([#+=-]|\d+(?=[.)]))")  # a heading, a list item, a rule
 
 
 def slack_safe(text: str) -> str:
@@ -35,7 +36,7 @@ def _escape_slack(text: str) -> str:
 
 def markdown_safe(text: str) -> str:
     """Plain text as Markdown that shows exactly that text (no emphasis, links, HTML or headings)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return _MARKDOWN_LINE_START.sub(r"\1\\\2", _MARKDOWN_SPECIAL.sub(r"\\\1", text))
 
 
 def to_markdown(text: str, names: Mapping[str, str]) -> str:
