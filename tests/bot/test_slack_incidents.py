@@ -2,21 +2,26 @@
 post-mortems read from the channel's history and posted as a file; Bolt gets everything signed as Slack signs it."""
 
 import os
+import re
 import subprocess
 import time
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
+from bot.approvals import APPROVE
 from bot.incidents.model import SLACK_MESSAGE
 from bot.jobs.model import Job
 from bot.manifest import TIMELINE_SHORTCUT
 from bot.roles import Role
 from tests.bot.test_cli import BOT, _env
+from tests.bot.test_slack_approvals import _request_message, _wait_message
 from tests.conftest import grant
 
 CHANNEL = "C0OPS"
 
 
-def _bot(slack_bot, slack_double, **settings):
-    sender, runtime = bot = slack_bot(**settings)
+def _bot(slack_bot, slack_double, stack=None, **settings):
+    sender, runtime = bot = slack_bot(stack, **settings)
     for user, name, role in (("UOLGA", "Olga", Role.operator), ("UBEN", "Ben", Role.approver), ("UCLEO", "Cleo", Role.viewer)):
         grant(runtime, user, role)
         slack_double.add_user(user, name.lower(), real_name=f"{name} Example", display_name=name)
@@ -157,3 +162,85 @@ def test_a_postmortem_reads_the_channel_posts_a_file_and_the_cli_writes_the_same
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"Wrote the post-mortem of incident #1 to {out}.\n"
     assert out.read_text() == markdown, "the same report, from the bot's database alone"
+
+
+def _seed_channel(slack_double, start: float) -> dict:
+    """Over a thousand messages (two pages of history): an alert, a join, a deleted message that kept its
+    thread, an edit, a thread of three; the rest plain talk. Returns the ts of the notable ones."""
+    at = iter(f"{start + 5 * i:.6f}" for i in range(2000))
+    seen = {
+        "alert": slack_double.seed_message(CHANNEL, "*FIRING* reports queue &gt; 500", None, ts=next(at), subtype="bot_message", bot_id="B0ALERT", username="alertmanager"),
+        "join": slack_double.seed_message(CHANNEL, "<@UNEW> has joined the channel", "UNEW", ts=next(at), subtype="channel_join"),
+        "deleted": slack_double.seed_message(CHANNEL, "This message was deleted.", "USLACKBOT", ts=next(at), subtype="tombstone", hidden=True),
+    }
+    seen["kept"] = [slack_double.seed_message(CHANNEL, f"kept reply {i}", "UBEN", ts=next(at), thread_ts=seen["deleted"]) for i in range(2)]
+    seen["edited"] = slack_double.seed_message(CHANNEL, "queue is at 900 (not 9000)", "UBEN", ts=next(at), edited={"user": "UBEN", "ts": "1"})
+    seen["thread"] = slack_double.seed_message(CHANNEL, "who runs the reports job?", "UOLGA", ts=next(at))
+    seen["replies"] = [slack_double.seed_message(CHANNEL, f"me, reply {i}", "UCLEO", ts=next(at), thread_ts=seen["thread"]) for i in range(3)]
+    seen["plain"] = [slack_double.seed_message(CHANNEL, f"line {i}", ("UOLGA", "UBEN")[i % 2], ts=next(at)) for i in range(1045)]
+    return seen
+
+
+def test_a_channel_with_no_incident_becomes_a_resolved_incident_and_its_postmortem(slack_bot, slack_double):
+    sender, runtime = _bot(slack_bot, slack_double, timezone="America/New_York")
+    start = time.time() - 2 * 3600
+    seen = _seed_channel(slack_double, start)
+    slack_double.ratelimit_next("conversations.replies", retry_after=1)  # Slack says slow down in the middle of the import
+    said = _slash(sender, slack_double, '/postmortem --since 3h "Reports job overload"', "UOLGA", "pm")
+    assert said.startswith("Post-mortem of incident #1 posted to the channel as postmortem-incident-1.md")
+    sections = _sections(_upload(slack_double).content.decode())
+    head = sections["head"].splitlines()
+    assert head[0] == "# Post-mortem: Reports job overload (incident #1)"
+    new_york = ZoneInfo("America/New_York")
+    first = datetime.fromtimestamp(float(seen["alert"]), timezone.utc).astimezone(new_york).strftime("%Y-%m-%d %H:%M %Z")
+    last = datetime.fromtimestamp(float(seen["plain"][-1]), timezone.utc).astimezone(new_york).strftime("%Y-%m-%d %H:%M %Z")
+    assert f"| Started | {first} by Olga (imported from the channel's history) |" in head
+    assert f"| Resolved | {last} |" in head and "| Participants | Olga, Ben, Cleo |" in head
+    timeline = [line for line in sections["Timeline"].splitlines() if line.startswith("- ")]
+    assert len(timeline) == 1 + 2 + 1 + 1 + 3 + 1045, "no join, no deleted message; its replies and every thread kept"
+    assert timeline[0].split(" ", 2)[2] == r"alertmanager (bot): \*FIRING\* reports queue \> 500" + f" ([message](https://example.slack.com/archives/{CHANNEL}/p{seen['alert'].replace('.', '')}))"
+    texts = [line.split(" ", 2)[2].split(" ([message]")[0] for line in timeline]
+    assert texts[1:9] == [
+        "↳ Ben: kept reply 0", "↳ Ben: kept reply 1", "Ben: queue is at 900 (not 9000) _(edited)_", "Olga: who runs the reports job?",
+        "↳ Cleo: me, reply 0", "↳ Cleo: me, reply 1", "↳ Cleo: me, reply 2", "Olga: line 0",
+    ]
+    assert texts[-1] == "Olga: line 1044"
+    assert sections["Detection and response"].splitlines()[0].startswith(f"- First alert or message: {first}, alertmanager (bot):")
+    calls = {method: len(slack_double.calls_to(method)) for method in ("conversations.history", "conversations.replies", "users.info")}
+    assert calls == {"conversations.history": 2, "conversations.replies": 2 + 1, "users.info": 3}, "pages, threads, one 429 retried; names once each"
+    incident = runtime.incidents.timeline.get(1)
+    assert (incident.state, incident.imported, incident.names) == ("resolved", True, {"UBEN": "Ben", "UCLEO": "Cleo", "UOLGA": "Olga"})
+
+
+def test_postmortem_since_with_nothing_in_the_window_says_so_and_creates_nothing(slack_bot, slack_double):
+    sender, runtime = _bot(slack_bot, slack_double)
+    slack_double.seed_message(CHANNEL, "old news", "UBEN", ts=f"{time.time() - 5 * 86400:.6f}")
+    said = _slash(sender, slack_double, "/postmortem --since 2d --until 1d", "UOLGA", "pm")
+    assert said.startswith("This channel has no messages between ") and said.endswith("; nothing to import.")
+    assert _slash(sender, slack_double, "/postmortem --since tomorrow", "UOLGA", "pm2").startswith("'tomorrow' is not a time; give an age such as 3h")
+    assert runtime.incidents.timeline.recent() == []
+
+
+def test_an_incident_with_an_approved_restart_shows_who_asked_who_approved_and_what_it_did(slack_bot, slack_double, live_stack):
+    sender, runtime = _bot(slack_bot, slack_double, live_stack)
+    _slash(sender, slack_double, "/incident start Frontend errors", "UOLGA", "start")
+    assert _slash(sender, slack_double, "/restart frontend", "UOLGA", "ask").startswith("Request #2: `/restart frontend` needs a second person's approval")
+    ts = _request_message(slack_double, 2)["ts"]  # job #1 was the /incident start
+    sender.click(APPROVE, "2", "UBEN", CHANNEL, ts, slack_double.response_url("approve"))
+    _wait_message(slack_double, ts, "✅ Done (approved by <@UBEN>)")
+    _slash(sender, slack_double, "/incident resolve Frontend restarted", "UOLGA", "resolve")
+    _slash(sender, slack_double, "/postmortem", "UOLGA", "pm")
+    sections = _sections(_upload(slack_double).content.decode())
+    actions = [line.split(" ", 2)[2] for line in sections["Timeline"].splitlines() if line.startswith("- ") and "🔧" in line]
+    assert actions == [
+        "🔧 **Olga** Request #2 `/restart frontend` asked for approval by @Olga",
+        "🔧 **Ben** Request #2 `/restart frontend` approved by @Ben",
+        "🔧 **Olga** Request #2 `/restart frontend` started (approved by @Ben)",
+        "🔧 **Olga** `/restart frontend` succeeded",
+    ]
+    assert re.fullmatch(
+        r"- \d\d:\d\d `/restart frontend` by Olga \(request #2, approved by Ben\): succeeded in \d+\.\d s: "
+        r"Restarted · 🟢 \\\*frontend\\\* is healthy again after \d+\.\d s",
+        sections["What was done"],
+    ), sections["What was done"]
+    assert "- Start to first action: " in sections["Detection and response"]
