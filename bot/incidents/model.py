@@ -70,7 +70,7 @@ class TimelineEvent(Base):
     kind: Mapped[str] = mapped_column(String(24))
     actor: Mapped[str | None] = mapped_column(String(64))  # a Slack user id; None for the bot itself
     text: Mapped[str] = mapped_column(Text)  # Slack mrkdwn as written (mentions as <@U...>)
-    details: Mapped[dict | None] = mapped_column(JSON)
+    details: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))  # SQL NULL, not JSON null: nothing to decode
     channel_id: Mapped[str | None] = mapped_column(String(64))
     ts: Mapped[str | None] = mapped_column(String(32))
     thread_ts: Mapped[str | None] = mapped_column(String(32))

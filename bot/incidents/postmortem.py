@@ -52,13 +52,22 @@ class _Writer:
         self.incident = report.incident
         self.events = events
         self.tz = report.tz
+        self._names: dict[str | None, str] = {None: "flowstate-bot"}
+        self._minutes: dict[int, tuple[str, str]] = {}
 
     # ---- small pieces ----------------------------------------------------------------------------
 
     def name(self, user_id: str | None) -> str:
-        if not user_id:
-            return "flowstate-bot"
-        return markdown_safe(self.r.names.get(user_id) or user_id)
+        if user_id not in self._names:
+            self._names[user_id] = markdown_safe(self.r.names.get(user_id) or user_id)
+        return self._names[user_id]
+
+    def minute(self, moment: datetime) -> tuple[str, str]:
+        """(day header, clock) of a moment; a timeline of thousands of messages shares its minutes."""
+        key = int(moment.timestamp()) // 60
+        if key not in self._minutes:
+            self._minutes[key] = (day(moment, self.tz), clock(moment, self.tz))
+        return self._minutes[key]
 
     def by(self, user_id: str | None) -> str:
         """ by someone; an imported incident was resolved by nobody in particular."""
@@ -156,11 +165,11 @@ class _Writer:
         out = [f"## Timeline\n\n{PINNED} pinned message · {KEY_ACTION} key action · {ANNOUNCED} status or severity · {NOTED} note"]
         current_day = None
         for event in self.events:
-            this_day = day(event.occurred_at, self.tz)
+            this_day, at = self.minute(event.occurred_at)
             if this_day != current_day:
                 out.append(f"\n### {this_day}\n")
                 current_day = this_day
-            out.append(f"- {clock(event.occurred_at, self.tz)} {self.line(event)}")
+            out.append(f"- {at} {self.line(event)}")
         if current_day is None:
             out.append("\nNothing was recorded.")
         return "\n".join(out)

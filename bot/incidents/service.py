@@ -189,8 +189,8 @@ class Incidents:
         self._store(reader, incident, messages)
         return incident
 
-    def report(self, incident: Incident, names: dict[str, str]) -> str:
-        events = self.timeline.events(incident.id)
+    def report(self, incident: Incident, names: dict[str, str], events: list[TimelineEvent] | None = None) -> str:
+        events = self.timeline.events(incident.id) if events is None else events
         job_ids = {e.details["job_id"] for e in events if e.details and e.details.get("job_id")}
         return render(Report(incident, events, names, self.timeline.job_results(job_ids), self.tz, utcnow()))
 
@@ -198,12 +198,13 @@ class Incidents:
         """Read the channel (in Slack), write the report, store it, post it as a file."""
         reader = self._reader() if self._rt.slack is not None else None
         names = dict(incident.names or {})
+        if reader is not None and not incident.imported:
+            end = incident.resolved_at or utcnow()
+            self._store(reader, incident, self._read(reader, incident.channel_id, incident.started_at, end))
+        events = self.timeline.events(incident.id)
         if reader is not None:
-            if not incident.imported:
-                end = incident.resolved_at or utcnow()
-                self._store(reader, incident, self._read(reader, incident.channel_id, incident.started_at, end))
-            names = reader.names(sorted(self._people(incident, self.timeline.events(incident.id))))
-        markdown = self.report(incident, names)
+            names = reader.names(sorted(self._people(incident, events)))
+        markdown = self.report(incident, names, events)
         postmortem_id = self.timeline.save_postmortem(incident.id, by, markdown, names)
         filename = f"postmortem-incident-{incident.id}.md"
         again = f"`flowstate-bot postmortem {incident.id} --out {filename}` writes it again"

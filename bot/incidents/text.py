@@ -15,7 +15,8 @@ _TOKEN = re.compile(r"<(@[UW][A-Z0-9]+|#C[A-Z0-9]+|https?://[^\s<>|]+)(?:\|([^<>
 # Inline code stays code in Markdown: nothing inside a code span is markup there.
 _CODE_OR_TOKEN = re.compile(r"`([^`\n]+)`|" + _TOKEN.pattern)
 _LONE_AMPERSAND = re.compile(r"&(?!(?:amp|lt|gt);)")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
+_MARKDOWN_ESCAPES = str.maketrans({c: "\\" + c for c in "\\`*_{}[]<>|~"})
+_LINE_STARTERS = set("#+=-0123456789")
 _MARKDOWN_LINE_START = re.compile(r"^(\s*)([#+=-]|\d+(?=[.)]))")  # a heading, a list item, a rule
 
 
@@ -36,11 +37,16 @@ def _escape_slack(text: str) -> str:
 
 def markdown_safe(text: str) -> str:
     """Plain text as Markdown that shows exactly that text (no emphasis, links, HTML or headings)."""
-    return _MARKDOWN_LINE_START.sub(r"\1\\\2", _MARKDOWN_SPECIAL.sub(r"\\\1", text))
+    escaped = text.translate(_MARKDOWN_ESCAPES)
+    if escaped.lstrip()[:1] in _LINE_STARTERS:
+        escaped = _MARKDOWN_LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", escaped)
+    return escaped
 
 
 def to_markdown(text: str, names: Mapping[str, str]) -> str:
     """A Slack message as escaped Markdown on one line: mentions become @name, links and inline code stay."""
+    if "<" not in text and "`" not in text:  # most messages: no mention, link or code
+        return " ".join(_plain_markdown(text).split())
     out, last = [], 0
     for match in _CODE_OR_TOKEN.finditer(text):
         out.append(_plain_markdown(text[last : match.start()]))
@@ -60,7 +66,7 @@ def to_markdown(text: str, names: Mapping[str, str]) -> str:
 
 
 def _plain_markdown(text: str) -> str:
-    return markdown_safe(html.unescape(text))
+    return markdown_safe(html.unescape(text) if "&" in text else text)
 
 
 def plain(text: str, names: Mapping[str, str]) -> str:

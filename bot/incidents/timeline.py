@@ -118,25 +118,31 @@ class Timeline:
             for e in events
         ]
         with self._store.session.begin() as session:
+            before = self._count(session, incident_id)
             connection = session.connection()
-            return len(connection.execute(self._insert_new(connection), rows).all())
+            # Plain executemany (no RETURNING): the driver's own loop, fast for the ten thousand rows of a history import.
+            connection.execute(self._insert_new(connection), rows)
+            return self._count(session, incident_id) - before
 
     @staticmethod
     def _insert_new(connection) -> Insert:
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        return dialect.insert(TimelineEvent).on_conflict_do_nothing().returning(TimelineEvent.id)
+        return dialect.insert(TimelineEvent).on_conflict_do_nothing()
 
     @staticmethod
     def _count(session, incident_id: int) -> int:
         return session.scalar(select(func.count()).select_from(TimelineEvent).where(TimelineEvent.incident_id == incident_id))
 
     def events(self, incident_id: int, *, latest: int | None = None) -> list[TimelineEvent]:
-        """The timeline in order of occurrence (all of it, or the latest few)."""
+        """The timeline in order of occurrence (all of it, or the latest few), as read-only rows with the
+        event's attributes: plain rows load and read several times faster than ORM objects, which counts
+        for the ten thousand messages of a post-mortem."""
+        columns = TimelineEvent.__table__.columns
+        query = select(*columns).where(columns.incident_id == incident_id)
         with self._store.session() as session:
-            query = select(TimelineEvent).where(TimelineEvent.incident_id == incident_id)
             if latest is None:
-                return list(session.scalars(query.order_by(TimelineEvent.occurred_at, TimelineEvent.id)))
-            newest = session.scalars(query.order_by(TimelineEvent.occurred_at.desc(), TimelineEvent.id.desc()).limit(latest))
+                return list(session.execute(query.order_by(columns.occurred_at, columns.id)))
+            newest = session.execute(query.order_by(columns.occurred_at.desc(), columns.id.desc()).limit(latest))
             return list(reversed(list(newest)))
 
     def count(self, incident_id: int) -> int:
