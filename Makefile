@@ -30,3 +30,4 @@ bench: $(BIN)/flowstate-bot stack-up
 	$(BIN)/python bench/ack_latency.py
 	$(BIN)/python bench/health.py
 	$(BIN)/python bench/stats.py
+	$(BIN)/python bench/postmortem.py
