@@ -38,3 +38,4 @@ bench: $(BIN)/flowstate-bot stack-up
 	$(BIN)/python bench/stats.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/approvals.py
+	$(BIN)/python bench/postmortem.py

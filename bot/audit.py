@@ -1,8 +1,13 @@
-"""The audit trail: one row per decision, written in its own transaction so a failed command keeps it."""
+"""The audit trail: one row per decision, written in its own transaction so a failed command keeps it.
+
+Observers (an incident's timeline) see each row after it is written; one that fails is logged and
+never fails the command.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from typing import Callable, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,6 +15,8 @@ from sqlalchemy.orm import Session
 from bot.redact import redact, redact_value
 from bot.registry import Invocation
 from bot.store import AuditEntry, Store, utcnow
+
+log = logging.getLogger(__name__)
 
 Outcome = Literal[
     "allowed", "denied", "rejected", "succeeded", "failed",
@@ -39,6 +46,7 @@ def _storable(value):
 class AuditLog:
     def __init__(self, store: Store):
         self._store = store
+        self.observers: list[Callable[[AuditEntry], None]] = []
 
     def record(
         self,
@@ -67,6 +75,11 @@ class AuditLog:
         )
         with self._store.session.begin() as session:
             session.add(entry)
+        for observe in self.observers:
+            try:
+                observe(entry)
+            except Exception:
+                log.exception("an observer of the audit log failed on a %s row of /%s", outcome, entry.command)
 
     @staticmethod
     def latest(session: Session, count: int, before: int | None = None) -> list[AuditEntry]:

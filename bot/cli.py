@@ -1,4 +1,4 @@
-"""flowstate-bot: run (Slack), console, migrate, manifest, check."""
+"""flowstate-bot: run (Slack), console, migrate, manifest, check, postmortem."""
 
 from __future__ import annotations
 
@@ -147,6 +147,25 @@ def _slack_user(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value[:40]!r} is not a Slack user id (U... or W...)")
     return value
 
+def cmd_postmortem(settings: Settings, args: argparse.Namespace) -> int:
+    """The post-mortem from the bot's database alone: the stored timeline and the names resolved when it was posted."""
+    runtime = Runtime.build(settings, StackConfig())
+    try:
+        incident = runtime.incidents.timeline.get(args.incident_id)
+        if incident is None:
+            print(f"flowstate-bot: there is no incident #{args.incident_id} in {settings.effective_database_url.split('@')[-1]}", file=sys.stderr)
+            return 1
+        markdown = runtime.incidents.report(incident, incident.names or {})
+    finally:
+        runtime.close()
+    try:
+        Path(args.out).write_text(markdown, encoding="utf-8")
+    except OSError as error:
+        print(f"flowstate-bot: cannot write {args.out}: {error.strerror}", file=sys.stderr)
+        return 1
+    print(f"Wrote the post-mortem of incident #{incident.id} to {args.out}.")
+    return 0
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowstate-bot", description="Slack chat-ops for the Flowstate-AI stack.")
@@ -176,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the configuration and reach every dependency")
     check.add_argument("--stack", metavar="FILE", help="the stack file")
     check.set_defaults(func=cmd_check)
+
+    postmortem = sub.add_parser("postmortem", help="write an incident's post-mortem as Markdown (no Slack needed)")
+    postmortem.add_argument("incident_id", type=int, metavar="ID", help="the incident's number (/incidents lists them)")
+    postmortem.add_argument("--out", required=True, metavar="FILE.md", help="where to write it")
+    postmortem.set_defaults(func=cmd_postmortem)
     return parser
 
 

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     break_glass: bool = True  # admins may run an approval command at once with --break-glass "REASON"
     # A running job's holder renews its heartbeat every few seconds; one silent this long is gone.
     job_lease_seconds: float = Field(30.0, ge=5, le=3600)
+    # Reacting with this emoji (name without colons) adds a message to the open incident's timeline.
+    incident_emoji: str = "pushpin"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # HTTP mode: a request body over this is refused before it is read (Slack's are a few kilobytes).
     max_body_bytes: int = Field(65536, ge=4096, le=10 * 1024 * 1024)
@@ -99,6 +101,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected GROUP_ID=ROLE pairs separated by commas, got {pair!r}")
             groups[group.strip()] = Role.parse(role)
         return groups
+
+    @field_validator("incident_emoji")
+    @classmethod
+    def _emoji(cls, value: str) -> str:
+        name = value.strip().strip(":")
+        if not re.fullmatch(r"[a-z0-9_+'-]{1,100}", name):
+            raise ValueError(f"{value!r} is not an emoji name; give it as Slack names it, such as pushpin")
+        return name
 
     @field_validator("timezone")
     @classmethod

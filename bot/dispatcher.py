@@ -1,7 +1,7 @@
 """The single door: an invocation comes in, a reply goes out; adapters know nothing else.
 
 A command passes small steps in order, one policy each: resolve the name, authorize the caller,
-take a break-glass reason off the text, parse the arguments; then either the approval gate holds it
+take a break-glass reason off the text, parse the arguments, authorize this use of them; then either the approval gate holds it
 as a request, or it runs (audited before and after). Every step that fails ends in one sentence for
 the user and an audit row; a failure of the bot itself (the database down) ends in an error id.
 """
@@ -58,12 +58,17 @@ class Prepared:
 
     def command_line(self) -> str:
         """The command as it will run, from the validated arguments (what an approver approves)."""
-        words = []
-        for value in self.arguments.values():
-            for item in value if isinstance(value, list) else [value]:
-                if item is not None:
-                    words.append(shlex.quote(str(item)))
-        return " ".join([self.cmd.slash, *words])
+        return command_line(self.cmd.slash, self.arguments)
+
+
+def command_line(slash: str, arguments: dict) -> str:
+    """A command and its validated arguments as one line (also how the timeline shows an audited command)."""
+    words = []
+    for value in arguments.values():
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                words.append(shlex.quote(str(item)))
+    return " ".join([slash, *words])
 
 
 def _error_id() -> str:
@@ -105,11 +110,12 @@ class Dispatcher:
     # ---- the checks ------------------------------------------------------------------------------
 
     def prepare(self, invocation: Invocation) -> Prepared:
-        """resolve -> authorize -> break-glass -> parse; raises Refused with the user's sentence."""
+        """resolve -> authorize -> break-glass -> parse -> authorize the use -> check; raises Refused with the user's sentence."""
         cmd = self._resolve(invocation)
         role = self._authorize(invocation, cmd)
         text, reason = self._break_glass(invocation, cmd, role)
         args = self._parse(invocation, cmd, text)
+        self._authorize_use(invocation, cmd, role, args)
         self._check(invocation, cmd, args)
         prepared = Prepared(cmd, args, role, invocation, reason)
         if reason is not None and not prepared.needs_approval:
@@ -120,7 +126,9 @@ class Dispatcher:
         """A stored request, checked again when it runs: the requester may have lost their role meanwhile."""
         cmd = self._resolve(invocation)
         role = self._authorize(invocation, cmd)
-        return Prepared(cmd, cmd.args.model_validate(arguments), role, invocation, break_glass)
+        args = cmd.args.model_validate(arguments)
+        self._authorize_use(invocation, cmd, role, args)
+        return Prepared(cmd, args, role, invocation, break_glass)
 
     def _refuse(self, invocation: Invocation, outcome: str, sentence: str, *, error: str | None = None, **audit) -> None:
         self._record(invocation, outcome, error=error or sentence, **audit)
@@ -164,6 +172,15 @@ class Dispatcher:
                 error=f"needs {cmd.role.name}, has {role.name if role else 'no role'}",
             )
         return role
+
+    def _authorize_use(self, invocation: Invocation, cmd: Command, role: Role, args: BaseModel) -> None:
+        """Some uses of a command need more than the command itself (starting an incident vs adding a note)."""
+        needed = cmd.role_needed(args)
+        if role < needed:
+            self._refuse(
+                invocation, "denied", f"This use of {cmd.slash} needs the {needed.name} role and you have {role.name}.",
+                error=f"needs {needed.name}, has {role.name}",
+            )
 
     def _break_glass(self, invocation: Invocation, cmd: Command, role: Role) -> tuple[str, str | None]:
         """`--break-glass "REASON"` lets an admin run an approval command at once, loudly."""

@@ -12,7 +12,14 @@ BOT_SCOPES = [
     "chat:write.public",
     "users:read",
     "usergroups:read",
+    # incidents: the pin reaction, reading a channel for the timeline and the post-mortem, posting it as a file
+    "reactions:read",
+    "channels:history",
+    "groups:history",
+    "files:write",
 ]
+BOT_EVENTS = ["reaction_added"]
+TIMELINE_SHORTCUT = "incident_timeline_add"
 
 
 def build_manifest(commands: dict[str, Command], request_url: str | None = None) -> dict:
@@ -31,8 +38,10 @@ def build_manifest(commands: dict[str, Command], request_url: str | None = None)
             entry["url"] = request_url
         slash_commands.append(entry)
     interactivity: dict = {"is_enabled": True}
+    events: dict = {"bot_events": BOT_EVENTS}
     if request_url:
         interactivity["request_url"] = request_url
+        events = {"request_url": request_url, **events}
     return {
         "display_information": {
             "name": "Flowstate Ops",
@@ -41,9 +50,18 @@ def build_manifest(commands: dict[str, Command], request_url: str | None = None)
         "features": {
             "bot_user": {"display_name": "flowstate-ops", "always_online": True},
             "slash_commands": slash_commands,
+            "shortcuts": [
+                {
+                    "name": "Add to incident timeline",
+                    "type": "message",
+                    "callback_id": TIMELINE_SHORTCUT,
+                    "description": "Adds this message (and its thread) to the open incident's timeline.",
+                }
+            ],
         },
         "oauth_config": {"scopes": {"bot": BOT_SCOPES}},
         "settings": {
+            "event_subscriptions": events,
             "interactivity": interactivity,
             "org_deploy_enabled": False,
             "socket_mode_enabled": request_url is None,

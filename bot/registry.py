@@ -77,10 +77,15 @@ class Command:
     changes: bool = False
     # Checks that need the stack (is this a known service?), run before a request is made; raise CommandError.
     check: Callable[["Runtime", Any], None] | None = None
+    # A higher role for some uses, from the parsed arguments (`role` is what any use needs).
+    role_for: Callable[[Any], Role] | None = None
 
     @property
     def slash(self) -> str:
         return "/" + self.name
+
+    def role_needed(self, args: BaseModel) -> Role:
+        return max(self.role, self.role_for(args)) if self.role_for else self.role
 
     def approval_needed(self, args: BaseModel) -> bool:
         if callable(self.needs_approval):
@@ -101,6 +106,7 @@ def command(
     needs_approval: bool | Callable[[Any], bool] = False,
     changes: bool = False,
     check: Callable[["Runtime", Any], None] | None = None,
+    role_for: Callable[[Any], Role] | None = None,
 ) -> Callable[[Callable[[Context, Any], Reply]], Callable[[Context, Any], Reply]]:
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
         raise ValueError(f"command name {name!r} is not a valid Slack command")
@@ -110,7 +116,9 @@ def command(
     def register(handler: Callable[[Context, Any], Reply]) -> Callable[[Context, Any], Reply]:
         if name in COMMANDS:
             raise ValueError(f"/{name} is declared twice")
-        COMMANDS[name] = Command(name, summary, usage, args, role, handler, needs_approval, changes or bool(needs_approval), check)
+        COMMANDS[name] = Command(
+            name, summary, usage, args, role, handler, needs_approval, changes or bool(needs_approval), check, role_for
+        )
         return handler
 
     return register
@@ -144,6 +152,13 @@ def _user_id(value: object) -> object:
 UserId = typing.Annotated[str, BeforeValidator(_user_id)]
 
 
+class _FreeTextMarker:
+    """Marks a last field that takes the rest of the line as typed: quotes and apostrophes are text, not syntax."""
+
+
+FreeText = typing.Annotated[str, _FreeTextMarker()]
+
+
 def _is_list(annotation: object) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -152,12 +167,17 @@ def _is_list(annotation: object) -> bool:
 
 
 def parse_arguments(cmd: Command, text: str) -> BaseModel:
-    """Positional words fill the model's fields in order; quotes group words; a trailing list field takes the rest."""
+    """Positional words fill the model's fields in order; quotes group words; a trailing list field takes the rest.
+
+    A trailing FreeText field takes the rest of the line verbatim, after plain words for the fields before it.
+    """
+    names = list(cmd.args.model_fields)
+    if names and any(isinstance(m, _FreeTextMarker) for m in cmd.args.model_fields[names[-1]].metadata):
+        return _validate(cmd, dict(zip(names, text.split(None, len(names) - 1))))
     try:
         words = shlex.split(text)
     except ValueError:
         raise ArgumentError("a quote is not closed") from None
-    names = list(cmd.args.model_fields)
     data: dict[str, object] = {}
     if names and _is_list(cmd.args.model_fields[names[-1]].annotation):
         data = dict(zip(names[:-1], words))
@@ -170,6 +190,10 @@ def parse_arguments(cmd: Command, text: str) -> BaseModel:
             shown = extra if len(extra) <= 40 else extra[:40] + "…"  # never echo a flood back
             raise ArgumentError(f"unexpected {shown!r}")
         data = dict(zip(names, words))
+    return _validate(cmd, data)
+
+
+def _validate(cmd: Command, data: dict[str, object]) -> BaseModel:
     try:
         return cmd.args.model_validate(data)
     except ValidationError as error:

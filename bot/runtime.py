@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bot.approvals import Approvals, Notifier
 from bot.audit import AuditLog
@@ -11,9 +11,13 @@ from bot.authz import Authorizer, GroupMembers
 from bot.config import Settings, StackConfig
 from bot.dispatcher import Dispatcher
 from bot.docker_stack import ComposeStack
+from bot.incidents.service import Incidents
 from bot.jobs.queue import ChangeLocks, JobQueue, new_holder
 from bot.registry import Command, load_commands
 from bot.store import Store
+
+if TYPE_CHECKING:
+    from slack_sdk import WebClient
 
 
 @dataclass
@@ -26,18 +30,22 @@ class Runtime:
     commands: dict[str, Command]
     docker: ComposeStack | None = None  # None when the stack file names no Compose project
     notifier: Notifier | None = None  # None in the console: requests are only in the database
+    slack: "WebClient | None" = None  # the Web API, for reading channels (None in the console)
     wake: Callable[[], None] = lambda: None  # tells the runners a job is queued
     holder: str = field(default_factory=new_holder)  # this process, as the holder of the jobs it runs
     dispatcher: Dispatcher = field(init=False)
     jobs: JobQueue = field(init=False)
     locks: ChangeLocks = field(init=False)
     approvals: Approvals = field(init=False)
+    incidents: Incidents = field(init=False)
 
     def __post_init__(self) -> None:
         self.dispatcher = Dispatcher(self)
         self.jobs = JobQueue(self.store)
         self.locks = ChangeLocks(self.store, self.settings.job_lease_seconds)
         self.approvals = Approvals(self)
+        self.incidents = Incidents(self)
+        self.audit.observers.append(self.incidents.on_audit)  # commands and approval steps land on a timeline
 
     @property
     def stack_name(self) -> str:
@@ -54,6 +62,7 @@ class Runtime:
         local_admins: frozenset[str] = frozenset(),
         migrate: bool = True,
         notifier: Notifier | None = None,
+        slack: "WebClient | None" = None,
     ) -> "Runtime":
         store = Store(settings.effective_database_url)
         if migrate:
@@ -67,6 +76,7 @@ class Runtime:
             commands=load_commands(),
             docker=ComposeStack(stack.stack.compose_project, settings.docker_url) if stack.stack.compose_project else None,
             notifier=notifier,
+            slack=slack,
         )
 
     def close(self) -> None:

@@ -3,6 +3,12 @@
 The listener inserts the job (Slack's trigger_id is its dedupe key, so a redelivered request is one
 job) and acks; runner processes (bot/jobs/runner.py) claim and run it. Nothing is lost if the bot
 dies after the ack: the job is in the database.
+
+A pin reaction (Events API) and the "Add to incident timeline" message shortcut are
+`/incident add-message TS` from the person who reacted or clicked: the same role check, audit and
+runner. Bolt acknowledges an event before its listener runs, so the listener only inserts the job
+(keyed by the envelope's event_id: Slack's retries are one job); reading the message from Slack
+happens in the runner, never on the path that answers Slack.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from slack_sdk import WebClient
 from bot.approvals import APPROVE, CANCEL, DENY
 from bot.config import ConfigError
 from bot.jobs.runner import RunnerProcesses
+from bot.manifest import TIMELINE_SHORTCUT
 from bot.registry import Command, Invocation
 from bot.runtime import Runtime
 from bot.slack_client import SlackNotifier
@@ -54,12 +61,15 @@ class SlackAdapter:
                 f"({type(error).__name__})"
             ) from None
         runtime.notifier = SlackNotifier(client)  # the supervisor tells channels about interrupted jobs
+        runtime.slack = client
         self.runners = RunnerProcesses(settings, runtime.stack, runtime)
         runtime.wake = self.runners.notify
         for cmd in runtime.commands.values():
             self.app.command(cmd.slash)(self._command_listener(cmd))
         for action_id in _VERBS:
             self.app.action(action_id)(self._on_click)
+        self.app.event("reaction_added")(self._on_reaction)
+        self.app.shortcut(TIMELINE_SHORTCUT)(self._on_timeline_shortcut)
 
     def _queue(self, ack, invocation: Invocation, response_url: str | None, dedupe_key: str | None) -> None:
         """The job row first, then the ack: an acknowledged command is never lost."""
@@ -105,6 +115,30 @@ class SlackAdapter:
             return
         trigger = body.get("trigger_id") or f"{action.get('action_ts')}:{invocation.user_id}"
         self._queue(ack, invocation, body.get("response_url"), f"click:{trigger}")
+
+    def _on_reaction(self, ack, body: dict, event: dict) -> None:
+        """The incident emoji on a message in a channel with an open incident: that message joins its timeline."""
+        item = event.get("item") or {}
+        reaction = str(event.get("reaction", "")).split("::")[0]  # without a skin tone
+        channel, ts = item.get("channel"), str(item.get("ts", ""))
+        if reaction != self.runtime.settings.incident_emoji or item.get("type") != "message" or not channel:
+            return
+        if not re.fullmatch(r"\d{1,12}\.\d{1,6}", ts) or self.runtime.incidents.timeline.open_in(channel) is None:
+            return  # a pin anywhere else is just a reaction
+        invocation = Invocation(str(event.get("user", "")), "incident", f"add-message {ts} reaction", channel, "slack")
+        self._queue(ack, invocation, None, f"event:{body.get('event_id')}")  # Bolt has acked already
+
+    def _on_timeline_shortcut(self, ack, body: dict) -> None:
+        message = body.get("message") or {}
+        invocation = Invocation(
+            user_id=str((body.get("user") or {}).get("id", "")),
+            command="incident",
+            text=f"add-message {message.get('ts', '')} shortcut",
+            channel_id=(body.get("channel") or {}).get("id"),
+            source="slack",
+        )
+        trigger = body.get("trigger_id") or f"{message.get('ts')}:{invocation.user_id}"
+        self._queue(ack, invocation, body.get("response_url"), f"shortcut:{trigger}")
 
     def _tampered(self, invocation: Invocation, response_url: str | None) -> None:
         from bot.registry import Reply

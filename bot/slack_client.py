@@ -21,10 +21,15 @@ from bot.registry import Invocation, Reply
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 3.0  # seconds: a rate-limited call waits at most this long, not what Slack asks
+PATIENT_RETRY_AFTER = 60.0  # ...unless nobody waits on it: reading history for a post-mortem honours Retry-After
 
 
 class CappedRateLimitRetryHandler(RateLimitErrorRetryHandler):
     """Slack's Retry-After can be long; a user waiting for a reply (or a role check) should not wait for it."""
+
+    def __init__(self, max_retry_count: int = 1, cap: float = MAX_RETRY_AFTER):
+        super().__init__(max_retry_count=max_retry_count)
+        self.cap = cap
 
     def prepare_for_next_attempt(self, *, state, request, response=None, error=None) -> None:
         if response is None:
@@ -35,7 +40,7 @@ class CappedRateLimitRetryHandler(RateLimitErrorRetryHandler):
             seconds = float(value[0] if isinstance(value, list) else value)
         except (TypeError, ValueError, IndexError):
             seconds = 1.0
-        time.sleep(min(max(seconds, 0.0), MAX_RETRY_AFTER))
+        time.sleep(min(max(seconds, 0.0), self.cap))
         state.increment_current_attempt()
 
 
@@ -45,6 +50,20 @@ def _retry_handlers() -> list[RetryHandler]:
         ServerErrorRetryHandler(max_retry_count=2),
         ConnectionErrorRetryHandler(max_retry_count=1),
     ]
+
+
+def patient_client(client: WebClient) -> WebClient:
+    """The same app for background reading (a channel's history): waits as long as Slack asks, up to a minute."""
+    return WebClient(
+        token=client.token,
+        base_url=client.base_url,
+        timeout=client.timeout,
+        retry_handlers=[
+            CappedRateLimitRetryHandler(max_retry_count=5, cap=PATIENT_RETRY_AFTER),
+            ServerErrorRetryHandler(max_retry_count=2),
+            ConnectionErrorRetryHandler(max_retry_count=1),
+        ],
+    )
 
 
 def web_client(settings: Settings) -> WebClient:

@@ -519,9 +519,19 @@ class SlackDouble:
             key=_message_key,
         )
 
-    def _with_thread_summary(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
+    def _threads(self, channel: str) -> dict[str, list[dict[str, Any]]]:
+        """Every thread's replies by parent ts, in one pass (a page of history then costs no scan per message)."""
+        threads: dict[str, list[dict[str, Any]]] = {}
+        for message in sorted(self._messages.get(channel, {}).values(), key=_message_key):
+            if _is_reply(message):
+                threads.setdefault(message["thread_ts"], []).append(message)
+        return threads
+
+    def _with_thread_summary(
+        self, channel: str, message: dict[str, Any], threads: dict[str, list[dict[str, Any]]] | None = None
+    ) -> dict[str, Any]:
         rendered = dict(message)
-        replies = self._replies(channel, message["ts"])
+        replies = threads.get(message["ts"], []) if threads is not None else self._replies(channel, message["ts"])
         if replies:
             users = list(dict.fromkeys(r.get("user") for r in replies if r.get("user")))
             rendered.update(
@@ -645,8 +655,9 @@ class SlackDouble:
             start = _decode_cursor(params["cursor"])
             selected = [m for m in selected if _ts_us(m["ts"]) <= start]
         page, has_more = selected[:limit], len(selected) > limit
+        threads = self._threads(channel)
         return {
-            "messages": [self._with_thread_summary(channel, m) for m in page],
+            "messages": [self._with_thread_summary(channel, m, threads) for m in page],
             "has_more": has_more,
             "pin_count": 0,
             "channel_actions_ts": None,

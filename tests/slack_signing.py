@@ -173,6 +173,39 @@ class SlackSender:
         body = urlencode({"payload": json.dumps(payload)})
         return self._post(body, "application/x-www-form-urlencoded", timestamp, sign_with, unsigned, headers)
 
+    def message_shortcut(
+        self,
+        callback_id: str,
+        user_id: str,
+        channel_id: str,
+        message: Mapping[str, Any],
+        response_url: str,
+        *,
+        trigger_id: str | None = None,
+        timestamp: int | str | None = None,
+        sign_with: str | None = None,
+        unsigned: bool = False,
+    ) -> Reply:
+        """A message shortcut (``message_action``) on ``message`` (at least its ``ts``), as a form field ``payload``."""
+        name = user_id.lower()
+        payload = {
+            "type": "message_action",
+            "token": self.verification_token,
+            "action_ts": f"{time.time():.6f}",
+            "team": {"id": self.team_id, "domain": self.team_domain},
+            "user": {"id": user_id, "username": name, "name": name, "team_id": self.team_id},
+            "channel": {"id": channel_id, "name": channel_id.lower()},
+            "is_enterprise_install": False,
+            "enterprise": None,
+            "callback_id": callback_id,
+            "trigger_id": trigger_id or _trigger_id(),
+            "response_url": response_url,
+            "message_ts": message["ts"],
+            "message": {"type": "message", "text": "", **dict(message)},
+        }
+        body = urlencode({"payload": json.dumps(payload)})
+        return self._post(body, "application/x-www-form-urlencoded", timestamp, sign_with, unsigned, None)
+
     def event(
         self,
         event: Mapping[str, Any],

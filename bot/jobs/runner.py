@@ -209,7 +209,9 @@ def runner_main(settings: Settings, stack: StackConfig, doorbell, ready) -> None
     configure_logging(settings.log_level)
     client = web_client(settings)
     # The parent migrated the database before starting any runner.
-    runtime = Runtime.build(settings, stack, group_members=group_members(client), migrate=False, notifier=SlackNotifier(client))
+    runtime = Runtime.build(
+        settings, stack, group_members=group_members(client), migrate=False, notifier=SlackNotifier(client), slack=client
+    )
     runner = Runner(runtime, client)
     runtime.wake = runner.wake.set
     threading.Thread(target=_listen, args=(doorbell, runner.wake), name="doorbell", daemon=True).start()

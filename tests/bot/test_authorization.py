@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.registry import load_commands
+from bot.registry import load_commands, parse_arguments
 from bot.roles import Role
 from bot.store import AuditEntry, RoleAssignment
 from tests.conftest import grant, run
@@ -21,11 +21,19 @@ SAMPLES = {
     "user": "alice@example.com",
     "user-add": 'new.user@example.com "New User"',
     "user-role": "alice@example.com user",
+    "incident": "start Checkout failing --sev 2",  # a viewer may add notes, only an operator may start one
+    "incidents": "",
+    "postmortem": "",
 }
 # What an allowed caller's audit shows when it is not simply allowed then succeeded: with no stack
-# file, /restart is refused by its service check before any request is made.
-# The users-table commands run and fail, saying the stack file has no [database] section.
-ALLOWED_OUTCOMES = {"restart": ["rejected"], **{name: ["allowed", "failed"] for name in ("user", "user-add", "user-role")}}
+# file, /restart is refused by its service check before any request is made; the users-table commands
+# run and fail, saying the stack file has no [database] section; with no incident in the channel,
+# /postmortem says so.
+ALLOWED_OUTCOMES = {
+    "restart": ["rejected"],
+    "postmortem": ["allowed", "failed"],
+    **{name: ["allowed", "failed"] for name in ("user", "user-add", "user-role")},
+}
 
 ROLES = [None, *Role]
 
@@ -40,7 +48,8 @@ def test_command_by_role(make_runtime, name, role):
     runtime = make_runtime()
     if role is not None:
         grant(runtime, "U1", role)
-    declared = runtime.commands[name].role
+    cmd = runtime.commands[name]
+    declared = cmd.role_needed(parse_arguments(cmd, SAMPLES[name]))
     reply = run(runtime, "U1", f"/{name} {SAMPLES[name]}")
     with runtime.store.session() as session:
         outcomes = [row.outcome for row in session.query(AuditEntry).order_by(AuditEntry.id)]
@@ -49,7 +58,10 @@ def test_command_by_role(make_runtime, name, role):
         assert "needs the" not in reply.text
     else:
         assert outcomes == ["denied"]
-        assert reply.text.startswith(f"/{name} needs the {declared.name} role")
+        if role is None or role < cmd.role:
+            assert reply.text.startswith(f"/{name} needs the {cmd.role.name} role")
+        else:
+            assert reply.text == f"This use of /{name} needs the {declared.name} role and you have {role.name}."
 
 
 def test_a_denied_grant_changes_nothing(make_runtime):

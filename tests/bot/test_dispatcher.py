@@ -4,7 +4,7 @@ import logging
 
 from pydantic import BaseModel, SecretStr
 
-from bot.registry import Command, CommandError, NoArgs, Reply
+from bot.registry import Command, CommandError, FreeText, NoArgs, Reply
 from bot.roles import Role
 from bot.store import AuditEntry, RoleAssignment
 from tests.conftest import run
@@ -60,6 +60,43 @@ def test_quoted_words_stay_together(make_runtime):
     run(runtime, "UA", '/note "db is slow" since "12:00 UTC" today')
     assert seen["args"].title == "db is slow"
     assert seen["args"].words == ["since", "12:00 UTC", "today"]
+
+
+def test_a_free_text_field_takes_the_rest_of_the_line_with_its_quotes_and_apostrophes(make_runtime):
+    seen = {}
+
+    class Args(BaseModel):
+        action: str
+        text: FreeText = ""
+
+    def handler(ctx, args):
+        seen["args"] = args
+        return Reply("ok")
+
+    runtime = make_runtime(admins=["UA"])
+    _with_command(runtime, "note", handler, Args)
+    run(runtime, "UA", """/note add  the db can't keep up "since noon" """)
+    assert (seen["args"].action, seen["args"].text) == ("add", 'the db can\'t keep up "since noon"')
+    run(runtime, "UA", "/note show")
+    assert (seen["args"].action, seen["args"].text) == ("show", "")
+
+
+def test_a_use_that_needs_a_higher_role_is_denied_after_parsing_and_audited(make_runtime):
+    class Args(BaseModel):
+        action: str
+
+    runtime = make_runtime(admins=["UA"], default_role="viewer")
+    runtime.commands = {
+        **runtime.commands,
+        "thing": Command(
+            "thing", "test", "/thing", Args, Role.viewer, lambda ctx, args: Reply(f"did {args.action}"),
+            role_for=lambda args: Role.operator if args.action == "change" else Role.viewer,
+        ),
+    }
+    assert run(runtime, "UV", "/thing look").text == "did look"
+    assert run(runtime, "UV", "/thing change").text == "This use of /thing needs the operator role and you have viewer."
+    assert run(runtime, "UA", "/thing change").text == "did change"
+    assert [(row.user_id, row.outcome) for row in _audit(runtime)][-4:-2] == [("UV", "succeeded"), ("UV", "denied")]
 
 
 def test_an_unexpected_error_gives_an_error_id_not_a_traceback(make_runtime, caplog):

@@ -2,7 +2,7 @@
 
 import re
 
-from bot.manifest import build_manifest, render_manifest
+from bot.manifest import TIMELINE_SHORTCUT, build_manifest, render_manifest
 from bot.registry import load_commands
 from tests.conftest import ROOT
 
@@ -30,3 +30,14 @@ def test_http_mode_points_every_command_at_the_request_url():
     assert manifest["settings"]["socket_mode_enabled"] is False
     assert manifest["settings"]["interactivity"]["request_url"] == "https://ops.example.com/slack/events"
     assert {entry["url"] for entry in manifest["features"]["slash_commands"]} == {"https://ops.example.com/slack/events"}
+
+
+def test_the_manifest_asks_for_what_incidents_need_the_pin_event_history_files_and_the_shortcut():
+    for request_url in (None, "https://ops.example.com/slack/events"):
+        manifest = build_manifest(load_commands(), request_url)
+        assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["reaction_added"]
+        assert {"reactions:read", "channels:history", "groups:history", "files:write", "users:read"} <= set(manifest["oauth_config"]["scopes"]["bot"])
+        (shortcut,) = manifest["features"]["shortcuts"]
+        assert (shortcut["type"], shortcut["callback_id"], shortcut["name"]) == ("message", TIMELINE_SHORTCUT, "Add to incident timeline")
+        assert len(shortcut["description"]) <= 150
+    assert manifest["settings"]["event_subscriptions"]["request_url"] == "https://ops.example.com/slack/events"

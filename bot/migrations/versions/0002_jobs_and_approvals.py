@@ -1,7 +1,7 @@
 """Durable jobs (with their approvals), the one-change lock, and audit rows linked to jobs.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0002
+Revises: 0001
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 
 from bot.store import UTCDateTime
 
-revision = "0004"
+revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None

@@ -1,14 +1,14 @@
 """The audit log cannot be rewritten by REPLACE (SQLite) or TRUNCATE (PostgreSQL); audit rows name their origin.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0004
+Revises: 0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,107 @@
+"""The timeline captures itself: audit rows in an incident's channel become events, and so do Slack messages.
+
+Commands and approval steps are not instrumented one by one: every one of them already writes an audit
+row (with its job), so the audit log's observer is the single place that turns them into timeline events.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.dispatcher import command_line
+from bot.incidents.model import APPROVAL, COMMAND
+from bot.incidents.timeline import Event, Timeline
+from bot.incidents.when import from_ts
+from bot.store import AuditEntry
+
+if TYPE_CHECKING:
+    from bot.jobs.model import Job
+    from bot.runtime import Runtime
+
+COMMAND_OUTCOMES = ("succeeded", "failed", "denied", "rejected")
+APPROVAL_STEPS = ("requested", "approved", "declined", "cancelled", "expired", "break-glass", "interrupted")
+# Their own steps are on the timeline already (a status change, a note, an approval): not again as commands.
+SELF_RECORDED = ("incident", "incidents", "postmortem", "approvals")
+
+
+class AuditCapture:
+    def __init__(self, runtime: "Runtime", timeline: Timeline):
+        self._rt = runtime
+        self._timeline = timeline
+
+    def __call__(self, entry: AuditEntry) -> None:
+        if entry.outcome in APPROVAL_STEPS and entry.job_id is not None:
+            job = self._rt.jobs.get(entry.job_id)
+            incident = self._timeline.open_in(job.channel_id if job else entry.channel_id)
+            if incident is not None and job is not None:
+                self._timeline.add(incident.id, self._approval_step(entry, job))
+            return
+        if entry.command in SELF_RECORDED or entry.outcome not in (*COMMAND_OUTCOMES, "allowed"):
+            return
+        incident = self._timeline.open_in(entry.channel_id)
+        if incident is None:
+            return
+        job = self._rt.jobs.get(entry.job_id) if entry.job_id is not None else None
+        if entry.outcome == "allowed":
+            if job is not None and (job.approver or job.break_glass):  # a request starts to run
+                self._timeline.add(incident.id, self._run_started(entry, job))
+            return
+        self._timeline.add(incident.id, self._command(entry, job))
+
+    def _line(self, entry: AuditEntry) -> str:
+        arguments = entry.arguments or {}
+        if set(arguments) == {"text"}:  # not parsed (rejected, denied): as typed
+            return f"/{entry.command} {arguments['text']}".strip()
+        return command_line(f"/{entry.command}", arguments)
+
+    def _command(self, entry: AuditEntry, job: "Job | None") -> Event:
+        details = {"outcome": entry.outcome, "duration_ms": entry.duration_ms, "command": self._line(entry)}
+        if entry.error:
+            details["error"] = entry.error
+        if job is not None:
+            details["job_id"] = job.id
+            if job.approver:
+                details["approved_by"] = job.approver
+            if job.break_glass:
+                details["break_glass"] = job.break_glass
+        return Event(COMMAND, entry.at, f"`{self._line(entry)}` {entry.outcome}", entry.user_id, details, entry.channel_id)
+
+    def _run_started(self, entry: AuditEntry, job: "Job") -> Event:
+        line = self._rt.approvals.command_line(job)
+        how = f"approved by <@{job.approver}>" if job.approver else "break-glass"
+        details = {"step": "running", "job_id": job.id, "command": line}
+        return Event(APPROVAL, entry.at, f"Request #{job.id} `{line}` started ({how})", entry.user_id, details, job.channel_id)
+
+    def _approval_step(self, entry: AuditEntry, job: "Job") -> Event:
+        line = self._rt.approvals.command_line(job)
+        said = {
+            "requested": f"Request #{job.id} `{line}` asked for approval by <@{entry.user_id}>",
+            "approved": f"Request #{job.id} `{line}` approved by <@{entry.user_id}>",
+            "declined": f"Request #{job.id} `{line}` denied by <@{entry.user_id}>",
+            "cancelled": f"Request #{job.id} `{line}` cancelled by <@{entry.user_id}>",
+            "expired": f"Request #{job.id} `{line}` expired without approval",
+            "break-glass": f"Break-glass: <@{entry.user_id}> ran `{line}` without approval; reason: {entry.error or ''}",
+            "interrupted": f"Request #{job.id} `{line}` was interrupted: the bot process running it stopped",
+        }[entry.outcome]
+        details = {"step": entry.outcome, "job_id": job.id, "command": line}
+        if entry.outcome == "break-glass":
+            details["break_glass"] = entry.error or ""
+        actor = None if entry.outcome in ("expired", "interrupted") else entry.user_id
+        return Event(APPROVAL, entry.at, said, actor, details, job.channel_id)
+
+
+def message_event(kind: str, channel: str, message: dict, *, permalink: str | None, details: dict | None = None) -> Event:
+    """A Slack message as a timeline event, at the time it was posted; its author is the actor."""
+    facts = dict(details or {})
+    if message.get("bot_id") or message.get("subtype") == "bot_message":
+        facts["bot"] = message.get("username") or (message.get("bot_profile") or {}).get("name") or message.get("user") or "a bot"
+    if message.get("edited"):
+        facts["edited"] = True
+    files = [f.get("name") or f.get("title") or "a file" for f in message.get("files") or []]
+    if files:
+        facts["files"] = files
+    thread_ts = message.get("thread_ts") if message.get("thread_ts") != message["ts"] else None
+    return Event(
+        kind, from_ts(message["ts"]), message.get("text") or "", message.get("user"), facts or None,
+        channel, message["ts"], thread_ts, permalink,
+    )

@@ -1,0 +1,90 @@
+"""The rows of an incident, its timeline and its post-mortems."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bot.store import Base, UTCDateTime
+
+OPEN, RESOLVED = "open", "resolved"
+
+# Timeline event kinds.
+COMMAND = "command"  # a command run in the incident's channel, with its outcome
+APPROVAL = "approval"  # a step of a request that needs a second person (or a break-glass run)
+STATUS = "status"  # started, a status update, resolved
+SEVERITY = "severity"
+NOTE = "note"
+SLACK_MESSAGE = "slack_message"  # a message someone pinned to the timeline (reaction or shortcut)
+IMPORTED = "imported_message"  # a message read from the channel's history for the post-mortem
+KINDS = (COMMAND, APPROVAL, STATUS, SEVERITY, NOTE, SLACK_MESSAGE, IMPORTED)
+
+SEVERITIES = (1, 2, 3, 4)
+DEFAULT_SEVERITY = 3
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+    # One open incident per channel, held by the database itself (two starts at once: one wins).
+    __table_args__ = (
+        Index(
+            "ux_incidents_open_channel", "channel_id", unique=True,
+            sqlite_where=text("state = 'open'"), postgresql_where=text("state = 'open'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel_id: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(Text)
+    severity: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str | None] = mapped_column(Text)  # the latest status update
+    summary: Mapped[str | None] = mapped_column(Text)  # what the resolver said
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_by: Mapped[str] = mapped_column(String(64))
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+    message_ts: Mapped[str | None] = mapped_column(String(32))  # the summary message, updated in place
+    imported: Mapped[bool] = mapped_column(Boolean, default=False)  # made from a channel's history after the fact
+    names: Mapped[dict | None] = mapped_column(JSON)  # user id -> name, as resolved for the last post-mortem
+
+    @property
+    def label(self) -> str:
+        return f"incident #{self.id}"
+
+
+class TimelineEvent(Base):
+    __tablename__ = "incident_events"
+    # A message captured twice (Slack's retries, two people reacting) is stored once.
+    __table_args__ = (
+        UniqueConstraint("incident_id", "channel_id", "ts", "kind", name="uq_incident_events_message"),
+        Index("ix_incident_events_incident_occurred", "incident_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(24))
+    actor: Mapped[str | None] = mapped_column(String(64))  # a Slack user id; None for the bot itself
+    text: Mapped[str] = mapped_column(Text)  # Slack mrkdwn as written (mentions as <@U...>)
+    details: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))  # SQL NULL, not JSON null: nothing to decode
+    channel_id: Mapped[str | None] = mapped_column(String(64))
+    ts: Mapped[str | None] = mapped_column(String(32))
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    permalink: Mapped[str | None] = mapped_column(Text)
+
+
+class Postmortem(Base):
+    """Every post-mortem written, as posted: the CLI can write the same file again without Slack."""
+
+    __tablename__ = "incident_postmortems"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(64))
+    markdown: Mapped[str] = mapped_column(Text)
+    file_id: Mapped[str | None] = mapped_column(String(32))

@@ -1,0 +1,90 @@
+"""What Slack and the console show of an incident: its summary message, the timeline, the list."""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+
+from bot import blocks
+from bot.humanize import duration
+from bot.incidents.model import APPROVAL, COMMAND, NOTE, OPEN, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent
+from bot.incidents.text import slack_safe
+from bot.incidents.when import clock, day, full
+from bot.registry import Reply
+
+MARKS = {SLACK_MESSAGE: "📌", COMMAND: "🔧", APPROVAL: "🔧", STATUS: "📣", SEVERITY: "📣", NOTE: "📝"}
+SHOWN_EVENTS = 60  # a Slack message holds about this many lines comfortably
+
+
+def headline(incident: Incident) -> str:
+    icon = "🚨" if incident.state == OPEN else "✅"
+    return f"{icon} *Incident #{incident.id}: {slack_safe(incident.title)}* · SEV{incident.severity}"
+
+
+def summary(incident: Incident, tz: tzinfo, now: datetime) -> Reply:
+    """The incident's one message in its channel, updated in place as it changes."""
+    started = f"Started {full(incident.started_at, tz)} by <@{incident.started_by}>"
+    if incident.state == OPEN:
+        state = f"Open for {duration((now - incident.started_at).total_seconds())}"
+        status = f"*Status:* {slack_safe(incident.status)}" if incident.status else "*Status:* investigating"
+        hint = "/incident status TEXT · /incident note TEXT · react with the pin emoji or use “Add to incident timeline” on a message"
+    else:
+        state = f"Resolved {full(incident.resolved_at, tz)} by <@{incident.resolved_by}> after " + duration(
+            (incident.resolved_at - incident.started_at).total_seconds()
+        )
+        status = f"*Summary:* {slack_safe(incident.summary)}" if incident.summary else "*Resolved.*"
+        hint = "/postmortem writes the post-mortem"
+    parts = [blocks.section(headline(incident)), blocks.section(status), blocks.context(f"{started} · {state}"), blocks.context(hint)]
+    text = f"Incident #{incident.id}: {slack_safe(incident.title)} (SEV{incident.severity}, {incident.state})"
+    return Reply(text, parts, in_channel=True)
+
+
+def event_line(event: TimelineEvent, tz: tzinfo) -> str:
+    mark = MARKS.get(event.kind, "💬")
+    who = f"<@{event.actor}>" if event.actor else "flowstate-bot"
+    if (event.details or {}).get("bot"):
+        who = f"{slack_safe(event.details['bot'])} (bot)"
+    return f"{clock(event.occurred_at, tz)} {mark} {who}: {slack_safe(event.text)}"
+
+
+def dated_lines(events: list[TimelineEvent], tz: tzinfo) -> list[str]:
+    lines, current = [], None
+    for event in events:
+        this_day = day(event.occurred_at, tz)
+        if this_day != current:
+            lines.append(f"*{this_day}*")
+            current = this_day
+        lines.append(event_line(event, tz))
+    return lines
+
+
+def glance(incident: Incident, latest: list[TimelineEvent], tz: tzinfo, now: datetime) -> Reply:
+    reply = summary(incident, tz, now)
+    lines = dated_lines(latest, tz) or ["Nothing on the timeline yet."]
+    reply.blocks += [blocks.divider(), *blocks.sections(lines)]
+    reply.text += "\n" + "\n".join(lines)
+    reply.in_channel = False
+    return reply
+
+
+def timeline(incident: Incident, events: list[TimelineEvent], total: int, tz: tzinfo) -> Reply:
+    lines = dated_lines(events, tz)
+    head = f"*Timeline of incident #{incident.id}: {slack_safe(incident.title)}* (times in {tz})"
+    if total > len(events):
+        lines.insert(0, f"_… {total - len(events)} earlier events; /postmortem writes the whole timeline._")
+    if not lines:
+        lines = ["Nothing on the timeline yet."]
+    return Reply("\n".join([head, *lines]), [blocks.section(head), *blocks.sections(lines)])
+
+
+def listing(incidents: list[Incident], tz: tzinfo, now: datetime) -> Reply:
+    if not incidents:
+        return Reply("No incident has been started yet; /incident start TITLE opens one.")
+    lines = []
+    for incident in incidents:
+        end = incident.resolved_at or now
+        state = "open" if incident.state == OPEN else "resolved"
+        lines.append(
+            f"#{incident.id} SEV{incident.severity} {state} · <#{incident.channel_id}> · {slack_safe(incident.title)} · "
+            f"{full(incident.started_at, tz)}, {duration((end - incident.started_at).total_seconds())}"
+        )
+    return Reply("\n".join(lines), [blocks.section("*Recent incidents*"), *blocks.sections(lines)])
