@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     break_glass: bool = True  # admins may run an approval command at once with --break-glass "REASON"
     # A running job's holder renews its heartbeat every few seconds; one silent this long is gone.
     job_lease_seconds: float = Field(30.0, ge=5, le=3600)
+    backup_dir: Path | None = None  # default: $FLOWSTATE_HOME/backups
+    backup_copy_dir: Path | None = None  # a second location (another disk, a mounted volume) for a copy of each backup
+    backup_keep: int = Field(7, ge=1, le=1000)  # retention keeps the newest N backups...
+    backup_keep_days: float = Field(14.0, ge=0, le=3650)  # ...and every backup younger than D days
+    # The application services /restore stops while it replaces their database (the operator guide's three).
+    restore_services: Annotated[list[str], NoDecode] = ["backend", "frontend", "python-worker"]
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
@@ -66,9 +72,9 @@ class Settings(BaseSettings):
     )
     slack_app_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_APP_TOKEN"))
 
-    @field_validator("admins", mode="before")
+    @field_validator("admins", "restore_services", mode="before")
     @classmethod
-    def _admins(cls, value: object) -> object:
+    def _lists(cls, value: object) -> object:
         return _split_csv(value)
 
     @field_validator("default_role", mode="before")
@@ -105,6 +111,10 @@ class Settings(BaseSettings):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def backup_directory(self) -> Path:
+        return self.backup_dir or self.home / "backups"
 
     @property
     def effective_database_url(self) -> str:
