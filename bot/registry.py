@@ -18,6 +18,7 @@ from bot.roles import Role
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from bot.jobs.model import Job
     from bot.runtime import Runtime
 
 
@@ -76,6 +77,10 @@ class Command:
     changes: bool = False
     # Checks that need the stack (is this a known service?), run before a request is made; raise CommandError.
     check: Callable[["Runtime", Any], None] | None = None
+    # Facts an approver needs beyond the command line (what a restore replaces), shown on the request's message.
+    describe: Callable[["Runtime", Any], list[str]] | None = None
+    # After the bot died while this command ran: put the stack in a safe state and say what state it is in.
+    recover: Callable[["Runtime", "Job"], str] | None = None
 
     @property
     def slash(self) -> str:
@@ -100,6 +105,8 @@ def command(
     needs_approval: bool | Callable[[Any], bool] = False,
     changes: bool = False,
     check: Callable[["Runtime", Any], None] | None = None,
+    describe: Callable[["Runtime", Any], list[str]] | None = None,
+    recover: Callable[["Runtime", "Job"], str] | None = None,
 ) -> Callable[[Callable[[Context, Any], Reply]], Callable[[Context, Any], Reply]]:
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
         raise ValueError(f"command name {name!r} is not a valid Slack command")
@@ -109,7 +116,9 @@ def command(
     def register(handler: Callable[[Context, Any], Reply]) -> Callable[[Context, Any], Reply]:
         if name in COMMANDS:
             raise ValueError(f"/{name} is declared twice")
-        COMMANDS[name] = Command(name, summary, usage, args, role, handler, needs_approval, changes or bool(needs_approval), check)
+        COMMANDS[name] = Command(
+            name, summary, usage, args, role, handler, needs_approval, changes or bool(needs_approval), check, describe, recover
+        )
         return handler
 
     return register
