@@ -100,7 +100,7 @@ def _recover_backup(runtime, job) -> str:
 @command(
     "backup",
     summary="Back up the app's database (pg_dump, checksummed); `verify ID` proves a backup by a test restore.",
-    usage="/backup [NOTE] | /backup verify ID",
+    usage="/backup [NOTE | verify ID]",
     role=Role.operator,
     args=BackupArgs,
     changes=True,
@@ -223,7 +223,7 @@ def _describe_restore(runtime, args: RestoreArgs) -> list[str]:
 
 @command(
     "restore",
-    summary="Replace the app's database with a backup: verified first, safety backup, services stopped and started.",
+    summary="Replace the app's database with a verified backup, after a safety backup of it.",
     usage="/restore BACKUP_ID",
     role=Role.operator,
     args=RestoreArgs,

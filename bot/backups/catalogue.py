@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from bot.backups.model import DELETED, FAILED, OK, TAKING, Backup
 from bot.backups.tools import CHUNK, Staged, ToolError, last_lines, tools_for
 from bot.docker_stack import StackError
-from bot.humanize import duration, size as human_size
+from bot.humanize import elapsed, size as human_size
 from bot.redact import redact
 from bot.registry import Invocation
 from bot.stack_db import StackDatabase
@@ -257,7 +257,7 @@ class Backups:
                 if outcome.exit_code != 0:
                     problems.append(f"🔴 The test restore failed: {last_lines(outcome.stderr)}")
                 else:
-                    lines.append(f"🟢 Test restore into a scratch database succeeded in {duration(time.monotonic() - started)}.")
+                    lines.append(f"🟢 Test restore into a scratch database succeeded in {elapsed(started)}.")
                     problems += self._compare_counts(backup, scratch, lines)
             finally:
                 self.drop_scratch(scratch)
@@ -322,7 +322,7 @@ class Backups:
         if newest_verified is not None:
             keep.add(newest_verified.id)
         pruned = []
-        for backup in good:
+        for backup in reversed(good):  # oldest first
             if backup.id in keep:
                 continue
             with self._rt.store.session.begin() as session:

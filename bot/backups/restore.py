@@ -18,16 +18,12 @@ from bot.backups.catalogue import RESTORE_OPTIONS, Backups, Progress, _quiet
 from bot.backups.model import Backup, RestoreRun
 from bot.backups.tools import Staged, last_lines, wait_for_exec
 from bot.docker_stack import StackError
-from bot.humanize import size as human_size
+from bot.humanize import elapsed, size as human_size
 from bot.store import utcnow
 
 log = logging.getLogger(__name__)
 
 RECOVERY_WAIT_SECONDS = 3600.0  # how long a restarted bot waits for a restore it left running in the container
-
-
-def _took(started: float) -> str:
-    return f"{time.monotonic() - started:.1f} s"
 
 
 class Restore:
@@ -81,7 +77,7 @@ class Restore:
             self._say(f"🔴 1. {error}")
             self._say("Nothing was stopped and the database was not touched.")
             return False
-        self._say(f"🟢 1. Verified {backup.label}: size, SHA-256 and pg_restore --list ({entries} entries) ({_took(started)})")
+        self._say(f"🟢 1. Verified {backup.label}: size, SHA-256 and pg_restore --list ({entries} entries) ({elapsed(started)})")
         try:
             return self._replace_data(backup, staged, before)
         finally:
@@ -100,7 +96,7 @@ class Restore:
             self._say("Nothing was stopped and the database was not touched.")
             return False
         self._journal(safety_backup_id=safety.id)
-        self._say(f"🟢 2. Safety backup #{safety.id} of the live database ({human_size(safety.size)}) ({_took(started)})")
+        self._say(f"🟢 2. Safety backup #{safety.id} of the live database ({human_size(safety.size)}) ({elapsed(started)})")
 
         if not self._stop("3."):
             self._start(before, "3.")
@@ -117,11 +113,11 @@ class Restore:
             else:
                 self._say(
                     f"🔴 4. pg_restore failed and its transaction rolled back, so {self.backups.database} is exactly as it was "
-                    f"({_took(started)}): {last_lines(errors)}"
+                    f"({elapsed(started)}): {last_lines(errors)}"
                 )
             self._start(before, "5.")
             return False
-        self._say(f"🟢 4. Restored {backup.label} into {self.backups.database} in one transaction ({_took(started)})")
+        self._say(f"🟢 4. Restored {backup.label} into {self.backups.database} in one transaction ({elapsed(started)})")
 
         self._journal(step="start")
         if not self._start(before, "5."):
@@ -152,7 +148,7 @@ class Restore:
         except StackError as error:
             self._say(f"🔴 {number} Stopping {', '.join(self.services)} failed: {error}")
             return False
-        self._say(f"🟢 {number} Stopped {', '.join(self.services)} ({_took(started)})")
+        self._say(f"🟢 {number} Stopped {', '.join(self.services)} ({elapsed(started)})")
         return True
 
     def _start(self, before: dict[str, bool], number: str) -> bool:
@@ -167,9 +163,9 @@ class Restore:
             return False
         bad = [s for s, state in states.items() if not (state.ok if before.get(s) else state.status == "running")]
         if bad:
-            self._say(f"🔴 {number} Not healthy after {_took(started)}: " + ", ".join(f"{s} ({states[s].status}, {states[s].health})" for s in bad))
+            self._say(f"🔴 {number} Not healthy after {elapsed(started)}: " + ", ".join(f"{s} ({states[s].status}, {states[s].health})" for s in bad))
             return False
-        self._say(f"🟢 {number} Started {', '.join(self.services)}; healthy again ({_took(started)})")
+        self._say(f"🟢 {number} Started {', '.join(self.services)}; healthy again ({elapsed(started)})")
         return True
 
     def _pg_restore(self, staged: Staged) -> tuple[int | None, str]:
@@ -200,7 +196,7 @@ class Restore:
         except StackError as error:
             code, errors = -1, str(error)
         if code == 0:
-            self._say(f"🟢 Safety backup #{safety.id} put back: {self.backups.database} is as it was before ({_took(started)})")
+            self._say(f"🟢 Safety backup #{safety.id} put back: {self.backups.database} is as it was before ({elapsed(started)})")
         else:
             self._say(
                 f"🔴 Putting safety backup #{safety.id} back failed too ({last_lines(errors)}): restore it by hand with "
