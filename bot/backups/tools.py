@@ -70,9 +70,11 @@ class PgTools:
         return out
 
 
-def last_lines(text: str, count: int = 3) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return " / ".join(lines[-count:])[:600] or "no error output"
+def last_lines(text: str, count: int = 4) -> str:
+    """A tool's error output in one line: from its first error on (pg_restore's DETAIL follows it), else the end."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = next((i for i, line in enumerate(lines) if "error" in line.lower()), max(len(lines) - count, 0))
+    return " / ".join(lines[first : first + count])[:600] or "no error output"
 
 
 class ContainerTools(PgTools):
