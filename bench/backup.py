@@ -48,6 +48,18 @@ def admin(stack, database="postgres") -> str:
     return psycopg.conninfo.make_conninfo(stack.database.dsn, dbname=database)
 
 
+def bench_database(stack, existing: str | None) -> tuple[str, str]:
+    """(name, dsn) of the given database, or of a new one seeded with users and an empty events table."""
+    name = existing or f"flowstate_bench_{secrets.token_hex(4)}"
+    dsn = admin(stack, name)
+    if not existing:
+        with psycopg.connect(admin(stack), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SEED)
+    return name, dsn
+
+
 def grow(dsn: str, gigabytes: float) -> int:
     """Adds batches of events until the database is that large; a restart of the shared test stack only pauses it."""
     while True:
@@ -115,16 +127,9 @@ def main() -> int:
     parser.add_argument("--database", help="grow this database (one a run kept) instead of a new one")
     args = parser.parse_args()
     stack = load_stack(ROOT / "tests/stack/flowstate.toml", required=True)
-    name = args.database or f"flowstate_bench_{secrets.token_hex(4)}"
-    dsn = admin(stack, name)
-    if not args.database:
-        with psycopg.connect(admin(stack), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+    name, dsn = bench_database(stack, args.database)
     work = Path(tempfile.mkdtemp(prefix="flowstate-bench-backup-"))
     try:
-        if not args.database:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(SEED)
         print(f"{'size':>8} {'plain s':>8} {'ours s':>8} {'ratio':>6} {'peak RSS':>9}  (target: ratio <= 1.10x, RSS < 150 MB)")
         for gigabytes in [float(s) for s in args.sizes.split(",")]:
             started = time.perf_counter()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
 
-from bench.backup import SEED, admin, container_name, grow  # noqa: E402
+from bench.backup import admin, bench_database, container_name, grow  # noqa: E402
 from bench.common import ROOT  # noqa: E402
 from bot.backups.catalogue import Backups  # noqa: E402
 from bot.config import DatabaseSection, Settings, load_stack  # noqa: E402
@@ -73,17 +72,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     stack = load_stack(ROOT / "tests/stack/flowstate.toml", required=True)
-    name = args.database or f"flowstate_bench_{secrets.token_hex(4)}"
-    dsn = admin(stack, name)
-    if not args.database:
-        with psycopg.connect(admin(stack), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+    name, dsn = bench_database(stack, args.database)
     work = Path(tempfile.mkdtemp(prefix="flowstate-bench-restore-"))
     services = [s.strip() for s in args.services.split(",") if s.strip()]
     try:
         if not args.database:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(SEED)
             grow(dsn, args.size_gb)
         with psycopg.connect(dsn) as conn:
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
