@@ -67,9 +67,11 @@ def grow(dsn: str, gigabytes: float) -> int:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 while (size := conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]) < gigabytes * 1e9:
                     conn.execute(BATCH)
-                conn.execute("VACUUM ANALYZE")
+                conn.execute("ANALYZE")
                 return size
         except psycopg.OperationalError as error:
+            if error.sqlstate not in (None, "57P01", "57P03"):  # lost connection, admin shutdown, starting up
+                raise
             print(f"  (the server went away: {str(error).splitlines()[0]}; continuing)", flush=True)
             time.sleep(5)
 
@@ -97,7 +99,9 @@ def plain(stack, name: str, out: Path) -> float:
 
 def ours(name: str, dsn: str, home: Path) -> dict:
     """The bot's /backup in a child process: its wall time and peak RSS."""
-    result = subprocess.run([sys.executable, __file__, "--child", name, dsn, str(home)], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, __file__, "--child", name, dsn, str(home)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"/backup failed in the child process:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 
+import psycopg
 from sqlalchemy import select, update
 
 from bot.backups.model import DELETED, FAILED, OK, TAKING, Backup
@@ -171,6 +172,12 @@ class Backups:
                 counts = snapshot.counts()
             out.commit()
             copy_path = self._copy(out.final, out.sha256.hexdigest(), progress)
+        except psycopg.Error as error:  # the server went away mid-dump: one sentence, like any other failure
+            if out is not None:
+                out.discard()
+            reason = f"the connection to {self.database} failed: {str(error).splitlines()[0]}"
+            self._update(backup_id, state=FAILED, finished_at=utcnow(), error=redact(reason)[:2000])
+            raise BackupError(reason) from None
         except BaseException as error:
             if out is not None:
                 out.discard()
