@@ -53,6 +53,8 @@ def plain(runtime, name: str, dump: Path, services: list[str]) -> float:
 
 def ours(runtime, backup_id: int) -> tuple[float, float, str]:
     asked = runtime.dispatcher.dispatch(Invocation("UBENCH", "restore", str(backup_id), "CBENCH"))
+    if not asked.text.startswith("Request #"):
+        raise SystemExit(asked.text)
     number = re.match(r"Request #(\d+)", asked.text).group(1)
     started = time.perf_counter()
     runtime.dispatcher.dispatch(Invocation("UAPPROVER", "approvals", f"approve {number}", "CBENCH"))
@@ -88,6 +90,8 @@ def main() -> int:
         with runtime.store.session.begin() as session:
             Authorizer.grant(session, "UAPPROVER", Role.approver, "UBENCH")
         taken = runtime.dispatcher.dispatch(Invocation("UBENCH", "backup", "bench", "CBENCH"))
+        if taken.failed:
+            raise SystemExit(taken.text)
         backup_id = int(re.search(r"Backup #(\d+)", taken.text).group(1))
         dump = Path(Backups(runtime).get(backup_id).path)
         print(f"database {name}: {size / 1e9:.2f} GB on disk, dump {dump.stat().st_size / 1e6:.0f} MB; services {', '.join(services)}")
