@@ -52,7 +52,7 @@ class Approvals:
         settings = self._rt.settings
         head = f"*Request #{job.id}*: `{line}`"
         facts = f"Stack: {self._rt.stack_name} · asked by <@{job.requester}> at {self.when(job.created_at)}"
-        parts = [blocks.section(head), blocks.context(facts)]
+        parts = [blocks.section(head), blocks.context(facts), *blocks.sections(self._described(job))]
         if job.state == PENDING:
             who = f"<!subteam^{settings.approver_group}> " if settings.approver_group else "Someone with the approver role "
             parts.append(blocks.context(f"{who}may approve until {self.when(job.expires_at)}; the requester may cancel."))
@@ -73,6 +73,17 @@ class Approvals:
                 }
             )
         return Reply(f"Request #{job.id}: {line}: {status}", parts, in_channel=True)
+
+    def _described(self, job: Job) -> list[str]:
+        """What the command itself says an approver should know (a restore: the backup and what it replaces)."""
+        cmd = self._rt.commands.get(job.command)
+        if cmd is None or cmd.describe is None or job.arguments is None:
+            return []
+        try:
+            return cmd.describe(self._rt, cmd.args.model_validate(job.arguments))
+        except Exception:
+            log.exception("could not describe %s", job.label)
+            return []
 
     def command_line(self, job: Job) -> str:
         """The command as it will run: from the checked arguments once there are some, else as typed."""
@@ -237,15 +248,35 @@ class Approvals:
     def interrupted(self, jobs: list[Job]) -> None:
         """Jobs whose holder died: never run again; the lock goes, the channel is told."""
         for job in jobs:
-            self._rt.locks.release(job.id)
             self._record(job.invocation(), "interrupted", job.id)
-            text = (
-                f"⚠️ {job.label} `{self.command_line(job)}` (asked by <@{job.requester}>) was interrupted: the bot process "
-                "running it stopped. It was not run again; check /health and ask again if it is still needed."
-            )
-            self.show(job, "⚠️ Interrupted: the bot process running it stopped; it was not run again.")
-            if job.source == "slack":
-                self.announce(job.channel_id, text)
+            cmd = self._rt.commands.get(job.command)
+            if cmd is not None and cmd.recover is not None:
+                # Its recovery may wait for the stack (a restore still running in its container): not on this thread.
+                self.show(job, "⚠️ Interrupted: the bot process running it stopped; checking what it left…")
+                threading.Thread(target=self._recover, args=(job, cmd.recover), name=f"recover-{job.id}").start()
+            else:
+                self._rt.locks.release(job.id)
+                self._tell_interrupted(job, None)
+
+    def _recover(self, job: Job, recover: Callable) -> None:
+        try:
+            state = recover(self._rt, job)
+        except Exception:
+            log.exception("recovering after %s failed", job.label)
+            state = "The bot could not check what it left behind (the details are in its log); check /health now."
+        finally:
+            self._rt.locks.release(job.id)
+        self._tell_interrupted(job, state)
+
+    def _tell_interrupted(self, job: Job, state: str | None) -> None:
+        after = state or "Check /health and ask again if it is still needed."
+        text = (
+            f"⚠️ {job.label} `{self.command_line(job)}` (asked by <@{job.requester}>) was interrupted: the bot process "
+            f"running it stopped. It was not run again. {after}"
+        )
+        self.show(job, "⚠️ Interrupted: the bot process running it stopped; it was not run again.", [state] if state else None)
+        if job.source == "slack":
+            self.announce(job.channel_id, text)
 
     def dropped(self, jobs: list[Job]) -> None:
         for job in jobs:

@@ -22,6 +22,8 @@ Outcome = Literal[
     "allowed", "denied", "rejected", "succeeded", "failed",
     # the steps of a request that needs a second person, each linked to its job
     "requested", "approved", "declined", "cancelled", "expired", "break-glass", "interrupted", "dropped",
+    # a backup file deleted by the retention rules
+    "pruned",
 ]
 
 

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(30.0, ge=5, le=3600)
     # Reacting with this emoji (name without colons) adds a message to the open incident's timeline.
     incident_emoji: str = "pushpin"
+    backup_dir: Path | None = None  # default: $FLOWSTATE_HOME/backups
+    backup_copy_dir: Path | None = None  # a second location (another disk, a mounted volume) for a copy of each backup
+    backup_keep: int = Field(7, ge=1, le=1000)  # retention keeps the newest N backups...
+    backup_keep_days: float = Field(14.0, ge=0, le=3650)  # ...and every backup younger than D days
+    # The application services /restore stops while it replaces their database (the operator guide's three).
+    restore_services: Annotated[list[str], NoDecode] = ["backend", "frontend", "python-worker"]
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # HTTP mode: a request body over this is refused before it is read (Slack's are a few kilobytes).
     max_body_bytes: int = Field(65536, ge=4096, le=10 * 1024 * 1024)
@@ -70,6 +76,11 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET")
     )
     slack_app_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_APP_TOKEN"))
+
+    @field_validator("restore_services", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_csv(value)
 
     @field_validator("admins", mode="before")
     @classmethod
@@ -122,6 +133,10 @@ class Settings(BaseSettings):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def backup_directory(self) -> Path:
+        return self.backup_dir or self.home / "backups"
 
     @property
     def effective_database_url(self) -> str:

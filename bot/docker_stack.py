@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import docker
 import requests
@@ -77,6 +78,40 @@ class ServiceStats:
     @property
     def memory_percent(self) -> float:
         return 100.0 * self.memory_bytes / self.memory_limit if self.memory_limit else 0.0
+
+
+@dataclass(frozen=True)
+class ExecOutcome:
+    exit_code: int | None  # None: the engine does not know (yet)
+    stderr: str  # its last few kilobytes
+
+
+class OutputTail:
+    """The last bytes of a stream: enough for the error message, never the whole of a noisy one."""
+
+    def __init__(self, limit: int = 8192):
+        self._limit = limit
+        self._data = b""
+
+    def add(self, chunk: bytes) -> None:
+        self._data = (self._data + chunk)[-self._limit :]
+
+    def text(self) -> str:
+        return self._data.decode("utf-8", errors="replace").strip()
+
+
+def _tar_of_one_file(name: str, size: int, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A tar stream of one file (mode 0600), built as it is sent: the file never sits in memory."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o600, int(time.time())
+    yield info.tobuf(format=tarfile.GNU_FORMAT)  # GNU: sizes beyond 8 GiB
+    sent = 0
+    for chunk in chunks:
+        sent += len(chunk)
+        yield chunk
+    if sent != size:
+        raise StackError(f"{name} changed size while it was copied ({sent} bytes instead of {size}).")
+    yield b"\0" * ((-size) % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
 
 
 def cpu_percent(stats: dict) -> float:
@@ -266,6 +301,55 @@ class ComposeStack:
     def _state_of(self, service: str, container: Container) -> ServiceState:
         attrs = self._call(lambda client: client.api.inspect_container(container.id))
         return self._evidence(service, container.name, attrs, attrs.get("State", {}).get("Status", ""))
+
+    # ---- running tools inside a service's container ----------------------------------------------
+
+    def _running(self, service: str) -> Container:
+        for _service, container in self.containers(service):
+            if container.status == "running":
+                return container
+        raise ServiceNotFound(f"No running container of {service} in Compose project {self.project}.")
+
+    def exec_stream(
+        self,
+        service: str,
+        argv: list[str],
+        on_stdout: Callable[[bytes], None],
+        on_start: Callable[[str], None] = lambda _exec_id: None,
+    ) -> ExecOutcome:
+        """Run argv in the service's container (no shell, no TTY: binary output stays intact), its stdout
+        handed over chunk by chunk as it comes; then its exit code from the engine."""
+        container = self._running(service)
+        exec_id = self._call(lambda client: client.api.exec_create(container.id, argv, stdout=True, stderr=True, tty=False))["Id"]
+        on_start(exec_id)
+        stderr = OutputTail()
+        try:
+            # A streamed exec has no read timeout (docker-py lifts it), so a quiet pg_restore is not cut off.
+            for out, err in self._call(lambda client: client.api.exec_start(exec_id, stream=True, demux=True)):
+                if out:
+                    on_stdout(out)
+                if err:
+                    stderr.add(err)
+        except requests.exceptions.RequestException:
+            raise DockerUnavailable(f"The Docker engine stopped answering at {self.where}.") from None
+        return ExecOutcome(self.exec_state(exec_id)[1], stderr.text())
+
+    def exec_state(self, exec_id: str) -> tuple[bool, int | None]:
+        """(still running, exit code) of an exec; the engine keeps it after the bot that started it is gone."""
+        info = self._call(lambda client: client.api.exec_inspect(exec_id))
+        return bool(info.get("Running")), info.get("ExitCode")
+
+    def put_file(self, service: str, directory: str, name: str, size: int, chunks: Iterable[bytes]) -> None:
+        """Copy a file into the service's container, streamed (put_archive: feeding exec stdin is fragile).
+
+        The directory must not be a tmpfs mount: the engine writes beneath it, and the file never shows."""
+        container = self._running(service)
+        try:
+            done = self._call(lambda client: client.api.put_archive(container.id, directory, _tar_of_one_file(name, size, chunks)))
+        except requests.exceptions.RequestException:
+            raise DockerUnavailable(f"The Docker engine stopped answering at {self.where}.") from None
+        if not done:
+            raise StackError(f"The Docker engine did not take {name} into {directory} of {service}.")
 
     def close(self) -> None:
         with self._lock:

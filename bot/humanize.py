@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 
@@ -30,3 +31,8 @@ def size(count: float) -> str:
         if count < 1024 or unit == "TiB":
             break
     return f"{count:.1f} {unit}"
+
+
+def elapsed(since: float) -> str:
+    """Seconds since a time.monotonic() reading, to a tenth: how long a step took."""
+    return f"{time.monotonic() - since:.1f} s"

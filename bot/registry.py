@@ -18,6 +18,7 @@ from bot.roles import Role
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from bot.jobs.model import Job
     from bot.runtime import Runtime
 
 
@@ -79,6 +80,10 @@ class Command:
     check: Callable[["Runtime", Any], None] | None = None
     # A higher role for some uses, from the parsed arguments (`role` is what any use needs).
     role_for: Callable[[Any], Role] | None = None
+    # Facts an approver needs beyond the command line (what a restore replaces), shown on the request's message.
+    describe: Callable[["Runtime", Any], list[str]] | None = None
+    # After the bot died while this command ran: put the stack in a safe state and say what state it is in.
+    recover: Callable[["Runtime", "Job"], str] | None = None
 
     @property
     def slash(self) -> str:
@@ -107,6 +112,8 @@ def command(
     changes: bool = False,
     check: Callable[["Runtime", Any], None] | None = None,
     role_for: Callable[[Any], Role] | None = None,
+    describe: Callable[["Runtime", Any], list[str]] | None = None,
+    recover: Callable[["Runtime", "Job"], str] | None = None,
 ) -> Callable[[Callable[[Context, Any], Reply]], Callable[[Context, Any], Reply]]:
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
         raise ValueError(f"command name {name!r} is not a valid Slack command")
@@ -117,7 +124,7 @@ def command(
         if name in COMMANDS:
             raise ValueError(f"/{name} is declared twice")
         COMMANDS[name] = Command(
-            name, summary, usage, args, role, handler, needs_approval, changes or bool(needs_approval), check, role_for
+            name, summary, usage, args, role, handler, needs_approval, changes or bool(needs_approval), check, role_for, describe, recover
         )
         return handler
 

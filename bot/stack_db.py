@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -37,6 +40,7 @@ def statement_summary(query: str, length: int = 200) -> str:
 
 # Statement text is read this far: a full text fits one Slack section.
 QUERY_TEXT_LIMIT = 2000
+from psycopg import sql
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,46 @@ class DatabaseActivity:
     @property
     def connections(self) -> int:
         return sum(self.by_state.values())
+
+
+# The largest tables by size on disk: their exact row counts are what a restore is checked against.
+_LARGEST_TABLES = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relpersistence <> 't' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'
+ORDER BY pg_total_relation_size(c.oid) DESC, n.nspname, c.relname LIMIT %s
+"""
+
+
+class ExportedSnapshot:
+    """A read-only transaction's snapshot that pg_dump imports (--snapshot), so that the row counts
+    taken here, meanwhile, describe exactly the data the dump holds."""
+
+    def __init__(self, conn: psycopg.Connection, tables: int):
+        self._conn = conn
+        self.id: str = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        self.server_version: str = conn.execute("SHOW server_version").fetchone()[0]
+        self._counts: list | None = None
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._count, args=(tables,), name="row-counts", daemon=True)
+        self._thread.start()
+
+    def _count(self, tables: int) -> None:
+        try:
+            largest = self._conn.execute(_LARGEST_TABLES, (tables,)).fetchall()
+            self._counts = [[schema, table, count_rows(self._conn, schema, table)] for schema, table in largest]
+        except Exception as error:  # handed to the caller by counts()
+            self._error = error
+
+    def counts(self) -> list[list]:
+        """[[schema, table, rows], ...] of the largest tables, once counted."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._counts or []
+
+
+def count_rows(conn: psycopg.Connection, schema: str, table: str) -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))).fetchone()[0]
 
 
 class StackDatabase:
@@ -107,6 +151,32 @@ class StackDatabase:
             autocommit=True,
             application_name="flowstate-bot",
         )
+
+    def _connect_unbounded(self, database: str | None = None) -> psycopg.Connection:
+        """For work that takes as long as the data is large (counting every row): no statement timeout."""
+        conninfo = psycopg.conninfo.make_conninfo(self._dsn, dbname=database) if database else self._dsn
+        return psycopg.connect(conninfo, connect_timeout=10, autocommit=True, application_name="flowstate-bot")
+
+    @contextmanager
+    def exported_snapshot(self, tables: int = 5) -> Iterator[ExportedSnapshot]:
+        with self._connect_unbounded() as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot = ExportedSnapshot(conn, tables)
+            try:
+                yield snapshot
+            finally:
+                snapshot._thread.join()
+                conn.execute("COMMIT")
+
+    def count_tables(self, tables: list[tuple[str, str]], database: str | None = None) -> dict[tuple[str, str], int]:
+        """Exact row counts of these tables (in another database of the same server, when named)."""
+        with self._connect_unbounded(database) as conn:
+            return {(schema, table): count_rows(conn, schema, table) for schema, table in tables}
+
+    def databases_like(self, prefix: str) -> list[str]:
+        with self.connect() as conn:
+            pattern = prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+            return [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (pattern,))]
 
     @staticmethod
     def connection_usage(conn: psycopg.Connection) -> tuple[int, int]:

@@ -183,6 +183,64 @@ def slack_bot(tmp_path, slack_double):
         stop_one(parts)
 
 
+class BotProcess:
+    """`flowstate-bot run --http` in a process of its own, as production runs it: killed and started again by tests."""
+
+    def __init__(self, cwd: Path, slack_double, home: Path, stack_file: str, **env: str):
+        self._cwd = cwd
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTATE_", "SLACK_"))}
+        self.env.update(
+            PYTHONPATH=str(ROOT),
+            SLACK_BOT_TOKEN="xoxb-kill-test",
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            FLOWSTATE_SLACK_API_URL=slack_double.api_url,
+            FLOWSTATE_HOME=str(home),
+            FLOWSTATE_STACK_FILE=stack_file,
+            FLOWSTATE_ADMINS="U0ADMIN",
+            **env,
+        )
+        self.process = None
+        from bot.store import Store
+
+        self.store = Store(f"sqlite:///{home / 'bot.db'}")  # the bot's own database, read by the test
+
+    def grant(self, user_id: str, role: Role) -> None:
+        with self.store.session.begin() as session:
+            Authorizer.grant(session, user_id, role, "U0ADMIN")
+
+    def start(self):
+        """Starts the bot; its SlackSender once it serves."""
+        import re
+        import subprocess
+        import sys
+        import threading
+        import time
+
+        from tests.slack_signing import SlackSender
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "run", "--http", "--port", "0"], cwd=self._cwd, env=self.env, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if match := re.search(r"serving Slack requests on http://127\.0\.0\.1:(\d+)/", self.process.stderr.readline()):
+                # Keep reading its log, or a full pipe would stop the bot mid-command.
+                threading.Thread(target=self.process.stderr.read, daemon=True).start()
+                return SlackSender(f"http://127.0.0.1:{match.group(1)}", SIGNING_SECRET)
+        self.kill()
+        raise AssertionError("the bot did not start")
+
+    def kill(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.kill()
+        self.store.dispose()
+
+
 STACK_DIR = ROOT / "tests" / "stack"
 
 

@@ -24,6 +24,9 @@ SAMPLES = {
     "incident": "start Checkout failing --sev 2",  # a viewer may add notes, only an operator may start one
     "incidents": "",
     "postmortem": "",
+    "backup": "before the upgrade",
+    "backups": "",
+    "restore": "1",
 }
 # What an allowed caller's audit shows when it is not simply allowed then succeeded: with no stack
 # file, /restart is refused by its service check before any request is made; the users-table commands
@@ -31,6 +34,9 @@ SAMPLES = {
 # /postmortem says so.
 ALLOWED_OUTCOMES = {
     "restart": ["rejected"],
+    "backup": ["rejected"],  # no [database] section: refused by its check
+    "restore": ["rejected"],
+    "backups": ["allowed", "failed"],
     "postmortem": ["allowed", "failed"],
     **{name: ["allowed", "failed"] for name in ("user", "user-add", "user-role")},
 }

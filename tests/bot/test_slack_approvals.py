@@ -247,45 +247,13 @@ def test_a_runner_killed_mid_job_interrupts_only_its_own_jobs_and_the_next_comma
 
 
 def test_the_bot_killed_while_a_restart_runs_marks_it_interrupted_on_start_and_tells_the_channel(tmp_path, slack_double, live_stack):
-    import os
-    import re
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.conftest import BotProcess
 
-    from bot.store import Store
-    from tests.conftest import SIGNING_SECRET
-    from tests.slack_signing import SlackSender
-
-    home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTATE_", "SLACK_"))}
-    env.update(
-        SLACK_BOT_TOKEN="xoxb-kill-test",
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        FLOWSTATE_SLACK_API_URL=slack_double.api_url,
-        FLOWSTATE_HOME=str(home),
-        FLOWSTATE_STACK_FILE=live_stack.source,
-        FLOWSTATE_ADMINS="U0ADMIN",
-    )
-    bot_exe = str(Path(sys.executable).with_name("flowstate-bot"))
-
-    def start():
-        bot = subprocess.Popen([bot_exe, "run", "--http", "--port", "0"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if match := re.search(r"serving Slack requests on http://127\.0\.0\.1:(\d+)/", bot.stderr.readline()):
-                return bot, SlackSender(f"http://127.0.0.1:{match.group(1)}", SIGNING_SECRET)
-        bot.kill()
-        raise AssertionError("the bot did not start")
-
-    bot, sender = start()
-    store = Store(f"sqlite:///{home / 'bot.db'}")
+    bot = BotProcess(tmp_path, slack_double, tmp_path / "home", live_stack.source)
+    sender = bot.start()
+    store = bot.store
     try:
-        from bot.authz import Authorizer
-
-        with store.session.begin() as session:
-            Authorizer.grant(session, "U0OP", Role.operator, "U0ADMIN")
+        bot.grant("U0OP", Role.operator)
         sender.slash("/restart", "frontend", "U0OP", CHANNEL, response_url=slack_double.response_url("ask"))
         ts = _request_message(slack_double)["ts"]
         sender.click(APPROVE, "1", "U0ADMIN", CHANNEL, ts, slack_double.response_url("approve"))
@@ -293,9 +261,8 @@ def test_the_bot_killed_while_a_restart_runs_marks_it_interrupted_on_start_and_t
         while (job := _job_in(store, 1)) is None or job.state != "running":
             assert time.monotonic() < deadline, "the approved restart never started"
             time.sleep(0.02)
-        bot.send_signal(signal.SIGKILL)
-        bot.wait(timeout=10)
-        bot, sender = start()
+        bot.kill()
+        sender = bot.start()
         told = slack_double.wait_for("chat.postMessage", timeout=30, predicate=lambda c: "was interrupted" in str(c.params.get("text")))
         assert "`/restart frontend`" in told[0].params["text"] and "It was not run again" in told[0].params["text"]
         _wait_message(slack_double, ts, "⚠️ Interrupted")
@@ -313,9 +280,7 @@ def test_the_bot_killed_while_a_restart_runs_marks_it_interrupted_on_start_and_t
         finally:
             client.close()
     finally:
-        bot.kill()
-        bot.wait(timeout=10)
-        store.dispose()
+        bot.close()
 
 
 def _job_in(store, job_id):

@@ -1,0 +1,253 @@
+"""The restore that loses nothing: verify, safety backup, stop, restore in one transaction, start, report.
+
+Each step is written to the restore's journal row before it begins, so that a bot killed at any step
+knows on its next start what it left behind: it waits for a restore still running in the container
+(the engine keeps the exec and its exit code), starts the app services and says what the database holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from typing import Callable
+
+from sqlalchemy import update
+
+from bot.backups.catalogue import RESTORE_OPTIONS, Backups, Progress, _quiet
+from bot.backups.model import Backup, RestoreRun
+from bot.backups.tools import Staged, last_lines, wait_for_exec
+from bot.docker_stack import StackError
+from bot.humanize import elapsed, size as human_size
+from bot.store import utcnow
+
+log = logging.getLogger(__name__)
+
+RECOVERY_WAIT_SECONDS = 3600.0  # how long a restarted bot waits for a restore it left running in the container
+
+
+class Restore:
+    def __init__(self, runtime, job_id: int, requested_by: str, progress: Progress = _quiet):
+        if runtime.docker is None:
+            raise StackError("The stack file names no Compose project, so /restore cannot stop the app services.")
+        self._rt, self._job_id, self._requested_by, self._progress = runtime, job_id, requested_by, progress
+        self.backups = Backups(runtime)
+        self.services = list(runtime.settings.restore_services)
+        self.lines: list[str] = []
+
+    # ---- the journal ---------------------------------------------------------------------------------
+
+    def _journal(self, **values) -> None:
+        with self._rt.store.session.begin() as session:
+            session.execute(update(RestoreRun).where(RestoreRun.job_id == self._job_id).values(**values))
+
+    def _say(self, line: str) -> None:
+        self.lines.append(line)
+        self._progress(line)
+
+    @contextmanager
+    def _step(self, name: str, announce: str):
+        self._journal(step=name)
+        self._progress(announce)
+        yield
+
+    # ---- the six steps -------------------------------------------------------------------------------
+
+    def run(self, backup: Backup) -> bool:
+        """True when the backup is restored and the services are healthy; self.lines says what happened."""
+        with self._rt.store.session.begin() as session:
+            session.add(
+                RestoreRun(job_id=self._job_id, backup_id=backup.id, database=self.backups.database, services=self.services,
+                           step="verify", started_at=utcnow())
+            )
+        ok = False
+        try:
+            ok = self._run(backup)
+        finally:
+            self._journal(step="done" if ok else "failed", finished_at=utcnow(), outcome="\n".join(self.lines)[:4000])
+        return ok
+
+    def _run(self, backup: Backup) -> bool:
+        started = time.monotonic()
+        try:
+            with self._step("verify", f"1. Verifying {backup.label}…"):
+                before = self._health_before()
+                staged, entries = self.backups.check(backup, self._progress)
+        except StackError as error:
+            self._say(f"🔴 1. {error}")
+            self._say("Nothing was stopped and the database was not touched.")
+            return False
+        self._say(f"🟢 1. Verified {backup.label}: size, SHA-256 and pg_restore --list ({entries} entries) ({elapsed(started)})")
+        try:
+            return self._replace_data(backup, staged, before)
+        finally:
+            self._quietly(lambda: self.backups.tools.unstage(staged))
+
+    def _replace_data(self, backup: Backup, staged: Staged, before: dict[str, bool]) -> bool:
+        started = time.monotonic()
+        try:
+            with self._step("safety", "2. Taking a safety backup of the live database…"):
+                safety = self.backups.take(
+                    self._requested_by, note=f"safety backup before restoring backup #{backup.id}", kind="safety",
+                    job_id=self._job_id, progress=self._progress,
+                )
+        except StackError as error:
+            self._say(f"🔴 2. The safety backup failed: {error}")
+            self._say("Nothing was stopped and the database was not touched.")
+            return False
+        self._journal(safety_backup_id=safety.id)
+        self._say(f"🟢 2. Safety backup #{safety.id} of the live database ({human_size(safety.size)}) ({elapsed(started)})")
+
+        if not self._stop("3."):
+            self._start(before, "3.")
+            self._say("The database was not touched.")
+            return False
+
+        started = time.monotonic()
+        with self._step("restore", f"4. Restoring {backup.label} into {self.backups.database} in one transaction…"):
+            code, errors = self._pg_restore(staged)
+        if code != 0:
+            if code is None:
+                self._say(f"🔴 4. The restore's outcome is unknown ({errors}); putting safety backup #{safety.id} back.")
+                self._put_back(safety)
+            else:
+                self._say(
+                    f"🔴 4. pg_restore failed and its transaction rolled back, so {self.backups.database} is exactly as it was "
+                    f"({elapsed(started)}): {last_lines(errors)}"
+                )
+            self._start(before, "5.")
+            return False
+        self._say(f"🟢 4. Restored {backup.label} into {self.backups.database} in one transaction ({elapsed(started)})")
+
+        self._journal(step="start")
+        if not self._start(before, "5."):
+            self._say(f"The services are not healthy on the restored data; putting safety backup #{safety.id} back.")
+            if self._stop("5."):
+                self._put_back(safety)
+            self._start(before, "5.")
+            return False
+        self._say(
+            f"6. {self.backups.database} now holds {backup.label} (taken {backup.started_at:%Y-%m-%d %H:%M} UTC); "
+            f"the data it replaced is in safety backup #{safety.id}."
+        )
+        return True
+
+    def _health_before(self) -> dict[str, bool]:
+        """Each service to stop, and whether it was healthy: only those must be healthy again afterwards."""
+        states = {state.service: state.ok for state in self._rt.docker.states()}
+        missing = [service for service in self.services if service not in states]
+        if missing:
+            raise StackError(f"{', '.join(missing)} {'is not a service' if len(missing) == 1 else 'are not services'} of {self._rt.docker.project}.")
+        return {service: states[service] for service in self.services}
+
+    def _stop(self, number: str) -> bool:
+        started = time.monotonic()
+        try:
+            with self._step("stop", f"{number} Stopping {', '.join(self.services)}…"):
+                self._rt.docker.stop(self.services)
+        except StackError as error:
+            self._say(f"🔴 {number} Stopping {', '.join(self.services)} failed: {error}")
+            return False
+        self._say(f"🟢 {number} Stopped {', '.join(self.services)} ({elapsed(started)})")
+        return True
+
+    def _start(self, before: dict[str, bool], number: str) -> bool:
+        """Start the services and wait for each; True when every one that was healthy before is healthy again."""
+        started = time.monotonic()
+        self._progress(f"{number} Starting {', '.join(self.services)} and waiting until healthy…")
+        try:
+            self._rt.docker.start(self.services)
+            states = {s: self._rt.docker.wait_healthy(s, self._rt.stack.stack.healthy_timeout) for s in self.services}
+        except StackError as error:
+            self._say(f"🔴 {number} Starting {', '.join(self.services)} failed: {error}")
+            return False
+        bad = [s for s, state in states.items() if not (state.ok if before.get(s) else state.status == "running")]
+        if bad:
+            self._say(f"🔴 {number} Not healthy after {elapsed(started)}: " + ", ".join(f"{s} ({states[s].status}, {states[s].health})" for s in bad))
+            return False
+        self._say(f"🟢 {number} Started {', '.join(self.services)}; healthy again ({elapsed(started)})")
+        return True
+
+    def _pg_restore(self, staged: Staged) -> tuple[int | None, str]:
+        """Replace the live database's objects with the dump's in one transaction: all of it or nothing."""
+        tools = self.backups.tools
+        argv = ["pg_restore", *tools.connection(), f"--dbname={self.backups.database}", "--clean", "--if-exists", *RESTORE_OPTIONS, staged.path]
+        exec_ids: list[str] = []
+
+        def started(exec_id: str) -> None:
+            exec_ids.append(exec_id)
+            self._journal(exec_id=exec_id)
+
+        try:
+            outcome = tools.stream(argv, lambda _chunk: None, on_start=started)
+            return outcome.exit_code, outcome.stderr
+        except StackError as error:  # the engine stopped answering; the restore may still be running
+            code = wait_for_exec(tools, exec_ids[0], RECOVERY_WAIT_SECONDS) if exec_ids else None
+            return code, str(error)
+
+    def _put_back(self, safety: Backup) -> None:
+        started = time.monotonic()
+        try:
+            staged, _entries = self.backups.check(self.backups.get(safety.id))
+            try:
+                code, errors = self._pg_restore(staged)
+            finally:
+                self._quietly(lambda: self.backups.tools.unstage(staged))
+        except StackError as error:
+            code, errors = -1, str(error)
+        if code == 0:
+            self._say(f"🟢 Safety backup #{safety.id} put back: {self.backups.database} is as it was before ({elapsed(started)})")
+        else:
+            self._say(
+                f"🔴 Putting safety backup #{safety.id} back failed too ({last_lines(errors)}): restore it by hand with "
+                f"/restore {safety.id}."
+            )
+
+    @staticmethod
+    def _quietly(action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception:
+            log.exception("cleaning up after a restore failed")
+
+
+# ---- after the bot was killed mid-restore ---------------------------------------------------------------
+
+
+def recover(runtime, job) -> str:
+    """What an interrupted /restore left: wait for a restore still running, start the services, say what the data is."""
+    with runtime.store.session() as session:
+        run = session.get(RestoreRun, job.id)
+    backups = Backups(runtime)
+    backups.abandon(job.id)
+    if run is None:
+        return "It had not started: nothing was stopped and the database was not touched."
+    safety = f" (safety backup #{run.safety_backup_id} holds the data from before)" if run.safety_backup_id else ""
+    if run.step in ("verify", "safety", "stop"):
+        data = f"The database {run.database} was not touched."
+    elif run.step == "restore":
+        code = wait_for_exec(backups.tools, run.exec_id, RECOVERY_WAIT_SECONDS) if run.exec_id else None
+        if code == 0:
+            data = f"The restore had completed: {run.database} holds backup #{run.backup_id}{safety}."
+        elif code is None:
+            data = (
+                f"Whether the restore of backup #{run.backup_id} committed is unknown; it ran in one transaction, so "
+                f"{run.database} holds either all of it or none of it{safety}."
+            )
+        else:
+            data = f"The restore failed and its transaction rolled back: {run.database} is as it was{safety}."
+    elif run.step == "failed":
+        said = (run.outcome or "").splitlines()
+        data = f"It had already failed and said: {said[-1] if said else 'nothing'}"
+    else:
+        data = f"{run.database} holds backup #{run.backup_id}{safety}."
+    try:
+        runtime.docker.start(run.services)
+        states = [runtime.docker.wait_healthy(service, runtime.stack.stack.healthy_timeout) for service in run.services]
+        services = ", ".join(f"{s.service} {s.health or s.status}" for s in states)
+    except StackError as error:
+        services = f"starting {', '.join(run.services)} failed: {error}"
+    text = f"{data} Services: {services}."
+    with runtime.store.session.begin() as session:
+        session.execute(update(RestoreRun).where(RestoreRun.job_id == job.id).values(step="interrupted", finished_at=utcnow(), outcome=text))
+    return text

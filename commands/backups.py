@@ -1,0 +1,243 @@
+"""/backup [NOTE], /backup verify ID, /backups and /restore BACKUP_ID: backups that are proven, a restore that loses nothing."""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from pathlib import Path
+
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, field_validator
+
+from bot import blocks
+from bot.backups.catalogue import Backups
+from bot.backups.model import OK, Backup
+from bot.backups.restore import Restore, recover as recover_restore
+from bot.docker_stack import StackError
+from bot.humanize import ago, duration, size
+from bot.registry import CommandError, Context, Reply, command
+from bot.roles import Role
+from bot.store import utcnow
+
+NOTE_LIMIT = 200
+
+
+def _backup_number(value: object) -> object:
+    """A backup's number and nothing else: no sign, no decimals, no words after it."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,10}", value):
+        raise ValueError(f"{value[:40]!r} is not a backup's number; /backups lists them, such as 12")
+    if int(value) < 1 or int(value) > 2**31 - 1:
+        raise ValueError(f"there is no backup #{value}; /backups lists them")
+    return int(value)
+
+
+BackupNumber = Annotated[int, BeforeValidator(_backup_number)]
+
+
+def _backups(runtime) -> Backups:
+    try:
+        return Backups(runtime)
+    except StackError as error:
+        raise CommandError(str(error)) from None
+
+
+def _existing(runtime, backup_id: int) -> Backup:
+    backup = _backups(runtime).get(backup_id)
+    if backup is None:
+        raise CommandError(f"There is no backup #{backup_id} of {runtime.stack_name}; /backups lists them.")
+    return backup
+
+
+def _taken(runtime, backup: Backup) -> str:
+    return f"{backup.started_at.astimezone(runtime.settings.tz):%Y-%m-%d %H:%M %Z}"
+
+
+# ---- /backup [NOTE] and /backup verify ID ---------------------------------------------------------------
+
+
+class BackupArgs(BaseModel):
+    words: list[str] = []
+
+    @field_validator("words")
+    @classmethod
+    def _shape(cls, words: list[str]) -> list[str]:
+        if words[:1] == ["verify"]:
+            if len(words) != 2:
+                raise ValueError("verify takes the backup's number, such as /backup verify 12")
+            return ["verify", str(_backup_number(words[1]))]
+        note = " ".join(words)
+        if len(note) > NOTE_LIMIT:
+            raise ValueError(f"a note may be at most {NOTE_LIMIT} characters")
+        if any(ch in "<>&`" or unicodedata.category(ch).startswith("C") for ch in note):
+            raise ValueError("a note is plain words: no < > & ` or control characters")
+        return words
+
+    @property
+    def verify(self) -> int | None:
+        return int(self.words[1]) if self.words[:1] == ["verify"] else None
+
+    @property
+    def note(self) -> str | None:
+        return " ".join(self.words) or None
+
+
+def _check_backup(runtime, args: BackupArgs) -> None:
+    if args.verify is not None:
+        _existing(runtime, args.verify)
+    else:
+        _backups(runtime)
+
+
+def _recover_backup(runtime, job) -> str:
+    abandoned = _backups(runtime).abandon(job.id)
+    if abandoned:
+        return f"Backup #{abandoned[0]} was not finished: it is marked failed and its partial file is gone. The database was not changed."
+    return "The database was not changed; any scratch database of a verification is dropped."
+
+
+@command(
+    "backup",
+    summary="Back up the app's database (pg_dump, checksummed); `verify ID` proves a backup by a test restore.",
+    usage="/backup [NOTE | verify ID]",
+    role=Role.operator,
+    args=BackupArgs,
+    changes=True,
+    check=_check_backup,
+    recover=_recover_backup,
+)
+def backup(ctx: Context, args: BackupArgs) -> Reply:
+    backups = _backups(ctx.runtime)
+    if args.verify is not None:
+        return _verify(ctx, backups, args.verify)
+    started = time.monotonic()
+    try:
+        taken = backups.take(ctx.invocation.user_id, note=args.note, job_id=ctx.job_id, progress=ctx.progress)
+    except StackError as error:
+        raise CommandError(f"The backup failed, and no file was left: {error}") from None
+    took = time.monotonic() - started
+    lines = [
+        f"Backup #{taken.id} of {taken.database}: {size(taken.size)} in {took:.1f} s ({size(taken.size / max(took, 1e-3))}/s), "
+        f"PostgreSQL {taken.server_version}",
+        f"SHA-256 `{taken.sha256}`",
+        f"File {Path(taken.path).name}" + (f"; copy in {Path(taken.copy_path).parent}" if taken.copy_path else ""),
+    ]
+    pruned = backups.prune(ctx.invocation, ctx.job_id)
+    if pruned:
+        lines.append("Retention deleted " + ", ".join(f"#{b.id} ({_taken(ctx.runtime, b)})" for b in pruned) + ".")
+    title = f"✅ Backup #{taken.id} taken"
+    return Reply("\n".join([title, *lines]), [blocks.section(f"*{title}*"), *blocks.sections(lines)], in_channel=True)
+
+
+def _verify(ctx: Context, backups: Backups, backup_id: int) -> Reply:
+    backup = _existing(ctx.runtime, backup_id)
+    try:
+        ok, lines = backups.verify(backup, ctx.job_id, ctx.progress)
+    except StackError as error:
+        raise CommandError(f"Backup #{backup_id} failed verification: {error}") from None
+    title = f"✅ Backup #{backup_id} verified by a test restore" if ok else f"❌ Backup #{backup_id} failed verification"
+    return Reply("\n".join([title, *lines]), [blocks.section(f"*{title}*"), *blocks.sections(lines)], in_channel=True, failed=not ok)
+
+
+# ---- /backups --------------------------------------------------------------------------------------------
+
+
+def _file_state(backup: Backup) -> str:
+    if backup.state != OK:
+        reason = (backup.error or "no file").splitlines()[0][:120]
+        return f"{backup.state}: {reason}"
+    try:
+        actual = Path(backup.path).stat().st_size
+    except OSError:
+        return "🔴 file missing"
+    if actual != backup.size:
+        return f"🔴 file is {size(actual)}, not {size(backup.size)}"
+    return f"sha256 {backup.sha256[:12]}…, file present"
+
+
+def _verification(runtime, backup: Backup) -> str:
+    if backup.verified_at is None:
+        return "never verified"
+    mark = "🟢 verified" if backup.verified_ok else "🔴 verification failed"
+    return f"{mark} {ago(backup.verified_at, utcnow())}"
+
+
+@command("backups", summary="The backups, newest first, with their checksum and last verification.", usage="/backups", role=Role.viewer)
+def backups_list(ctx: Context, _args) -> Reply:
+    found = _backups(ctx.runtime).latest()
+    if not found:
+        return Reply(f"There is no backup of {ctx.runtime.stack_name} yet; /backup takes one.")
+    lines = []
+    for b in found:
+        note = f' · "{b.note}"' if b.note else ""
+        kind = " · safety" if b.kind == "safety" else ""
+        amount = f" · {size(b.size)}" if b.size is not None else ""
+        lines.append(
+            f"*#{b.id}* {_taken(ctx.runtime, b)}{amount} · <@{b.requested_by}>{kind}{note} · {_file_state(b)} · {_verification(ctx.runtime, b)}"
+        )
+    return Reply("\n".join(lines), [blocks.section(f"*Backups of {ctx.runtime.stack_name}*"), *blocks.sections(lines)])
+
+
+# ---- /restore BACKUP_ID ----------------------------------------------------------------------------------
+
+
+class RestoreArgs(BaseModel):
+    backup_id: BackupNumber
+
+
+def _check_restore(runtime, args: RestoreArgs) -> None:
+    backup = _existing(runtime, args.backup_id)
+    if runtime.docker is None:
+        raise CommandError("The stack file names no Compose project, so /restore cannot stop the app services.")
+    if backup.state != OK:
+        raise CommandError(f"Backup #{backup.id} is {backup.state}; only a complete backup can be restored (/backups lists them).")
+    target = runtime.stack.database.name
+    if backup.database != target:
+        raise CommandError(f"Backup #{backup.id} is of database {backup.database}, not {target}; it cannot replace it.")
+    try:
+        known = runtime.docker.services()
+    except StackError as error:
+        raise CommandError(str(error)) from None
+    missing = [service for service in runtime.settings.restore_services if service not in known]
+    if missing:
+        raise CommandError(
+            f"FLOWSTATE_RESTORE_SERVICES names {', '.join(missing)}, not services of {runtime.docker.project}; fix the setting first."
+        )
+
+
+def _describe_restore(runtime, args: RestoreArgs) -> list[str]:
+    backup = _backups(runtime).get(args.backup_id)
+    if backup is None:
+        return [f"Backup #{args.backup_id} is no longer in the catalogue."]
+    kind = " (a safety backup)" if backup.kind == "safety" else ""
+    return [
+        f"*Backup #{backup.id}*{kind} of `{backup.database}`, taken {_taken(runtime, backup)} "
+        f"({duration((utcnow() - backup.started_at).total_seconds())} ago) by <@{backup.requested_by}>",
+        f"Size {size(backup.size or 0)} · SHA-256 `{backup.sha256}`",
+        f"Note: {backup.note or '(none)'}",
+        f"Replaces database `{runtime.stack.database.name}` on {runtime.stack_name}; a safety backup of it is taken first, and "
+        f"{', '.join(runtime.settings.restore_services)} will be stopped while it runs.",
+    ]
+
+
+@command(
+    "restore",
+    summary="Replace the app's database with a verified backup, after a safety backup of it.",
+    usage="/restore BACKUP_ID",
+    role=Role.operator,
+    args=RestoreArgs,
+    needs_approval=True,
+    check=_check_restore,
+    describe=_describe_restore,
+    recover=recover_restore,
+)
+def restore(ctx: Context, args: RestoreArgs) -> Reply:
+    try:
+        run = Restore(ctx.runtime, ctx.job_id, ctx.invocation.user_id, ctx.progress)
+    except StackError as error:
+        raise CommandError(str(error)) from None
+    backup = _existing(ctx.runtime, args.backup_id)
+    ok = run.run(backup)
+    title = f"✅ Restored backup #{backup.id} into {backup.database}" if ok else f"❌ The restore of backup #{backup.id} failed"
+    return Reply("\n".join([title, *run.lines]), [blocks.section(f"*{title}*"), *blocks.sections(run.lines)], in_channel=True, failed=not ok)
