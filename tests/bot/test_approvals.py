@@ -229,3 +229,18 @@ def test_hostile_text_reaches_the_approval_only_as_quoted_arguments(make_runtime
     assert "`/flip ''\"'\"'; DROP TABLE bot_jobs; --'`" in asked.text
     _decide(runtime, "UAPP", "/approvals approve 1")
     assert runtime.ran == [(hostile, "UOP")]
+
+
+def test_a_long_change_run_in_a_console_keeps_its_heartbeat_so_no_sweep_takes_it_for_dead(make_runtime, database_url):
+    runtime = _runtime(make_runtime, database_url, job_lease_seconds=5)
+    swept = []
+
+    def slow_flip(ctx, args):
+        time.sleep(6.5)  # longer than the lease: only a renewed heartbeat keeps the job alive
+        swept.extend(runtime.jobs.interrupt(stale_after=5))  # what a bot's runner sweeping the same database does
+        return Reply("flipped slowly")
+
+    flip = runtime.commands["flip"]
+    runtime.commands["flip"] = Command(flip.name, flip.summary, flip.usage, flip.args, flip.role, slow_flip, True, True)
+    assert run(runtime, "UADMIN", '/flip x --break-glass "testing the lease"').text == "flipped slowly"
+    assert swept == [] and _job(runtime).state == "succeeded"
