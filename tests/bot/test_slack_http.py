@@ -128,3 +128,11 @@ def test_a_request_replayed_to_another_replica_is_refused(slack_bot, slack_doubl
     slack_double.wait_for_response("grant", timeout=20)
     time.sleep(0.5)
     assert len(slack_double.responses("grant")) == 1
+
+
+def test_a_command_whose_text_says_payload_is_answered(slack_bot, slack_double):
+    """Bolt takes any form body containing "payload" for a click; the guard keeps such a command a command."""
+    sender, runtime = slack_bot(admins=["U0ONCALL"])
+    assert sender.slash("/help", "payload", "U0ONCALL", response_url=slack_double.response_url("payload")).status == 200
+    (reply,) = slack_double.wait_for_response("payload", timeout=20)
+    assert reply["text"] == "There is no /payload command; /help lists what you can run."
