@@ -135,32 +135,41 @@ class _Prepared(SlackSender):
 
 
 def fire(port: int, count: int, response_url: str) -> tuple[list[float], list[str]]:
-    """`count` /health commands released together by a barrier, one connection each; returns the
-    seconds from sending (connect included) to reading the status line, and the failures."""
+    """`count` /health commands released together, one connection each (see fire_requests)."""
     sender = _Prepared(f"http://127.0.0.1:{port}", SECRET)
-    prepared = [sender.slash("/health", "", USER, response_url=f"{response_url}{i}") for i in range(count)]
-    barrier = threading.Barrier(count)
+    return fire_requests(port, [sender.slash("/health", "", USER, response_url=f"{response_url}{i}") for i in range(count)])
+
+
+def fire_requests(port: int, prepared: list[tuple[bytes, dict]], concurrent: bool = True) -> tuple[list[float], list[str]]:
+    """Every prepared request, released together by a barrier (or one after another), one connection each;
+    returns the seconds from sending (connect included) to reading the status line, and the failures."""
+    barrier = threading.Barrier(len(prepared)) if concurrent else None
     elapsed: list[float] = []
     errors: list[str] = []
+    lock = threading.Lock()
 
     def one(body: bytes, headers: dict[str, str]) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         try:
-            barrier.wait(timeout=60)
+            if barrier is not None:
+                barrier.wait(timeout=120)
             started = time.perf_counter()
-            connection.request("POST", sender.path, body=body, headers=headers)
+            connection.request("POST", "/slack/events", body=body, headers=headers)
             response = connection.getresponse()
             took = time.perf_counter() - started
             response.read()
-            if response.status == 200:
-                elapsed.append(took)
-            else:
-                errors.append(f"HTTP {response.status}")
+            with lock:
+                (elapsed.append(took) if response.status == 200 else errors.append(f"HTTP {response.status}"))
         except Exception as error:
-            errors.append(f"{type(error).__name__}: {error}")
+            with lock:
+                errors.append(f"{type(error).__name__}: {error}")
         finally:
             connection.close()
 
+    if not concurrent:
+        for request in prepared:
+            one(*request)
+        return elapsed, errors
     threads = [threading.Thread(target=one, args=request) for request in prepared]
     for thread in threads:
         thread.start()
@@ -170,16 +179,21 @@ def fire(port: int, count: int, response_url: str) -> tuple[list[float], list[st
 
 
 class Child:
+    """A benchmark script run again as `--serve MODE`: it publishes its port in a file, logs to MODE.log."""
+
+    script = __file__
+    start_seconds = 60
+
     def __init__(self, mode: str, workdir: Path, *extra: str):
         self.mode, self.log = mode, workdir / f"{mode}.log"
         port_file = workdir / f"{mode}.json"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTATE_", "SLACK_"))}
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, __file__, "--serve", mode, "--port-file", str(port_file), *extra],
+                [sys.executable, self.script, "--serve", mode, "--port-file", str(port_file), *extra],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
             )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.start_seconds
         while not port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -187,8 +201,8 @@ class Child:
             time.sleep(0.05)
         self.info = json.loads(port_file.read_text())
 
-    def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def wait_for_replies(self, prefix: str, count: int, bot: Child) -> None:
         try:

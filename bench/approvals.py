@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import random
 import re
 import secrets
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,8 +41,9 @@ from urllib.parse import parse_qsl, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ack_latency import Broken, percentile, publish  # noqa: E402
-from tests.slack_signing import SlackSender  # noqa: E402
+from bench import ack_latency  # noqa: E402
+from bench.ack_latency import Broken, _Prepared, publish, summary  # noqa: E402
+from bench.ack_latency import fire_requests as fire  # noqa: E402
 
 SECRET = "bench-signing-secret"
 TOKEN = "xoxb-bench-token"
@@ -237,26 +236,9 @@ def serve(args) -> None:
     server.run()
 
 
-class Child:
-    def __init__(self, mode: str, workdir: Path, *extra: str):
-        self.mode, self.log = mode, workdir / f"{mode}.log"
-        port_file = workdir / f"{mode}.json"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTATE_", "SLACK_"))}
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, __file__, "--serve", mode, "--port-file", str(port_file), *extra],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
-            )
-        deadline = time.monotonic() + 90
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise Broken(f"the {mode} process did not start:\n{self.log_tail()}")
-            time.sleep(0.05)
-        self.info = json.loads(port_file.read_text())
-
-    def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+class Child(ack_latency.Child):
+    script = __file__
+    start_seconds = 90
 
     def ask(self, order: dict) -> dict:
         try:
@@ -269,58 +251,8 @@ class Child:
             raise Broken("fixtures process gone")
         return json.loads(answer)
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
 
 # ---- load generator ---------------------------------------------------------------------------
-
-
-class _Prepared(SlackSender):
-    def _send(self, body: bytes, headers: dict[str, str]):
-        return body, headers
-
-
-def fire(port: int, prepared: list[tuple[bytes, dict]], concurrent: bool = True) -> tuple[list[float], list[str]]:
-    """Every prepared request at once (a barrier releases them, one connection each); seconds to the status line."""
-    barrier = threading.Barrier(len(prepared)) if concurrent else None
-    elapsed: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def one(body: bytes, headers: dict[str, str]) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        try:
-            if barrier is not None:
-                barrier.wait(timeout=120)
-            started = time.perf_counter()
-            connection.request("POST", "/slack/events", body=body, headers=headers)
-            response = connection.getresponse()
-            took = time.perf_counter() - started
-            response.read()
-            with lock:
-                (elapsed.append(took) if response.status == 200 else errors.append(f"HTTP {response.status}"))
-        except Exception as error:
-            with lock:
-                errors.append(f"{type(error).__name__}: {error}")
-        finally:
-            connection.close()
-
-    if not concurrent:
-        for request in prepared:
-            one(*request)
-        return elapsed, errors
-    threads = [threading.Thread(target=one, args=request) for request in prepared]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return elapsed, errors
 
 
 def click_mix(sender: _Prepared, requests: dict[int, str], response_url: str, rng: random.Random):
@@ -413,11 +345,6 @@ def classify(entry) -> str:
 
 
 # ---- the benchmark ----------------------------------------------------------------------------
-
-
-def summary(seconds: list[float]) -> tuple[float, float, float]:
-    ms = sorted(s * 1000 for s in seconds)
-    return (percentile(ms, 0.50), percentile(ms, 0.99), ms[-1]) if ms else (float("nan"),) * 3
 
 
 def measure(args) -> int:
