@@ -19,6 +19,17 @@ def _env(**values):
     return {**clean, **values}
 
 
+def _serving_port(bot: subprocess.Popen) -> int:
+    """Reads the bot's log up to the line that says where it listens."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = bot.stderr.readline()
+        assert line, "the bot stopped before it served"
+        if match := re.search(r"serving Slack requests on http://127\.0\.0\.1:(\d+)/slack/events", line):
+            return int(match.group(1))
+    raise AssertionError("the bot did not say where it listens")
+
+
 def test_run_in_http_mode_answers_signed_commands_and_stops_cleanly_on_sigterm(tmp_path, slack_double):
     env = _env(
         SLACK_BOT_TOKEN="xoxb-cli-test",
@@ -29,14 +40,7 @@ def test_run_in_http_mode_answers_signed_commands_and_stops_cleanly_on_sigterm(t
     )
     bot = subprocess.Popen([BOT, "run", "--http", "--port", "0"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        port = None
-        deadline = time.monotonic() + 60
-        while port is None and time.monotonic() < deadline:
-            line = bot.stderr.readline()
-            if match := re.search(r"serving Slack requests on http://127\.0\.0\.1:(\d+)/slack/events", line):
-                port = int(match.group(1))
-        assert port, "the bot did not say where it listens"
-        sender = SlackSender(f"http://127.0.0.1:{port}", SIGNING_SECRET)
+        sender = SlackSender(f"http://127.0.0.1:{_serving_port(bot)}", SIGNING_SECRET)
         assert sender.slash("/whoami", "", "U0ONCALL", response_url=slack_double.response_url("me")).status == 200
         (reply,) = slack_double.wait_for_response("me", timeout=15)
         assert reply["text"].startswith("You are <@U0ONCALL> with the admin role")
@@ -169,13 +173,7 @@ def test_debug_logs_do_not_carry_response_urls(tmp_path, slack_double):
     )
     bot = subprocess.Popen([BOT, "run", "--http", "--port", "0"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        port = None
-        while port is None:
-            line = bot.stderr.readline()
-            assert line, "the bot stopped before it served"
-            if match := re.search(r"serving Slack requests on http://127\.0\.0\.1:(\d+)/slack/events", line):
-                port = int(match.group(1))
-        sender = SlackSender(f"http://127.0.0.1:{port}", SIGNING_SECRET)
+        sender = SlackSender(f"http://127.0.0.1:{_serving_port(bot)}", SIGNING_SECRET)
         sender.slash("/whoami", "", "U0ONCALL", response_url=slack_double.response_url("capability-1234"))
         slack_double.wait_for_response("capability-1234", timeout=20)
         time.sleep(0.5)
