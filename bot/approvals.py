@@ -347,7 +347,7 @@ class Approvals:
                 progress(text)
 
         try:
-            with _KeepAlive(rt, holder, job.id):
+            with rt.keep_alive(job.id, holder):
                 reply = rt.dispatcher.execute(prepared, say, job_id=job.id)
         finally:
             if prepared.cmd.changes:
@@ -369,33 +369,6 @@ class Approvals:
         if ts:
             self._rt.jobs.set_message(job.id, job.channel_id, ts)
         return self._rt.jobs.get(job.id)
-
-
-class _KeepAlive:
-    """Renews this job's heartbeat and lock while it runs, wherever it runs (a console has no runner's
-    heartbeat thread): a long restart in a terminal is never taken for a dead holder by a bot's sweep."""
-
-    def __init__(self, runtime: "Runtime", holder: str, job_id: int):
-        self._rt, self._holder, self._job_id = runtime, holder, job_id
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"keepalive-{job_id}", daemon=True)
-
-    def __enter__(self) -> "_KeepAlive":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._done.set()
-        self._thread.join(timeout=5)
-
-    def _beat(self) -> None:
-        every = self._rt.settings.job_lease_seconds / 6
-        while not self._done.wait(every):
-            try:
-                self._rt.jobs.heartbeat(self._holder)
-                self._rt.locks.renew([self._job_id])
-            except Exception:
-                log.exception("could not renew the heartbeat of request #%s", self._job_id)
 
 
 class _Throttle:

@@ -12,7 +12,7 @@ from bot.config import Settings, StackConfig
 from bot.dispatcher import Dispatcher
 from bot.docker_stack import ComposeStack
 from bot.incidents.service import Incidents
-from bot.jobs.queue import ChangeLocks, JobQueue, new_holder
+from bot.jobs.queue import ChangeLocks, JobQueue, KeepAlive, new_holder
 from bot.registry import Command, load_commands
 from bot.store import Store
 
@@ -46,6 +46,10 @@ class Runtime:
         self.approvals = Approvals(self)
         self.incidents = Incidents(self)
         self.audit.observers.append(self.incidents.on_audit)  # commands and approval steps land on a timeline
+
+    def keep_alive(self, job_id: int, holder: str) -> KeepAlive:
+        """Renews the job's heartbeat and lock while it runs: six times a lease."""
+        return KeepAlive(self.jobs, self.locks, job_id, holder, self.settings.job_lease_seconds / 6)
 
     @property
     def stack_name(self) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
+import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, insert, or_, select, update
@@ -13,6 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from bot.jobs.model import PENDING, QUEUED, RUNNING, ChangeLock, Job
 from bot.registry import Invocation
 from bot.store import Store, utcnow
+
+log = logging.getLogger(__name__)
 
 
 def new_holder() -> str:
@@ -148,9 +152,8 @@ class JobQueue:
             where.append(Job.requester == by)
         return self._change(job_id, where, state=state, approver=by, decided_at=utcnow(), finished_at=utcnow())
 
-    def heartbeat(self, holder: str) -> None:
-        with self._store.session.begin() as session:
-            session.execute(update(Job).where(Job.state == RUNNING, Job.holder == holder).values(heartbeat_at=utcnow()))
+    def heartbeat(self, job_id: int, holder: str) -> None:
+        self._change(job_id, [Job.state == RUNNING, Job.holder == holder], heartbeat_at=utcnow())
 
     # ---- sweeping --------------------------------------------------------------------------------
 
@@ -239,3 +242,29 @@ class ChangeLocks:
     def release(self, job_id: int) -> None:
         with self._store.session.begin() as session:
             session.execute(delete(ChangeLock).where(ChangeLock.job_id == job_id))
+
+
+class KeepAlive:
+    """While a job runs, renews its heartbeat and its lock from a thread of its own, wherever it runs (a runner
+    thread or a console): a long restart is never taken for the work of a dead holder by a sweep."""
+
+    def __init__(self, jobs: JobQueue, locks: ChangeLocks, job_id: int, holder: str, every: float):
+        self._jobs, self._locks, self._job_id, self._holder, self._every = jobs, locks, job_id, holder, every
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"keepalive-{job_id}", daemon=True)
+
+    def __enter__(self) -> "KeepAlive":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._every):
+            try:
+                self._jobs.heartbeat(self._job_id, self._holder)
+                self._locks.renew([self._job_id])
+            except Exception:
+                log.exception("could not renew the heartbeat of request #%s", self._job_id)

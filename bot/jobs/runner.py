@@ -45,8 +45,6 @@ class Runner:
         threads = runtime.settings.workers
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="job")
         self.free = threading.Semaphore(threads)
-        self.held: set[int] = set()
-        self.held_lock = threading.Lock()
         self.stopping = threading.Event()
         self._forget_at = 0.0
 
@@ -62,7 +60,6 @@ class Runner:
         rt.approvals.expire_due()
 
     def serve(self) -> None:
-        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         next_sweep = 0.0
         while not self.stopping.is_set():
             self.wake.wait(timeout=1.0)
@@ -82,8 +79,6 @@ class Runner:
             if job is None:
                 self.free.release()
                 return
-            with self.held_lock:
-                self.held.add(job.id)
             self.pool.submit(self._process, job)
 
     def _sweep(self) -> None:
@@ -96,17 +91,6 @@ class Runner:
         except Exception:
             log.exception("the sweep of expired requests and lost jobs failed")
 
-    def _heartbeat(self) -> None:
-        every = self.rt.settings.job_lease_seconds / 6
-        while not self.stopping.wait(every):
-            try:
-                self.rt.jobs.heartbeat(self.holder)
-                with self.held_lock:
-                    held = list(self.held)
-                self.rt.locks.renew(held)
-            except Exception:
-                log.exception("heartbeat failed")
-
     # ---- one job -------------------------------------------------------------------------------
 
     def _process(self, job: Job) -> None:
@@ -118,8 +102,6 @@ class Runner:
             self.rt.jobs.finish(job.id, self.holder, "failed", "the runner failed", error_id)
             self._deliver(job, Reply(f"/{job.command} failed unexpectedly (error id {error_id}); the details are in the bot's log."))
         finally:
-            with self.held_lock:
-                self.held.discard(job.id)
             self.free.release()
             self.wake.set()  # a thread is free: take the next queued job now
 
@@ -144,7 +126,8 @@ class Runner:
             if rt.jobs.get(job.id).message_ts is None:
                 self._deliver(job, rt.dispatcher.clean(reply))
             return
-        reply = rt.dispatcher.execute(prepared, None, job_id=job.id)
+        with rt.keep_alive(job.id, holder):  # changes renew theirs in run_job
+            reply = rt.dispatcher.execute(prepared, None, job_id=job.id)
         rt.jobs.finish(job.id, holder, "failed" if reply.failed else "succeeded", reply.text)
         self._deliver(job, rt.dispatcher.clean(reply))
 
