@@ -21,6 +21,12 @@ POSTGRES_ADMIN = os.environ.get("FLOWSTATE_TEST_POSTGRES", "postgresql://postgre
 REDIS_URL = os.environ.get("FLOWSTATE_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
+def bot_env(**values: str) -> dict[str, str]:
+    """The environment of a bot started by a test: this one's, less the developer's bot settings, plus `values`."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTATE_", "SLACK_"))}
+    return {**clean, **values}
+
+
 def need(service: str, check, how: str) -> None:
     """A missing service fails the test with what to do; it never skips."""
     try:
@@ -188,8 +194,7 @@ class BotProcess:
 
     def __init__(self, cwd: Path, slack_double, home: Path, stack_file: str, **env: str):
         self._cwd = cwd
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTATE_", "SLACK_"))}
-        self.env.update(
+        defaults = dict(
             PYTHONPATH=str(ROOT),
             SLACK_BOT_TOKEN="xoxb-kill-test",
             SLACK_SIGNING_SECRET=SIGNING_SECRET,
@@ -197,8 +202,8 @@ class BotProcess:
             FLOWSTATE_HOME=str(home),
             FLOWSTATE_STACK_FILE=stack_file,
             FLOWSTATE_ADMINS="U0ADMIN",
-            **env,
         )
+        self.env = bot_env(**{**defaults, **env})  # a test's own values win
         self.process = None
         from bot.store import Store
 

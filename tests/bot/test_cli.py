@@ -1,6 +1,5 @@
 """The flowstate-bot entry point as an operator starts it: run (HTTP mode), check, migrate, manifest."""
 
-import os
 import re
 import signal
 import subprocess
@@ -8,15 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import SIGNING_SECRET
+from tests.conftest import SIGNING_SECRET, bot_env
 from tests.slack_signing import SlackSender
 
 BOT = str(Path(sys.executable).with_name("flowstate-bot"))
-
-
-def _env(**values):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTATE_", "SLACK_"))}
-    return {**clean, **values}
 
 
 def _serving_port(bot: subprocess.Popen) -> int:
@@ -31,7 +25,7 @@ def _serving_port(bot: subprocess.Popen) -> int:
 
 
 def test_run_in_http_mode_answers_signed_commands_and_stops_cleanly_on_sigterm(tmp_path, slack_double):
-    env = _env(
+    env = bot_env(
         SLACK_BOT_TOKEN="xoxb-cli-test",
         SLACK_SIGNING_SECRET=SIGNING_SECRET,
         FLOWSTATE_SLACK_API_URL=slack_double.api_url,
@@ -53,11 +47,11 @@ def test_run_in_http_mode_answers_signed_commands_and_stops_cleanly_on_sigterm(t
 
 
 def test_run_without_credentials_is_one_clear_line(tmp_path):
-    result = subprocess.run([BOT, "run", "--http"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run([BOT, "run", "--http"], cwd=tmp_path, env=bot_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == "flowstate-bot: SLACK_BOT_TOKEN: not set; the bot cannot talk to Slack without it"
     result = subprocess.run(
-        [BOT, "run", "--http"], cwd=tmp_path, env=_env(SLACK_BOT_TOKEN="xoxb-1"), capture_output=True, text=True, timeout=60
+        [BOT, "run", "--http"], cwd=tmp_path, env=bot_env(SLACK_BOT_TOKEN="xoxb-1"), capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
     assert "SLACK_SIGNING_SECRET: not set" in result.stderr and "Traceback" not in result.stderr
@@ -68,7 +62,7 @@ def test_check_reports_each_dependency_and_fails_when_one_is_down(tmp_path, redi
         f'[[probes]]\nname = "redis"\nkind = "redis"\nurl = "{redis_url}"\n\n'
         '[[probes]]\nname = "gone"\nkind = "tcp"\nhost = "127.0.0.1"\nport = 1\n'
     )
-    result = subprocess.run([BOT, "check"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run([BOT, "check"], cwd=tmp_path, env=bot_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "ok   database: sqlite:///.flowstate-bot/bot.db" in result.stdout
     assert re.search(r"^ok   probe redis: PONG", result.stdout, re.M)
@@ -76,7 +70,7 @@ def test_check_reports_each_dependency_and_fails_when_one_is_down(tmp_path, redi
 
 
 def test_check_never_prints_the_database_password(tmp_path):
-    env = _env(FLOWSTATE_DATABASE_URL="postgresql://flowstate:s3cret-pw@127.0.0.1:1/app")
+    env = bot_env(FLOWSTATE_DATABASE_URL="postgresql://flowstate:s3cret-pw@127.0.0.1:1/app")
     result = subprocess.run([BOT, "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "FAIL database: postgresql+psycopg://flowstate:***@127.0.0.1:1/app" in result.stdout
@@ -84,14 +78,14 @@ def test_check_never_prints_the_database_password(tmp_path):
 
 
 def test_migrate_brings_a_postgres_database_to_the_latest_schema(tmp_path, postgres_url):
-    env = _env(FLOWSTATE_DATABASE_URL=postgres_url)
+    env = bot_env(FLOWSTATE_DATABASE_URL=postgres_url)
     result = subprocess.run([BOT, "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "The bot's database is at the latest schema."
 
 
 def test_socket_mode_refused_by_slack_is_one_clear_line(tmp_path, slack_double):
-    env = _env(SLACK_BOT_TOKEN="xoxb-1", SLACK_APP_TOKEN="xapp-1-A1-secret", FLOWSTATE_SLACK_API_URL=slack_double.api_url)
+    env = bot_env(SLACK_BOT_TOKEN="xoxb-1", SLACK_APP_TOKEN="xapp-1-A1-secret", FLOWSTATE_SLACK_API_URL=slack_double.api_url)
     env["FLOWSTATE_WORKERS"] = "1"
     slack_double.fail_next("apps.connections.open", error="invalid_auth")
     result = subprocess.run([BOT, "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
@@ -122,7 +116,7 @@ def _is_worker(pid: int) -> bool:
 
 
 def test_runner_processes_exit_when_the_bot_is_killed(tmp_path, slack_double):
-    env = _env(SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", FLOWSTATE_SLACK_API_URL=slack_double.api_url)
+    env = bot_env(SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", FLOWSTATE_SLACK_API_URL=slack_double.api_url)
     env["FLOWSTATE_WORKER_PROCESSES"] = "2"
     bot = subprocess.Popen([BOT, "run", "--http", "--port", "0"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -144,7 +138,7 @@ def test_check_names_a_malformed_dsn_and_never_prints_a_password(tmp_path):
     (tmp_path / "flowstate.toml").write_text(
         '[[probes]]\nname = "app db"\nkind = "postgres"\ndsn = "postgresql://flowstate:hunter 2@127.0.0.1:5432/app"\n'
     )
-    env = _env(FLOWSTATE_DATABASE_URL="postgresql://flowstate:s3cret-pw@127.0.0.1:1/app")
+    env = bot_env(FLOWSTATE_DATABASE_URL="postgresql://flowstate:s3cret-pw@127.0.0.1:1/app")
     result = subprocess.run([BOT, "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "FAIL probe app db: the DSN of probe app db is malformed; write a space in it as %20\n" in result.stdout
@@ -153,7 +147,7 @@ def test_check_names_a_malformed_dsn_and_never_prints_a_password(tmp_path):
 
 
 def test_a_database_url_without_a_scheme_is_refused_without_echoing_it(tmp_path):
-    env = _env(FLOWSTATE_DATABASE_URL="flowstate:s3cret-pw@127.0.0.1:5432/app")
+    env = bot_env(FLOWSTATE_DATABASE_URL="flowstate:s3cret-pw@127.0.0.1:5432/app")
     result = subprocess.run([BOT, "check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == (
@@ -164,7 +158,7 @@ def test_a_database_url_without_a_scheme_is_refused_without_echoing_it(tmp_path)
 
 def test_debug_logs_do_not_carry_response_urls(tmp_path, slack_double):
     """A response_url lets anyone post as the bot for 30 minutes: it must not sit in a log file."""
-    env = _env(
+    env = bot_env(
         SLACK_BOT_TOKEN="xoxb-cli-test",
         SLACK_SIGNING_SECRET=SIGNING_SECRET,
         FLOWSTATE_SLACK_API_URL=slack_double.api_url,

@@ -1,6 +1,5 @@
 """The console, driven through stdin as `printf '/help\n' | flowstate-bot console` drives it."""
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -8,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import bot_env
+
 BOT = str(Path(sys.executable).with_name("flowstate-bot"))
 
 
 def console(cwd, stdin, *args, env=None):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTATE_", "SLACK_"))}
     return subprocess.run(
-        [BOT, "console", *args], input=stdin, cwd=cwd, capture_output=True, text=True, timeout=60, env={**clean, **(env or {})}
+        [BOT, "console", *args], input=stdin, cwd=cwd, capture_output=True, text=True, timeout=60, env=bot_env(**(env or {}))
     )
 
 

@@ -13,12 +13,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from bot.blocks import to_text
-from bot.cli import main
 from bot.console import run_console
 from bot.registry import Invocation, Reply
 from bot.roles import Role
 from bot.store import AuditEntry
-from tests.conftest import POSTGRES_ADMIN, grant, run
+from tests.conftest import POSTGRES_ADMIN, bot_env, grant, run
 
 BOT = str(Path(sys.executable).with_name("flowstate-bot"))
 
@@ -226,8 +225,7 @@ def test_the_embedded_database_is_private(make_runtime, tmp_path):
     ],
 )
 def test_startup_mistakes_are_one_line_and_exit_2(tmp_path, argv, env, expected):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTATE_", "SLACK_"))}
-    result = subprocess.run([BOT, *argv], cwd=tmp_path, env={**clean, **env}, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    result = subprocess.run([BOT, *argv], cwd=tmp_path, env=bot_env(**env), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr and "hunter2" not in result.stderr
 
@@ -235,8 +233,7 @@ def test_startup_mistakes_are_one_line_and_exit_2(tmp_path, argv, env, expected)
 def test_a_port_in_use_or_a_bad_host_is_one_line(tmp_path, slack_double):
     import socket
 
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWSTATE_", "SLACK_"))}
-    env = {**clean, "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "FLOWSTATE_SLACK_API_URL": slack_double.api_url}
+    env = bot_env(SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s", FLOWSTATE_SLACK_API_URL=slack_double.api_url)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
