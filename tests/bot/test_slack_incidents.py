@@ -13,7 +13,8 @@ from bot.incidents.model import SLACK_MESSAGE
 from bot.jobs.model import Job
 from bot.manifest import TIMELINE_SHORTCUT
 from bot.roles import Role
-from tests.bot.test_cli import BOT, _env
+from tests.bot.test_cli import BOT
+from tests.conftest import bot_env
 from tests.bot.test_slack_approvals import _request_message, _wait_message
 from tests.conftest import grant
 
@@ -157,7 +158,7 @@ def test_a_postmortem_reads_the_channel_posts_a_file_and_the_cli_writes_the_same
     assert sections["What was done"].startswith("- ") and "`/whoami` by Ben: succeeded in" in sections["What was done"]
 
     out = tmp_path / "pm.md"
-    env = _env(FLOWSTATE_HOME=str(runtime.settings.home), FLOWSTATE_TIMEZONE="Asia/Tokyo", PYTHONPATH=os.environ.get("PYTHONPATH", ""))
+    env = bot_env(FLOWSTATE_HOME=str(runtime.settings.home), FLOWSTATE_TIMEZONE="Asia/Tokyo", PYTHONPATH=os.environ.get("PYTHONPATH", ""))
     result = subprocess.run([BOT, "postmortem", "1", "--out", str(out)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"Wrote the post-mortem of incident #1 to {out}.\n"

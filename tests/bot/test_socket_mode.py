@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from tests.bot.test_cli import BOT, _env
+from tests.bot.test_cli import BOT
+from tests.conftest import bot_env
 from tests.socket_mode_double import SocketModeDouble
 
 APP_TOKEN = "xapp-1-A0APP-1-socket-mode-test"
@@ -56,7 +57,7 @@ def socket_mode(slack_double):
 @pytest.fixture
 def socket_bot(tmp_path, slack_double, socket_mode):
     """The bot in Socket Mode, connected to the double (waits for the WebSocket connection)."""
-    env = _env(
+    env = bot_env(
         SLACK_BOT_TOKEN="xoxb-socket-mode-test",
         SLACK_APP_TOKEN=APP_TOKEN,
         FLOWSTATE_SLACK_API_URL=slack_double.api_url,
