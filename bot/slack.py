@@ -17,19 +17,20 @@ import logging
 import re
 import secrets
 
-from slack_bolt import App
+from slack_bolt import App, BoltRequest
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 
 from bot.approvals import APPROVE, CANCEL, DENY
 from bot.config import ConfigError
+from bot.jobs.queue import ReplayedRequest
 from bot.jobs.runner import RunnerProcesses
 from bot.manifest import TIMELINE_SHORTCUT
 from bot.registry import Command, Invocation
 from bot.runtime import Runtime
 from bot.slack_client import SlackNotifier
-from bot.slack_http import GuardedChannel, SlackRequestGuard
+from bot.slack_http import GuardedChannel, Sightings, SlackRequestGuard
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class SlackAdapter:
             raise ConfigError("SLACK_SIGNING_SECRET: not set; HTTP mode cannot verify Slack's requests without it")
         self.runtime = runtime
         self.client = client
+        self.sightings = Sightings()
         try:
             # In HTTP mode the guard in front of Bolt (bot/slack_http.py) verifies every request before it is
             # parsed; Bolt's own check would log a failed request's whole body. Socket Mode needs none.
@@ -71,10 +73,17 @@ class SlackAdapter:
         self.app.event("reaction_added")(self._on_reaction)
         self.app.shortcut(TIMELINE_SHORTCUT)(self._on_timeline_shortcut)
 
-    def _queue(self, ack, invocation: Invocation, response_url: str | None, dedupe_key: str | None) -> None:
-        """The job row first, then the ack: an acknowledged command is never lost."""
+    def _queue(self, ack, invocation: Invocation, response_url: str | None, dedupe_key: str | None, signature: str | None = None) -> None:
+        """The job row first, then the ack: an acknowledged command is never lost. A slash command's signature
+        (HTTP mode) is remembered in the same commit, for the replay guard (bot/slack_http.py)."""
+        if not self.sightings.take(signature):
+            signature = None
         try:
-            self.runtime.jobs.submit(invocation, response_url=response_url, dedupe_key=dedupe_key)
+            self.runtime.jobs.submit(invocation, response_url=response_url, dedupe_key=dedupe_key, signature=signature)
+        except ReplayedRequest:
+            self.sightings.replayed(signature)  # the guard answers 401
+            ack()
+            return
         except Exception:
             error_id = secrets.token_hex(4)
             log.exception("could not queue /%s [error id %s]", invocation.command, error_id)
@@ -84,7 +93,7 @@ class SlackAdapter:
         self.runtime.wake()
 
     def _command_listener(self, cmd: Command):
-        def on_command(ack, command: dict) -> None:
+        def on_command(ack, command: dict, request: BoltRequest) -> None:
             invocation = Invocation(
                 user_id=str(command.get("user_id", "")),
                 command=cmd.name,
@@ -93,7 +102,8 @@ class SlackAdapter:
                 source="slack",
             )
             trigger = command.get("trigger_id")
-            self._queue(ack, invocation, command.get("response_url"), f"cmd:{trigger}" if trigger else None)
+            signature = (request.headers.get("x-slack-signature") or [None])[0]
+            self._queue(ack, invocation, command.get("response_url"), f"cmd:{trigger}" if trigger else None, signature)
 
         on_command.__name__ = f"on_{re.sub(r'[^a-z0-9]', '_', cmd.name)}"
         return on_command
@@ -157,7 +167,11 @@ class SlackAdapter:
 
         settings = self.runtime.settings
         guarded = SlackRequestGuard(
-            SlackRequestHandler(self.app), settings.slack_signing_secret.get_secret_value(), self.runtime.store, settings.max_body_bytes
+            SlackRequestHandler(self.app),
+            settings.slack_signing_secret.get_secret_value(),
+            self.runtime.store,
+            settings.max_body_bytes,
+            self.sightings,
         )
         # Waitress refuses a Content-Length at or over its limit before reading a byte of the body.
         server = waitress.server.create_server(

@@ -14,16 +14,17 @@ import io
 import json
 import logging
 import secrets
+import threading
 import time
 from datetime import timedelta
 from urllib.parse import parse_qs
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
-from bot.store import SeenRequest, Store, utcnow
+from bot.store import SEEN_REQUEST, SeenRequest, Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,49 @@ def _answer(start_response, status: str, text: str) -> list[bytes]:
     return [body]
 
 
+class Sightings:
+    """Signatures of slash commands that their listener writes with the command's job, in one commit.
+
+    The guard expects a command's signature before Bolt sees the request, the listener takes it (and says
+    if it was a replay), and the guard settles it once Bolt has answered. All within this process."""
+
+    EXPECTED, TAKEN, REPLAYED = "expected", "taken", "replayed"
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._states: dict[str, str] = {}
+
+    def expect(self, signature: str) -> None:
+        with self._lock:
+            self._states[signature] = self.EXPECTED
+
+    def take(self, signature: str | None) -> bool:
+        """True when the caller is to write this signature with its job (the guard expects it)."""
+        with self._lock:
+            if signature is None or self._states.get(signature) != self.EXPECTED:
+                return False
+            self._states[signature] = self.TAKEN
+            return True
+
+    def replayed(self, signature: str) -> None:
+        with self._lock:
+            if signature in self._states:
+                self._states[signature] = self.REPLAYED
+
+    def settle(self, signature: str) -> str:
+        with self._lock:
+            return self._states.pop(signature, self.EXPECTED)
+
+
 class SlackRequestGuard:
     """WSGI middleware: only a signed, fresh, first-seen, well-formed request reaches the app behind it."""
 
-    def __init__(self, app, signing_secret: str, store: Store, max_body: int):
+    def __init__(self, app, signing_secret: str, store: Store, max_body: int, sightings: Sightings | None = None):
         self._app = app
         self._secret = signing_secret.encode()
         self._store = store
         self._max_body = max_body
+        self._sightings = sightings
 
     def __call__(self, environ, start_response):
         peer = environ.get("REMOTE_ADDR", "?")
@@ -62,23 +98,59 @@ class SlackRequestGuard:
         if not self._signed(body, timestamp, signature):
             log.warning("refused a request from %s: missing, wrong or stale Slack signature", peer)
             return _answer(start_response, "401 Unauthorized", "Invalid signature.")
+        content_type = environ.get("CONTENT_TYPE", "")
+        if not _well_formed(body, content_type):
+            log.warning("refused a signed request from %s: its body is not what Slack sends", peer)
+            return _answer(start_response, "400 Bad Request", "Malformed.")
+        body = _bolt_safe(body, content_type)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        if self._sightings is not None and _slash_command(body, content_type):
+            return self._command(environ, start_response, signature, peer)
+        refused = self._remember(signature, peer, start_response)
+        return refused if refused is not None else self._app(environ, start_response)
+
+    def _command(self, environ, start_response, signature: str, peer: str):
+        """A slash command's listener writes the signature with the command's job, in one commit (the ack
+        path's one write); what it found, first sighting or replay, decides the answer. A signature the
+        listener did not take (it wrote no job, or Bolt stopped waiting for it) is remembered here."""
+        answer: dict = {}
+
+        def capture(status, headers, exc_info=None):
+            answer.update(status=status, headers=headers)
+            return lambda _data: None
+
+        self._sightings.expect(signature)
         try:
-            first = self._first_time(signature)
+            body = b"".join(self._app(environ, capture))
+        finally:
+            state = self._sightings.settle(signature)
+        if state == Sightings.REPLAYED:
+            return self._replay(peer, start_response)
+        if state == Sightings.EXPECTED:
+            refused = self._remember(signature, peer, start_response)
+            if refused is not None:
+                return refused
+        start_response(answer["status"], answer["headers"])
+        return [body]
+
+    def _remember(self, signature: str, peer: str, start_response) -> list[bytes] | None:
+        """None for a first sighting (now remembered); else the answer that refuses the request."""
+        try:
+            self._store.ack_writer.write((SEEN_REQUEST, {"signature": signature, "seen_at": utcnow()}))
+            return None
+        except IntegrityError:  # a signature is unique to its body and timestamp: a second sighting is a replay
+            return self._replay(peer, start_response)
         except Exception:
             # Fail closed, but say so: Slack shows a slash command's plain-text answer to the caller.
             error_id = secrets.token_hex(4)
             log.exception("cannot check a request from %s for replay: the bot's database failed [error id %s]", peer, error_id)
             return _answer(start_response, "200 OK", f"Nothing was run: the bot's database is not answering (error id {error_id}).")
-        if not first:
-            log.warning("refused a request from %s: a replay of a request already received", peer)
-            return _answer(start_response, "401 Unauthorized", "Already received.")
-        if not _well_formed(body, environ.get("CONTENT_TYPE", "")):
-            log.warning("refused a signed request from %s: its body is not what Slack sends", peer)
-            return _answer(start_response, "400 Bad Request", "Malformed.")
-        body = _bolt_safe(body, environ.get("CONTENT_TYPE", ""))
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        return self._app(environ, start_response)
+
+    @staticmethod
+    def _replay(peer: str, start_response) -> list[bytes]:
+        log.warning("refused a request from %s: a replay of a request already received", peer)
+        return _answer(start_response, "401 Unauthorized", "Already received.")
 
     def _signed(self, body: bytes, timestamp: str | None, signature: str | None) -> bool:
         """Slack's scheme on the raw bytes (slack_sdk's verifier decodes them first and fails on non-UTF-8)."""
@@ -88,15 +160,6 @@ class SlackRequestGuard:
             return False
         expected = "v0=" + hmac.new(self._secret, b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected, signature)
-
-    def _first_time(self, signature: str) -> bool:
-        """One INSERT: a signature is unique to its body and timestamp, so a second sighting is a replay."""
-        try:
-            with self._store.ack_writes, self._store.engine.begin() as connection:
-                connection.execute(insert(SeenRequest).values(signature=signature, seen_at=utcnow()))
-            return True
-        except IntegrityError:
-            return False
 
 
 def forget_old_requests(store: Store) -> None:
@@ -116,6 +179,14 @@ def _bolt_safe(body: bytes, content_type: str) -> bytes:
     if "payload" in parse_qs(body.decode("utf-8"), keep_blank_values=True):
         return body  # a real interactive payload
     return body.replace(b"payload", b"%70ayload")
+
+
+def _slash_command(body: bytes, content_type: str) -> bool:
+    """A slash command's form (Slack sends a command's fields as a form, a click's as a form with "payload")."""
+    if content_type.startswith("application/json") or b"command=" not in body:
+        return False
+    fields = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+    return "command" in fields and "payload" not in fields
 
 
 def _well_formed(body: bytes, content_type: str) -> bool:

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event, insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from bot.config import ConfigError
+
+
+BUSY_SECONDS = 30  # how long a write on SQLite waits for a file another process is writing
 
 
 def utcnow() -> datetime:
@@ -118,13 +123,13 @@ def _private_file(path: Path) -> None:
         raise ConfigError(f"FLOWSTATE_HOME: cannot create the bot's database at {path} ({error.strerror})") from None
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_seconds: float = BUSY_SECONDS) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.drivername == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             _private_file(Path(parsed.database))
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": busy_seconds, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -141,14 +146,99 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
 
 
+SEEN_REQUEST = insert(SeenRequest.__table__)  # a Slack request's signature; built once, it runs before every ack
+
+
+class AckWriter:
+    """The writes on the path that answers Slack (a job row, a request's signature), each its own commit.
+
+    They run before every ack, so they skip what a session costs there: the statements are built once (Core,
+    compiled once and cached), and they run on connections kept for this path, not checked out of the pool
+    (with its liveness ping) for every request. A connection that broke is dropped and the write tried once
+    more on a new one.
+
+    SQLite has one writer at a time. A connection that finds the file locked (a runner process is writing)
+    waits in SQLite's own steps of 1, 2, 5, 10, 15, 20, 25... ms, far longer than a runner's writes take, and
+    each ack would queue behind those sleeps. So on SQLite the ack writes queue on a lock in this process (in
+    order, no sleeping) and share one connection that does not wait inside SQLite: it tries again after a
+    fraction of a millisecond, for as long as the pool's connections would wait.
+    """
+
+    def __init__(self, engine: Engine, own_engine: Engine | None = None):
+        self._engine = own_engine or engine
+        self._own_engine = own_engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._lock = threading.Lock() if self._sqlite else contextlib.nullcontext()
+        self._free: list = []
+        self._free_lock = threading.Lock()
+
+    def _take(self):
+        with self._free_lock:
+            if self._free:
+                return self._free.pop()
+        return self._engine.connect()
+
+    def _give_back(self, connection) -> None:
+        with self._free_lock:
+            self._free.append(connection)
+
+    def write(self, *steps):
+        """Runs (statement, params) steps in one transaction and commits; the first column of the last step's
+        RETURNING row, if it returned one. A unique key already taken raises IntegrityError and writes nothing."""
+        with self._lock:
+            deadline, pause, reconnected = time.monotonic() + BUSY_SECONDS, 0.0002, False
+            while True:
+                connection = self._take()
+                try:
+                    for statement, params in steps:
+                        result = connection.execute(statement, params)
+                    value = result.scalar_one_or_none() if result.returns_rows else None
+                    connection.commit()
+                except DBAPIError as error:
+                    if error.connection_invalidated or connection.invalidated:
+                        connection.close()
+                        if not reconnected:
+                            reconnected = True
+                            continue
+                        raise
+                    try:
+                        connection.rollback()
+                    except DBAPIError:
+                        connection.close()
+                        raise error from None
+                    self._give_back(connection)
+                    if self._sqlite and _sqlite_busy(error) and time.monotonic() < deadline:
+                        time.sleep(pause)
+                        pause = min(2 * pause, 0.002)
+                        continue
+                    raise
+                except BaseException:
+                    connection.close()
+                    raise
+                self._give_back(connection)
+                return value
+
+    def close(self) -> None:
+        with self._free_lock:
+            connections, self._free = self._free, []
+        for connection in connections:
+            connection.close()
+        if self._own_engine is not None:
+            self._own_engine.dispose()
+
+
+def _sqlite_busy(error: DBAPIError) -> bool:
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    return (code & 0xFF) == sqlite3.SQLITE_BUSY if isinstance(code, int) else "database is locked" in str(error.orig)
+
+
 class Store:
     def __init__(self, url: str):
         self.engine = make_engine(url)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
-        # SQLite has one writer at a time, and a thread that finds the file locked sleeps in steps of up to
-        # 100 ms before it tries again. The writes on the ack path queue on this lock instead (in order, no
-        # sleeping); PostgreSQL needs none.
-        self.ack_writes = threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        database = self.engine.url.database
+        own = self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
+        self.ack_writer = AckWriter(self.engine, make_engine(url, busy_seconds=0) if own else None)
 
     def migrate(self) -> None:
         config = AlembicConfig()
@@ -161,4 +251,5 @@ class Store:
             raise ConfigError(f"FLOWSTATE_DATABASE_URL: cannot migrate the bot's database: {getattr(error, 'orig', None) or error}") from None
 
     def dispose(self) -> None:
+        self.ack_writer.close()
         self.engine.dispose()

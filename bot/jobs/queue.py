@@ -14,9 +14,25 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.jobs.model import PENDING, QUEUED, RUNNING, ChangeLock, Job
 from bot.registry import Invocation
-from bot.store import Store, utcnow
+from bot.store import SEEN_REQUEST, Store, utcnow
 
 log = logging.getLogger(__name__)
+
+
+
+class ReplayedRequest(Exception):
+    """The Slack request this job would come from was received before (its signature is known)."""
+
+
+def _new_job_statement(dialect: str):
+    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id: no row back means Slack redelivered it.
+    Built once per queue: it runs before every ack."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    table = Job.__table__
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=[table.c.dedupe_key]).returning(table.c.id)
 
 
 def new_holder() -> str:
@@ -42,6 +58,7 @@ def holder_is_dead(holder: str) -> bool:
 class JobQueue:
     def __init__(self, store: Store):
         self._store = store
+        self._new_job = _new_job_statement(store.engine.dialect.name)
 
     # ---- creating ----------------------------------------------------------------------------
 
@@ -51,12 +68,15 @@ class JobQueue:
         *,
         response_url: str | None = None,
         dedupe_key: str | None = None,
+        signature: str | None = None,
         state: str = QUEUED,
         **fields,
     ) -> int | None:
         """A new job; None when a job with the same dedupe key exists (Slack redelivered the request).
 
-        One Core INSERT ... RETURNING in its own short transaction: this runs before every ack."""
+        With the signature of the Slack request it comes from, that signature is remembered in the same commit
+        (the replay guard's seen-set): ReplayedRequest if it was seen before, and then nothing is written.
+        One short transaction on the ack writer's connection: this runs before every ack."""
         values = dict(
             dedupe_key=dedupe_key,
             state=state,
@@ -69,13 +89,14 @@ class JobQueue:
             created_at=utcnow(),
             **fields,
         )
+        if signature is None:
+            return self._store.ack_writer.write((self._new_job, values))
         try:
-            with self._store.ack_writes, self._store.engine.begin() as connection:
-                return connection.execute(insert(Job).values(**values).returning(Job.id)).scalar_one()
+            return self._store.ack_writer.write(
+                (SEEN_REQUEST, {"signature": signature, "seen_at": values["created_at"]}), (self._new_job, values)
+            )
         except IntegrityError:
-            if dedupe_key is None:
-                raise
-            return None
+            raise ReplayedRequest() from None
 
     def get(self, job_id: int) -> Job | None:
         with self._store.session() as session:

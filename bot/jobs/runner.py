@@ -32,6 +32,12 @@ STARTUP_SECONDS = 120
 SWEEP_SECONDS = 2.0
 FORGET_SECONDS = 60.0  # how often the signatures of old Slack requests are deleted
 STALE_QUERY_SECONDS = 60.0  # a read-only command queued longer than this is dropped, not answered late
+# Acks first: a runner rung by the door starts taking jobs once no new request has come for SETTLE_QUIET
+# seconds, and at most SETTLE_AT_MOST after the first ring. In a burst the acks' writes then do not queue
+# behind the runs' writes (SQLite has one writer at a time), nor share the cores with them; a lone command
+# starts 30 ms later than it could.
+SETTLE_QUIET = 0.03
+SETTLE_AT_MOST = 0.5
 
 
 class Runner:
@@ -40,7 +46,8 @@ class Runner:
     def __init__(self, runtime, client):
         self.rt = runtime
         self.client = client
-        self.wake = threading.Event()
+        self.wake = threading.Event()  # a job may be waiting: a ring, or a thread that became free
+        self.rung = threading.Event()  # a request came in (the bot process rang the doorbell)
         self.holder = runtime.holder
         threads = runtime.settings.workers
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="job")
@@ -64,10 +71,19 @@ class Runner:
         while not self.stopping.is_set():
             self.wake.wait(timeout=1.0)
             self.wake.clear()
+            if self.rung.is_set():
+                self._settle()
             if time.monotonic() >= next_sweep:
                 self._sweep()
                 next_sweep = time.monotonic() + SWEEP_SECONDS
             self._claim_all()
+
+    def _settle(self) -> None:
+        """Wait while requests keep coming (see SETTLE_QUIET)."""
+        until = time.monotonic() + SETTLE_AT_MOST
+        self.rung.clear()
+        while self.rung.wait(SETTLE_QUIET) and time.monotonic() < until:
+            self.rung.clear()
 
     def _claim_all(self) -> None:
         while self.free.acquire(blocking=False):
@@ -170,7 +186,7 @@ class Doorbell:
         self._writer.close()
 
 
-def _listen(reader, wake: threading.Event) -> None:
+def _listen(reader, runner: Runner) -> None:
     """Turn rings into the runner's local wake-up; an empty read means the bot process is gone."""
     fd = reader.fileno()
     while True:
@@ -179,7 +195,8 @@ def _listen(reader, wake: threading.Event) -> None:
                 os._exit(0)
         except OSError:
             os._exit(0)
-        wake.set()
+        runner.rung.set()
+        runner.wake.set()
 
 
 def runner_main(settings: Settings, stack: StackConfig, doorbell, ready) -> None:
@@ -197,7 +214,7 @@ def runner_main(settings: Settings, stack: StackConfig, doorbell, ready) -> None
     )
     runner = Runner(runtime, client)
     runtime.wake = runner.wake.set
-    threading.Thread(target=_listen, args=(doorbell, runner.wake), name="doorbell", daemon=True).start()
+    threading.Thread(target=_listen, args=(doorbell, runner), name="doorbell", daemon=True).start()
     # SIGTERM (the bot stopping): take no new job, let the running ones finish.
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     runner.recover()

@@ -128,4 +128,4 @@ def test_with_its_database_down_the_bot_acks_with_one_sentence_and_an_error_id(s
     _drop(postgres_url)
     ack = sender.slash("/whoami", "", "U0ONCALL", response_url=slack_double.response_url("down"))
     assert ack.status == 200
-    assert ack.body.startswith("Nothing was run: the bot's database is not answering (error id "), "Slack shows a plain-text ack to the caller"
+    assert ack.body.startswith("/whoami was not run: the bot's database is not answering (error id "), "Slack shows a plain-text ack to the caller"

@@ -130,6 +130,29 @@ def test_a_request_replayed_to_another_replica_is_refused(slack_bot, slack_doubl
     assert len(slack_double.responses("grant")) == 1
 
 
+def test_a_command_slack_delivers_twice_is_acked_twice_and_run_once(slack_bot, slack_double):
+    """Slack retries a command it got no ack for: a new timestamp and signature, the same trigger_id. Both
+    deliveries are first sightings (200), and the second finds the first one's job: one run, one answer."""
+    sender, runtime = slack_bot(admins=["U0ADMIN"])
+    fields = slash_fields(
+        "/role", "grant <@U0EVE|eve> viewer", "U0ADMIN", "C0OPS", response_url=slack_double.response_url("twice"),
+        token="t", team_id="T0001", team_domain="example", api_app_id="A0APP", trigger_id="13345224609.738474920.8088930838d88f008e0",
+    )
+    body = urlencode(fields)
+    now = int(time.time())
+    for timestamp in (now - 1, now):
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(SIGNING_SECRET, body, timestamp)}
+        assert sender.raw(body, headers).status == 200
+    slack_double.wait_for_response("twice", timeout=20)
+    time.sleep(0.5)
+    assert len(slack_double.responses("twice")) == 1
+    assert runtime.authz.role_of("U0EVE") is Role.viewer
+    with runtime.store.engine.connect() as connection:
+        jobs = connection.exec_driver_sql("SELECT count(*) FROM bot_jobs WHERE command = 'role'").scalar_one()
+        seen = connection.exec_driver_sql("SELECT count(*) FROM seen_requests").scalar_one()
+    assert (jobs, seen) == (1, 2)
+
+
 def test_a_command_whose_text_says_payload_is_answered(slack_bot, slack_double):
     """Bolt takes any form body containing "payload" for a click; the guard keeps such a command a command."""
     sender, runtime = slack_bot(admins=["U0ONCALL"])
