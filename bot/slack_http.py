@@ -38,10 +38,11 @@ def _answer(start_response, status: str, text: str) -> list[bytes]:
 
 
 class Sightings:
-    """Signatures of slash commands that their listener writes with the command's job, in one commit.
+    """Signatures of requests that their listener writes with the job it makes, in one commit.
 
-    The guard expects a command's signature before Bolt sees the request, the listener takes it (and says
-    if it was a replay), and the guard settles it once Bolt has answered. All within this process."""
+    The guard expects a signature before Bolt sees the request, a listener takes it (and says if it was a
+    replay), and the guard settles it once Bolt has answered: a signature nobody took, the guard writes
+    itself. Taking and settling are one step each under a lock, so exactly one of them writes it."""
 
     EXPECTED, TAKEN, REPLAYED = "expected", "taken", "replayed"
 
@@ -105,15 +106,15 @@ class SlackRequestGuard:
         body = _bolt_safe(body, content_type)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
-        if self._sightings is not None and _slash_command(body, content_type):
-            return self._command(environ, start_response, signature, peer)
+        if self._sightings is not None:
+            return self._with_its_job(environ, start_response, signature, peer)
         refused = self._remember(signature, peer, start_response)
         return refused if refused is not None else self._app(environ, start_response)
 
-    def _command(self, environ, start_response, signature: str, peer: str):
-        """A slash command's listener writes the signature with the command's job, in one commit (the ack
-        path's one write); what it found, first sighting or replay, decides the answer. A signature the
-        listener did not take (it wrote no job, or Bolt stopped waiting for it) is remembered here."""
+    def _with_its_job(self, environ, start_response, signature: str, peer: str):
+        """The listener writes the request's signature with the job it makes, in one commit (the ack path's
+        one write), and what it found, first sighting or replay, decides the answer. A signature no listener
+        took (no job, a listener Bolt runs after its ack, or Bolt stopped waiting) is remembered here."""
         answer: dict = {}
 
         def capture(status, headers, exc_info=None):
@@ -179,14 +180,6 @@ def _bolt_safe(body: bytes, content_type: str) -> bytes:
     if "payload" in parse_qs(body.decode("utf-8"), keep_blank_values=True):
         return body  # a real interactive payload
     return body.replace(b"payload", b"%70ayload")
-
-
-def _slash_command(body: bytes, content_type: str) -> bool:
-    """A slash command's form (Slack sends a command's fields as a form, a click's as a form with "payload")."""
-    if content_type.startswith("application/json") or b"command=" not in body:
-        return False
-    fields = parse_qs(body.decode("utf-8"), keep_blank_values=True)
-    return "command" in fields and "payload" not in fields
 
 
 def _well_formed(body: bytes, content_type: str) -> bool:
