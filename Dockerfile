@@ -24,7 +24,9 @@ ENV PATH=/opt/flowstate/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     FLOWSTATE_HOME=/home/flowstate/.flowstate-bot
-RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin flowstate
+# FLOWSTATE_HOME exists, the user's, 0700: a named volume mounted there starts with this owner and mode.
+RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin flowstate \
+ && install -d -o flowstate -g flowstate -m 0700 /home/flowstate/.flowstate-bot
 COPY --from=build /opt/flowstate /opt/flowstate
 # Numeric, so that a runtime can tell it is not root without reading /etc/passwd.
 USER 10001:10001
