@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, SIGNING_SECRET, STACK_DIR
-from tests.image.test_image import SOCKET, bot_image  # noqa: F401  (the session fixture)
+from tests.image.conftest import SOCKET
 from tests.slack_signing import SlackSender
 
 pytestmark = pytest.mark.stack

@@ -6,30 +6,20 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import subprocess
 import time
 from pathlib import Path
 
 import docker
 import pytest
 
-from tests.conftest import ROOT, SIGNING_SECRET, STACK_DIR
+from tests.conftest import SIGNING_SECRET, STACK_DIR
+from tests.image.conftest import SOCKET
 from tests.slack_signing import SlackSender
 
 pytestmark = pytest.mark.stack
 
-SOCKET = "/var/run/docker.sock"
 STACK_FILE = "/home/flowstate/flowstate.toml"  # where the README mounts it: the image's default FLOWSTATE_STACK_FILE
 SERVICES = ("frontend", "backend", "python-worker", "postgres", "redis", "nginx")
-
-
-@pytest.fixture(scope="session")
-def bot_image(live_stack) -> str:
-    """The image of this checkout; tests/image/build makes it when it is missing (seconds when it is not)."""
-    result = subprocess.run([str(ROOT / "tests" / "image" / "build")], capture_output=True, text=True, timeout=1800)
-    if result.returncode != 0:
-        pytest.fail(f"the bot's image could not be built (tests/image/build):\n{result.stderr[-4000:]}", pytrace=False)
-    return result.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture
