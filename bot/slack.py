@@ -26,10 +26,11 @@ from bot.approvals import APPROVE, CANCEL, DENY
 from bot.config import ConfigError
 from bot.jobs.runner import RunnerProcesses
 from bot.manifest import TIMELINE_SHORTCUT
+from bot.metrics import registry as metrics_registry
 from bot.registry import Command, Invocation
 from bot.runtime import Runtime
 from bot.slack_client import SlackNotifier
-from bot.slack_http import GuardedChannel, SlackRequestGuard
+from bot.slack_http import GuardedChannel, SlackRequestGuard, with_metrics
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +153,15 @@ class SlackAdapter:
         deliver(self.client, invocation, response_url, Reply("That button does not belong to a request of this bot; nothing changed."))
 
     def http_server(self, host: str, port: int, threads: int = 8):
-        """A waitress server for POST /slack/events; `.run()` serves, `.close()` stops."""
+        """A waitress server for POST /slack/events and GET /metrics; `.run()` serves, `.close()` stops."""
         import waitress.server
 
         settings = self.runtime.settings
-        guarded = SlackRequestGuard(
-            SlackRequestHandler(self.app), settings.slack_signing_secret.get_secret_value(), self.runtime.store, settings.max_body_bytes
+        guarded = with_metrics(
+            SlackRequestGuard(
+                SlackRequestHandler(self.app), settings.slack_signing_secret.get_secret_value(), self.runtime.store, settings.max_body_bytes
+            ),
+            metrics_registry(self.runtime.store),
         )
         # Waitress refuses a Content-Length at or over its limit before reading a byte of the body.
         server = waitress.server.create_server(
