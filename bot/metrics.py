@@ -18,7 +18,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from sqlalchemy import and_, case, func, literal_column, select
+from sqlalchemy import and_, case, extract, func, select
 
 from bot.backups.model import Backup
 from bot.jobs.model import PENDING, Job
@@ -86,7 +86,7 @@ def registry(store: Store, duties=duty_results) -> CollectorRegistry:
 def _seconds(later, earlier, dialect: str):
     if dialect == "sqlite":
         return (func.julianday(later) - func.julianday(earlier)) * 86400.0
-    return func.extract(literal_column("epoch"), later - earlier)
+    return extract("epoch", later - earlier)
 
 
 class DatabaseCollector:
