@@ -250,3 +250,17 @@ def test_a_second_bot_on_the_same_sqlite_file_says_so_and_exits_while_the_consol
     (again,) = replicas(1, FLOWSTATE_HOME=str(home))
     again.sender()
 
+
+
+def test_a_holder_is_taken_for_dead_only_in_this_pid_namespace():
+    """Replicas in containers with host networking share the host's name; a pid from another replica's PID
+    namespace says nothing about this one's processes: the lease decides for them."""
+    from bot.jobs.queue import holder_is_dead, new_holder
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = new_holder().split("/")[0]
+    assert holder_is_dead(f"{host}/{gone.pid}/abcd1234")
+    name, _, namespace = host.rpartition("~")
+    assert not holder_is_dead(f"{name}~{int(namespace) + 1}/{gone.pid}/abcd1234"), "another replica's namespace"
+    assert not holder_is_dead(new_holder()), "this process is alive"
