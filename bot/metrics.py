@@ -15,12 +15,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import and_, case, extract, func, select
 
 from bot.backups.model import Backup
+from bot.config import ConfigError
 from bot.jobs.model import PENDING, Job
 from bot.store import AuditEntry, Store, utcnow
 
@@ -51,11 +53,14 @@ def duty_results(store: Store) -> list[DutyResult]:
     return []
 
 
-def use_process_directory(home) -> str:
+def use_process_directory(home: Path) -> str:
     """Before prometheus_client's values are first used: this bot process and its runners count into a fresh
     directory of their own (removed by ``remove_process_directory``)."""
-    os.makedirs(home, mode=0o700, exist_ok=True)
-    directory = tempfile.mkdtemp(prefix=f"metrics-{os.getpid()}-", dir=home)
+    try:
+        os.makedirs(home, mode=0o700, exist_ok=True)
+        directory = tempfile.mkdtemp(prefix=f"metrics-{os.getpid()}-", dir=home)
+    except OSError as error:
+        raise ConfigError(f"FLOWSTATE_HOME: cannot create the metrics directory in {home} ({error.strerror})") from None
     os.environ[MULTIPROC_ENV] = directory
     # The counter above was created before the directory existed: make it count into the directory.
     from prometheus_client import values
