@@ -20,7 +20,7 @@ from bot.probes import run_probes
 from bot.redact import configure_logging
 from bot.registry import load_commands
 from bot.runtime import Runtime
-from bot.store import Store, normalize_url
+from bot.store import Store, hold_single_bot, normalize_url
 
 log = logging.getLogger("flowstate")
 
@@ -46,6 +46,33 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import metrics
+
+    single = hold_single_bot(settings.effective_database_url)  # noqa: F841 (held until this process ends)
+    # Before anything counts: this process and its runner processes share one metrics directory.
+    metrics_dir = metrics.use_process_directory(settings.home / "metrics")
+    try:
+        return _run(settings, args)
+    finally:
+        metrics.remove_process_directory(metrics_dir)
+
+
+def _metrics_port(settings: Settings, runtime: Runtime):
+    from prometheus_client import start_http_server
+
+    from bot.metrics import registry
+
+    try:
+        server, _thread = start_http_server(settings.metrics_port, settings.metrics_host, registry(runtime.store))
+    except OSError as error:
+        raise ConfigError(
+            f"FLOWSTATE_METRICS_PORT: cannot listen on {settings.metrics_host}:{settings.metrics_port} ({error.strerror or error})"
+        ) from None
+    log.info("serving metrics on http://%s:%s/metrics", settings.metrics_host, server.server_port)
+    return server
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     from bot.slack import SlackAdapter
     from bot.slack_client import group_members, web_client
 
@@ -55,8 +82,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     runtime = Runtime.build(settings, stack, group_members=group_members(client))
     adapter = SlackAdapter(runtime, client, http_mode=not socket_mode)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    socket_handler = None
+    socket_handler = metrics_server = None
     try:
+        if settings.metrics_port is not None:
+            metrics_server = _metrics_port(settings, runtime)
         if socket_mode:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
@@ -79,6 +108,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if socket_handler is not None:
             socket_handler.close()  # stops the client's reconnect loop before the workers stop
+        if metrics_server is not None:
+            metrics_server.shutdown()
         adapter.shutdown()
         runtime.close()
     return 0

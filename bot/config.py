@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # HTTP mode: a request body over this is refused before it is read (Slack's are a few kilobytes).
     max_body_bytes: int = Field(65536, ge=4096, le=10 * 1024 * 1024)
+    # Prometheus /metrics on a port of its own (Socket Mode has no HTTP server; HTTP mode also serves it on
+    # its Slack port). Unset: no port of its own.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
     slack_signing_secret: SecretStr | None = Field(

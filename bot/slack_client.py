@@ -16,6 +16,7 @@ from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
 from bot.config import ConfigError, Settings
+from bot.metrics import SLACK_API_ERRORS
 from bot.registry import Invocation, Reply
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,20 @@ class CappedRateLimitRetryHandler(RateLimitErrorRetryHandler):
         state.increment_current_attempt()
 
 
+class CountingWebClient(WebClient):
+    """A WebClient whose failed calls (after its retries) count in flowstate_bot_slack_api_errors."""
+
+    def api_call(self, api_method: str, *args, **kwargs):
+        try:
+            return super().api_call(api_method, *args, **kwargs)
+        except SlackApiError as error:
+            SLACK_API_ERRORS.labels(api_method, str(error.response.get("error") or f"http_{error.response.status_code}")[:64]).inc()
+            raise
+        except Exception as error:
+            SLACK_API_ERRORS.labels(api_method, type(error).__name__).inc()
+            raise
+
+
 def _retry_handlers() -> list[RetryHandler]:
     return [
         CappedRateLimitRetryHandler(max_retry_count=2),
@@ -54,7 +69,7 @@ def _retry_handlers() -> list[RetryHandler]:
 
 def patient_client(client: WebClient) -> WebClient:
     """The same app for background reading (a channel's history): waits as long as Slack asks, up to a minute."""
-    return WebClient(
+    return CountingWebClient(
         token=client.token,
         base_url=client.base_url,
         timeout=client.timeout,
@@ -69,7 +84,7 @@ def patient_client(client: WebClient) -> WebClient:
 def web_client(settings: Settings) -> WebClient:
     if settings.slack_bot_token is None:
         raise ConfigError("SLACK_BOT_TOKEN: not set; the bot cannot talk to Slack without it")
-    return WebClient(
+    return CountingWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         retry_handlers=_retry_handlers(),
@@ -106,8 +121,10 @@ def deliver(client: WebClient, invocation: Invocation, response_url: str | None,
             )
             if response.status_code == 200:
                 return True
+            SLACK_API_ERRORS.labels("response_url", f"http_{response.status_code}").inc()
             log.warning("response_url answered HTTP %s for /%s; posting instead", response.status_code, invocation.command)
         except Exception as error:  # unreachable, reset, timed out: the Web API may still work
+            SLACK_API_ERRORS.labels("response_url", type(error).__name__).inc()
             log.warning("response_url failed for /%s (%s); posting instead", invocation.command, type(error).__name__)
     try:
         if reply.in_channel:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event, insert
+from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event, insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -232,6 +232,38 @@ def _sqlite_busy(error: DBAPIError) -> bool:
     return (code & 0xFF) == sqlite3.SQLITE_BUSY if isinstance(code, int) else "database is locked" in str(error.orig)
 
 
+def hold_single_bot(url: str):
+    """One bot process per SQLite file: an exclusive lock on a file beside the database, held for the life of
+    the process (the kernel lets go of it when the process dies, however it dies). Returns the open lock file;
+    None on PostgreSQL, where several replicas are the supported shape. The console takes no lock: it runs
+    its own commands beside a bot, as SQLite's WAL allows."""
+    import fcntl
+
+    parsed = make_url(normalize_url(url))
+    if parsed.drivername != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    path = Path(parsed.database)
+    _private_file(path)
+    lock = open(f"{path}.run-lock", "a+", opener=lambda name, flags: os.open(name, flags, 0o600))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()[:20] or "unknown"
+        lock.close()
+        raise ConfigError(
+            f"FLOWSTATE_DATABASE_URL: another flowstate-bot run (pid {holder}) already uses the SQLite database {path}; "
+            "one bot process per SQLite file is supported: stop that one, or use PostgreSQL to run several replicas"
+        ) from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+MIGRATION_LOCK_KEY = 0x666C6F77  # "flow": the advisory lock replicas take around a migration
+
+
 class Store:
     def __init__(self, url: str):
         self.engine = make_engine(url)
@@ -245,6 +277,9 @@ class Store:
         config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         try:
             with self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # Replicas starting together migrate one after the other; the later ones find the schema current.
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 config.attributes["connection"] = connection
                 alembic_command.upgrade(config, "head")
         except SQLAlchemyError as error:

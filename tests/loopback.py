@@ -57,6 +57,11 @@ class SilentServer:
     def port(self) -> int:
         return self._listener.getsockname()[1]
 
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far: one per request a client started."""
+        return len(self._accepted)
+
     def _accept(self):
         self._listener.settimeout(0.1)
         while not self._stop.is_set():

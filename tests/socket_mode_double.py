@@ -13,7 +13,12 @@ scheme, so a loopback server on an ephemeral port needs no certificate.
 Choices where Slack is vague or where a stand-in must pick one behaviour:
 - A ticket that ``apps.connections.open`` never issued is refused with HTTP 404 at the handshake.
   A ticket may be used more than once (Slack documents it as short-lived, not as single-use).
-- Envelopes go to the newest open connection (Slack picks one of the app's connections).
+- An app holds up to ten connections at once (``MAX_CONNECTIONS``, as Slack allows); an eleventh handshake
+  is refused with HTTP 429. Several bot replicas each hold their own.
+- Each envelope goes to exactly ONE open connection, picked at random (seeded, so a run is repeatable),
+  as Slack spreads an app's events over its connections. An envelope sent with ``redeliver_after`` that
+  is not acked within that many seconds is sent again to another open connection (``retry_attempt`` and
+  ``retry_reason`` set, as on Slack's retries), up to ``max_retries`` times.
 - Slash-command payload values are strings, ``is_enterprise_install`` included, as Slack sends them.
 - The server pings every 20 s (websockets' default keepalive), as Slack's servers ping too.
 """
@@ -21,6 +26,7 @@ Choices where Slack is vague or where a stand-in must pick one behaviour:
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import threading
 import time
@@ -36,16 +42,20 @@ from websockets.sync.server import Server, ServerConnection, serve
 from tests.slack_signing import slash_fields
 
 
+MAX_CONNECTIONS = 10  # Slack's limit of simultaneous Socket Mode connections per app
+
+
 @dataclass(frozen=True)
 class Received:
     """One text frame the client sent, parsed when it was JSON (else ``data`` is the raw text)."""
 
     data: Any
     time: float  # time.monotonic() at arrival
+    connection: int = 0  # the serial number (1, 2, ...) of the connection it came on
 
 
 class SocketModeDouble:
-    def __init__(self, slack_double, *, host_label: str = "applink-double-1"):
+    def __init__(self, slack_double, *, host_label: str = "applink-double-1", seed: int = 10):
         self.slack = slack_double
         self.host_label = host_label
         self._cond = threading.Condition()
@@ -53,6 +63,9 @@ class SocketModeDouble:
         self._thread: threading.Thread | None = None
         self._tickets: set[str] = set()
         self._open: list[ServerConnection] = []
+        self._serial: dict[ServerConnection, int] = {}
+        self._random = random.Random(seed)
+        self._deliveries: dict[str, list[int]] = {}  # envelope_id -> serials of the connections it went to
         self._accepted = 0
         self._close_codes: list[int | None] = []
         self._received: list[Received] = []
@@ -114,12 +127,17 @@ class SocketModeDouble:
             known = ticket in self._tickets
         if url.path != "/link/" or not known:
             return connection.respond(HTTPStatus.NOT_FOUND, "unknown ticket\n")
+        with self._cond:
+            full = len(self._open) >= MAX_CONNECTIONS
+        if full:
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many connections for this app\n")
         return None
 
     def _serve_connection(self, connection: ServerConnection) -> None:
         with self._cond:
             self._open.append(connection)
             self._accepted += 1
+            self._serial[connection] = self._accepted
             count = len(self._open)
             self._cond.notify_all()
         try:
@@ -138,7 +156,7 @@ class SocketModeDouble:
                 )
             )
             for message in connection:
-                self._on_client_message(message)
+                self._on_client_message(message, self._serial[connection])
         except ConnectionClosed:
             pass  # the client went away (a bot stopped with SIGTERM does not say goodbye)
         finally:
@@ -147,7 +165,7 @@ class SocketModeDouble:
                 self._close_codes.append(connection.close_code)
                 self._cond.notify_all()
 
-    def _on_client_message(self, message: str | bytes) -> None:
+    def _on_client_message(self, message: str | bytes, serial: int) -> None:
         now = time.monotonic()
         text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
         try:
@@ -155,7 +173,7 @@ class SocketModeDouble:
         except ValueError:
             data = text
         with self._cond:
-            self._received.append(Received(data, now))
+            self._received.append(Received(data, now, serial))
             if isinstance(data, dict) and isinstance(data.get("envelope_id"), str):
                 self._acks.setdefault(data["envelope_id"], (data, now))
             self._cond.notify_all()
@@ -173,11 +191,11 @@ class SocketModeDouble:
         user_name: str | None = None,
         channel_name: str | None = None,
         trigger_id: str | None = None,
+        to: int | None = None,
         **extra: str,
     ) -> str:
-        """Push a ``slash_commands`` envelope to the newest open connection; returns its envelope_id.
-
-        ``extra`` adds or overrides payload fields.
+        """Push a ``slash_commands`` envelope to one open connection (``to``: its serial; default a random
+        one); returns its envelope_id. ``extra`` adds or overrides payload fields.
         """
         envelope_id = str(uuid.uuid4())
         payload = slash_fields(
@@ -201,18 +219,58 @@ class SocketModeDouble:
             "type": "slash_commands",
             "accepts_response_payload": True,
         }
-        self.send_envelope(envelope)
+        self.send_envelope(envelope, to=to)
         return envelope_id
 
-    def send_envelope(self, envelope: dict[str, Any]) -> None:
-        """Push any message (an envelope with an ``envelope_id``, or e.g. ``{"type": "disconnect", ...}``)."""
+    def send_envelope(
+        self, envelope: dict[str, Any], *, to: int | None = None, redeliver_after: float | None = None, max_retries: int = 3
+    ) -> int:
+        """Push any message (an envelope with an ``envelope_id``, or e.g. ``{"type": "disconnect", ...}``) to ONE
+        open connection: the one with serial ``to``, else a random one. Returns the serial it went to.
+
+        With ``redeliver_after``, an envelope not acked within that many seconds goes again to another open
+        connection (Slack's retry), at most ``max_retries`` times."""
         with self._cond:
-            if not self._open:
-                raise AssertionError(f"SocketModeDouble: no open connection to send to ({self._accepted} ever accepted)")
-            connection = self._open[-1]
-            if "envelope_id" in envelope:
-                self._sent_at[envelope["envelope_id"]] = time.monotonic()
+            connection = self._pick(to)
+            serial = self._serial[connection]
+            envelope_id = envelope.get("envelope_id")
+            if envelope_id is not None:
+                self._sent_at.setdefault(envelope_id, time.monotonic())
+                self._deliveries.setdefault(envelope_id, []).append(serial)
         connection.send(json.dumps(envelope))
+        if envelope_id is not None and redeliver_after is not None and max_retries > 0:
+            threading.Thread(
+                target=self._redeliver, args=(envelope, redeliver_after, max_retries), name="SocketModeRetry", daemon=True
+            ).start()
+        return serial
+
+    def _pick(self, to: int | None) -> ServerConnection:
+        if not self._open:
+            raise AssertionError(f"SocketModeDouble: no open connection to send to ({self._accepted} ever accepted)")
+        if to is None:
+            return self._random.choice(self._open)
+        for connection in self._open:
+            if self._serial[connection] == to:
+                return connection
+        raise AssertionError(f"SocketModeDouble: connection {to} is not open")
+
+    def _redeliver(self, envelope: dict[str, Any], after: float, retries: int) -> None:
+        envelope_id = envelope["envelope_id"]
+        for attempt in range(1, retries + 1):
+            with self._cond:
+                if self._cond.wait_for(lambda: envelope_id in self._acks, after):
+                    return
+                tried = set(self._deliveries[envelope_id])
+                others = [c for c in self._open if self._serial[c] not in tried] or list(self._open)
+                if not others:
+                    return
+                connection = self._random.choice(others)
+                self._deliveries[envelope_id].append(self._serial[connection])
+            retry = {**envelope, "retry_attempt": attempt, "retry_reason": "timeout"}
+            try:
+                connection.send(json.dumps(retry))
+            except ConnectionClosed:
+                pass
 
     # ---------------------------------------------------------------- inspection
 
@@ -234,6 +292,16 @@ class SocketModeDouble:
         1001 for ``stop()``, 1006 when the TCP connection just dropped (no close frame)."""
         with self._cond:
             return list(self._close_codes)
+
+    def deliveries(self, envelope_id: str) -> list[int]:
+        """The serials of the connections an envelope was sent to, in order (more than one: it was redelivered)."""
+        with self._cond:
+            return list(self._deliveries.get(envelope_id, []))
+
+    def acked_on(self, envelope_id: str) -> list[int]:
+        """The serials of the connections that acked this envelope, in order."""
+        with self._cond:
+            return [r.connection for r in self._received if isinstance(r.data, dict) and r.data.get("envelope_id") == envelope_id]
 
     @property
     def received(self) -> list[Received]:

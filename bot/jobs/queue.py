@@ -35,16 +35,27 @@ def _new_job_statement(dialect: str):
     return dialect_insert(table).on_conflict_do_nothing(index_elements=[table.c.dedupe_key]).returning(table.c.id)
 
 
+def _this_host() -> str:
+    """The host name and the PID namespace: replicas in containers with host networking share the host's name,
+    but each counts its pids in a namespace of its own, where another replica's pid means nothing."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()[:80]}~{namespace}"
+
+
 def new_holder() -> str:
     """Who holds a job: host and pid (to tell a dead local holder at once) and a token unique to this process."""
-    return f"{socket.gethostname()[:80]}/{os.getpid()}/{secrets.token_hex(4)}"
+    return f"{_this_host()}/{os.getpid()}/{secrets.token_hex(4)}"
 
 
 def holder_is_dead(holder: str) -> bool:
-    """True only when the holder ran on this host and its process is gone; elsewhere the lease decides."""
+    """True only when the holder ran here (same host, same PID namespace) and its process is gone; elsewhere
+    the lease decides."""
     host, _, rest = holder.partition("/")
     pid = rest.partition("/")[0]
-    if host != socket.gethostname()[:80] or not pid.isdigit():
+    if host != _this_host() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)

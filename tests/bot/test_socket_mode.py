@@ -3,49 +3,17 @@ Socket Mode double, envelopes acked on the socket, replies posted to the command
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import threading
 
 import pytest
 
 from tests.bot.test_cli import BOT
 from tests.conftest import bot_env
+from tests.replica import RunningBot
 from tests.socket_mode_double import SocketModeDouble
 
 APP_TOKEN = "xapp-1-A0APP-1-socket-mode-test"
 WAIT = 20  # seconds; generous, never a timing assertion
-
-
-class RunningBot:
-    """`flowstate-bot run` as a subprocess; stderr is drained in the background so the pipe never fills."""
-
-    def __init__(self, process: subprocess.Popen):
-        self.process = process
-        self._lines: list[str] = []
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        for line in self.process.stderr:
-            self._lines.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self._lines)
-
-    def stop(self) -> int:
-        """SIGTERM, as a service manager stops it; returns the exit code once stderr is fully read."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            pytest.fail(f"the bot did not stop within 30 s of SIGTERM; its stderr:\n{self.stderr}", pytrace=False)
-        self._reader.join(timeout=10)
-        return self.process.returncode
 
 
 @pytest.fixture

@@ -1,0 +1,186 @@
+"""The bot's own Prometheus metrics, served at /metrics.
+
+Commands run in runner processes, on several replicas: what they did is read from the shared database
+when Prometheus scrapes (a few aggregate queries), so every replica reports the same, exact values.
+What only one process sees (the errors of its Slack API calls) is a prometheus_client counter; the
+runner processes of a bot share it through prometheus_client's multiprocess mode, in a directory of
+that bot process's own (``use_process_directory``), and Prometheus sums it over the replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from sqlalchemy import and_, case, extract, func, select
+
+from bot.backups.model import Backup
+from bot.config import ConfigError
+from bot.jobs.model import PENDING, Job
+from bot.store import AuditEntry, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+SLACK_API_ERRORS = Counter(
+    "flowstate_bot_slack_api_errors",
+    "Slack Web API calls (and response_url posts) that failed, by method and Slack's error.",
+    ["method", "error"],
+)
+
+
+@dataclass(frozen=True)
+class DutyResult:
+    """What the scheduled duties report for one duty: its runs by result, and whether the last one failed."""
+
+    duty: str
+    runs_by_result: dict[str, int] = field(default_factory=dict)
+    last_failed: bool = False
+
+
+def duty_results(store: Store) -> list[DutyResult]:
+    """HOOK for the scheduled duties (issue 10): read the duties table (runs per duty and slot) and return
+    one DutyResult per duty. The duties table does not exist yet, so there is nothing to report."""
+    return []
+
+
+def use_process_directory(home: Path) -> str:
+    """Before prometheus_client's values are first used: this bot process and its runners count into a fresh
+    directory of their own (removed by ``remove_process_directory``)."""
+    try:
+        os.makedirs(home, mode=0o700, exist_ok=True)
+        directory = tempfile.mkdtemp(prefix=f"metrics-{os.getpid()}-", dir=home)
+    except OSError as error:
+        raise ConfigError(f"FLOWSTATE_HOME: cannot create the metrics directory in {home} ({error.strerror})") from None
+    os.environ[MULTIPROC_ENV] = directory
+    # The counter above was created before the directory existed: make it count into the directory.
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+    SLACK_API_ERRORS._metrics.clear()
+    return directory
+
+
+def remove_process_directory(directory: str | None) -> None:
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def registry(store: Store, duties=duty_results) -> CollectorRegistry:
+    """What /metrics shows: the database's view plus this process's (and its runners') counters."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(store, duties))
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(SLACK_API_ERRORS)
+    return registry
+
+
+def _seconds(later, earlier, dialect: str):
+    if dialect == "sqlite":
+        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+    return extract("epoch", later - earlier)
+
+
+class DatabaseCollector:
+    """Exact across processes and replicas: every value is one bounded aggregate query at scrape time."""
+
+    def __init__(self, store: Store, duties=duty_results):
+        self._store = store
+        self._duties = duties
+
+    def collect(self):
+        try:
+            with self._store.engine.connect() as connection:
+                yield from self._commands(connection)
+                yield from self._durations(connection)
+                yield from self._pending(connection)
+                yield from self._backup_age(connection)
+            yield from self._duty_metrics()
+        except Exception:
+            log.exception("cannot read the bot's metrics from its database")
+            up = GaugeMetricFamily("flowstate_bot_database_up", "1 when /metrics could read the bot's database.")
+            up.add_metric([], 0)
+            yield up
+            return
+        up = GaugeMetricFamily("flowstate_bot_database_up", "1 when /metrics could read the bot's database.")
+        up.add_metric([], 1)
+        yield up
+
+    def _commands(self, connection):
+        family = CounterMetricFamily(
+            "flowstate_bot_commands", "Commands and approval steps in the audit log, by command and outcome.", labels=["command", "outcome"]
+        )
+        rows = connection.execute(
+            select(AuditEntry.command, AuditEntry.outcome, func.count()).group_by(AuditEntry.command, AuditEntry.outcome)
+        )
+        for command, outcome, count in rows:
+            family.add_metric([command, outcome], count)
+        yield family
+
+    def _durations(self, connection):
+        seconds = _seconds(Job.finished_at, Job.started_at, connection.dialect.name).label("seconds")
+        timed = (
+            select(Job.command, seconds)
+            .where(Job.started_at.is_not(None), Job.finished_at.is_not(None))
+            .subquery()
+        )
+        buckets = [func.sum(case((timed.c.seconds <= bound, 1), else_=0)) for bound in DURATION_BUCKETS]
+        rows = connection.execute(
+            select(timed.c.command, func.count(), func.sum(timed.c.seconds), *buckets).group_by(timed.c.command)
+        )
+        family = HistogramMetricFamily(
+            "flowstate_bot_job_duration_seconds", "How long finished jobs ran, from their claim to their end, by command.", labels=["command"]
+        )
+        for command, count, total, *cumulative in rows:
+            family.add_metric(
+                [command],
+                [(str(bound), int(n or 0)) for bound, n in zip(DURATION_BUCKETS, cumulative)] + [("+Inf", int(count))],
+                float(total or 0.0),
+            )
+        yield family
+
+    def _pending(self, connection):
+        count = connection.execute(
+            select(func.count()).select_from(Job).where(and_(Job.state == PENDING, Job.expires_at > utcnow()))
+        ).scalar_one()
+        family = GaugeMetricFamily("flowstate_bot_pending_approvals", "Requests waiting for a second person's approval now.")
+        family.add_metric([], count)
+        yield family
+
+    def _backup_age(self, connection):
+        newest: datetime | None = connection.execute(
+            select(func.max(Backup.started_at)).where(Backup.verified_ok.is_(True), Backup.deleted_at.is_(None))
+        ).scalar_one()
+        family = GaugeMetricFamily(
+            "flowstate_bot_newest_verified_backup_age_seconds",
+            "Age of the newest backup whose test restore passed (+Inf when there is none).",
+        )
+        if isinstance(newest, str):  # SQLite's aggregate loses the column's type
+            newest = datetime.fromisoformat(newest)
+        if newest is not None and newest.tzinfo is None:
+            newest = newest.replace(tzinfo=utcnow().tzinfo)
+        family.add_metric([], (utcnow() - newest).total_seconds() if newest else float("inf"))
+        yield family
+
+    def _duty_metrics(self):
+        runs = CounterMetricFamily("flowstate_bot_duty_runs", "Scheduled duty runs, by duty and result.", labels=["duty", "result"])
+        failing = GaugeMetricFamily("flowstate_bot_duty_last_failed", "1 when the last run of a scheduled duty failed.", labels=["duty"])
+        for result in self._duties(self._store):
+            for outcome, count in result.runs_by_result.items():
+                runs.add_metric([result.duty, outcome], count)
+            failing.add_metric([result.duty], 1 if result.last_failed else 0)
+        yield runs
+        yield failing
