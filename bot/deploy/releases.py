@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from sqlalchemy import select, update
@@ -19,7 +20,7 @@ from sqlalchemy import select, update
 from bot.config import DeploySection
 from bot.deploy.git import GitError, Repo
 from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Release
-from bot.deploy.script import ScriptOutcome, run_script
+from bot.deploy.script import ScriptOutcome, read_output, run_script
 from bot.docker_stack import StackError
 from bot.humanize import duration
 from bot.store import utcnow
@@ -110,6 +111,10 @@ class Releases:
             return known
         return self._rt.docker.services() if self._rt.docker is not None else []
 
+    def output_file(self, release_id: int) -> Path:
+        """Where a release's deploy script writes while it runs (moved into the ledger when it ends)."""
+        return self._rt.settings.home / "deploys" / f"release-{release_id}.log"
+
     def _update(self, release_id: int, **values) -> None:
         with self._rt.store.session.begin() as session:
             session.execute(update(Release).where(Release.id == release_id).values(**values))
@@ -172,11 +177,14 @@ class Releases:
             say(f"Checked out {commit[:10]} ({subject[:80]}) in {self.deploy.workdir}.")
         name = os.path.basename(self.deploy.command[0])
         progress(f"Running {name}…")
+        log_path = self.output_file(release_id)
         outcome = run_script(
             self.deploy,
+            log_path,
             lambda tail: progress(f"📜 {name} output (last lines):\n```" + "\n".join(tail)[-2500:] + "```"),
             on_start=lambda pid: self._update(release_id, pid=pid),
         )
+        log_path.unlink(missing_ok=True)  # kept with the release from here on
         say(self._script_line(name, outcome))
         health, health_line = self._gate(progress)
         say(health_line)
@@ -244,8 +252,13 @@ def recover(runtime, job) -> str:
             while process_running(release.pid) and time.monotonic() < deadline:
                 time.sleep(0.5)
             parts.append(f"Its deploy script (pid {release.pid}) was still running and has {'ended' if not process_running(release.pid) else 'not ended yet'}.")
-        health = releases._health_now()
-        releases._update(release.id, finished_at=utcnow(), health=health, note="interrupted: the bot stopped during this deploy")
+        elif release.pid:
+            parts.append(f"Its deploy script (pid {release.pid}) had ended.")
+        health, _said = releases._gate(lambda _text: None)
+        log_path = releases.output_file(release.id)
+        releases._update(release.id, finished_at=utcnow(), health=health, output=read_output(log_path),
+                         note="interrupted: the bot stopped during this deploy")
+        log_path.unlink(missing_ok=True)
         parts.append(f"Release #{release.id} ({release.kind} of {release.short}) is marked interrupted, health {health}.")
     try:
         head = releases.repo.head()

@@ -1,16 +1,16 @@
 """The deploy script: an argument list run in the checkout with no shell, in a process group of its own,
-its output read line by line as it comes, and the whole group killed when it overruns its timeout."""
+its output written to a file and read line by line as it comes, the whole group killed when it overruns its timeout."""
 
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from bot.config import DeploySection
@@ -57,54 +57,64 @@ class _Output:
         return "\n".join(self.kept)
 
 
-def _read(stream, lines: "queue.Queue[str | None]") -> None:
-    for line in iter(stream.readline, ""):
-        lines.put(line)
-    lines.put(None)
+def run_script(deploy: DeploySection, log_path: Path, show: Callable[[list[str]], None],
+               on_start: Callable[[int], None] = lambda _pid: None) -> ScriptOutcome:
+    """Run the deploy command; `show` gets the last lines of output at most once a second, and once at the end.
 
-
-def run_script(deploy: DeploySection, show: Callable[[list[str]], None], on_start: Callable[[int], None] = lambda _pid: None) -> ScriptOutcome:
-    """Run the deploy command; `show` gets the last lines of output at most once a second, and once at the end."""
+    Its output goes to a file, not a pipe: a bot that dies mid-deploy must not take the script down with it
+    (a write to a pipe nobody reads kills the writer), and the bot that starts next can still read what it said."""
     started = time.monotonic()
     output = _Output()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        process = subprocess.Popen(
-            deploy.command, cwd=deploy.workdir, env=minimal_env(deploy.env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
-            start_new_session=True,  # its own process group: a timeout kills what it started too
-        )
+        with open(log_path, "wb") as sink:
+            process = subprocess.Popen(
+                deploy.command, cwd=deploy.workdir, env=minimal_env(deploy.env), stdin=subprocess.DEVNULL,
+                stdout=sink, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: a timeout kills what it started too
+            )
     except OSError as error:
         return ScriptOutcome(None, 0.0, "", error=f"{deploy.command[0]} could not be started in {deploy.workdir}: {error.strerror or error}")
     on_start(process.pid)
-    lines: queue.Queue[str | None] = queue.Queue()
-    reader = threading.Thread(target=_read, args=(process.stdout, lines), name="deploy-output", daemon=True)
-    reader.start()
     deadline = started + deploy.timeout
-    shown_at, changed, timed_out, ended = 0.0, False, False, False
-    while not ended:
-        now = time.monotonic()
-        if not timed_out and now >= deadline:
-            timed_out = True
-            _kill_group(process)
-            deadline = now + KILL_GRACE + 5  # its output ends when the whole group is gone
-        elif timed_out and now >= deadline:
-            break  # something escaped the group and holds the pipe open: stop reading it
-        try:
-            line = lines.get(timeout=min(0.2, max(deadline - now, 0.01)))
-        except queue.Empty:
-            line = ""
-        if line is None:
-            ended = True
-        elif line:
-            output.add(line)
-            changed = True
-        if changed and time.monotonic() - shown_at >= SHOW_EVERY:
+    shown_at, changed, timed_out = 0.0, False, False
+    with open(log_path, "rb") as source:
+        pending = b""
+        while True:
+            ended = process.poll() is not None
+            chunk = source.read(65536)
+            while chunk:  # everything written so far (after the end: all of it)
+                *complete, pending = (pending + chunk).split(b"\n")
+                for line in complete:
+                    output.add(line.decode("utf-8", errors="replace"))
+                changed = changed or bool(complete)
+                chunk = source.read(65536)
+            if changed and (ended or time.monotonic() - shown_at >= SHOW_EVERY):
+                show(list(output.tail))
+                shown_at, changed = time.monotonic(), False
+            if ended:
+                break
+            if not timed_out and time.monotonic() >= deadline:
+                timed_out = True
+                _kill_group(process)
+            time.sleep(0.1)
+        if pending:
+            output.add(pending.decode("utf-8", errors="replace"))
             show(list(output.tail))
-            shown_at, changed = time.monotonic(), False
-    code = _wait(process)
-    if changed:
-        show(list(output.tail))
-    return ScriptOutcome(None if timed_out else code, time.monotonic() - started, output.text(), timed_out)
+    return ScriptOutcome(None if timed_out else process.returncode, time.monotonic() - started, output.text(), timed_out)
+
+
+def read_output(log_path: Path) -> str:
+    """What a script that outlived its bot wrote (its last OUTPUT_LIMIT bytes), redacted."""
+    output = _Output()
+    try:
+        with open(log_path, "rb") as source:
+            source.seek(max(0, source.seek(0, os.SEEK_END) - OUTPUT_LIMIT))
+            for line in source.read().split(b"\n"):
+                output.add(line.decode("utf-8", errors="replace"))
+    except OSError:
+        return ""
+    return output.text()
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -125,11 +135,3 @@ def _kill_group(process: subprocess.Popen) -> None:
             pass
 
     threading.Thread(target=finish, name="deploy-kill", daemon=True).start()
-
-
-def _wait(process: subprocess.Popen) -> int | None:
-    try:
-        return process.wait(KILL_GRACE + 5)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        return process.wait(5)
