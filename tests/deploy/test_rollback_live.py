@@ -185,3 +185,14 @@ def test_a_deploy_script_that_overruns_is_killed_with_its_whole_process_group(ma
         release = session.scalars(select(Release).where(Release.kind == "deploy")).one()
     assert (release.exit_code, release.note, release.health) == (None, "timed out", "bad")
     assert "holding for 600 s" in release.output
+
+
+def test_a_deploy_script_that_fails_is_reported_with_its_exit_code_and_recorded_bad(make_runtime, world):
+    world.stack_file.write_text(world.stack_file.read_text().replace("timeout = 120", 'timeout = 120\ncommand = ["sh", "-c", "echo no disk space; exit 3"]'))
+    runtime = _runtime(make_runtime, world)
+    _request, reply = _approved(runtime, "/restart")
+    assert reply.failed and reply.text.startswith("❌ The deploy failed"), reply.text
+    assert re.search(r"🔴 sh exited with code 3 after \d+\.\d s\.", reply.text), reply.text
+    with runtime.store.session() as session:
+        release = session.scalars(select(Release).where(Release.kind == "deploy")).one()
+    assert (release.exit_code, release.health, release.output) == (3, "bad", "no disk space")
