@@ -17,6 +17,7 @@ from typing import Callable
 
 from sqlalchemy import select, update
 
+from bot.blocks import escape
 from bot.config import DeploySection
 from bot.deploy.git import GitError, Repo
 from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Release
@@ -173,8 +174,8 @@ class Releases:
                 say(f"🔴 {error}")
                 self._update(release_id, finished_at=utcnow(), health=BAD, note=str(error))
                 return self.get(release_id)
-            subject = self.repo.commit(commit).subject
-            say(f"Checked out {commit[:10]} ({subject[:80]}) in {self.deploy.workdir}.")
+            subject = escape(self.repo.commit(commit).subject[:80])
+            say(f"Checked out {commit[:10]} ({subject}) in {self.deploy.workdir}.")
         name = os.path.basename(self.deploy.command[0])
         progress(f"Running {name}…")
         log_path = self.output_file(release_id)
@@ -262,8 +263,8 @@ def recover(runtime, job) -> str:
         parts.append(f"Release #{release.id} ({release.kind} of {release.short}) is marked interrupted, health {health}.")
     try:
         head = releases.repo.head()
-        subject = releases.repo.commit(head).subject
-        parts.insert(0, f"The repository {releases.deploy.workdir} has {head[:10]} ({subject[:80]}) checked out.")
+        subject = escape(releases.repo.commit(head).subject[:80])
+        parts.insert(0, f"The repository {releases.deploy.workdir} has {head[:10]} ({subject}) checked out.")
     except GitError as error:
         parts.insert(0, f"Which commit is checked out is unknown: {error}")
     parts.append("/releases shows the ledger; /restart runs the deploy script again.")

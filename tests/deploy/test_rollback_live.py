@@ -18,8 +18,8 @@ from tests.conftest import grant, run
 from tests.deploy.conftest import git, served, wait_for, write_stack_file
 
 
-def _runtime(make_runtime, world):
-    runtime = make_runtime(world.stack(), admins=["UADMIN"])
+def _runtime(make_runtime, world, **settings):
+    runtime = make_runtime(world.stack(), admins=["UADMIN"], **settings)
     grant(runtime, "UOP", Role.operator)
     grant(runtime, "UAPP", Role.approver)
     grant(runtime, "UVIEW", Role.viewer)
@@ -41,10 +41,10 @@ def _ledger(runtime) -> list[tuple]:
         return [(r.kind, r.commit, r.health) for r in session.scalars(select(Release).order_by(Release.id))]
 
 
-def _deployed_v2_then_v3(make_runtime, world):
+def _deployed_v2_then_v3(make_runtime, world, **settings):
     """Two good releases through /restart: v2, then v3 (which adds a migration)."""
     world.checkout("v2")
-    runtime = _runtime(make_runtime, world)
+    runtime = _runtime(make_runtime, world, **settings)
     _request, reply = _approved(runtime, "/restart")
     assert not reply.failed, reply.text
     assert served() == "version v2"
@@ -93,8 +93,8 @@ def test_rollback_with_no_ref_goes_to_the_previous_good_release_and_warns_that_t
     assert "approved by <@UAPP>" in first and "replaced #3" in first and "🟢 good" in first
 
 
-def test_rollback_to_a_named_commit_checks_it_out_detached_and_deploys_it(make_runtime, world):
-    runtime = _deployed_v2_then_v3(make_runtime, world)
+def test_rollback_to_a_named_commit_checks_it_out_detached_and_deploys_it(make_runtime, world, database_url):
+    runtime = _deployed_v2_then_v3(make_runtime, world, database_url=database_url)  # the ledger on SQLite and PostgreSQL
     request, reply = _approved(runtime, "/rollback v1")
     assert "2 commits between them." in request
     assert not reply.failed, reply.text
