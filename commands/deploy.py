@@ -8,7 +8,7 @@ from pydantic import BaseModel, field_validator
 from bot import blocks
 from bot.deploy.git import GitError, check_ref
 from bot.deploy.model import DEPLOY, ROLLBACK, Release
-from bot.deploy.releases import DeployError, Releases, recover
+from bot.deploy.releases import DeployError, Releases, recover as recover_deploy
 from bot.humanize import ago
 from bot.registry import CommandError, Context, Reply, command
 from bot.roles import Role
@@ -77,10 +77,6 @@ def run_deploy(ctx: Context) -> Reply:
         raise CommandError(str(error)) from None
     title = "✅ Deployed" if result.ok else "❌ The deploy failed"
     return _report(f"{title} {result.release.short}", result, result.release)
-
-
-def recover_deploy(runtime, job) -> str:
-    return recover(runtime, job)
 
 
 # ---- /releases [N] ---------------------------------------------------------------------------------------
@@ -155,7 +151,7 @@ def _check_rollback(runtime, args: RollbackArgs) -> None:
         else:
             target = releases.repo.resolve(args.ref)
             if target is None:
-                raise CommandError(f"{args.ref!r} is not a commit of the repository {releases.deploy.workdir}; /releases lists the deployed ones.")
+                raise CommandError(f"'{blocks.escape(args.ref)}' is not a commit of the repository {releases.deploy.workdir}; /releases lists the deployed ones.")
     except (DeployError, GitError) as error:
         raise CommandError(str(error)) from None
     if target == head:

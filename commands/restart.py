@@ -8,10 +8,10 @@ import time
 from pydantic import BaseModel, field_validator
 
 from bot import blocks
-from commands.deploy import check_deploy, describe_deploy, recover_deploy, run_deploy
 from bot.docker_stack import StackError
 from bot.registry import CommandError, Context, Reply, command
 from bot.roles import Role
+from commands.deploy import check_deploy, describe_deploy, recover_deploy, run_deploy
 
 
 class RestartArgs(BaseModel):
@@ -59,7 +59,7 @@ def refuse_unknown_services(runtime, services: list[str], without_compose: str) 
     needs_approval=True,
     check=_known_services,
     describe=lambda runtime, args: [] if args.services else describe_deploy(runtime),
-    recover=lambda runtime, job: recover_deploy(runtime, job),
+    recover=recover_deploy,  # a service restart left nothing to recover; a deploy says which commit is checked out
 )
 def restart(ctx: Context, args: RestartArgs) -> Reply:
     if not args.services:

@@ -161,6 +161,7 @@ def _jobs(runtime) -> list[Job]:
         ('"HEAD; rm -rf /"', "a ref is one word"),
         ("$(id)", "'$(id)' is not a commit of the repository"),
         ("a" * 10240, "a ref is at most 200 characters"),
+        ("<!channel>", "'&lt;!channel&gt;' is not a commit of the repository"),
         ("HEAD\x1b[2J", "a ref is one word"),
     ],
 )
