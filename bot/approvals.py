@@ -341,7 +341,11 @@ class Approvals:
         throttle.now()
 
         def say(text: str) -> None:
-            lines.append(text)
+            # A multi-line entry with the same first line as the last one replaces it: a stream's tail, in place.
+            if "\n" in text and lines and text.partition("\n")[0] == lines[-1].partition("\n")[0]:
+                lines[-1] = text
+            else:
+                lines.append(text)
             throttle.maybe()
             if progress is not None:
                 progress(text)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from bot.config import ConfigError, Settings, StackConfig, load_settings, load_stack
 from bot.console import run_console
+from bot.deploy.releases import record_at_start
 from bot.manifest import render_manifest
 from bot.probes import run_probes
 from bot.redact import configure_logging
@@ -39,6 +40,7 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
     # (an admin in every console, so a request it made still runs when another console user approves it).
     local_admins = frozenset({CONSOLE_USER})
     runtime = Runtime.build(settings, stack, local_admins=local_admins)
+    record_at_start(runtime)
     try:
         return run_console(runtime, args.as_user or CONSOLE_USER, args.channel)
     finally:
@@ -80,6 +82,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     stack = _stack(settings, args.stack)
     client = web_client(settings)
     runtime = Runtime.build(settings, stack, group_members=group_members(client))
+    record_at_start(runtime)
     adapter = SlackAdapter(runtime, client, http_mode=not socket_mode)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     socket_handler = metrics_server = None

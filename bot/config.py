@@ -264,8 +264,34 @@ class Thresholds(_Strict):
     queue_length: int = 500
 
 
+class DeploySection(_Strict):
+    """The operator guide's deploy script: run in the application's Git checkout, with no shell."""
+
+    workdir: Path  # the repository's working directory (the checkout /rollback moves)
+    command: list[str] = Field(["./scripts/deploy-production.sh"], min_length=1)  # an argument list, never a shell line
+    timeout: float = Field(900.0, gt=0, le=6 * 3600)  # seconds; then the script's whole process group is killed
+    env: dict[str, str] = {}  # added to the script's minimal environment (PATH, HOME, LANG)
+    # Paths whose change between two commits means the database schema moved: a rollback warns that it does not roll back.
+    migration_paths: list[str] = ["backend/migrations/"]
+
+    @field_validator("workdir")
+    @classmethod
+    def _absolute(cls, workdir: Path) -> Path:
+        if not workdir.is_absolute():
+            raise ValueError(f"{workdir} must be an absolute path (the bot may run from any directory)")
+        return workdir
+
+    @field_validator("command")
+    @classmethod
+    def _no_empty_words(cls, command: list[str]) -> list[str]:
+        if any(not word or "\x00" in word for word in command):
+            raise ValueError("every word of the command must be a non-empty string")
+        return command
+
+
 class StackConfig(_Strict):
     stack: StackSection = StackSection()
+    deploy: DeploySection | None = None
     database: DatabaseSection | None = None
     redis: RedisSection | None = None
     queue: QueueSection | None = None

@@ -238,10 +238,10 @@ class ComposeStack:
         with ThreadPoolExecutor(max_workers=len(running), thread_name_prefix="stats") as pool:
             return list(pool.map(sample, running))
 
-    def logs(self, service: str, since: datetime | None = None, tail: int | None = None) -> Iterator[str]:
+    def logs(self, service: str, since: datetime | None = None, tail: int | None = None, timestamps: bool = False) -> Iterator[str]:
         """The service's log lines, streamed: a day of a busy backend's log never sits in memory at once."""
         for _service, container in self.containers(service):
-            options: dict = {"stdout": True, "stderr": True, "stream": True, "follow": False}
+            options: dict = {"stdout": True, "stderr": True, "stream": True, "follow": False, "timestamps": timestamps}
             if since is not None:
                 options["since"] = since
             if tail is not None:

@@ -111,6 +111,12 @@ class SlackNotifier:
         self._client.chat_update(channel=channel, ts=ts, text=reply.text, blocks=reply.blocks or [])
 
 
+def upload_text(client: WebClient, channel: str, filename: str, title: str, content: str, comment: str) -> str | None:
+    """A text file posted to a channel: files.getUploadURLExternal, the bytes, files.completeUploadExternal (slack_sdk's v2 flow)."""
+    answer = client.files_upload_v2(channel=channel, filename=filename, title=title, content=content, initial_comment=comment)
+    return (answer.get("file") or {}).get("id")
+
+
 def deliver(client: WebClient, invocation: Invocation, response_url: str | None, reply: Reply) -> bool:
     """By the command's response_url; when that is used up, expired or unreachable, through the Web API instead."""
     response_type = "in_channel" if reply.in_channel else "ephemeral"

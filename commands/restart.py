@@ -1,4 +1,5 @@
-"""/restart SERVICE...: the emergency restart, one Compose service at a time, each until healthy again."""
+"""/restart SERVICE...: the emergency restart, one Compose service at a time, each until healthy again.
+/restart with no service: the operator guide's full restart, the deploy script, gated on every app service's health."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from bot import blocks
 from bot.docker_stack import StackError
 from bot.registry import CommandError, Context, Reply, command
 from bot.roles import Role
+from commands.deploy import check_deploy, describe_deploy, recover_deploy, run_deploy
 
 
 class RestartArgs(BaseModel):
@@ -27,17 +29,20 @@ class RestartArgs(BaseModel):
 def _known_services(runtime, args: RestartArgs) -> None:
     """Refused before any request is made: nobody should approve a restart of a service that does not exist."""
     if not args.services:
-        raise CommandError(
-            "/restart with no service will run the deploy script once that is built; "
-            "for now name the services to restart, such as /restart backend."
-        )
+        check_deploy(runtime)
+        return
+    refuse_unknown_services(runtime, args.services, "there is nothing to restart")
+
+
+def refuse_unknown_services(runtime, services: list[str], without_compose: str) -> None:
+    """A service that is not the stack's is refused with the ones that are (also for /logs)."""
     if runtime.docker is None:
-        raise CommandError("The stack file names no Compose project, so there is nothing to restart.")
+        raise CommandError(f"The stack file names no Compose project, so {without_compose}.")
     try:
         known = runtime.docker.services()
     except StackError as error:
         raise CommandError(str(error)) from None
-    unknown = [name for name in args.services if name not in known]
+    unknown = [name for name in services if name not in known]
     if unknown:
         raise CommandError(
             f"{', '.join(unknown)} {'is not a service' if len(unknown) == 1 else 'are not services'} of "
@@ -47,14 +52,18 @@ def _known_services(runtime, args: RestartArgs) -> None:
 
 @command(
     "restart",
-    summary="Restart Compose services, each until it is healthy again.",
-    usage="/restart SERVICE [SERVICE...]",
+    summary="Restart Compose services, each until it is healthy again; with no service, run the deploy script.",
+    usage="/restart [SERVICE...]",
     role=Role.operator,
     args=RestartArgs,
     needs_approval=True,
     check=_known_services,
+    describe=lambda runtime, args: [] if args.services else describe_deploy(runtime),
+    recover=recover_deploy,  # a service restart left nothing to recover; a deploy says which commit is checked out
 )
 def restart(ctx: Context, args: RestartArgs) -> Reply:
+    if not args.services:
+        return run_deploy(ctx)
     docker = ctx.runtime.docker
     if docker is None:
         raise CommandError("The stack file names no Compose project, so there is nothing to restart.")

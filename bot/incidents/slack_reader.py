@@ -15,7 +15,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.incidents.when import ts_of
-from bot.slack_client import patient_client
+from bot.slack_client import patient_client, upload_text
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,4 @@ class SlackReader:
     # ---- writing ---------------------------------------------------------------------------------
 
     def upload(self, channel: str, filename: str, title: str, content: str, comment: str) -> str | None:
-        """files.getUploadURLExternal, the bytes to the upload URL, files.completeUploadExternal (slack_sdk's v2 flow)."""
-        answer = self._client.files_upload_v2(
-            channel=channel, filename=filename, title=title, content=content, initial_comment=comment
-        )
-        return (answer.get("file") or {}).get("id")
+        return upload_text(self._client, channel, filename, title, content, comment)

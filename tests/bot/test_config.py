@@ -26,3 +26,18 @@ def test_a_user_role_that_a_command_could_never_set_is_refused_with_its_key(tmp_
     )
     with pytest.raises(ConfigError, match=r"database\.user_roles: List should have at least 1 item"):
         load_stack(_stack_file(tmp_path, "user_roles = []"), required=True)
+
+
+def test_the_deploy_section_defaults_to_the_guides_script_and_refuses_a_relative_directory(tmp_path):
+    path = tmp_path / "flowstate.toml"
+    path.write_text(f'[deploy]\nworkdir = "{tmp_path}"\n')
+    deploy = load_stack(path, required=True).deploy
+    assert (deploy.command, deploy.timeout, deploy.env, deploy.migration_paths) == (
+        ["./scripts/deploy-production.sh"], 900.0, {}, ["backend/migrations/"]
+    )
+    path.write_text('[deploy]\nworkdir = "srv/flowstate"\n')
+    with pytest.raises(ConfigError, match=r"deploy\.workdir: srv/flowstate must be an absolute path"):
+        load_stack(path, required=True)
+    path.write_text(f'[deploy]\nworkdir = "{tmp_path}"\ncommand = "./deploy.sh --prod"\n')
+    with pytest.raises(ConfigError, match=r"deploy\.command: Input should be a valid list"):
+        load_stack(path, required=True)

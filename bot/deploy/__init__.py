@@ -1,0 +1,4 @@
+"""Deploys and rollbacks: the application's Git checkout (git.py), the deploy script (script.py), the release
+ledger (model.py) and the flow that deploys a commit, gates it on health and goes back when it is bad (releases.py).
+
+Imports the frame (store, config) and the stack (docker_stack); commands/ imports it, never the other way."""

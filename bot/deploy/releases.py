@@ -1,0 +1,281 @@
+"""Deploying a commit and gating it on health, recorded in the release ledger.
+
+A rollback is a new release that points at an older commit: the checkout moves (detached), the deploy script
+runs, every app service must be healthy again; if not, the checkout goes back to the commit it started from and
+that is deployed again. The database does not roll back with the code. Each deploy's row is written before it
+starts, so a bot killed mid-deploy knows on its next start what it left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import select, update
+
+from bot.blocks import escape
+from bot.config import DeploySection
+from bot.deploy.git import GitError, Repo
+from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Release
+from bot.deploy.script import ScriptOutcome, read_output, run_script
+from bot.docker_stack import StackError
+from bot.humanize import duration
+from bot.store import utcnow
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+class DeployError(Exception):
+    """A deploy cannot start (no [deploy] section, a dirty checkout, git failing); one sentence for the user."""
+
+
+def deploy_section(runtime) -> DeploySection:
+    if runtime.stack.deploy is None:
+        raise DeployError("The stack file has no [deploy] section, so the bot knows no deploy script or repository.")
+    return runtime.stack.deploy
+
+
+@dataclass
+class DeployResult:
+    ok: bool
+    lines: list[str] = field(default_factory=list)
+    release: Release | None = None
+
+
+class Releases:
+    def __init__(self, runtime):
+        self._rt = runtime
+        self.deploy = deploy_section(runtime)
+        self.repo = Repo(self.deploy.workdir)
+
+    # ---- the ledger ------------------------------------------------------------------------------
+
+    def latest(self, count: int) -> list[Release]:
+        with self._rt.store.session() as session:
+            return list(session.scalars(select(Release).where(Release.stack == self._rt.stack_name).order_by(Release.id.desc()).limit(count)))
+
+    def current(self) -> Release | None:
+        """What is deployed: the newest release whose deploy finished (or was found checked out)."""
+        with self._rt.store.session() as session:
+            return session.scalars(
+                select(Release).where(Release.stack == self._rt.stack_name, Release.finished_at.is_not(None)).order_by(Release.id.desc()).limit(1)
+            ).first()
+
+    def previous_good(self) -> Release | None:
+        """Where /rollback with no REF goes: the newest earlier release of another commit whose health was good."""
+        current = self.current()
+        if current is None:
+            return None
+        with self._rt.store.session() as session:
+            return session.scalars(
+                select(Release)
+                .where(Release.stack == self._rt.stack_name, Release.id < current.id, Release.health == GOOD, Release.commit != current.commit)
+                .order_by(Release.id.desc())
+                .limit(1)
+            ).first()
+
+    def record_checked_out(self) -> Release | None:
+        """At start: the commit checked out now becomes the first release when the ledger has none."""
+        if self.current() is not None:
+            return None
+        commit = self.repo.head()
+        health = self._health_now()
+        now = utcnow()
+        release = Release(stack=self._rt.stack_name, commit=commit, kind=RECORDED, started_at=now, finished_at=now, health=health)
+        with self._rt.store.session.begin() as session:
+            session.add(release)
+        log.info("recorded the checked-out commit %s as the first release (health %s)", commit[:10], health)
+        return release
+
+    def _health_now(self) -> str:
+        docker = self._rt.docker
+        if docker is None:
+            return UNKNOWN
+        try:
+            states = {state.service: state for state in docker.states()}
+        except StackError:
+            return UNKNOWN
+        services = self.app_services(list(states))
+        return GOOD if services and all(s in states and states[s].ok for s in services) else BAD
+
+    def app_services(self, known: list[str] | None = None) -> list[str]:
+        """The services whose health gates a deploy: the stack file's app_services, else every service."""
+        if self._rt.stack.stack.app_services:
+            return list(self._rt.stack.stack.app_services)
+        if known is not None:
+            return known
+        return self._rt.docker.services() if self._rt.docker is not None else []
+
+    def output_file(self, release_id: int) -> Path:
+        """Where a release's deploy script writes while it runs (moved into the ledger when it ends)."""
+        return self._rt.settings.home / "deploys" / f"release-{release_id}.log"
+
+    def _update(self, release_id: int, **values) -> None:
+        with self._rt.store.session.begin() as session:
+            session.execute(update(Release).where(Release.id == release_id).values(**values))
+
+    def get(self, release_id: int) -> Release | None:
+        with self._rt.store.session() as session:
+            return session.get(Release, release_id)
+
+    # ---- deploying ---------------------------------------------------------------------------------
+
+    def refuse_dirty(self) -> None:
+        dirty = self.repo.uncommitted()
+        if dirty:
+            shown = ", ".join(dirty[:10]) + (f" and {len(dirty) - 10} more" if len(dirty) > 10 else "")
+            raise DeployError(
+                f"The repository {self.deploy.workdir} has uncommitted changes ({shown}); commit or discard them first, "
+                "so that what is deployed is a commit."
+            )
+
+    def run(self, kind: str, *, target: str | None, ref: str | None, job_id: int | None, requested_by: str,
+            approved_by: str | None, progress: Progress) -> DeployResult:
+        """Deploy `target` (None: the commit checked out now) and gate it on health; a bad rollback goes back."""
+        start = self.repo.head()
+        if target is not None:
+            self.refuse_dirty()
+        self.record_checked_out()
+        result = DeployResult(ok=False)
+        release = self._one(kind, target or start, ref, job_id, requested_by, approved_by, progress, result, move=target is not None)
+        result.release = release
+        result.ok = release.health == GOOD and release.exit_code == 0
+        if not result.ok and target is not None and target != start:
+            result.lines.append(f"↩️ Going back to {start[:10]}, the commit it started from, and deploying it again…")
+            progress(result.lines[-1])
+            back = self._one(REVERT, start, None, job_id, requested_by, approved_by, progress, result, move=True, replaced=release.id)
+            result.lines.append(
+                f"{'🟢' if back.health == GOOD else '🔴'} Back on {start[:10]}: release #{back.id}, health {back.health}."
+            )
+        return result
+
+    def _one(self, kind: str, commit: str, ref: str | None, job_id: int | None, requested_by: str, approved_by: str | None,
+             progress: Progress, result: DeployResult, *, move: bool, replaced: int | None = None) -> Release:
+        current = self.current()
+        release = Release(
+            stack=self._rt.stack_name, commit=commit, ref=ref, kind=kind, requested_by=requested_by, approved_by=approved_by,
+            job_id=job_id, started_at=utcnow(), health=UNKNOWN, replaced_id=replaced or (current.id if current else None),
+        )
+        with self._rt.store.session.begin() as session:
+            session.add(release)
+            session.flush()
+            release_id = release.id
+        say = lambda line: (result.lines.append(line), progress(line))  # noqa: E731
+        if move:
+            try:
+                self.repo.checkout(commit)
+            except GitError as error:
+                say(f"🔴 {error}")
+                self._update(release_id, finished_at=utcnow(), health=BAD, note=str(error))
+                return self.get(release_id)
+            subject = escape(self.repo.commit(commit).subject[:80])
+            say(f"Checked out {commit[:10]} ({subject}) in {self.deploy.workdir}.")
+        name = os.path.basename(self.deploy.command[0])
+        progress(f"Running {name}…")
+        log_path = self.output_file(release_id)
+        outcome = run_script(
+            self.deploy,
+            log_path,
+            lambda tail: progress(f"📜 {name} output (last lines):\n```" + "\n".join(tail)[-2500:] + "```"),
+            on_start=lambda pid: self._update(release_id, pid=pid),
+        )
+        log_path.unlink(missing_ok=True)  # kept with the release from here on
+        say(self._script_line(name, outcome))
+        health, health_line = self._gate(progress)
+        say(health_line)
+        note = "timed out" if outcome.timed_out else (outcome.error or None)
+        self._update(
+            release_id, finished_at=utcnow(), health=health if outcome.ok else BAD, exit_code=outcome.exit_code,
+            duration_ms=round(outcome.seconds * 1000), output=outcome.output, note=note,
+        )
+        return self.get(release_id)
+
+    def _script_line(self, name: str, outcome: ScriptOutcome) -> str:
+        if outcome.error:
+            return f"🔴 {outcome.error}"
+        if outcome.timed_out:
+            return f"🔴 {name} did not finish within {duration(self.deploy.timeout)}: its process group was killed."
+        mark = "🟢" if outcome.ok else "🔴"
+        return f"{mark} {name} exited with code {outcome.exit_code} after {outcome.seconds:.1f} s."
+
+    def _gate(self, progress: Progress) -> tuple[str, str]:
+        """Wait until every app service is healthy (or running, without a healthcheck), each within healthy_timeout."""
+        docker = self._rt.docker
+        if docker is None:
+            return UNKNOWN, "⚪ Health unknown: the stack file names no Compose project."
+        timeout = self._rt.stack.stack.healthy_timeout
+        started = time.monotonic()
+        try:
+            services = self.app_services()
+            progress(f"Waiting until {', '.join(services)} {'is' if len(services) == 1 else 'are'} healthy (at most {timeout:g} s each)…")
+            states = [docker.wait_healthy(service, timeout) for service in services]
+        except StackError as error:
+            return BAD, f"🔴 Health: {error}"
+        bad = [s for s in states if not s.ok or s.health == "starting"]
+        if bad:
+            shown = ", ".join(f"{s.service} ({s.status}{', ' + s.health if s.health else ''})" for s in bad)
+            return BAD, f"🔴 Not healthy after {time.monotonic() - started:.0f} s: {shown}."
+        return GOOD, f"🟢 Healthy: {', '.join(s.service for s in states)} ({time.monotonic() - started:.1f} s)."
+
+
+# ---- after the bot was killed mid-deploy ---------------------------------------------------------------
+
+
+def process_running(pid: int) -> bool:
+    """A process that still runs (a zombie whose parent died is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def recover(runtime, job) -> str:
+    """What an interrupted deploy left: waits for a deploy script still running, then says which commit is checked out."""
+    try:
+        releases = Releases(runtime)
+    except DeployError:
+        return "Check /health and ask again if it is still needed."
+    with runtime.store.session() as session:
+        running = list(session.scalars(select(Release).where(Release.job_id == job.id, Release.finished_at.is_(None))))
+    if not running:
+        return "Check /health and ask again if it is still needed."
+    parts = []
+    for release in running:
+        if release.pid and process_running(release.pid):
+            deadline = time.monotonic() + releases.deploy.timeout
+            while process_running(release.pid) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            parts.append(f"Its deploy script (pid {release.pid}) was still running and has {'ended' if not process_running(release.pid) else 'not ended yet'}.")
+        elif release.pid:
+            parts.append(f"Its deploy script (pid {release.pid}) had ended.")
+        health, _said = releases._gate(lambda _text: None)
+        log_path = releases.output_file(release.id)
+        releases._update(release.id, finished_at=utcnow(), health=health, output=read_output(log_path),
+                         note="interrupted: the bot stopped during this deploy")
+        log_path.unlink(missing_ok=True)
+        parts.append(f"Release #{release.id} ({release.kind} of {release.short}) is marked interrupted, health {health}.")
+    try:
+        head = releases.repo.head()
+        subject = escape(releases.repo.commit(head).subject[:80])
+        parts.insert(0, f"The repository {releases.deploy.workdir} has {head[:10]} ({subject}) checked out.")
+    except GitError as error:
+        parts.insert(0, f"Which commit is checked out is unknown: {error}")
+    parts.append("/releases shows the ledger; /restart runs the deploy script again.")
+    return " ".join(parts)
+
+
+def record_at_start(runtime) -> None:
+    """The bot starting: the checked-out commit becomes the first release if the ledger has none; never fatal."""
+    if runtime.stack.deploy is None:
+        return
+    try:
+        Releases(runtime).record_checked_out()
+    except Exception as error:  # a missing checkout must not keep the bot from answering
+        log.warning("could not record the checked-out commit as a release: %s", error)

@@ -1,0 +1,137 @@
+"""The deploy script: an argument list run in the checkout with no shell, in a process group of its own,
+its output written to a file and read line by line as it comes, the whole group killed when it overruns its timeout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bot.config import DeploySection
+from bot.deploy.git import minimal_env
+from bot.deploy.model import OUTPUT_LIMIT
+from bot.redact import redact
+
+TAIL_LINES = 10  # what the progress message shows of the output
+SHOW_EVERY = 1.0  # seconds between two progress updates (the message is updated at most about once a second)
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a timed-out script's group
+LINE_LIMIT = 4000  # characters of one output line that are kept
+
+
+@dataclass
+class ScriptOutcome:
+    exit_code: int | None  # None when it was killed on its timeout (or could not start)
+    seconds: float
+    output: str  # redacted, its last OUTPUT_LIMIT characters
+    timed_out: bool = False
+    error: str | None = None  # why it could not start
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class _Output:
+    """All of the output up to a bound (the oldest goes first), and the last lines for the progress message."""
+
+    def __init__(self) -> None:
+        self.kept: deque[str] = deque()
+        self.size = 0
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def add(self, line: str) -> None:
+        line = redact(line.rstrip("\r\n")[:LINE_LIMIT])
+        self.kept.append(line)
+        self.tail.append(line)
+        self.size += len(line) + 1
+        while self.size > OUTPUT_LIMIT and len(self.kept) > 1:
+            self.size -= len(self.kept.popleft()) + 1
+
+    def text(self) -> str:
+        return "\n".join(self.kept)
+
+
+def run_script(deploy: DeploySection, log_path: Path, show: Callable[[list[str]], None],
+               on_start: Callable[[int], None] = lambda _pid: None) -> ScriptOutcome:
+    """Run the deploy command; `show` gets the last lines of output at most once a second, and once at the end.
+
+    Its output goes to a file, not a pipe: a bot that dies mid-deploy must not take the script down with it
+    (a write to a pipe nobody reads kills the writer), and the bot that starts next can still read what it said."""
+    started = time.monotonic()
+    output = _Output()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(log_path, "wb") as sink:
+            process = subprocess.Popen(
+                deploy.command, cwd=deploy.workdir, env=minimal_env(deploy.env), stdin=subprocess.DEVNULL,
+                stdout=sink, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: a timeout kills what it started too
+            )
+    except OSError as error:
+        return ScriptOutcome(None, 0.0, "", error=f"{deploy.command[0]} could not be started in {deploy.workdir}: {error.strerror or error}")
+    on_start(process.pid)
+    deadline = started + deploy.timeout
+    shown_at, changed, timed_out = 0.0, False, False
+    with open(log_path, "rb") as source:
+        pending = b""
+        while True:
+            ended = process.poll() is not None
+            chunk = source.read(65536)
+            while chunk:  # everything written so far (after the end: all of it)
+                *complete, pending = (pending + chunk).split(b"\n")
+                for line in complete:
+                    output.add(line.decode("utf-8", errors="replace"))
+                changed = changed or bool(complete)
+                chunk = source.read(65536)
+            if changed and (ended or time.monotonic() - shown_at >= SHOW_EVERY):
+                show(list(output.tail))
+                shown_at, changed = time.monotonic(), False
+            if ended:
+                break
+            if not timed_out and time.monotonic() >= deadline:
+                timed_out = True
+                _kill_group(process)
+            time.sleep(0.1)
+        if pending:
+            output.add(pending.decode("utf-8", errors="replace"))
+            show(list(output.tail))
+    return ScriptOutcome(None if timed_out else process.returncode, time.monotonic() - started, output.text(), timed_out)
+
+
+def read_output(log_path: Path) -> str:
+    """What a script that outlived its bot wrote (its last OUTPUT_LIMIT bytes), redacted."""
+    output = _Output()
+    try:
+        with open(log_path, "rb") as source:
+            source.seek(max(0, source.seek(0, os.SEEK_END) - OUTPUT_LIMIT))
+            for line in source.read().split(b"\n"):
+                output.add(line.decode("utf-8", errors="replace"))
+    except OSError:
+        return ""
+    return output.text()
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the whole group, SIGKILL to what is left of it after a grace period."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+
+    def finish() -> None:
+        try:
+            process.wait(KILL_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # children that outlived their parent too
+        except ProcessLookupError:
+            pass
+
+    threading.Thread(target=finish, name="deploy-kill", daemon=True).start()

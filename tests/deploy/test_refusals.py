@@ -1,0 +1,26 @@
+"""Without a [deploy] section, or with a deploy directory that is not a Git checkout, nothing is asked for and nothing runs."""
+
+from bot.config import DeploySection, StackConfig
+from bot.roles import Role
+from tests.conftest import grant, run
+
+
+def test_without_a_deploy_section_restart_releases_and_rollback_say_so_and_make_no_request(make_runtime):
+    runtime = make_runtime(StackConfig())
+    grant(runtime, "UOP", Role.operator)
+    said = "The stack file has no [deploy] section, so the bot knows no deploy script or repository."
+    for line in ("/restart", "/releases", "/rollback", "/rollback HEAD~1"):
+        assert run(runtime, "UOP", line).text == said, line
+    assert runtime.jobs.get(1) is None
+
+
+def test_a_deploy_directory_that_is_not_a_checkout_is_refused_in_one_sentence(make_runtime, tmp_path):
+    runtime = make_runtime(StackConfig(deploy=DeploySection(workdir=tmp_path / "missing")))
+    grant(runtime, "UOP", Role.operator)
+    assert run(runtime, "UOP", "/restart").text == f"The deploy directory {tmp_path / 'missing'} does not exist."
+    (tmp_path / "plain").mkdir()
+    runtime = make_runtime(StackConfig(deploy=DeploySection(workdir=tmp_path / "plain")))
+    grant(runtime, "UOP", Role.operator)
+    reply = run(runtime, "UOP", "/rollback")
+    assert reply.text.startswith(f"git rev-parse failed in {tmp_path / 'plain'}: ") and "Traceback" not in reply.text, reply.text
+    assert runtime.jobs.get(1) is None
