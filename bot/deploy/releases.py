@@ -22,6 +22,7 @@ from bot.config import DeploySection
 from bot.deploy.git import GitError, Repo
 from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Release
 from bot.deploy.script import ScriptOutcome, read_output, run_script
+from bot.jobs.queue import process_running
 from bot.docker_stack import StackError
 from bot.humanize import duration
 from bot.store import utcnow
@@ -225,15 +226,6 @@ class Releases:
 
 
 # ---- after the bot was killed mid-deploy ---------------------------------------------------------------
-
-
-def process_running(pid: int) -> bool:
-    """A process that still runs (a zombie whose parent died is not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def recover(runtime, job) -> str:

@@ -57,13 +57,25 @@ def holder_is_dead(holder: str) -> bool:
     pid = rest.partition("/")[0]
     if host != _this_host() or not pid.isdigit():
         return False
+    return not process_running(int(pid))
+
+
+def process_running(pid: int) -> bool:
+    """A process of this PID namespace that still runs. A zombie (killed, not yet reaped: an init that reaps
+    late keeps one for a while) runs no more."""
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
         return False
-    return False
+    except (OSError, IndexError):  # no /proc here: the kernel's answer to a null signal
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 class JobQueue:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from bot.blocks import to_text
 from bot.console import run_approved
 from bot.deploy.model import Release
-from bot.deploy.releases import process_running
+from bot.jobs.queue import process_running
 from bot.jobs.model import Job
 from bot.roles import Role
 from tests.conftest import grant, run
