@@ -27,6 +27,9 @@ SAMPLES = {
     "backup": "before the upgrade",
     "backups": "",
     "restore": "1",
+    "releases": "",
+    "rollback": "",
+    "logs": "backend --grep 500",
 }
 # What an allowed caller's audit shows when it is not simply allowed then succeeded: with no stack
 # file, /restart is refused by its service check before any request is made; the users-table commands
@@ -36,6 +39,9 @@ ALLOWED_OUTCOMES = {
     "restart": ["rejected"],
     "backup": ["rejected"],  # no [database] section: refused by its check
     "restore": ["rejected"],
+    "rollback": ["rejected"],  # no [deploy] section: refused by its check
+    "logs": ["rejected"],  # no Compose project: refused by its check
+    "releases": ["allowed", "failed"],  # no [deploy] section: says so
     "backups": ["allowed", "failed"],
     "postmortem": ["allowed", "failed"],
     **{name: ["allowed", "failed"] for name in ("user", "user-add", "user-role")},
