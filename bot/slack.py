@@ -28,7 +28,7 @@ from bot.jobs.queue import ReplayedRequest
 from bot.jobs.runner import RunnerProcesses
 from bot.manifest import TIMELINE_SHORTCUT
 from bot.metrics import registry as metrics_registry
-from bot.registry import Command, Invocation
+from bot.registry import Invocation
 from bot.runtime import Runtime
 from bot.slack_client import SlackNotifier
 from bot.slack_http import GuardedChannel, Sightings, SlackRequestGuard, with_metrics
@@ -67,8 +67,9 @@ class SlackAdapter:
         runtime.slack = client
         self.runners = RunnerProcesses(settings, runtime.stack, runtime)
         runtime.wake = self.runners.notify
-        for cmd in runtime.commands.values():
-            self.app.command(cmd.slash)(self._command_listener(cmd))
+        # One listener for every command, matched first: Bolt tries its listeners one by one for each request.
+        self._by_slash = {cmd.slash: cmd for cmd in runtime.commands.values()}
+        self.app.command(re.compile(r"^/[a-z0-9_-]+$"))(self._on_command)
         for action_id in _VERBS:
             self.app.action(action_id)(self._on_click)
         self.app.event("reaction_added")(self._on_reaction)
@@ -93,20 +94,18 @@ class SlackAdapter:
         ack()
         self.runtime.wake()
 
-    def _command_listener(self, cmd: Command):
-        def on_command(ack, command: dict, request: BoltRequest) -> None:
-            invocation = Invocation(
-                user_id=str(command.get("user_id", "")),
-                command=cmd.name,
-                text=str(command.get("text", "")).strip(),
-                channel_id=command.get("channel_id"),
-                source="slack",
-            )
-            trigger = command.get("trigger_id")
-            self._queue(ack, invocation, command.get("response_url"), f"cmd:{trigger}" if trigger else None, _signature(request))
-
-        on_command.__name__ = f"on_{re.sub(r'[^a-z0-9]', '_', cmd.name)}"
-        return on_command
+    def _on_command(self, ack, command: dict, request: BoltRequest) -> None:
+        slash = str(command.get("command", ""))
+        cmd = self._by_slash.get(slash)
+        invocation = Invocation(
+            user_id=str(command.get("user_id", "")),
+            command=cmd.name if cmd else slash.lstrip("/")[:64],  # an unknown one: the dispatcher says so
+            text=str(command.get("text", "")).strip(),
+            channel_id=command.get("channel_id"),
+            source="slack",
+        )
+        trigger = command.get("trigger_id")
+        self._queue(ack, invocation, command.get("response_url"), f"cmd:{trigger}" if trigger else None, _signature(request))
 
     def _on_click(self, ack, body: dict, action: dict, request: BoltRequest) -> None:
         """A button is `/approvals VERB ID` typed by the clicker: the same checks, the same audit."""

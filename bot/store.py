@@ -152,10 +152,11 @@ SEEN_REQUEST = insert(SeenRequest.__table__)  # a Slack request's signature; bui
 class AckWriter:
     """The writes on the path that answers Slack (a job row, a request's signature), each its own commit.
 
-    They run before every ack, so they skip what a session costs there: the statements are built once (Core,
-    compiled once and cached), and they run on connections kept for this path, not checked out of the pool
-    (with its liveness ping) for every request. A connection that broke is dropped and the write tried once
-    more on a new one.
+    They run before every ack, so they skip what SQLAlchemy's execution costs there: each statement is
+    compiled once to its SQL text, and runs on the driver's own cursor, on connections kept for this path
+    (not checked out of the pool, with its liveness ping, for every request). Only plain values go this way
+    (text, numbers, UTC datetimes). A connection that broke is dropped and the write tried once more on a
+    new one. Errors come out as SQLAlchemy's (IntegrityError for a unique key already taken).
 
     SQLite has one writer at a time. A connection that finds the file locked (a runner process is writing)
     waits in SQLite's own steps of 1, 2, 5, 10, 15, 20, 25... ms, far longer than a runner's writes take, and
@@ -167,56 +168,84 @@ class AckWriter:
     def __init__(self, engine: Engine, own_engine: Engine | None = None):
         self._engine = own_engine or engine
         self._own_engine = own_engine
+        self._dialect = engine.dialect
+        self._dbapi = engine.dialect.dbapi
         self._sqlite = engine.dialect.name == "sqlite"
         self._lock = threading.Lock() if self._sqlite else contextlib.nullcontext()
         self._free: list = []
         self._free_lock = threading.Lock()
+        self._compiled: dict = {}
 
     def _take(self):
         with self._free_lock:
             if self._free:
                 return self._free.pop()
-        return self._engine.connect()
+        return self._engine.raw_connection()
 
     def _give_back(self, connection) -> None:
         with self._free_lock:
             self._free.append(connection)
 
+    def _sql(self, statement, params: dict):
+        """The statement's SQL text for these columns, and the driver's parameters for it."""
+        keys = tuple(params)
+        entry = self._compiled.get((statement, keys))
+        if entry is None:
+            compiled = statement.compile(dialect=self._dialect, column_keys=list(keys))
+            entry = self._compiled[(statement, keys)] = (str(compiled), compiled.positiontup if compiled.positional else None)
+        sql, order = entry
+        values = {key: self._value(value) for key, value in params.items()}
+        return sql, (tuple(values[key] for key in order) if order is not None else values)
+
+    def _value(self, value):
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            value = value.astimezone(timezone.utc)
+            # SQLite keeps what SQLAlchemy's DATETIME writes there: the UTC time as text, without an offset.
+            return value.strftime("%Y-%m-%d %H:%M:%S.%f") if self._sqlite else value
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise TypeError(f"the ack path writes plain values only, not {type(value).__name__}")
+        return value
+
     def write(self, *steps):
         """Runs (statement, params) steps in one transaction and commits; the first column of the last step's
         RETURNING row, if it returned one. A unique key already taken raises IntegrityError and writes nothing."""
+        prepared = [self._sql(statement, params) for statement, params in steps]
         with self._lock:
             deadline, pause, reconnected = time.monotonic() + BUSY_SECONDS, 0.0002, False
             while True:
                 connection = self._take()
                 try:
-                    for statement, params in steps:
-                        result = connection.execute(statement, params)
-                    value = result.scalar_one_or_none() if result.returns_rows else None
+                    cursor = connection.cursor()
+                    for sql, params in prepared:
+                        cursor.execute(sql, params)
+                    row = cursor.fetchone() if cursor.description else None
+                    cursor.close()
                     connection.commit()
-                except DBAPIError as error:
-                    if error.connection_invalidated or connection.invalidated:
-                        connection.close()
+                except self._dbapi.Error as error:
+                    if self._dialect.is_disconnect(error, connection.dbapi_connection, None):
+                        connection.invalidate()
                         if not reconnected:
                             reconnected = True
                             continue
-                        raise
+                        raise DBAPIError.instance(None, None, error, self._dbapi.Error, connection_invalidated=True) from None
                     try:
                         connection.rollback()
-                    except DBAPIError:
-                        connection.close()
-                        raise error from None
+                    except self._dbapi.Error:
+                        connection.invalidate()
+                        raise DBAPIError.instance(None, None, error, self._dbapi.Error) from None
                     self._give_back(connection)
                     if self._sqlite and _sqlite_busy(error) and time.monotonic() < deadline:
                         time.sleep(pause)
                         pause = min(2 * pause, 0.002)
                         continue
-                    raise
+                    raise DBAPIError.instance(None, None, error, self._dbapi.Error) from None
                 except BaseException:
-                    connection.close()
+                    connection.invalidate()
                     raise
                 self._give_back(connection)
-                return value
+                return row[0] if row else None
 
     def close(self) -> None:
         with self._free_lock:
@@ -227,9 +256,9 @@ class AckWriter:
             self._own_engine.dispose()
 
 
-def _sqlite_busy(error: DBAPIError) -> bool:
-    code = getattr(error.orig, "sqlite_errorcode", None)
-    return (code & 0xFF) == sqlite3.SQLITE_BUSY if isinstance(code, int) else "database is locked" in str(error.orig)
+def _sqlite_busy(error: Exception) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return (code & 0xFF) == sqlite3.SQLITE_BUSY if isinstance(code, int) else "database is locked" in str(error)
 
 
 def hold_single_bot(url: str):

@@ -112,6 +112,9 @@ class JobQueue:
             created_at=utcnow(),
             **fields,
         )
+        if any(isinstance(value, (dict, list)) for value in fields.values()):  # JSON: not on an ack's path
+            with self._store.engine.begin() as connection:
+                return connection.execute(self._new_job, values).scalar_one_or_none()
         if signature is None:
             return self._store.ack_writer.write((self._new_job, values))
         try:
