@@ -45,8 +45,8 @@ def live_observations(duties: "Duties") -> list[Observation]:
     observations = []
     if rt.docker is not None or rt.stack.probes:
         containers, probes = run_checks(ctx)
-        observations += [Observation(f"container:{check.name}", check.status == "fail", check.text) for check in containers]
-        observations += [Observation(f"probe:{check.name}", check.status == "fail", check.text) for check in probes]
+        observations += [Observation(_key("container", check.name), check.status == "fail", check.text) for check in containers]
+        observations += [Observation(_key("probe", check.name), check.status == "fail", check.text) for check in probes]
     if rt.docker is not None or rt.stack.database is not None or rt.stack.queue is not None:
         for section in measure(ctx, StatsArgs(window=f"{rt.settings.watch_minutes}m")):
             observations += [Observation(key, flag is not None, flag or "within its threshold") for key, flag in section.checked.items()]
@@ -116,6 +116,11 @@ class Watch:
             if state is not None:
                 state.muted_until, state.muted_by = until, by
             return state
+
+
+def _key(kind: str, name: str) -> str:
+    """One word, so that `/watch mute KEY 1h` needs no quotes: "backend via nginx" is probe:backend-via-nginx."""
+    return f"{kind}:{'-'.join(name.split())}"
 
 
 def _muted(state: WatchState, now: datetime) -> bool:
