@@ -30,7 +30,7 @@ def schedule(ctx: Context, _args) -> Reply:
     lines = []
     for duty in duties.all:
         if duty.schedule is None:
-            lines.append(f"⚪ *{duty.title}*: off ({duty.setting}=off)" if duty.name != "watch" else f"⚪ *{duty.title}*: off ({duty.setting}=0)")
+            lines.append(f"⚪ *{duty.title}*: off ({duty.setting}=off)" if duty.name != "watch-check" else f"⚪ *{duty.title}*: off ({duty.setting}=0)")
             continue
         upcoming = duties.next_run(duty)
         line = f"*{duty.title}*: {duty.schedule.describe()}; next {duties.when(upcoming) if upcoming else 'never (no ops channel)'}"

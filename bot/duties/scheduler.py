@@ -86,7 +86,7 @@ class Duties:
             Duty("daily-report", "Daily health report", parse_daily(s.daily_report_at), "FLOWSTATE_DAILY_REPORT_AT", tasks.daily_report),
             Duty("nightly-backup", "Nightly backup", parse_daily(s.backup_at), "FLOWSTATE_BACKUP_AT", tasks.nightly_backup),
             Duty("restore-drill", "Weekly restore drill", parse_weekly(s.drill_at), "FLOWSTATE_DRILL_AT", tasks.restore_drill),
-            Duty("watch", "Watch", Every(s.watch_minutes) if s.watch_minutes else None, "FLOWSTATE_WATCH_MINUTES", self.watch.run),
+            Duty("watch-check", "Watch", Every(s.watch_minutes) if s.watch_minutes else None, "FLOWSTATE_WATCH_MINUTES", self.watch.run),
         ]
 
     @property
@@ -157,7 +157,10 @@ class Duties:
         run_id = self._claim(duty, slot, model.QUEUED)
         if run_id is None:
             return
-        job_id = self.rt.jobs.submit(self.invocation(duty.name, slot.isoformat()), dedupe_key=f"duty:{duty.name}:{slot_key(slot)}")
+        # No channel on the duty's own job and audit rows: a watch check every few minutes is not an event of an
+        # incident open in the ops channel (the commands a duty runs there, /health or /backup, are).
+        job = Invocation(SCHEDULER, duty.name, slot.isoformat(), None, SOURCE)  # type: ignore[arg-type]
+        job_id = self.rt.jobs.submit(job, dedupe_key=f"duty:{duty.name}:{slot_key(slot)}")
         with self.rt.store.session.begin() as session:
             session.execute(update(DutyRun).where(DutyRun.id == run_id).values(job_id=job_id))
         log.info("duty %s of %s queued as request #%s (%.0f s after its slot)", duty.name, slot.isoformat(), job_id, late.total_seconds())
@@ -170,7 +173,8 @@ class Duties:
             f"{self.when(next_slot(duty.schedule, self.rt.settings.tz, self.clock.now()))}."
         )
         if self._claim(duty, slot, model.MISSED, f"missed: no replica was running at {self.when(slot)}") is not None:
-            self.rt.audit.record(self.invocation(duty.name, slot.isoformat()), "failed", error="missed: no replica was running")
+            missed = Invocation(SCHEDULER, duty.name, slot.isoformat(), None, SOURCE)  # type: ignore[arg-type]
+            self.rt.audit.record(missed, "failed", error="missed: no replica was running")
             self.say(text)
 
     def _settle_interrupted(self) -> None:

@@ -27,6 +27,8 @@ SAMPLES = {
     "backup": "before the upgrade",
     "backups": "",
     "restore": "1",
+    "schedule": "",
+    "watch": "",
 }
 # What an allowed caller's audit shows when it is not simply allowed then succeeded: with no stack
 # file, /restart is refused by its service check before any request is made; the users-table commands

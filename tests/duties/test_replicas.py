@@ -54,9 +54,9 @@ def test_three_bot_processes_run_each_duty_slot_once(tmp_path, slack_double, pos
             jobs = list(session.scalars(select(Job).where(Job.source == "scheduler")))
         assert [(run.duty, run.slot, run.state) for run in runs] == [
             ("daily-report", utc(2026, 3, 28, 7, 30), "succeeded"),
-            ("watch", utc(2026, 3, 28, 7, 30), "succeeded"),
+            ("watch-check", utc(2026, 3, 28, 7, 30), "succeeded"),
             ("daily-report", utc(2026, 3, 29, 6, 30), "succeeded"),
-            ("watch", utc(2026, 3, 29, 6, 30), "succeeded"),
+            ("watch-check", utc(2026, 3, 29, 6, 30), "succeeded"),
         ]
         assert len(jobs) == 4 and {job.state for job in jobs} == {"succeeded"}
         reports = [call for call in slack_double.calls_to("chat.postMessage") if call.params.get("text", "").startswith("☀️ Daily report")]

@@ -104,9 +104,9 @@ def test_three_replicas_ticking_at_once_on_postgresql_run_each_slot_once(make_ru
     assert sorted((run.duty, run.slot) for run in runs) == [
         ("daily-report", utc(2026, 3, 28, 7, 30)),
         ("daily-report", utc(2026, 3, 29, 6, 30)),
-        ("watch", utc(2026, 3, 28, 7, 30)),
-        ("watch", utc(2026, 3, 28, 7, 31)),
-        ("watch", utc(2026, 3, 29, 6, 30)),
+        ("watch-check", utc(2026, 3, 28, 7, 30)),
+        ("watch-check", utc(2026, 3, 28, 7, 31)),
+        ("watch-check", utc(2026, 3, 29, 6, 30)),
     ]
     assert {run.state for run in runs} == {"succeeded"}
     with replicas[0].rt.store.session() as session:

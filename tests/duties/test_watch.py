@@ -43,7 +43,7 @@ def test_flapping_values_give_one_alert_and_one_recovery(scheduled, database_url
     assert posted[0][1].startswith("🚨 *Watch: cpu:backend*: cpu:backend above its threshold (bad for 3 consecutive checks since Sat 2026-03-28 11:35 CET)")
     assert "`/watch mute cpu:backend 1h` silences it" in posted[0][1]
     assert posted[1][1] == "✅ *Watch: cpu:backend* recovered after 40 min: cpu:backend within its threshold (3 good checks in a row)."
-    assert len(duties.runs("watch")) == len(sequence)
+    assert len(duties.runs("watch-check")) == len(sequence)
 
 
 def test_watch_shows_what_is_watched_and_what_fires(scheduled, database_url):
