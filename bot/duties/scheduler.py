@@ -24,6 +24,7 @@ from bot.duties.clock import Clock, clock_for
 from bot.duties.model import DutyRun
 from bot.duties.slots import Every, Schedule, latest_slot, next_slot, parse_daily, parse_weekly
 from bot.jobs.model import FINAL, Job
+from bot.jobs.model import QUEUED as JOB_QUEUED
 from bot.registry import Invocation, Reply
 from bot.authz import SYSTEM_USERS
 from bot.store import utcnow
@@ -145,23 +146,28 @@ class Duties:
         with self.rt.store.session() as session:
             return session.scalars(select(DutyRun.id).where(DutyRun.duty == duty, DutyRun.slot < slot).limit(1)).first() is not None
 
-    def _claim(self, duty: Duty, slot: datetime, state: str, message: str | None = None) -> int | None:
+    def _claim(self, session, duty: Duty, slot: datetime, state: str, message: str | None = None) -> int | None:
         """The INSERT that wins the slot: its id, or None when another replica's row is there."""
         values = dict(duty=duty.name, slot=slot, state=state, claimed_by=self.rt.holder[:160], created_at=utcnow(), message=message)
         if state == model.MISSED:
             values["finished_at"] = values["created_at"]
-        with self.rt.store.session.begin() as session:
-            return session.execute(self._insert, values).scalar()
+        return session.execute(self._insert, values).scalar()
 
     def _start(self, duty: Duty, slot: datetime, late: timedelta) -> None:
-        run_id = self._claim(duty, slot, model.QUEUED)
-        if run_id is None:
-            return
-        # No channel on the duty's own job and audit rows: a watch check every few minutes is not an event of an
-        # incident open in the ops channel (the commands a duty runs there, /health or /backup, are).
-        job = Invocation(SCHEDULER, duty.name, slot.isoformat(), None, SOURCE)  # type: ignore[arg-type]
-        job_id = self.rt.jobs.submit(job, dedupe_key=f"duty:{duty.name}:{slot_key(slot)}")
+        """The slot's row and its job in one transaction: a replica dying in between leaves neither, never a row without a job."""
         with self.rt.store.session.begin() as session:
+            run_id = self._claim(session, duty, slot, model.QUEUED)
+            if run_id is None:
+                return
+            # No channel on the duty's own job and audit rows: a watch check every few minutes is not an event of an
+            # incident open in the ops channel (the commands a duty runs there, /health or /backup, are).
+            job = Job(
+                dedupe_key=f"duty:{duty.name}:{slot_key(slot)}", state=JOB_QUEUED, source=SOURCE, requester=SCHEDULER,
+                command=duty.name, text=slot.isoformat(), created_at=utcnow(),
+            )
+            session.add(job)
+            session.flush()
+            job_id = job.id
             session.execute(update(DutyRun).where(DutyRun.id == run_id).values(job_id=job_id))
         log.info("duty %s of %s queued as request #%s (%.0f s after its slot)", duty.name, slot.isoformat(), job_id, late.total_seconds())
         self.rt.wake()
@@ -172,7 +178,9 @@ class Duties:
             f"{self.rt.settings.duty_grace_minutes:g} min late, so it was not run. The next one is at "
             f"{self.when(next_slot(duty.schedule, self.rt.settings.tz, self.clock.now()))}."
         )
-        if self._claim(duty, slot, model.MISSED, f"missed: no replica was running at {self.when(slot)}") is not None:
+        with self.rt.store.session.begin() as session:
+            won = self._claim(session, duty, slot, model.MISSED, f"missed: no replica was running at {self.when(slot)}") is not None
+        if won:
             missed = Invocation(SCHEDULER, duty.name, slot.isoformat(), None, SOURCE)  # type: ignore[arg-type]
             self.rt.audit.record(missed, "failed", error="missed: no replica was running")
             self.say(text)
@@ -216,7 +224,7 @@ class Duties:
         with self.rt.keep_alive(job.id, holder):
             try:
                 outcome = duty.work(self, slot)
-            except Exception as error:
+            except Exception:
                 error_id = secrets.token_hex(4)
                 log.exception("duty %s of %s failed [error id %s]", duty.name, slot.isoformat(), error_id)
                 outcome = Outcome(False, f"failed unexpectedly (error id {error_id})")
