@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from bot import blocks
 from bot.duties import model
@@ -126,9 +126,18 @@ class Duties:
     def tick(self) -> None:
         now = self.clock.now()
         self._settle_interrupted()
+        newest = {duty.name: latest_slot(duty.schedule, self.rt.settings.tz, now) for duty in self.on()}
+        if not newest:
+            return
+        with self.rt.store.session() as session:  # one query for all: the common answer is "every one is there"
+            present = set(
+                session.execute(
+                    select(DutyRun.duty, DutyRun.slot).where(or_(*(and_(DutyRun.duty == name, DutyRun.slot == slot) for name, slot in newest.items())))
+                ).all()
+            )
         for duty in self.on():
-            slot = latest_slot(duty.schedule, self.rt.settings.tz, now)
-            if self._row(duty.name, slot) is not None:
+            slot = newest[duty.name]
+            if (duty.name, slot) in present:
                 continue
             late = now - slot
             window = timedelta(minutes=duty.schedule.minutes) if isinstance(duty.schedule, Every) else self.grace
@@ -136,10 +145,6 @@ class Duties:
                 self._start(duty, slot, late)
             elif duty.reports_missed and self._ran_before(duty.name, slot):
                 self._miss(duty, slot)
-
-    def _row(self, duty: str, slot: datetime) -> DutyRun | None:
-        with self.rt.store.session() as session:
-            return session.scalars(select(DutyRun).where(DutyRun.duty == duty, DutyRun.slot == slot)).first()
 
     def _ran_before(self, duty: str, slot: datetime) -> bool:
         """A duty with no earlier row was just turned on (or the bot is new): nothing was missed."""
