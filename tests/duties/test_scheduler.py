@@ -159,3 +159,17 @@ def test_without_an_ops_channel_no_duty_runs_and_schedule_says_what_to_set(sched
     grant(duties.rt, "U0VIEWER", Role.viewer)
     shown = duties.rt.dispatcher.dispatch(Invocation("U0VIEWER", "schedule", "", "C1")).text
     assert shown.startswith("No duty runs: set FLOWSTATE_OPS_CHANNEL to the id of the channel they post to.")
+
+
+def test_a_daily_report_with_a_failing_check_posts_health_and_stats_in_full(scheduled, database_url, postgres_admin):
+    stack = StackConfig(
+        database=DatabaseSection(dsn=postgres_admin),
+        probes=[TcpProbe(kind="tcp", name="closed", host="127.0.0.1", port=9, timeout=1.0)],
+    )
+    duties = scheduled(utc(2026, 3, 28, 7, 30), database_url=database_url, stack=stack, daily_report_at="08:30")
+    header, health, stats = duties.at(utc(2026, 3, 28, 7, 30))
+    assert header == "☀️ Daily report for Sat 2026-03-28: not all is well; /health and /stats follow."
+    assert health.startswith("🔴 *closed*:") and health.endswith("🔴 1 of 1 checks failing")
+    assert stats.splitlines()[0] == "*API errors (backend logs, last 15m)*"
+    (run,) = duties.runs()
+    assert (run.state, run.message) == ("succeeded", "posted; health failing, stats ok")
