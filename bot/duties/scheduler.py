@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from bot import blocks
 from bot.duties import model
@@ -260,3 +260,21 @@ class Duties:
         if duty.schedule is None or not self.channel:
             return None
         return next_slot(duty.schedule, self.rt.settings.tz, self.clock.now())
+
+
+def run_counts(store) -> dict[str, tuple[dict[str, int], bool]]:
+    """For the bot's metrics: each duty's runs by state, and whether its newest finished run failed (or was missed)."""
+    counts: dict[str, dict[str, int]] = {}
+    last_failed: dict[str, bool] = {}
+    with store.session() as session:
+        for duty, state, count in session.execute(select(DutyRun.duty, DutyRun.state, func.count()).group_by(DutyRun.duty, DutyRun.state)):
+            counts.setdefault(duty, {})[state] = count
+        for duty in counts:
+            newest = session.scalars(
+                select(DutyRun.state)
+                .where(DutyRun.duty == duty, DutyRun.state.not_in([model.QUEUED, model.RUNNING]))
+                .order_by(DutyRun.slot.desc())
+                .limit(1)
+            ).first()
+            last_failed[duty] = newest in (model.FAILED, model.MISSED, model.INTERRUPTED)
+    return {duty: (counts[duty], last_failed[duty]) for duty in counts}
