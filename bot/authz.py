@@ -18,6 +18,9 @@ from bot.store import RoleAssignment, Store, utcnow
 log = logging.getLogger(__name__)
 
 GroupMembers = Callable[[str], set[str]]
+# The bot's own requesters: the scheduler runs the duties (bot/duties) as an operator. A Slack user id is
+# U... or W..., so no person can be one of them.
+SYSTEM_USERS = {"scheduler": Role.operator}
 FAILED_LOOKUP_SECONDS = 10.0  # a failed user-group lookup is not retried on every command during an outage
 
 
@@ -58,6 +61,8 @@ class Authorizer:
         """A user's role and every source that gives one; `session` sees a grant not yet committed."""
         if user_id in self._fixed_admins:
             return RoleExplanation(Role.admin, ["admin through FLOWSTATE_ADMINS"])
+        if user_id in SYSTEM_USERS:
+            return RoleExplanation(SYSTEM_USERS[user_id], [f"{SYSTEM_USERS[user_id].name} as the bot's own {user_id}"])
         sources: list[tuple[Role, str]] = []
         if session is not None:
             session.flush()  # a revoke in this session is pending until flushed; get() would still see the row

@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     backup_keep_days: float = Field(14.0, ge=0, le=3650)  # ...and every backup younger than D days
     # The application services /restore stops while it replaces their database (the operator guide's three).
     restore_services: Annotated[list[str], NoDecode] = ["backend", "frontend", "python-worker"]
+    # Scheduled duties (bot/duties): posted to this channel; without it no duty runs.
+    ops_channel: str | None = None
+    daily_report_at: str = "08:30"  # local time (FLOWSTATE_TIMEZONE) of /health and /stats, unasked; or off
+    backup_at: str = "02:00"  # the nightly backup, with retention; or off
+    drill_at: str = "sun 04:00"  # the weekly restore drill: /backup verify of the newest backup; or off
+    watch_minutes: int = Field(5, ge=0, le=1440)  # how often the watch checks thresholds and health; 0 turns it off
+    watch_checks: int = Field(3, ge=1, le=100)  # consecutive bad checks before an alert (and good ones before recovery)
+    duty_grace_minutes: float = Field(60.0, ge=0, le=24 * 60)  # a slot missed while the bot was down still runs this late
+    # Test-only: a file holding an ISO 8601 instant that the scheduler takes for "now" (see bot/duties/clock.py).
+    clock_file: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # HTTP mode: a request body over this is refused before it is read (Slack's are a few kilobytes).
     max_body_bytes: int = Field(65536, ge=4096, le=10 * 1024 * 1024)
@@ -124,6 +134,29 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[a-z0-9_+'-]{1,100}", name):
             raise ValueError(f"{value!r} is not an emoji name; give it as Slack names it, such as pushpin")
         return name
+
+    @field_validator("ops_channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[CG][A-Z0-9]{2,20}", value.strip()):
+            raise ValueError(f"{value[:40]!r} is not a channel id; use the C... id from the channel's details")
+        return value.strip() if value else None
+
+    @field_validator("daily_report_at", "backup_at")
+    @classmethod
+    def _daily(cls, value: str) -> str:
+        from bot.duties.slots import parse_daily
+
+        parse_daily(value)
+        return value.strip().lower()
+
+    @field_validator("drill_at")
+    @classmethod
+    def _weekly(cls, value: str) -> str:
+        from bot.duties.slots import parse_weekly
+
+        parse_weekly(value)
+        return value.strip().lower()
 
     @field_validator("timezone")
     @classmethod

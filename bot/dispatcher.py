@@ -8,6 +8,7 @@ the user and an audit row; a failure of the bot itself (the database down) ends 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import secrets
@@ -105,7 +106,7 @@ class Dispatcher:
 
     @staticmethod
     def clean(reply: Reply) -> Reply:
-        return Reply(redact(reply.text), redact_value(reply.blocks), reply.in_channel, reply.failed)
+        return dataclasses.replace(reply, text=redact(reply.text), blocks=redact_value(reply.blocks))
 
     # ---- the checks ------------------------------------------------------------------------------
 

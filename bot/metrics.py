@@ -48,9 +48,11 @@ class DutyResult:
 
 
 def duty_results(store: Store) -> list[DutyResult]:
-    """HOOK for the scheduled duties (issue 10): read the duties table (runs per duty and slot) and return
-    one DutyResult per duty. The duties table does not exist yet, so there is nothing to report."""
-    return []
+    """The scheduled duties' runs per duty and result, from the duty_runs table; "last failed" counts a failed,
+    missed or interrupted newest run."""
+    from bot.duties.scheduler import run_counts
+
+    return [DutyResult(duty, counts, last_failed) for duty, (counts, last_failed) in run_counts(store).items()]
 
 
 def use_process_directory(home: Path) -> str:

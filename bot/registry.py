@@ -40,6 +40,7 @@ class Reply:
     blocks: list[dict] = field(default_factory=list)
     in_channel: bool = False
     failed: bool = False  # the command ran and failed (its job ends as failed, not succeeded)
+    healthy: bool | None = None  # a report's verdict (/health, /stats): nothing failing, no threshold crossed
 
 
 class CommandError(Exception):

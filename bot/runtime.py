@@ -11,6 +11,7 @@ from bot.authz import Authorizer, GroupMembers
 from bot.config import Settings, StackConfig
 from bot.dispatcher import Dispatcher
 from bot.docker_stack import ComposeStack
+from bot.duties.scheduler import Duties
 from bot.incidents.service import Incidents
 from bot.jobs.queue import ChangeLocks, JobQueue, KeepAlive, new_holder
 from bot.registry import Command, load_commands
@@ -38,6 +39,7 @@ class Runtime:
     locks: ChangeLocks = field(init=False)
     approvals: Approvals = field(init=False)
     incidents: Incidents = field(init=False)
+    duties: Duties = field(init=False)
 
     def __post_init__(self) -> None:
         self.dispatcher = Dispatcher(self)
@@ -45,6 +47,7 @@ class Runtime:
         self.locks = ChangeLocks(self.store, self.settings.job_lease_seconds)
         self.approvals = Approvals(self)
         self.incidents = Incidents(self)
+        self.duties = Duties(self)  # tests replace it with one on a clock they control
         self.audit.observers.append(self.incidents.on_audit)  # commands and approval steps land on a timeline
 
     def keep_alive(self, job_id: int, holder: str) -> KeepAlive:

@@ -57,6 +57,13 @@ class Section:
     lines: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     measured: bool = True  # False: not configured, or it could not be read; then it vouches for nothing
+    # Every threshold this section checked, by a stable key: the flag's text when crossed, None when not (the watch's input).
+    checked: dict[str, str | None] = field(default_factory=dict)
+
+    def check(self, key: str, crossed: bool, flag: str) -> None:
+        self.checked[key] = flag if crossed else None
+        if crossed:
+            self.flags.append(flag)
 
 
 def api_errors(ctx: Context, args: StatsArgs) -> Section:
@@ -88,8 +95,7 @@ def api_errors(ctx: Context, args: StatsArgs) -> Section:
     if not complete:
         section.lines.append("The log was too long to read in time: these are its oldest lines only.")
     limit = stack.thresholds.error_rate_percent
-    if rate > limit:
-        section.flags.append(f"API error rate {rate:.1f}% (threshold {limit:g}%)")
+    section.check("api_error_rate", rate > limit, f"API error rate {rate:.1f}% (threshold {limit:g}%)")
     return section
 
 
@@ -108,16 +114,15 @@ def containers(ctx: Context, _args: StatsArgs) -> Section:
         # docker stats samples running containers only; a stopped service must not just vanish from the list.
         how = f"{state.status} with code {state.exit_code}" if state.status in ("exited", "dead") else state.status
         section.lines.append(f"{state.service}: not running ({how})")
-        section.flags.append(f"{state.service} is not running ({how})")
+        section.flags.append(f"{state.service} is not running ({how})")  # the watch sees it as a failing /health check
     for sample in samples:
         memory = f"{size(sample.memory_bytes)} / {size(sample.memory_limit)} ({sample.memory_percent:.1f}%)"
         section.lines.append(f"{sample.service}: CPU {sample.cpu_percent:.1f}%, memory {memory}")
-        if sample.cpu_percent > stack.thresholds.cpu_percent:
-            section.flags.append(f"{sample.service} CPU {sample.cpu_percent:.0f}% (threshold {stack.thresholds.cpu_percent:g}%)")
-        if sample.memory_percent > stack.thresholds.memory_percent:
-            section.flags.append(
-                f"{sample.service} memory {sample.memory_percent:.0f}% (threshold {stack.thresholds.memory_percent:g}%)"
-            )
+        cpu, mem = stack.thresholds.cpu_percent, stack.thresholds.memory_percent
+        section.check(f"cpu:{sample.service}", sample.cpu_percent > cpu, f"{sample.service} CPU {sample.cpu_percent:.0f}% (threshold {cpu:g}%)")
+        section.check(
+            f"memory:{sample.service}", sample.memory_percent > mem, f"{sample.service} memory {sample.memory_percent:.0f}% (threshold {mem:g}%)"
+        )
     return section
 
 
@@ -153,10 +158,14 @@ def database(ctx: Context, _args: StatsArgs) -> Section:
     states = ", ".join(f"{state} {count}" for state, count in activity.by_state.items())
     percent = 100.0 * activity.connections / activity.max_connections
     section.lines.append(f"Connections: {activity.connections}/{activity.max_connections} ({percent:.0f}%): {states}")
-    if percent > limits.connections_percent:
-        section.flags.append(f"database connections {percent:.0f}% of max_connections (threshold {limits.connections_percent:g}%)")
-    if activity.long_queries:
-        section.flags.append(f"{len(activity.long_queries)} queries running longer than {limits.long_query_seconds:g} s")
+    section.check(
+        "db_connections",
+        percent > limits.connections_percent,
+        f"database connections {percent:.0f}% of max_connections (threshold {limits.connections_percent:g}%)",
+    )
+    section.check(
+        "long_queries", bool(activity.long_queries), f"{len(activity.long_queries)} queries running longer than {limits.long_query_seconds:g} s"
+    )
     # The channel sees statements without their literals; an operator gets the full text with /queries.
     section.lines += statement_lines(activity, limits.long_query_seconds, lambda query: f"`{statement_summary(query)}`")
     if activity.long_queries or activity.slow_statements:
@@ -174,8 +183,9 @@ def queue(ctx: Context, _args: StatsArgs) -> Section:
     lengths = StackRedis(stack.redis.url, stack.stack.check_timeout).queue_lengths(stack.queue.keys, stack.queue.type)
     total = sum(lengths.values())
     section.lines += [f"{key} ({stack.queue.type}): {length:,} jobs" for key, length in lengths.items()]
-    if total > stack.thresholds.queue_length:
-        section.flags.append(f"AI worker queue {total:,} jobs (threshold {stack.thresholds.queue_length:,})")
+    section.check(
+        "queue_length", total > stack.thresholds.queue_length, f"AI worker queue {total:,} jobs (threshold {stack.thresholds.queue_length:,})"
+    )
     return section
 
 
@@ -216,6 +226,23 @@ def queries(ctx: Context, _args) -> Reply:
     return Reply("\n".join(lines), [blocks.header("Statements of the application's database"), *blocks.sections(lines)])
 
 
+def measure(ctx: Context, args: StatsArgs) -> list[Section]:
+    """The four metrics side by side, each bounded by the stack's check_timeout (also the watch's input)."""
+    timeout = ctx.runtime.stack.stack.check_timeout
+    futures = [(title, CHECK_POOL.submit(metric, ctx, args)) for title, metric in METRICS]
+    started = utcnow()
+    sections = []
+    for title, future in futures:
+        remaining = max(0.0, timeout - (utcnow() - started).total_seconds())
+        try:
+            sections.append(future.result(timeout=remaining))
+        except FutureTimeout:
+            sections.append(Section(title, [f"🔴 No answer within {timeout:g} s."], measured=False))
+        except Exception as error:  # one unreadable metric must not hide the other three
+            sections.append(Section(title, [f"🔴 Could not read it: {describe_error(error, timeout)}"], measured=False))
+    return sections
+
+
 @command(
     "stats",
     summary="The four key metrics: API error rate, CPU and memory, database, AI worker queue.",
@@ -231,18 +258,7 @@ def stats(ctx: Context, args: StatsArgs) -> Reply:
             f"Nothing to measure: the stack file ({source}) names no Compose project and has no [database] or [queue] "
             f"section; {STACK_FILE_HINT}"
         )
-    timeout = stack.stack.check_timeout
-    futures = [(title, CHECK_POOL.submit(metric, ctx, args)) for title, metric in METRICS]
-    started = utcnow()
-    sections = []
-    for title, future in futures:
-        remaining = max(0.0, timeout - (utcnow() - started).total_seconds())
-        try:
-            sections.append(future.result(timeout=remaining))
-        except FutureTimeout:
-            sections.append(Section(title, [f"🔴 No answer within {timeout:g} s."], measured=False))
-        except Exception as error:  # one unreadable metric must not hide the other three
-            sections.append(Section(title, [f"🔴 Could not read it: {describe_error(error, timeout)}"], measured=False))
+    sections = measure(ctx, args)
     flags = [flag for section in sections for flag in section.flags]
     project = ctx.runtime.stack.stack.compose_project
     title = f"Key metrics of {project}" if project else "Key metrics"
@@ -260,4 +276,5 @@ def stats(ctx: Context, args: StatsArgs) -> Reply:
     if not flags:
         lines.append(_verdict(sections))
         body.append(blocks.context(lines[-1]))
-    return Reply("\n".join(lines), body, in_channel=True)
+    healthy = not flags and any(section.measured for section in sections)
+    return Reply("\n".join(lines), body, in_channel=True, healthy=healthy)

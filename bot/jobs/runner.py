@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bot.config import ConfigError, Settings, StackConfig
 from bot.dispatcher import Refused
+from bot.duties.scheduler import SOURCE as DUTY_SOURCE
 from bot.jobs.model import Job
 from bot.registry import Reply
 from bot.slack_http import forget_old_requests
@@ -106,6 +107,10 @@ class Runner:
                 forget_old_requests(self.rt.store)
         except Exception:
             log.exception("the sweep of expired requests and lost jobs failed")
+        try:
+            self.rt.duties.tick()  # a duty whose slot has come: the replica whose INSERT wins queues it
+        except Exception:
+            log.exception("the scheduler's tick failed")
 
     # ---- one job -------------------------------------------------------------------------------
 
@@ -123,6 +128,9 @@ class Runner:
 
     def _run(self, job: Job) -> None:
         rt, holder = self.rt, self.holder
+        if job.source == DUTY_SOURCE:  # a scheduled duty, queued by the scheduler's tick
+            rt.duties.run_job(job, holder)
+            return
         if job.arguments is not None:  # approved (or taken over): its outcome lands on its message
             reply = rt.approvals.run_job(job, holder, None)
             if not job.message_ts:

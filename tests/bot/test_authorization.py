@@ -30,6 +30,8 @@ SAMPLES = {
     "releases": "",
     "rollback": "",
     "logs": "backend --grep 500",
+    "schedule": "",
+    "watch": "",
 }
 # What an allowed caller's audit shows when it is not simply allowed then succeeded: with no stack
 # file, /restart is refused by its service check before any request is made; the users-table commands

@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from bot.backups.model import Backup
 from bot.jobs.model import Job
-from bot.metrics import DutyResult, registry
+from bot.metrics import registry
 from bot.registry import Invocation
 from bot.store import utcnow
 from tests.conftest import run
@@ -76,16 +76,24 @@ def test_the_store_s_view_counts_commands_times_jobs_and_ages_the_newest_verifie
     assert 2 * 3600 <= age < 2 * 3600 + 60, "the newest verified one, not the newer unverified one"
 
 
-def test_duty_results_from_the_hook_are_shown_per_duty(make_runtime, tmp_path):
+def test_duty_results_are_read_from_the_duty_runs(make_runtime):
+    from datetime import timedelta
+
+    from bot.duties.model import DutyRun
+    from bot.store import utcnow
+
     runtime = make_runtime()
-
-    def duties(_store):
-        return [DutyResult("nightly-backup", {"succeeded": 6, "failed": 1}, last_failed=True), DutyResult("watch", {"succeeded": 12})]
-
-    values = _samples(generate_latest(registry(runtime.store, duties)).decode())
+    now = utcnow()
+    runs = [("nightly-backup", 3, "succeeded"), ("nightly-backup", 2, "succeeded"), ("nightly-backup", 1, "failed"), ("watch-check", 1, "succeeded")]
+    with runtime.store.session.begin() as session:
+        for duty, days_ago, state in runs:
+            slot = now - timedelta(days=days_ago)
+            session.add(DutyRun(duty=duty, slot=slot, state=state, claimed_by="test", created_at=slot, finished_at=slot))
+    values = _samples(generate_latest(registry(runtime.store)).decode())
     assert values[("flowstate_bot_duty_runs_total", (("duty", "nightly-backup"), ("result", "failed")))] == 1
-    assert values[("flowstate_bot_duty_last_failed", (("duty", "nightly-backup"),))] == 1
-    assert values[("flowstate_bot_duty_last_failed", (("duty", "watch"),))] == 0
+    assert values[("flowstate_bot_duty_runs_total", (("duty", "nightly-backup"), ("result", "succeeded")))] == 2
+    assert values[("flowstate_bot_duty_last_failed", (("duty", "nightly-backup"),))] == 1, "its newest run failed"
+    assert values[("flowstate_bot_duty_last_failed", (("duty", "watch-check"),))] == 0
 
 
 def test_http_mode_serves_metrics_beside_slack_after_real_commands(tmp_path, slack_double):

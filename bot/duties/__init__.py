@@ -1,0 +1,7 @@
+"""Scheduled duties: the daily report, the nightly backup, the weekly restore drill and the watch.
+
+Each duty runs exactly once per slot across every replica: the replica whose INSERT into duty_runs
+(unique on duty and slot) succeeds queues it as a durable job; runners run it as the system user
+`scheduler`, through the same commands a person would use. Imports the frame, the jobs and the command
+modules whose code the duties run; nothing imports this package but the runtime, the runner and its commands.
+"""

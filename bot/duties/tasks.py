@@ -1,0 +1,93 @@
+"""What the daily report, the nightly backup and the weekly drill do: the commands a person would run, as the scheduler.
+
+Each goes through the dispatcher (role check, audit, the stack's one-change lock for /backup) exactly as
+typed commands do; the duty then posts the result to the ops channel. A failure is loud: it mentions the
+approver group (FLOWSTATE_APPROVER_GROUP) with the error.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from bot import blocks
+from bot.backups.model import OK, Backup
+from bot.duties.scheduler import SCHEDULER, Outcome
+from bot.registry import Reply
+from bot.store import utcnow
+
+if TYPE_CHECKING:
+    from bot.duties.scheduler import Duties
+
+NIGHTLY_NOTE = "nightly"
+
+
+def _first_line(reply: Reply) -> str:
+    return next((line for line in reply.text.splitlines() if line.strip()), "(no answer)")[:300]
+
+
+def _loud(duties: "Duties", title: str, error: str) -> None:
+    group = duties.rt.settings.approver_group
+    who = f"<!subteam^{group}> " if group else ""
+    duties.post(Reply(f"🚨 {who}{title}: {error}", [blocks.section(f"🚨 {who}*{title}*"), *blocks.sections(error.splitlines())], in_channel=True))
+
+
+def daily_report(duties: "Duties", slot: datetime) -> Outcome:
+    """/health and /stats, unasked: one line when all is well, both in full when not."""
+    health = duties.rt.dispatcher.dispatch(duties.invocation("health"))
+    stats = duties.rt.dispatcher.dispatch(duties.invocation("stats"))
+    day = f"{slot.astimezone(duties.rt.settings.tz):%a %Y-%m-%d}"
+    verdicts = f"{health.text.splitlines()[-1]}; {stats.text.splitlines()[-1]}"
+    if health.healthy and stats.healthy:
+        duties.say(f"☀️ Daily report for {day}: {verdicts} (/health and /stats show the details).")
+        return Outcome(True, f"all well: {verdicts}")
+    state = "not all is well" if False in (health.healthy, stats.healthy) else "part of the stack is not measured"
+    duties.say(f"☀️ Daily report for {day}: {state}; /health and /stats follow.")
+    duties.post(health)
+    duties.post(stats)
+    problems = "health failing" if health.healthy is False else "health not measured" if health.healthy is None else "health ok"
+    thresholds = "thresholds crossed" if stats.healthy is False else "stats not measured" if stats.healthy is None else "stats ok"
+    return Outcome(True, f"posted; {problems}, {thresholds}")
+
+
+def _newest_backup_id(duties: "Duties") -> int:
+    with duties.rt.store.session() as session:
+        return session.scalar(select(func.max(Backup.id))) or 0
+
+
+def nightly_backup(duties: "Duties", slot: datetime) -> Outcome:
+    """/backup nightly (with its retention); success is a new complete backup in the catalogue, nothing less."""
+    before = _newest_backup_id(duties)
+    reply = duties.rt.dispatcher.dispatch(duties.invocation("backup", NIGHTLY_NOTE))
+    with duties.rt.store.session() as session:
+        taken = session.scalars(
+            select(Backup).where(Backup.id > before, Backup.requested_by == SCHEDULER, Backup.state == OK).order_by(Backup.id.desc())
+        ).first()
+    if taken is None or reply.failed:
+        _loud(duties, f"The nightly backup of {duties.when(slot)} failed", reply.text)
+        return Outcome(False, f"failed: {_first_line(reply)}")
+    duties.post(reply)
+    return Outcome(True, f"backup #{taken.id} taken")
+
+
+def restore_drill(duties: "Duties", slot: datetime) -> Outcome:
+    """/backup verify of the newest complete backup: a real test restore; its result is stored with the backup."""
+    with duties.rt.store.session() as session:
+        newest = session.scalars(
+            select(Backup).where(Backup.stack == duties.rt.stack_name, Backup.state == OK).order_by(Backup.id.desc())
+        ).first()
+    if newest is None:
+        error = f"there is no complete backup of {duties.rt.stack_name} to verify; /backup takes one."
+        _loud(duties, f"The weekly restore drill of {duties.when(slot)} failed", error)
+        return Outcome(False, f"failed: {error}")
+    started = utcnow()
+    reply = duties.rt.dispatcher.dispatch(duties.invocation("backup", f"verify {newest.id}"))
+    with duties.rt.store.session() as session:
+        checked = session.get(Backup, newest.id)
+    if not (checked.verified_ok and checked.verified_at and checked.verified_at >= started):
+        _loud(duties, f"The weekly restore drill of {duties.when(slot)} failed on backup #{newest.id}", reply.text)
+        return Outcome(False, f"backup #{newest.id} failed: {_first_line(reply)}")
+    duties.post(reply)
+    return Outcome(True, f"backup #{newest.id} verified by a test restore")

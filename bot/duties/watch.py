@@ -1,0 +1,127 @@
+"""The watch: every few minutes, the thresholds of /stats and the checks of /health, by a stable key each.
+
+A key alerts once when it has been bad for N consecutive checks (FLOWSTATE_WATCH_CHECKS) and recovers
+once when it has been good for N consecutive checks again; values that flap between the two never reach N
+either way, so they neither repeat the alert nor announce a recovery. A muted key (`/watch mute KEY
+DURATION`) still fires in /watch but posts nothing until its mute ends; a firing whose alert was never
+posted has no recovery message either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable
+
+from sqlalchemy import select
+
+from bot.duties.model import WatchState
+from bot.humanize import duration
+from bot.registry import Context
+
+if TYPE_CHECKING:
+    from bot.duties.scheduler import Duties, Outcome
+
+
+@dataclass(frozen=True)
+class Observation:
+    key: str  # container:SERVICE, probe:NAME, api_error_rate, cpu:SERVICE, memory:SERVICE, db_connections, long_queries, queue_length
+    bad: bool
+    detail: str
+
+
+Evaluator = Callable[["Duties"], list[Observation]]
+
+
+def live_observations(duties: "Duties") -> list[Observation]:
+    """What /health and /stats see now, through their own code, as the scheduler."""
+    from commands.health import run_checks
+    from commands.stats import StatsArgs, measure
+
+    from bot.duties.scheduler import SCHEDULER_ROLE
+
+    rt = duties.rt
+    ctx = Context(duties.invocation("watch"), SCHEDULER_ROLE, rt)
+    observations = []
+    if rt.docker is not None or rt.stack.probes:
+        containers, probes = run_checks(ctx)
+        observations += [Observation(_key("container", check.name), check.status == "fail", check.text) for check in containers]
+        observations += [Observation(_key("probe", check.name), check.status == "fail", check.text) for check in probes]
+    if rt.docker is not None or rt.stack.database is not None or rt.stack.queue is not None:
+        for section in measure(ctx, StatsArgs(window=f"{rt.settings.watch_minutes}m")):
+            observations += [Observation(key, flag is not None, flag or "within its threshold") for key, flag in section.checked.items()]
+    return observations
+
+
+class Watch:
+    def __init__(self, duties: "Duties", evaluator: Evaluator | None = None):
+        self._duties = duties
+        self._evaluate = evaluator or live_observations
+
+    @property
+    def needed(self) -> int:
+        return self._duties.rt.settings.watch_checks
+
+    def run(self, duties: "Duties", slot: datetime) -> "Outcome":
+        from bot.duties.scheduler import Outcome
+
+        now = duties.clock.now()
+        observations = self._evaluate(duties)
+        for observation in observations:
+            self._observe(observation, now)
+        firing = [state.key for state in self.states() if state.firing_since is not None]
+        summary = f"{len(observations)} checked, {len(firing)} firing" + (f": {', '.join(firing[:5])}" if firing else "")
+        return Outcome(True, summary)
+
+    def _observe(self, seen: Observation, now: datetime) -> None:
+        store, duties = self._duties.rt.store, self._duties
+        with store.session.begin() as session:
+            state = session.get(WatchState, seen.key)
+            if state is None:
+                state = WatchState(key=seen.key, bad_count=0, good_count=0, alerted=False, checked_at=now)
+                session.add(state)
+            state.bad_count, state.good_count = (state.bad_count + 1, 0) if seen.bad else (0, state.good_count + 1)
+            state.detail, state.checked_at = seen.detail[:2000], now
+            if seen.bad and state.firing_since is None and state.bad_count >= self.needed:
+                state.firing_since = now
+            alert = seen.bad and state.firing_since is not None and not state.alerted and not _muted(state, now)
+            recovered = not seen.bad and state.firing_since is not None and state.good_count >= self.needed
+            since = state.firing_since
+            if alert:
+                state.alerted = True  # claimed in this transaction: one alert, even if Slack is slow to answer
+            if recovered:
+                lasted, announce = now - since, state.alerted
+                state.firing_since, state.alerted, state.alert_ts = None, False, None
+        if alert:
+            ts = duties.say(
+                f"🚨 *Watch: {seen.key}*: {seen.detail} (bad for {self.needed} consecutive checks since "
+                f"{duties.when(since)}). `/watch mute {seen.key} 1h` silences it."
+            )
+            if ts:
+                with store.session.begin() as session:
+                    session.get(WatchState, seen.key).alert_ts = ts
+        if recovered and announce:
+            duties.say(
+                f"✅ *Watch: {seen.key}* recovered after {duration(lasted.total_seconds())}: {seen.detail} "
+                f"({self.needed} good checks in a row)."
+            )
+
+    def states(self) -> list[WatchState]:
+        with self._duties.rt.store.session() as session:
+            return list(session.scalars(select(WatchState).order_by(WatchState.key)))
+
+    def mute(self, key: str, until: datetime, by: str) -> WatchState | None:
+        with self._duties.rt.store.session.begin() as session:
+            state = session.get(WatchState, key)
+            if state is not None:
+                state.muted_until, state.muted_by = until, by
+            return state
+
+
+def _key(kind: str, name: str) -> str:
+    """One word, so that `/watch mute KEY 1h` needs no quotes: "backend via nginx" is probe:backend-via-nginx."""
+    return f"{kind}:{'-'.join(name.split())}"
+
+
+def _muted(state: WatchState, now: datetime) -> bool:
+    return state.muted_until is not None and state.muted_until > now

@@ -1,0 +1,115 @@
+"""/schedule and /watch: the scheduled duties, their next run and last result; what the watch sees and what fires."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel, ValidationError, field_validator
+
+from bot import blocks
+from bot.humanize import ago
+from bot.registry import CommandError, Context, Reply, command, describe_argument_error
+from bot.roles import Role
+from bot.store import utcnow
+from commands.stats import StatsArgs
+
+MARK = {"succeeded": "🟢", "failed": "🔴", "missed": "🟠", "interrupted": "🟠", "queued": "⏳", "running": "▶️"}
+
+
+@command("schedule", summary="The scheduled duties: whether each is on, its next run and its last result.", usage="/schedule", role=Role.viewer)
+def schedule(ctx: Context, _args) -> Reply:
+    duties, settings = ctx.runtime.duties, ctx.runtime.settings
+    if duties.channel:
+        head = (
+            f"Scheduled duties, posted to <#{duties.channel}> (times in {settings.timezone}; a slot missed while the bot was down "
+            f"still runs up to {settings.duty_grace_minutes:g} min late)"
+        )
+    else:
+        head = "No duty runs: set FLOWSTATE_OPS_CHANNEL to the id of the channel they post to."
+    last = duties.last_runs()
+    lines = []
+    for duty in duties.all:
+        if duty.schedule is None:
+            lines.append(f"⚪ *{duty.title}*: off ({duty.setting}=off)" if duty.name != "watch-check" else f"⚪ *{duty.title}*: off ({duty.setting}=0)")
+            continue
+        upcoming = duties.next_run(duty)
+        line = f"*{duty.title}*: {duty.schedule.describe()}; next {duties.when(upcoming) if upcoming else 'never (no ops channel)'}"
+        run = last.get(duty.name)
+        if run is None:
+            line += "; has not run yet"
+        else:
+            line += f"; last {MARK.get(run.state, '')} {run.state} for {duties.when(run.slot)}" + (f": {run.message}" if run.message else "")
+        lines.append(line)
+    return Reply("\n".join([head, *lines]), [blocks.section(f"*{head}*"), *blocks.sections(lines)])
+
+
+class WatchArgs(BaseModel):
+    words: list[str] = []
+
+    @field_validator("words")
+    @classmethod
+    def _shape(cls, words: list[str]) -> list[str]:
+        if not words:
+            return words
+        if words[0] != "mute" or len(words) != 3:
+            raise ValueError("use /watch to see what is watched, or /watch mute KEY DURATION such as /watch mute cpu:backend 1h")
+        try:
+            StatsArgs(window=words[2])
+        except ValidationError as error:
+            raise ValueError(describe_argument_error(error).removeprefix("window ").replace("time window", "duration")) from None
+        return words
+
+    @property
+    def mute(self) -> tuple[str, timedelta] | None:
+        if not self.words:
+            return None
+        return self.words[1], timedelta(seconds=StatsArgs(window=self.words[2]).seconds)
+
+
+@command(
+    "watch",
+    summary="What the watch checks and what is firing; `mute KEY DURATION` silences one alert for a while.",
+    usage="/watch [mute KEY DURATION]",
+    role=Role.viewer,
+    args=WatchArgs,
+    role_for=lambda args: Role.operator if args.words else Role.viewer,
+)
+def watch(ctx: Context, args: WatchArgs) -> Reply:
+    duties = ctx.runtime.duties
+    states = duties.watch.states()
+    if args.mute is not None:
+        key, length = args.mute
+        known = [state.key for state in states]
+        if key not in known:
+            listed = ", ".join(known[:40]) if known else "none yet (the watch has not run)"
+            raise CommandError(f"There is no watched key {key[:60]!r}; the keys are: {listed}.")
+        until = duties.clock.now() + length
+        duties.watch.mute(key, until, ctx.invocation.user_id)
+        text = f"🔇 {key} is muted until {duties.when(until)} by <@{ctx.invocation.user_id}>: no alert for it is posted until then."
+        return Reply(text, [blocks.section(text)], in_channel=True)
+    settings, limits = ctx.runtime.settings, ctx.runtime.stack.thresholds
+    if not settings.watch_minutes or not duties.channel:
+        head = "The watch is off (FLOWSTATE_WATCH_MINUTES=0 or no FLOWSTATE_OPS_CHANNEL)."
+    else:
+        head = (
+            f"The watch checks every {settings.watch_minutes} min: every /health check, and the /stats thresholds (API 5xx above "
+            f"{limits.error_rate_percent:g}%, CPU and memory above {limits.cpu_percent:g}% / {limits.memory_percent:g}%, database "
+            f"connections above {limits.connections_percent:g}%, queries longer than {limits.long_query_seconds:g} s, queue above "
+            f"{limits.queue_length:,}). One alert after {settings.watch_checks} bad checks in a row, one recovery after "
+            f"{settings.watch_checks} good ones."
+        )
+    now = duties.clock.now()
+    firing, quiet = [], []
+    for state in states:
+        if state.firing_since is None:
+            quiet.append(state.key)
+            continue
+        muted = f" (🔇 muted until {duties.when(state.muted_until)})" if state.muted_until and state.muted_until > now else ""
+        firing.append(f"🔴 *{state.key}*: {state.detail} (firing since {duties.when(state.firing_since)}){muted}")
+    lines = [f"Firing ({len(firing)}):", *firing] if firing else ["🟢 Nothing is firing."]
+    if quiet:
+        last = max(state.checked_at for state in states)
+        lines.append(f"Not firing ({len(quiet)}, last checked {ago(last, utcnow()) if last <= utcnow() else duties.when(last)}): " + ", ".join(quiet))
+    elif not states:
+        lines.append("Nothing has been checked yet.")
+    return Reply("\n".join([head, *lines]), [blocks.section(head), *blocks.sections(lines)])
