@@ -38,7 +38,7 @@ STALE_QUERY_SECONDS = 60.0  # a read-only command queued longer than this is dro
 # behind the runs' writes (SQLite has one writer at a time), nor share the cores with them; a lone command
 # starts 30 ms later than it could.
 SETTLE_QUIET = 0.03
-SETTLE_AT_MOST = 0.5
+SETTLE_AT_MOST = 1.0
 
 
 class Runner:
