@@ -75,9 +75,10 @@ class SlackAdapter:
         self.app.event("reaction_added")(self._on_reaction)
         self.app.shortcut(TIMELINE_SHORTCUT)(self._on_timeline_shortcut)
 
-    def _queue(self, ack, invocation: Invocation, response_url: str | None, dedupe_key: str | None, signature: str | None = None) -> None:
+    def _queue(self, ack, invocation: Invocation, response_url: str | None, dedupe_key: str | None, request: BoltRequest) -> None:
         """The job row first, then the ack: an acknowledged command is never lost. The request's signature
         (HTTP mode) is remembered in the same commit, for the replay guard (bot/slack_http.py)."""
+        signature = (request.headers.get("x-slack-signature") or [None])[0]  # Socket Mode's carry none
         if not self.sightings.take(signature):
             signature = None
         try:
@@ -105,7 +106,7 @@ class SlackAdapter:
             source="slack",
         )
         trigger = command.get("trigger_id")
-        self._queue(ack, invocation, command.get("response_url"), f"cmd:{trigger}" if trigger else None, _signature(request))
+        self._queue(ack, invocation, command.get("response_url"), f"cmd:{trigger}" if trigger else None, request)
 
     def _on_click(self, ack, body: dict, action: dict, request: BoltRequest) -> None:
         """A button is `/approvals VERB ID` typed by the clicker: the same checks, the same audit."""
@@ -123,7 +124,7 @@ class SlackAdapter:
             self._tampered(invocation, body.get("response_url"))
             return
         trigger = body.get("trigger_id") or f"{action.get('action_ts')}:{invocation.user_id}"
-        self._queue(ack, invocation, body.get("response_url"), f"click:{trigger}", _signature(request))
+        self._queue(ack, invocation, body.get("response_url"), f"click:{trigger}", request)
 
     def _on_reaction(self, ack, body: dict, event: dict, request: BoltRequest) -> None:
         """The incident emoji on a message in a channel with an open incident: that message joins its timeline."""
@@ -135,7 +136,7 @@ class SlackAdapter:
         if not re.fullmatch(r"\d{1,12}\.\d{1,6}", ts) or self.runtime.incidents.timeline.open_in(channel) is None:
             return  # a pin anywhere else is just a reaction
         invocation = Invocation(str(event.get("user", "")), "incident", f"add-message {ts} reaction", channel, "slack")
-        self._queue(ack, invocation, None, f"event:{body.get('event_id')}", _signature(request))  # Bolt has acked already
+        self._queue(ack, invocation, None, f"event:{body.get('event_id')}", request)  # Bolt has acked already
 
     def _on_timeline_shortcut(self, ack, body: dict, request: BoltRequest) -> None:
         message = body.get("message") or {}
@@ -147,7 +148,7 @@ class SlackAdapter:
             source="slack",
         )
         trigger = body.get("trigger_id") or f"{message.get('ts')}:{invocation.user_id}"
-        self._queue(ack, invocation, body.get("response_url"), f"shortcut:{trigger}", _signature(request))
+        self._queue(ack, invocation, body.get("response_url"), f"shortcut:{trigger}", request)
 
     def _tampered(self, invocation: Invocation, response_url: str | None) -> None:
         from bot.registry import Reply
@@ -184,8 +185,3 @@ class SlackAdapter:
 
     def shutdown(self) -> None:
         self.runners.shutdown()
-
-
-def _signature(request: BoltRequest) -> str | None:
-    """The Slack signature of a request that came over HTTP (Socket Mode's carry none)."""
-    return (request.headers.get("x-slack-signature") or [None])[0]

@@ -75,7 +75,7 @@ class Sightings:
 class SlackRequestGuard:
     """WSGI middleware: only a signed, fresh, first-seen, well-formed request reaches the app behind it."""
 
-    def __init__(self, app, signing_secret: str, store: Store, max_body: int, sightings: Sightings | None = None):
+    def __init__(self, app, signing_secret: str, store: Store, max_body: int, sightings: Sightings):
         self._app = app
         self._secret = signing_secret.encode()
         self._store = store
@@ -106,10 +106,7 @@ class SlackRequestGuard:
         body = _bolt_safe(body, content_type)
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
-        if self._sightings is not None:
-            return self._with_its_job(environ, start_response, signature, peer)
-        refused = self._remember(signature, peer, start_response)
-        return refused if refused is not None else self._app(environ, start_response)
+        return self._with_its_job(environ, start_response, signature, peer)
 
     def _with_its_job(self, environ, start_response, signature: str, peer: str):
         """The listener writes the request's signature with the job it makes, in one commit (the ack path's

@@ -199,9 +199,7 @@ class AckWriter:
 
     def _value(self, value):
         if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to a UTC column")
-            value = value.astimezone(timezone.utc)
+            value = UTCDateTime().process_bind_param(value, self._dialect)
             # SQLite keeps what SQLAlchemy's DATETIME writes there: the UTC time as text, without an offset.
             return value.strftime("%Y-%m-%d %H:%M:%S.%f") if self._sqlite else value
         if value is not None and not isinstance(value, (str, int, float)):

@@ -19,7 +19,6 @@ from bot.store import SEEN_REQUEST, Store, utcnow
 log = logging.getLogger(__name__)
 
 
-
 class ReplayedRequest(Exception):
     """The Slack request this job would come from was received before (its signature is known)."""
 
