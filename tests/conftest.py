@@ -249,6 +249,26 @@ class BotProcess:
 STACK_DIR = ROOT / "tests" / "stack"
 
 
+_STACK_HOLD: list = []
+
+
+def _hold_stack_for_this_session() -> None:
+    """One test session at a time uses the shared stack (fixed ports; another checkout's `up` recreates it):
+    take a lock that this process holds until it exits, and wait for it if another session has it."""
+    import fcntl
+    import sys
+
+    lock_dir = Path("/var/cache/flowstate-test")
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_dir / "tests.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("\n[live_stack] another test session uses the shared stack; waiting for it", file=sys.stderr, flush=True)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    _STACK_HOLD.append(handle)
+
+
 @pytest.fixture(scope="session")
 def live_stack() -> StackConfig:
     """The Compose test stack, up and healthy (tests/stack/up starts the engine and builds images if needed)."""
@@ -256,6 +276,7 @@ def live_stack() -> StackConfig:
 
     from bot.config import load_stack
 
+    _hold_stack_for_this_session()
     result = subprocess.run([str(STACK_DIR / "up")], capture_output=True, text=True, timeout=1200)
     if result.returncode != 0:
         pytest.fail(f"the live test stack did not come up (tests/stack/up):\n{result.stderr[-4000:]}", pytrace=False)
