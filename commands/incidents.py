@@ -19,6 +19,12 @@ _TS = re.compile(r"\d{1,12}\.\d{1,6}")
 OPERATOR_ACTIONS = ("start", "status", "sev", "resolve")
 
 
+def _one_line(title: str) -> None:
+    """A title heads the summary message and the post-mortem: a second line there would be markup of its own."""
+    if len(title.splitlines()) > 1:  # every line break Python knows, \u2028 included (titles arrive stripped)
+        raise ValueError("the title should be one line")
+
+
 def _unquoted(text: str) -> str:
     text = text.strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'“":
@@ -49,6 +55,7 @@ class IncidentArgs(BaseModel):
                 raise ValueError("start needs a title, such as /incident start Checkout failing --sev 2")
             if len(title) > 200:
                 raise ValueError("the title should be at most 200 characters")
+            _one_line(title)
             self.severity()
         if self.action == "sev":
             _severity(text)
@@ -139,6 +146,7 @@ class PostmortemArgs(BaseModel):
             raise ValueError("--until needs --since, such as /postmortem --since 3h --until 1h")
         if not flags and self.text.strip() and not self.text.strip().lstrip("#").isdigit():
             raise ValueError("give an incident's number, or --since TIME to import the channel's history")
+        _one_line(self.title() or "")
         return self
 
     def flags(self) -> dict[str, str]:

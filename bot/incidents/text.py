@@ -16,8 +16,8 @@ _TOKEN = re.compile(r"<(@[UW][A-Z0-9]+|#C[A-Z0-9]+|https?://[^\s<>|]+)(?:\|([^<>
 _CODE_OR_TOKEN = re.compile(r"`([^`\n]+)`|" + _TOKEN.pattern)
 _LONE_AMPERSAND = re.compile(r"&(?!(?:amp|lt|gt);)")
 _MARKDOWN_ESCAPES = str.maketrans({c: "\\" + c for c in "\\`*_{}[]<>|~"})
-_LINE_STARTERS = set("#+=-0123456789")
-_MARKDOWN_LINE_START = re.compile(r"^(\s*)([#+=-]|\d+(?=[.)]))")  # a heading, a list item, a rule
+# A heading, a list item or a rule, at the start of any line (a summary may have many): `\#`, `1\.`.
+_MARKDOWN_LINE_START = re.compile(r"^([ \t]*)(?:([#+=-])|(\d+)([.)]))", re.MULTILINE)
 
 
 def slack_safe(text: str) -> str:
@@ -38,9 +38,12 @@ def _escape_slack(text: str) -> str:
 def markdown_safe(text: str) -> str:
     """Plain text as Markdown that shows exactly that text (no emphasis, links, HTML or headings)."""
     escaped = text.translate(_MARKDOWN_ESCAPES)
-    if escaped.lstrip()[:1] in _LINE_STARTERS:
-        escaped = _MARKDOWN_LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", escaped)
-    return escaped
+    return _MARKDOWN_LINE_START.sub(_escape_line_start, escaped)
+
+
+def _escape_line_start(match: re.Match) -> str:
+    indent, starter, number, dot = match.groups()
+    return f"{indent}\\{starter}" if starter else f"{indent}{number}\\{dot}"
 
 
 def to_markdown(text: str, names: Mapping[str, str]) -> str:

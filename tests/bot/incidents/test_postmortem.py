@@ -185,3 +185,12 @@ def test_times_are_ages_or_iso_8601_in_the_configured_zone(typed, expected):
 def test_a_time_that_is_neither_says_what_to_give():
     with pytest.raises(TimeError, match="'yesterday' is not a time; give an age such as 3h or 2d"):
         parse_time("yesterday", BERLIN, START)
+
+
+def test_a_multi_line_summary_stays_text_at_every_line_start():
+    summary = "Rolled back.\n# Injected heading\n- injected item\n  1. numbered\n+ plus\n===\n> quoted"
+    sections = _write(_incident(summary=summary))
+    assert sections["Summary"].splitlines() == [
+        "Rolled back.", r"\# Injected heading", r"\- injected item", r"  1\. numbered", r"\+ plus", r"\===", r"\> quoted",
+    ]
+    assert sections["Resolution"].splitlines()[1:] == sections["Summary"].splitlines()[1:]

@@ -24,6 +24,15 @@ def test_one_open_incident_per_channel_and_a_second_start_says_which_is_open(mak
     assert [(i.id, i.channel_id, i.state) for i in runtime.incidents.timeline.recent()] == [(2, "C0DB", "open"), (1, "C0OPS", "open")]
 
 
+def test_a_title_with_a_line_break_is_refused_and_starts_nothing(make_runtime, database_url):
+    runtime = make_runtime(database_url=database_url, admins=["UOP"])
+    said = run(runtime, "UOP", "/incident start Checkout failing\n# Injected heading", channel="C0OPS").text
+    assert said.startswith("The title should be one line; usage:")
+    said = run(runtime, "UOP", "/postmortem --since 3h Reports\r\n- injected", channel="C0OPS").text
+    assert said.startswith("The title should be one line; usage:")
+    assert runtime.incidents.timeline.recent() == []
+
+
 def test_operators_change_an_incident_viewers_add_notes(make_runtime, database_url):
     runtime = make_runtime(database_url=database_url)
     grant(runtime, "UOP", Role.operator)
