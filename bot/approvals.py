@@ -208,6 +208,12 @@ class Approvals:
         if role < Role.approver:
             self._record(invocation, "denied", job_id, f"needs approver, has {role.name}")
             raise Refused(Reply(f"To {verb} {job.label} you need the approver role and you have {role.name}."))
+        cmd = self._rt.commands.get(job.command)
+        if verb == "approve" and cmd is not None and cmd.may_approve is not None:
+            why = cmd.may_approve(cmd.args.model_validate(job.arguments), invocation.user_id, role)
+            if why is not None:
+                self._record(invocation, "denied", job_id, why)
+                raise Refused(Reply(f"You cannot approve {job.label}: {why}."))
         if job.expires_at <= utcnow():
             self.expire_due()
             raise Refused(self._not_open(self._rt.jobs.get(job_id), invocation, job_id))

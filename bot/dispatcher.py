@@ -121,6 +121,8 @@ class Dispatcher:
         prepared = Prepared(cmd, args, role, invocation, reason)
         if reason is not None and not prepared.needs_approval:
             self._refuse(invocation, "rejected", f"{cmd.slash} with these arguments needs no approval; run it without {BREAK_GLASS}.")
+        if reason is not None and cmd.may_approve is not None:
+            self._refuse(invocation, "rejected", f"`{prepared.command_line()}` cannot be run with {BREAK_GLASS}; ask for its approval.")
         return prepared
 
     def restore(self, invocation: Invocation, arguments: dict, break_glass: str | None = None) -> Prepared:

@@ -85,6 +85,9 @@ class Command:
     describe: Callable[["Runtime", Any], list[str]] | None = None
     # After the bot died while this command ran: put the stack in a safe state and say what state it is in.
     recover: Callable[["Runtime", "Job"], str] | None = None
+    # A stricter rule for who may approve (args, approver's id, approver's role): why this person may not, or None.
+    # Such a request is never run with --break-glass: its approval is the point.
+    may_approve: Callable[[Any, str, Role], str | None] | None = None
 
     @property
     def slash(self) -> str:
@@ -110,11 +113,12 @@ def command(
     role: Role,
     args: type[BaseModel] = NoArgs,
     needs_approval: bool | Callable[[Any], bool] = False,
-    changes: bool = False,
+    changes: bool | None = None,  # default: what needs approval changes the stack
     check: Callable[["Runtime", Any], None] | None = None,
     role_for: Callable[[Any], Role] | None = None,
     describe: Callable[["Runtime", Any], list[str]] | None = None,
     recover: Callable[["Runtime", "Job"], str] | None = None,
+    may_approve: Callable[[Any, str, Role], str | None] | None = None,
 ) -> Callable[[Callable[[Context, Any], Reply]], Callable[[Context, Any], Reply]]:
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
         raise ValueError(f"command name {name!r} is not a valid Slack command")
@@ -125,7 +129,8 @@ def command(
         if name in COMMANDS:
             raise ValueError(f"/{name} is declared twice")
         COMMANDS[name] = Command(
-            name, summary, usage, args, role, handler, needs_approval, changes or bool(needs_approval), check, role_for, describe, recover
+            name, summary, usage, args, role, handler, needs_approval, bool(needs_approval) if changes is None else changes, check, role_for, describe, recover,
+            may_approve,
         )
         return handler
 

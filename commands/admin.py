@@ -30,12 +30,28 @@ class RoleArgs(BaseModel):
         return self
 
 
+def _grants_admin(args: RoleArgs) -> bool:
+    return args.action == "grant" and args.role is Role.admin
+
+
+def _second_admin(args: RoleArgs, approver: str, role: Role) -> str | None:
+    """An admin alone could make a second account admin and let it grant back: a new admin needs another admin."""
+    if approver == args.user:
+        return "it grants you a role; another admin must approve it"
+    if role < Role.admin:
+        return f"granting admin needs a second admin, and you have {role.name}"
+    return None
+
+
 @command(
     "role",
-    summary="Grant, revoke or list roles (viewer < operator < approver < admin).",
+    summary="Grant, revoke or list roles (viewer < operator < approver < admin); granting admin needs a second admin.",
     usage="/role grant @user ROLE | /role revoke @user | /role list",
     role=Role.admin,
     args=RoleArgs,
+    needs_approval=_grants_admin,
+    changes=False,  # the bot's own roles, not the stack: no need to wait for a running change
+    may_approve=_second_admin,
 )
 def role(ctx: Context, args: RoleArgs) -> Reply:
     authz = ctx.runtime.authz

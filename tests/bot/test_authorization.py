@@ -133,3 +133,26 @@ def test_user_group_members_get_the_mapped_role_and_a_failing_lookup_grants_noth
         assert lookups.count("SONCALL") == 1, "members are cached, not fetched for every command"
     finally:
         runtime.close()
+
+
+def test_granting_admin_needs_a_second_admin_who_is_not_the_one_promoted(make_runtime, database_url):
+    from tests.bot.test_approvals import _decide
+
+    runtime = make_runtime(database_url=database_url, admins=["UBOSS", "UPEER"])
+    grant(runtime, "UPUPPET", Role.approver)  # a sock puppet: granting approver needs nobody else
+    grant(runtime, "UAPP", Role.approver)
+    asked = run(runtime, "UBOSS", "/role grant <@UPUPPET|puppet> admin").text
+    assert asked.startswith("Request #1: `/role grant UPUPPET admin` needs a second person's approval")
+    assert runtime.authz.role_of("UPUPPET") is Role.approver
+    reply, ran = _decide(runtime, "UPUPPET", "/approvals approve 1")
+    assert (reply.text, ran) == ("You cannot approve request #1: it grants you a role; another admin must approve it.", [])
+    reply, ran = _decide(runtime, "UAPP", "/approvals approve 1")
+    assert (reply.text, ran) == ("You cannot approve request #1: granting admin needs a second admin, and you have approver.", [])
+    assert runtime.authz.role_of("UPUPPET") is Role.approver
+    reply, ran = _decide(runtime, "UPEER", "/approvals approve 1")
+    assert ran == ["<@UPUPPET> now has the admin role."]
+    assert runtime.authz.role_of("UPUPPET") is Role.admin
+    glass = run(runtime, "UBOSS", '/role grant U3 admin --break-glass "nobody awake"').text
+    assert glass == "`/role grant U3 admin` cannot be run with --break-glass; ask for its approval."
+    assert runtime.authz.role_of("U3") is None
+    assert run(runtime, "UBOSS", "/role grant U3 approver").text == "<@U3> now has the approver role."
