@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 import logging
 import signal
@@ -47,9 +48,18 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
         runtime.close()
 
 
+def _listen_address(host: str) -> None:
+    """An address, not a name: a name would be looked up in DNS (off this machine) before the bot could listen."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"--host: {host[:80]!r} is not an IP address; give one of this machine's, such as 127.0.0.1") from None
+
+
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from bot import metrics
 
+    _listen_address(args.host)
     single = hold_single_bot(settings.effective_database_url)  # noqa: F841 (held until this process ends)
     # Before anything counts: this process and its runner processes share one metrics directory.
     metrics_dir = metrics.use_process_directory(settings.home / "metrics")

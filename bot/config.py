@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -46,7 +47,7 @@ class Settings(BaseSettings):
     default_role: Role | None = None
     # "S0123=operator,S0456=approver": members of a Slack user group get that role.
     role_groups: Annotated[dict[str, Role], NoDecode] = {}
-    role_group_cache_seconds: float = 60.0
+    role_group_cache_seconds: float = Field(60.0, ge=0, le=24 * 3600, allow_inf_nan=False)
     slack_api_url: str = "https://slack.com/api/"
     timezone: str = "UTC"
     docker_url: str | None = None  # default: DOCKER_HOST or the local socket
@@ -331,7 +332,12 @@ class StackConfig(_Strict):
     api_errors: ApiErrorsSection = ApiErrorsSection()
     thresholds: Thresholds = Thresholds()
     probes: list[Probe] = []
-    source: str | None = Field(None, exclude=True)
+    # Where it was read from: the bot's own note, not a key of the file (a file cannot set it).
+    _source: str | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
 
     @field_validator("probes")
     @classmethod
@@ -362,10 +368,12 @@ def load_stack(path: Path, *, required: bool) -> StackConfig:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"stack file {path} is not valid TOML: {error}") from None
     try:
-        return StackConfig(**raw, source=str(path))
+        stack = StackConfig.model_validate(raw)
     except ValidationError as error:
         problems = []
         for item in error.errors():
             key = ".".join(str(part) for part in item["loc"])
             problems.append(f"{key}: {item['msg'].removeprefix('Value error, ')}")
         raise ConfigError(f"stack file {path}: " + "; ".join(problems)) from None
+    stack._source = str(path)
+    return stack

@@ -108,6 +108,10 @@ def normalize_url(url: str) -> str:
         raise ConfigError(
             f"FLOWSTATE_DATABASE_URL: driver {parsed.drivername!r} is not supported; use sqlite:/// or postgresql://"
         )
+    # Without a name libpq picks the user's own database and SQLite a memory one: the audit would go astray.
+    if not parsed.database:
+        shape = "sqlite:///PATH" if parsed.drivername == "sqlite" else "postgresql://USER@HOST:PORT/DATABASE"
+        raise ConfigError(f"FLOWSTATE_DATABASE_URL: it names no database; use {shape}")
     return parsed.render_as_string(hide_password=False)
 
 

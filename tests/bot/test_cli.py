@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 from pathlib import Path
 
 from tests.conftest import SIGNING_SECRET, bot_env
@@ -176,3 +178,37 @@ def test_debug_logs_do_not_carry_response_urls(tmp_path, slack_double):
         _out, log = bot.communicate(timeout=30)
     assert " DEBUG " in log, "DEBUG is on"
     assert "capability-1234" not in log
+
+
+def _startup_error(tmp_path, *argv: str, **env: str) -> str:
+    """What starting the bot says when something it was given is wrong: one line on stderr and exit code 2."""
+    result = subprocess.run([BOT, *argv], cwd=tmp_path, env=bot_env(**env), capture_output=True, text=True, timeout=60)
+    assert (result.returncode, "Traceback" in result.stderr) == (2, False), result.stderr[-2000:]
+    (line,) = result.stderr.splitlines()
+    return line
+
+
+def test_a_stack_file_that_sets_an_internal_key_is_one_clear_line(tmp_path):
+    (tmp_path / "flowstate.toml").write_text('source = "evil"\n')
+    assert _startup_error(tmp_path, "check") == "flowstate-bot: stack file flowstate.toml: source: Extra inputs are not permitted"
+
+
+def test_a_listen_host_that_is_not_an_address_is_one_clear_line_before_any_lookup(tmp_path):
+    # Refused before the name is looked up: resolving it would ask the machine's DNS server, off loopback.
+    said = _startup_error(tmp_path, "run", "--http", "--host", "no.such.host.invalid", SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="s")
+    assert said == "flowstate-bot: --host: 'no.such.host.invalid' is not an IP address; give one of this machine's, such as 127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("FLOWSTATE_DATABASE_URL", "postgresql:///", "FLOWSTATE_DATABASE_URL: it names no database; use postgresql://USER@HOST:PORT/DATABASE"),
+        ("FLOWSTATE_DATABASE_URL", "postgresql://flowstate:pw@127.0.0.1:5432", "FLOWSTATE_DATABASE_URL: it names no database; use postgresql://USER@HOST:PORT/DATABASE"),
+        ("FLOWSTATE_DATABASE_URL", "sqlite://", "FLOWSTATE_DATABASE_URL: it names no database; use sqlite:///PATH"),
+        ("FLOWSTATE_ROLE_GROUP_CACHE_SECONDS", "-5", "FLOWSTATE_ROLE_GROUP_CACHE_SECONDS: Input should be greater than or equal to 0"),
+        ("FLOWSTATE_ROLE_GROUP_CACHE_SECONDS", "nan", "FLOWSTATE_ROLE_GROUP_CACHE_SECONDS: Input should be a finite number"),
+    ],
+)
+def test_a_setting_that_would_be_taken_silently_is_one_clear_line(tmp_path, key, value, said):
+    assert _startup_error(tmp_path, "migrate", **{key: value}) == f"flowstate-bot: {said}"
+    assert not (tmp_path / ".flowstate-bot").exists(), "nothing was created"
