@@ -27,6 +27,7 @@ from bot.store import Store, hold_single_bot, normalize_url
 log = logging.getLogger("flowstate")
 
 CONSOLE_USER = "console"
+ROLE_ADVICE = "run the bot as a role with only the grants of the README's Security section"
 
 
 def _stack(settings: Settings, override: str | None) -> StackConfig:
@@ -92,6 +93,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     stack = _stack(settings, args.stack)
     client = web_client(settings)
     runtime = Runtime.build(settings, stack, group_members=group_members(client))
+    if (role := runtime.store.role_problem()) is not None and role[1] is not None:
+        log.warning("database role: %s %s; %s", role[0], role[1], ROLE_ADVICE)
     record_at_start(runtime)
     adapter = SlackAdapter(runtime, client, http_mode=not socket_mode)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -128,11 +131,15 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     store = Store(settings.effective_database_url)
-    store.migrate()
-    store.dispose()
+    try:
+        store.migrate(grant_to=args.grant_to)
+    finally:
+        store.dispose()
     print("The bot's database is at the latest schema.")
+    if args.grant_to is not None:
+        print(f"{args.grant_to} has the bot's grants (README, Security).")
     return 0
 
 
@@ -159,6 +166,12 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         with store.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         report("database", True, shown_url)
+        if (role := store.role_problem()) is not None:
+            user, problem = role
+            if problem:
+                print(redact(f"warn database role: {user} {problem}; {ROLE_ADVICE}"))
+            else:
+                report("database role", True, f"{user} may append to the audit log, not change it")
     except Exception as error:
         report("database", False, f"{shown_url}: {describe_error(getattr(error, 'orig', None) or error, 5)}")
     finally:
@@ -230,7 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stack", metavar="FILE", help="the stack file")
     run.set_defaults(func=cmd_run)
 
-    sub.add_parser("migrate", help="bring the bot's database to the latest schema").set_defaults(func=cmd_migrate)
+    migrate = sub.add_parser("migrate", help="bring the bot's database to the latest schema")
+    migrate.add_argument(
+        "--grant-to", metavar="ROLE", help="then give this PostgreSQL role the bot's grants (run as the tables' owner)"
+    )
+    migrate.set_defaults(func=cmd_migrate)
 
     manifest = sub.add_parser("manifest", help="print the Slack app manifest")
     manifest.add_argument("--request-url", help="HTTP mode: the public https URL of /slack/events")

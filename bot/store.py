@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -294,6 +295,22 @@ def hold_single_bot(url: str):
 
 MIGRATION_LOCK_KEY = 0x666C6F77  # "flow": the advisory lock replicas take around a migration
 
+# The bot's own PostgreSQL role (README, Security): its tables, but never a change to the audit log. The owner
+# gives them after every migration (`flowstate-bot migrate --grant-to ROLE`); a test keeps the README's copy equal.
+BOT_ROLE_GRANTS = (
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};",
+    "REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {role};",
+    "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};",
+)
+ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # needs no quoting in SQL
+_ROLE_QUERY = text(
+    """SELECT current_user, r.rolsuper,
+              COALESCE(pg_has_role(current_user, c.relowner, 'MEMBER'), false),
+              COALESCE(has_table_privilege(c.oid, 'UPDATE, DELETE, TRUNCATE'), false)
+       FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('audit_log')
+       WHERE r.rolname = current_user"""
+)
+
 
 class Store:
     def __init__(self, url: str):
@@ -303,7 +320,12 @@ class Store:
         own = self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
         self.ack_writer = AckWriter(self.engine, make_engine(url, busy_seconds=0) if own else None)
 
-    def migrate(self) -> None:
+    def migrate(self, grant_to: str | None = None) -> None:
+        """The latest schema; then, run as the tables' owner, the bot's grants to the role `grant_to` (PostgreSQL)."""
+        if grant_to is not None and self.engine.dialect.name != "postgresql":
+            raise ConfigError("--grant-to: only a PostgreSQL store has roles")
+        if grant_to is not None and not ROLE_NAME.fullmatch(grant_to):
+            raise ConfigError(f"--grant-to: {grant_to[:80]!r} is not a role name (lower-case letters, digits and _)")
         config = AlembicConfig()
         config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         try:
@@ -313,8 +335,25 @@ class Store:
                     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 config.attributes["connection"] = connection
                 alembic_command.upgrade(config, "head")
+                if grant_to is not None:
+                    for statement in BOT_ROLE_GRANTS:
+                        connection.execute(text(statement.format(role=grant_to)))
         except SQLAlchemyError as error:
             raise ConfigError(f"FLOWSTATE_DATABASE_URL: cannot migrate the bot's database: {getattr(error, 'orig', None) or error}") from None
+
+    def role_problem(self) -> tuple[str, str | None] | None:
+        """PostgreSQL: the role the bot connects as, and what it could do to the audit log that it must not (or None)."""
+        if self.engine.dialect.name != "postgresql":
+            return None  # SQLite: the file's mode is the boundary
+        with self.engine.connect() as connection:
+            user, superuser, owner, changes = connection.execute(_ROLE_QUERY).one()
+        if superuser:
+            return user, "is a superuser, so whoever has this URL can switch the audit log's triggers off"
+        if owner:
+            return user, "owns the audit log, so whoever has this URL can drop its triggers"
+        if changes:
+            return user, "may update, delete or truncate audit rows"
+        return user, None
 
     def dispose(self) -> None:
         self.ack_writer.close()
