@@ -45,7 +45,7 @@ def _second_admin(args: RoleArgs, approver: str, role: Role) -> str | None:
 
 @command(
     "role",
-    summary="Grant, revoke or list roles (viewer < operator < approver < admin); granting admin needs a second admin.",
+    summary="Grant, revoke or list roles (viewer < operator < approver < admin).",
     usage="/role grant @user ROLE | /role revoke @user | /role list",
     role=Role.admin,
     args=RoleArgs,
