@@ -89,10 +89,10 @@ def test_malformed_requests_get_401_unsigned_and_400_signed_and_never_a_tracebac
 
 def test_a_captured_grant_replayed_after_the_revoke_is_refused(slack_bot, slack_double):
     sender, runtime = slack_bot(admins=["U0ADMIN"])
-    body, headers = _signed_slash("grant <@U0EVE|eve> admin", "U0ADMIN", slack_double.response_url("grant"))
+    body, headers = _signed_slash("grant <@U0EVE|eve> approver", "U0ADMIN", slack_double.response_url("grant"))
     assert sender.raw(body, headers).status == 200
     slack_double.wait_for_response("grant", timeout=20)
-    assert runtime.authz.role_of("U0EVE") is Role.admin
+    assert runtime.authz.role_of("U0EVE") is Role.approver
     sender.slash("/role", "revoke U0EVE", "U0ADMIN", "C0OPS", response_url=slack_double.response_url("revoke"))
     slack_double.wait_for_response("revoke", timeout=20)
     assert runtime.authz.role_of("U0EVE") is None
