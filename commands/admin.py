@@ -52,6 +52,7 @@ def _second_admin(args: RoleArgs, approver: str, role: Role) -> str | None:
     needs_approval=_grants_admin,
     changes=False,  # the bot's own roles, not the stack: no need to wait for a running change
     may_approve=_second_admin,
+    describe=lambda _runtime, args: [f"Only another admin may approve a new admin, and not <@{args.user}>."],
 )
 def role(ctx: Context, args: RoleArgs) -> Reply:
     authz = ctx.runtime.authz

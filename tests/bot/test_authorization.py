@@ -144,6 +144,8 @@ def test_granting_admin_needs_a_second_admin_who_is_not_the_one_promoted(make_ru
     asked = run(runtime, "UBOSS", "/role grant <@UPUPPET|puppet> admin").text
     assert asked.startswith("Request #1: `/role grant UPUPPET admin` needs a second person's approval")
     assert runtime.authz.role_of("UPUPPET") is Role.approver
+    message = runtime.approvals.render(runtime.jobs.get(1), "⏳ Waiting for approval.")
+    assert "Only another admin may approve a new admin, and not <@UPUPPET>." in str(message.blocks)
     reply, ran = _decide(runtime, "UPUPPET", "/approvals approve 1")
     assert (reply.text, ran) == ("You cannot approve request #1: it grants you a role; another admin must approve it.", [])
     reply, ran = _decide(runtime, "UAPP", "/approvals approve 1")
