@@ -129,8 +129,8 @@ def command(
         if name in COMMANDS:
             raise ValueError(f"/{name} is declared twice")
         COMMANDS[name] = Command(
-            name, summary, usage, args, role, handler, needs_approval, bool(needs_approval) if changes is None else changes, check, role_for, describe, recover,
-            may_approve,
+            name, summary, usage, args, role, handler, needs_approval, bool(needs_approval) if changes is None else changes,
+            check, role_for, describe, recover, may_approve,
         )
         return handler
 

@@ -302,7 +302,7 @@ BOT_ROLE_GRANTS = (
     "REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {role};",
     "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};",
 )
-ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # needs no quoting in SQL
+ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # what PostgreSQL folds an unquoted name to
 _ROLE_QUERY = text(
     """SELECT current_user, r.rolsuper,
               COALESCE(pg_has_role(current_user, c.relowner, 'MEMBER'), false),
@@ -336,8 +336,9 @@ class Store:
                 config.attributes["connection"] = connection
                 alembic_command.upgrade(config, "head")
                 if grant_to is not None:
+                    role = connection.dialect.identifier_preparer.quote_identifier(grant_to)  # `user` is a keyword
                     for statement in BOT_ROLE_GRANTS:
-                        connection.execute(text(statement.format(role=grant_to)))
+                        connection.execute(text(statement.format(role=role)))
         except SQLAlchemyError as error:
             raise ConfigError(f"FLOWSTATE_DATABASE_URL: cannot migrate the bot's database: {getattr(error, 'orig', None) or error}") from None
 
