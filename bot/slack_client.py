@@ -117,6 +117,12 @@ def upload_text(client: WebClient, channel: str, filename: str, title: str, cont
     return (answer.get("file") or {}).get("id")
 
 
+def upload_to_user(client: WebClient, user_id: str, filename: str, title: str, content: str, comment: str) -> str | None:
+    """A text file only `user_id` sees: posted to the bot's direct message with them (conversations.open, im:write)."""
+    channel = client.conversations_open(users=user_id)["channel"]["id"]
+    return upload_text(client, channel, filename, title, content, comment)
+
+
 def deliver(client: WebClient, invocation: Invocation, response_url: str | None, reply: Reply) -> bool:
     """By the command's response_url; when that is used up, expired or unreachable, through the Web API instead."""
     response_type = "in_channel" if reply.in_channel else "ephemeral"
