@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -36,12 +37,7 @@ class CappedRateLimitRetryHandler(RateLimitErrorRetryHandler):
         if response is None:
             raise error
         state.next_attempt_requested = True
-        value = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), None)
-        try:
-            seconds = float(value[0] if isinstance(value, list) else value)
-        except (TypeError, ValueError, IndexError):
-            seconds = 1.0
-        time.sleep(min(max(seconds, 0.0), self.cap))
+        time.sleep(min(_retry_after(response.headers), self.cap))
         state.increment_current_attempt()
 
 
@@ -123,31 +119,108 @@ def upload_to_user(client: WebClient, user_id: str, filename: str, title: str, c
     return upload_text(client, channel, filename, title, content, comment)
 
 
-def deliver(client: WebClient, invocation: Invocation, response_url: str | None, reply: Reply) -> bool:
-    """By the command's response_url; when that is used up, expired or unreachable, through the Web API instead."""
-    response_type = "in_channel" if reply.in_channel else "ephemeral"
+DELIVERY_SECONDS = 60.0  # how long a reply keeps trying (Slack's Retry-After honoured, its 5xx backed off)
+FIRST_BACKOFF, LAST_BACKOFF = 0.5, 8.0  # seconds between tries after a 5xx or a lost connection
+
+
+class _TryAgain(Exception):
+    """Slack asked to wait (`after` seconds) or failed on its side; `reason` says which, for the audit."""
+
+    def __init__(self, reason: str, after: float | None = None):
+        super().__init__(reason)
+        self.reason, self.after = reason, after
+
+
+class _Unusable(Exception):
+    """This way of replying will not work; try the next one."""
+
+
+def _retry_after(headers) -> float:
+    value = next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None)
+    try:
+        return max(float(value[0] if isinstance(value, list) else value), 0.0)
+    except (TypeError, ValueError, IndexError):
+        return 1.0
+
+
+def _patiently(attempt: Callable[[], None], deadline: float) -> str | None:
+    """Runs `attempt` until it succeeds or the deadline; None once done, else why it could not be."""
+    backoff = FIRST_BACKOFF
+    while True:
+        try:
+            attempt()
+            return None
+        except _TryAgain as again:
+            wait = backoff if again.after is None else again.after
+            if again.after is None:
+                backoff = min(backoff * 2, LAST_BACKOFF)
+            if time.monotonic() + wait > deadline:
+                return again.reason
+            time.sleep(wait)
+
+
+def _by_response_url(response_url: str, reply: Reply) -> Callable[[], None]:
+    def attempt() -> None:
+        response = WebhookClient(response_url, timeout=10, retry_handlers=[]).send(
+            text=reply.text, blocks=reply.blocks or None, response_type="in_channel" if reply.in_channel else "ephemeral",
+            replace_original=False,
+        )
+        if response.status_code == 429:
+            seconds = _retry_after(response.headers)
+            raise _TryAgain(f"Slack asked to wait {seconds:.0f} s (ratelimited)", seconds)
+        if response.status_code != 200:  # used up (5 uses), expired (30 min), or Slack failing: the Web API may work
+            raise _Unusable(f"http_{response.status_code}")
+
+    return attempt
+
+
+def _by_web_api(client: WebClient, invocation: Invocation, reply: Reply) -> Callable[[], None]:
+    # Without slack_sdk's retry handlers: their capped waits would retry before Slack's Retry-After.
+    bare = WebClient(token=client.token, base_url=client.base_url, timeout=client.timeout, retry_handlers=[])
+
+    def attempt() -> None:
+        try:
+            if reply.in_channel:
+                bare.chat_postMessage(channel=invocation.channel_id, text=reply.text, blocks=reply.blocks or None)
+            else:
+                bare.chat_postEphemeral(channel=invocation.channel_id, user=invocation.user_id, text=reply.text, blocks=reply.blocks or None)
+        except SlackApiError as error:
+            status, code = error.response.status_code, str(error.response.get("error") or f"http_{error.response.status_code}")[:64]
+            if status == 429:
+                seconds = _retry_after(error.response.headers)
+                raise _TryAgain(f"Slack asked to wait {seconds:.0f} s ({code})", seconds) from None
+            if status >= 500:
+                raise _TryAgain(f"http_{status}") from None
+            raise _Unusable(code) from None
+        except (OSError, TimeoutError) as error:  # refused, reset, timed out: Slack's side or the network
+            raise _TryAgain(type(error).__name__) from None
+
+    return attempt
+
+
+def deliver(client: WebClient, invocation: Invocation, response_url: str | None, reply: Reply) -> str | None:
+    """By the command's response_url; when that is used up, expired or unreachable, through the Web API instead.
+    Both wait as Slack asks, for DELIVERY_SECONDS in all. None once delivered, else why not (never the URL)."""
+    deadline = time.monotonic() + DELIVERY_SECONDS
     if response_url:
         try:
-            response = WebhookClient(response_url, timeout=10, retry_handlers=_retry_handlers()).send(
-                text=reply.text, blocks=reply.blocks or None, response_type=response_type, replace_original=False
-            )
-            if response.status_code == 200:
-                return True
-            SLACK_API_ERRORS.labels("response_url", f"http_{response.status_code}").inc()
-            log.warning("response_url answered HTTP %s for /%s; posting instead", response.status_code, invocation.command)
+            why = _patiently(_by_response_url(response_url, reply), deadline)
+        except _Unusable as error:
+            why = error.args[0]
         except Exception as error:  # unreachable, reset, timed out: the Web API may still work
-            SLACK_API_ERRORS.labels("response_url", type(error).__name__).inc()
-            log.warning("response_url failed for /%s (%s); posting instead", invocation.command, type(error).__name__)
+            why = type(error).__name__
+        if why is None:
+            return None
+        SLACK_API_ERRORS.labels("response_url", why[:64]).inc()
+        log.warning("response_url failed for /%s (%s); posting instead", invocation.command, why)
+    method = "chat.postMessage" if reply.in_channel else "chat.postEphemeral"
     try:
-        if reply.in_channel:
-            client.chat_postMessage(channel=invocation.channel_id, text=reply.text, blocks=reply.blocks or None)
-        else:
-            client.chat_postEphemeral(
-                channel=invocation.channel_id, user=invocation.user_id, text=reply.text, blocks=reply.blocks or None
-            )
-        return True
-    except SlackApiError as error:
-        log.error("could not deliver the reply to /%s: %s", invocation.command, error.response.get("error"))
+        why = _patiently(_by_web_api(client, invocation, reply), deadline)
+    except _Unusable as error:
+        why = error.args[0]
     except Exception as error:
-        log.error("could not deliver the reply to /%s: %s", invocation.command, type(error).__name__)
-    return False
+        why = type(error).__name__
+    if why is not None:
+        SLACK_API_ERRORS.labels(method, why[:64]).inc()
+        log.error("could not deliver the reply to /%s: %s", invocation.command, why)
+    return why

@@ -158,8 +158,14 @@ class Runner:
     def _deliver(self, job: Job, reply: Reply) -> None:
         from bot.slack_client import deliver
 
-        if job.source == "slack":
-            deliver(self.client, job.invocation(), job.response_url, reply)
+        if job.source != "slack":
+            return
+        why = deliver(self.client, job.invocation(), job.response_url, reply)
+        if why is not None:  # where /audit shows it: the job and the reason, never the response_url
+            try:
+                self.rt.audit.record(job.invocation(), "undelivered", error=f"reply undelivered: {why}", job_id=job.id)
+            except Exception:
+                log.exception("could not record the undelivered reply of request #%s", job.id)
 
 
 # ---- the process -------------------------------------------------------------------------------
