@@ -1,7 +1,9 @@
 """The bot's own Prometheus metrics, served at /metrics.
 
 Commands run in runner processes, on several replicas: what they did is read from the shared database
-when Prometheus scrapes (a few aggregate queries), so every replica reports the same, exact values.
+(a few aggregate queries), so every replica reports the same, exact values. One collection is made at a
+time and kept CACHE_SECONDS: any number of scrapes in that time read the database once. They are served
+on a port of their own (FLOWSTATE_METRICS_PORT), never by the threads that acknowledge Slack.
 What only one process sees (the errors of its Slack API calls) is a prometheus_client counter; the
 runner processes of a bot share it through prometheus_client's multiprocess mode, in a directory of
 that bot process's own (``use_process_directory``), and Prometheus sums it over the replicas.
@@ -13,6 +15,8 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +33,7 @@ from bot.store import AuditEntry, Store, utcnow
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CACHE_SECONDS = 15.0  # a collection serves every scrape for this long (Prometheus scrapes every 15 to 60 s)
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 SLACK_API_ERRORS = Counter(
@@ -80,7 +85,7 @@ def remove_process_directory(directory: str | None) -> None:
 def registry(store: Store, duties=duty_results) -> CollectorRegistry:
     """What /metrics shows: the database's view plus this process's (and its runners') counters."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(store, duties))
+    registry.register(CachedCollector(DatabaseCollector(store, duties)))
     if os.environ.get(MULTIPROC_ENV):
         from prometheus_client import multiprocess
 
@@ -96,8 +101,33 @@ def _seconds(later, earlier, dialect: str):
     return extract("epoch", later - earlier)
 
 
+class CachedCollector:
+    """One collection in flight, kept `seconds`: scrapes that arrive meanwhile wait for it and share it, so a
+    flood of scrapes (or many Prometheus servers) costs the database one set of queries per interval."""
+
+    def __init__(self, inner, seconds: float = CACHE_SECONDS):
+        self._inner, self._seconds = inner, seconds
+        self._lock = threading.Lock()
+        self._families: list = []
+        self._fresh_until = float("-inf")
+        self._collections = 0
+
+    def collect(self):
+        with self._lock:
+            if time.monotonic() >= self._fresh_until:
+                self._families = list(self._inner.collect())
+                self._collections += 1
+                self._fresh_until = time.monotonic() + self._seconds
+            families, collections = self._families, self._collections
+        made = CounterMetricFamily(
+            "flowstate_bot_metrics_collections", f"Reads of the bot's database for /metrics (at most one per {CACHE_SECONDS:.0f} s)."
+        )
+        made.add_metric([], collections)
+        return [*families, made]
+
+
 class DatabaseCollector:
-    """Exact across processes and replicas: every value is one bounded aggregate query at scrape time."""
+    """Exact across processes and replicas: every value is one bounded aggregate query per collection."""
 
     def __init__(self, store: Store, duties=duty_results):
         self._store = store
