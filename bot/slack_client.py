@@ -123,16 +123,21 @@ DELIVERY_SECONDS = 60.0  # how long a reply keeps trying (Slack's Retry-After ho
 FIRST_BACKOFF, LAST_BACKOFF = 0.5, 8.0  # seconds between tries after a 5xx or a lost connection
 
 
-class _TryAgain(Exception):
-    """Slack asked to wait (`after` seconds) or failed on its side; `reason` says which, for the audit."""
+class _Failed(Exception):
+    """Why a reply did not go one way: `code` for the metric (Slack's error, http_NNN, an exception's name),
+    `reason` for the audit; `after` is the wait Slack asked for."""
 
-    def __init__(self, reason: str, after: float | None = None):
-        super().__init__(reason)
-        self.reason, self.after = reason, after
+    def __init__(self, code: str, after: float | None = None):
+        super().__init__(code)
+        self.code, self.after = code[:64], after
+
+    @property
+    def reason(self) -> str:
+        return self.code if self.after is None else f"Slack asked to wait {self.after:.0f} s ({self.code})"
 
 
-class _Unusable(Exception):
-    """This way of replying will not work; try the next one."""
+class _TryAgain(_Failed):
+    """Slack asked to wait, or failed on its side: the same way may work later."""
 
 
 def _retry_after(headers) -> float:
@@ -143,8 +148,8 @@ def _retry_after(headers) -> float:
         return 1.0
 
 
-def _patiently(attempt: Callable[[], None], deadline: float) -> str | None:
-    """Runs `attempt` until it succeeds or the deadline; None once done, else why it could not be."""
+def _patiently(attempt: Callable[[], None], deadline: float) -> _Failed | None:
+    """Runs `attempt` until it succeeds (None), fails for good, or waiting longer would pass the deadline."""
     backoff = FIRST_BACKOFF
     while True:
         try:
@@ -155,8 +160,12 @@ def _patiently(attempt: Callable[[], None], deadline: float) -> str | None:
             if again.after is None:
                 backoff = min(backoff * 2, LAST_BACKOFF)
             if time.monotonic() + wait > deadline:
-                return again.reason
+                return again
             time.sleep(wait)
+        except _Failed as failed:
+            return failed
+        except Exception as error:  # unreachable, reset, timed out
+            return _Failed(type(error).__name__)
 
 
 def _by_response_url(response_url: str, reply: Reply) -> Callable[[], None]:
@@ -166,10 +175,9 @@ def _by_response_url(response_url: str, reply: Reply) -> Callable[[], None]:
             replace_original=False,
         )
         if response.status_code == 429:
-            seconds = _retry_after(response.headers)
-            raise _TryAgain(f"Slack asked to wait {seconds:.0f} s (ratelimited)", seconds)
+            raise _TryAgain("ratelimited", _retry_after(response.headers))
         if response.status_code != 200:  # used up (5 uses), expired (30 min), or Slack failing: the Web API may work
-            raise _Unusable(f"http_{response.status_code}")
+            raise _Failed(f"http_{response.status_code}")
 
     return attempt
 
@@ -185,13 +193,12 @@ def _by_web_api(client: WebClient, invocation: Invocation, reply: Reply) -> Call
             else:
                 bare.chat_postEphemeral(channel=invocation.channel_id, user=invocation.user_id, text=reply.text, blocks=reply.blocks or None)
         except SlackApiError as error:
-            status, code = error.response.status_code, str(error.response.get("error") or f"http_{error.response.status_code}")[:64]
+            status = error.response.status_code
             if status == 429:
-                seconds = _retry_after(error.response.headers)
-                raise _TryAgain(f"Slack asked to wait {seconds:.0f} s ({code})", seconds) from None
+                raise _TryAgain(str(error.response.get("error") or "ratelimited"), _retry_after(error.response.headers)) from None
             if status >= 500:
                 raise _TryAgain(f"http_{status}") from None
-            raise _Unusable(code) from None
+            raise _Failed(str(error.response.get("error") or f"http_{status}")) from None
         except (OSError, TimeoutError) as error:  # refused, reset, timed out: Slack's side or the network
             raise _TryAgain(type(error).__name__) from None
 
@@ -203,24 +210,14 @@ def deliver(client: WebClient, invocation: Invocation, response_url: str | None,
     Both wait as Slack asks, for DELIVERY_SECONDS in all. None once delivered, else why not (never the URL)."""
     deadline = time.monotonic() + DELIVERY_SECONDS
     if response_url:
-        try:
-            why = _patiently(_by_response_url(response_url, reply), deadline)
-        except _Unusable as error:
-            why = error.args[0]
-        except Exception as error:  # unreachable, reset, timed out: the Web API may still work
-            why = type(error).__name__
-        if why is None:
+        failed = _patiently(_by_response_url(response_url, reply), deadline)
+        if failed is None:
             return None
-        SLACK_API_ERRORS.labels("response_url", why[:64]).inc()
-        log.warning("response_url failed for /%s (%s); posting instead", invocation.command, why)
-    method = "chat.postMessage" if reply.in_channel else "chat.postEphemeral"
-    try:
-        why = _patiently(_by_web_api(client, invocation, reply), deadline)
-    except _Unusable as error:
-        why = error.args[0]
-    except Exception as error:
-        why = type(error).__name__
-    if why is not None:
-        SLACK_API_ERRORS.labels(method, why[:64]).inc()
-        log.error("could not deliver the reply to /%s: %s", invocation.command, why)
-    return why
+        SLACK_API_ERRORS.labels("response_url", failed.code).inc()
+        log.warning("response_url failed for /%s (%s); posting instead", invocation.command, failed.reason)
+    failed = _patiently(_by_web_api(client, invocation, reply), deadline)
+    if failed is None:
+        return None
+    SLACK_API_ERRORS.labels("chat.postMessage" if reply.in_channel else "chat.postEphemeral", failed.code).inc()
+    log.error("could not deliver the reply to /%s: %s", invocation.command, failed.reason)
+    return failed.reason
