@@ -29,6 +29,7 @@ from sqlalchemy import and_, case, extract, func, select
 from bot.backups.model import Backup
 from bot.config import ConfigError
 from bot.jobs.model import PENDING, QUEUED, RUNNING, Job
+from bot.outage import OutageLog
 from bot.store import AuditEntry, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class DatabaseCollector:
         self._audit_settled: collections.Counter[tuple[str, str]] = collections.Counter()
         self._jobs_upto = 0  # bot_jobs rows with id <= this are in _jobs_settled
         self._jobs_settled: dict[str, list[float]] = {}  # command -> [count, sum of seconds, count per bucket...]
+        self._outage = OutageLog(log)  # a scrape every 15 s must not log a traceback every 15 s while the database is down
 
     def collect(self):
         try:
@@ -150,11 +152,12 @@ class DatabaseCollector:
                 yield from self._backup_age(connection)
             yield from self._duty_metrics()
         except Exception:
-            log.exception("cannot read the bot's metrics from its database")
+            self._outage.failed("reading the metrics")
             up = GaugeMetricFamily("flowstate_bot_database_up", "1 when /metrics could read the bot's database.")
             up.add_metric([], 0)
             yield up
             return
+        self._outage.ok()
         up = GaugeMetricFamily("flowstate_bot_database_up", "1 when /metrics could read the bot's database.")
         up.add_metric([], 1)
         yield up
