@@ -1,5 +1,6 @@
 """/metrics cannot stall Slack's acks: it is served only on its own port (never by the threads that answer
-Slack), one collection at a time kept ~15 s, so a flood of scrapes over big tables reads the database once."""
+Slack), one collection at a time kept ~15 s, so a flood of scrapes over big tables reads the database once;
+and what is read is read incrementally, yet stays exact."""
 
 from __future__ import annotations
 
