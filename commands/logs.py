@@ -6,6 +6,7 @@ import re
 from collections import deque
 
 from pydantic import BaseModel, field_validator, model_validator
+from slack_sdk.errors import SlackApiError
 
 from bot import blocks
 from bot.docker_stack import StackError
@@ -120,6 +121,7 @@ def logs(ctx: Context, args: LogsArgs) -> Reply:
     # Logs can hold secrets no redactor knows; the reply is ephemeral, and so is the file: a direct message.
     try:
         upload_to_user(ctx.runtime.slack, invocation.user_id, f"{args.service}-logs.txt", title, text, f"/logs {args.service}: {title}.")
-    except Exception as error:
-        raise CommandError(f"The logs are too long for a message and the upload failed ({type(error).__name__}); narrow them with --grep or --tail.") from None
+    except Exception as error:  # missing_scope: an app installed before /logs needed im:write must be reinstalled
+        reason = error.response.get("error") if isinstance(error, SlackApiError) else type(error).__name__
+        raise CommandError(f"The logs are too long for a message and sending them to you failed ({reason}); narrow them with --grep or --tail.") from None
     return Reply(f"{title}: sent to you alone in a direct message as {args.service}-logs.txt.")
