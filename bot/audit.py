@@ -24,6 +24,8 @@ Outcome = Literal[
     "requested", "approved", "declined", "cancelled", "expired", "break-glass", "interrupted", "dropped",
     # a backup file deleted by the retention rules
     "pruned",
+    # a reply Slack would not take within the delivery's bound (bot/slack_client.py)
+    "undelivered",
 ]
 
 

@@ -212,6 +212,13 @@ class Dispatcher:
         except ArgumentError as error:
             message = str(error)
             self._refuse(invocation, "rejected", f"{message[0].upper()}{message[1:]}; usage: `{cmd.usage}`", error=message)
+        except Exception as error:  # a validator that raised what pydantic does not turn into a message
+            error_id = _error_id()
+            log.exception("%s could not parse its arguments [error id %s]", cmd.slash, error_id)
+            self._refuse(
+                invocation, "rejected", f"{cmd.slash} could not read its arguments (error id {error_id}); the details are in the bot's log.",
+                error=f"{type(error).__name__}: {error}", error_id=error_id,
+            )
 
     def _check(self, invocation: Invocation, cmd: Command, args: BaseModel) -> None:
         if cmd.check is None:

@@ -17,6 +17,7 @@ BOT_SCOPES = [
     "channels:history",
     "groups:history",
     "files:write",
+    "im:write",  # /logs sends long output to the requester alone, in a direct message
 ]
 BOT_EVENTS = ["reaction_added"]
 TIMELINE_SHORTCUT = "incident_timeline_add"

@@ -11,13 +11,39 @@ MASK = "***"
 # Every pattern is linear: each starts at a fixed literal and its unbounded runs stop at a character
 # that the next start must contain, so no run is scanned again from a later start. (The old URL
 # pattern began with a free-running scheme and cost seconds on 40 kB of "a.a.a.".)
-_SECRET_KEY = r"(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)"
+# `[_-]key`: any *_KEY= or *_KEY_BASE= assignment (SECRET_KEY_BASE, STRIPE_KEY); a bare "key" is too common a word.
+_SECRET_KEY = (
+    r"(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|[_-]key(?:[_-]base)?|credentials?)"
+)
 # A quoted value may hold spaces; an unquoted one runs to the next space.
 _VALUE = r"""(?:'[^'\n]*'|"[^"\n]*"|\S+)"""
+
+# A PEM private key: from its BEGIN line to its END line, or to the next "-----" or the end of the text when
+# the END is missing (a cut-off key is still a key). The body stops at any "-----", so no start rescans it.
+_PEM_BEGIN = r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY"
+_PEM_END = r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY"
 
 _PATTERNS = [
     # Slack tokens: bot, user, app-level, config and refresh tokens.
     (re.compile(r"\bx(?:ox[abposre]|app)-[A-Za-z0-9-]+"), MASK),
+    (re.compile(rf"{_PEM_BEGIN}[A-Z ]{{0,10}}-----(?:[^-]|-(?!----))*(?:{_PEM_END}[A-Z ]{{0,10}}-----)?"), MASK),
+    # Vendors' key shapes: Stripe secret and restricted keys, GitHub and GitLab tokens, AWS access key ids,
+    # OpenAI, npm and Google API keys. Each run stops at a character its prefix needs, or is bounded.
+    (
+        re.compile(
+            r"\b(?:[sr]k_(?:live|test)_[A-Za-z0-9]{8,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
+            r"|glpat-[A-Za-z0-9_-]{16,}|(?:AKIA|ASIA)[A-Z0-9]{16}\b|sk-(?:proj-)?[A-Za-z0-9_-]{20,}|npm_[A-Za-z0-9]{36}"
+            r"|AIza[A-Za-z0-9_-]{35})"
+        ),
+        MASK,
+    ),
+    # JWTs: base64url JSON header and payload ("eyJ" is `{"`). A start only where no run is under way, so a
+    # failed run is not scanned again from each "eyJ" inside it.
+    (re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), MASK),
+    # Cookie and Set-Cookie headers (node's `cookie: '...'` too): the whole value, to the line's end when unquoted;
+    # and the usual session cookies wherever they appear (a query string, curl -b).
+    (re.compile(r"""(cookies?["']?\s*[=:]\s*)(?:'[^'\n]*'|"[^"\n]*"|[^\n]*)""", re.I), rf"\1{MASK}"),
+    (re.compile(r"""\b((?:connect\.sid|phpsessid|jsessionid|sessionid|session_id|_session)=)[^;\s"'&,]+""", re.I), rf"\1{MASK}"),
     # Passwords inside URLs: scheme://user:password@host. A password may hold "@" and ":" but no "/",
     # which ends the authority (as libpq and urllib read it).
     (re.compile(r"(://[^:/@\s]*:)[^\s/?#]*@"), rf"\1{MASK}@"),
@@ -39,6 +65,29 @@ def redact(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+class LineRedactor:
+    """Redacts text that arrives line by line (container logs): the lines of a PEM private key between its BEGIN
+    and END lines are masked whole, keeping a Docker timestamp in front of them."""
+
+    MAX_KEY_LINES = 200  # an 8192-bit RSA key is about 100 lines; a BEGIN without an END hides no more than this
+
+    _begin = re.compile(_PEM_BEGIN)
+    _end = re.compile(_PEM_END)
+    _stamp = re.compile(r"\d{4}-\d\d-\d\dT[0-9:.]+Z ")
+
+    def __init__(self) -> None:
+        self._key_lines_left = 0
+
+    def __call__(self, line: str) -> str:
+        if self._key_lines_left:
+            self._key_lines_left = 0 if self._end.search(line) else self._key_lines_left - 1
+            stamp = self._stamp.match(line)
+            return (stamp.group(0) if stamp else "") + MASK
+        if self._begin.search(line) and not self._end.search(line):
+            self._key_lines_left = self.MAX_KEY_LINES
+        return redact(line)
 
 
 def redact_value(value: Any) -> Any:

@@ -27,11 +27,10 @@ from bot.config import ConfigError
 from bot.jobs.queue import ReplayedRequest
 from bot.jobs.runner import RunnerProcesses
 from bot.manifest import TIMELINE_SHORTCUT
-from bot.metrics import registry as metrics_registry
 from bot.registry import Invocation
 from bot.runtime import Runtime
 from bot.slack_client import SlackNotifier
-from bot.slack_http import GuardedChannel, Sightings, SlackRequestGuard, with_metrics
+from bot.slack_http import GuardedChannel, Sightings, SlackRequestGuard
 
 log = logging.getLogger(__name__)
 
@@ -162,19 +161,17 @@ class SlackAdapter:
         deliver(self.client, invocation, response_url, Reply("That button does not belong to a request of this bot; nothing changed."))
 
     def http_server(self, host: str, port: int, threads: int = 8):
-        """A waitress server for POST /slack/events and GET /metrics; `.run()` serves, `.close()` stops."""
+        """A waitress server for POST /slack/events only (its threads ack Slack; /metrics has a port of its own);
+        `.run()` serves, `.close()` stops."""
         import waitress.server
 
         settings = self.runtime.settings
-        guarded = with_metrics(
-            SlackRequestGuard(
-                SlackRequestHandler(self.app),
-                settings.slack_signing_secret.get_secret_value(),
-                self.runtime.store,
-                settings.max_body_bytes,
-                self.sightings,
-            ),
-            metrics_registry(self.runtime.store),
+        guarded = SlackRequestGuard(
+            SlackRequestHandler(self.app),
+            settings.slack_signing_secret.get_secret_value(),
+            self.runtime.store,
+            settings.max_body_bytes,
+            self.sightings,
         )
         # Waitress refuses a Content-Length at or over its limit before reading a byte of the body.
         server = waitress.server.create_server(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -36,12 +37,7 @@ class CappedRateLimitRetryHandler(RateLimitErrorRetryHandler):
         if response is None:
             raise error
         state.next_attempt_requested = True
-        value = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), None)
-        try:
-            seconds = float(value[0] if isinstance(value, list) else value)
-        except (TypeError, ValueError, IndexError):
-            seconds = 1.0
-        time.sleep(min(max(seconds, 0.0), self.cap))
+        time.sleep(min(_retry_after(response.headers), self.cap))
         state.increment_current_attempt()
 
 
@@ -117,31 +113,111 @@ def upload_text(client: WebClient, channel: str, filename: str, title: str, cont
     return (answer.get("file") or {}).get("id")
 
 
-def deliver(client: WebClient, invocation: Invocation, response_url: str | None, reply: Reply) -> bool:
-    """By the command's response_url; when that is used up, expired or unreachable, through the Web API instead."""
-    response_type = "in_channel" if reply.in_channel else "ephemeral"
-    if response_url:
-        try:
-            response = WebhookClient(response_url, timeout=10, retry_handlers=_retry_handlers()).send(
-                text=reply.text, blocks=reply.blocks or None, response_type=response_type, replace_original=False
-            )
-            if response.status_code == 200:
-                return True
-            SLACK_API_ERRORS.labels("response_url", f"http_{response.status_code}").inc()
-            log.warning("response_url answered HTTP %s for /%s; posting instead", response.status_code, invocation.command)
-        except Exception as error:  # unreachable, reset, timed out: the Web API may still work
-            SLACK_API_ERRORS.labels("response_url", type(error).__name__).inc()
-            log.warning("response_url failed for /%s (%s); posting instead", invocation.command, type(error).__name__)
+def upload_to_user(client: WebClient, user_id: str, filename: str, title: str, content: str, comment: str) -> str | None:
+    """A text file only `user_id` sees: posted to the bot's direct message with them (conversations.open, im:write)."""
+    channel = client.conversations_open(users=user_id)["channel"]["id"]
+    return upload_text(client, channel, filename, title, content, comment)
+
+
+DELIVERY_SECONDS = 60.0  # how long a reply keeps trying (Slack's Retry-After honoured, its 5xx backed off)
+FIRST_BACKOFF, LAST_BACKOFF = 0.5, 8.0  # seconds between tries after a 5xx or a lost connection
+
+
+class _Failed(Exception):
+    """Why a reply did not go one way: `code` for the metric (Slack's error, http_NNN, an exception's name),
+    `reason` for the audit; `after` is the wait Slack asked for."""
+
+    def __init__(self, code: str, after: float | None = None):
+        super().__init__(code)
+        self.code, self.after = code[:64], after
+
+    @property
+    def reason(self) -> str:
+        return self.code if self.after is None else f"Slack asked to wait {self.after:.0f} s ({self.code})"
+
+
+class _TryAgain(_Failed):
+    """Slack asked to wait, or failed on its side: the same way may work later."""
+
+
+def _retry_after(headers) -> float:
+    value = next((v for k, v in (headers or {}).items() if k.lower() == "retry-after"), None)
     try:
-        if reply.in_channel:
-            client.chat_postMessage(channel=invocation.channel_id, text=reply.text, blocks=reply.blocks or None)
-        else:
-            client.chat_postEphemeral(
-                channel=invocation.channel_id, user=invocation.user_id, text=reply.text, blocks=reply.blocks or None
-            )
-        return True
-    except SlackApiError as error:
-        log.error("could not deliver the reply to /%s: %s", invocation.command, error.response.get("error"))
-    except Exception as error:
-        log.error("could not deliver the reply to /%s: %s", invocation.command, type(error).__name__)
-    return False
+        return max(float(value[0] if isinstance(value, list) else value), 0.0)
+    except (TypeError, ValueError, IndexError):
+        return 1.0
+
+
+def _patiently(attempt: Callable[[], None], deadline: float) -> _Failed | None:
+    """Runs `attempt` until it succeeds (None), fails for good, or waiting longer would pass the deadline."""
+    backoff = FIRST_BACKOFF
+    while True:
+        try:
+            attempt()
+            return None
+        except _TryAgain as again:
+            wait = backoff if again.after is None else again.after
+            if again.after is None:
+                backoff = min(backoff * 2, LAST_BACKOFF)
+            if time.monotonic() + wait > deadline:
+                return again
+            time.sleep(wait)
+        except _Failed as failed:
+            return failed
+        except Exception as error:  # unreachable, reset, timed out
+            return _Failed(type(error).__name__)
+
+
+def _by_response_url(response_url: str, reply: Reply) -> Callable[[], None]:
+    def attempt() -> None:
+        response = WebhookClient(response_url, timeout=10, retry_handlers=[]).send(
+            text=reply.text, blocks=reply.blocks or None, response_type="in_channel" if reply.in_channel else "ephemeral",
+            replace_original=False,
+        )
+        if response.status_code == 429:
+            raise _TryAgain("ratelimited", _retry_after(response.headers))
+        if response.status_code != 200:  # used up (5 uses), expired (30 min), or Slack failing: the Web API may work
+            raise _Failed(f"http_{response.status_code}")
+
+    return attempt
+
+
+def _by_web_api(client: WebClient, invocation: Invocation, reply: Reply) -> Callable[[], None]:
+    # Without slack_sdk's retry handlers: their capped waits would retry before Slack's Retry-After.
+    bare = WebClient(token=client.token, base_url=client.base_url, timeout=client.timeout, retry_handlers=[])
+
+    def attempt() -> None:
+        try:
+            if reply.in_channel:
+                bare.chat_postMessage(channel=invocation.channel_id, text=reply.text, blocks=reply.blocks or None)
+            else:
+                bare.chat_postEphemeral(channel=invocation.channel_id, user=invocation.user_id, text=reply.text, blocks=reply.blocks or None)
+        except SlackApiError as error:
+            status = error.response.status_code
+            if status == 429:
+                raise _TryAgain(str(error.response.get("error") or "ratelimited"), _retry_after(error.response.headers)) from None
+            if status >= 500:
+                raise _TryAgain(f"http_{status}") from None
+            raise _Failed(str(error.response.get("error") or f"http_{status}")) from None
+        except (OSError, TimeoutError) as error:  # refused, reset, timed out: Slack's side or the network
+            raise _TryAgain(type(error).__name__) from None
+
+    return attempt
+
+
+def deliver(client: WebClient, invocation: Invocation, response_url: str | None, reply: Reply) -> str | None:
+    """By the command's response_url; when that is used up, expired or unreachable, through the Web API instead.
+    Both wait as Slack asks, for DELIVERY_SECONDS in all. None once delivered, else why not (never the URL)."""
+    deadline = time.monotonic() + DELIVERY_SECONDS
+    if response_url:
+        failed = _patiently(_by_response_url(response_url, reply), deadline)
+        if failed is None:
+            return None
+        SLACK_API_ERRORS.labels("response_url", failed.code).inc()
+        log.warning("response_url failed for /%s (%s); posting instead", invocation.command, failed.reason)
+    failed = _patiently(_by_web_api(client, invocation, reply), deadline)
+    if failed is None:
+        return None
+    SLACK_API_ERRORS.labels("chat.postMessage" if reply.in_channel else "chat.postEphemeral", failed.code).inc()
+    log.error("could not deliver the reply to /%s: %s", invocation.command, failed.reason)
+    return failed.reason

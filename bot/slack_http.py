@@ -160,22 +160,6 @@ class SlackRequestGuard:
         return hmac.compare_digest(expected, signature)
 
 
-def with_metrics(app, registry):
-    """GET /metrics (Prometheus, unsigned: it shows counts, never a request's content) before the Slack guard."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    def serve(environ, start_response):
-        if environ.get("PATH_INFO") != "/metrics":
-            return app(environ, start_response)
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            return _answer(start_response, "405 Method Not Allowed", "GET /metrics.")
-        body = generate_latest(registry)
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
-        return [body] if environ["REQUEST_METHOD"] == "GET" else []
-
-    return serve
-
-
 def forget_old_requests(store: Store) -> None:
     """Signatures older than twice Slack's window can go: such a request is refused as stale by its timestamp.
     (The runners call this with their sweep, so no ack ever waits for the DELETE.)"""

@@ -6,21 +6,22 @@ import re
 from collections import deque
 
 from pydantic import BaseModel, field_validator, model_validator
+from slack_sdk.errors import SlackApiError
 
 from bot import blocks
 from bot.docker_stack import StackError
 from bot.incidents.when import TimeError, parse_time
-from bot.redact import redact
+from bot.redact import LineRedactor
 from bot.registry import CommandError, Context, Reply, command
 from bot.roles import Role
-from bot.slack_client import upload_text
+from bot.slack_client import upload_to_user
 from bot.store import utcnow
 from commands.restart import refuse_unknown_services
 
 DEFAULT_TAIL, MAX_TAIL = 200, 2000
 MAX_BYTES = 256 * 1024  # of log text shown or uploaded, however long the lines
 LINE_LIMIT = 2000  # characters kept of one line
-IN_MESSAGE = 2800  # characters that fit in the reply itself; more is uploaded as a file
+IN_MESSAGE = 2800  # characters that fit in the reply itself; more is sent as a file to the requester alone
 GREP_LIMIT = 200
 _SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _OPTIONS = ("--since", "--grep", "--tail")
@@ -73,6 +74,7 @@ def read_logs(runtime, service: str, since, grep: str | None, tail: int) -> tupl
     """The last `tail` lines since `since` (containing `grep`, when given), redacted; and how many lines were read."""
     kept: deque[str] = deque(maxlen=tail)
     read = 0
+    redact = LineRedactor()  # a private key spans lines
     # Without a filter the engine cuts the tail; with one, every line of the window is read and the last matches kept.
     # The filter sees redacted text: --grep cannot probe for a secret the reply would hide.
     for line in runtime.docker.logs(service, since=since, tail=None if grep else tail, timestamps=True):
@@ -116,9 +118,10 @@ def logs(ctx: Context, args: LogsArgs) -> Reply:
     if len(text) <= IN_MESSAGE or ctx.runtime.slack is None or not invocation.channel_id:
         body = text.replace("```", "'''")
         return Reply(f"{title}\n{body}", [blocks.section(f"*{title}*"), *blocks.sections(["```", *body.splitlines(), "```"])])
+    # Logs can hold secrets no redactor knows; the reply is ephemeral, and so is the file: a direct message.
     try:
-        upload_text(ctx.runtime.slack, invocation.channel_id, f"{args.service}-logs.txt", title, text,
-                    f"<@{invocation.user_id}> asked for /logs {args.service}: {title}.")
-    except Exception as error:
-        raise CommandError(f"The logs are too long for a message and the upload failed ({type(error).__name__}); narrow them with --grep or --tail.") from None
-    return Reply(f"{title}: uploaded to this channel as {args.service}-logs.txt.")
+        upload_to_user(ctx.runtime.slack, invocation.user_id, f"{args.service}-logs.txt", title, text, f"/logs {args.service}: {title}.")
+    except Exception as error:  # missing_scope: an app installed before /logs needed im:write must be reinstalled
+        reason = error.response.get("error") if isinstance(error, SlackApiError) else type(error).__name__
+        raise CommandError(f"The logs are too long for a message and sending them to you failed ({reason}); narrow them with --grep or --tail.") from None
+    return Reply(f"{title}: sent to you alone in a direct message as {args.service}-logs.txt.")

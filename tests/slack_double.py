@@ -128,6 +128,7 @@ class SlackDouble:
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
             "conversations.info": self._conversations_info,
+            "conversations.open": self._conversations_open,
             "users.info": self._users_info,
             "usergroups.users.list": self._usergroups_users_list,
             "views.open": self._views_open,
@@ -714,6 +715,18 @@ class SlackDouble:
                 "purpose": {"value": "", "creator": "", "last_set": 0},
             }
         }
+
+    def dm_channel(self, user: str) -> str:
+        """The id of the bot's direct message channel with ``user`` (what conversations.open answers)."""
+        return f"D{user}"
+
+    def _conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        users = [u for u in str(params.get("users") or "").split(",") if u]
+        if len(users) != 1:
+            raise _SlackError("not_enough_users" if not users else "too_many_users")
+        if users[0] not in self._users and not users[0].startswith(("U", "W")):
+            raise _SlackError("user_not_found")
+        return {"channel": {"id": self.dm_channel(users[0]), "is_im": True}}
 
     def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = self._users.get(params.get("user") or "")

@@ -33,6 +33,7 @@ SKIPPED_SUBTYPES = {
     "channel_name", "tombstone", "message_deleted", "pinned_item", "unpinned_item",
 }
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)")
+MENTIONED_NAMES = 50  # names looked up for people who are only mentioned, at most
 
 
 class Incidents:
@@ -225,7 +226,10 @@ class Incidents:
 
     @staticmethod
     def _people(incident: Incident, events: list[TimelineEvent]) -> set[str]:
+        """Whose names to look up: everyone who acted, and the first MENTIONED_NAMES people mentioned (one
+        message can mention thousands; past the cap a mention shows its user id)."""
         people = {incident.started_by} | ({incident.resolved_by} if incident.resolved_by else set())
+        mentioned: dict[str, None] = {}
         for event in events:
             if event.actor:
                 people.add(event.actor)
@@ -233,5 +237,8 @@ class Incidents:
             for key in ("approved_by", "pinned_by"):
                 if details.get(key):
                     people.add(details[key])
-            people.update(_MENTION.findall(event.text))
-        return people
+            for user_id in _MENTION.findall(event.text):
+                if len(mentioned) >= MENTIONED_NAMES:
+                    break
+                mentioned.setdefault(user_id)
+        return people | set(mentioned)

@@ -23,6 +23,7 @@ from bot.config import ConfigError, Settings, StackConfig
 from bot.dispatcher import Refused
 from bot.duties.scheduler import SOURCE as DUTY_SOURCE
 from bot.jobs.model import Job
+from bot.outage import OutageLog
 from bot.registry import Reply
 from bot.slack_http import forget_old_requests
 
@@ -55,6 +56,7 @@ class Runner:
         self.free = threading.Semaphore(threads)
         self.stopping = threading.Event()
         self._forget_at = 0.0
+        self.outage = OutageLog(log)
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -90,8 +92,9 @@ class Runner:
         while self.free.acquire(blocking=False):
             try:
                 job = self.rt.jobs.claim_next(self.holder)
+                self.outage.ok()
             except Exception:
-                log.exception("cannot claim jobs")
+                self.outage.failed("claiming jobs")
                 job = None
             if job is None:
                 self.free.release()
@@ -105,12 +108,14 @@ class Runner:
             if time.monotonic() >= self._forget_at:
                 self._forget_at = time.monotonic() + FORGET_SECONDS
                 forget_old_requests(self.rt.store)
+            self.outage.ok()
         except Exception:
-            log.exception("the sweep of expired requests and lost jobs failed")
+            self.outage.failed("the sweep of expired requests and lost jobs")
         try:
             self.rt.duties.tick()  # a duty whose slot has come: the replica whose INSERT wins queues it
+            self.outage.ok()
         except Exception:
-            log.exception("the scheduler's tick failed")
+            self.outage.failed("the scheduler's tick")
 
     # ---- one job -------------------------------------------------------------------------------
 
@@ -158,8 +163,14 @@ class Runner:
     def _deliver(self, job: Job, reply: Reply) -> None:
         from bot.slack_client import deliver
 
-        if job.source == "slack":
-            deliver(self.client, job.invocation(), job.response_url, reply)
+        if job.source != "slack":
+            return
+        why = deliver(self.client, job.invocation(), job.response_url, reply)
+        if why is not None:  # where /audit shows it: the job and the reason, never the response_url
+            try:
+                self.rt.audit.record(job.invocation(), "undelivered", error=f"reply undelivered: {why}", job_id=job.id)
+            except Exception:
+                log.exception("could not record the undelivered reply of request #%s", job.id)
 
 
 # ---- the process -------------------------------------------------------------------------------

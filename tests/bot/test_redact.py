@@ -30,6 +30,29 @@ SECRET_SHAPES = [
     ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig", "eyJhbGciOiJIUzI1NiJ9.e30.sig", "Authorization:"),
     ("curl -H 'Authorization: Basic b3BzOmh1bnRlcjI=' x", "b3BzOmh1bnRlcjI=", "curl -H"),
     ("bearer abc.def-ghi_jkl", "abc.def-ghi_jkl", "bearer"),
+    # What web logs hold (issue 18.3): session cookies, JWTs, vendor keys, AWS key ids, *_KEY_BASE assignments.
+    ("Cookie: connect.sid=s%3AQ2xpZW50.abc%2Bdef; theme=dark", "s%3AQ2xpZW50.abc%2Bdef", "Cookie:"),
+    ("Set-Cookie: connect.sid=s%3Ah1dd3n.sig; Path=/; HttpOnly", "s%3Ah1dd3n.sig", "Set-Cookie:"),
+    ("headers: { cookie: 'connect.sid=s%3Ah1dd3n.sig', host: 'x' }", "s%3Ah1dd3n.sig", "headers:"),
+    ("GET /x?connect.sid=s%3Ah1dd3n.sig HTTP/1.1", "s%3Ah1dd3n.sig", "HTTP/1.1"),
+    ("curl -b PHPSESSID=9f8e7d6c5b4a https://x", "9f8e7d6c5b4a", "curl -b"),
+    ("jwt eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIn0.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk ok",
+     "eyJzdWIiOiIxIn0", "ok"),
+    ("charge failed with key sk_live_51HxT4bLzPqK2v9Xa", "sk_live_51HxT4bLzPqK2v9Xa", "charge failed with key"),
+    ("restricted rk_live_51HxT4bLzPqK2v9Xa used", "rk_live_51HxT4bLzPqK2v9Xa", "used"),
+    ("git clone https://ghp_16C7e42F292c6912E7710c838347Ae178B4a@github.com/o/r", "ghp_16C7e42F292c6912E7710c838347Ae178B4a", "github.com/o/r"),
+    ("oauth gho_16C7e42F292c6912E7710c838347Ae178B4a", "gho_16C7e42F292c6912E7710c838347Ae178B4a", "oauth"),
+    ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", ""),
+    ("gitlab glpat-xXyYzZ0123456789abcd", "glpat-xXyYzZ0123456789abcd", "gitlab"),
+    ("webhook xoxr-1-2-3 and xoxa-2-abc", "xoxr-1-2-3", "webhook"),
+    ("aws AKIAIOSFODNN7EXAMPLE key", "AKIAIOSFODNN7EXAMPLE", "aws"),
+    ("sts ASIAY34FZKBOKMUTVV7A key", "ASIAY34FZKBOKMUTVV7A", "sts"),
+    ("SECRET_KEY_BASE=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "9f86d081884c7d659a2feaa0c", "SECRET_KEY_BASE="),
+    ("STRIPE_KEY=whatever-it-is", "whatever-it-is", "STRIPE_KEY="),
+    ("OAUTH_CLIENT_SECRET: abc123", "abc123", "OAUTH_CLIENT_SECRET:"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx3kq\nZ9vT0pQ==\n-----END RSA PRIVATE KEY-----\nnext line",
+     "MIIEowIBAAKCAQEAx3kq", "next line"),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA (cut off here", "b3BlbnNzaC1rZXktdjEAAAAA", ""),
 ]
 
 
@@ -49,6 +72,9 @@ def test_every_secret_shape_is_masked(text, secret, kept):
         "http://127.0.0.1:58080/api/health answered HTTP 500",
         "backend: CPU 1.2%, memory 10.0 MiB / 256.0 MiB (3.9%)",
         "tokens used: 5, passwordless login",
+        "GET /api/items/42 200 12ms sessions=3 cookies enabled",
+        "monkey=banana eyJust a word, skip_live_tests=1, AKIA is short",
+        "-----BEGIN CERTIFICATE----- is public",
     ],
 )
 def test_ordinary_text_is_left_alone(text):
@@ -94,6 +120,14 @@ ADVERSARIAL = {
     "bearers": _fill("bearer "),
     "token prefixes": _fill("xoxb-"),
     "near-token words": _fill("xo"),
+    "cookie headers": _fill("Cookie: "),
+    "JWT-like segments without a dot": _fill("eyJ-"),
+    "JWT-like segments with one dot": _fill("eyJa.eyJa-"),
+    "PEM headers without an end": _fill("-----BEGIN RSA PRIVATE KEY-----"),
+    "dashes": _fill("-"),
+    "key assignments": _fill("_KEY_BASE "),
+    "vendor prefixes": _fill("sk_live_"),
+    "AWS-like ids": _fill("AKIA"),
 }
 
 
@@ -101,3 +135,23 @@ ADVERSARIAL = {
 @pytest.mark.parametrize("text", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
 def test_adversarial_input_is_redacted_in_linear_time(text):
     assert "hunter2" not in redact(text + " password=hunter2")
+
+
+def test_a_private_key_in_log_lines_is_masked_from_its_begin_line_to_its_end_line():
+    """Container logs are redacted line by line: the lines between BEGIN and END are the key."""
+    from bot.redact import LineRedactor
+
+    lines = [
+        "2026-01-01T00:00:00.1Z loading key",
+        "2026-01-01T00:00:00.2Z -----BEGIN PRIVATE KEY-----",
+        "2026-01-01T00:00:00.3Z MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7",
+        "2026-01-01T00:00:00.4Z Zm9vYmFyYmF6cXV4",
+        "2026-01-01T00:00:00.5Z -----END PRIVATE KEY-----",
+        "2026-01-01T00:00:00.6Z password=hunter2 listening on 3000",
+    ]
+    redactor = LineRedactor()
+    out = [redactor(line) for line in lines]
+    assert out[0] == lines[0] and out[5] == "2026-01-01T00:00:00.6Z password=*** listening on 3000"
+    for line in out[1:5]:
+        assert line.startswith("2026-01-01T00:00:00.") and MASK in line, out
+    assert "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7" not in " ".join(out) and "Zm9vYmFyYmF6cXV4" not in " ".join(out)

@@ -112,15 +112,6 @@ def test_an_unreachable_response_url_and_a_slack_5xx_still_deliver_the_reply(sla
     assert _audit(runtime)[-1] == ("U0ONCALL", "whoami", "succeeded")
 
 
-def test_a_long_retry_after_is_capped(slack_bot, slack_double):
-    sender, runtime = slack_bot(admins=["U0ONCALL"])
-    slack_double.expire_response_url("old")
-    slack_double.ratelimit_next("chat.postEphemeral", retry_after=600)
-    sender.slash("/whoami", "", "U0ONCALL", channel_id="C0OPS", response_url=slack_double.response_url("old"))
-    first, second = slack_double.wait_for("chat.postEphemeral", count=2, timeout=20)
-    assert second.time - first.time < 30, "the bot does not wait the 10 minutes Slack asked for"
-
-
 def test_with_its_database_down_the_bot_acks_with_one_sentence_and_an_error_id(slack_bot, slack_double, postgres_url):
     from tests.bot.test_dispatcher import _drop
 

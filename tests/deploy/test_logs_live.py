@@ -1,5 +1,5 @@
 """/logs SERVICE on a noisy service of the tests' own Compose project: bounded, filtered by plain text, redacted;
-long output goes to the channel as a file through Slack's external upload flow."""
+long output goes to the requester alone, as a file in a direct message (Slack's external upload flow)."""
 
 import re
 import subprocess
@@ -82,18 +82,28 @@ def test_bad_log_requests_are_refused_in_one_sentence(make_runtime, noisy, text,
     assert said in reply.text and "Traceback" not in reply.text, reply.text
 
 
-def test_long_logs_are_uploaded_to_the_channel_as_a_file(tmp_path, slack_double, noisy):
+def test_long_logs_go_to_the_requester_alone_in_a_direct_message(tmp_path, slack_double, noisy):
+    """Logs can hold what no redactor knows: a file in the channel would show them to everyone in it."""
     settings = make_settings(tmp_path, slack_api_url=slack_double.api_url, slack_bot_token="xoxb-test-token")
     runtime = Runtime.build(settings, noisy.stack(), slack=web_client(settings))
     try:
         grant(runtime, "UOP", Role.operator)
         _written(runtime, 300)
         reply = runtime.dispatcher.dispatch(Invocation("UOP", "logs", "noisy --tail 300", "C0OPS", "slack"))
-        assert reply.text == "300 log lines of noisy since 15m (the last 300): uploaded to this channel as noisy-logs.txt."
+        assert reply.text == "300 log lines of noisy since 15m (the last 300): sent to you alone in a direct message as noisy-logs.txt."
+        assert not reply.in_channel
+        (opened,) = slack_double.calls_to("conversations.open")
+        assert opened.params["users"] == "UOP"
         (upload,) = [u for u in slack_double.uploads() if u.completed]
         content = upload.content.decode()
-        assert upload.filename == "noisy-logs.txt" and upload.channels == ["C0OPS"]
+        assert upload.filename == "noisy-logs.txt" and upload.channels == [slack_double.dm_channel("UOP")]
+        assert not slack_double.messages("C0OPS"), "nothing of the logs reaches the channel"
         assert len(content.splitlines()) == 300 and all(LINE.match(line) for line in content.splitlines())
         assert "hunter2" not in content
+        slack_double.fail_next("conversations.open", "missing_scope")  # installed before /logs needed im:write
+        refused = runtime.dispatcher.dispatch(Invocation("UOP", "logs", "noisy --tail 300", "C0OPS", "slack"))
+        assert refused.text == ("The logs are too long for a message and sending them to you failed (missing_scope); "
+                                "narrow them with --grep or --tail.")
+        assert len([u for u in slack_double.uploads() if u.completed]) == 1, "nothing was uploaded anywhere"
     finally:
         runtime.close()
