@@ -81,6 +81,12 @@ class Releases:
                 .limit(1)
             ).first()
 
+    def released(self, commit: str) -> bool:
+        """Whether the ledger of this stack holds the commit: it was deployed here, or found checked out."""
+        with self._rt.store.session() as session:
+            found = session.scalars(select(Release.id).where(Release.stack == self._rt.stack_name, Release.commit == commit).limit(1))
+            return found.first() is not None
+
     def record_checked_out(self) -> Release | None:
         """At start: the commit checked out now becomes the first release when the ledger has none."""
         if self.current() is not None:
