@@ -43,6 +43,13 @@ def _commit_line(releases: Releases, sha: str) -> str:
     return f"`{commit.short}` {blocks.escape(commit.subject[:100])} · {blocks.escape(commit.author[:60])} · {ago(commit.when, utcnow())}"
 
 
+def _runs(releases: Releases) -> str:
+    """What runs, where, and as whom when that is not the bot's own user."""
+    deploy = releases.deploy
+    user = f" as user `{deploy.run_as}`" if deploy.run_as else ""
+    return f"Runs `{' '.join(deploy.command)}` in `{deploy.workdir}`{user}"
+
+
 def _approver(ctx: Context) -> str | None:
     job = ctx.runtime.jobs.get(ctx.job_id) if ctx.job_id else None
     return job.approver if job else None
@@ -65,7 +72,7 @@ def check_deploy(runtime) -> None:
 def describe_deploy(runtime) -> list[str]:
     releases = _releases(runtime)
     return [
-        f"Runs `{' '.join(releases.deploy.command)}` in `{releases.deploy.workdir}` (at most {releases.deploy.timeout:g} s), "
+        f"{_runs(releases)} (at most {releases.deploy.timeout:g} s), "
         f"then waits until every app service is healthy.",
         "Deploys the commit checked out now: " + _commit_line(releases, releases.repo.head()),
     ]
@@ -207,7 +214,7 @@ def _describe_rollback(runtime, args: RollbackArgs) -> list[str]:
             f"⚠️ Migration files differ between them ({shown}): the database does not roll back with the code; "
             "a /restore may be needed."
         )
-    lines.append(f"Runs `{' '.join(releases.deploy.command)}` in `{releases.deploy.workdir}`; if the services are not healthy "
+    lines.append(f"{_runs(releases)}; if the services are not healthy "
                  "afterwards, it goes back to the commit it started from and deploys that again.")
     return lines
 

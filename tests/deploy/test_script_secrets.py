@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.blocks import to_text
 from tests.bot.test_cli import _children
 from tests.bot.test_slack_approvals import CHANNEL
-from tests.conftest import ROOT, BotProcess
+from tests.conftest import ROOT, BotProcess, run
 from tests.deploy.conftest import commit, git, wait_for
 
 SCRIPT_USER = "flowstate-script"
@@ -201,3 +202,27 @@ def test_a_deploy_script_reads_no_secret_of_the_bot_by_any_path(bot_runs_as, bas
 
 def _read(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
+
+
+def test_the_request_names_the_user_the_script_runs_as(make_runtime, repo_world):
+    repo_world.stack_file.write_text(repo_world.stack_file.read_text() + 'run_as = "nobody"\n')
+    runtime = make_runtime(repo_world.stack(), admins=["UADMIN"])
+    asked = run(runtime, "UADMIN", "/restart")
+    request = to_text(runtime.approvals.render(runtime.jobs.get(1), "waiting"))
+    assert asked.text.startswith("Request #1: `/restart` needs"), asked.text
+    assert f"Runs `./scripts/deploy-production.sh` in `{repo_world.repo}` as user `nobody` (at most 120 s)" in request, request
+
+
+def test_a_bot_that_is_not_root_runs_no_script_as_another_user_and_says_why(base, script_user, user_python):
+    python, python_env = user_python
+    work = base / "work"
+    work.mkdir()
+    os.chown(work, script_user.pw_uid, script_user.pw_gid)
+    code = (
+        "import sys; from pathlib import Path; from bot.config import DeploySection; from bot.deploy.script import run_script; "
+        "work = Path(sys.argv[1]); "
+        "print(run_script(DeploySection(workdir=work, command=['true'], run_as='nobody'), work / 'out.log', lambda tail: None).error)"
+    )
+    said = subprocess.run([python, "-c", code, str(work)], user=script_user.pw_uid, env=python_env, capture_output=True, text=True,
+                          timeout=60)
+    assert said.stdout.strip() == f"true could not be started in {work}: [deploy] run_as = 'nobody' needs the bot to run as root", said
