@@ -2,9 +2,12 @@
 Anything else (a feature branch nobody released, a commit off to the side) is refused in one sentence with no request
 made, unless asked for with --any-commit; then the request says so in red, in its Slack message too."""
 
+import re
+
 from sqlalchemy import select
 
 from bot.blocks import to_text
+from bot.console import run_approved
 from bot.jobs.model import Job
 from bot.roles import Role
 from tests.bot.test_slack_approvals import CHANNEL, _request_message
@@ -82,3 +85,25 @@ def test_any_commit_asks_for_an_unreleased_commit_and_the_request_says_so_in_red
         "it is asked for with --any-commit: check what it holds before approving."
     ) in shown, shown
     assert runtime.jobs.get(1).state == "pending_approval"
+
+
+def test_a_commit_whose_deploy_failed_was_never_released(make_runtime, repo_world):
+    broken = repo_world.commits["broken"]
+    stack_text = repo_world.stack_file.read_text()
+    repo_world.checkout("v3")
+    run(_runtime(make_runtime, repo_world), "UOP", "/releases")  # the ledger starts with v3, found checked out
+    for command, counts in (('["sh", "-c", "exit 3"]', False), ('["true"]', True)):
+        repo_world.stack_file.write_text(stack_text.replace("timeout = 120", f"timeout = 120\ncommand = {command}"))
+        runtime = _runtime(make_runtime, repo_world)
+        grant(runtime, "UAPP", Role.approver)
+        repo_world.checkout("broken")  # deployed by hand as it is checked out: /restart with no service
+        asked = run(runtime, "UOP", "/restart")
+        number = int(re.match(r"Request #(\d+): ", asked.text).group(1))
+        run(runtime, "UAPP", f"/approvals approve {number}")
+        (reply,) = list(run_approved(runtime, lambda _text: None))
+        assert ("exited with code 0" in reply.text) is counts, reply.text
+        repo_world.checkout("v3")
+        asked = run(runtime, "UOP", "/rollback broken")
+        assert asked.text.startswith("Request #") is counts, asked.text
+        if not counts:
+            assert asked.text == _refusal(broken, repo_world.commits["v3"], "broken")
