@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bot.config import ConfigError, Settings, StackConfig, load_settings, load_stack
+from bot.config import ConfigError, Settings, StackConfig, forget_secret_environment, load_settings, load_stack
 from bot.console import run_console
 from bot.deploy.releases import record_at_start
 from bot.manifest import render_manifest
@@ -23,6 +23,7 @@ from bot.redact import configure_logging
 from bot.registry import load_commands
 from bot.runtime import Runtime
 from bot.store import Store, hold_single_bot, normalize_url
+from bot.undumpable import make_undumpable
 
 log = logging.getLogger("flowstate")
 
@@ -266,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    make_undumpable()  # before any secret is read
     try:
         settings = load_settings()
+        forget_secret_environment()
         configure_logging(settings.log_level)
         return args.func(settings, args)
     except ConfigError as error:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import tomllib
 from pathlib import Path
@@ -17,6 +19,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -91,6 +94,12 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET")
     )
     slack_app_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_APP_TOKEN"))
+    # Each secret may come from a file instead (NAME_FILE: a Docker secret, a systemd credential, a 0600 file), so it is
+    # never in the environment the bot was started with, which /proc shows for as long as the process lives.
+    slack_bot_token_file: Path | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN_FILE"))
+    slack_signing_secret_file: Path | None = Field(None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET_FILE"))
+    slack_app_token_file: Path | None = Field(None, validation_alias=AliasChoices("SLACK_APP_TOKEN_FILE"))
+    database_url_file: Path | None = None
 
     @field_validator("restore_services", mode="before")
     @classmethod
@@ -168,6 +177,24 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
         return value
 
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> "Settings":
+        for name in SECRET_SETTINGS:
+            path = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            key = _env_name(name)
+            if name in self.model_fields_set:
+                raise ValueError(f"{key}_FILE: set either {key} or {key}_FILE, not both")
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(f"{key}_FILE: cannot read {path} ({getattr(error, 'strerror', None) or error})") from None
+            if not value:
+                raise ValueError(f"{key}_FILE: {path} is empty")
+            setattr(self, name, value if name == "database_url" else SecretStr(value))
+        return self
+
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -185,18 +212,34 @@ _ENV_NAMES = {
     "slack_bot_token": "SLACK_BOT_TOKEN",
     "slack_signing_secret": "SLACK_SIGNING_SECRET",
     "slack_app_token": "SLACK_APP_TOKEN",
+    "slack_bot_token_file": "SLACK_BOT_TOKEN_FILE",
+    "slack_signing_secret_file": "SLACK_SIGNING_SECRET_FILE",
+    "slack_app_token_file": "SLACK_APP_TOKEN_FILE",
 }
+# The settings that hold a secret (each may also come from a file, NAME_FILE).
+SECRET_SETTINGS = ("slack_bot_token", "slack_signing_secret", "slack_app_token", "database_url")
+
+
+def _env_name(field: str, env_prefix: str = "FLOWSTATE_") -> str:
+    return _ENV_NAMES.get(field) or (env_prefix + field.upper() if env_prefix else field)
 
 
 def describe_validation_error(error: ValidationError, env_prefix: str = "FLOWSTATE_") -> str:
-    """One line per wrong key: the name the user set and what is wrong with it."""
+    """One line per wrong key: the name the user set and what is wrong with it (a check of several keys names its own)."""
     lines = []
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
-        key = _ENV_NAMES.get(field) or (env_prefix + field.upper() if env_prefix else field)
         message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{key}: {message}")
+        lines.append(f"{_env_name(str(item['loc'][0]), env_prefix)}: {message}" if item["loc"] else message)
     return "; ".join(lines)
+
+
+def forget_secret_environment() -> None:
+    """Once the settings are read, their secrets leave this process's environment, so that no process it starts
+    inherits them (its runners get the settings themselves). The environment the kernel shows in /proc/PID/environ
+    was fixed when the bot started; making the process non-dumpable (bot/undumpable.py) is what keeps that from
+    another process of the same user."""
+    for name in SECRET_SETTINGS:
+        os.environ.pop(_env_name(name), None)
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -307,6 +350,9 @@ class DeploySection(_Strict):
     env: dict[str, str] = {}  # added to the script's minimal environment (PATH, HOME, LANG)
     # Paths whose change between two commits means the database schema moved: a rollback warns that it does not roll back.
     migration_paths: list[str] = ["backend/migrations/"]
+    # The user the script runs as (with that user's groups and home) when the bot runs as root: a script of another
+    # user cannot open the bot's files, its secret files included. Unset: the bot's own user.
+    run_as: str | None = None
 
     @field_validator("workdir")
     @classmethod
@@ -314,6 +360,16 @@ class DeploySection(_Strict):
         if not workdir.is_absolute():
             raise ValueError(f"{workdir} must be an absolute path (the bot may run from any directory)")
         return workdir
+
+    @field_validator("run_as")
+    @classmethod
+    def _known_user(cls, name: str | None) -> str | None:
+        if name is not None:
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                raise ValueError(f"there is no user {name!r} on this machine") from None
+        return name
 
     @field_validator("command")
     @classmethod

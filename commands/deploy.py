@@ -3,7 +3,9 @@ emergency procedure (run the deploy script; if a recent change is the cause, dep
 
 from __future__ import annotations
 
-from pydantic import BaseModel, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, field_validator, model_validator
 
 from bot import blocks
 from bot.deploy.git import GitError, check_ref
@@ -15,6 +17,7 @@ from bot.roles import Role
 from bot.store import utcnow
 
 RELEASES_SHOWN, RELEASES_LIMIT = 10, 50
+ANY_COMMIT = "--any-commit"
 
 
 def _releases(runtime) -> Releases:
@@ -40,6 +43,13 @@ def _commit_line(releases: Releases, sha: str) -> str:
     return f"`{commit.short}` {blocks.escape(commit.subject[:100])} · {blocks.escape(commit.author[:60])} · {ago(commit.when, utcnow())}"
 
 
+def _runs(releases: Releases) -> str:
+    """What runs, where, and as whom when that is not the bot's own user."""
+    deploy = releases.deploy
+    user = f" as user `{deploy.run_as}`" if deploy.run_as else ""
+    return f"Runs `{' '.join(deploy.command)}` in `{deploy.workdir}`{user}"
+
+
 def _approver(ctx: Context) -> str | None:
     job = ctx.runtime.jobs.get(ctx.job_id) if ctx.job_id else None
     return job.approver if job else None
@@ -62,7 +72,7 @@ def check_deploy(runtime) -> None:
 def describe_deploy(runtime) -> list[str]:
     releases = _releases(runtime)
     return [
-        f"Runs `{' '.join(releases.deploy.command)}` in `{releases.deploy.workdir}` (at most {releases.deploy.timeout:g} s), "
+        f"{_runs(releases)} (at most {releases.deploy.timeout:g} s), "
         f"then waits until every app service is healthy.",
         "Deploys the commit checked out now: " + _commit_line(releases, releases.repo.head()),
     ]
@@ -123,6 +133,21 @@ class RollbackArgs(BaseModel):
     ref: str | None = None
     # The commit checked out when the request was made (set by the check): the run refuses if the checkout moved since.
     replacing: str | None = None
+    # Asks for a REF that was never released here and is no ancestor of the checkout; the check keeps it only then,
+    # so the line an approver approves says it.
+    any_commit: Literal["--any-commit"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flag(cls, data: object) -> object:
+        """--any-commit may come before or after the REF: the words left fill REF (and FROM) in order."""
+        if not isinstance(data, dict):
+            return data
+        words = [data.get(name) for name in ("ref", "replacing", "any_commit")]
+        rest = [word for word in words if word is not None and word != ANY_COMMIT]
+        if len(rest) > 2:
+            raise ValueError(f"/rollback takes one REF and {ANY_COMMIT}, such as /rollback HEAD~1")
+        return {**dict(zip(("ref", "replacing"), rest)), "any_commit": ANY_COMMIT if ANY_COMMIT in words else None}
 
     @field_validator("ref")
     @classmethod
@@ -156,12 +181,27 @@ def _check_rollback(runtime, args: RollbackArgs) -> None:
         raise CommandError(str(error)) from None
     if target == head:
         raise CommandError(f"{target[:10]} is the commit checked out now; /restart with no service deploys it again.")
-    args.ref, args.replacing = target, head
+    try:
+        # Where the stack has been: a commit deployed here before, or one in the history of what runs.
+        known = releases.released(target) or releases.repo.is_ancestor(target, head)
+    except GitError as error:
+        raise CommandError(str(error)) from None
+    if not known and args.any_commit is None:
+        raise CommandError(
+            f"{target[:10]} has never been released on this stack and is not an ancestor of {head[:10]}, the commit checked out; "
+            f"/releases lists the released ones, and /rollback {blocks.escape(args.ref)} {ANY_COMMIT} asks for it anyway."
+        )
+    args.ref, args.replacing, args.any_commit = target, head, None if known else ANY_COMMIT
 
 
 def _describe_rollback(runtime, args: RollbackArgs) -> list[str]:
     releases = _releases(runtime)
     lines = [f"*From* {_commit_line(releases, args.replacing)}", f"*To* {_commit_line(releases, args.ref)}"]
+    if args.any_commit:
+        lines.append(
+            f"🔴 *Not a release*: `{args.ref[:10]}` has never been released on this stack and is not an ancestor of "
+            f"`{args.replacing[:10]}`; it is asked for with {ANY_COMMIT}: check what it holds before approving."
+        )
     try:
         between = releases.repo.count_between(args.replacing, args.ref)
         lines.append(f"{between} commit{'' if between == 1 else 's'} between them.")
@@ -174,7 +214,7 @@ def _describe_rollback(runtime, args: RollbackArgs) -> list[str]:
             f"⚠️ Migration files differ between them ({shown}): the database does not roll back with the code; "
             "a /restore may be needed."
         )
-    lines.append(f"Runs `{' '.join(releases.deploy.command)}` in `{releases.deploy.workdir}`; if the services are not healthy "
+    lines.append(f"{_runs(releases)}; if the services are not healthy "
                  "afterwards, it goes back to the commit it started from and deploys that again.")
     return lines
 
@@ -182,7 +222,7 @@ def _describe_rollback(runtime, args: RollbackArgs) -> list[str]:
 @command(
     "rollback",
     summary="Deploy an earlier commit (default: the previous release with good health), gated on health.",
-    usage="/rollback [REF]",
+    usage="/rollback [REF] [--any-commit]",
     role=Role.operator,
     args=RollbackArgs,
     needs_approval=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 from pathlib import Path
 
@@ -192,22 +193,31 @@ def slack_bot(tmp_path, slack_double):
 class BotProcess:
     """`flowstate-bot run --http` in a process of its own, as production runs it: killed and started again by tests."""
 
-    def __init__(self, cwd: Path, slack_double, home: Path, stack_file: str, **env: str):
+    def __init__(self, cwd: Path, slack_double, home: Path, stack_file: str, *, user: str | None = None, python: str | None = None,
+                 database_url: str | None = None, signing_secret: str = SIGNING_SECRET, **env: str):
+        """`user`: the OS user the bot runs as (the test runs as root), with `python` (one that user may run);
+        `signing_secret`: what Slack's requests are signed with (the test gives the bot the same one, in its
+        environment or a file)."""
         self._cwd = cwd
+        self._user = user
+        self._python = python
+        self.signing_secret = signing_secret
+        database_url = database_url or f"sqlite:///{home / 'bot.db'}"
         defaults = dict(
             PYTHONPATH=str(ROOT),
             SLACK_BOT_TOKEN="xoxb-kill-test",
-            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_SIGNING_SECRET=signing_secret,
             FLOWSTATE_SLACK_API_URL=slack_double.api_url,
             FLOWSTATE_HOME=str(home),
             FLOWSTATE_STACK_FILE=stack_file,
             FLOWSTATE_ADMINS="U0ADMIN",
+            FLOWSTATE_DATABASE_URL=database_url,
         )
-        self.env = bot_env(**{**defaults, **env})  # a test's own values win
+        self.env = {k: v for k, v in bot_env(**{**defaults, **env}).items() if v is not None}  # a test's own values win; None unsets
         self.process = None
         from bot.store import Store
 
-        self.store = Store(f"sqlite:///{home / 'bot.db'}")  # the bot's own database, read by the test
+        self.store = Store(database_url)  # the bot's own database, read by the test
 
     def grant(self, user_id: str, role: Role) -> None:
         with self.store.session.begin() as session:
@@ -224,14 +234,15 @@ class BotProcess:
         from tests.slack_signing import SlackSender
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "run", "--http", "--port", "0"], cwd=self._cwd, env=self.env, stderr=subprocess.PIPE, text=True
+            [self._python or sys.executable, "-m", "bot.cli", "run", "--http", "--port", "0"], cwd=self._cwd, env=self.env, stderr=subprocess.PIPE, text=True,
+            user=self._user, group=self._user and pwd.getpwnam(self._user).pw_gid, extra_groups=[] if self._user else None,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if match := re.search(r"serving Slack requests on http://127\.0\.0\.1:(\d+)/", self.process.stderr.readline()):
                 # Keep reading its log, or a full pipe would stop the bot mid-command.
                 threading.Thread(target=self.process.stderr.read, daemon=True).start()
-                return SlackSender(f"http://127.0.0.1:{match.group(1)}", SIGNING_SECRET)
+                return SlackSender(f"http://127.0.0.1:{match.group(1)}", self.signing_secret)
         self.kill()
         raise AssertionError("the bot did not start")
 

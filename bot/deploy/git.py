@@ -55,7 +55,8 @@ class Repo:
     def __init__(self, workdir: Path):
         self.workdir = workdir
 
-    def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _git(self, *args: str, check: bool = True, accept: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+        """Run git; unless `check` is off, an exit code outside `accept` is a GitError."""
         env = minimal_env({"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"})
         try:
             done = subprocess.run(
@@ -66,7 +67,7 @@ class Repo:
             raise GitError("git is not installed where the bot runs.") from None
         except subprocess.TimeoutExpired:
             raise GitError(f"git {args[0]} did not answer within {GIT_TIMEOUT:.0f} s in {self.workdir}.") from None
-        if check and done.returncode != 0:
+        if check and done.returncode not in accept:
             said = (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
             raise GitError(f"git {args[0]} failed in {self.workdir}: {said}")
         return done
@@ -93,6 +94,10 @@ class Repo:
         """Commits in one and not the other, either way (a rollback goes back, a named commit may be on another branch)."""
         left, right = self._git("rev-list", "--left-right", "--count", f"{a}...{b}", "--").stdout.split()
         return int(left) + int(right)
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether `ancestor` is in the history of `descendant` (a commit is its own ancestor)."""
+        return self._git("merge-base", "--is-ancestor", "--end-of-options", ancestor, descendant, accept=(0, 1)).returncode == 0
 
     def changed(self, a: str, b: str, paths: list[str]) -> list[str]:
         """The files under `paths` that differ between two commits."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from bot.blocks import escape
 from bot.config import DeploySection
@@ -80,6 +80,17 @@ class Releases:
                 .order_by(Release.id.desc())
                 .limit(1)
             ).first()
+
+    def released(self, commit: str) -> bool:
+        """Whether the commit ran here: found checked out, or its deploy script finished well (a checkout that failed,
+        or a script that failed or was interrupted, deployed nothing)."""
+        with self._rt.store.session() as session:
+            found = session.scalars(
+                select(Release.id)
+                .where(Release.stack == self._rt.stack_name, Release.commit == commit, or_(Release.kind == RECORDED, Release.exit_code == 0))
+                .limit(1)
+            )
+            return found.first() is not None
 
     def record_checked_out(self) -> Release | None:
         """At start: the commit checked out now becomes the first release when the ledger has none."""

@@ -3,7 +3,9 @@ its output written to a file and read line by line as it comes, the whole group 
 
 from __future__ import annotations
 
+import errno
 import os
+import pwd
 import signal
 import subprocess
 import threading
@@ -67,11 +69,12 @@ def run_script(deploy: DeploySection, log_path: Path, show: Callable[[list[str]]
     output = _Output()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        as_user = _as_user(deploy)
         with open(log_path, "wb") as sink:
             process = subprocess.Popen(
-                deploy.command, cwd=deploy.workdir, env=minimal_env(deploy.env), stdin=subprocess.DEVNULL,
-                stdout=sink, stderr=subprocess.STDOUT,
+                deploy.command, cwd=deploy.workdir, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: a timeout kills what it started too
+                **as_user,
             )
     except OSError as error:
         return ScriptOutcome(None, 0.0, "", error=f"{deploy.command[0]} could not be started in {deploy.workdir}: {error.strerror or error}")
@@ -102,6 +105,23 @@ def run_script(deploy: DeploySection, log_path: Path, show: Callable[[list[str]]
             output.add(pending.decode("utf-8", errors="replace"))
             show(list(output.tail))
     return ScriptOutcome(None if timed_out else process.returncode, time.monotonic() - started, output.text(), timed_out)
+
+
+def _as_user(deploy: DeploySection) -> dict:
+    """Who the script runs as, and its environment: the minimal one, never the bot's (which held its tokens), with
+    the home of `run_as` when it is set."""
+    if deploy.run_as is None:
+        return {"env": minimal_env(deploy.env)}
+    try:
+        user = pwd.getpwnam(deploy.run_as)
+    except KeyError:
+        raise OSError(errno.ENOENT, f"there is no user {deploy.run_as!r} for [deploy] run_as") from None
+    if os.geteuid() not in (0, user.pw_uid):
+        raise OSError(errno.EPERM, f"[deploy] run_as = {deploy.run_as!r} needs the bot to run as root")
+    return {
+        "env": minimal_env({"HOME": user.pw_dir, **deploy.env}), "user": user.pw_uid, "group": user.pw_gid,
+        "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),  # its own groups, none of the bot's
+    }
 
 
 def read_output(log_path: Path) -> str:

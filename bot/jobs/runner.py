@@ -26,6 +26,7 @@ from bot.jobs.model import Job
 from bot.outage import OutageLog
 from bot.registry import Reply
 from bot.slack_http import forget_old_requests
+from bot.undumpable import make_undumpable
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,7 @@ def _listen(reader, runner: Runner) -> None:
 
 
 def runner_main(settings: Settings, stack: StackConfig, doorbell, ready) -> None:
+    make_undumpable()  # the bot's was undone when this process was executed
     threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
     os.nice(NICENESS)
     from bot.redact import configure_logging

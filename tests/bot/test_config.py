@@ -1,8 +1,10 @@
-"""The stack file: what a wrong value says."""
+"""Settings and the stack file: where secrets come from, and what a wrong value says."""
+
+import os
 
 import pytest
 
-from bot.config import ConfigError, load_stack
+from bot.config import ConfigError, forget_secret_environment, load_settings, load_stack
 
 
 def _stack_file(tmp_path, database: str):
@@ -40,4 +42,50 @@ def test_the_deploy_section_defaults_to_the_guides_script_and_refuses_a_relative
         load_stack(path, required=True)
     path.write_text(f'[deploy]\nworkdir = "{tmp_path}"\ncommand = "./deploy.sh --prod"\n')
     with pytest.raises(ConfigError, match=r"deploy\.command: Input should be a valid list"):
+        load_stack(path, required=True)
+
+
+def test_secrets_come_from_files_or_the_environment_and_a_wrong_file_is_one_line(tmp_path, monkeypatch):
+    token, url = tmp_path / "bot-token", tmp_path / "database-url"
+    token.write_text("xoxb-from-a-file\n")
+    url.write_text("postgresql://bot:pw@127.0.0.1:5432/bot\n")
+    monkeypatch.setenv("SLACK_BOT_TOKEN_FILE", str(token))
+    monkeypatch.setenv("FLOWSTATE_DATABASE_URL_FILE", str(url))
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "from-the-environment")
+    settings = load_settings(_env_file=None)
+    assert settings.slack_bot_token.get_secret_value() == "xoxb-from-a-file"
+    assert settings.database_url == "postgresql://bot:pw@127.0.0.1:5432/bot"
+    assert settings.slack_signing_secret.get_secret_value() == "from-the-environment"
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-also-here")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(_env_file=None)
+    assert str(refused.value) == "SLACK_BOT_TOKEN_FILE: set either SLACK_BOT_TOKEN or SLACK_BOT_TOKEN_FILE, not both"
+    monkeypatch.delenv("SLACK_BOT_TOKEN")
+    token.unlink()
+    with pytest.raises(ConfigError) as refused:
+        load_settings(_env_file=None)
+    assert str(refused.value) == f"SLACK_BOT_TOKEN_FILE: cannot read {token} (No such file or directory)"
+    token.write_text("\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(_env_file=None)
+    assert str(refused.value) == f"SLACK_BOT_TOKEN_FILE: {token} is empty"
+
+
+def test_the_secrets_leave_the_environment_once_read_so_no_process_the_bot_starts_inherits_them(monkeypatch):
+    for name, value in (("SLACK_BOT_TOKEN", "xoxb-1"), ("SLACK_SIGNING_SECRET", "s"), ("SLACK_APP_TOKEN", "xapp-1"),
+                        ("FLOWSTATE_DATABASE_URL", "postgresql://bot:pw@127.0.0.1/bot"), ("FLOWSTATE_WORKERS", "2")):
+        monkeypatch.setenv(name, value)
+    settings = load_settings(_env_file=None)
+    forget_secret_environment()
+    assert [name for name in os.environ if name.startswith(("SLACK_", "FLOWSTATE_"))] == ["FLOWSTATE_WORKERS"]
+    assert settings.slack_app_token.get_secret_value() == "xapp-1" and settings.workers == 2
+
+
+def test_a_deploy_section_that_runs_scripts_as_an_unknown_user_is_refused(tmp_path):
+    path = tmp_path / "flowstate.toml"
+    path.write_text(f'[deploy]\nworkdir = "{tmp_path}"\nrun_as = "nobody"\n')
+    assert load_stack(path, required=True).deploy.run_as == "nobody"
+    path.write_text(f'[deploy]\nworkdir = "{tmp_path}"\nrun_as = "no-such-user-here"\n')
+    with pytest.raises(ConfigError, match=r"deploy\.run_as: there is no user 'no-such-user-here' on this machine"):
         load_stack(path, required=True)

@@ -139,9 +139,10 @@ def make_repo(repo: Path) -> dict[str, str]:
     return commits
 
 
-def write_stack_file(path: Path, repo: Path, deploy_log: Path, hold: Path, timeout: float = 120) -> None:
+def write_stack_file(path: Path, repo: Path, deploy_log: Path, hold: Path, timeout: float = 120, project: str | None = PROJECT) -> None:
+    compose = f'compose_project = "{project}"\n' if project else ""
     path.write_text(
-        f'[stack]\ncompose_project = "{PROJECT}"\napp_services = ["frontend"]\nhealthy_timeout = 10\n\n'
+        f'[stack]\n{compose}app_services = ["frontend"]\nhealthy_timeout = 10\n\n'
         f'[deploy]\nworkdir = "{repo}"\ntimeout = {timeout}\n'
         f'env = {{ DEPLOY_LOG = "{deploy_log}", DEPLOY_HOLD = "{hold}" }}\n'
     )
@@ -156,14 +157,24 @@ def deploy_project(live_stack):
     ).stdout.split()], capture_output=True)
 
 
-@pytest.fixture
-def world(tmp_path, deploy_project) -> World:
+def make_world(tmp_path: Path, project: str | None = PROJECT) -> World:
     repo = tmp_path / "flowstate-ai"
     commits = make_repo(repo)
     stack_file = tmp_path / "flowstate.toml"
     world = World(repo, commits, tmp_path / "deploys.log", tmp_path / "hold", stack_file)
-    write_stack_file(stack_file, repo, world.deploy_log, world.hold)
+    write_stack_file(stack_file, repo, world.deploy_log, world.hold, project=project)
     return world
+
+
+@pytest.fixture
+def world(tmp_path, deploy_project) -> World:
+    return make_world(tmp_path)
+
+
+@pytest.fixture
+def repo_world(tmp_path) -> World:
+    """The same repository, its stack file naming no Compose project: for what is decided before anything deploys."""
+    return make_world(tmp_path, project=None)
 
 
 def wait_for(what: str, check, timeout: float = 60):
