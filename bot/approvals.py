@@ -7,6 +7,7 @@ message is updated in place at every step; every step is an audit row linked to 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -91,6 +92,23 @@ class Approvals:
         if job.arguments is None or cmd is None:
             return f"/{job.command} {job.text}".strip()
         return Prepared(cmd, cmd.args.model_validate(job.arguments), Role.viewer, job.invocation()).command_line()
+
+    def change_banner(self) -> str | None:
+        """What /health and /stats open with while a change runs: errors now may be the change, not an outage."""
+        held = self._rt.locks.held(self._rt.stack_name)
+        if held is None:
+            return None
+        return (
+            f"⏳ Change in progress: `{held.command}` by <@{held.requester}> since {self.when(held.acquired_at)} "
+            f"(request #{held.job_id}): errors now may be the change, not an outage."
+        )
+
+    def with_change_banner(self, reply: Reply) -> Reply:
+        """A report opened with the change in progress, if one runs (what /health and /stats return)."""
+        banner = self.change_banner()
+        if banner is None:
+            return reply
+        return dataclasses.replace(reply, text=f"{banner}\n{reply.text}", blocks=[blocks.section(banner), *reply.blocks])
 
     def show(self, job: Job, status: str, detail: list[str] | None = None) -> None:
         """Update the request's message in place, if it has one; a Slack hiccup never fails the job."""

@@ -139,4 +139,5 @@ def health(ctx: Context, _args) -> Reply:
     problem_lines = [c.line() for c in failing + warning]
     title = f"Health of {stack.stack.compose_project}" if stack.stack.compose_project else "Health"
     body = [blocks.header(title), *blocks.sections(problem_lines), *blocks.sections(healthy_lines), blocks.section(f"*{verdict}*")]
-    return Reply("\n".join(problem_lines + healthy_lines + [verdict]), body, in_channel=True, healthy=not failing and not warning)
+    reply = Reply("\n".join(problem_lines + healthy_lines + [verdict]), body, in_channel=True, healthy=not failing and not warning)
+    return ctx.runtime.approvals.with_change_banner(reply)

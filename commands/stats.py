@@ -277,4 +277,4 @@ def stats(ctx: Context, args: StatsArgs) -> Reply:
         lines.append(_verdict(sections))
         body.append(blocks.context(lines[-1]))
     healthy = not flags and any(section.measured for section in sections)
-    return Reply("\n".join(lines), body, in_channel=True, healthy=healthy)
+    return ctx.runtime.approvals.with_change_banner(Reply("\n".join(lines), body, in_channel=True, healthy=healthy))
