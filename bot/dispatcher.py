@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pydantic import BaseModel
 
+from bot.config import missing_section
 from bot.redact import redact, redact_value
 from bot.registry import ArgumentError, Command, CommandError, Context, Invocation, Reply, parse_arguments
 from bot.roles import Role
@@ -212,6 +213,11 @@ class Dispatcher:
             self._refuse(invocation, "rejected", f"{message[0].upper()}{message[1:]}; usage: `{cmd.usage}`", error=message)
 
     def _check(self, invocation: Invocation, cmd: Command, args: BaseModel) -> None:
+        """What can only fail is refused before anyone is asked to approve it: a missing section, then the command's own check."""
+        for section in cmd.sections_needed(args):
+            missing = missing_section(self._runtime.stack, section, self._runtime.settings.stack_file)
+            if missing is not None:
+                self._refuse(invocation, "rejected", f"{cmd.slash} cannot run: {missing}")
         if cmd.check is None:
             return
         try:

@@ -79,6 +79,8 @@ class Command:
     changes: bool = False
     # Checks that need the stack (is this a known service?), run before a request is made; raise CommandError.
     check: Callable[["Runtime", Any], None] | None = None
+    # The stack file's sections it cannot run without ("database"), or a test of the parsed arguments giving them.
+    needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
     # A higher role for some uses, from the parsed arguments (`role` is what any use needs).
     role_for: Callable[[Any], Role] | None = None
     # Facts an approver needs beyond the command line (what a restore replaces), shown on the request's message.
@@ -92,6 +94,9 @@ class Command:
 
     def role_needed(self, args: BaseModel) -> Role:
         return max(self.role, self.role_for(args)) if self.role_for else self.role
+
+    def sections_needed(self, args: BaseModel) -> tuple[str, ...]:
+        return self.needs(args) if callable(self.needs) else self.needs
 
     def approval_needed(self, args: BaseModel) -> bool:
         if callable(self.needs_approval):
@@ -112,6 +117,7 @@ def command(
     needs_approval: bool | Callable[[Any], bool] = False,
     changes: bool = False,
     check: Callable[["Runtime", Any], None] | None = None,
+    needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = (),
     role_for: Callable[[Any], Role] | None = None,
     describe: Callable[["Runtime", Any], list[str]] | None = None,
     recover: Callable[["Runtime", "Job"], str] | None = None,
@@ -125,7 +131,7 @@ def command(
         if name in COMMANDS:
             raise ValueError(f"/{name} is declared twice")
         COMMANDS[name] = Command(
-            name, summary, usage, args, role, handler, needs_approval, changes or bool(needs_approval), check, role_for, describe, recover
+            name, summary, usage, args, role, handler, needs_approval, changes or bool(needs_approval), check, needs, role_for, describe, recover
         )
         return handler
 

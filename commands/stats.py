@@ -213,11 +213,10 @@ METRICS: list[tuple[str, Callable[[Context, StatsArgs], Section]]] = [
     summary="The database's long-running and slowest statements in full, shown only to you.",
     usage="/queries",
     role=Role.operator,
+    needs=("database",),
 )
 def queries(ctx: Context, _args) -> Reply:
     stack = ctx.runtime.stack
-    if stack.database is None:
-        return Reply("The stack file has no [database] section, so there are no statements to show.")
     try:
         activity = _activity(stack)
     except (psycopg.Error, StackError) as error:
