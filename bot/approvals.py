@@ -53,7 +53,7 @@ class Approvals:
         settings = self._rt.settings
         head = f"*Request #{job.id}*: `{line}`"
         facts = f"Stack: {self._rt.stack_name} · asked by <@{job.requester}> at {self.when(job.created_at)}"
-        parts = [blocks.section(head), blocks.context(facts), *blocks.sections(self._described(job))]
+        parts = [blocks.section(head), blocks.context(facts), *blocks.sections(self.details(job))]
         if job.state == PENDING:
             who = f"<!subteam^{settings.approver_group}> " if settings.approver_group else "Someone with the approver role "
             parts.append(blocks.context(f"{who}may approve until {self.when(job.expires_at)}; the requester may cancel."))
@@ -75,8 +75,9 @@ class Approvals:
             )
         return Reply(f"Request #{job.id}: {line}: {status}", parts, in_channel=True)
 
-    def _described(self, job: Job) -> list[str]:
-        """What the command itself says an approver should know (a restore: the backup and what it replaces)."""
+    def details(self, job: Job) -> list[str]:
+        """What the command itself says an approver should know (a restore: the backup and what it replaces): the one
+        source of the request's message in Slack, and of the request as the console and /approvals show it."""
         cmd = self._rt.commands.get(job.command)
         if cmd is None or cmd.describe is None or job.arguments is None:
             return []
@@ -140,19 +141,23 @@ class Approvals:
             raise RuntimeError(f"request #{job_id} was taken from its runner")
         rt.audit.record(prepared.invocation, "requested", arguments=prepared.arguments, job_id=job_id)
         job = rt.jobs.get(job_id)
+        ts = None
         if rt.notifier is not None and job.channel_id:
             try:
                 ts = rt.notifier.post(job.channel_id, rt.dispatcher.clean(self.render(job, "⏳ Waiting for approval.")))
             except Exception:
                 log.exception("could not post %s for approval", job.label)
-                ts = None
             if ts:
                 rt.jobs.set_message(job_id, job.channel_id, ts)
         how = "click Approve on its message, or another approver runs" if rt.notifier else "another approver runs"
-        return Reply(
+        said = (
             f"Request #{job_id}: `{prepared.command_line()}` needs a second person's approval (until {self.when(expires)}); "
             f"{how} /approvals approve {job_id}."
         )
+        if ts:
+            return Reply(said)  # its message in the channel shows the details
+        details = self.details(job)
+        return Reply("\n".join([said, *details]), [blocks.section(said), *blocks.sections(details)])
 
     # ---- deciding -------------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ def test_backup_change_restore_the_change_is_gone_and_the_safety_backup_holds_it
     for fact in (f"Backup #1* of `{app_db.name}`, taken ", "s ago) by @UOP", "Size ", backup.sha256, "Note: known good",
                  f"Replaces database `{app_db.name}` on flowstate-test", f"{SERVICE} will be stopped"):
         assert fact in request, (fact, request)
+        assert fact in to_text(asked), ("the console shows the requester what Slack shows the approver", fact, asked.text)
     assert run(runtime, "UOP", "/approvals approve 2").text == "You asked for request #2, so a second person must approve it."
 
     assert run(runtime, "UAPP", "/approvals approve 2").text == "You approved request #2; it runs now."

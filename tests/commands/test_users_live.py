@@ -167,7 +167,9 @@ def test_granting_admin_through_the_dispatcher_waits_for_approval_and_changes_no
     assert users.row(email) is None and users.count() == count
     operator(f'/user-add {email} "Plain User"')
     for spelling in ("admin", "ADMIN", "Admin", "' admin '"):
-        assert waits_for_approval(operator(f"/user-role {email} {spelling}"), "/user-role")
+        asked = operator(f"/user-role {email} {spelling}")
+        assert waits_for_approval(asked, "/user-role")
+        assert f"\n*{email}* (Plain User), created " in asked and ": role *user* → *admin*" in asked, "old and new role, as in Slack"
     assert users.row(email) == (email, "Plain User", "user")
 
 
