@@ -260,6 +260,7 @@ class Dispatcher:
                 error=error_text,
                 error_id=error_id,
                 job_id=job_id,
+                details=reply.facts,
             )
         except Exception:
             log.exception("audit write failed after %s", cmd.slash)

@@ -41,6 +41,12 @@ class Reply:
     in_channel: bool = False
     failed: bool = False  # the command ran and failed (its job ends as failed, not succeeded)
     healthy: bool | None = None  # a report's verdict (/health, /stats): nothing failing, no threshold crossed
+    # What a report found, as data for its audit row and the incident timeline: FOUND (a phrase, "3 failing checks"),
+    # DOWN (services whose container is not running or not healthy), EDGE_ERROR_RATE (the edge's 5xx rate, percent).
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+FOUND, DOWN, EDGE_ERROR_RATE = "found", "down", "edge_error_rate"
 
 
 class CommandError(Exception):
