@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from bot.humanize import count, duration
-from bot.incidents.model import APPROVAL, COMMAND, IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent
+from bot.incidents.model import (
+    APPROVAL, COMMAND, IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent, is_key_action,
+)
 from bot.incidents.text import markdown_safe, to_markdown
 from bot.incidents.when import clock, day, full
 from bot.registry import DOWN, EDGE_ERROR_RATE, FOUND
@@ -225,11 +227,11 @@ class _Writer:
                 extras.append("edited")
             extra = f" _({'; '.join(extras)})_" if extras else ""
             return f"{mark}{thread}{self.author(event)}: {self.text(event)}{extra}{link}"
-        if event.kind == COMMAND and details.get("key") is False:
-            return f"{self.name(event.actor)} {self.text(event)}"
-        if event.kind in (COMMAND, APPROVAL):
+        if is_key_action(event.kind, details):
             glass = " **break-glass**" if details.get("break_glass") is not None and event.kind == APPROVAL else ""
             return f"{KEY_ACTION}{glass} **{self.name(event.actor)}** {self.text(event)}"
+        if event.kind == COMMAND:  # a look that found nothing: on the timeline, not marked
+            return f"{self.name(event.actor)} {self.text(event)}"
         if event.kind in (STATUS, SEVERITY):
             return f"{ANNOUNCED} **{self.name(event.actor)}** {self.text(event)}"
         if event.kind == NOTE:
@@ -240,7 +242,7 @@ class _Writer:
         lines = []
         for event in self.events:
             details = event.details or {}
-            if event.kind == COMMAND and details.get("key") is not False:
+            if event.kind == COMMAND and is_key_action(event.kind, details):
                 lines.append(f"- {clock(event.occurred_at, self.tz)} {self.command_result(event, details)}")
             elif event.kind == APPROVAL and details.get("step") in NOT_RUN:
                 lines.append(f"- {clock(event.occurred_at, self.tz)} {self.text(event)}; not run")

@@ -121,6 +121,8 @@ def test_a_look_that_finds_something_is_recorded_as_what_it_found_with_its_numbe
     run(runtime, "UOP", "/whoami", channel="C0OPS")
     commands = [(e.text, e.details.get("key", True)) for e in runtime.incidents.timeline.events(1) if e.kind == COMMAND]
     assert commands == [("`/health` found 1 failing check", True), ("`/whoami` succeeded", False)]
+    shown = run(runtime, "UOP", "/incident timeline", channel="C0OPS").text
+    assert "🔧 <@UOP>: `/health` found 1 failing check" in shown and "🔎 <@UOP>: `/whoami` succeeded" in shown, shown
     with runtime.store.session() as session:
         health = session.query(AuditEntry).filter_by(command="health", outcome="succeeded").one()
     assert health.details == {"found": "1 failing check"}, "what it found, as data, in the audit row"
