@@ -19,7 +19,7 @@ console: $(BIN)/flowstate-bot
 # /health, /stats and the commands that change production (deploys and rollbacks too), on a real stack.
 demo: $(BIN)/flowstate-bot
 	tests/stack/up
-	@$(BIN)/flowstate-bot console --stack "$$(tests/stack/demo-deploy)"
+	@stack="$$(tests/stack/demo-deploy)" && $(BIN)/flowstate-bot console --stack "$$stack"
 
 services:
 	tests/services
