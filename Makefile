@@ -14,11 +14,12 @@ $(BIN)/flowstate-bot: pyproject.toml
 console: $(BIN)/flowstate-bot
 	@$(BIN)/flowstate-bot console
 
-# The live test stack (real PostgreSQL, Redis, nginx and stand-in services under Docker Compose), then
-# the console against it: /health, /stats and the commands that change production, on a real stack.
+# The live test stack (real PostgreSQL, Redis, nginx and stand-in services under Docker Compose), a throw-away
+# Git checkout with a harmless deploy script for its [deploy] section, then the console against both:
+# /health, /stats and the commands that change production (deploys and rollbacks too), on a real stack.
 demo: $(BIN)/flowstate-bot
 	tests/stack/up
-	@$(BIN)/flowstate-bot console --stack tests/stack/flowstate.toml
+	@stack="$$(tests/stack/demo-deploy)" && $(BIN)/flowstate-bot console --stack "$$stack"
 
 services:
 	tests/services

@@ -7,6 +7,7 @@ message is updated in place at every step; every step is an audit row linked to 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -52,7 +53,7 @@ class Approvals:
         settings = self._rt.settings
         head = f"*Request #{job.id}*: `{line}`"
         facts = f"Stack: {self._rt.stack_name} · asked by <@{job.requester}> at {self.when(job.created_at)}"
-        parts = [blocks.section(head), blocks.context(facts), *blocks.sections(self._described(job))]
+        parts = [blocks.section(head), blocks.context(facts), *blocks.sections(self.details(job))]
         if job.state == PENDING:
             who = f"<!subteam^{settings.approver_group}> " if settings.approver_group else "Someone with the approver role "
             parts.append(blocks.context(f"{who}may approve until {self.when(job.expires_at)}; the requester may cancel."))
@@ -74,8 +75,9 @@ class Approvals:
             )
         return Reply(f"Request #{job.id}: {line}: {status}", parts, in_channel=True)
 
-    def _described(self, job: Job) -> list[str]:
-        """What the command itself says an approver should know (a restore: the backup and what it replaces)."""
+    def details(self, job: Job) -> list[str]:
+        """What the command itself says an approver should know (a restore: the backup and what it replaces): the one
+        source of the request's message in Slack, and of the request as the console and /approvals show it."""
         cmd = self._rt.commands.get(job.command)
         if cmd is None or cmd.describe is None or job.arguments is None:
             return []
@@ -91,6 +93,23 @@ class Approvals:
         if job.arguments is None or cmd is None:
             return f"/{job.command} {job.text}".strip()
         return Prepared(cmd, cmd.args.model_validate(job.arguments), Role.viewer, job.invocation()).command_line()
+
+    def change_banner(self) -> str | None:
+        """What /health and /stats open with while a change runs: errors now may be the change, not an outage."""
+        held = self._rt.locks.held(self._rt.stack_name)
+        if held is None:
+            return None
+        return (
+            f"⏳ Change in progress: `{held.command}` by <@{held.requester}> since {self.when(held.acquired_at)} "
+            f"(request #{held.job_id}): errors now may be the change, not an outage."
+        )
+
+    def with_change_banner(self, reply: Reply) -> Reply:
+        """A report opened with the change in progress, if one runs (what /health and /stats return)."""
+        banner = self.change_banner()
+        if banner is None:
+            return reply
+        return dataclasses.replace(reply, text=f"{banner}\n{reply.text}", blocks=[blocks.section(banner), *reply.blocks])
 
     def show(self, job: Job, status: str, detail: list[str] | None = None) -> None:
         """Update the request's message in place, if it has one; a Slack hiccup never fails the job."""
@@ -122,19 +141,23 @@ class Approvals:
             raise RuntimeError(f"request #{job_id} was taken from its runner")
         rt.audit.record(prepared.invocation, "requested", arguments=prepared.arguments, job_id=job_id)
         job = rt.jobs.get(job_id)
+        ts = None
         if rt.notifier is not None and job.channel_id:
             try:
                 ts = rt.notifier.post(job.channel_id, rt.dispatcher.clean(self.render(job, "⏳ Waiting for approval.")))
             except Exception:
                 log.exception("could not post %s for approval", job.label)
-                ts = None
             if ts:
                 rt.jobs.set_message(job_id, job.channel_id, ts)
         how = "click Approve on its message, or another approver runs" if rt.notifier else "another approver runs"
-        return Reply(
+        said = (
             f"Request #{job_id}: `{prepared.command_line()}` needs a second person's approval (until {self.when(expires)}); "
             f"{how} /approvals approve {job_id}."
         )
+        if ts:
+            return Reply(said)  # its message in the channel shows the details
+        details = self.details(job)
+        return Reply("\n".join([said, *details]), [blocks.section(said), *blocks.sections(details)])
 
     # ---- deciding -------------------------------------------------------------------------------
 

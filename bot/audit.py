@@ -62,6 +62,7 @@ class AuditLog:
         error: str | None = None,
         error_id: str | None = None,
         job_id: int | None = None,
+        details: dict | None = None,
     ) -> None:
         entry = AuditEntry(
             at=utcnow(),
@@ -76,6 +77,7 @@ class AuditLog:
             error_id=error_id,
             job_id=job_id,
             origin=_fit(invocation.origin, 64),
+            details=_storable(redact_value(details)) if details else None,
         )
         with self._store.session.begin() as session:
             session.add(entry)

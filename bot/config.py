@@ -411,6 +411,17 @@ STACK_FILE_HINT = (
 )
 
 
+def missing_section(stack: StackConfig, section: str, default_file: Path) -> str | None:
+    """Why a command cannot run without this section, in words that say where an example is; None if it is there."""
+    if getattr(stack, section) is not None:
+        return None
+    where = "Deploys and rollbacks" if section == "deploy" else "The stack file"
+    return (
+        f"the stack file ({stack.source or default_file}) has no [{section}] section; "
+        f"README.md shows one under \"{where}\"."
+    )
+
+
 def load_stack(path: Path, *, required: bool) -> StackConfig:
     """Read the stack file; a missing optional file means an empty stack (nothing to probe)."""
     if not path.exists():

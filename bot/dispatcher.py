@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pydantic import BaseModel
 
+from bot.config import missing_section
 from bot.redact import redact, redact_value
 from bot.registry import ArgumentError, Command, CommandError, Context, Invocation, Reply, parse_arguments
 from bot.roles import Role
@@ -221,6 +222,11 @@ class Dispatcher:
             )
 
     def _check(self, invocation: Invocation, cmd: Command, args: BaseModel) -> None:
+        """What can only fail is refused before anyone is asked to approve it: a missing section, then the command's own check."""
+        for section in cmd.sections_needed(args):
+            missing = missing_section(self._runtime.stack, section, self._runtime.settings.stack_file)
+            if missing is not None:
+                self._refuse(invocation, "rejected", f"{cmd.slash} cannot run: {missing}")
         if cmd.check is None:
             return
         try:
@@ -263,6 +269,7 @@ class Dispatcher:
                 error=error_text,
                 error_id=error_id,
                 job_id=job_id,
+                details=reply.facts,
             )
         except Exception:
             log.exception("audit write failed after %s", cmd.slash)

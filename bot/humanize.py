@@ -6,6 +6,11 @@ import time
 from datetime import datetime
 
 
+def count(number: int, noun: str) -> str:
+    """3 failing checks, 1 failing check."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 60:

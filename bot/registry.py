@@ -41,6 +41,12 @@ class Reply:
     in_channel: bool = False
     failed: bool = False  # the command ran and failed (its job ends as failed, not succeeded)
     healthy: bool | None = None  # a report's verdict (/health, /stats): nothing failing, no threshold crossed
+    # What a report found, as data for its audit row and the incident timeline: FOUND (a phrase, "3 failing checks"),
+    # DOWN (services whose container is not running or not healthy), EDGE_ERROR_RATE (the edge's 5xx rate, percent).
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+FOUND, DOWN, EDGE_ERROR_RATE = "found", "down", "edge_error_rate"
 
 
 class CommandError(Exception):
@@ -79,6 +85,8 @@ class Command:
     changes: bool = False
     # Checks that need the stack (is this a known service?), run before a request is made; raise CommandError.
     check: Callable[["Runtime", Any], None] | None = None
+    # The stack file's sections it cannot run without ("database"), or a test of the parsed arguments giving them.
+    needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
     # A higher role for some uses, from the parsed arguments (`role` is what any use needs).
     role_for: Callable[[Any], Role] | None = None
     # Facts an approver needs beyond the command line (what a restore replaces), shown on the request's message.
@@ -95,6 +103,9 @@ class Command:
 
     def role_needed(self, args: BaseModel) -> Role:
         return max(self.role, self.role_for(args)) if self.role_for else self.role
+
+    def sections_needed(self, args: BaseModel) -> tuple[str, ...]:
+        return self.needs(args) if callable(self.needs) else self.needs
 
     def approval_needed(self, args: BaseModel) -> bool:
         if callable(self.needs_approval):
@@ -115,6 +126,7 @@ def command(
     needs_approval: bool | Callable[[Any], bool] = False,
     changes: bool | None = None,  # default: what needs approval changes the stack
     check: Callable[["Runtime", Any], None] | None = None,
+    needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = (),
     role_for: Callable[[Any], Role] | None = None,
     describe: Callable[["Runtime", Any], list[str]] | None = None,
     recover: Callable[["Runtime", "Job"], str] | None = None,
@@ -130,7 +142,7 @@ def command(
             raise ValueError(f"/{name} is declared twice")
         COMMANDS[name] = Command(
             name, summary, usage, args, role, handler, needs_approval, bool(needs_approval) if changes is None else changes,
-            check, role_for, describe, recover, may_approve,
+            check, needs, role_for, describe, recover, may_approve,
         )
         return handler
 

@@ -35,6 +35,14 @@ class UserTableError(CommandError):
     """A refusal in one sentence; the table was not changed."""
 
 
+def refuse_role_change(user: AppUser | None, email: str, role: str) -> None:
+    """A role change that can only fail (no such user, or the role it has), in one sentence."""
+    if user is None:
+        raise UserTableError(f"No user has the email {email}; nothing was changed.")
+    if user.role == role:
+        raise UserTableError(f"{user.email} already has the {role} role; nothing was changed.")
+
+
 class StackUsers:
     def __init__(self, dsn: str, timeout: float = 5.0):
         self._database = StackDatabase(dsn, timeout)
@@ -61,10 +69,7 @@ class StackUsers:
         """The user's previous role, and the user with the new one."""
         with self._connection() as conn, conn.transaction():
             user = self._one(conn, _FIND_FOR_UPDATE, email)
-            if user is None:
-                raise UserTableError(f"No user has the email {email}; nothing was changed.")
-            if user.role == role:
-                raise UserTableError(f"{user.email} already has the {role} role; nothing was changed.")
+            refuse_role_change(user, email, role)
             return user.role, AppUser(*conn.execute(_UPDATE_ROLE, (role, user.email)).fetchone())
 
     @contextmanager

@@ -81,6 +81,7 @@ class AuditEntry(Base):
     error_id: Mapped[str | None] = mapped_column(String(16))
     job_id: Mapped[int | None] = mapped_column(Integer)
     origin: Mapped[str | None] = mapped_column(String(64))  # the console's OS user
+    details: Mapped[dict | None] = mapped_column(JSON)  # what a report found (Reply.facts): the timeline's numbers
 
 
 class SeenRequest(Base):

@@ -39,10 +39,11 @@ def approvals(ctx: Context, args: ApprovalsArgs) -> Reply:
         pending = ctx.runtime.jobs.pending()
         if not pending:
             return Reply("No request is waiting for approval.")
-        lines = [
-            f"#{job.id} `{flow.command_line(job)}` asked by <@{job.requester}>, expires {flow.when(job.expires_at)}"
-            for job in pending
-        ]
+        # Each with what its message shows an approver in Slack: nobody approves blind from the console either.
+        lines = []
+        for job in pending:
+            lines.append(f"#{job.id} `{flow.command_line(job)}` asked by <@{job.requester}>, expires {flow.when(job.expires_at)}")
+            lines.extend(f"    {detail}" for detail in flow.details(job))
         return Reply("\n".join(lines), [blocks.section("*Waiting for approval*"), *blocks.sections(lines)])
     try:
         if args.action == "approve":

@@ -104,6 +104,7 @@ def _recover_backup(runtime, job) -> str:
     role=Role.operator,
     args=BackupArgs,
     changes=True,
+    needs=("database",),
     check=_check_backup,
     recover=_recover_backup,
 )
@@ -228,6 +229,7 @@ def _describe_restore(runtime, args: RestoreArgs) -> list[str]:
     role=Role.operator,
     args=RestoreArgs,
     needs_approval=True,
+    needs=("database",),
     check=_check_restore,
     describe=_describe_restore,
     recover=recover_restore,

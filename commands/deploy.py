@@ -104,7 +104,7 @@ class ReleasesArgs(BaseModel):
 
 
 @command("releases", summary="The releases the bot deployed, newest first, marking the current one.", usage="/releases [N]",
-         role=Role.viewer, args=ReleasesArgs)
+         role=Role.viewer, args=ReleasesArgs, needs=("deploy",))
 def releases_list(ctx: Context, args: ReleasesArgs) -> Reply:
     releases = _releases(ctx.runtime)
     _head(releases)
@@ -226,6 +226,7 @@ def _describe_rollback(runtime, args: RollbackArgs) -> list[str]:
     role=Role.operator,
     args=RollbackArgs,
     needs_approval=True,
+    needs=("deploy",),
     check=_check_rollback,
     describe=_describe_rollback,
     recover=recover_deploy,

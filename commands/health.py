@@ -10,9 +10,9 @@ from typing import Literal
 from bot import blocks
 from bot.config import STACK_FILE_HINT, StackConfig
 from bot.docker_stack import ComposeStack, ServiceState, StackError
-from bot.humanize import ago, size
+from bot.humanize import ago, count, size
 from bot.probes import CHECK_POOL, ProbeResult, run_probes
-from bot.registry import Context, Reply, command
+from bot.registry import DOWN, FOUND, Context, Reply, command
 from bot.roles import Role
 from bot.store import utcnow
 
@@ -115,6 +115,16 @@ def run_checks(ctx: Context) -> tuple[list[Check], list[Check]]:
     return containers, probes
 
 
+def _found(containers: list[Check], failing: list[Check], warning: list[Check]) -> dict:
+    """What this /health found, as data for the incident timeline: the post-mortem's services down and for how long."""
+    facts: dict = {DOWN: [c.name for c in containers if c.status == "fail"]} if containers else {}
+    if failing:
+        facts[FOUND] = count(len(failing), "failing check")
+    elif warning:
+        facts[FOUND] = count(len(warning), "check") + " above a threshold"
+    return facts
+
+
 @command("health", summary="Check every service of the stack, in parallel.", usage="/health", role=Role.viewer)
 def health(ctx: Context, _args) -> Reply:
     stack = ctx.runtime.stack
@@ -139,4 +149,6 @@ def health(ctx: Context, _args) -> Reply:
     problem_lines = [c.line() for c in failing + warning]
     title = f"Health of {stack.stack.compose_project}" if stack.stack.compose_project else "Health"
     body = [blocks.header(title), *blocks.sections(problem_lines), *blocks.sections(healthy_lines), blocks.section(f"*{verdict}*")]
-    return Reply("\n".join(problem_lines + healthy_lines + [verdict]), body, in_channel=True, healthy=not failing and not warning)
+    text = "\n".join(problem_lines + healthy_lines + [verdict])
+    reply = Reply(text, body, in_channel=True, healthy=not failing and not warning, facts=_found(containers, failing, warning))
+    return ctx.runtime.approvals.with_change_banner(reply)

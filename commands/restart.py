@@ -57,6 +57,7 @@ def refuse_unknown_services(runtime, services: list[str], without_compose: str) 
     role=Role.operator,
     args=RestartArgs,
     needs_approval=True,
+    needs=lambda args: () if args.services else ("deploy",),
     check=_known_services,
     describe=lambda runtime, args: [] if args.services else describe_deploy(runtime),
     recover=recover_deploy,  # a service restart left nothing to recover; a deploy says which commit is checked out

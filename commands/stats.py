@@ -15,9 +15,9 @@ from pydantic import BaseModel, field_validator
 from bot import blocks
 from bot.config import STACK_FILE_HINT, StackConfig
 from bot.docker_stack import StackError
-from bot.humanize import duration, size
+from bot.humanize import count, duration, size
 from bot.probes import CHECK_POOL, describe_error
-from bot.registry import CommandError, Context, Reply, command
+from bot.registry import FOUND, CommandError, Context, Reply, command
 from bot.roles import Role
 from bot.stack_db import DatabaseActivity, StackDatabase, statement_summary
 from bot.stack_redis import StackRedis
@@ -213,11 +213,10 @@ METRICS: list[tuple[str, Callable[[Context, StatsArgs], Section]]] = [
     summary="The database's long-running and slowest statements in full, shown only to you.",
     usage="/queries",
     role=Role.operator,
+    needs=("database",),
 )
 def queries(ctx: Context, _args) -> Reply:
     stack = ctx.runtime.stack
-    if stack.database is None:
-        return Reply("The stack file has no [database] section, so there are no statements to show.")
     try:
         activity = _activity(stack)
     except (psycopg.Error, StackError) as error:
@@ -277,4 +276,5 @@ def stats(ctx: Context, args: StatsArgs) -> Reply:
         lines.append(_verdict(sections))
         body.append(blocks.context(lines[-1]))
     healthy = not flags and any(section.measured for section in sections)
-    return Reply("\n".join(lines), body, in_channel=True, healthy=healthy)
+    found = {FOUND: count(len(flags), "threshold") + " crossed"} if flags else {}
+    return ctx.runtime.approvals.with_change_banner(Reply("\n".join(lines), body, in_channel=True, healthy=healthy, facts=found))

@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel
 from bot import blocks
 from bot.registry import CommandError, Context, Reply, command
 from bot.roles import Role
-from bot.stack_users import StackUsers
+from bot.stack_users import StackUsers, refuse_role_change
 
 # Dot-atoms of the ASCII letters, digits and symbols RFC 5322 allows; no quoted local parts, no IP literals.
 _ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -56,16 +56,13 @@ def grants_admin(args: UserAddArgs | UserRoleArgs) -> bool:
     return args.role == "admin"
 
 
-def _users(ctx: Context) -> StackUsers:
-    stack = ctx.runtime.stack
-    if stack.database is None:
-        source = stack.source or ctx.runtime.settings.stack_file
-        raise CommandError(f"The stack file ({source}) has no [database] section, so there is no users table to manage.")
+def _users(runtime) -> StackUsers:
+    stack = runtime.stack
     return StackUsers(stack.database.dsn, stack.stack.check_timeout)
 
 
-def _check_role(ctx: Context, role: str, hint: str = "") -> None:
-    roles = ctx.runtime.stack.database.user_roles
+def _check_role(runtime, role: str, hint: str = "") -> None:
+    roles = runtime.stack.database.user_roles
     if role not in roles:
         raise CommandError(f"{_shown(role)} is not a role here; roles are {', '.join(roles)}{hint}.")
 
@@ -78,9 +75,9 @@ class UserArgs(BaseModel):
     email: Email
 
 
-@command("user", summary="Show a user of the Flowstate app.", usage="/user EMAIL", role=Role.operator, args=UserArgs)
+@command("user", summary="Show a user of the Flowstate app.", usage="/user EMAIL", role=Role.operator, args=UserArgs, needs=("database",))
 def user(ctx: Context, args: UserArgs) -> Reply:
-    found = _users(ctx).find(args.email)
+    found = _users(ctx.runtime).find(args.email)
     if found is None:
         raise CommandError(f"No user has the email {args.email}; /user-add adds one.")
     created = found.created_at.astimezone(ctx.runtime.settings.tz).strftime("%Y-%m-%d %H:%M %Z")
@@ -100,11 +97,12 @@ class UserAddArgs(BaseModel):
     role=Role.operator,
     args=UserAddArgs,
     needs_approval=grants_admin,
+    needs=("database",),
 )
 def user_add(ctx: Context, args: UserAddArgs) -> Reply:
-    users = _users(ctx)
+    users = _users(ctx.runtime)
     # An unquoted full name puts its last word in the role's place.
-    _check_role(ctx, args.role, hint=' (put a name with spaces in quotes, such as "New User")')
+    _check_role(ctx.runtime, args.role, hint=' (put a name with spaces in quotes, such as "New User")')
     added = users.add(args.email, args.name, args.role)
     return _reply(f"Added {added.email} ({added.name}) with the {added.role} role.")
 
@@ -114,6 +112,19 @@ class UserRoleArgs(BaseModel):
     role: AppRole
 
 
+def _check_role_change(runtime, args: UserRoleArgs) -> None:
+    """Refused before anyone is asked to approve it: a role that is not one, a user who does not exist, no change."""
+    _check_role(runtime, args.role)
+    refuse_role_change(_users(runtime).find(args.email), args.email, args.role)
+
+
+def _describe_role_change(runtime, args: UserRoleArgs) -> list[str]:
+    found = _users(runtime).find(args.email)
+    if found is None:
+        return [f"No user has the email {args.email} any more."]
+    return [f"*{found.email}* ({blocks.escape(found.name)}), created {found.created_at:%Y-%m-%d}: role *{found.role}* → *{args.role}*"]
+
+
 @command(
     "user-role",
     summary="Change the role of a user of the Flowstate app.",
@@ -121,9 +132,12 @@ class UserRoleArgs(BaseModel):
     role=Role.operator,
     args=UserRoleArgs,
     needs_approval=grants_admin,
+    needs=("database",),
+    check=_check_role_change,
+    describe=_describe_role_change,
 )
 def user_role(ctx: Context, args: UserRoleArgs) -> Reply:
-    users = _users(ctx)
-    _check_role(ctx, args.role)
+    users = _users(ctx.runtime)
+    _check_role(ctx.runtime, args.role)
     previous, changed = users.change_role(args.email, args.role)
     return _reply(f"Changed the role of {changed.email}: {previous} → {changed.role}.")

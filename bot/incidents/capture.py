@@ -12,6 +12,7 @@ from bot.dispatcher import command_line
 from bot.incidents.model import APPROVAL, COMMAND
 from bot.incidents.timeline import Event, Timeline
 from bot.incidents.when import from_ts
+from bot.registry import FOUND
 from bot.store import AuditEntry
 
 if TYPE_CHECKING:
@@ -56,6 +57,12 @@ class AuditCapture:
 
     def _command(self, entry: AuditEntry, job: "Job | None") -> Event:
         details = {"outcome": entry.outcome, "duration_ms": entry.duration_ms, "command": self._line(entry)}
+        found = (entry.details or {}).get(FOUND)
+        if entry.details:
+            details["facts"] = entry.details
+        cmd = self._rt.commands.get(entry.command)
+        if cmd is not None and not cmd.changes and entry.outcome == "succeeded" and not found:
+            details["key"] = False  # a look that found nothing wrong is on the timeline, not a key action
         if entry.error:
             details["error"] = entry.error
         if job is not None:
@@ -64,7 +71,8 @@ class AuditCapture:
                 details["approved_by"] = job.approver
             if job.break_glass:
                 details["break_glass"] = job.break_glass
-        return Event(COMMAND, entry.at, f"`{self._line(entry)}` {entry.outcome}", entry.user_id, details, entry.channel_id)
+        said = f"found {found}" if found and entry.outcome == "succeeded" else entry.outcome
+        return Event(COMMAND, entry.at, f"`{self._line(entry)}` {said}", entry.user_id, details, entry.channel_id)
 
     def _run_started(self, entry: AuditEntry, job: "Job") -> Event:
         line = self._rt.approvals.command_line(job)

@@ -21,6 +21,12 @@ SLACK_MESSAGE = "slack_message"  # a message someone pinned to the timeline (rea
 IMPORTED = "imported_message"  # a message read from the channel's history for the post-mortem
 KINDS = (COMMAND, APPROVAL, STATUS, SEVERITY, NOTE, SLACK_MESSAGE, IMPORTED)
 
+
+def is_key_action(kind: str, details: dict | None) -> bool:
+    """A command or approval step, except a look that changed nothing and found nothing wrong (a green /health)."""
+    return kind in (COMMAND, APPROVAL) and (details or {}).get("key") is not False
+
+
 SEVERITIES = (1, 2, 3, 4)
 DEFAULT_SEVERITY = 3
 

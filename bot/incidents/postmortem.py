@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from bot.humanize import duration
-from bot.incidents.model import APPROVAL, COMMAND, IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent
+from bot.humanize import count, duration
+from bot.incidents.model import (
+    APPROVAL, COMMAND, IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent, is_key_action,
+)
 from bot.incidents.text import markdown_safe, to_markdown
 from bot.incidents.when import clock, day, full
+from bot.registry import DOWN, EDGE_ERROR_RATE, FOUND
 
 PINNED, KEY_ACTION, ANNOUNCED, NOTED = "📌", "🔧", "📣", "📝"
 MESSAGES = (SLACK_MESSAGE, IMPORTED)
@@ -127,11 +130,48 @@ class _Writer:
             lines.append(f"- Severity: SEV{self.incident.severity} ({changes})")
         else:
             lines.append(f"- Severity: SEV{self.incident.severity}")
+        lines += [self.edge_error_rate(), self.services_down()]
         updates = [e for e in self.events if e.kind == STATUS and (e.details or {}).get("change") == "status"]
         if updates:
             lines.append("- Status updates:")
             lines.extend(f"  - {clock(e.occurred_at, self.tz)} {self.name(e.actor)}: {self.text(e)}" for e in updates)
         return "## Impact\n\n" + "\n".join(lines)
+
+    def _measured(self, fact: str) -> list[tuple[datetime, object]]:
+        """A fact of what the commands of the timeline found (Reply.facts, kept in their audit rows), with its time."""
+        return [
+            (e.occurred_at, facts[fact]) for e in self.events
+            if e.kind == COMMAND and fact in (facts := (e.details or {}).get("facts") or {})
+        ]
+
+    def edge_error_rate(self) -> str:
+        rates = self._measured(EDGE_ERROR_RATE)
+        if not rates:
+            return "- Edge error rate: not measured (no /health or /stats during the incident recorded it)"
+        at, peak = max(rates, key=lambda measured: measured[1])
+        return f"- Edge error rate: peak {peak:.1f}% at {clock(at, self.tz)} ({count(len(rates), 'measurement')})"
+
+    def services_down(self) -> str:
+        """Each service from the first /health that found it down to the first that found it up again."""
+        checks = self._measured(DOWN)
+        if not checks:
+            return "- Services down: not checked (no /health during the incident)"
+        since: dict[str, datetime] = {}
+        spans: list[str] = []
+        for at, down in checks:
+            for service in down:
+                since.setdefault(service, at)
+            for service in [s for s in since if s not in down]:
+                start = since.pop(service)
+                spans.append(f"{markdown_safe(service)} from {clock(start, self.tz)} to {clock(at, self.tz)} "
+                             f"({duration((at - start).total_seconds())})")
+        last = checks[-1][0]
+        for service, start in since.items():
+            spans.append(f"{markdown_safe(service)} from {clock(start, self.tz)}, still down at the last check at "
+                         f"{clock(last, self.tz)} (at least {duration((last - start).total_seconds())})")
+        if not spans:
+            return "- Services down: none (every container was up at each /health)"
+        return "- Services down (from the first /health that found each down to the first that found it up): " + "; ".join(spans)
 
     def detection(self) -> str:
         start = self.incident.started_at
@@ -187,9 +227,11 @@ class _Writer:
                 extras.append("edited")
             extra = f" _({'; '.join(extras)})_" if extras else ""
             return f"{mark}{thread}{self.author(event)}: {self.text(event)}{extra}{link}"
-        if event.kind in (COMMAND, APPROVAL):
+        if is_key_action(event.kind, details):
             glass = " **break-glass**" if details.get("break_glass") is not None and event.kind == APPROVAL else ""
             return f"{KEY_ACTION}{glass} **{self.name(event.actor)}** {self.text(event)}"
+        if event.kind == COMMAND:  # a look that found nothing: on the timeline, not marked
+            return f"{self.name(event.actor)} {self.text(event)}"
         if event.kind in (STATUS, SEVERITY):
             return f"{ANNOUNCED} **{self.name(event.actor)}** {self.text(event)}"
         if event.kind == NOTE:
@@ -200,12 +242,12 @@ class _Writer:
         lines = []
         for event in self.events:
             details = event.details or {}
-            if event.kind == COMMAND:
+            if event.kind == COMMAND and is_key_action(event.kind, details):
                 lines.append(f"- {clock(event.occurred_at, self.tz)} {self.command_result(event, details)}")
             elif event.kind == APPROVAL and details.get("step") in NOT_RUN:
                 lines.append(f"- {clock(event.occurred_at, self.tz)} {self.text(event)}; not run")
         if not lines:
-            lines.append("- No command was run from the channel.")
+            lines.append("- No command from the channel changed anything or found a problem.")
         return "## What was done\n\n" + "\n".join(lines)
 
     def command_result(self, event: TimelineEvent, details: dict) -> str:
@@ -218,6 +260,9 @@ class _Writer:
         request = f" (request #{details['job_id']}, {', '.join(how)})" if how else ""
         outcome = details.get("outcome", "")
         took = f" in {details['duration_ms'] / 1000:.1f} s" if outcome in ("succeeded", "failed") else ""
+        found = (details.get("facts") or {}).get(FOUND)
+        if found and outcome == "succeeded":
+            outcome = f"found {markdown_safe(found)}"
         result = ""
         if details.get("error"):
             result = f": {markdown_safe(details['error'])}"

@@ -6,12 +6,15 @@ from datetime import datetime, tzinfo
 
 from bot import blocks
 from bot.humanize import duration
-from bot.incidents.model import APPROVAL, COMMAND, NOTE, OPEN, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent
+from bot.incidents.model import (
+    APPROVAL, COMMAND, NOTE, OPEN, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent, is_key_action,
+)
 from bot.incidents.text import slack_safe
 from bot.incidents.when import clock, day, full
 from bot.registry import Reply
 
 MARKS = {SLACK_MESSAGE: "📌", COMMAND: "🔧", APPROVAL: "🔧", STATUS: "📣", SEVERITY: "📣", NOTE: "📝"}
+LOOKED = "🔎"  # a command that changed nothing and found nothing wrong: not a key action
 SHOWN_EVENTS = 60  # a Slack message holds about this many lines comfortably
 
 
@@ -39,7 +42,7 @@ def summary(incident: Incident, tz: tzinfo, now: datetime) -> Reply:
 
 
 def event_line(event: TimelineEvent, tz: tzinfo) -> str:
-    mark = MARKS.get(event.kind, "💬")
+    mark = LOOKED if event.kind == COMMAND and not is_key_action(event.kind, event.details) else MARKS.get(event.kind, "💬")
     who = f"<@{event.actor}>" if event.actor else "flowstate-bot"
     if (event.details or {}).get("bot"):
         who = f"{slack_safe(event.details['bot'])} (bot)"

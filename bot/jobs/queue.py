@@ -279,6 +279,11 @@ class ChangeLocks:
                 return self.acquire(stack, job, command_line)
             return held if held.job_id != job.id else None
 
+    def held(self, stack: str) -> ChangeLock | None:
+        """The lock a change holds on the stack now, if any (an expired one is a crashed holder's: not a change)."""
+        with self._store.session() as session:
+            return session.scalar(select(ChangeLock).where(ChangeLock.stack == stack, ChangeLock.expires_at >= utcnow()))
+
     def renew(self, job_ids: list[int]) -> None:
         if not job_ids:
             return

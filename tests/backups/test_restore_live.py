@@ -36,12 +36,12 @@ def _backed_up(make_runtime, tmp_path, app_db, events: int, note: str = ""):
     return runtime
 
 
-def _restore(runtime, backup_id: int):
+def _restore(runtime, backup_id: int, progress=lambda _text: None):
     """Ask as an operator, approve as an approver (as the console does); the request's number and the run's reply."""
     asked = run(runtime, "UOP", f"/restore {backup_id}")
     number = int(re.match(r"Request #(\d+): ", asked.text).group(1))
     assert run(runtime, "UAPP", f"/approvals approve {number}").text == f"You approved request #{number}; it runs now."
-    (reply,) = list(run_approved(runtime, lambda _text: None))
+    (reply,) = list(run_approved(runtime, progress))
     return number, reply
 
 
@@ -69,6 +69,7 @@ def test_backup_change_restore_the_change_is_gone_and_the_safety_backup_holds_it
     for fact in (f"Backup #1* of `{app_db.name}`, taken ", "s ago) by @UOP", "Size ", backup.sha256, "Note: known good",
                  f"Replaces database `{app_db.name}` on flowstate-test", f"{SERVICE} will be stopped"):
         assert fact in request, (fact, request)
+        assert fact in to_text(asked), ("the console shows the requester what Slack shows the approver", fact, asked.text)
     assert run(runtime, "UOP", "/approvals approve 2").text == "You asked for request #2, so a second person must approve it."
 
     assert run(runtime, "UAPP", "/approvals approve 2").text == "You approved request #2; it runs now."
@@ -162,3 +163,23 @@ def test_a_restore_that_fails_inside_its_transaction_leaves_the_data_exactly_as_
     assert _started_at(stack_container)
     with runtime.store.session() as session:
         assert session.get(RestoreRun, 2).step == "failed"
+
+
+def test_health_and_stats_open_with_the_restore_while_it_runs_and_not_after(make_runtime, tmp_path, app_db):
+    runtime = _backed_up(make_runtime, tmp_path, app_db, 100)
+    grant(runtime, "UVIEW", Role.viewer)
+    during: dict[str, str] = {}
+
+    def look(_text: str) -> None:
+        # The restore's first progress line: it holds the stack's lock now, and a viewer asks how production is.
+        if not during:
+            during.update(health=to_text(run(runtime, "UVIEW", "/health")), stats=to_text(run(runtime, "UVIEW", "/stats 1m")))
+
+    number, reply = _restore(runtime, 1, look)
+    assert not reply.failed, reply.text
+    for name, text in during.items():
+        first = text.splitlines()[0]
+        assert first.startswith("⏳ Change in progress: `/restore 1` by @UOP since "), (name, text)
+        assert first.endswith(f"(request #{number}): errors now may be the change, not an outage."), (name, text)
+    assert set(during) == {"health", "stats"}
+    assert "Change in progress" not in to_text(run(runtime, "UVIEW", "/health"))

@@ -244,3 +244,28 @@ def test_a_long_change_run_in_a_console_keeps_its_heartbeat_so_no_sweep_takes_it
     runtime.commands["flip"] = Command(flip.name, flip.summary, flip.usage, flip.args, flip.role, slow_flip, True, True)
     assert run(runtime, "UADMIN", '/flip x --break-glass "testing the lease"').text == "flipped slowly"
     assert swept == [] and _job(runtime).state == "succeeded"
+
+
+def test_a_change_in_progress_is_said_while_it_holds_the_lock_and_a_crashed_holder_s_expired_lock_is_not(make_runtime, database_url):
+    from datetime import timedelta
+
+    runtime = _runtime(make_runtime, database_url)
+    said = []
+
+    def watched_flip(ctx, args):
+        said.append(runtime.approvals.change_banner())
+        return Reply("flipped")
+
+    flip = runtime.commands["flip"]
+    runtime.commands["flip"] = Command(flip.name, flip.summary, flip.usage, flip.args, flip.role, watched_flip, True, True)
+    run(runtime, "UOP", "/flip cache")
+    _decide(runtime, "UAPP", "/approvals approve 1")
+    (banner,) = said
+    assert banner.startswith("⏳ Change in progress: `/flip cache` by <@UOP> since ")
+    assert banner.endswith(" (request #1): errors now may be the change, not an outage.")
+    assert runtime.approvals.change_banner() is None, "the lock went with the change"
+
+    with runtime.store.session.begin() as session:
+        past = utcnow() - timedelta(minutes=5)
+        session.add(ChangeLock(stack=runtime.stack_name, job_id=9, requester="UOP", command="/flip x", acquired_at=past, expires_at=past))
+    assert runtime.approvals.change_banner() is None, "an expired lock is a crashed holder's, not a change running"

@@ -34,19 +34,16 @@ SAMPLES = {
     "watch": "",
 }
 # What an allowed caller's audit shows when it is not simply allowed then succeeded: with no stack
-# file, /restart is refused by its service check before any request is made; the users-table commands
-# run and fail, saying the stack file has no [database] section; with no incident in the channel,
-# /postmortem says so.
+# file, /restart is refused by its service check before any request is made; the commands that need a
+# section of the stack file ([database], [deploy]) are refused before they run, naming it; with no
+# incident in the channel, /postmortem says so.
 ALLOWED_OUTCOMES = {
     "restart": ["rejected"],
-    "backup": ["rejected"],  # no [database] section: refused by its check
-    "restore": ["rejected"],
-    "rollback": ["rejected"],  # no [deploy] section: refused by its check
     "logs": ["rejected"],  # no Compose project: refused by its check
-    "releases": ["allowed", "failed"],  # no [deploy] section: says so
     "backups": ["allowed", "failed"],
     "postmortem": ["allowed", "failed"],
-    **{name: ["allowed", "failed"] for name in ("user", "user-add", "user-role")},
+    # no [database] or [deploy] section: refused before they run
+    **{name: ["rejected"] for name in ("backup", "restore", "rollback", "releases", "queries", "user", "user-add", "user-role")},
 }
 
 ROLES = [None, *Role]

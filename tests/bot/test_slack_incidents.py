@@ -151,11 +151,11 @@ def test_a_postmortem_reads_the_channel_posts_a_file_and_the_cli_writes_the_same
         "📣 **Olga** started the incident: Checkout failing (SEV2)",
         rf"Cleo: is @Olga on it? \*everything\* is \<b\>red\</b\> ([message]({link}{asked.replace('.', '')}))",
         f"↳ Olga: yes, looking at the db ([message]({link}{answered.replace('.', '')}?thread_ts={asked}&cid={CHANNEL}))",
-        "🔧 **Ben** `/whoami` succeeded",
+        "Ben `/whoami` succeeded",  # a look, not a key action
         "📣 **Olga** EU customers can't pay",
         "📣 **Olga** resolved the incident: Restarted the reports job",
     ], "in order, the bot's own messages and what came after the resolution left out"
-    assert sections["What was done"].startswith("- ") and "`/whoami` by Ben: succeeded in" in sections["What was done"]
+    assert sections["What was done"] == "- No command from the channel changed anything or found a problem.", "a look is not something done"
 
     out = tmp_path / "pm.md"
     env = bot_env(FLOWSTATE_HOME=str(runtime.settings.home), FLOWSTATE_TIMEZONE="Asia/Tokyo", PYTHONPATH=os.environ.get("PYTHONPATH", ""))

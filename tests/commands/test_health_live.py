@@ -65,3 +65,24 @@ def test_a_service_whose_health_check_is_still_starting_is_a_warning_not_a_failu
     lines = reply.text.splitlines()
     assert any(re.fullmatch(r"🟠 \*frontend\*: up [\w ]+ \(health: starting\): its health check has not passed yet", line) for line in lines), reply.text
     assert not any(line.startswith("🔴 *frontend*:") for line in lines)
+
+
+def test_a_post_mortem_says_which_service_was_down_and_from_when_to_when(make_runtime, live_stack, stack_container):
+    import time
+
+    runtime = make_runtime(live_stack, admins=["UA"])
+    run(runtime, "UA", "/incident start Worker down", channel="C0OPS")
+    worker = stack_container("python-worker")
+    worker.stop(timeout=1)
+    assert run(runtime, "UA", "/health", channel="C0OPS").healthy is False
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not (reply := run(runtime, "UA", "/health", channel="C0OPS")).healthy:
+        assert time.monotonic() < deadline, reply.text
+        time.sleep(1)
+    run(runtime, "UA", "/incident resolve worker started again", channel="C0OPS")
+    markdown = runtime.incidents.report(runtime.incidents.timeline.get(1), {})
+    impact = markdown.split("## Impact\n\n")[1].split("\n\n")[0]
+    assert re.search(r"^- Services down \(.*\): python-worker from \d\d:\d\d to \d\d:\d\d \(\d+ s\)$", impact, re.M), impact
+    assert re.search(r"🔧 \*\*UA\*\* `/health` found [23] failing checks", markdown), "the look that found it is a key action"
+    assert re.search(r"\d\d:\d\d UA `/health` succeeded", markdown), "the one that found all well is on the timeline, unmarked"

@@ -167,7 +167,9 @@ def test_granting_admin_through_the_dispatcher_waits_for_approval_and_changes_no
     assert users.row(email) is None and users.count() == count
     operator(f'/user-add {email} "Plain User"')
     for spelling in ("admin", "ADMIN", "Admin", "' admin '"):
-        assert waits_for_approval(operator(f"/user-role {email} {spelling}"), "/user-role")
+        asked = operator(f"/user-role {email} {spelling}")
+        assert waits_for_approval(asked, "/user-role")
+        assert f"\n*{email}* (Plain User), created " in asked and ": role *user* → *admin*" in asked, "old and new role, as in Slack"
     assert users.row(email) == (email, "Plain User", "user")
 
 
@@ -277,12 +279,22 @@ def test_hostile_roles_are_refused_and_never_reach_the_table(operator, users, ro
     assert users.count() == count
 
 
-def test_a_stack_file_without_a_database_section_says_so(make_runtime):
-    operator = _as_operator(make_runtime(StackConfig()))
-    said = "The stack file (flowstate.toml) has no [database] section, so there is no users table to manage."
-    assert operator("/user alice@example.com") == said
-    assert operator('/user-add new.user@example.com "New User"') == said
-    assert operator("/user-role alice@example.com user") == said
+def test_a_stack_file_without_a_database_section_says_so_before_anything_is_asked(make_runtime):
+    runtime = make_runtime(StackConfig())
+    operator = _as_operator(runtime)
+    said = 'cannot run: the stack file (flowstate.toml) has no [database] section; README.md shows one under "The stack file".'
+    assert operator("/user alice@example.com") == f"/user {said}"
+    assert operator('/user-add new.user@example.com "New User" admin') == f"/user-add {said}"
+    assert operator("/user-role alice@example.com admin") == f"/user-role {said}"
+    assert runtime.jobs.pending() == [], "no request was made for a change that can only fail"
+
+
+def test_a_role_change_that_can_only_fail_is_refused_before_anyone_is_asked_to_approve_it(operator, users):
+    assert operator("/user-role nobody@example.com admin") == "No user has the email nobody@example.com; nothing was changed."
+    assert operator("/user-role admin@example.com admin") == "admin@example.com already has the admin role; nothing was changed."
+    assert operator("/user-role bob@example.com owner") == "'owner' is not a role here; roles are user, admin."
+    assert operator("/approvals") == "No request is waiting for approval."
+    assert users.row("bob@example.com") == ("bob@example.com", "Bob Baker", "user")
 
 
 def test_an_unreachable_database_is_named_by_host_and_port_never_by_password(make_runtime, live_stack):

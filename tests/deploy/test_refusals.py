@@ -8,8 +8,9 @@ from tests.conftest import grant, run
 def test_without_a_deploy_section_restart_releases_and_rollback_say_so_and_make_no_request(make_runtime):
     runtime = make_runtime(StackConfig())
     grant(runtime, "UOP", Role.operator)
-    said = "The stack file has no [deploy] section, so the bot knows no deploy script or repository."
     for line in ("/restart", "/releases", "/rollback", "/rollback HEAD~1"):
+        said = (f"{line.split()[0]} cannot run: the stack file (flowstate.toml) has no [deploy] section; "
+                'README.md shows one under "Deploys and rollbacks".')
         assert run(runtime, "UOP", line).text == said, line
     assert runtime.jobs.get(1) is None
 

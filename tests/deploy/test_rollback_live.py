@@ -197,3 +197,29 @@ def test_a_deploy_script_that_fails_is_reported_with_its_exit_code_and_recorded_
     with runtime.store.session() as session:
         release = session.scalars(select(Release).where(Release.kind == "deploy")).one()
     assert (release.exit_code, release.health, release.output) == (3, "bad", "no disk space")
+
+
+def test_the_console_shows_the_requester_and_the_approver_what_the_slack_message_shows(make_runtime, world):
+    import io
+
+    from bot.console import run_console
+
+    runtime = _runtime(make_runtime, world)
+
+    def console(user: str, lines: str) -> str:
+        out = io.StringIO()
+        run_console(runtime, user, "C1", stdin=io.StringIO(lines), stdout=out)
+        return out.getvalue()
+
+    asked = console("UOP", "/rollback v1\n")
+    waiting = console("UAPP", "/approvals\n")
+    v1, v3 = world.commits["v1"], world.commits["v3"]
+    slack = to_text(runtime.approvals.render(runtime.jobs.get(1), "waiting"))
+    for fact in (f"*From* `{v3[:10]}` Add user roles · Dana Deployer · ", f"*To* `{v1[:10]}` First release · Dana Deployer · ",
+                 "2 commits between them.", "Migration files differ between them (`backend/migrations/0002_roles.sql`)",
+                 "the database does not roll back with the code; a /restore may be needed."):
+        assert fact in slack, (fact, slack)
+        assert fact in asked, ("the requester's console", fact, asked)
+        assert fact in waiting, ("the approver's /approvals", fact, waiting)
+    assert waiting.startswith(f"*Waiting for approval*\n#1 `/rollback {v1} {v3}` asked by @UOP, expires ")
+    assert world.deployed() == [], "nothing ran"

@@ -96,6 +96,8 @@ def test_summary_impact_and_detection_come_from_the_resolution_the_status_update
     assert sections["Impact"].splitlines() == [
         "- Duration: 1 h 30 min",
         "- Severity: SEV2 (changed the severity from SEV3 to SEV2 at 23:55 by Ana)",
+        "- Edge error rate: not measured (no /health or /stats during the incident recorded it)",
+        "- Services down: not checked (no /health during the incident)",
         "- Status updates:",
         "  - 23:50 Ana: EU checkout failing",
     ]
@@ -132,6 +134,51 @@ def test_the_timeline_has_a_header_per_day_in_berlin_marks_pins_and_key_actions_
         "- 01:10 📣 **Ana** resolved the incident: Rolled back the frontend; error rate back under 1%.",
     ]
     assert timeline.count("FIRING") == 1, "a message both pinned and imported shows once, as pinned"
+
+
+def _health(minutes, found, down, rate=None, command="/health"):
+    facts = {"found": found} if found else {}
+    if down is not None:
+        facts["down"] = down
+    if rate is not None:
+        facts["edge_error_rate"] = rate
+    details = {"outcome": "succeeded", "duration_ms": 900, "command": command, "facts": facts}
+    if not found:
+        details["key"] = False
+    said = f"found {found}" if found else "succeeded"
+    return _event(COMMAND, minutes, f"`{command}` {said}", "UBEN", details)
+
+
+def test_impact_gives_the_edge_error_rate_s_peak_and_each_service_down_and_for_how_long():
+    events = [
+        EVENTS[1],
+        _health(2, "2 failing checks", ["backend", "python-worker"], 37.5),
+        _health(5, "1 threshold crossed", None, 82.25, command="/stats 1m"),
+        _health(20, "1 failing check", ["python-worker"], 4.0),
+        _health(31, None, ["python-worker"], 0.0),
+        EVENTS[-1],
+    ]
+    sections = _write(events=events)
+    impact = sections["Impact"].splitlines()
+    assert impact[2] == "- Edge error rate: peak 82.2% at 23:45 (4 measurements)"
+    assert impact[3] == (
+        "- Services down (from the first /health that found each down to the first that found it up): "
+        "backend from 23:42 to 00:00 (18 min); python-worker from 23:42, still down at the last check at 00:11 (at least 29 min)"
+    )
+    timeline = sections["Timeline"]
+    assert "- 23:42 🔧 **Ben** `/health` found 2 failing checks" in timeline
+    assert "- 23:45 🔧 **Ben** `/stats 1m` found 1 threshold crossed" in timeline
+    assert "- 00:11 Ben `/health` succeeded" in timeline, "a look that found nothing is not a key action"
+    assert sections["What was done"].splitlines() == [
+        "- 23:42 `/health` by Ben: found 2 failing checks in 0.9 s",
+        "- 23:45 `/stats 1m` by Ben: found 1 threshold crossed in 0.9 s",
+        "- 00:00 `/health` by Ben: found 1 failing check in 0.9 s",
+    ], "a look that found nothing is not something done"
+
+
+def test_a_health_that_always_found_every_container_up_says_none_were_down():
+    impact = _write(events=[EVENTS[1], _health(2, None, []), _health(9, None, []), EVENTS[-1]])["Impact"].splitlines()
+    assert impact[3] == "- Services down: none (every container was up at each /health)"
 
 
 def test_what_was_done_lists_each_command_with_its_result_and_who_approved_it():

@@ -116,3 +116,22 @@ def test_a_message_captured_twice_is_stored_once(make_runtime, database_url):
     other = Event(SLACK_MESSAGE, at, "inode count too", "UA", None, "C1", "1709294400.000200")
     assert timeline.add(1, pinned, other, pinned) == 1
     assert [e.ts for e in timeline.events(1) if e.kind == SLACK_MESSAGE] == ["1709294400.000100", "1709294400.000200"]
+
+
+def test_a_look_that_finds_something_is_recorded_as_what_it_found_with_its_numbers_in_the_audit(make_runtime, database_url):
+    from bot.config import StackConfig
+    from bot.store import AuditEntry
+    from tests.loopback import closed_port
+
+    stack = StackConfig(probes=[{"kind": "http", "name": "api", "url": f"http://127.0.0.1:{closed_port()}/health"}])
+    runtime = make_runtime(stack, database_url=database_url, admins=["UOP"])
+    run(runtime, "UOP", "/incident start API down", channel="C0OPS")
+    run(runtime, "UOP", "/health", channel="C0OPS")
+    run(runtime, "UOP", "/whoami", channel="C0OPS")
+    commands = [(e.text, e.details.get("key", True)) for e in runtime.incidents.timeline.events(1) if e.kind == COMMAND]
+    assert commands == [("`/health` found 1 failing check", True), ("`/whoami` succeeded", False)]
+    shown = run(runtime, "UOP", "/incident timeline", channel="C0OPS").text
+    assert "🔧 <@UOP>: `/health` found 1 failing check" in shown and "🔎 <@UOP>: `/whoami` succeeded" in shown, shown
+    with runtime.store.session() as session:
+        health = session.query(AuditEntry).filter_by(command="health", outcome="succeeded").one()
+    assert health.details == {"found": "1 failing check"}, "what it found, as data, in the audit row"
