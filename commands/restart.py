@@ -9,6 +9,7 @@ from pydantic import BaseModel, field_validator
 
 from bot import blocks
 from bot.docker_stack import StackError
+from bot.faults import reached
 from bot.registry import CommandError, Context, Reply, command
 from bot.roles import Role
 from commands.deploy import check_deploy, describe_deploy, recover_deploy, run_deploy
@@ -74,6 +75,7 @@ def restart(ctx: Context, args: RestartArgs) -> Reply:
         ctx.progress(f"Restarting {service}…")
         try:
             docker.restart([service])
+            reached(ctx.runtime, "restart:after_restart")
             ctx.progress(f"{service} restarted; waiting until it is healthy (at most {timeout:g} s)…")
             state = docker.wait_healthy(service, timeout)
         except StackError as error:

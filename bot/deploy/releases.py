@@ -24,6 +24,7 @@ from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Relea
 from bot.deploy.script import ScriptOutcome, read_output, run_script
 from bot.jobs.queue import process_running
 from bot.docker_stack import StackError
+from bot.faults import reached
 from bot.humanize import duration
 from bot.store import utcnow
 
@@ -177,23 +178,33 @@ class Releases:
                 return self.get(release_id)
             subject = escape(self.repo.commit(commit).subject[:80])
             say(f"Checked out {commit[:10]} ({subject}) in {self.deploy.workdir}.")
+            reached(self._rt, "deploy:after_checkout")
         name = os.path.basename(self.deploy.command[0])
         progress(f"Running {name}…")
         log_path = self.output_file(release_id)
+
+        script: dict = {}  # its pid, written again at the end in case the store refused it at the start
+
+        def started(pid: int) -> None:
+            script["pid"] = pid
+            reached(self._rt, "deploy:after_start")
+            self._update(release_id, **script)
+
         outcome = run_script(
             self.deploy,
             log_path,
             lambda tail: progress(f"📜 {name} output (last lines):\n```" + "\n".join(tail)[-2500:] + "```"),
-            on_start=lambda pid: self._update(release_id, pid=pid),
+            on_start=started,
         )
         log_path.unlink(missing_ok=True)  # kept with the release from here on
         say(self._script_line(name, outcome))
+        reached(self._rt, "deploy:after_script")
         health, health_line = self._gate(progress)
         say(health_line)
         note = "timed out" if outcome.timed_out else (outcome.error or None)
         self._update(
             release_id, finished_at=utcnow(), health=health if outcome.ok else BAD, exit_code=outcome.exit_code,
-            duration_ms=round(outcome.seconds * 1000), output=outcome.output, note=note,
+            duration_ms=round(outcome.seconds * 1000), output=outcome.output, note=note, **script,
         )
         return self.get(release_id)
 

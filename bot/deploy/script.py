@@ -3,6 +3,7 @@ its output written to a file and read line by line as it comes, the whole group 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from bot.config import DeploySection
 from bot.deploy.git import minimal_env
 from bot.deploy.model import OUTPUT_LIMIT
 from bot.redact import redact
+
+log = logging.getLogger(__name__)
 
 TAIL_LINES = 10  # what the progress message shows of the output
 SHOW_EVERY = 1.0  # seconds between two progress updates (the message is updated at most about once a second)
@@ -62,7 +65,9 @@ def run_script(deploy: DeploySection, log_path: Path, show: Callable[[list[str]]
     """Run the deploy command; `show` gets the last lines of output at most once a second, and once at the end.
 
     Its output goes to a file, not a pipe: a bot that dies mid-deploy must not take the script down with it
-    (a write to a pipe nobody reads kills the writer), and the bot that starts next can still read what it said."""
+    (a write to a pipe nobody reads kills the writer), and the bot that starts next can still read what it said.
+    Once started, it is waited for whatever fails here (recording its pid, showing its output): the change, and the
+    stack's lock with it, must not end while the script still deploys."""
     started = time.monotonic()
     output = _Output()
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,8 +80,19 @@ def run_script(deploy: DeploySection, log_path: Path, show: Callable[[list[str]]
             )
     except OSError as error:
         return ScriptOutcome(None, 0.0, "", error=f"{deploy.command[0]} could not be started in {deploy.workdir}: {error.strerror or error}")
-    on_start(process.pid)
+    try:
+        on_start(process.pid)
+    except Exception:
+        log.exception("could not record the deploy script's pid %s; waiting for it all the same", process.pid)
     deadline = started + deploy.timeout
+    try:
+        return _follow(process, log_path, deadline, show, output, started)
+    finally:
+        _outlive(process, deadline)
+
+
+def _follow(process: subprocess.Popen, log_path: Path, deadline: float, show: Callable[[list[str]], None],
+            output: _Output, started: float) -> ScriptOutcome:
     shown_at, changed, timed_out = 0.0, False, False
     with open(log_path, "rb") as source:
         pending = b""
@@ -102,6 +118,15 @@ def run_script(deploy: DeploySection, log_path: Path, show: Callable[[list[str]]
             output.add(pending.decode("utf-8", errors="replace"))
             show(list(output.tail))
     return ScriptOutcome(None if timed_out else process.returncode, time.monotonic() - started, output.text(), timed_out)
+
+
+def _outlive(process: subprocess.Popen, deadline: float) -> None:
+    """Return only once the script has ended: at its deadline its group is killed (a no-op when it has ended)."""
+    try:
+        process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        process.wait()
 
 
 def read_output(log_path: Path) -> str:
