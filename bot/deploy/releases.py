@@ -22,7 +22,7 @@ from bot.config import DeploySection
 from bot.deploy.git import GitError, Repo
 from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Release
 from bot.deploy.script import ScriptOutcome, read_output, run_script
-from bot.jobs.queue import process_running
+from bot.jobs.queue import identity_running, process_identity
 from bot.docker_stack import StackError
 from bot.faults import reached
 from bot.humanize import duration
@@ -183,10 +183,10 @@ class Releases:
         progress(f"Running {name}…")
         log_path = self.output_file(release_id)
 
-        script: dict = {}  # its pid, written again at the end in case the store refused it at the start
+        script: dict = {}  # who it is, written again at the end in case the store refused it at the start
 
         def started(pid: int) -> None:
-            script["pid"] = pid
+            script.update(pid=pid, process=process_identity(pid))
             reached(self._rt, "deploy:after_start")
             self._update(release_id, **script)
 
@@ -251,11 +251,13 @@ def recover(runtime, job) -> str:
         return "Check /health and ask again if it is still needed."
     parts = []
     for release in running:
-        if release.pid and process_running(release.pid):
+        # Only the very process it started (a bare pid may since name a thread, or another host's process).
+        alive = lambda: bool(release.process) and identity_running(release.process)  # noqa: E731
+        if alive():
             deadline = time.monotonic() + releases.deploy.timeout
-            while process_running(release.pid) and time.monotonic() < deadline:
+            while alive() and time.monotonic() < deadline:
                 time.sleep(0.5)
-            parts.append(f"Its deploy script (pid {release.pid}) was still running and has {'ended' if not process_running(release.pid) else 'not ended yet'}.")
+            parts.append(f"Its deploy script (pid {release.pid}) was still running and has {'not ended yet' if alive() else 'ended'}.")
         elif release.pid:
             parts.append(f"Its deploy script (pid {release.pid}) had ended.")
         health, _said = releases._gate(lambda _text: None)
