@@ -243,7 +243,7 @@ class Dispatcher:
             error_id = _error_id()
             error_text = f"{type(error).__name__}: {error}"
             log.exception("%s failed [error id %s]", cmd.slash, error_id)
-            reply = Reply(f"{cmd.slash} failed unexpectedly (error id {error_id}); the details are in the bot's log.")
+            reply = Reply(f"{cmd.slash} failed unexpectedly (error id {error_id}); the details are in the bot's log.", error_id=error_id)
         duration_ms = round((time.monotonic() - started) * 1000)
         try:
             runtime.audit.record(

@@ -41,6 +41,7 @@ class Reply:
     in_channel: bool = False
     failed: bool = False  # the command ran and failed (its job ends as failed, not succeeded)
     healthy: bool | None = None  # a report's verdict (/health, /stats): nothing failing, no threshold crossed
+    error_id: str | None = None  # the handler raised unexpectedly (the id is in the bot's log)
 
 
 class CommandError(Exception):

@@ -22,6 +22,7 @@ from bot.backups.catalogue import RESTORE_OPTIONS, Backups, Progress, _quiet
 from bot.backups.model import Backup, RestoreRun
 from bot.backups.tools import Staged, last_lines, wait_for_exec
 from bot.docker_stack import StackError
+from bot.jobs.queue import ended_and_unlocked
 from bot.faults import reached
 from bot.humanize import elapsed, size as human_size
 from bot.store import utcnow
@@ -246,6 +247,17 @@ class Restore:
 # ---- after the bot was killed mid-restore ---------------------------------------------------------------
 
 
+def finish_abandoned(runtime) -> int:
+    """The runners' sweep: a journal its job left open (its writes refused to the end, its recovery failed) is closed."""
+    with runtime.store.session.begin() as session:
+        return session.execute(
+            update(RestoreRun)
+            .where(RestoreRun.finished_at.is_(None), *ended_and_unlocked(RestoreRun.job_id))
+            .values(step="interrupted", finished_at=utcnow(),
+                    outcome="Closed by the bot: its request had ended without finishing this journal; /health shows the services.")
+        ).rowcount
+
+
 def recover(runtime, job) -> str:
     """What an interrupted /restore left: wait for a restore still running, start the services, say what the data is."""
     with runtime.store.session() as session:
@@ -278,7 +290,7 @@ def recover(runtime, job) -> str:
         states = [runtime.docker.wait_healthy(service, runtime.stack.stack.healthy_timeout) for service in run.services]
         services = ", ".join(f"{s.service} {s.health or s.status}" for s in states)
     except StackError as error:
-        services = f"starting {', '.join(run.services)} failed: {error}"
+        services = f"starting {', '.join(run.services)} failed: {error}; /restart {' '.join(run.services)} starts them"
     text = f"{data} Services: {services}."
     with runtime.store.session.begin() as session:
         session.execute(update(RestoreRun).where(RestoreRun.job_id == job.id).values(step="interrupted", finished_at=utcnow(), outcome=text))

@@ -22,7 +22,7 @@ from bot.config import DeploySection
 from bot.deploy.git import GitError, Repo
 from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Release
 from bot.deploy.script import ScriptOutcome, read_output, run_script
-from bot.jobs.queue import identity_running, process_identity
+from bot.jobs.queue import ended_and_unlocked, identity_running, process_identity
 from bot.docker_stack import StackError
 from bot.faults import reached
 from bot.humanize import duration
@@ -35,6 +35,11 @@ Progress = Callable[[str], None]
 
 class DeployError(Exception):
     """A deploy cannot start (no [deploy] section, a dirty checkout, git failing); one sentence for the user."""
+
+
+def output_file(settings, release_id: int) -> Path:
+    """Where a release's deploy script writes while it runs (moved into the ledger when it ends)."""
+    return settings.home / "deploys" / f"release-{release_id}.log"
 
 
 def deploy_section(runtime) -> DeploySection:
@@ -115,8 +120,7 @@ class Releases:
         return self._rt.docker.services() if self._rt.docker is not None else []
 
     def output_file(self, release_id: int) -> Path:
-        """Where a release's deploy script writes while it runs (moved into the ledger when it ends)."""
-        return self._rt.settings.home / "deploys" / f"release-{release_id}.log"
+        return output_file(self._rt.settings, release_id)
 
     def _update(self, release_id: int, **values) -> None:
         with self._rt.store.session.begin() as session:
@@ -274,6 +278,22 @@ def recover(runtime, job) -> str:
         parts.insert(0, f"Which commit is checked out is unknown: {error}")
     parts.append("/releases shows the ledger; /restart runs the deploy script again.")
     return " ".join(parts)
+
+
+def finish_abandoned(runtime) -> int:
+    """The runners' sweep: a release its job left running in the ledger (the store refused its last write, its
+    recovery failed) is finished, health unknown, with what its script wrote; /rollback trusts only finished ones."""
+    with runtime.store.session() as session:
+        open_releases = list(session.scalars(select(Release).where(Release.finished_at.is_(None), *ended_and_unlocked(Release.job_id))))
+    for release in open_releases:
+        log_path = output_file(runtime.settings, release.id)
+        with runtime.store.session.begin() as session:
+            session.execute(update(Release).where(Release.id == release.id, Release.finished_at.is_(None)).values(
+                finished_at=utcnow(), output=release.output or read_output(log_path),
+                note="closed by the bot: its request had ended without finishing it",
+            ))
+        log_path.unlink(missing_ok=True)
+    return len(open_releases)
 
 
 def record_at_start(runtime) -> None:

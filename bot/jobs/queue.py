@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.jobs.model import PENDING, QUEUED, RUNNING, ChangeLock, Job
+from bot.jobs.model import FINAL, PENDING, QUEUED, RUNNING, ChangeLock, Job
 from bot.registry import Invocation
 from bot.store import SEEN_REQUEST, Store, utcnow
 
@@ -104,6 +104,12 @@ def _start_time(pid: int) -> str | None:
     if tgid != str(pid) or fields[0] == "Z":
         return None
     return fields[19]  # field 22 of proc(5), counted from the state (field 3)
+
+
+def ended_and_unlocked(job_id_column) -> list:
+    """Conditions on a domain row's job: it has ended, and holds no stack lock (a recovery that runs holds it).
+    The runners' sweep finishes the release and restore rows such a job left open."""
+    return [job_id_column.in_(select(Job.id).where(Job.state.in_(FINAL))), job_id_column.not_in(select(ChangeLock.job_id))]
 
 
 class JobQueue:
