@@ -143,9 +143,12 @@ class LocalTools(PgTools):
         stderr = OutputTail()
         drain = threading.Thread(target=lambda: [stderr.add(chunk) for chunk in iter(lambda: process.stderr.read(4096), b"")], daemon=True)
         drain.start()
-        while chunk := process.stdout.read(CHUNK):
-            on_stdout(chunk)
-        code = process.wait()
+        try:
+            while chunk := process.stdout.read(CHUNK):
+                on_stdout(chunk)
+        finally:  # whatever failed here, the change (and its lock) ends only after the tool has
+            process.stdout.close()
+            code = process.wait()
         drain.join()
         self._running.pop(exec_id, None)
         return ExecOutcome(code, stderr.text())
