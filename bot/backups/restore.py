@@ -247,15 +247,15 @@ class Restore:
 # ---- after the bot was killed mid-restore ---------------------------------------------------------------
 
 
-def finish_abandoned(runtime) -> int:
+def finish_abandoned(runtime) -> None:
     """The runners' sweep: a journal its job left open (its writes refused to the end, its recovery failed) is closed."""
     with runtime.store.session.begin() as session:
-        return session.execute(
+        session.execute(
             update(RestoreRun)
             .where(RestoreRun.finished_at.is_(None), *ended_and_unlocked(RestoreRun.job_id))
             .values(step="interrupted", finished_at=utcnow(),
                     outcome="Closed by the bot: its request had ended without finishing this journal; /health shows the services.")
-        ).rowcount
+        )
 
 
 def recover(runtime, job) -> str:

@@ -21,7 +21,7 @@ from bot.blocks import escape
 from bot.config import DeploySection
 from bot.deploy.git import GitError, Repo
 from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Release
-from bot.deploy.script import ScriptOutcome, read_output, run_script
+from bot.deploy.script import ScriptOutcome, read_output, run_script, writers_of
 from bot.jobs.queue import ended_and_unlocked, identity_running, process_identity
 from bot.docker_stack import StackError
 from bot.faults import reached
@@ -255,17 +255,20 @@ def recover(runtime, job) -> str:
         return "Check /health and ask again if it is still needed."
     parts = []
     for release in running:
-        # Only the very process it started (a bare pid may since name a thread, or another host's process).
-        alive = lambda: bool(release.process) and identity_running(release.process)  # noqa: E731
+        # Only the very process it started (a bare pid may since name a thread, or another host's process); when
+        # its start was not recorded, the process still writing the release's output file is it.
+        log_path = releases.output_file(release.id)
+        scripts = [release.process] if release.process else writers_of(log_path)
+        alive = lambda: any(identity_running(script) for script in scripts)  # noqa: E731
+        pid = release.pid or (scripts[0].split("/")[1] if scripts else None)
         if alive():
             deadline = time.monotonic() + releases.deploy.timeout
             while alive() and time.monotonic() < deadline:
                 time.sleep(0.5)
-            parts.append(f"Its deploy script (pid {release.pid}) was still running and has {'not ended yet' if alive() else 'ended'}.")
-        elif release.pid:
-            parts.append(f"Its deploy script (pid {release.pid}) had ended.")
+            parts.append(f"Its deploy script (pid {pid}) was still running and has {'not ended yet' if alive() else 'ended'}.")
+        elif pid:
+            parts.append(f"Its deploy script (pid {pid}) had ended.")
         health, _said = releases._gate(lambda _text: None)
-        log_path = releases.output_file(release.id)
         releases._update(release.id, finished_at=utcnow(), health=health, output=read_output(log_path),
                          note="interrupted: the bot stopped during this deploy")
         log_path.unlink(missing_ok=True)
@@ -280,7 +283,7 @@ def recover(runtime, job) -> str:
     return " ".join(parts)
 
 
-def finish_abandoned(runtime) -> int:
+def finish_abandoned(runtime) -> None:
     """The runners' sweep: a release its job left running in the ledger (the store refused its last write, its
     recovery failed) is finished, health unknown, with what its script wrote; /rollback trusts only finished ones."""
     with runtime.store.session() as session:
@@ -293,7 +296,6 @@ def finish_abandoned(runtime) -> int:
                 note="closed by the bot: its request had ended without finishing it",
             ))
         log_path.unlink(missing_ok=True)
-    return len(open_releases)
 
 
 def record_at_start(runtime) -> None:

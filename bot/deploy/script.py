@@ -17,6 +17,7 @@ from typing import Callable
 from bot.config import DeploySection
 from bot.deploy.git import minimal_env
 from bot.deploy.model import OUTPUT_LIMIT
+from bot.jobs.queue import process_identity
 from bot.redact import redact
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,19 @@ def _outlive(process: subprocess.Popen, deadline: float) -> None:
     except subprocess.TimeoutExpired:
         _kill_group(process)
         process.wait()
+
+
+def writers_of(log_path: Path) -> list[str]:
+    """The processes whose output goes to this file, as process_identity() names them: a script whose pid the bot
+    could not record (killed, or its store down, right after starting it) is still found by the file it writes."""
+    found = []
+    for fd in Path("/proc").glob("[0-9]*/fd/1"):
+        try:
+            if os.readlink(fd) == str(log_path) and (identity := process_identity(int(fd.parts[2]))):
+                found.append(identity)
+        except OSError:  # gone, or not ours to look at
+            continue
+    return found
 
 
 def read_output(log_path: Path) -> str:

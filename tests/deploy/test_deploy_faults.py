@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from bot.config import load_stack
 from bot.deploy.model import Release
-from bot.deploy.releases import recover
+from bot.deploy.releases import output_file, recover
 from bot.jobs.model import Job
 from bot.jobs.queue import identity_running, process_identity, process_running
 from bot.store import utcnow
@@ -84,3 +84,19 @@ def test_a_process_is_known_by_its_pid_start_time_and_namespace():
     thread = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True)
     thread.start()
     assert process_identity(thread.native_id) is None, "a thread is not a process"
+
+
+def test_recovery_finds_a_script_whose_start_was_not_recorded_by_the_file_it_writes(make_runtime, tmp_path):
+    runtime, job = _interrupted_release(make_runtime, tmp_path)  # killed before the script's pid was written
+    log_path = output_file(runtime.settings, 1)
+    log_path.parent.mkdir(parents=True)
+    with open(log_path, "wb") as sink:
+        script = subprocess.Popen(["sh", "-c", "echo deploying; sleep 2; echo deployed"], stdout=sink, start_new_session=True)
+    try:
+        said = recover(runtime, job)
+        assert script.poll() is not None, "recovery returned only once the script had ended"
+    finally:
+        script.wait()
+    assert f"Its deploy script (pid {script.pid}) was still running and has ended." in said, said
+    with runtime.store.session() as session:
+        assert "deployed" in session.get(Release, 1).output
