@@ -66,10 +66,8 @@ class RefusingDocker:
         self.sock.bind(str(self.path))  # bound, never listening: connect() is refused
 
     def __call__(self, _point: str | None = None) -> None:
-        import docker
-
-        stack = self.runtime.docker
-        stack._client = docker.DockerClient(base_url=f"unix://{self.path}", timeout=5)
+        stack = self.runtime.docker  # as if FLOWSTATE_DOCKER_URL named it: the next call connects anew
+        stack._docker_url, stack._client = f"unix://{self.path}", None
 
 
 class SlackFailing:
