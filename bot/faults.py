@@ -2,9 +2,9 @@
 
 A change calls `reached(runtime, POINT)` between its steps. In production that does nothing. Tests in the
 same process set `Runtime.fault` to inject a fault there (the store locked, the Docker engine gone, Slack
-failing); tests of a bot process of its own set FLOWSTATE_FAULT_AT=POINT, and the process SIGKILLs itself
-when it gets there, as a crash would, exactly at that step instead of after a racing sleep. Never set it in
-production.
+failing); tests of a bot process of its own set FLOWSTATE_FAULT_AT=POINT, and the process that gets there (a
+runner) SIGKILLs itself, as a crash would, exactly at that step instead of after a racing sleep; with
+FLOWSTATE_FAULT_AT=bot@POINT it SIGKILLs the bot process that started it first. Never set it in production.
 """
 
 from __future__ import annotations
@@ -21,13 +21,16 @@ POINTS = (
 )
 
 
-def kill_at(point: str | None) -> Callable[[str], None]:
-    """The hook FLOWSTATE_FAULT_AT asks for: nothing, or SIGKILL to this process at that point."""
-    if not point:
+def kill_at(spec: str | None) -> Callable[[str], None]:
+    """The hook FLOWSTATE_FAULT_AT asks for: nothing, or SIGKILL at that point to this process (and its parent)."""
+    if not spec:
         return lambda _point: None
+    whom, _, point = spec.rpartition("@")
 
     def fault(reached_point: str) -> None:
         if reached_point == point:
+            if whom == "bot":
+                os.kill(os.getppid(), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
 
     return fault

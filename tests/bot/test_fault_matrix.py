@@ -4,7 +4,8 @@ Changes: /restore (on a database of the test's own in the live stack), /restart 
 live stack), the deploy (/restart with no service) and /rollback (on the deploy world's own Compose project).
 Faults, injected at the step boundary through the test-only hook of bot/faults.py, never by a racing sleep:
 the bot's store locked by another connection (longer than its busy timeout), the Docker engine refusing, Slack
-answering 500 or 429 to every post and update, and the runner process SIGKILLed (a bot of its own).
+answering 500 or 429 to every post and update, and SIGKILL (a bot process of its own): its runner alone, which the
+bot replaces at once, or the bot and its runner, started again by the test.
 
 After each, what an on-call engineer would check:
 - the app services run, or what the bot said names exactly what is down and the /restart that starts it;
@@ -51,7 +52,7 @@ CHANGES = {
     "deploy": ("deploy:after_start", "deploy:after_script"),
     "rollback": ("deploy:after_checkout", "deploy:after_start", "deploy:after_script"),
 }
-FAULTS = ("store", "docker", "slack500", "slack429", "kill")
+FAULTS = ("store", "docker", "slack500", "slack429", "runner-kill", "bot-kill")
 CELLS = [pytest.param(change, point, fault, id=f"{change}-{point.split(':')[1]}-{fault}")
          for change, points in CHANGES.items() for point in points for fault in FAULTS]
 
@@ -177,8 +178,8 @@ def _in_process(change: Change, point: str, fault: str, make_runtime, slack_doub
     return runtime.store, number, holders_at_fault
 
 
-def _killed(change: Change, point: str, tmp_path, slack_double) -> tuple[object, int]:
-    env = dict(FLOWSTATE_FAULT_AT=point, FLOWSTATE_JOB_LEASE_SECONDS="5")
+def _killed(change: Change, point: str, whole_bot: bool, tmp_path, slack_double) -> tuple[object, int]:
+    env = dict(FLOWSTATE_FAULT_AT=f"bot@{point}" if whole_bot else point, FLOWSTATE_JOB_LEASE_SECONDS="5")
     if "backup_dir" in change.settings:
         env.update(FLOWSTATE_BACKUP_DIR=str(change.settings["backup_dir"]), FLOWSTATE_RESTORE_SERVICES=SERVICE)
     change.before_kill()
@@ -195,6 +196,9 @@ def _killed(change: Change, point: str, tmp_path, slack_double) -> tuple[object,
         sender.slash(name, text, "U0OP", CHANNEL, response_url=slack_double.response_url("ask"))
         message = _request_message(slack_double, number)
         sender.click(APPROVE, str(number), "U0ADMIN", CHANNEL, message["ts"], slack_double.response_url("approve"))
+        if whole_bot:
+            bot.process.wait(timeout=120)
+            bot.start()
         slack_double.wait_for("chat.postMessage", timeout=180, predicate=lambda c: "was interrupted" in str(c.params.get("text")))
         _settle(bot.store, number)
         return bot, number
@@ -234,8 +238,8 @@ def _settle(store, number: int) -> None:
 @pytest.mark.parametrize("change_name, point, fault", CELLS)
 def test_a_fault_at_a_step_of_a_change_leaves_production_no_worse(change_name, point, fault, request, tmp_path, make_runtime, slack_double):
     change = _change(change_name, request, tmp_path)
-    if fault == "kill":
-        bot, number = _killed(change, point, tmp_path, slack_double)
+    if fault.endswith("kill"):
+        bot, number = _killed(change, point, fault == "bot-kill", tmp_path, slack_double)
         request.addfinalizer(bot.close)
         store = bot.store
     else:
