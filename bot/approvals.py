@@ -18,7 +18,7 @@ from bot.dispatcher import Prepared, Refused
 from bot.jobs.model import PENDING, QUEUED, RUNNING, Job
 from bot.registry import Invocation, Reply
 from bot.roles import Role
-from bot.store import utcnow
+from bot.store import retried, utcnow
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -375,9 +375,9 @@ class Approvals:
                     reply = self._recover_unexpected(job, prepared.cmd.recover, reply)
         finally:
             if prepared.cmd.changes:
-                rt.locks.release(job.id)
+                retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
         state = "failed" if reply.failed else "succeeded"
-        rt.jobs.finish(job.id, holder, state, reply.text)
+        retried(lambda: rt.jobs.finish(job.id, holder, state, reply.text), f"the outcome of {job.label}")
         mark = "❌ Failed" if reply.failed else "✅ Done"
         self.show(rt.jobs.get(job.id), f"{mark} ({by})" if by else mark, reply.text.splitlines()[:30])
         return reply

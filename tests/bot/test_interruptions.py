@@ -5,6 +5,8 @@ still under the stack's lock, and the reply says the stack's state; the audit sa
 or restore journal whose request has ended (and whose recovery no longer runs) does not stay open for ever.
 """
 
+import dataclasses
+
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -13,10 +15,11 @@ from bot.console import run_approved
 from bot.deploy.model import Release
 from bot.jobs.model import ChangeLock, Job
 from bot.jobs.runner import Runner
-from bot.registry import Command
+from bot.registry import Command, Reply
 from bot.roles import Role
 from bot.store import AuditEntry, utcnow
 from tests.conftest import grant, run
+from tests.faults import StoreLock, short_busy_timeout
 
 
 class FlipArgs(BaseModel):
@@ -83,3 +86,22 @@ def test_the_sweep_finishes_release_and_restore_rows_whose_request_has_ended(mak
     assert (journals[1].step, journals[1].finished_at is not None) == ("interrupted", True)
     for open_job in (2, 3):
         assert releases[open_job].finished_at is None and journals[open_job].finished_at is None
+
+
+def test_a_change_ending_while_the_store_is_locked_still_lands_its_outcome_audit_and_lock(make_runtime, tmp_path):
+    runtime = _runtime(make_runtime, f"sqlite:///{tmp_path / 'bot.db'}")
+    short_busy_timeout(runtime)
+    lock = StoreLock(runtime)
+    flip = lambda ctx, args: (lock(), Reply(f"flipped {args.target}"))[1]  # noqa: E731 (the store locked as it ends)
+    runtime.commands = {**runtime.commands, "flip": dataclasses.replace(runtime.commands["flip"], handler=flip)}
+    run(runtime, "UOP", "/flip left")
+    run(runtime, "UAPP", "/approvals approve 1")
+    (reply,) = list(run_approved(runtime, lambda _text: None))
+    lock.join()
+
+    assert reply.text == "flipped left" and runtime.recovered == []
+    with runtime.store.session() as session:
+        assert session.get(Job, 1).state == "succeeded"
+        assert session.get(ChangeLock, runtime.stack_name) is None
+        outcomes = [row.outcome for row in session.scalars(select(AuditEntry).where(AuditEntry.job_id == 1).order_by(AuditEntry.id))]
+    assert outcomes[-2:] == ["allowed", "succeeded"], outcomes
