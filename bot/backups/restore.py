@@ -22,9 +22,9 @@ from bot.backups.catalogue import RESTORE_OPTIONS, Backups, Progress, _quiet
 from bot.backups.model import Backup, RestoreRun
 from bot.backups.tools import Staged, last_lines, wait_for_exec
 from bot.docker_stack import StackError
-from bot.jobs.queue import ended_and_unlocked
 from bot.faults import reached
 from bot.humanize import elapsed, size as human_size
+from bot.jobs.queue import ended_and_unlocked
 from bot.store import utcnow
 
 log = logging.getLogger(__name__)
