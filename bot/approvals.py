@@ -19,7 +19,7 @@ from bot.dispatcher import Prepared, Refused
 from bot.jobs.model import PENDING, QUEUED, RUNNING, Job
 from bot.registry import Invocation, Reply
 from bot.roles import Role
-from bot.store import utcnow
+from bot.store import retried, utcnow
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -297,6 +297,24 @@ class Approvals:
             self._rt.locks.release(job.id)
         self._tell_interrupted(job, state)
 
+    def _recover_unexpected(self, job: Job, recover: Callable, reply: Reply) -> Reply:
+        """A change that raised is an interruption: what it left is checked and put right as after a kill, still
+        under the lock, and the channel is told the stack's state."""
+        self._record(job.invocation(), "interrupted", job.id, f"unexpected error (error id {reply.error_id})")
+        try:
+            state = recover(self._rt, job)
+        except Exception:
+            log.exception("recovering after %s failed", job.label)
+            state = "The bot could not check what it left behind (the details are in its log); check /health now."
+        if job.source == "slack":
+            self.announce(
+                job.channel_id,
+                f"⚠️ {job.label} `{self.command_line(job)}` (asked by <@{job.requester}>) stopped on an unexpected error "
+                f"(error id {reply.error_id}). {state}",
+            )
+        text = f"{reply.text}\n{state}"
+        return Reply(text, [blocks.section(text)], in_channel=True, failed=True, error_id=reply.error_id)
+
     def _tell_interrupted(self, job: Job, state: str | None) -> None:
         after = state or "Check /health and ask again if it is still needed."
         text = (
@@ -382,11 +400,13 @@ class Approvals:
         try:
             with rt.keep_alive(job.id, holder):
                 reply = rt.dispatcher.execute(prepared, say, job_id=job.id)
+                if reply.error_id and prepared.cmd.recover is not None:
+                    reply = self._recover_unexpected(job, prepared.cmd.recover, reply)
         finally:
             if prepared.cmd.changes:
-                rt.locks.release(job.id)
+                retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
         state = "failed" if reply.failed else "succeeded"
-        rt.jobs.finish(job.id, holder, state, reply.text)
+        retried(lambda: rt.jobs.finish(job.id, holder, state, reply.text), f"the outcome of {job.label}")
         mark = "❌ Failed" if reply.failed else "✅ Done"
         self.show(rt.jobs.get(job.id), f"{mark} ({by})" if by else mark, reply.text.splitlines()[:30])
         return reply

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     duty_grace_minutes: float = Field(60.0, ge=0, le=24 * 60)  # a slot missed while the bot was down still runs this late
     # Test-only: a file holding an ISO 8601 instant that the scheduler takes for "now" (see bot/duties/clock.py).
     clock_file: Path | None = None
+    # Test-only: a step of a change (restore:after_stop, ...) at which this process SIGKILLs itself (see bot/faults.py).
+    fault_at: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # HTTP mode: a request body over this is refused before it is read (Slack's are a few kilobytes).
     max_body_bytes: int = Field(65536, ge=4096, le=10 * 1024 * 1024)

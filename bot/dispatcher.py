@@ -23,6 +23,7 @@ from bot.config import missing_section
 from bot.redact import redact, redact_value
 from bot.registry import ArgumentError, Command, CommandError, Context, Invocation, Reply, parse_arguments
 from bot.roles import Role
+from bot.store import retried
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -258,9 +259,9 @@ class Dispatcher:
             error_id = _error_id()
             error_text = f"{type(error).__name__}: {error}"
             log.exception("%s failed [error id %s]", cmd.slash, error_id)
-            reply = Reply(f"{cmd.slash} failed unexpectedly (error id {error_id}); the details are in the bot's log.")
+            reply = Reply(f"{cmd.slash} failed unexpectedly (error id {error_id}); the details are in the bot's log.", error_id=error_id)
         duration_ms = round((time.monotonic() - started) * 1000)
-        try:
+        def record() -> None:
             runtime.audit.record(
                 invocation,
                 "failed" if error_text or reply.failed else "succeeded",
@@ -271,6 +272,9 @@ class Dispatcher:
                 job_id=job_id,
                 details=reply.facts,
             )
+
+        try:  # a change's outcome must be in the audit even after a store blip; a question's answer must not wait
+            retried(record, f"the audit of {cmd.slash}") if cmd.changes else record()
         except Exception:
             log.exception("audit write failed after %s", cmd.slash)
         reply.failed = reply.failed or error_text is not None

@@ -44,6 +44,7 @@ class Reply:
     # What a report found, as data for its audit row and the incident timeline: FOUND (a phrase, "3 failing checks"),
     # DOWN (services whose container is not running or not healthy), EDGE_ERROR_RATE (the edge's 5xx rate, percent).
     facts: dict[str, Any] = field(default_factory=dict)
+    error_id: str | None = None  # the handler raised unexpectedly (the id is in the bot's log)
 
 
 FOUND, DOWN, EDGE_ERROR_RATE = "found", "down", "edge_error_rate"

@@ -12,6 +12,7 @@ from bot.config import Settings, StackConfig
 from bot.dispatcher import Dispatcher
 from bot.docker_stack import ComposeStack
 from bot.duties.scheduler import Duties
+from bot.faults import kill_at
 from bot.incidents.service import Incidents
 from bot.jobs.queue import ChangeLocks, JobQueue, KeepAlive, new_holder
 from bot.registry import Command, load_commands
@@ -34,6 +35,7 @@ class Runtime:
     slack: "WebClient | None" = None  # the Web API, for reading channels (None in the console)
     wake: Callable[[], None] = lambda: None  # tells the runners a job is queued
     holder: str = field(default_factory=new_holder)  # this process, as the holder of the jobs it runs
+    fault: Callable[[str], None] = field(init=False)  # tests only: a fault injected at a change's step (bot/faults.py)
     dispatcher: Dispatcher = field(init=False)
     jobs: JobQueue = field(init=False)
     locks: ChangeLocks = field(init=False)
@@ -42,6 +44,7 @@ class Runtime:
     duties: Duties = field(init=False)
 
     def __post_init__(self) -> None:
+        self.fault = kill_at(self.settings.fault_at)
         self.dispatcher = Dispatcher(self)
         self.jobs = JobQueue(self.store)
         self.locks = ChangeLocks(self.store, self.settings.job_lease_seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sqlite3
@@ -15,11 +16,13 @@ from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event, insert, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from bot.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 BUSY_SECONDS = 30  # how long a write on SQLite waits for a file another process is writing
@@ -292,6 +295,23 @@ def hold_single_bot(url: str):
     lock.write(str(os.getpid()))
     lock.flush()
     return lock
+
+
+WRITE_RETRY_SECONDS = 60.0  # how long a write that must land is retried while the store refuses it
+
+
+def retried(write, what: str):
+    """A write that must land (a change's outcome, its audit row, its lock let go): while the store refuses it
+    (SQLite locked past its busy timeout, PostgreSQL unreachable) it is tried again every second, for a while."""
+    deadline = time.monotonic() + WRITE_RETRY_SECONDS
+    while True:
+        try:
+            return write()
+        except OperationalError as error:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("the bot's database refused %s (%s); trying again", what, error.orig or error)
+            time.sleep(1.0)
 
 
 MIGRATION_LOCK_KEY = 0x666C6F77  # "flow": the advisory lock replicas take around a migration

@@ -9,6 +9,7 @@ from pydantic import BaseModel, field_validator
 
 from bot import blocks
 from bot.docker_stack import StackError
+from bot.faults import reached
 from bot.registry import CommandError, Context, Reply, command
 from bot.roles import Role
 from commands.deploy import check_deploy, describe_deploy, recover_deploy, run_deploy
@@ -50,6 +51,23 @@ def refuse_unknown_services(runtime, services: list[str], without_compose: str) 
         )
 
 
+def recover_restart(runtime, job) -> str:
+    """What an interrupted /restart left: a service caught between its stop and its start is started again."""
+    services = (job.arguments or {}).get("services") or []
+    if not services:
+        return recover_deploy(runtime, job)
+    try:
+        stopped = [s.service for s in runtime.docker.states() if s.service in services and s.status != "running"]
+        if stopped:
+            runtime.docker.start(stopped)
+        states = [runtime.docker.wait_healthy(service, runtime.stack.stack.healthy_timeout) for service in services]
+    except StackError as error:
+        return f"{error} {', '.join(services)} may be stopped: /restart {' '.join(services)} starts them."
+    shown = ", ".join(f"{s.service} {s.health or s.status}" for s in states)
+    started = f"Started {', '.join(stopped)} again. " if stopped else ""
+    return f"{started}Services: {shown}."
+
+
 @command(
     "restart",
     summary="Restart Compose services, each until it is healthy again; with no service, run the deploy script.",
@@ -60,7 +78,7 @@ def refuse_unknown_services(runtime, services: list[str], without_compose: str) 
     needs=lambda args: () if args.services else ("deploy",),
     check=_known_services,
     describe=lambda runtime, args: [] if args.services else describe_deploy(runtime),
-    recover=recover_deploy,  # a service restart left nothing to recover; a deploy says which commit is checked out
+    recover=recover_restart,
 )
 def restart(ctx: Context, args: RestartArgs) -> Reply:
     if not args.services:
@@ -75,6 +93,7 @@ def restart(ctx: Context, args: RestartArgs) -> Reply:
         ctx.progress(f"Restarting {service}…")
         try:
             docker.restart([service])
+            reached(ctx.runtime, "restart:after_restart")
             ctx.progress(f"{service} restarted; waiting until it is healthy (at most {timeout:g} s)…")
             state = docker.wait_healthy(service, timeout)
         except StackError as error:

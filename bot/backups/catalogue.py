@@ -15,7 +15,7 @@ import secrets
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import psycopg
 from sqlalchemy import select, update
@@ -101,13 +101,12 @@ def private_directory(path: Path) -> Path:
     return path
 
 
-def read_chunks(path: Path, sha256, meter: Meter | None = None) -> Iterator[bytes]:
-    with path.open("rb") as source:
-        while chunk := source.read(CHUNK):
-            sha256.update(chunk)
-            if meter is not None:
-                meter.add(len(chunk))
-            yield chunk
+def read_chunks(source: BinaryIO, sha256, meter: Meter | None = None) -> Iterator[bytes]:
+    while chunk := source.read(CHUNK):
+        sha256.update(chunk)
+        if meter is not None:
+            meter.add(len(chunk))
+        yield chunk
 
 
 class Backups:
@@ -198,8 +197,9 @@ class Backups:
         copy = AtomicFile(private_directory(target_dir) / source.name)
         try:
             meter = Meter(progress, "Copying to the second location")
-            for chunk in read_chunks(source, hashlib.sha256(), meter):
-                copy.write(chunk)
+            with source.open("rb") as original:
+                for chunk in read_chunks(original, hashlib.sha256(), meter):
+                    copy.write(chunk)
             if copy.sha256.hexdigest() != sha256:
                 raise BackupError(f"the copy in {target_dir} does not match the backup's SHA-256")
             copy.commit()
@@ -212,22 +212,25 @@ class Backups:
 
     def check(self, backup: Backup, progress: Progress = _quiet) -> tuple[Staged, int]:
         """Size, SHA-256 and `pg_restore --list` of the very bytes the tools will read (copied into the
-        container on the way); returns where they are and the number of entries in the dump's table of contents."""
+        container on the way, or the file opened once and handed on open); returns where they are and the number of
+        entries in the dump's table of contents."""
         if backup.state != OK:
             raise BackupError(f"{backup.label} is {backup.state}: it has no usable file.")
         if backup.database != self.database:
             raise BackupError(f"{backup.label} is of database {backup.database}, not {self.database}.")
         path = Path(backup.path)
         try:
-            size = path.stat().st_size
+            source = path.open("rb")
         except OSError:
             raise BackupError(f"The file of {backup.label} is missing ({path.name}).") from None
-        if size != backup.size:
-            raise BackupError(
-                f"The file of {backup.label} is {size} bytes instead of {backup.size}: it is truncated or was changed."
-            )
-        sha256 = hashlib.sha256()
-        staged = self.tools.stage(path, size, read_chunks(path, sha256, Meter(progress, f"Checking {backup.label}")))
+        with source:
+            size = os.fstat(source.fileno()).st_size
+            if size != backup.size:
+                raise BackupError(
+                    f"The file of {backup.label} is {size} bytes instead of {backup.size}: it is truncated or was changed."
+                )
+            sha256 = hashlib.sha256()
+            staged = self.tools.stage(source, size, read_chunks(source, sha256, Meter(progress, f"Checking {backup.label}")))
         try:
             if sha256.hexdigest() != backup.sha256:
                 raise BackupError(f"The SHA-256 of {backup.label} does not match what was recorded: the file was changed or is damaged.")

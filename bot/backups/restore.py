@@ -3,6 +3,9 @@
 Each step is written to the restore's journal row before it begins, so that a bot killed at any step
 knows on its next start what it left behind: it waits for a restore still running in the container
 (the engine keeps the exec and its exit code), starts the app services and says what the database holds.
+The journal never stands in the way of the work that brings the app back: a write the bot's own database
+refuses (locked, unreachable) is kept and written with the next one, and once the services were stopped they
+are started again whatever fails.
 """
 
 from __future__ import annotations
@@ -13,17 +16,21 @@ from contextlib import contextmanager
 from typing import Callable
 
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.backups.catalogue import RESTORE_OPTIONS, Backups, Progress, _quiet
 from bot.backups.model import Backup, RestoreRun
 from bot.backups.tools import Staged, last_lines, wait_for_exec
 from bot.docker_stack import StackError
+from bot.faults import reached
 from bot.humanize import elapsed, size as human_size
+from bot.jobs.queue import ended_and_unlocked
 from bot.store import utcnow
 
 log = logging.getLogger(__name__)
 
 RECOVERY_WAIT_SECONDS = 3600.0  # how long a restarted bot waits for a restore it left running in the container
+FINAL_JOURNAL_SECONDS = 60.0  # how long the last journal write is retried; after that the runners' sweep finishes the row
 
 
 class Restore:
@@ -34,12 +41,27 @@ class Restore:
         self.backups = Backups(runtime)
         self.services = list(runtime.settings.restore_services)
         self.lines: list[str] = []
+        self._unwritten: dict = {}  # journal values the bot's database refused, written with the next ones
+        self._stopped = False  # the services are down because of us: whatever happens, they are started again
 
     # ---- the journal ---------------------------------------------------------------------------------
 
-    def _journal(self, **values) -> None:
-        with self._rt.store.session.begin() as session:
-            session.execute(update(RestoreRun).where(RestoreRun.job_id == self._job_id).values(**values))
+    def _journal(self, **values) -> bool:
+        """Write to the journal; when the bot's database refuses, keep the values for the next write and go on."""
+        self._unwritten.update(values)
+        try:
+            with self._rt.store.session.begin() as session:
+                session.execute(update(RestoreRun).where(RestoreRun.job_id == self._job_id).values(**self._unwritten))
+        except SQLAlchemyError as error:
+            log.warning("the journal of restore #%s could not be written now (%s); keeping it for the next write", self._job_id, error)
+            return False
+        self._unwritten = {}
+        return True
+
+    def _journal_final(self, **values) -> None:
+        deadline = time.monotonic() + FINAL_JOURNAL_SECONDS
+        while not self._journal(**values) and time.monotonic() < deadline:
+            time.sleep(1.0)
 
     def _say(self, line: str) -> None:
         self.lines.append(line)
@@ -63,8 +85,13 @@ class Restore:
         ok = False
         try:
             ok = self._run(backup)
+        except Exception:
+            self._say("🔴 The restore stopped on an unexpected error (the details are in the bot's log).")
+            if self._stopped:
+                self._start({}, "5.")
+            raise
         finally:
-            self._journal(step="done" if ok else "failed", finished_at=utcnow(), outcome="\n".join(self.lines)[:4000])
+            self._journal_final(step="done" if ok else "failed", finished_at=utcnow(), outcome="\n".join(self.lines)[:4000])
         return ok
 
     def _run(self, backup: Backup) -> bool:
@@ -97,11 +124,13 @@ class Restore:
             return False
         self._journal(safety_backup_id=safety.id)
         self._say(f"🟢 2. Safety backup #{safety.id} of the live database ({human_size(safety.size)}) ({elapsed(started)})")
+        reached(self._rt, "restore:after_safety")
 
         if not self._stop("3."):
             self._start(before, "3.")
             self._say("The database was not touched.")
             return False
+        reached(self._rt, "restore:after_stop")
 
         started = time.monotonic()
         with self._step("restore", f"4. Restoring {backup.label} into {self.backups.database} in one transaction…"):
@@ -118,6 +147,7 @@ class Restore:
             self._start(before, "5.")
             return False
         self._say(f"🟢 4. Restored {backup.label} into {self.backups.database} in one transaction ({elapsed(started)})")
+        reached(self._rt, "restore:after_restore")
 
         self._journal(step="start")
         if not self._start(before, "5."):
@@ -144,6 +174,7 @@ class Restore:
         started = time.monotonic()
         try:
             with self._step("stop", f"{number} Stopping {', '.join(self.services)}…"):
+                self._stopped = True  # even a stop that fails part way may have stopped some
                 self._rt.docker.stop(self.services)
         except StackError as error:
             self._say(f"🔴 {number} Stopping {', '.join(self.services)} failed: {error}")
@@ -157,9 +188,11 @@ class Restore:
         self._progress(f"{number} Starting {', '.join(self.services)} and waiting until healthy…")
         try:
             self._rt.docker.start(self.services)
+            self._stopped = False
             states = {s: self._rt.docker.wait_healthy(s, self._rt.stack.stack.healthy_timeout) for s in self.services}
         except StackError as error:
-            self._say(f"🔴 {number} Starting {', '.join(self.services)} failed: {error}")
+            down = "" if not self._stopped else f"; they are stopped: /restart {' '.join(self.services)} starts them"
+            self._say(f"🔴 {number} Starting {', '.join(self.services)} failed: {error}{down}")
             return False
         bad = [s for s, state in states.items() if not (state.ok if before.get(s) else state.status == "running")]
         if bad:
@@ -214,6 +247,17 @@ class Restore:
 # ---- after the bot was killed mid-restore ---------------------------------------------------------------
 
 
+def finish_abandoned(runtime) -> None:
+    """The runners' sweep: a journal its job left open (its writes refused to the end, its recovery failed) is closed."""
+    with runtime.store.session.begin() as session:
+        session.execute(
+            update(RestoreRun)
+            .where(RestoreRun.finished_at.is_(None), *ended_and_unlocked(RestoreRun.job_id))
+            .values(step="interrupted", finished_at=utcnow(),
+                    outcome="Closed by the bot: its request had ended without finishing this journal; /health shows the services.")
+        )
+
+
 def recover(runtime, job) -> str:
     """What an interrupted /restore left: wait for a restore still running, start the services, say what the data is."""
     with runtime.store.session() as session:
@@ -246,7 +290,7 @@ def recover(runtime, job) -> str:
         states = [runtime.docker.wait_healthy(service, runtime.stack.stack.healthy_timeout) for service in run.services]
         services = ", ".join(f"{s.service} {s.health or s.status}" for s in states)
     except StackError as error:
-        services = f"starting {', '.join(run.services)} failed: {error}"
+        services = f"starting {', '.join(run.services)} failed: {error}; /restart {' '.join(run.services)} starts them"
     text = f"{data} Services: {services}."
     with runtime.store.session.begin() as session:
         session.execute(update(RestoreRun).where(RestoreRun.job_id == job.id).values(step="interrupted", finished_at=utcnow(), outcome=text))

@@ -12,8 +12,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 import docker
 import psycopg
@@ -31,10 +30,12 @@ class ToolError(StackError):
 
 @dataclass(frozen=True)
 class Staged:
-    """A backup file where the tools read it: a copy inside the container, or the file itself."""
+    """A backup file where the tools read it: a copy inside the container, or the very file that was checked,
+    still open (fd), which the local tools read as /dev/fd/N: a file swapped in at its path since is not read."""
 
     path: str
     copied: bool
+    fd: int | None = None
 
 
 class PgTools:
@@ -48,7 +49,7 @@ class PgTools:
     def stream(self, argv: list[str], on_stdout: Callable[[bytes], None], on_start: Callable[[str], None] = lambda _id: None) -> ExecOutcome:
         raise NotImplementedError
 
-    def stage(self, path: Path, size: int, chunks: Iterable[bytes]) -> Staged:
+    def stage(self, source: BinaryIO, size: int, chunks: Iterable[bytes]) -> Staged:
         raise NotImplementedError
 
     def unstage(self, staged: Staged) -> None:
@@ -93,7 +94,7 @@ class ContainerTools(PgTools):
         except docker.errors.APIError as error:
             raise ToolError(f"The Docker engine refused to run {argv[0]} {self.where}: {error.explanation or error}") from None
 
-    def stage(self, path, size, chunks) -> Staged:
+    def stage(self, source, size, chunks) -> Staged:
         name = f"flowstate-restore-{secrets.token_hex(6)}.dump"
         try:
             self._docker.put_file(self._db.compose_service, STAGING_DIR, name, size, chunks)
@@ -124,13 +125,16 @@ class LocalTools(PgTools):
         if params.get("password"):
             self._env["PGPASSWORD"] = str(params["password"])
         self._running: dict[str, subprocess.Popen] = {}
+        self._staged: set[int] = set()  # the open backup files the tools are given (pass_fds)
 
     def connection(self) -> list[str]:
         return list(self._args)
 
     def stream(self, argv, on_stdout, on_start=lambda _id: None) -> ExecOutcome:
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env)
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env, pass_fds=tuple(self._staged)
+            )
         except OSError as error:
             raise ToolError(f"{argv[0]} cannot run {self.where}: {error.strerror}") from None
         exec_id = f"pid:{process.pid}"
@@ -139,20 +143,27 @@ class LocalTools(PgTools):
         stderr = OutputTail()
         drain = threading.Thread(target=lambda: [stderr.add(chunk) for chunk in iter(lambda: process.stderr.read(4096), b"")], daemon=True)
         drain.start()
-        while chunk := process.stdout.read(CHUNK):
-            on_stdout(chunk)
-        code = process.wait()
+        try:
+            while chunk := process.stdout.read(CHUNK):
+                on_stdout(chunk)
+        finally:  # whatever failed here, the change (and its lock) ends only after the tool has
+            process.stdout.close()
+            code = process.wait()
         drain.join()
         self._running.pop(exec_id, None)
         return ExecOutcome(code, stderr.text())
 
-    def stage(self, path, size, chunks) -> Staged:
-        for _chunk in chunks:  # read through (the caller checksums on the way); the tools read the file itself
+    def stage(self, source, size, chunks) -> Staged:
+        for _chunk in chunks:  # read through (the caller checksums on the way); the tools read the same open file
             pass
-        return Staged(str(path), copied=False)
+        fd = os.dup(source.fileno())
+        self._staged.add(fd)
+        return Staged(f"/dev/fd/{fd}", copied=False, fd=fd)
 
     def unstage(self, staged: Staged) -> None:
-        pass
+        if staged.fd is not None and staged.fd in self._staged:
+            self._staged.discard(staged.fd)
+            os.close(staged.fd)
 
     def exec_state(self, exec_id: str) -> tuple[bool, int | None]:
         process = self._running.get(exec_id)

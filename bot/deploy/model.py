@@ -32,6 +32,7 @@ class Release(Base):
     health: Mapped[str] = mapped_column(String(16))  # good, bad, unknown
     replaced_id: Mapped[int | None] = mapped_column(Integer)  # the release that was current before this one
     pid: Mapped[int | None] = mapped_column(Integer)  # the deploy script's process (group), for a bot that restarts mid-deploy
+    process: Mapped[str | None] = mapped_column(String(200))  # the script as recovery knows it: pid, start time, PID namespace
     exit_code: Mapped[int | None] = mapped_column(Integer)  # None: not run, killed on timeout, or interrupted
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     output: Mapped[str | None] = mapped_column(Text)  # the deploy script's output (redacted), its last megabyte

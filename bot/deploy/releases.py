@@ -21,9 +21,10 @@ from bot.blocks import escape
 from bot.config import DeploySection
 from bot.deploy.git import GitError, Repo
 from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Release
-from bot.deploy.script import ScriptOutcome, read_output, run_script
-from bot.jobs.queue import process_running
+from bot.deploy.script import ScriptOutcome, read_output, run_script, writers_of
+from bot.jobs.queue import ended_and_unlocked, identity_running, process_identity
 from bot.docker_stack import StackError
+from bot.faults import reached
 from bot.humanize import duration
 from bot.store import utcnow
 
@@ -34,6 +35,11 @@ Progress = Callable[[str], None]
 
 class DeployError(Exception):
     """A deploy cannot start (no [deploy] section, a dirty checkout, git failing); one sentence for the user."""
+
+
+def output_file(settings, release_id: int) -> Path:
+    """Where a release's deploy script writes while it runs (moved into the ledger when it ends)."""
+    return settings.home / "deploys" / f"release-{release_id}.log"
 
 
 def deploy_section(runtime) -> DeploySection:
@@ -125,8 +131,7 @@ class Releases:
         return self._rt.docker.services() if self._rt.docker is not None else []
 
     def output_file(self, release_id: int) -> Path:
-        """Where a release's deploy script writes while it runs (moved into the ledger when it ends)."""
-        return self._rt.settings.home / "deploys" / f"release-{release_id}.log"
+        return output_file(self._rt.settings, release_id)
 
     def _update(self, release_id: int, **values) -> None:
         with self._rt.store.session.begin() as session:
@@ -188,23 +193,33 @@ class Releases:
                 return self.get(release_id)
             subject = escape(self.repo.commit(commit).subject[:80])
             say(f"Checked out {commit[:10]} ({subject}) in {self.deploy.workdir}.")
+            reached(self._rt, "deploy:after_checkout")
         name = os.path.basename(self.deploy.command[0])
         progress(f"Running {name}…")
         log_path = self.output_file(release_id)
+
+        script: dict = {}  # who it is, written again at the end in case the store refused it at the start
+
+        def started(pid: int) -> None:
+            script.update(pid=pid, process=process_identity(pid))
+            reached(self._rt, "deploy:after_start")
+            self._update(release_id, **script)
+
         outcome = run_script(
             self.deploy,
             log_path,
             lambda tail: progress(f"📜 {name} output (last lines):\n```" + "\n".join(tail)[-2500:] + "```"),
-            on_start=lambda pid: self._update(release_id, pid=pid),
+            on_start=started,
         )
         log_path.unlink(missing_ok=True)  # kept with the release from here on
         say(self._script_line(name, outcome))
+        reached(self._rt, "deploy:after_script")
         health, health_line = self._gate(progress)
         say(health_line)
         note = "timed out" if outcome.timed_out else (outcome.error or None)
         self._update(
             release_id, finished_at=utcnow(), health=health if outcome.ok else BAD, exit_code=outcome.exit_code,
-            duration_ms=round(outcome.seconds * 1000), output=outcome.output, note=note,
+            duration_ms=round(outcome.seconds * 1000), output=outcome.output, note=note, **script,
         )
         return self.get(release_id)
 
@@ -251,15 +266,20 @@ def recover(runtime, job) -> str:
         return "Check /health and ask again if it is still needed."
     parts = []
     for release in running:
-        if release.pid and process_running(release.pid):
-            deadline = time.monotonic() + releases.deploy.timeout
-            while process_running(release.pid) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            parts.append(f"Its deploy script (pid {release.pid}) was still running and has {'ended' if not process_running(release.pid) else 'not ended yet'}.")
-        elif release.pid:
-            parts.append(f"Its deploy script (pid {release.pid}) had ended.")
-        health, _said = releases._gate(lambda _text: None)
+        # Only the very process it started (a bare pid may since name a thread, or another host's process); when
+        # its start was not recorded, the process still writing the release's output file is it.
         log_path = releases.output_file(release.id)
+        scripts = [release.process] if release.process else writers_of(log_path)
+        alive = lambda: any(identity_running(script) for script in scripts)  # noqa: E731
+        pid = release.pid or (scripts[0].split("/")[1] if scripts else None)
+        if alive():
+            deadline = time.monotonic() + releases.deploy.timeout
+            while alive() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            parts.append(f"Its deploy script (pid {pid}) was still running and has {'not ended yet' if alive() else 'ended'}.")
+        elif pid:
+            parts.append(f"Its deploy script (pid {pid}) had ended.")
+        health, _said = releases._gate(lambda _text: None)
         releases._update(release.id, finished_at=utcnow(), health=health, output=read_output(log_path),
                          note="interrupted: the bot stopped during this deploy")
         log_path.unlink(missing_ok=True)
@@ -272,6 +292,21 @@ def recover(runtime, job) -> str:
         parts.insert(0, f"Which commit is checked out is unknown: {error}")
     parts.append("/releases shows the ledger; /restart runs the deploy script again.")
     return " ".join(parts)
+
+
+def finish_abandoned(runtime) -> None:
+    """The runners' sweep: a release its job left running in the ledger (the store refused its last write, its
+    recovery failed) is finished, health unknown, with what its script wrote; /rollback trusts only finished ones."""
+    with runtime.store.session() as session:
+        open_releases = list(session.scalars(select(Release).where(Release.finished_at.is_(None), *ended_and_unlocked(Release.job_id))))
+    for release in open_releases:
+        log_path = output_file(runtime.settings, release.id)
+        with runtime.store.session.begin() as session:
+            session.execute(update(Release).where(Release.id == release.id, Release.finished_at.is_(None)).values(
+                finished_at=utcnow(), output=release.output or read_output(log_path),
+                note="closed by the bot: its request had ended without finishing it",
+            ))
+        log_path.unlink(missing_ok=True)
 
 
 def record_at_start(runtime) -> None:

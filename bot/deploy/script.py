@@ -4,6 +4,7 @@ its output written to a file and read line by line as it comes, the whole group 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import pwd
 import signal
@@ -18,7 +19,10 @@ from typing import Callable
 from bot.config import DeploySection
 from bot.deploy.git import minimal_env
 from bot.deploy.model import OUTPUT_LIMIT
+from bot.jobs.queue import process_identity
 from bot.redact import redact
+
+log = logging.getLogger(__name__)
 
 TAIL_LINES = 10  # what the progress message shows of the output
 SHOW_EVERY = 1.0  # seconds between two progress updates (the message is updated at most about once a second)
@@ -64,7 +68,9 @@ def run_script(deploy: DeploySection, log_path: Path, show: Callable[[list[str]]
     """Run the deploy command; `show` gets the last lines of output at most once a second, and once at the end.
 
     Its output goes to a file, not a pipe: a bot that dies mid-deploy must not take the script down with it
-    (a write to a pipe nobody reads kills the writer), and the bot that starts next can still read what it said."""
+    (a write to a pipe nobody reads kills the writer), and the bot that starts next can still read what it said.
+    Once started, it is waited for whatever fails here (recording its pid, showing its output): the change, and the
+    stack's lock with it, must not end while the script still deploys."""
     started = time.monotonic()
     output = _Output()
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,8 +84,19 @@ def run_script(deploy: DeploySection, log_path: Path, show: Callable[[list[str]]
             )
     except OSError as error:
         return ScriptOutcome(None, 0.0, "", error=f"{deploy.command[0]} could not be started in {deploy.workdir}: {error.strerror or error}")
-    on_start(process.pid)
+    try:
+        on_start(process.pid)
+    except Exception:
+        log.exception("could not record the deploy script's pid %s; waiting for it all the same", process.pid)
     deadline = started + deploy.timeout
+    try:
+        return _follow(process, log_path, deadline, show, output, started)
+    finally:
+        _outlive(process, deadline)
+
+
+def _follow(process: subprocess.Popen, log_path: Path, deadline: float, show: Callable[[list[str]], None],
+            output: _Output, started: float) -> ScriptOutcome:
     shown_at, changed, timed_out = 0.0, False, False
     with open(log_path, "rb") as source:
         pending = b""
@@ -122,6 +139,28 @@ def _as_user(deploy: DeploySection) -> dict:
         "env": minimal_env({"HOME": user.pw_dir, **deploy.env}), "user": user.pw_uid, "group": user.pw_gid,
         "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),  # its own groups, none of the bot's
     }
+
+
+def _outlive(process: subprocess.Popen, deadline: float) -> None:
+    """Return only once the script has ended: at its deadline its group is killed (a no-op when it has ended)."""
+    try:
+        process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        process.wait()
+
+
+def writers_of(log_path: Path) -> list[str]:
+    """The processes whose output goes to this file, as process_identity() names them: a script whose pid the bot
+    could not record (killed, or its store down, right after starting it) is still found by the file it writes."""
+    found = []
+    for fd in Path("/proc").glob("[0-9]*/fd/1"):
+        try:
+            if os.readlink(fd) == str(log_path) and (identity := process_identity(int(fd.parts[2]))):
+                found.append(identity)
+        except OSError:  # gone, or not ours to look at
+            continue
+    return found
 
 
 def read_output(log_path: Path) -> str:

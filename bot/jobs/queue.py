@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.jobs.model import PENDING, QUEUED, RUNNING, ChangeLock, Job
+from bot.jobs.model import FINAL, PENDING, QUEUED, RUNNING, ChangeLock, Job
 from bot.registry import Invocation
 from bot.store import SEEN_REQUEST, Store, utcnow
 
@@ -75,6 +75,41 @@ def process_running(pid: int) -> bool:
         except PermissionError:
             return True
         return True
+
+
+def process_identity(pid: int) -> str | None:
+    """A process as recovery must know it: this host and PID namespace, its pid and its start time (clock ticks
+    after boot, /proc/PID/stat). A pid the kernel gave again, a thread's id or another host's pid is not it.
+    None when there is no such process (a thread, or one that has ended)."""
+    started = _start_time(pid)
+    return None if started is None else f"{_this_host()}/{pid}/{started}"
+
+
+def identity_running(identity: str) -> bool:
+    """The very process process_identity() named runs still (on another host or namespace: not that we can see)."""
+    host, _, rest = identity.partition("/")
+    pid, _, started = rest.partition("/")
+    return host == _this_host() and pid.isdigit() and _start_time(int(pid)) == started
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of a live process (not a zombie, not a thread: /proc lists a thread's id too)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            tgid = next((line.split()[1] for line in status if line.startswith("Tgid:")), None)
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if tgid != str(pid) or fields[0] == "Z":
+        return None
+    return fields[19]  # field 22 of proc(5), counted from the state (field 3)
+
+
+def ended_and_unlocked(job_id_column) -> list:
+    """Conditions on a domain row's job: it has ended, and holds no stack lock (a recovery that runs holds it).
+    The runners' sweep finishes the release and restore rows such a job left open."""
+    return [job_id_column.in_(select(Job.id).where(Job.state.in_(FINAL))), job_id_column.not_in(select(ChangeLock.job_id))]
 
 
 class JobQueue:

@@ -19,7 +19,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from bot.backups.restore import finish_abandoned as finish_abandoned_restores
 from bot.config import ConfigError, Settings, StackConfig
+from bot.deploy.releases import finish_abandoned as finish_abandoned_releases
 from bot.dispatcher import Refused
 from bot.duties.scheduler import SOURCE as DUTY_SOURCE
 from bot.jobs.model import Job
@@ -112,6 +114,11 @@ class Runner:
             self.outage.ok()
         except Exception:
             self.outage.failed("the sweep of expired requests and lost jobs")
+        try:
+            finish_abandoned_restores(self.rt)
+            finish_abandoned_releases(self.rt)
+        except Exception:
+            log.exception("the sweep of release and restore rows left open failed")
         try:
             self.rt.duties.tick()  # a duty whose slot has come: the replica whose INSERT wins queues it
             self.outage.ok()

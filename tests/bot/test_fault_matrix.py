@@ -1,0 +1,270 @@
+"""The fault matrix: every change the bot makes, at each of its steps, meets each fault, on real parts.
+
+Changes: /restore (on a database of the test's own in the live stack), /restart SERVICE (python-worker of the
+live stack), the deploy (/restart with no service) and /rollback (on the deploy world's own Compose project).
+Faults, injected at the step boundary through the test-only hook of bot/faults.py, never by a racing sleep:
+the bot's store locked by another connection (longer than its busy timeout), the Docker engine refusing, Slack
+answering 500 or 429 to every post and update, and SIGKILL (a bot process of its own): its runner alone, which the
+bot replaces at once, or the bot and its runner, started again by the test.
+
+After each, what an on-call engineer would check:
+- the app services run, or what the bot said names exactly what is down and the /restart that starts it;
+- no second change could run while the first had work running: the stack's lock was this change's at the
+  fault, and once it is let go no process the change started (the deploy script, pg_restore) still runs;
+- the request, the release ledger and the restore journal are final;
+- every step of the request is in the audit.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from sqlalchemy import select
+
+from bot.approvals import APPROVE
+from bot.backups.model import RestoreRun
+from bot.deploy.model import Release
+from bot.docker_stack import ComposeStack
+from bot.jobs.model import FINAL, ChangeLock, Job
+from bot.jobs.queue import identity_running, process_running
+from bot.jobs.runner import Runner
+from bot.registry import Invocation
+from bot.roles import Role
+from bot.slack_client import SlackNotifier, web_client
+from bot.store import AuditEntry
+from tests.backups.test_restore_slack import _stack_file as restore_stack_file
+from tests.backups.conftest import app_db  # noqa: F401 (fixtures of the restore and deploy worlds)
+from tests.deploy.conftest import PROJECT as DEPLOY_PROJECT, deploy_project, served, wait_for, world  # noqa: F401
+from tests.bot.test_slack_approvals import CHANNEL, _request_message
+from tests.conftest import BotProcess, grant, run
+from tests.faults import RefusingDocker, SlackFailing, StoreLock, short_busy_timeout
+
+SERVICE = "python-worker"  # the live stack's service that /restore stops and /restart restarts
+CHANGES = {
+    "restore": ("restore:after_safety", "restore:after_stop", "restore:after_restore"),
+    "restart": ("restart:after_restart",),
+    "deploy": ("deploy:after_start", "deploy:after_script"),
+    "rollback": ("deploy:after_checkout", "deploy:after_start", "deploy:after_script"),
+}
+FAULTS = ("store", "docker", "slack500", "slack429", "runner-kill", "bot-kill")
+CELLS = [pytest.param(change, point, fault, id=f"{change}-{point.split(':')[1]}-{fault}")
+         for change, points in CHANGES.items() for point in points for fault in FAULTS]
+
+
+@dataclass
+class Change:
+    line: str  # what the operator asks for
+    stack: object  # the StackConfig
+    stack_file: str
+    services: list[str]  # the app services that must run afterwards
+    settings: dict = field(default_factory=dict)
+    prepare: Callable[[object], None] = lambda _runtime: None  # before the request (a backup to restore)
+    leftovers: Callable[[object], list[str]] = lambda _store: []  # processes the change started that still run
+    before_kill: Callable[[], None] = lambda: None  # a killed runner's work must outlast the start of its recovery
+
+
+def _restore_change(request, tmp_path) -> Change:
+    app_db = request.getfixturevalue("app_db")
+    request.getfixturevalue("stack_container")(SERVICE)  # put back to healthy after the test, whatever happened
+    app_db.add_events(50)
+
+    def pg_restore_running(store) -> list[str]:
+        docker = ComposeStack(app_db.stack.stack.compose_project)
+        try:
+            with store.session() as session:
+                runs = list(session.scalars(select(RestoreRun)))
+            return [f"pg_restore exec {r.exec_id}" for r in runs if r.exec_id and docker.exec_state(r.exec_id)[0]]
+        finally:
+            docker.close()
+
+    return Change(
+        "/restore 1", app_db.stack, restore_stack_file(tmp_path, app_db), [SERVICE],
+        settings=dict(backup_dir=tmp_path / "backups", restore_services=[SERVICE]),
+        prepare=lambda runtime: _assert_ok(run(runtime, "UOP", "/backup")),
+        leftovers=pg_restore_running,
+    )
+
+
+def _restart_change(request, tmp_path) -> Change:
+    live_stack = request.getfixturevalue("live_stack")
+    request.getfixturevalue("stack_container")(SERVICE)
+    path = tmp_path / "flowstate.toml"
+    path.write_text(f'[stack]\ncompose_project = "{live_stack.stack.compose_project}"\nhealthy_timeout = 60\n')
+    return Change(f"/restart {SERVICE}", live_stack, str(path), [SERVICE])
+
+
+def _deploy_change(request, tmp_path, line: str) -> Change:
+    world = request.getfixturevalue("world")
+    world.checkout("v2")
+    if served() is None:  # the app runs before the change, so that "it runs afterwards" means something
+        subprocess.run(["docker-compose", "-p", DEPLOY_PROJECT, "-f", "docker-compose.yml", "up", "-d", "frontend"],
+                       cwd=world.repo, check=True, capture_output=True)
+        wait_for("the deploy world's frontend", served)
+    world.hold.write_text("1")  # the script runs a second: long enough to be running at deploy:after_start
+
+    def scripts_running(store) -> list[str]:
+        with store.session() as session:
+            releases = list(session.scalars(select(Release)))
+        running = [f"deploy script of release #{r.id}" for r in releases if r.process and identity_running(r.process)]
+        held = world.hold.with_name("hold.pid")
+        if held.exists() and process_running(int(held.read_text())):
+            running.append("the deploy script's sleep")
+        return running
+
+    return Change(line, world.stack(), str(world.stack_file), ["frontend"], leftovers=scripts_running,
+                  before_kill=lambda: world.hold.write_text("4"))
+
+
+def _change(name: str, request, tmp_path) -> Change:
+    if name == "restore":
+        return _restore_change(request, tmp_path)
+    if name == "restart":
+        return _restart_change(request, tmp_path)
+    return _deploy_change(request, tmp_path, "/restart" if name == "deploy" else "/rollback v1")
+
+
+def _assert_ok(reply) -> None:
+    assert not reply.failed, reply.text
+
+
+# ---- the two ways to run a change: in this process (the runner's own code), or a bot process killed at the step ----
+
+
+def _in_process(change: Change, point: str, fault: str, make_runtime, slack_double, tmp_path) -> tuple[object, int, list]:
+    runtime = make_runtime(change.stack, admins=["UADMIN"], slack_api_url=slack_double.api_url, slack_bot_token="xoxb-matrix",
+                           **change.settings)
+    client = web_client(runtime.settings)
+    runtime.notifier = SlackNotifier(client)
+    grant(runtime, "UOP", Role.operator)
+    grant(runtime, "UAPP", Role.approver)
+    change.prepare(runtime)
+    short_busy_timeout(runtime)
+    inject = {
+        "store": lambda: StoreLock(runtime),
+        "docker": lambda: RefusingDocker(runtime, tmp_path),
+        "slack500": lambda: SlackFailing(slack_double, 500),
+        "slack429": lambda: SlackFailing(slack_double, 429),
+    }[fault]()
+    holders_at_fault = []
+
+    def at(reached: str) -> None:
+        if reached == point:  # a rollback that goes back passes its steps twice: the fault comes the first time
+            with runtime.store.session() as session:
+                lock = session.get(ChangeLock, runtime.stack_name)
+            holders_at_fault.append(lock.job_id if lock else None)
+            if len(holders_at_fault) == 1:
+                inject()
+
+    runtime.fault = at
+    name, _, text = change.line[1:].partition(" ")
+    asked = runtime.dispatcher.dispatch(Invocation("UOP", name, text, CHANNEL, "slack"))
+    number = int(re.match(r"Request #(\d+): ", asked.text).group(1))
+    approved = runtime.dispatcher.dispatch(Invocation("UAPP", "approvals", f"approve {number}", CHANNEL, "slack"))
+    assert approved.text == f"You approved request #{number}; it runs now.", approved.text
+    runner = Runner(runtime, client)
+    job = runtime.jobs.claim_next(runtime.holder, source="slack")
+    runner.free.acquire()
+    runner._process(job)  # as a runner thread runs it, its last resort for an escaping error included
+    if isinstance(inject, StoreLock):
+        inject.join()
+    assert holders_at_fault and set(holders_at_fault) == {number}, "the stack's lock was this change's at the step"
+    _settle(runtime.store, number)
+    return runtime.store, number, holders_at_fault
+
+
+def _killed(change: Change, point: str, whole_bot: bool, tmp_path, slack_double) -> tuple[object, int]:
+    env = dict(FLOWSTATE_FAULT_AT=f"bot@{point}" if whole_bot else point, FLOWSTATE_JOB_LEASE_SECONDS="5")
+    if "backup_dir" in change.settings:
+        env.update(FLOWSTATE_BACKUP_DIR=str(change.settings["backup_dir"]), FLOWSTATE_RESTORE_SERVICES=SERVICE)
+    change.before_kill()
+    bot = BotProcess(tmp_path, slack_double, tmp_path / "home", change.stack_file, **env)
+    sender = bot.start()
+    try:
+        bot.grant("U0OP", Role.operator)
+        number = 1
+        if change.line.startswith("/restore"):
+            sender.slash("/backup", "", "U0OP", CHANNEL, response_url=slack_double.response_url("backup"))
+            _wait("the backup", lambda: _job_state(bot.store, 1) == "succeeded")
+            number = 2
+        name, _, text = change.line.partition(" ")
+        sender.slash(name, text, "U0OP", CHANNEL, response_url=slack_double.response_url("ask"))
+        message = _request_message(slack_double, number)
+        sender.click(APPROVE, str(number), "U0ADMIN", CHANNEL, message["ts"], slack_double.response_url("approve"))
+        if whole_bot:
+            bot.process.wait(timeout=120)
+            bot.start()
+        slack_double.wait_for("chat.postMessage", timeout=180, predicate=lambda c: "was interrupted" in str(c.params.get("text")))
+        _settle(bot.store, number)
+        return bot, number
+    except BaseException:
+        bot.close()
+        raise
+
+
+def _wait(what: str, check, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.1)
+    return found
+
+
+def _job_state(store, number: int) -> str | None:
+    with store.session() as session:
+        job = session.get(Job, number)
+        return job.state if job else None
+
+
+def _settle(store, number: int) -> None:
+    """The request is final and its lock let go (a recovery holds it until it has done its work)."""
+    _wait("the request's end", lambda: _job_state(store, number) in FINAL)
+
+    def released() -> bool:
+        with store.session() as session:
+            return not session.scalars(select(ChangeLock).where(ChangeLock.job_id == number)).all()
+
+    _wait("the lock's release", released, timeout=200)
+
+
+# ---- the matrix -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change_name, point, fault", CELLS)
+def test_a_fault_at_a_step_of_a_change_leaves_production_no_worse(change_name, point, fault, request, tmp_path, make_runtime, slack_double):
+    change = _change(change_name, request, tmp_path)
+    if fault.endswith("kill"):
+        bot, number = _killed(change, point, fault == "bot-kill", tmp_path, slack_double)
+        request.addfinalizer(bot.close)
+        store = bot.store
+    else:
+        store, number, _holders = _in_process(change, point, fault, make_runtime, slack_double, tmp_path)
+
+    assert change.leftovers(store) == [], "the lock was let go while work the change started still ran"
+    said = "\n".join(str(call.params.get("text")) + str(call.params.get("blocks")) for call in slack_double.calls
+                     if call.method in ("chat.postMessage", "chat.update", "chat.postEphemeral"))
+    with store.session() as session:
+        job = session.get(Job, number)
+        said += "\n" + (job.result or "")
+        releases = list(session.scalars(select(Release)))
+        journals = list(session.scalars(select(RestoreRun)))
+        outcomes = [a.outcome for a in session.scalars(select(AuditEntry).where(AuditEntry.job_id == number).order_by(AuditEntry.id))]
+    assert job.state in FINAL and job.finished_at is not None, job.state
+    assert all(r.finished_at is not None for r in releases), [(r.id, r.kind, r.note) for r in releases]
+    assert all(r.finished_at is not None and r.step in ("done", "failed", "interrupted") for r in journals), [(r.step, r.outcome) for r in journals]
+    assert {"requested", "approved", "allowed"} <= set(outcomes), outcomes
+    assert set(outcomes) & {"succeeded", "failed", "interrupted"}, outcomes
+
+    docker = ComposeStack(change.stack.stack.compose_project)
+    try:
+        states = {s.service: s for s in docker.states()}
+    finally:
+        docker.close()
+    for service in change.services:
+        if not (service in states and states[service].status == "running"):
+            assert re.search(rf"/restart [^\n`]*{re.escape(service)}", said), f"{service} is down and nothing said how to start it:\n{said[-3000:]}"
