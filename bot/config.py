@@ -16,6 +16,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -219,6 +220,7 @@ class HttpProbe(_Strict):
     expect_status: int = 200
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
+    runbook: str | None = None  # shown as a link on the probe's failing line
 
 
 class TcpProbe(_Strict):
@@ -228,6 +230,7 @@ class TcpProbe(_Strict):
     port: int = Field(ge=1, le=65535)
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
+    runbook: str | None = None  # shown as a link on the probe's failing line
 
 
 class PostgresProbe(_Strict):
@@ -236,6 +239,7 @@ class PostgresProbe(_Strict):
     dsn: str
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
+    runbook: str | None = None  # shown as a link on the probe's failing line
 
 
 class RedisProbe(_Strict):
@@ -244,6 +248,7 @@ class RedisProbe(_Strict):
     url: str
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
+    runbook: str | None = None  # shown as a link on the probe's failing line
 
 
 Probe = Annotated[HttpProbe | TcpProbe | PostgresProbe | RedisProbe, Field(discriminator="kind")]
@@ -255,6 +260,8 @@ class StackSection(_Strict):
     app_services: list[str] = []
     check_timeout: float = Field(5.0, gt=0, le=60)
     healthy_timeout: float = Field(120.0, gt=0, le=3600)  # how long /restart waits for a service to be healthy
+    # A change's health gate passes only when every check has held this long without a break.
+    stable_seconds: float = Field(30.0, ge=0, le=3600)
 
 
 class DatabaseSection(_Strict):
@@ -288,13 +295,58 @@ class ApiErrorsSection(_Strict):
     compose_service: str = "backend"
 
 
+class EdgeSection(_Strict):
+    """The reverse proxy in front of the app: its access log is where users' errors are counted."""
+
+    compose_service: str = "nginx"
+    format: Literal["combined"] = "combined"  # the status is the field after the quoted request
+    window_minutes: float = Field(5.0, gt=0, le=60)
+    warning_percent: float = Field(5.0, gt=0, le=100)
+    critical_percent: float = Field(25.0, gt=0, le=100)
+    min_requests: int = Field(20, ge=1)  # fewer requests than this in the window say nothing about a rate
+    runbook: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "EdgeSection":
+        if self.critical_percent < self.warning_percent:
+            raise ValueError("critical_percent must not be below warning_percent")
+        return self
+
+
+class CriticalLevels(_Strict):
+    """Where a crossed threshold turns from a warning (orange) to critical (red)."""
+
+    error_rate_percent: float = 25.0
+    cpu_percent: float = 95.0
+    memory_percent: float = 95.0
+    connections_percent: float = 95.0
+    long_query_seconds: float = 300.0
+    queue_length: int = 5000
+
+
 class Thresholds(_Strict):
+    # The values here are the warning levels (the keys are older than critical levels, and keep their meaning).
     error_rate_percent: float = 5.0
     cpu_percent: float = 80.0
     memory_percent: float = 80.0
     connections_percent: float = 80.0
     long_query_seconds: float = 30.0
     queue_length: int = 500
+    critical: CriticalLevels = CriticalLevels()
+    runbooks: dict[str, str] = {}  # threshold key (as above) -> a URL shown with its crossed line
+
+    @model_validator(mode="after")
+    def _known_runbooks(self) -> "Thresholds":
+        unknown = sorted(set(self.runbooks) - set(CriticalLevels.model_fields))
+        if unknown:
+            raise ValueError(f"runbooks for unknown thresholds: {', '.join(unknown)}; known: {', '.join(CriticalLevels.model_fields)}")
+        return self
+
+    def severity(self, key: str, value: float) -> str:
+        """ok, warn or fail for a measured value of a threshold, by its two levels."""
+        if value > getattr(self.critical, key):
+            return "fail"
+        return "warn" if value > getattr(self, key) else "ok"
 
 
 class DeploySection(_Strict):
@@ -329,6 +381,7 @@ class StackConfig(_Strict):
     redis: RedisSection | None = None
     queue: QueueSection | None = None
     api_errors: ApiErrorsSection = ApiErrorsSection()
+    edge: EdgeSection | None = None
     thresholds: Thresholds = Thresholds()
     probes: list[Probe] = []
     source: str | None = Field(None, exclude=True)

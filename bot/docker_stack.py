@@ -281,6 +281,11 @@ class ComposeStack:
     def restart(self, services: list[str], timeout: int = 30) -> list[str]:
         return self._each(services, lambda c: c.restart(timeout=timeout))
 
+    def projects(self) -> list[str]:
+        """The Compose projects the engine has containers of (to name the right one when ours matches none)."""
+        found = self._call(lambda client: client.api.containers(all=True, filters={"label": PROJECT_LABEL}))
+        return sorted({(c.get("Labels") or {}).get(PROJECT_LABEL, "") for c in found} - {""})
+
     def services(self) -> list[str]:
         return sorted({service for service, _container in self.containers()})
 

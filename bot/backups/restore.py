@@ -18,6 +18,7 @@ from bot.backups.catalogue import RESTORE_OPTIONS, Backups, Progress, _quiet
 from bot.backups.model import Backup, RestoreRun
 from bot.backups.tools import Staged, last_lines, wait_for_exec
 from bot.docker_stack import StackError
+from bot.health_eval import gate
 from bot.humanize import elapsed, size as human_size
 from bot.store import utcnow
 
@@ -157,13 +158,13 @@ class Restore:
         self._progress(f"{number} Starting {', '.join(self.services)} and waiting until healthy…")
         try:
             self._rt.docker.start(self.services)
-            states = {s: self._rt.docker.wait_healthy(s, self._rt.stack.stack.healthy_timeout) for s in self.services}
+            # The one health gate; a service that was not healthy before the restore need not be healthy after it.
+            outcome = gate(self._rt, self._progress, excused=[s for s in self.services if not before.get(s)])
         except StackError as error:
             self._say(f"🔴 {number} Starting {', '.join(self.services)} failed: {error}")
             return False
-        bad = [s for s, state in states.items() if not (state.ok if before.get(s) else state.status == "running")]
-        if bad:
-            self._say(f"🔴 {number} Not healthy after {elapsed(started)}: " + ", ".join(f"{s} ({states[s].status}, {states[s].health})" for s in bad))
+        if not outcome.ok:
+            self._say(f"🔴 {number} {outcome.line.removeprefix('🔴 ')}")
             return False
         self._say(f"🟢 {number} Started {', '.join(self.services)}; healthy again ({elapsed(started)})")
         return True
@@ -243,8 +244,7 @@ def recover(runtime, job) -> str:
         data = f"{run.database} holds backup #{run.backup_id}{safety}."
     try:
         runtime.docker.start(run.services)
-        states = [runtime.docker.wait_healthy(service, runtime.stack.stack.healthy_timeout) for service in run.services]
-        services = ", ".join(f"{s.service} {s.health or s.status}" for s in states)
+        services = gate(runtime, lambda _text: None).line
     except StackError as error:
         services = f"starting {', '.join(run.services)} failed: {error}"
     text = f"{data} Services: {services}."

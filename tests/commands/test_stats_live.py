@@ -26,9 +26,9 @@ def _get(url: str) -> int:
         return error.code
 
 
-def _api_counts(text: str) -> tuple[int, int]:
-    match = re.search(r"(\d+) of (\d+) requests answered 5xx", text)
-    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+def _api_counts(text: str, who: str = "Backend") -> tuple[int, int]:
+    match = re.search(rf"^{who} \(.*?\): ([\d,]+) of ([\d,]+) requests answered 5xx", text, re.M)
+    return (int(match.group(1).replace(",", "")), int(match.group(2).replace(",", ""))) if match else (0, 0)
 
 
 def test_backend_500s_show_as_the_api_error_rate_and_are_flagged(make_runtime, live_stack, stack_container):
@@ -41,9 +41,21 @@ def test_backend_500s_show_as_the_api_error_rate_and_are_flagged(make_runtime, l
     errors, total = _api_counts(text)
     assert (errors - errors_before, total - total_before) == (10, 20), text
     rate = 100.0 * errors / total
-    assert f"{errors} of {total} requests answered 5xx: {rate:.1f}%" in text
-    flagged = f"• API error rate {rate:.1f}% (threshold 5%)" in text.split("*API errors")[0]
+    assert f"Backend (backend's own log): {errors:,} of {total:,} requests answered 5xx: {rate:.1f}%" in text
+    mark = "🔴" if rate > 25.0 else "🟠"
+    flagged = f"• {mark} API error rate at the backend {rate:.1f}% (warning 5%, critical 25%)" in text.split("*API errors")[0]
     assert flagged == (rate > 5.0), text
+
+
+def test_a_stopped_backend_shows_as_an_edge_error_rate_near_100_percent(make_runtime, live_stack, stack_container):
+    stack_container("backend").stop(timeout=1)
+    statuses = [_get("http://127.0.0.1:58080/api/items") for _ in range(100)]
+    assert set(statuses) == {502}, "nginx answers for the dead backend"
+    text = run(make_runtime(live_stack, admins=["UA"]), "UA", "/stats 1m").text
+    errors, total = _api_counts(text, "Edge")
+    assert errors >= 100 and errors / total > 0.9, text
+    assert re.search(r"^• 🔴 Error rate at the edge \(nginx\) \d+\.\d% \(warning 5%, critical 25%\)$", text.split("*API errors")[0], re.M), text
+    assert _api_counts(text)[0] < 100, "the dead backend logged none of those 502s: only the edge counts them"
 
 
 def test_a_thousand_queued_jobs_show_as_1000_and_cross_the_threshold(make_runtime, live_stack):
@@ -56,7 +68,7 @@ def test_a_thousand_queued_jobs_show_as_1000_and_cross_the_threshold(make_runtim
     finally:
         queue.delete(key)
     assert f"{key} (list): 1,000 jobs" in text
-    assert "• AI worker queue 1,000 jobs (threshold 500)" in text.split("*API errors")[0], "flags come first"
+    assert "• 🟠 AI worker queue 1,000 jobs (warning 500, critical 5,000)" in text.split("*API errors")[0], "flags come first"
 
 
 def test_a_queue_key_of_the_wrong_type_is_an_error_not_a_zero(make_runtime, live_stack):
@@ -184,7 +196,7 @@ def test_a_stopped_service_shows_as_not_running_with_its_state(make_runtime, liv
     stack_container("python-worker").stop(timeout=5)
     text = run(make_runtime(live_stack, admins=["UA"]), "UA", "/stats").text
     assert re.search(r"^python-worker: not running \(exited with code \d+\)$", text, re.M), text
-    assert re.search(r"^• python-worker is not running \(exited with code \d+\)$", text.split("*API errors")[0], re.M), text
+    assert re.search(r"^• 🔴 python-worker is not running \(exited with code \d+\)$", text.split("*API errors")[0], re.M), text
     assert re.search(r"^backend: CPU [\d.]+%", text, re.M), "the running ones are still sampled"
 
 
