@@ -330,7 +330,8 @@ def gate(runtime, progress: Callable[[str], None], excused: Iterable[str] = (), 
         if not failing:
             held_since = held_since or time.monotonic()
             if time.monotonic() - held_since >= settings.stable_seconds:
-                return GateOutcome(True, f"🟢 Healthy: all {len(checks)} checks held for {settings.stable_seconds:g} s ({took:.1f} s).")
+                names = ", ".join(c.name for c in checks)
+                return GateOutcome(True, f"🟢 Healthy: {names} held for {settings.stable_seconds:g} s ({took:.1f} s).")
         else:
             held_since = None
             if any(c.key != EDGE_KEY for c in failing):

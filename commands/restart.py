@@ -81,7 +81,8 @@ def restart(ctx: Context, args: RestartArgs) -> Reply:
             break  # the next services wait: an operator decides what to do after a failure
         took = time.monotonic() - started
         if outcome.ok:
-            lines.append(f"🟢 *{service}* is healthy again after {took:.1f} s: {outcome.line.removeprefix('🟢 ')}")
+            stable = ctx.runtime.stack.stack.stable_seconds
+            lines.append(f"🟢 *{service}* is healthy again after {took:.1f} s; every check held for {stable:g} s")
             ctx.progress(lines[-1])
         else:
             lines.append(f"🔴 *{service}* was restarted, but the stack is not healthy: {outcome.line.removeprefix('🔴 ')}")
