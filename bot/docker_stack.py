@@ -321,11 +321,12 @@ class ComposeStack:
         argv: list[str],
         on_stdout: Callable[[bytes], None],
         on_start: Callable[[str], None] = lambda _exec_id: None,
+        environment: dict[str, str] | None = None,
     ) -> ExecOutcome:
         """Run argv in the service's container (no shell, no TTY: binary output stays intact), its stdout
         handed over chunk by chunk as it comes; then its exit code from the engine."""
         container = self._running(service)
-        exec_id = self._call(lambda client: client.api.exec_create(container.id, argv, stdout=True, stderr=True, tty=False))["Id"]
+        exec_id = self._call(lambda client: client.api.exec_create(container.id, argv, stdout=True, stderr=True, tty=False, environment=environment))["Id"]
         on_start(exec_id)
         stderr = OutputTail()
         try:

@@ -141,14 +141,14 @@ def statement_lines(activity: DatabaseActivity, long_query_seconds: float, show:
     """The long-running and the slowest statements, each statement's text as `show` gives it."""
     lines = []
     if activity.long_queries:
-        lines.append(f"Running longer than {long_query_seconds:g} s:")
+        lines.append(f"Running longer than {long_query_seconds:g} s (the bot's own sessions, backups and drills left out):")
         lines += [f"• pid {q.pid} ({q.user}, {q.state}) {duration(q.seconds)}: {show(q.query)}" for q in activity.long_queries]
     else:
-        lines.append(f"No query running longer than {long_query_seconds:g} s.")
+        lines.append(f"No query running longer than {long_query_seconds:g} s (the bot's own sessions, backups and drills left out).")
     if activity.slow_statements is None:
         lines.append(f"Slowest statements: {activity.statements_note}.")
     elif activity.slow_statements:
-        lines.append("Slowest statements (mean time, pg_stat_statements):")
+        lines.append("Slowest statements (mean time, pg_stat_statements; the bot's own and its backups' and drills' left out):")
         lines += [f"• {s.mean_ms:.1f} ms × {s.calls} calls: {show(s.query)}" for s in activity.slow_statements]
     return lines
 
@@ -172,7 +172,7 @@ def database(ctx: Context, _args: StatsArgs) -> Section:
                   f"{len(activity.long_queries)} queries running longer than {limits.long_query_seconds:g} s (longest {duration(longest)}, "
                   f"critical {limits.critical.long_query_seconds:g} s)")
     # The channel sees statements without their literals; an operator gets the full text with /queries.
-    section.lines += statement_lines(activity, limits.long_query_seconds, lambda query: f"`{statement_summary(query)}`")
+    section.lines += statement_lines(activity, limits.long_query_seconds, lambda query: blocks.code(statement_summary(query)))
     if activity.long_queries or activity.slow_statements:
         section.lines.append("Literals are shown as ?; operators see the full text with /queries, only to themselves.")
     return section

@@ -84,9 +84,9 @@ def test_a_queue_key_of_the_wrong_type_is_an_error_not_a_zero(make_runtime, live
 
 
 @contextmanager
-def _held(dsn: str, statement: str):
+def _held(dsn: str, statement: str, application: str = "flowstate-ai"):
     """A statement running on its own connection until the block ends; yields its backend pid."""
-    holder = psycopg.connect(dsn, autocommit=True)
+    holder = psycopg.connect(dsn, autocommit=True, application_name=application)
     pid = holder.info.backend_pid
 
     def hold():
@@ -116,6 +116,16 @@ def test_a_long_running_query_is_listed(make_runtime, live_stack):
         text = run(runtime, "UA", "/stats").text
     assert re.search(rf"• pid {pid} \(flowstate, active\) \d+ s: `SELECT pg_sleep\(\?\) /\* held by a test \*/`", text), text
     assert "queries running longer than 1 s" in text.split("*API errors")[0]
+
+
+def test_the_bots_own_sessions_and_its_backups_are_not_the_apps_long_queries(make_runtime, live_stack):
+    runtime = make_runtime(_short_long_query_threshold(live_stack), admins=["UA"])
+    dsn = live_stack.database.dsn
+    with _held(dsn, "SELECT pg_sleep(30) /* a backup */", "flowstate-bot-maintenance") as backup, \
+            _held(dsn, "SELECT pg_sleep(30) /* the app */") as app:
+        text = run(runtime, "UA", "/stats").text
+    assert f"• pid {app} " in text and f"• pid {backup} " not in text, text
+    assert "Running longer than 1 s (the bot's own sessions, backups and drills left out):" in text
 
 
 SECRET_QUERY = "SELECT pg_sleep(30), 'Bearer eyJhbGciOiJIUzI1NiJ9' AS auth, 4111111111111111 AS card /* held by a test */"
@@ -166,7 +176,7 @@ def test_statement_timings_come_from_pg_stat_statements_or_say_why_not(make_runt
     with psycopg.connect(live_stack.database.dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_sleep(0.6) /* the slow one */")
     text = run(make_runtime(live_stack, admins=["UA"]), "UA", "/stats").text
-    assert "Slowest statements (mean time, pg_stat_statements):" in text
+    assert "Slowest statements (mean time, pg_stat_statements; the bot's own and its backups' and drills' left out):" in text
     slow = re.search(r"• ([\d.]+) ms × \d+ calls: `SELECT pg_sleep\(\$1\) /\* the slow one \*/`", text)
     assert slow and float(slow.group(1)) >= 600, text
     plain = live_stack.model_copy(update={"database": live_stack.database.model_copy(update={"dsn": postgres_admin})})
