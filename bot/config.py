@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -213,6 +214,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _runbook_url(url: str) -> str:
+    # Shown as a Slack link <URL|runbook>: a character that ends the link would let the stack file write markup.
+    if not re.fullmatch(r"https?://[^\s<>|`]+", url):
+        raise ValueError("a runbook must be an http:// or https:// URL without spaces, <, >, | or backticks")
+    return url
+
+
+RunbookUrl = Annotated[str, AfterValidator(_runbook_url)]
+
+
 class HttpProbe(_Strict):
     kind: Literal["http"]
     name: str
@@ -220,7 +231,7 @@ class HttpProbe(_Strict):
     expect_status: int = 200
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
-    runbook: str | None = None  # shown as a link on the probe's failing line
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
 class TcpProbe(_Strict):
@@ -230,7 +241,7 @@ class TcpProbe(_Strict):
     port: int = Field(ge=1, le=65535)
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
-    runbook: str | None = None  # shown as a link on the probe's failing line
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
 class PostgresProbe(_Strict):
@@ -239,7 +250,7 @@ class PostgresProbe(_Strict):
     dsn: str
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
-    runbook: str | None = None  # shown as a link on the probe's failing line
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
 class RedisProbe(_Strict):
@@ -248,7 +259,7 @@ class RedisProbe(_Strict):
     url: str
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
-    runbook: str | None = None  # shown as a link on the probe's failing line
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
 Probe = Annotated[HttpProbe | TcpProbe | PostgresProbe | RedisProbe, Field(discriminator="kind")]
@@ -304,7 +315,7 @@ class EdgeSection(_Strict):
     warning_percent: float = Field(5.0, gt=0, le=100)
     critical_percent: float = Field(25.0, gt=0, le=100)
     min_requests: int = Field(20, ge=1)  # fewer requests than this in the window say nothing about a rate
-    runbook: str | None = None
+    runbook: RunbookUrl | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> "EdgeSection":
@@ -333,7 +344,7 @@ class Thresholds(_Strict):
     long_query_seconds: float = 30.0
     queue_length: int = 500
     critical: CriticalLevels = CriticalLevels()
-    runbooks: dict[str, str] = {}  # threshold key (as above) -> a URL shown with its crossed line
+    runbooks: dict[str, RunbookUrl] = {}  # threshold key (as above) -> a URL shown with its crossed line
 
     @model_validator(mode="after")
     def _known_runbooks(self) -> "Thresholds":

@@ -93,9 +93,13 @@ def test_a_service_whose_health_check_is_still_starting_is_a_warning_not_a_failu
 def test_api_errors_behind_a_healthy_backend_turn_health_red_naming_the_edge_rate_first(make_runtime, live_stack, stack_container):
     stack_container("backend").exec_run("touch /tmp/fail-api")  # every API call answers 500; the container stays healthy
     assert through_nginx("/api/items", 60) == [500] * 60
-    reply = run(make_runtime(live_stack, admins=["UA"]), "UA", "/health")
+    edge = live_stack.edge.model_copy(update={"runbook": "https://wiki.example/runbooks/edge-errors"})
+    reply = run(make_runtime(live_stack.model_copy(update={"edge": edge}), admins=["UA"]), "UA", "/health")
     lines = reply.text.splitlines()
-    assert re.match(r"🔴 \*nginx 5xx rate\*: \d+ of \d+ requests answered 5xx over 5 min: \d+\.\d% \(warning 5%, critical 25%\)$", lines[0]), reply.text
+    assert re.match(
+        r"🔴 \*nginx 5xx rate\*: \d+ of \d+ requests answered 5xx over 5 min: \d+\.\d% \(warning 5%, critical 25%\) "
+        r"<https://wiki\.example/runbooks/edge-errors\|runbook>$", lines[0]), reply.text
+    assert "critical 25%) runbook (https://wiki.example/runbooks/edge-errors)" in to_text(reply), "a link the console shows as text"
     assert lines[1] == "→ next: /logs nginx --since 15m · /restart nginx"
     assert re.fullmatch(r"🔴 1 of \d+ checks failing", lines[-1]) and reply.healthy is False
     assert re.search(r"\bbackend up [\w ]+ \(healthy\)", reply.text), "the backend's container is healthy: only the edge tells"
