@@ -68,6 +68,12 @@ def code(text: str) -> str:
     return "`" + escape(text).replace("`", "ʼ") + "`"
 
 
+def code_block(text: str) -> str:
+    """Several lines from the stack (a statement's full text) in a code block they cannot close, line breaks kept."""
+    lines = [escape(line).replace("`", "ʼ") for line in text.splitlines()]
+    return "```" + "\n".join(lines) + "```"
+
+
 def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

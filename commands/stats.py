@@ -226,7 +226,7 @@ def queries(ctx: Context, _args) -> Reply:
         activity = _activity(stack)
     except (psycopg.Error, StackError) as error:
         raise CommandError(f"Could not read the database: {describe_error(error, stack.stack.check_timeout)}.") from None
-    lines = statement_lines(activity, stack.thresholds.long_query_seconds, lambda query: f"```{query}```")
+    lines = statement_lines(activity, stack.thresholds.long_query_seconds, blocks.code_block)
     return Reply("\n".join(lines), [blocks.header("Statements of the application's database"), *blocks.sections(lines)])
 
 
