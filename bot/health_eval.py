@@ -211,10 +211,14 @@ def probe_check(result: ProbeResult, stack: StackConfig) -> Check:
     return made("ok", f"{result.latency_ms:.0f} ms ({blocks.escape(result.detail or '')})")
 
 
+def edge_name(stack: StackConfig) -> str:
+    return f"{stack.edge.compose_service} 5xx rate"
+
+
 def edge_check(docker: ComposeStack, stack: StackConfig, since: datetime | None = None) -> Check:
     """The 5xx rate at the edge over its window (or since `since`, for a gate): warning and critical levels."""
     edge = stack.edge
-    name, service = f"{edge.compose_service} 5xx rate", edge.compose_service
+    name, service = edge_name(stack), edge.compose_service
     window = since or utcnow() - timedelta(minutes=edge.window_minutes)
     over = f"in the last {duration((utcnow() - since).total_seconds())}" if since else f"over {edge.window_minutes:g} min"
     try:
@@ -268,7 +272,7 @@ class Evaluation:
         return f"{MARK['ok']} All {len(checks)} checks healthy"
 
 
-def _bounded(runtime, work: Callable[[], list[Check]], what: str, key: str) -> Callable[[], list[Check]]:
+def _bounded(runtime, work: Callable[[], list[Check]], name: str, skipped: str, key: str) -> Callable[[], list[Check]]:
     pending = CHECK_POOL.submit(work)
     timeout = runtime.stack.stack.check_timeout
 
@@ -276,7 +280,7 @@ def _bounded(runtime, work: Callable[[], list[Check]], what: str, key: str) -> C
         try:
             return pending.result(timeout=timeout)
         except FutureTimeout:
-            return [Check(what, "fail", f"The Docker engine did not answer within {timeout:g} s. {what} was skipped.", key)]
+            return [Check(name, "fail", f"The Docker engine did not answer within {timeout:g} s. {skipped}", key)]
 
     return result
 
@@ -287,9 +291,9 @@ def evaluate(runtime, since: datetime | None = None) -> Evaluation:
     stack, docker = runtime.stack, runtime.docker
     containers = edge = None
     if docker is not None:
-        containers = _bounded(runtime, lambda: container_checks(docker, stack), "Container checks", "container:docker")
+        containers = _bounded(runtime, lambda: container_checks(docker, stack), "docker", "Container checks were skipped.", "container:docker")
         if stack.edge is not None:
-            edge = _bounded(runtime, lambda: [edge_check(docker, stack, since)], "The edge check", EDGE_KEY)
+            edge = _bounded(runtime, lambda: [edge_check(docker, stack, since)], edge_name(stack), "Its access log was not read.", EDGE_KEY)
     probes = [probe_check(result, stack) for result in run_probes(stack.probes)]
     return Evaluation(edge() if edge else [], containers() if containers else [], probes)
 
