@@ -13,10 +13,11 @@ Run from the repository root (the stack must be up: tests/stack/up):
    so in (1) the checks wait on each other's server-side CPU (a PostgreSQL backend fork, nginx, httpd),
    not on the network; (3) shows what the parallel checks cost when the checks wait on I/O.
 4. The edge check (nginx's 5xx rate over its window) with a 1 GiB access log: a container of the test stack's
-   project writes 1 GiB of access lines, then a few lines a second; once the gigabyte is older than the window,
-   the whole /health with that container as the edge is timed against the whole /health with the test stack's
-   nginx (a small log) as the edge (target <= 1.2x: reading costs the window, not the log). One read with
-   `since` alone (no tail) shows what the engine costs without the tail. The benchmark holds the tests' stack
+   project writes 1 GiB of access lines, then 20 lines a second, beside one that writes only the 20 a second;
+   once the gigabyte is older than the window, the whole /health with the first as the edge is timed against
+   the whole /health with the second (the same lines in the window, a small log) as the edge (target <= 1.2x:
+   reading costs the window, not the log). One read with `since` alone (no tail) shows what the engine costs
+   without the tail. The benchmark holds the tests' stack
    lock meanwhile, so no test session sees the extra container.
 Prints a table; exits 0 whatever the verdict (a measurement, not a test).
 """
@@ -50,41 +51,43 @@ ACCESS_LINE = '127.0.0.1 - - [05/Dec/2026:08:00:00 +0000] "GET /api/items HTTP/1
 
 
 def big_log_edge(runtime, stack, rounds: int) -> dict:
-    """Whole /health with a 1 GiB-log edge vs with the stack's own nginx as the edge; and one `since`-only read."""
+    """Whole /health with the edge over a 1 GiB log vs over a small log with the same lines in its window."""
     client = docker.from_env(timeout=600)
-    script = (
-        f"yes '{ACCESS_LINE}' | head -c {BIG_LOG}; echo bulk-done; "
-        f"while true; do echo '{ACCESS_LINE}'; sleep 0.05; done"
-    )
-    labels = {PROJECT_LABEL: stack.stack.compose_project, SERVICE_LABEL: "edge-bench"}
-    container = client.containers.run("localhost/flowstate-test/busybox:current", ["sh", "-c", script], detach=True,
-                                      network_mode="none", labels=labels, name="flowstate-test_edge-bench_1")
+    live = f"while true; do echo '{ACCESS_LINE}'; sleep 0.05; done"
+    scripts = {"edge-big": f"yes '{ACCESS_LINE}' | head -c {BIG_LOG}; echo bulk-done; {live}", "edge-small": f"echo bulk-done; {live}"}
+    containers = []
     try:
+        for service, script in scripts.items():
+            labels = {PROJECT_LABEL: stack.stack.compose_project, SERVICE_LABEL: service}
+            containers.append(client.containers.run("localhost/flowstate-test/busybox:current", ["sh", "-c", script], detach=True,
+                                                    network_mode="none", labels=labels, name=f"flowstate-test_{service}_1"))
         started = time.monotonic()
-        while "bulk-done" not in container.logs(tail=300).decode(errors="replace"):
-            time.sleep(1)
+        waiting = list(containers)
+        while waiting:  # the marker is soon out of the last lines of the small one: each is awaited once
+            waiting = [c for c in waiting if b"bulk-done" not in c.logs(tail=100)]
+            time.sleep(0.2)
         written = time.monotonic() - started
         time.sleep(EDGE_WINDOW_MINUTES * 60 + 5)  # the gigabyte is now older than the window
-        container.reload()
-        log_bytes = Path(container.attrs["LogPath"]).stat().st_size
+        containers[0].reload()
+        log_bytes = Path(containers[0].attrs["LogPath"]).stat().st_size
         health = Invocation(USER, "health", "", "CBENCH")
-        small = stack.edge.model_copy(update={"window_minutes": EDGE_WINDOW_MINUTES})
-        big = small.model_copy(update={"compose_service": "edge-bench"})
-        small_stack, big_stack = (stack.model_copy(update={"edge": edge}) for edge in (small, big))
-        with_small, with_big, check_big = [], [], []
+        stacks = {
+            service: stack.model_copy(update={"edge": stack.edge.model_copy(update={"compose_service": service, "window_minutes": EDGE_WINDOW_MINUTES})})
+            for service in scripts
+        }
+        times: dict[str, list[float]] = {"whole edge-big": [], "whole edge-small": [], "check edge-big": [], "check edge-small": []}
         for _ in range(rounds):
-            runtime.stack = small_stack
-            with_small.append(timed(lambda: runtime.dispatcher.dispatch(health)))
-            runtime.stack = big_stack
-            with_big.append(timed(lambda: runtime.dispatcher.dispatch(health)))
-            check_big.append(timed(lambda: edge_check(runtime.docker, big_stack)))
+            for service, edge_stack in stacks.items():
+                runtime.stack = edge_stack
+                times[f"whole {service}"].append(timed(lambda: runtime.dispatcher.dispatch(health)))
+                times[f"check {service}"].append(timed(lambda: edge_check(runtime.docker, edge_stack)))
         runtime.stack = stack
         since = utcnow() - timedelta(minutes=EDGE_WINDOW_MINUTES)
-        since_only = timed(lambda: sum(1 for _ in runtime.docker.logs("edge-bench", since=since)))
-        return {"log_bytes": log_bytes, "written_s": written, "with_small": with_small, "with_big": with_big,
-                "check_big": check_big, "since_only": since_only}
+        since_only = timed(lambda: sum(1 for _ in runtime.docker.logs("edge-big", since=since)))
+        return {"log_bytes": log_bytes, "written_s": written, "since_only": since_only, **times}
     finally:
-        container.remove(force=True)
+        for container in containers:
+            container.remove(force=True)
         client.close()
 
 
@@ -153,14 +156,14 @@ def main() -> int:
     limit = HANG_TIMEOUT * 1.1
     print(f"verdict: hung service worst {worst_hung:.2f} s (target <= {limit:.2f} s): {'met' if worst_hung <= limit else 'MISSED'}")
     if big is not None:
-        big_ratio = statistics.median(big["with_big"]) / statistics.median(big["with_small"])
+        big_ratio = statistics.median(big["whole edge-big"]) / statistics.median(big["whole edge-small"])
         print()
-        print(f"edge over a 1 GiB access log ({big['log_bytes'] / (1 << 30):.2f} GiB json-file, written in {big['written_s']:.0f} s):")
-        print(f"{'whole /health, edge = nginx (small log) (s)':<44}{statistics.median(big['with_small']):>10.3f}{max(big['with_small']):>10.3f}")
-        print(f"{'whole /health, edge = 1 GiB log (s)':<44}{statistics.median(big['with_big']):>10.3f}{max(big['with_big']):>10.3f}")
-        print(f"{'the edge check alone, 1 GiB log (s)':<44}{statistics.median(big['check_big']):>10.3f}{max(big['check_big']):>10.3f}")
-        print(f"{'one read with since alone, no tail (s)':<44}{big['since_only']:>10.3f}")
-        print(f"verdict: 1 GiB edge log whole/small-log whole {big_ratio:.2f}x (target <= 1.20x): {'met' if big_ratio <= 1.2 else 'MISSED'}")
+        print(f"edge over a 1 GiB access log ({big['log_bytes'] / (1 << 30):.2f} GiB json-file, written in {big['written_s']:.0f} s)")
+        print("vs a small log with the same lines in its window:")
+        for key in ("whole edge-small", "whole edge-big", "check edge-small", "check edge-big"):
+            print(f"{key + ' (s)':<44}{statistics.median(big[key]):>10.3f}{max(big[key]):>10.3f}")
+        print(f"{'one read of the 1 GiB log, since alone (s)':<44}{big['since_only']:>10.3f}")
+        print(f"verdict: whole /health, 1 GiB edge log / small edge log {big_ratio:.2f}x (target <= 1.20x): {'met' if big_ratio <= 1.2 else 'MISSED'}")
     return 0
 
 
