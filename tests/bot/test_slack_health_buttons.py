@@ -21,10 +21,10 @@ def test_restart_and_logs_buttons_post_the_commands_they_show(slack_bot, slack_d
     sender.slash("/health", "", "U0VIEW", CHANNEL, response_url=slack_double.response_url("health"))
     (report,) = slack_double.wait_for_response("health", timeout=30)
     assert report["response_type"] == "in_channel"
-    assert _next_steps(report["blocks"])[0] == [
+    assert [
         ("/logs python-worker --since 15m", NEXT_LOGS, "python-worker"),
         ("/restart python-worker", NEXT_RESTART, "python-worker"),
-    ], "the first failing line is the worker's, with its next steps"
+    ] in _next_steps(report["blocks"]), "the worker's failing line ends with its next steps"
     ts = "1700000000.000100"
 
     sender.click(NEXT_RESTART, "python-worker", "U0OP", CHANNEL, ts, slack_double.response_url("restart"))
