@@ -244,7 +244,7 @@ def recover(runtime, job) -> str:
         data = f"{run.database} holds backup #{run.backup_id}{safety}."
     try:
         runtime.docker.start(run.services)
-        services = gate(runtime, lambda _text: None).line
+        services = gate(runtime, lambda _text: None).line.rstrip(".")
     except StackError as error:
         services = f"starting {', '.join(run.services)} failed: {error}"
     text = f"{data} Services: {services}."
