@@ -43,6 +43,15 @@ def divider() -> dict:
     return {"type": "divider"}
 
 
+def command_buttons(block_id: str, buttons: list[tuple[str, str, str]]) -> dict:
+    """Buttons (label, action_id, value) whose label is the command a click runs, as if the clicker typed it
+    (bot/slack.py maps each action_id to its command); a terminal shows the labels as text."""
+    elements = [{"type": "button", "action_id": action, "text": {"type": "plain_text", "text": label[:75]}, "value": value}
+                for label, action, value in buttons]
+    return {"type": "actions", "block_id": f"{COMMANDS_BLOCK}{block_id}"[:255], "elements": elements}
+
+
+COMMANDS_BLOCK = "commands:"
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -51,6 +60,18 @@ def escape(text: str) -> str:
     text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
     text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code(text: str) -> str:
+    """Text from the stack (a log line, a healthcheck's output) in a code span it cannot close: escaped as above,
+    and a backtick in it shown as ʼ (a backtick would end the span and turn the rest into live markup)."""
+    return "`" + escape(text).replace("`", "ʼ") + "`"
+
+
+def code_block(text: str) -> str:
+    """Several lines from the stack (a statement's full text) in a code block they cannot close, line breaks kept."""
+    lines = [escape(line).replace("`", "ʼ") for line in text.splitlines()]
+    return "```" + "\n".join(lines) + "```"
 
 
 def shorten(text: str, limit: int) -> str:
@@ -70,6 +91,8 @@ def to_text(reply: Reply) -> str:
             lines.append(block["text"]["text"])
         elif kind == "context":
             lines.extend(element["text"] for element in block["elements"])
+        elif kind == "actions" and block.get("block_id", "").startswith(COMMANDS_BLOCK):
+            lines.append("→ next: " + " · ".join(element["text"]["text"] for element in block["elements"]))
         elif kind == "divider":
             lines.append("-" * 40)
     return _plain("\n".join(lines))
@@ -79,5 +102,6 @@ def _plain(text: str) -> str:
     """Slack's escapes in words a terminal shows (<@U123> as @U123, &lt; as <), and never a control
     character: an ESC in anyone's text could rewrite the screen or set the clipboard."""
     text = re.sub(r"<[@!](?:subteam\^)?([A-Za-z0-9]+)(?:\|[^>]*)?>", r"@\1", text)
+    text = re.sub(r"<(https?://[^|>\s]+)\|([^>]*)>", r"\2 (\1)", text)
     text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

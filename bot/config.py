@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -258,6 +259,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _runbook_url(url: str) -> str:
+    # Shown as a Slack link <URL|runbook>: a character that ends the link would let the stack file write markup.
+    if not re.fullmatch(r"https?://[^\s<>|`]+", url):
+        raise ValueError("a runbook must be an http:// or https:// URL without spaces, <, >, | or backticks")
+    return url
+
+
+RunbookUrl = Annotated[str, AfterValidator(_runbook_url)]
+
+
 class HttpProbe(_Strict):
     kind: Literal["http"]
     name: str
@@ -265,6 +276,7 @@ class HttpProbe(_Strict):
     expect_status: int = 200
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
 class TcpProbe(_Strict):
@@ -274,6 +286,7 @@ class TcpProbe(_Strict):
     port: int = Field(ge=1, le=65535)
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
 class PostgresProbe(_Strict):
@@ -282,6 +295,7 @@ class PostgresProbe(_Strict):
     dsn: str
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
 class RedisProbe(_Strict):
@@ -290,6 +304,7 @@ class RedisProbe(_Strict):
     url: str
     timeout: float = Field(2.0, gt=0, le=60)
     compose_service: str | None = None
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
 Probe = Annotated[HttpProbe | TcpProbe | PostgresProbe | RedisProbe, Field(discriminator="kind")]
@@ -301,6 +316,8 @@ class StackSection(_Strict):
     app_services: list[str] = []
     check_timeout: float = Field(5.0, gt=0, le=60)
     healthy_timeout: float = Field(120.0, gt=0, le=3600)  # how long /restart waits for a service to be healthy
+    # A change's health gate passes only when every check has held this long without a break.
+    stable_seconds: float = Field(30.0, ge=0, le=3600)
 
 
 class DatabaseSection(_Strict):
@@ -334,13 +351,58 @@ class ApiErrorsSection(_Strict):
     compose_service: str = "backend"
 
 
+class EdgeSection(_Strict):
+    """The reverse proxy in front of the app: its access log is where users' errors are counted."""
+
+    compose_service: str = "nginx"
+    format: Literal["combined"] = "combined"  # the status is the field after the quoted request
+    window_minutes: float = Field(5.0, gt=0, le=60)
+    warning_percent: float = Field(5.0, gt=0, le=100)
+    critical_percent: float = Field(25.0, gt=0, le=100)
+    min_requests: int = Field(20, ge=1)  # fewer requests than this in the window say nothing about a rate
+    runbook: RunbookUrl | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "EdgeSection":
+        if self.critical_percent < self.warning_percent:
+            raise ValueError("critical_percent must not be below warning_percent")
+        return self
+
+
+class CriticalLevels(_Strict):
+    """Where a crossed threshold turns from a warning (orange) to critical (red)."""
+
+    error_rate_percent: float = 25.0
+    cpu_percent: float = 95.0
+    memory_percent: float = 95.0
+    connections_percent: float = 95.0
+    long_query_seconds: float = 300.0
+    queue_length: int = 5000
+
+
 class Thresholds(_Strict):
+    # The values here are the warning levels (the keys are older than critical levels, and keep their meaning).
     error_rate_percent: float = 5.0
     cpu_percent: float = 80.0
     memory_percent: float = 80.0
     connections_percent: float = 80.0
     long_query_seconds: float = 30.0
     queue_length: int = 500
+    critical: CriticalLevels = CriticalLevels()
+    runbooks: dict[str, RunbookUrl] = {}  # threshold key (as above) -> a URL shown with its crossed line
+
+    @model_validator(mode="after")
+    def _known_runbooks(self) -> "Thresholds":
+        unknown = sorted(set(self.runbooks) - set(CriticalLevels.model_fields))
+        if unknown:
+            raise ValueError(f"runbooks for unknown thresholds: {', '.join(unknown)}; known: {', '.join(CriticalLevels.model_fields)}")
+        return self
+
+    def severity(self, key: str, value: float) -> str:
+        """ok, warn or fail for a measured value of a threshold, by its two levels."""
+        if value > getattr(self.critical, key):
+            return "fail"
+        return "warn" if value > getattr(self, key) else "ok"
 
 
 class DeploySection(_Strict):
@@ -388,6 +450,7 @@ class StackConfig(_Strict):
     redis: RedisSection | None = None
     queue: QueueSection | None = None
     api_errors: ApiErrorsSection = ApiErrorsSection()
+    edge: EdgeSection | None = None
     thresholds: Thresholds = Thresholds()
     probes: list[Probe] = []
     # Where it was read from: the bot's own note, not a key of the file (a file cannot set it).

@@ -281,6 +281,11 @@ class ComposeStack:
     def restart(self, services: list[str], timeout: int = 30) -> list[str]:
         return self._each(services, lambda c: c.restart(timeout=timeout))
 
+    def projects(self) -> list[str]:
+        """The Compose projects the engine has containers of (to name the right one when ours matches none)."""
+        found = self._call(lambda client: client.api.containers(all=True, filters={"label": PROJECT_LABEL}))
+        return sorted({(c.get("Labels") or {}).get(PROJECT_LABEL, "") for c in found} - {""})
+
     def services(self) -> list[str]:
         return sorted({service for service, _container in self.containers()})
 
@@ -316,11 +321,12 @@ class ComposeStack:
         argv: list[str],
         on_stdout: Callable[[bytes], None],
         on_start: Callable[[str], None] = lambda _exec_id: None,
+        environment: dict[str, str] | None = None,
     ) -> ExecOutcome:
         """Run argv in the service's container (no shell, no TTY: binary output stays intact), its stdout
         handed over chunk by chunk as it comes; then its exit code from the engine."""
         container = self._running(service)
-        exec_id = self._call(lambda client: client.api.exec_create(container.id, argv, stdout=True, stderr=True, tty=False))["Id"]
+        exec_id = self._call(lambda client: client.api.exec_create(container.id, argv, stdout=True, stderr=True, tty=False, environment=environment))["Id"]
         on_start(exec_id)
         stderr = OutputTail()
         try:

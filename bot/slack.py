@@ -24,6 +24,7 @@ from slack_sdk import WebClient
 
 from bot.approvals import APPROVE, CANCEL, DENY
 from bot.config import ConfigError
+from bot.health_eval import NEXT_LOGS, NEXT_RESTART
 from bot.jobs.queue import ReplayedRequest
 from bot.jobs.runner import RunnerProcesses
 from bot.manifest import TIMELINE_SHORTCUT
@@ -35,6 +36,9 @@ from bot.slack_http import GuardedChannel, Sightings, SlackRequestGuard
 log = logging.getLogger(__name__)
 
 _VERBS = {APPROVE: "approve", DENY: "deny", CANCEL: "cancel"}
+# A failing /health line's buttons (bot/health_eval.py): the command the button's label shows, for the service in its value.
+_NEXT_STEPS = {NEXT_LOGS: ("logs", "{} --since 15m"), NEXT_RESTART: ("restart", "{}")}
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class SlackAdapter:
@@ -71,6 +75,8 @@ class SlackAdapter:
         self.app.command(re.compile(r"^/[a-z0-9_-]+$"))(self._on_command)
         for action_id in _VERBS:
             self.app.action(action_id)(self._on_click)
+        for action_id in _NEXT_STEPS:
+            self.app.action(action_id)(self._on_next_step)
         self.app.event("reaction_added")(self._on_reaction)
         self.app.shortcut(TIMELINE_SHORTCUT)(self._on_timeline_shortcut)
 
@@ -125,6 +131,20 @@ class SlackAdapter:
         trigger = body.get("trigger_id") or f"{action.get('action_ts')}:{invocation.user_id}"
         self._queue(ack, invocation, body.get("response_url"), f"click:{trigger}", request)
 
+    def _on_next_step(self, ack, body: dict, action: dict, request: BoltRequest) -> None:
+        """A next-step button is its command typed by the clicker: /restart goes through the role check and approvals."""
+        value = str(action.get("value", ""))
+        command, text = _NEXT_STEPS[action["action_id"]]
+        channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id")
+        user = str((body.get("user") or {}).get("id", ""))
+        invocation = Invocation(user_id=user, command=command, text=text.format(value), channel_id=channel, source="slack")
+        if not _SERVICE_NAME.fullmatch(value):  # our buttons carry a service name and nothing else
+            ack()
+            self._tampered(invocation, body.get("response_url"), "a service name", "a /health report")
+            return
+        trigger = body.get("trigger_id") or f"{action.get('action_ts')}:{user}"
+        self._queue(ack, invocation, body.get("response_url"), f"click:{trigger}", request)
+
     def _on_reaction(self, ack, body: dict, event: dict, request: BoltRequest) -> None:
         """The incident emoji on a message in a channel with an open incident: that message joins its timeline."""
         item = event.get("item") or {}
@@ -149,16 +169,16 @@ class SlackAdapter:
         trigger = body.get("trigger_id") or f"{message.get('ts')}:{invocation.user_id}"
         self._queue(ack, invocation, body.get("response_url"), f"shortcut:{trigger}", request)
 
-    def _tampered(self, invocation: Invocation, response_url: str | None) -> None:
+    def _tampered(self, invocation: Invocation, response_url: str | None, expected: str = "a request number", owner: str = "a request") -> None:
         from bot.registry import Reply
         from bot.slack_client import deliver
 
-        log.warning("a click from %s carried a button value that is not a request number", invocation.user_id[:64])
+        log.warning("a click from %s carried a button value that is not %s", invocation.user_id[:64], expected)
         try:
-            self.runtime.audit.record(invocation, "rejected", error="the button's value is not a request number")
+            self.runtime.audit.record(invocation, "rejected", error=f"the button's value is not {expected}")
         except Exception:
             log.exception("audit write failed for a tampered click")
-        deliver(self.client, invocation, response_url, Reply("That button does not belong to a request of this bot; nothing changed."))
+        deliver(self.client, invocation, response_url, Reply(f"That button does not belong to {owner} of this bot; nothing changed."))
 
     def http_server(self, host: str, port: int, threads: int = 8):
         """A waitress server for POST /slack/events only (its threads ack Slack; /metrics has a port of its own);

@@ -38,6 +38,12 @@ def statement_summary(query: str, length: int = 200) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
+# The application_name of the bot's own connections to the app's database; its maintenance tools add a suffix
+# (bot/backups/tools.py). /stats leaves both out of the app's activity.
+BOT_APP = "flowstate-bot"
+
+_MAINTENANCE_STATEMENTS = r"pg_catalog\.|pg_stat_|pg_database|pg_extension|pg_class|pg_export_snapshot|^\s*COPY .* TO stdout|^SELECT \$1$"
+
 # Statement text is read this far: a full text fits one Slack section.
 QUERY_TEXT_LIMIT = 2000
 from psycopg import sql
@@ -149,13 +155,13 @@ class StackDatabase:
             connect_timeout=max(2, round(self._timeout)),
             options=f"-c statement_timeout={int(self._timeout * 1000)}",
             autocommit=True,
-            application_name="flowstate-bot",
+            application_name=BOT_APP,
         )
 
     def _connect_unbounded(self, database: str | None = None) -> psycopg.Connection:
         """For work that takes as long as the data is large (counting every row): no statement timeout."""
         conninfo = psycopg.conninfo.make_conninfo(self._dsn, dbname=database) if database else self._dsn
-        return psycopg.connect(conninfo, connect_timeout=10, autocommit=True, application_name="flowstate-bot")
+        return psycopg.connect(conninfo, connect_timeout=10, autocommit=True, application_name=BOT_APP)
 
     @contextmanager
     def exported_snapshot(self, tables: int = 5) -> Iterator[ExportedSnapshot]:
@@ -202,10 +208,10 @@ class StackDatabase:
                     "SELECT pid, usename, state, extract(epoch FROM now() - query_start)::float, left(query, %s)"
                     " FROM pg_stat_activity"
                     " WHERE backend_type = 'client backend' AND datname = current_database()"
-                    " AND state <> 'idle' AND pid <> pg_backend_pid()"
+                    " AND state <> 'idle' AND pid <> pg_backend_pid() AND application_name NOT LIKE %s"
                     " AND query_start < now() - make_interval(secs => %s)"
                     " ORDER BY query_start LIMIT %s",
-                    (QUERY_TEXT_LIMIT, long_query_seconds, limit),
+                    (QUERY_TEXT_LIMIT, BOT_APP + "%", long_query_seconds, limit),
                 )
             ]
             statements, note = self._slow_statements(conn, limit)
@@ -220,9 +226,11 @@ class StackDatabase:
             rows = conn.execute(
                 "SELECT left(query, %s), calls, mean_exec_time"
                 " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                " AND query NOT LIKE '%%pg_stat_statements%%'"
+                # pg_stat_statements keeps no application_name: what the bot and pg_dump run (catalogue and
+                # statistics queries, COPY ... TO stdout, SELECT 1) is left out by its text instead.
+                " AND query !~* %s"
                 " ORDER BY mean_exec_time DESC LIMIT %s",
-                (QUERY_TEXT_LIMIT, limit),
+                (QUERY_TEXT_LIMIT, _MAINTENANCE_STATEMENTS, limit),
             ).fetchall()
         except psycopg.errors.ObjectNotInPrerequisiteState:
             return None, "pg_stat_statements is installed but not in shared_preload_libraries, so it records nothing"

@@ -88,8 +88,9 @@ def watch(ctx: Context, args: WatchArgs) -> Reply:
         text = f"🔇 {key} is muted until {duties.when(until)} by <@{ctx.invocation.user_id}>: no alert for it is posted until then."
         return Reply(text, [blocks.section(text)], in_channel=True)
     settings, limits = ctx.runtime.settings, ctx.runtime.stack.thresholds
-    if not settings.watch_minutes or not duties.channel:
-        head = "The watch is off (FLOWSTATE_WATCH_MINUTES=0 or no FLOWSTATE_OPS_CHANNEL)."
+    off = not settings.watch_minutes or not duties.channel
+    if off:
+        head = "⚪ The watch is off (FLOWSTATE_WATCH_MINUTES=0 or no FLOWSTATE_OPS_CHANNEL): nothing is watched, so no alert will come."
     else:
         head = (
             f"The watch checks every {settings.watch_minutes} min: every /health check, and the /stats thresholds (API 5xx above "
@@ -106,7 +107,7 @@ def watch(ctx: Context, args: WatchArgs) -> Reply:
             continue
         muted = f" (🔇 muted until {duties.when(state.muted_until)})" if state.muted_until and state.muted_until > now else ""
         firing.append(f"🔴 *{state.key}*: {state.detail} (firing since {duties.when(state.firing_since)}){muted}")
-    lines = [f"Firing ({len(firing)}):", *firing] if firing else ["🟢 Nothing is firing."]
+    lines = [f"Firing ({len(firing)}):", *firing] if firing else ["Nothing is firing, as of its last run." if off else "🟢 Nothing is firing."]
     if quiet:
         last = max(state.checked_at for state in states)
         lines.append(f"Not firing ({len(quiet)}, last checked {ago(last, utcnow()) if last <= utcnow() else duties.when(last)}): " + ", ".join(quiet))

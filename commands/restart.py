@@ -10,6 +10,7 @@ from pydantic import BaseModel, field_validator
 from bot import blocks
 from bot.docker_stack import StackError
 from bot.faults import reached
+from bot.health_eval import gate
 from bot.registry import CommandError, Context, Reply, command
 from bot.roles import Role
 from commands.deploy import check_deploy, describe_deploy, recover_deploy, run_deploy
@@ -86,7 +87,6 @@ def restart(ctx: Context, args: RestartArgs) -> Reply:
     docker = ctx.runtime.docker
     if docker is None:
         raise CommandError("The stack file names no Compose project, so there is nothing to restart.")
-    timeout = ctx.runtime.stack.stack.healthy_timeout
     lines, failed = [], False
     for service in args.services:
         started = time.monotonic()
@@ -94,20 +94,18 @@ def restart(ctx: Context, args: RestartArgs) -> Reply:
         try:
             docker.restart([service])
             reached(ctx.runtime, "restart:after_restart")
-            ctx.progress(f"{service} restarted; waiting until it is healthy (at most {timeout:g} s)…")
-            state = docker.wait_healthy(service, timeout)
+            outcome = gate(ctx.runtime, ctx.progress)
         except StackError as error:
             lines.append(f"🔴 *{service}*: {error}")
             failed = True
             break  # the next services wait: an operator decides what to do after a failure
         took = time.monotonic() - started
-        if state.ok:
-            lines.append(f"🟢 *{service}* is {'healthy' if state.health else 'running'} again after {took:.1f} s")
+        if outcome.ok:
+            stable = ctx.runtime.stack.stack.stable_seconds
+            lines.append(f"🟢 *{service}* is healthy again after {took:.1f} s; every check held for {stable:g} s")
             ctx.progress(lines[-1])
         else:
-            health = f", health {state.health}" if state.health else ""
-            output = f": {state.health_output[:200]}" if state.health_output else ""
-            lines.append(f"🔴 *{service}* is not healthy after {took:.0f} s (state {state.status}{health}){output}")
+            lines.append(f"🔴 *{service}* was restarted, but the stack is not healthy: {outcome.line.removeprefix('🔴 ')}")
             failed = True
             break
     skipped = args.services[len(lines):]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -13,18 +12,17 @@ import psycopg
 from pydantic import BaseModel, field_validator
 
 from bot import blocks
-from bot.config import STACK_FILE_HINT, StackConfig
+from bot.config import STACK_FILE_HINT, StackConfig, Thresholds
 from bot.docker_stack import StackError
+from bot.health_eval import EDGE_KEY, MARK, EdgeCount, read_access_log
 from bot.humanize import count, duration, size
 from bot.probes import CHECK_POOL, describe_error
-from bot.registry import FOUND, CommandError, Context, Reply, command
+from bot.registry import EDGE_ERROR_RATE, FOUND, CommandError, Context, Reply, command
 from bot.roles import Role
 from bot.stack_db import DatabaseActivity, StackDatabase, statement_summary
 from bot.stack_redis import StackRedis
 from bot.store import utcnow
 
-# The status code after the quoted request line of a combined/common access log line.
-ACCESS_STATUS = re.compile(r'"[A-Z]+ [^"]*" (\d{3}) ')
 _WINDOW = re.compile(r"(\d+)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -55,48 +53,59 @@ class StatsArgs(BaseModel):
 class Section:
     title: str
     lines: list[str] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)
+    flags: list[tuple[str, str]] = field(default_factory=list)  # (warn or fail, what crossed which level)
     measured: bool = True  # False: not configured, or it could not be read; then it vouches for nothing
     # Every threshold this section checked, by a stable key: the flag's text when crossed, None when not (the watch's input).
     checked: dict[str, str | None] = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)  # numbers for the incident timeline (the edge's 5xx rate)
 
-    def check(self, key: str, crossed: bool, flag: str) -> None:
-        self.checked[key] = flag if crossed else None
-        if crossed:
-            self.flags.append(flag)
+    def check(self, key: str, status: str, flag: str) -> None:
+        """A measured threshold: ok, warn (above its warning level) or fail (above its critical level)."""
+        self.checked[key] = f"{MARK[status]} {flag}" if status != "ok" else None
+        if status != "ok":
+            self.flags.append((status, flag))
+
+
+def _rate_line(who: str, count: EdgeCount, seconds: int) -> str:
+    if not count.total:
+        return f"{who}: no requests logged."
+    newest = f" (the newest {count.total:,})" if count.capped else ""
+    per_minute = count.errors / (seconds / 60)
+    return f"{who}: {count.errors:,} of {count.total:,} requests{newest} answered 5xx: {count.percent:.1f}% ({per_minute:.1f} per minute)"
 
 
 def api_errors(ctx: Context, args: StatsArgs) -> Section:
+    """The 5xx rate at the edge (what users got: a dead backend's 502s count) beside the backend's own."""
     stack, docker = ctx.runtime.stack, ctx.runtime.docker
-    service = stack.api_errors.compose_service
-    section = Section(f"API errors ({service} logs, last {args.window})")
+    service, edge = stack.api_errors.compose_service, stack.edge
+    section = Section(f"API errors (5xx, last {args.window})")
     if docker is None:
         section.lines.append("The stack file names no Compose project, so there are no logs to read.")
         section.measured = False
         return section
     since = utcnow() - timedelta(seconds=args.seconds)
-    # Read while the reply can wait; a huge log is counted as far as time allows, and says so.
-    deadline = time.monotonic() + stack.stack.check_timeout * 0.8
-    total = errors = 0
-    complete = True
-    for line in docker.logs(service, since=since):
-        if match := ACCESS_STATUS.search(line):
-            total += 1
-            errors += match.group(1).startswith("5")
-        if total % 1000 == 0 and time.monotonic() > deadline:
-            complete = False
-            break
-    if not total:
-        section.lines.append(f"No requests logged in the last {args.window}.")
-        return section
-    rate = 100.0 * errors / total
-    per_minute = errors / (args.seconds / 60)
-    section.lines.append(f"{errors} of {total} requests answered 5xx: {rate:.1f}% ({per_minute:.1f} per minute)")
-    if not complete:
-        section.lines.append("The log was too long to read in time: these are its oldest lines only.")
-    limit = stack.thresholds.error_rate_percent
-    section.check("api_error_rate", rate > limit, f"API error rate {rate:.1f}% (threshold {limit:g}%)")
+    at_edge = CHECK_POOL.submit(read_access_log, docker, edge.compose_service, since) if edge else None
+    at_backend = read_access_log(docker, service, since)
+    if edge is None:
+        section.lines.append("Edge: the stack file has no [edge] section, so users' errors at the proxy are not counted.")
+    else:
+        count = at_edge.result()
+        section.lines.append(_rate_line(f"Edge ({edge.compose_service}, what users got)", count, args.seconds))
+        if count.total >= edge.min_requests:
+            section.facts[EDGE_ERROR_RATE] = count.percent
+            status = "fail" if count.percent >= edge.critical_percent else "warn" if count.percent >= edge.warning_percent else "ok"
+            section.check(EDGE_KEY, status, f"Error rate at the edge ({edge.compose_service}) {count.percent:.1f}% "
+                                            f"(warning {edge.warning_percent:g}%, critical {edge.critical_percent:g}%)")
+    count = at_backend
+    section.lines.append(_rate_line(f"Backend ({service}'s own log)", count, args.seconds))
+    limits = stack.thresholds
+    section.check("api_error_rate", limits.severity("error_rate_percent", count.percent),
+                  f"API error rate at the backend {count.percent:.1f}% ({_levels(limits, 'error_rate_percent', '%')})")
     return section
+
+
+def _levels(limits: Thresholds, key: str, unit: str = "") -> str:
+    return f"warning {getattr(limits, key):,g}{unit}, critical {getattr(limits.critical, key):,g}{unit}"
 
 
 def containers(ctx: Context, _args: StatsArgs) -> Section:
@@ -114,15 +123,15 @@ def containers(ctx: Context, _args: StatsArgs) -> Section:
         # docker stats samples running containers only; a stopped service must not just vanish from the list.
         how = f"{state.status} with code {state.exit_code}" if state.status in ("exited", "dead") else state.status
         section.lines.append(f"{state.service}: not running ({how})")
-        section.flags.append(f"{state.service} is not running ({how})")  # the watch sees it as a failing /health check
+        section.flags.append(("fail", f"{state.service} is not running ({how})"))  # the watch sees it as a failing /health check
     for sample in samples:
         memory = f"{size(sample.memory_bytes)} / {size(sample.memory_limit)} ({sample.memory_percent:.1f}%)"
         section.lines.append(f"{sample.service}: CPU {sample.cpu_percent:.1f}%, memory {memory}")
-        cpu, mem = stack.thresholds.cpu_percent, stack.thresholds.memory_percent
-        section.check(f"cpu:{sample.service}", sample.cpu_percent > cpu, f"{sample.service} CPU {sample.cpu_percent:.0f}% (threshold {cpu:g}%)")
-        section.check(
-            f"memory:{sample.service}", sample.memory_percent > mem, f"{sample.service} memory {sample.memory_percent:.0f}% (threshold {mem:g}%)"
-        )
+        limits = stack.thresholds
+        section.check(f"cpu:{sample.service}", limits.severity("cpu_percent", sample.cpu_percent),
+                      f"{sample.service} CPU {sample.cpu_percent:.0f}% ({_levels(limits, 'cpu_percent', '%')})")
+        section.check(f"memory:{sample.service}", limits.severity("memory_percent", sample.memory_percent),
+                      f"{sample.service} memory {sample.memory_percent:.0f}% ({_levels(limits, 'memory_percent', '%')})")
     return section
 
 
@@ -134,14 +143,14 @@ def statement_lines(activity: DatabaseActivity, long_query_seconds: float, show:
     """The long-running and the slowest statements, each statement's text as `show` gives it."""
     lines = []
     if activity.long_queries:
-        lines.append(f"Running longer than {long_query_seconds:g} s:")
+        lines.append(f"Running longer than {long_query_seconds:g} s (the bot's own sessions, backups and drills left out):")
         lines += [f"• pid {q.pid} ({q.user}, {q.state}) {duration(q.seconds)}: {show(q.query)}" for q in activity.long_queries]
     else:
-        lines.append(f"No query running longer than {long_query_seconds:g} s.")
+        lines.append(f"No query running longer than {long_query_seconds:g} s (the bot's own sessions, backups and drills left out).")
     if activity.slow_statements is None:
         lines.append(f"Slowest statements: {activity.statements_note}.")
     elif activity.slow_statements:
-        lines.append("Slowest statements (mean time, pg_stat_statements):")
+        lines.append("Slowest statements (mean time, pg_stat_statements; the bot's own and its backups' and drills' left out):")
         lines += [f"• {s.mean_ms:.1f} ms × {s.calls} calls: {show(s.query)}" for s in activity.slow_statements]
     return lines
 
@@ -158,16 +167,14 @@ def database(ctx: Context, _args: StatsArgs) -> Section:
     states = ", ".join(f"{state} {count}" for state, count in activity.by_state.items())
     percent = 100.0 * activity.connections / activity.max_connections
     section.lines.append(f"Connections: {activity.connections}/{activity.max_connections} ({percent:.0f}%): {states}")
-    section.check(
-        "db_connections",
-        percent > limits.connections_percent,
-        f"database connections {percent:.0f}% of max_connections (threshold {limits.connections_percent:g}%)",
-    )
-    section.check(
-        "long_queries", bool(activity.long_queries), f"{len(activity.long_queries)} queries running longer than {limits.long_query_seconds:g} s"
-    )
+    section.check("db_connections", limits.severity("connections_percent", percent),
+                  f"database connections {percent:.0f}% of max_connections ({_levels(limits, 'connections_percent', '%')})")
+    longest = max((q.seconds for q in activity.long_queries), default=0.0)
+    section.check("long_queries", limits.severity("long_query_seconds", longest) if activity.long_queries else "ok",
+                  f"{len(activity.long_queries)} queries running longer than {limits.long_query_seconds:g} s (longest {duration(longest)}, "
+                  f"critical {limits.critical.long_query_seconds:g} s)")
     # The channel sees statements without their literals; an operator gets the full text with /queries.
-    section.lines += statement_lines(activity, limits.long_query_seconds, lambda query: f"`{statement_summary(query)}`")
+    section.lines += statement_lines(activity, limits.long_query_seconds, lambda query: blocks.code(statement_summary(query)))
     if activity.long_queries or activity.slow_statements:
         section.lines.append("Literals are shown as ?; operators see the full text with /queries, only to themselves.")
     return section
@@ -183,9 +190,8 @@ def queue(ctx: Context, _args: StatsArgs) -> Section:
     lengths = StackRedis(stack.redis.url, stack.stack.check_timeout).queue_lengths(stack.queue.keys, stack.queue.type)
     total = sum(lengths.values())
     section.lines += [f"{key} ({stack.queue.type}): {length:,} jobs" for key, length in lengths.items()]
-    section.check(
-        "queue_length", total > stack.thresholds.queue_length, f"AI worker queue {total:,} jobs (threshold {stack.thresholds.queue_length:,})"
-    )
+    limits = stack.thresholds
+    section.check("queue_length", limits.severity("queue_length", total), f"AI worker queue {total:,} jobs ({_levels(limits, 'queue_length')})")
     return section
 
 
@@ -221,7 +227,7 @@ def queries(ctx: Context, _args) -> Reply:
         activity = _activity(stack)
     except (psycopg.Error, StackError) as error:
         raise CommandError(f"Could not read the database: {describe_error(error, stack.stack.check_timeout)}.") from None
-    lines = statement_lines(activity, stack.thresholds.long_query_seconds, lambda query: f"```{query}```")
+    lines = statement_lines(activity, stack.thresholds.long_query_seconds, blocks.code_block)
     return Reply("\n".join(lines), [blocks.header("Statements of the application's database"), *blocks.sections(lines)])
 
 
@@ -264,7 +270,9 @@ def stats(ctx: Context, args: StatsArgs) -> Reply:
     lines: list[str] = []
     body = [blocks.header(title)]
     if flags:
-        flagged = ["*🟠 Thresholds crossed*", *(f"• {flag}" for flag in flags)]
+        worst = "fail" if any(status == "fail" for status, _flag in flags) else "warn"
+        ordered = sorted(flags, key=lambda pair: pair[0] != "fail")  # critical first
+        flagged = [f"*{MARK[worst]} Thresholds crossed*", *(f"• {MARK[status]} {flag}" for status, flag in ordered)]
         lines += flagged
         body += blocks.sections(flagged)
     for section in sections:
@@ -276,5 +284,7 @@ def stats(ctx: Context, args: StatsArgs) -> Reply:
         lines.append(_verdict(sections))
         body.append(blocks.context(lines[-1]))
     healthy = not flags and any(section.measured for section in sections)
-    found = {FOUND: count(len(flags), "threshold") + " crossed"} if flags else {}
+    found = {key: value for section in sections for key, value in section.facts.items()}
+    if flags:
+        found[FOUND] = count(len(flags), "threshold") + " crossed"
     return ctx.runtime.approvals.with_change_banner(Reply("\n".join(lines), body, in_channel=True, healthy=healthy, facts=found))

@@ -23,6 +23,7 @@ from bot.backups.model import Backup, RestoreRun
 from bot.backups.tools import Staged, last_lines, wait_for_exec
 from bot.docker_stack import StackError
 from bot.faults import reached
+from bot.health_eval import gate
 from bot.humanize import elapsed, size as human_size
 from bot.jobs.queue import ended_and_unlocked
 from bot.store import utcnow
@@ -189,14 +190,14 @@ class Restore:
         try:
             self._rt.docker.start(self.services)
             self._stopped = False
-            states = {s: self._rt.docker.wait_healthy(s, self._rt.stack.stack.healthy_timeout) for s in self.services}
+            # The one health gate; a service that was not healthy before the restore need not be healthy after it.
+            outcome = gate(self._rt, self._progress, excused=[s for s in self.services if not before.get(s)])
         except StackError as error:
             down = "" if not self._stopped else f"; they are stopped: /restart {' '.join(self.services)} starts them"
             self._say(f"🔴 {number} Starting {', '.join(self.services)} failed: {error}{down}")
             return False
-        bad = [s for s, state in states.items() if not (state.ok if before.get(s) else state.status == "running")]
-        if bad:
-            self._say(f"🔴 {number} Not healthy after {elapsed(started)}: " + ", ".join(f"{s} ({states[s].status}, {states[s].health})" for s in bad))
+        if not outcome.ok:
+            self._say(f"🔴 {number} {outcome.line.removeprefix('🔴 ')}")
             return False
         self._say(f"🟢 {number} Started {', '.join(self.services)}; healthy again ({elapsed(started)})")
         return True
@@ -287,8 +288,7 @@ def recover(runtime, job) -> str:
         data = f"{run.database} holds backup #{run.backup_id}{safety}."
     try:
         runtime.docker.start(run.services)
-        states = [runtime.docker.wait_healthy(service, runtime.stack.stack.healthy_timeout) for service in run.services]
-        services = ", ".join(f"{s.service} {s.health or s.status}" for s in states)
+        services = gate(runtime, lambda _text: None).line.rstrip(".")
     except StackError as error:
         services = f"starting {', '.join(run.services)} failed: {error}; /restart {' '.join(run.services)} starts them"
     text = f"{data} Services: {services}."

@@ -19,6 +19,7 @@ import psycopg
 
 from bot.config import DatabaseSection
 from bot.docker_stack import ComposeStack, ExecOutcome, OutputTail, StackError
+from bot.stack_db import BOT_APP
 
 CHUNK = 1 << 20
 STAGING_DIR = "/var/tmp"  # in the container; not /tmp, often a tmpfs the engine cannot copy into
@@ -36,6 +37,10 @@ class Staged:
     path: str
     copied: bool
     fd: int | None = None
+
+
+# pg_dump and pg_restore announce themselves by this name, so /stats leaves their statements out of the app's.
+MAINTENANCE_APP = f"{BOT_APP}-maintenance"
 
 
 class PgTools:
@@ -90,7 +95,7 @@ class ContainerTools(PgTools):
 
     def stream(self, argv, on_stdout, on_start=lambda _id: None) -> ExecOutcome:
         try:
-            return self._docker.exec_stream(self._db.compose_service, argv, on_stdout, on_start)
+            return self._docker.exec_stream(self._db.compose_service, argv, on_stdout, on_start, environment={"PGAPPNAME": MAINTENANCE_APP})
         except docker.errors.APIError as error:
             raise ToolError(f"The Docker engine refused to run {argv[0]} {self.where}: {error.explanation or error}") from None
 
@@ -121,7 +126,7 @@ class LocalTools(PgTools):
         for option, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
             if params.get(key):
                 self._args += [option, str(params[key])]
-        self._env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
+        self._env = {**os.environ, "PGCONNECT_TIMEOUT": "10", "PGAPPNAME": MAINTENANCE_APP}
         if params.get("password"):
             self._env["PGPASSWORD"] = str(params["password"])
         self._running: dict[str, subprocess.Popen] = {}

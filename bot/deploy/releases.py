@@ -25,6 +25,7 @@ from bot.deploy.script import ScriptOutcome, read_output, run_script, writers_of
 from bot.jobs.queue import ended_and_unlocked, identity_running, process_identity
 from bot.docker_stack import StackError
 from bot.faults import reached
+from bot.health_eval import gate
 from bot.humanize import duration
 from bot.store import utcnow
 
@@ -232,23 +233,11 @@ class Releases:
         return f"{mark} {name} exited with code {outcome.exit_code} after {outcome.seconds:.1f} s."
 
     def _gate(self, progress: Progress) -> tuple[str, str]:
-        """Wait until every app service is healthy (or running, without a healthcheck), each within healthy_timeout."""
-        docker = self._rt.docker
-        if docker is None:
+        """The one health gate (bot/health_eval.py): every check holds for stable_seconds, or it fails naming them."""
+        if self._rt.docker is None and not self._rt.stack.probes:
             return UNKNOWN, "⚪ Health unknown: the stack file names no Compose project."
-        timeout = self._rt.stack.stack.healthy_timeout
-        started = time.monotonic()
-        try:
-            services = self.app_services()
-            progress(f"Waiting until {', '.join(services)} {'is' if len(services) == 1 else 'are'} healthy (at most {timeout:g} s each)…")
-            states = [docker.wait_healthy(service, timeout) for service in services]
-        except StackError as error:
-            return BAD, f"🔴 Health: {error}"
-        bad = [s for s in states if not s.ok or s.health == "starting"]
-        if bad:
-            shown = ", ".join(f"{s.service} ({s.status}{', ' + s.health if s.health else ''})" for s in bad)
-            return BAD, f"🔴 Not healthy after {time.monotonic() - started:.0f} s: {shown}."
-        return GOOD, f"🟢 Healthy: {', '.join(s.service for s in states)} ({time.monotonic() - started:.1f} s)."
+        outcome = gate(self._rt, progress)
+        return (GOOD if outcome.ok else BAD), outcome.line
 
 
 # ---- after the bot was killed mid-deploy ---------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 from sqlalchemy import select
 
 from bot.duties.model import WatchState
+from bot.health_eval import Check, evaluate
 from bot.humanize import duration
 from bot.registry import Context
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Observation:
-    key: str  # container:SERVICE, probe:NAME, api_error_rate, cpu:SERVICE, memory:SERVICE, db_connections, long_queries, queue_length
+    key: str  # edge_error_rate, container:SERVICE, probe:NAME, api_error_rate, cpu:SERVICE, memory:SERVICE, db_connections, long_queries, queue_length
     bad: bool
     detail: str
 
@@ -34,8 +35,7 @@ Evaluator = Callable[["Duties"], list[Observation]]
 
 
 def live_observations(duties: "Duties") -> list[Observation]:
-    """What /health and /stats see now, through their own code, as the scheduler."""
-    from commands.health import run_checks
+    """What /health (the one health evaluation) and /stats see now, as the scheduler."""
     from commands.stats import StatsArgs, measure
 
     from bot.duties.scheduler import SCHEDULER_ROLE
@@ -44,13 +44,20 @@ def live_observations(duties: "Duties") -> list[Observation]:
     ctx = Context(duties.invocation("watch"), SCHEDULER_ROLE, rt)
     observations = []
     if rt.docker is not None or rt.stack.probes:
-        containers, probes = run_checks(ctx)
-        observations += [Observation(_key("container", check.name), check.status == "fail", check.text) for check in containers]
-        observations += [Observation(_key("probe", check.name), check.status == "fail", check.text) for check in probes]
+        # A warning is bad too: the edge rate above its warning level is worth an alert; the text says which level.
+        observations += [Observation(check.key, check.status != "ok", _detail(check)) for check in evaluate(rt).checks]
+    seen = {observation.key for observation in observations}
     if rt.docker is not None or rt.stack.database is not None or rt.stack.queue is not None:
         for section in measure(ctx, StatsArgs(window=f"{rt.settings.watch_minutes}m")):
-            observations += [Observation(key, flag is not None, flag or "within its threshold") for key, flag in section.checked.items()]
+            observations += [
+                Observation(key, flag is not None, flag or "within its threshold") for key, flag in section.checked.items() if key not in seen
+            ]
     return observations
+
+
+def _detail(check: Check) -> str:
+    warning = " (above its warning level)" if check.status == "warn" else ""
+    return check.text + warning + (f" <{check.runbook}|runbook>" if check.runbook and check.status != "ok" else "")
 
 
 class Watch:
@@ -116,11 +123,6 @@ class Watch:
             if state is not None:
                 state.muted_until, state.muted_by = until, by
             return state
-
-
-def _key(kind: str, name: str) -> str:
-    """One word, so that `/watch mute KEY 1h` needs no quotes: "backend via nginx" is probe:backend-via-nginx."""
-    return f"{kind}:{'-'.join(name.split())}"
 
 
 def _muted(state: WatchState, now: datetime) -> bool:

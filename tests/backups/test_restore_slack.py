@@ -1,5 +1,6 @@
 """/restore from Slack with the bot in a process of its own, killed in the middle of step 4 and started again."""
 
+import re
 import time
 
 import docker
@@ -19,7 +20,7 @@ def _stack_file(tmp_path, app_db) -> str:
     stack = app_db.stack
     path = tmp_path / "flowstate.toml"
     path.write_text(
-        f'[stack]\ncompose_project = "{stack.stack.compose_project}"\napp_services = {stack.stack.app_services!r}\n'
+        f'[stack]\ncompose_project = "{stack.stack.compose_project}"\napp_services = {stack.stack.app_services!r}\nstable_seconds = 1\n'
         f'\n[database]\ndsn = "{app_db.dsn}"\ncompose_service = "{stack.database.compose_service}"\n'
         f'user = "{stack.database.user}"\nname = "{app_db.name}"\n'
     )
@@ -67,7 +68,7 @@ def test_the_bot_killed_while_it_restores_leaves_whole_data_and_running_services
         sender = bot.start()
         told = slack_double.wait_for("chat.postMessage", timeout=180, predicate=lambda c: "was interrupted" in str(c.params.get("text")))
         text = told[0].params["text"]
-        assert "`/restore 1`" in text and "Services: python-worker healthy." in text, text
+        assert "`/restore 1`" in text and re.search(r"Services: 🟢 Healthy: [\w, -]*\bpython-worker\b[\w, -]* held for 1 s \(\d+\.\d s\)\.$", text), text
         _wait_message(slack_double, request["ts"], "⚠️ Interrupted")
         assert _row(store, Job, 2).state == "interrupted"
         data = (app_db.emails(), app_db.query("SELECT count(*) FROM events")[0][0])

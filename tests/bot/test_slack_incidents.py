@@ -241,7 +241,7 @@ def test_an_incident_with_an_approved_restart_shows_who_asked_who_approved_and_w
     ]
     assert re.fullmatch(
         r"- \d\d:\d\d `/restart frontend` by Olga \(request #2, approved by Ben\): succeeded in \d+\.\d s: "
-        r"Restarted · 🟢 \\\*frontend\\\* is healthy again after \d+\.\d s",
+        r"Restarted · 🟢 \\\*frontend\\\* is healthy again after \d+\.\d s; every check held for 2 s",
         sections["What was done"],
     ), sections["What was done"]
     assert "- Start to first action: " in sections["Detection and response"]

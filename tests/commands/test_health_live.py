@@ -1,12 +1,35 @@
 """/health against the live Compose test stack: what an operator sees when a service is down."""
 
 import re
+import time
+import urllib.error
+import urllib.request
 
+from bot.blocks import to_text
+from bot.config import StackConfig, StackSection
+from bot.health_eval import gate
 from tests.conftest import run
+
+EDGE = "http://127.0.0.1:58080"
+
+
+def through_nginx(path: str, count: int, agent: str = "flowstate-tests") -> list[int]:
+    """Requests as users make them, through the edge; their statuses."""
+    statuses = []
+    for _ in range(count):
+        request = urllib.request.Request(f"{EDGE}{path}", headers={"User-Agent": agent})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                statuses.append(response.status)
+        except urllib.error.HTTPError as error:
+            statuses.append(error.code)
+    return statuses
 
 
 def test_a_healthy_stack_is_reported_healthy(make_runtime, live_stack):
-    reply = run(make_runtime(live_stack, admins=["UA"]), "UA", "/health")
+    # Other tests put errors through the edge on purpose: a window of a few seconds sees only this test's time.
+    edge = live_stack.edge.model_copy(update={"window_minutes": 0.1})
+    reply = run(make_runtime(live_stack.model_copy(update={"edge": edge}), admins=["UA"]), "UA", "/health")
     lines = reply.text.splitlines()
     assert re.fullmatch(r"🟢 All \d+ checks healthy", lines[-1]), reply.text
     containers = next(line for line in lines if line.startswith("🟢 Containers: "))
@@ -42,15 +65,15 @@ def test_an_unhealthy_service_shows_its_healthcheck_and_last_error_line(make_run
         assert time.monotonic() < deadline, text
         time.sleep(1)
     line = next(line for line in text.splitlines() if line.startswith("🔴 *backend*: running but unhealthy"))
-    assert '" 500 ' in line.split("last log:")[1], "the last error log line is the evidence"
+    assert '" 500 ' in line.split("last error line:")[1], "the last error log line is the evidence"
 
 
 def test_without_a_docker_engine_the_bot_says_so_and_keeps_serving(make_runtime, live_stack):
     runtime = make_runtime(live_stack, admins=["UA"], docker_url="unix:///tmp/no-docker-here.sock")
     reply = run(runtime, "UA", "/health")
-    assert reply.text.splitlines()[0] == (
-        "🔴 *docker*: The Docker engine is not reachable at unix:///tmp/no-docker-here.sock. Container checks were skipped."
-    )
+    lines = reply.text.splitlines()
+    assert lines[0] == "🔴 *nginx 5xx rate*: its access log could not be read: The Docker engine is not reachable at unix:///tmp/no-docker-here.sock."
+    assert "🔴 *docker*: The Docker engine is not reachable at unix:///tmp/no-docker-here.sock. Container checks were skipped." in lines
     assert "🟢 Checks: frontend" in reply.text
     assert "Commands you may run" in run(runtime, "UA", "/help").text
     stats = run(runtime, "UA", "/stats").text
@@ -86,3 +109,65 @@ def test_a_post_mortem_says_which_service_was_down_and_from_when_to_when(make_ru
     assert re.search(r"^- Services down \(.*\): python-worker from \d\d:\d\d to \d\d:\d\d \(\d+ s\)$", impact, re.M), impact
     assert re.search(r"🔧 \*\*UA\*\* `/health` found [23] failing checks", markdown), "the look that found it is a key action"
     assert re.search(r"\d\d:\d\d UA `/health` succeeded", markdown), "the one that found all well is on the timeline, unmarked"
+
+
+def test_api_errors_behind_a_healthy_backend_turn_health_red_naming_the_edge_rate_first(make_runtime, live_stack, stack_container):
+    stack_container("backend").exec_run("touch /tmp/fail-api")  # every API call answers 500; the container stays healthy
+    assert through_nginx("/api/items", 60) == [500] * 60
+    edge = live_stack.edge.model_copy(update={"runbook": "https://wiki.example/runbooks/edge-errors"})
+    reply = run(make_runtime(live_stack.model_copy(update={"edge": edge}), admins=["UA"]), "UA", "/health")
+    lines = reply.text.splitlines()
+    assert re.match(
+        r"🔴 \*nginx 5xx rate\*: \d+ of \d+ requests answered 5xx over 5 min: \d+\.\d% \(warning 5%, critical 25%\) "
+        r"<https://wiki\.example/runbooks/edge-errors\|runbook>$", lines[0]), reply.text
+    assert "critical 25%) runbook (https://wiki.example/runbooks/edge-errors)" in to_text(reply), "a link the console shows as text"
+    assert lines[1] == "→ next: /logs nginx --since 15m · /restart nginx"
+    assert re.fullmatch(r"🔴 1 of \d+ checks failing", lines[-1]) and reply.healthy is False
+    assert re.search(r"\bbackend up [\w ]+ \(healthy\)", reply.text), "the backend's container is healthy: only the edge tells"
+
+
+def test_a_mistyped_compose_project_is_red_and_lists_the_projects_the_engine_has(make_runtime, live_stack):
+    typo = StackConfig(stack=StackSection(compose_project="flowstate-tset"))
+    reply = run(make_runtime(typo, admins=["UA"]), "UA", "/health")
+    first, *_rest, verdict = reply.text.splitlines()
+    assert first.startswith("🔴 *compose project*: no container at all in Compose project flowstate-tset; the engine has these projects: ")
+    assert "flowstate-test" in first.split("these projects: ")[1].split(", ")
+    assert verdict == "🔴 1 of 1 checks failing" and reply.healthy is False
+
+
+def test_a_stack_file_with_nothing_to_check_is_never_all_healthy(make_runtime, live_stack):
+    reply = run(make_runtime(StackConfig(), admins=["UA"]), "UA", "/health")
+    assert reply.text.startswith("No services to check:") and reply.healthy is None
+
+
+def test_a_hostile_user_agent_in_a_failing_services_log_stays_text(make_runtime, live_stack, stack_container):
+    hostile = "`<!channel> <https://evil.example|the on-call console>`"
+    stack_container("backend").exec_run("touch /tmp/fail-api")
+    assert through_nginx("/api/items", 1, agent=hostile) == [500]
+    stack_container("nginx").stop(timeout=2)  # the edge itself is down: its last error line is the evidence
+    reply = run(make_runtime(live_stack, admins=["UA"]), "UA", "/health")
+    line = next(line for line in reply.text.splitlines() if line.startswith("🔴 *nginx*: exited"))
+    evidence = line.split("last error line: ")[1]
+    assert evidence.startswith("`") and evidence.endswith("`") and evidence.count("`") == 2, "one code span that nothing closes"
+    assert "ʼ&lt;!channel&gt; &lt;https://evil.example|the on-call console&gt;ʼ" in evidence
+    posted = str(reply.blocks)
+    assert "<!channel>" not in posted and "<https://evil" not in posted
+    assert hostile.replace("`", "ʼ") in to_text(reply), "the console shows the line as it was, backticks aside"
+
+
+def test_the_gate_fails_as_soon_as_a_service_exits_naming_it(make_runtime, live_stack, stack_container):
+    import threading
+
+    patient = live_stack.model_copy(update={"stack": live_stack.stack.model_copy(update={"stable_seconds": 60, "healthy_timeout": 300})})
+    runtime = make_runtime(patient, admins=["UA"])
+    said: list[str] = []
+    outcome = []
+    gating = threading.Thread(target=lambda: outcome.append(gate(runtime, said.append)))
+    gating.start()
+    time.sleep(3)
+    stack_container("python-worker").stop(timeout=1)
+    gating.join(timeout=120)
+    (result,) = outcome
+    assert not result.ok
+    assert result.failing[0].name == "python-worker" and result.failing[0].fatal, result.line
+    assert re.match(r"🔴 Not healthy after \d+ s: python-worker: exited with code \d+", result.line), result.line

@@ -26,9 +26,9 @@ def _get(url: str) -> int:
         return error.code
 
 
-def _api_counts(text: str) -> tuple[int, int]:
-    match = re.search(r"(\d+) of (\d+) requests answered 5xx", text)
-    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+def _api_counts(text: str, who: str = "Backend") -> tuple[int, int]:
+    match = re.search(rf"^{who} \(.*?\): ([\d,]+) of ([\d,]+) requests answered 5xx", text, re.M)
+    return (int(match.group(1).replace(",", "")), int(match.group(2).replace(",", ""))) if match else (0, 0)
 
 
 def test_backend_500s_show_as_the_api_error_rate_and_are_flagged(make_runtime, live_stack, stack_container):
@@ -41,9 +41,22 @@ def test_backend_500s_show_as_the_api_error_rate_and_are_flagged(make_runtime, l
     errors, total = _api_counts(text)
     assert (errors - errors_before, total - total_before) == (10, 20), text
     rate = 100.0 * errors / total
-    assert f"{errors} of {total} requests answered 5xx: {rate:.1f}%" in text
-    flagged = f"• API error rate {rate:.1f}% (threshold 5%)" in text.split("*API errors")[0]
+    assert f"Backend (backend's own log): {errors:,} of {total:,} requests answered 5xx: {rate:.1f}%" in text
+    mark = "🔴" if rate > 25.0 else "🟠"
+    flagged = f"• {mark} API error rate at the backend {rate:.1f}% (warning 5%, critical 25%)" in text.split("*API errors")[0]
     assert flagged == (rate > 5.0), text
+
+
+def test_a_stopped_backend_shows_as_an_edge_error_rate_near_100_percent(make_runtime, live_stack, stack_container):
+    stack_container("backend").stop(timeout=1)
+    statuses = [_get("http://127.0.0.1:58080/api/items") for _ in range(100)]
+    assert set(statuses) == {502}, "nginx answers for the dead backend"
+    # A short window: the other tests' requests through nginx in the last minute are not this test's.
+    text = run(make_runtime(live_stack, admins=["UA"]), "UA", "/stats 15s").text
+    errors, total = _api_counts(text, "Edge")
+    assert errors >= 100 and errors / total > 0.9, text
+    assert re.search(r"^• 🔴 Error rate at the edge \(nginx\) \d+\.\d% \(warning 5%, critical 25%\)$", text.split("*API errors")[0], re.M), text
+    assert _api_counts(text)[0] < 100, "the dead backend logged none of those 502s: only the edge counts them"
 
 
 def test_a_thousand_queued_jobs_show_as_1000_and_cross_the_threshold(make_runtime, live_stack):
@@ -56,7 +69,7 @@ def test_a_thousand_queued_jobs_show_as_1000_and_cross_the_threshold(make_runtim
     finally:
         queue.delete(key)
     assert f"{key} (list): 1,000 jobs" in text
-    assert "• AI worker queue 1,000 jobs (threshold 500)" in text.split("*API errors")[0], "flags come first"
+    assert "• 🟠 AI worker queue 1,000 jobs (warning 500, critical 5,000)" in text.split("*API errors")[0], "flags come first"
 
 
 def test_a_queue_key_of_the_wrong_type_is_an_error_not_a_zero(make_runtime, live_stack):
@@ -72,9 +85,9 @@ def test_a_queue_key_of_the_wrong_type_is_an_error_not_a_zero(make_runtime, live
 
 
 @contextmanager
-def _held(dsn: str, statement: str):
+def _held(dsn: str, statement: str, application: str = "flowstate-ai"):
     """A statement running on its own connection until the block ends; yields its backend pid."""
-    holder = psycopg.connect(dsn, autocommit=True)
+    holder = psycopg.connect(dsn, autocommit=True, application_name=application)
     pid = holder.info.backend_pid
 
     def hold():
@@ -104,6 +117,16 @@ def test_a_long_running_query_is_listed(make_runtime, live_stack):
         text = run(runtime, "UA", "/stats").text
     assert re.search(rf"• pid {pid} \(flowstate, active\) \d+ s: `SELECT pg_sleep\(\?\) /\* held by a test \*/`", text), text
     assert "queries running longer than 1 s" in text.split("*API errors")[0]
+
+
+def test_the_bots_own_sessions_and_its_backups_are_not_the_apps_long_queries(make_runtime, live_stack):
+    runtime = make_runtime(_short_long_query_threshold(live_stack), admins=["UA"])
+    dsn = live_stack.database.dsn
+    with _held(dsn, "SELECT pg_sleep(30) /* a backup */", "flowstate-bot-maintenance") as backup, \
+            _held(dsn, "SELECT pg_sleep(30) /* the app */") as app:
+        text = run(runtime, "UA", "/stats").text
+    assert f"• pid {app} " in text and f"• pid {backup} " not in text, text
+    assert "Running longer than 1 s (the bot's own sessions, backups and drills left out):" in text
 
 
 SECRET_QUERY = "SELECT pg_sleep(30), 'Bearer eyJhbGciOiJIUzI1NiJ9' AS auth, 4111111111111111 AS card /* held by a test */"
@@ -154,7 +177,7 @@ def test_statement_timings_come_from_pg_stat_statements_or_say_why_not(make_runt
     with psycopg.connect(live_stack.database.dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_sleep(0.6) /* the slow one */")
     text = run(make_runtime(live_stack, admins=["UA"]), "UA", "/stats").text
-    assert "Slowest statements (mean time, pg_stat_statements):" in text
+    assert "Slowest statements (mean time, pg_stat_statements; the bot's own and its backups' and drills' left out):" in text
     slow = re.search(r"• ([\d.]+) ms × \d+ calls: `SELECT pg_sleep\(\$1\) /\* the slow one \*/`", text)
     assert slow and float(slow.group(1)) >= 600, text
     plain = live_stack.model_copy(update={"database": live_stack.database.model_copy(update={"dsn": postgres_admin})})
@@ -184,7 +207,7 @@ def test_a_stopped_service_shows_as_not_running_with_its_state(make_runtime, liv
     stack_container("python-worker").stop(timeout=5)
     text = run(make_runtime(live_stack, admins=["UA"]), "UA", "/stats").text
     assert re.search(r"^python-worker: not running \(exited with code \d+\)$", text, re.M), text
-    assert re.search(r"^• python-worker is not running \(exited with code \d+\)$", text.split("*API errors")[0], re.M), text
+    assert re.search(r"^• 🔴 python-worker is not running \(exited with code \d+\)$", text.split("*API errors")[0], re.M), text
     assert re.search(r"^backend: CPU [\d.]+%", text, re.M), "the running ones are still sampled"
 
 

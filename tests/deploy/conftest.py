@@ -71,6 +71,17 @@ echo "deployed $commit"
 """
 
 
+# The API behind the edge, a CGI of the frontend's httpd: it answers 500 while the checkout holds www/fail-api and
+# logs every request as nginx's combined format does (to httpd's stderr: the container's log, read as the edge's).
+API_CGI = """\
+#!/bin/sh
+if [ -e /site/fail-api ]; then status="500 Internal Server Error"; else status="200 OK"; fi
+printf '127.0.0.1 - - [%s] "%s %s HTTP/1.1" %s 3 "-" "%s"\\n' "$(date -u '+%d/%b/%Y:%H:%M:%S +0000')" \\
+    "$REQUEST_METHOD" "$REQUEST_URI" "${status%% *}" "$HTTP_USER_AGENT" >&2
+printf 'HTTP/1.1 %s\\r\\nContent-Type: application/json\\r\\n\\r\\n{}\\n' "$status"
+"""
+
+
 def git(repo: Path, *args: str) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "Dana Deployer", "GIT_AUTHOR_EMAIL": "dana@example.com",
            "GIT_COMMITTER_NAME": "Dana Deployer", "GIT_COMMITTER_EMAIL": "dana@example.com"}
@@ -86,7 +97,7 @@ def commit(repo: Path, message: str, files: dict[str, str | None]) -> str:
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
-        if name.endswith(".sh"):
+        if name.endswith(".sh") or "/cgi-bin/" in name:
             path.chmod(0o755)
         git(repo, "add", name)
     git(repo, "commit", "-q", "-m", message)
@@ -105,7 +116,7 @@ def served() -> str | None:
 @dataclass
 class World:
     repo: Path
-    commits: dict[str, str]  # v1, v2, v3 (adds a migration) on main; broken (no /health) on its own branch
+    commits: dict[str, str]  # v1, v2, v3 (adds a migration) on main; broken (no /health), failapi (API 500s) on their own branches
     deploy_log: Path
     hold: Path
     stack_file: Path
@@ -127,6 +138,7 @@ def make_repo(repo: Path) -> dict[str, str]:
     commits = {
         "v1": commit(repo, "First release", {
             "docker-compose.yml": COMPOSE, "scripts/deploy-production.sh": DEPLOY_SCRIPT, "www/health": "version v1\n",
+            "www/cgi-bin/api": API_CGI,
             "backend/migrations/0001_users.sql": "CREATE TABLE users (id serial);\n",
         }),
         "v2": commit(repo, "Faster search", {"www/health": "version v2\n"}),
@@ -135,14 +147,18 @@ def make_repo(repo: Path) -> dict[str, str]:
     git(repo, "checkout", "-q", "-b", "broken")
     commits["broken"] = commit(repo, "Break the health endpoint", {"www/health": None})
     git(repo, "checkout", "-q", "main")
+    git(repo, "checkout", "-q", "-b", "failapi")
+    commits["failapi"] = commit(repo, "Turn on fail-api", {"www/fail-api": "every API call answers 500\n"})
+    git(repo, "checkout", "-q", "main")
     git(repo, "tag", "v1", commits["v1"])
     return commits
 
 
 def write_stack_file(path: Path, repo: Path, deploy_log: Path, hold: Path, timeout: float = 120, project: str | None = PROJECT) -> None:
     compose = f'compose_project = "{project}"\n' if project else ""
+    edge = '[edge]\ncompose_service = "frontend"\nmin_requests = 5\n\n' if project else ""
     path.write_text(
-        f'[stack]\n{compose}app_services = ["frontend"]\nhealthy_timeout = 10\n\n'
+        f'[stack]\n{compose}app_services = ["frontend"]\nhealthy_timeout = 10\nstable_seconds = 1\n\n{edge}'
         f'[deploy]\nworkdir = "{repo}"\ntimeout = {timeout}\n'
         f'env = {{ DEPLOY_LOG = "{deploy_log}", DEPLOY_HOLD = "{hold}" }}\n'
     )

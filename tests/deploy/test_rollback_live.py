@@ -4,6 +4,10 @@ person who sees both commits and a migration warning; it is gated on health and 
 dirty checkout or a hostile REF is refused before anything runs; a deploy script that overruns is killed, group and all."""
 
 import re
+import threading
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +19,7 @@ from bot.jobs.queue import process_running
 from bot.jobs.model import Job
 from bot.roles import Role
 from tests.conftest import grant, run
-from tests.deploy.conftest import git, served, wait_for, write_stack_file
+from tests.deploy.conftest import PORT, git, served, wait_for, write_stack_file
 
 
 def _runtime(make_runtime, world, **settings):
@@ -63,7 +67,7 @@ def test_a_restart_with_no_service_runs_the_deploy_script_and_reports_exit_code_
     text = reply.text
     assert text.startswith(f"✅ Deployed {world.commits['v2'][:10]}"), text
     assert re.search(r"🟢 deploy-production\.sh exited with code 0 after \d+\.\d s\.", text), text
-    assert "🟢 Healthy: frontend" in text
+    assert re.search(r"🟢 Healthy: frontend 5xx rate, frontend held for 1 s \(\d+\.\d s\)\.", text), text
     assert served() == "version v2" and world.deployed() == [world.commits["v2"]]
     (recorded, deploy) = _ledger(runtime)
     assert recorded[:2] == ("recorded-at-start", world.commits["v2"]) and deploy == ("deploy", world.commits["v2"], "good")
@@ -112,7 +116,7 @@ def test_a_rollback_whose_deploy_is_not_healthy_goes_back_to_where_it_started(ma
     _request, reply = _approved(runtime, "/rollback broken --any-commit")
     text = reply.text
     assert reply.failed and text.startswith(f"❌ The rollback to {broken[:10]} failed"), text
-    assert "🔴 Not healthy after" in text and "frontend (running, unhealthy)" in text, text
+    assert "🔴 Not healthy after" in text and "frontend: running but unhealthy" in text, text
     assert f"↩️ Going back to {v3[:10]}, the commit it started from, and deploying it again…" in text
     assert f"🟢 Back on {v3[:10]}" in text
     assert served() == "version v3"
@@ -123,6 +127,37 @@ def test_a_rollback_whose_deploy_is_not_healthy_goes_back_to_where_it_started(ma
     # The bad release is never where a later /rollback goes.
     asked = run(runtime, "UOP", "/rollback")
     assert f"/rollback {world.commits['v2']}" in asked.text, asked.text
+
+
+def test_a_rollback_whose_api_answers_500_behind_a_healthy_container_is_reverted_by_the_gate(make_runtime, world):
+    runtime = _deployed_v2_then_v3(make_runtime, world)
+    failapi, v3 = world.commits["failapi"], world.commits["v3"]
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def users():  # traffic through the API while the change runs, as users would send it
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/cgi-bin/api", timeout=2) as response:
+                    statuses.append(response.status)
+            except urllib.error.HTTPError as error:
+                statuses.append(error.code)
+            except OSError:
+                pass  # the frontend is being recreated
+            time.sleep(0.02)
+
+    traffic = threading.Thread(target=users, daemon=True)
+    traffic.start()
+    try:
+        _request, reply = _approved(runtime, "/rollback failapi")
+    finally:
+        done.set()
+        traffic.join(timeout=5)
+    text = reply.text
+    assert reply.failed and 500 in statuses, text
+    assert re.search(r"🔴 Not healthy after \d+ s: frontend 5xx rate: \d+ of \d+ requests answered 5xx in the last \d+ s: 100\.0%", text), text
+    assert f"🟢 Back on {v3[:10]}" in text
+    assert _ledger(runtime)[-2:] == [("rollback", failapi, "bad"), ("revert-after-failed-health", v3, "good")]
 
 
 def test_a_dirty_repository_is_refused_at_the_request_and_again_when_it_would_run(make_runtime, world):

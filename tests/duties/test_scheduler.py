@@ -170,7 +170,7 @@ def test_a_daily_report_with_a_failing_check_posts_health_and_stats_in_full(sche
     header, health, stats = duties.at(utc(2026, 3, 28, 7, 30))
     assert header == "☀️ Daily report for Sat 2026-03-28: not all is well; /health and /stats follow."
     assert health.startswith("🔴 *closed*:") and health.endswith("🔴 1 of 1 checks failing")
-    assert stats.splitlines()[0] == "*API errors (backend logs, last 15m)*"
+    assert stats.splitlines()[0] == "*API errors (5xx, last 15m)*"
     (run,) = duties.runs()
     assert (run.state, run.message) == ("succeeded", "posted; health failing, stats ok")
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from bot.duties.watch import Observation
 from bot.registry import Invocation
 from bot.roles import Role
-from tests.conftest import grant
+from tests.conftest import grant, run
 from tests.duties.conftest import utc
 
 START = utc(2026, 3, 28, 10, 0)
@@ -94,3 +94,10 @@ def test_muting_an_unknown_key_or_for_too_long_is_refused_and_viewers_cannot_mut
     )
     assert watch("U0VIEWER", "mute cpu:backend 1h") == "This use of /watch needs the operator role and you have viewer."
     assert all(state.muted_until is None for state in duties.rt.duties.watch.states())
+
+
+def test_a_watch_that_is_off_is_not_green(make_runtime):
+    runtime = make_runtime(admins=["UA"], watch_minutes=0)
+    text = run(runtime, "UA", "/watch").text
+    assert text.startswith("⚪ The watch is off (FLOWSTATE_WATCH_MINUTES=0 or no FLOWSTATE_OPS_CHANNEL): nothing is watched"), text
+    assert "🟢" not in text
