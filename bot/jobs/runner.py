@@ -117,8 +117,9 @@ class Runner:
         try:
             finish_abandoned_restores(self.rt)
             finish_abandoned_releases(self.rt)
+            self.outage.ok()
         except Exception:
-            log.exception("the sweep of release and restore rows left open failed")
+            self.outage.failed("the sweep of release and restore rows left open")
         try:
             self.rt.duties.tick()  # a duty whose slot has come: the replica whose INSERT wins queues it
             self.outage.ok()
