@@ -101,7 +101,7 @@ def test_api_errors_behind_a_healthy_backend_turn_health_red_naming_the_edge_rat
     reply = run(make_runtime(live_stack.model_copy(update={"edge": edge}), admins=["UA"]), "UA", "/health")
     lines = reply.text.splitlines()
     assert re.match(
-        r"🔴 \*nginx 5xx rate\*: \d+ of \d+ requests answered 5xx over 5 min: \d+\.\d% \(warning 5%, critical 25%\) "
+        r"🔴 \*nginx 5xx rate\*: [\d,]+ of [\d,]+ requests answered 5xx over 5 min: \d+\.\d% \(warning 5%, critical 25%\) "
         r"<https://wiki\.example/runbooks/edge-errors\|runbook>$", lines[0]), reply.text
     assert "critical 25%) runbook (https://wiki.example/runbooks/edge-errors)" in to_text(reply), "a link the console shows as text"
     assert lines[1] == "→ next: /logs nginx --since 15m · /restart nginx"
