@@ -155,7 +155,7 @@ def test_a_rollback_whose_api_answers_500_behind_a_healthy_container_is_reverted
         traffic.join(timeout=5)
     text = reply.text
     assert reply.failed and 500 in statuses, text
-    assert re.search(r"🔴 Not healthy after \d+ s: frontend 5xx rate: \d+ of \d+ requests answered 5xx in the last \d+ s: 100\.0%", text), text
+    assert re.search(r"🔴 Not healthy after \d+ s: frontend 5xx rate: [\d,]+ of [\d,]+ requests answered 5xx in the last \d+ s: 100\.0%", text), text
     assert f"🟢 Back on {v3[:10]}" in text
     assert _ledger(runtime)[-2:] == [("rollback", failapi, "bad"), ("revert-after-failed-health", v3, "good")]
 
