@@ -315,17 +315,20 @@ class GateOutcome:
     ok: bool
     line: str  # one line for the change's report: what held, or which checks failed and how
     failing: list[Check] = field(default_factory=list)
+    not_counted: list[str] = field(default_factory=list)  # checks failing before the change, names
 
 
-def gate(runtime, progress: Callable[[str], None], excused: Iterable[str] = (), poll: float = 1.0) -> GateOutcome:
+def gate(runtime, progress: Callable[[str], None], excused: Iterable[str] = (), poll: float = 1.0,
+         already_failing: Iterable[str] = ()) -> GateOutcome:
     """Passes when every check holds without a break for the stack's stable_seconds; fails at once when a
     service is not running or the edge rate turns critical, else when healthy_timeout runs out.
 
     The edge counts requests only from the moment every other check held (a restart's own 502s, and errors
     from before the change, are not the change's). `excused`: services already failing before the change
-    (/restore's), whose checks need not pass."""
+    (/restore's), whose checks need not pass. `already_failing`: keys of checks that failed before the change and
+    that it does not act on (/restart's): not counted, and the outcome names them; the edge always counts."""
     settings = runtime.stack.stack
-    excused = set(excused)
+    excused, already_failing = set(excused), set(already_failing) - {EDGE_KEY}
     started = time.monotonic()
     deadline = started + settings.healthy_timeout
     held_since: float | None = None
@@ -333,7 +336,7 @@ def gate(runtime, progress: Callable[[str], None], excused: Iterable[str] = (), 
     progress(f"Waiting until every check holds for {settings.stable_seconds:g} s (at most {settings.healthy_timeout:g} s)…")
     while True:
         evaluation = evaluate(runtime, since=edge_since)
-        checks = [c for c in evaluation.checks if c.service not in excused or c.key == EDGE_KEY]
+        checks = [c for c in evaluation.checks if (c.service not in excused and c.key not in already_failing) or c.key == EDGE_KEY]
         failing = [c for c in checks if not c.holds]
         took = time.monotonic() - started
         if not checks:
@@ -344,7 +347,9 @@ def gate(runtime, progress: Callable[[str], None], excused: Iterable[str] = (), 
             held_since = held_since or time.monotonic()
             if time.monotonic() - held_since >= settings.stable_seconds:
                 names = ", ".join(c.name for c in checks)
-                return GateOutcome(True, f"🟢 Healthy: {names} held for {settings.stable_seconds:g} s ({took:.1f} s).")
+                before = [c.name for c in evaluation.checks if c.key in already_failing]
+                not_counted = f" Failing before the change and not counted: {', '.join(before)}." if before else ""
+                return GateOutcome(True, f"🟢 Healthy: {names} held for {settings.stable_seconds:g} s ({took:.1f} s).{not_counted}", not_counted=before)
         else:
             held_since = None
             if any(c.key != EDGE_KEY for c in failing):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, field_validator
 from bot import blocks
 from bot.docker_stack import StackError
 from bot.faults import reached
-from bot.health_eval import gate
+from bot.health_eval import evaluate, gate
 from bot.registry import CommandError, Context, Reply, command
 from bot.roles import Role
 from commands.deploy import check_deploy, describe_deploy, recover_deploy, run_deploy
@@ -88,13 +88,17 @@ def restart(ctx: Context, args: RestartArgs) -> Reply:
     if docker is None:
         raise CommandError("The stack file names no Compose project, so there is nothing to restart.")
     lines, failed = [], False
-    for service in args.services:
+    # A restart must not leave the stack worse, not cure what it does not touch: checks that failed before it
+    # (another service down) are not counted, the restarted services' own containers always are.
+    restarted = {f"container:{'-'.join(service.split())}" for service in args.services}
+    before = {c.key for c in evaluate(ctx.runtime).checks if not c.holds} - restarted
+    for position, service in enumerate(args.services):
         started = time.monotonic()
         ctx.progress(f"Restarting {service}…")
         try:
             docker.restart([service])
             reached(ctx.runtime, "restart:after_restart")
-            outcome = gate(ctx.runtime, ctx.progress)
+            outcome = gate(ctx.runtime, ctx.progress, excused=args.services[position + 1:], already_failing=before)
         except StackError as error:
             lines.append(f"🔴 *{service}*: {error}")
             failed = True
@@ -102,7 +106,8 @@ def restart(ctx: Context, args: RestartArgs) -> Reply:
         took = time.monotonic() - started
         if outcome.ok:
             stable = ctx.runtime.stack.stack.stable_seconds
-            lines.append(f"🟢 *{service}* is healthy again after {took:.1f} s; every check held for {stable:g} s")
+            before_text = f" (failing before and not counted: {', '.join(outcome.not_counted)})" if outcome.not_counted else ""
+            lines.append(f"🟢 *{service}* is healthy again after {took:.1f} s; every check held for {stable:g} s{before_text}")
             ctx.progress(lines[-1])
         else:
             lines.append(f"🔴 *{service}* was restarted, but the stack is not healthy: {outcome.line.removeprefix('🔴 ')}")

@@ -175,3 +175,23 @@ def test_the_gate_fails_as_soon_as_a_service_exits_naming_it(make_runtime, live_
     assert not result.ok
     assert result.failing[0].name == "python-worker" and result.failing[0].fatal, result.line
     assert re.match(r"🔴 Not healthy after \d+ s: python-worker: exited with code \d+", result.line), result.line
+
+
+def test_a_restart_is_judged_on_what_it_touches_not_failed_by_a_service_down_before_it(make_runtime, live_stack, stack_container):
+    from tests.commands.test_users_live import run_approved
+
+    stack_container("python-worker").stop(timeout=1)  # down before the request, and not part of it
+    text = run_approved(make_runtime(live_stack, admins=["UA"]), "/restart frontend")
+    assert text.startswith("Restarted\n🟢 *frontend* is healthy again after"), text
+    assert re.search(r"\(failing before and not counted: [^)]*\bpython-worker\b", text), text
+
+
+def test_several_services_restart_in_turn_each_not_failed_by_the_ones_still_to_come(make_runtime, live_stack, stack_container):
+    from tests.commands.test_users_live import run_approved
+
+    stack_container("frontend").stop(timeout=1)
+    stack_container("python-worker").stop(timeout=1)
+    text = run_approved(make_runtime(live_stack, admins=["UA"]), "/restart frontend python-worker")
+    lines = text.splitlines()
+    assert lines[0] == "Restarted", text
+    assert lines[1].startswith("🟢 *frontend* is healthy again") and lines[2].startswith("🟢 *python-worker* is healthy again"), text
