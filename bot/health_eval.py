@@ -177,7 +177,7 @@ def _container_check(docker: ComposeStack, state: ServiceState) -> Check:
 def expected_services(stack: StackConfig) -> set[str]:
     expected = set(stack.stack.app_services)
     for section in (stack.database, stack.redis, stack.edge):
-        if section is not None:
+        if section is not None and section.compose_service:  # "": not in a container (the machine's own tools)
             expected.add(section.compose_service)
     expected.update(p.compose_service for p in stack.probes if p.compose_service)
     return expected

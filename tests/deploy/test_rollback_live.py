@@ -67,7 +67,7 @@ def test_a_restart_with_no_service_runs_the_deploy_script_and_reports_exit_code_
     text = reply.text
     assert text.startswith(f"✅ Deployed {world.commits['v2'][:10]}"), text
     assert re.search(r"🟢 deploy-production\.sh exited with code 0 after \d+\.\d s\.", text), text
-    assert re.search(r"🟢 Healthy: frontend 5xx rate, frontend held for 1 s \(\d+\.\d s\)\.", text), text
+    assert re.search(r"🟢 Healthy: frontend 5xx rate, frontend(, noisy)? held for 1 s \(\d+\.\d s\)\.", text), text  # noisy: /logs tests' container
     assert served() == "version v2" and world.deployed() == [world.commits["v2"]]
     (recorded, deploy) = _ledger(runtime)
     assert recorded[:2] == ("recorded-at-start", world.commits["v2"]) and deploy == ("deploy", world.commits["v2"], "good")
@@ -149,7 +149,7 @@ def test_a_rollback_whose_api_answers_500_behind_a_healthy_container_is_reverted
     traffic = threading.Thread(target=users, daemon=True)
     traffic.start()
     try:
-        _request, reply = _approved(runtime, "/rollback failapi")
+        _request, reply = _approved(runtime, "/rollback failapi --any-commit")  # a commit never released here
     finally:
         done.set()
         traffic.join(timeout=5)
