@@ -117,7 +117,8 @@ def logs(ctx: Context, args: LogsArgs) -> Reply:
     invocation = ctx.invocation
     if len(text) <= IN_MESSAGE or ctx.runtime.slack is None or not invocation.channel_id:
         body = text.replace("```", "'''")
-        return Reply(f"{title}\n{body}", [blocks.section(f"*{title}*"), *blocks.sections(["```", *body.splitlines(), "```"])])
+        quoted = [blocks.escape(line).replace("`", "ʼ") for line in lines]  # log lines stay text, never markup
+        return Reply(f"{title}\n{body}", [blocks.section(f"*{title}*"), *blocks.sections(["```", *quoted, "```"])])
     # Logs can hold secrets no redactor knows; the reply is ephemeral, and so is the file: a direct message.
     try:
         upload_to_user(ctx.runtime.slack, invocation.user_id, f"{args.service}-logs.txt", title, text, f"/logs {args.service}: {title}.")

@@ -17,7 +17,7 @@ from typing import Callable
 
 from sqlalchemy import or_, select, update
 
-from bot.blocks import escape
+from bot.blocks import code_block, escape
 from bot.config import DeploySection
 from bot.deploy.git import GitError, Repo
 from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Release
@@ -209,7 +209,7 @@ class Releases:
         outcome = run_script(
             self.deploy,
             log_path,
-            lambda tail: progress(f"📜 {name} output (last lines):\n```" + "\n".join(tail)[-2500:] + "```"),
+            lambda tail: progress(output_tail(name, tail)),
             on_start=started,
         )
         log_path.unlink(missing_ok=True)  # kept with the release from here on
@@ -238,6 +238,12 @@ class Releases:
             return UNKNOWN, "⚪ Health unknown: the stack file names no Compose project."
         outcome = gate(self._rt, progress)
         return (GOOD if outcome.ok else BAD), outcome.line
+
+
+def output_tail(name: str, tail: list[str]) -> str:
+    """The script's last lines in the request's message: a code block its output can neither close nor fill with
+    live markup (a mention, a link), whatever the script or the commits it prints say."""
+    return f"📜 {name} output (last lines):\n" + code_block("\n".join(tail)[-2500:])
 
 
 # ---- after the bot was killed mid-deploy ---------------------------------------------------------------

@@ -25,3 +25,13 @@ def test_a_deploy_directory_that_is_not_a_checkout_is_refused_in_one_sentence(ma
     reply = run(runtime, "UOP", "/rollback")
     assert reply.text.startswith(f"git rev-parse failed in {tmp_path / 'plain'}: ") and "Traceback" not in reply.text, reply.text
     assert runtime.jobs.get(1) is None
+
+
+def test_a_deploy_scripts_output_in_the_request_message_stays_text():
+    from bot.deploy.releases import output_tail
+
+    shown = output_tail("deploy.sh", ["ok", "```<!channel> <https://evil.example|click>`"])
+    body = shown.split("\n", 1)[1]
+    assert body.startswith("```") and body.endswith("```") and body.count("```") == 2, "one block that nothing closes"
+    assert "<!channel>" not in shown and "<https://evil" not in shown
+    assert "&lt;!channel&gt; &lt;https://evil.example|click&gt;" in shown
