@@ -61,9 +61,11 @@ def _interrupted_release(make_runtime, tmp_path, **recorded):
 
 
 def test_recovery_does_not_take_a_thread_that_now_has_the_scripts_number_for_the_script(make_runtime, tmp_path):
-    gone = subprocess.Popen(["true"])
+    gone = subprocess.Popen(["sleep", "60"])  # alive while its identity is read (`true` could be a zombie by then)
     identity = process_identity(gone.pid)
+    gone.kill()
     gone.wait()
+    assert identity is not None
     busy = threading.Event()
     thread = threading.Thread(target=busy.wait, daemon=True)
     thread.start()  # a thread of this process, its id standing in for the script's number given again
