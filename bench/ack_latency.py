@@ -80,10 +80,10 @@ def serve_fixtures(port_file: str) -> None:
 
 
 def ours_server(args):
-    from bot.config import Settings, load_stack
+    from bot.frame.config import Settings, load_stack
     from bot.runtime import Runtime
-    from bot.slack import SlackAdapter
-    from bot.slack_client import group_members, web_client
+    from bot.adapters.slack.listeners import SlackAdapter
+    from bot.adapters.slack.client import group_members, web_client
 
     settings = Settings(
         _env_file=None,

@@ -60,7 +60,7 @@ OPERATORS = [f"U0OP{i}" for i in range(5)]  # the requesters; an operator may as
 VIEWERS = [f"U0VIEW{i}" for i in range(3)]
 MAY_APPROVE = set(APPROVERS) | {ADMIN}
 
-APPROVE, DENY, CANCEL = "approval_approve", "approval_deny", "approval_cancel"  # bot/approvals.py
+APPROVE, DENY, CANCEL = "approval_approve", "approval_deny", "approval_cancel"  # bot/approvals/service.py
 
 
 # ---- the Docker Engine API double -------------------------------------------------------------
@@ -182,12 +182,12 @@ def serve_fixtures(args) -> None:
 
 
 def ours_server(args):
-    from bot.authz import Authorizer
-    from bot.config import Settings, load_stack
-    from bot.roles import Role
+    from bot.frame.authz import Authorizer
+    from bot.frame.config import Settings, load_stack
+    from bot.frame.roles import Role
     from bot.runtime import Runtime
-    from bot.slack import SlackAdapter
-    from bot.slack_client import group_members, web_client
+    from bot.adapters.slack.listeners import SlackAdapter
+    from bot.adapters.slack.client import group_members, web_client
 
     settings = Settings(
         _env_file=None,
@@ -284,7 +284,7 @@ def click_mix(sender: _Prepared, requests: dict[int, str], response_url: str, rn
 
 class Books:
     def __init__(self, url: str):
-        from bot.store import Store
+        from bot.store.engine import Store
 
         self.store = Store(url)
 
@@ -304,7 +304,7 @@ class Books:
     def audit(self, job_ids, outcome: str | None = None):
         from sqlalchemy import select
 
-        from bot.store import AuditEntry
+        from bot.store.engine import AuditEntry
 
         query = select(AuditEntry).where(AuditEntry.job_id.in_(list(job_ids)))
         if outcome:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg  # noqa: E402
 
 from bench.common import ROOT  # noqa: E402
-from bot.config import load_stack  # noqa: E402
+from bot.frame.config import load_stack  # noqa: E402
 
 SEED = """
 CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE NOT NULL, name text NOT NULL,
@@ -106,8 +106,8 @@ def ours(name: str, dsn: str, home: Path) -> dict:
 
 
 def child(name: str, dsn: str, home: str) -> None:
-    from bot.config import DatabaseSection, Settings
-    from bot.registry import Invocation
+    from bot.frame.config import DatabaseSection, Settings
+    from bot.frame.registry import Invocation
     from bot.runtime import Runtime
 
     stack = load_stack(ROOT / "tests/stack/flowstate.toml", required=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.config import Settings, StackConfig, load_stack  # noqa: E402
+from bot.frame.config import Settings, StackConfig, load_stack  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
 
 USER = "UBENCH"

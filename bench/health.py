@@ -35,11 +35,11 @@ from pathlib import Path
 import docker
 from common import USER, live_runtime, timed
 
-from bot.docker_stack import PROJECT_LABEL, SERVICE_LABEL
-from bot.health_eval import container_checks, edge_check
-from bot.probes import run_probe
-from bot.registry import Invocation
-from bot.store import utcnow
+from bot.stack.compose import PROJECT_LABEL, SERVICE_LABEL
+from bot.stack.health import container_checks, edge_check
+from bot.stack.probes import run_probe
+from bot.frame.registry import Invocation
+from bot.store.engine import utcnow
 from tests.conftest import _hold_stack_for_this_session
 from tests.loopback import SilentServer, StatusServer
 

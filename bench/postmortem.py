@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slack_sdk import WebClient  # noqa: E402
 
-from bot.config import Settings, StackConfig  # noqa: E402
+from bot.frame.config import Settings, StackConfig  # noqa: E402
 from bot.incidents.model import COMMAND, NOTE, STATUS  # noqa: E402
 from bot.incidents.timeline import Event  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402

@@ -28,10 +28,10 @@ import psycopg  # noqa: E402
 from bench.backup import admin, bench_database, container_name, grow  # noqa: E402
 from bench.common import ROOT  # noqa: E402
 from bot.backups.catalogue import Backups  # noqa: E402
-from bot.config import DatabaseSection, Settings, load_stack  # noqa: E402
-from bot.console import run_approved  # noqa: E402
-from bot.registry import Invocation  # noqa: E402
-from bot.roles import Role  # noqa: E402
+from bot.frame.config import DatabaseSection, Settings, load_stack  # noqa: E402
+from bot.adapters.console import run_approved  # noqa: E402
+from bot.frame.registry import Invocation  # noqa: E402
+from bot.frame.roles import Role  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
 
 
@@ -85,7 +85,7 @@ def main() -> int:
         stack = stack.model_copy(update={"database": DatabaseSection(dsn=dsn, name=name, user=stack.database.user)})
         settings = Settings(_env_file=None, home=work / "home", admins=["UBENCH"], restore_services=services, backup_keep=50)
         runtime = Runtime.build(settings, stack)
-        from bot.authz import Authorizer
+        from bot.frame.authz import Authorizer
 
         with runtime.store.session.begin() as session:
             Authorizer.grant(session, "UAPPROVER", Role.approver, "UBENCH")

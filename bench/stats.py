@@ -17,7 +17,7 @@ import sys
 
 from common import USER, live_runtime, timed
 
-from bot.registry import Invocation
+from bot.frame.registry import Invocation
 
 
 def main() -> int:

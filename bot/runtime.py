@@ -5,18 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from bot.approvals import Approvals, Notifier
-from bot.audit import AuditLog
-from bot.authz import Authorizer, GroupMembers
-from bot.config import Settings, StackConfig
-from bot.dispatcher import Dispatcher
-from bot.docker_stack import ComposeStack
+from bot.approvals.service import Approvals, Notifier
+from bot.frame.audit import AuditLog
+from bot.frame.authz import Authorizer, GroupMembers
+from bot.frame.config import Settings, StackConfig
+from bot.frame.dispatcher import Dispatcher
+from bot.stack.compose import ComposeStack
 from bot.duties.scheduler import Duties
-from bot.faults import kill_at
+from bot.frame.faults import kill_at
 from bot.incidents.service import Incidents
 from bot.jobs.queue import ChangeLocks, JobQueue, KeepAlive, new_holder
-from bot.registry import Command, load_commands
-from bot.store import Store
+from bot.frame.registry import Command, load_commands
+from bot.store.engine import Store
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
@@ -35,7 +35,7 @@ class Runtime:
     slack: "WebClient | None" = None  # the Web API, for reading channels (None in the console)
     wake: Callable[[], None] = lambda: None  # tells the runners a job is queued
     holder: str = field(default_factory=new_holder)  # this process, as the holder of the jobs it runs
-    fault: Callable[[str], None] = field(init=False)  # tests only: a fault injected at a change's step (bot/faults.py)
+    fault: Callable[[str], None] = field(init=False)  # tests only: a fault injected at a change's step (bot/frame/faults.py)
     dispatcher: Dispatcher = field(init=False)
     jobs: JobQueue = field(init=False)
     locks: ChangeLocks = field(init=False)

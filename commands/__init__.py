@@ -1,1 +1,1 @@
-"""One module per command family; each declares its commands with bot.registry.command."""
+"""One module per command family; each declares its commands with bot.frame.registry.command."""

@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from bot import blocks
-from bot.blocks import escape, shorten
-from bot.audit import AuditLog
-from bot.authz import Authorizer
-from bot.registry import CommandError, Context, Reply, UserId, command
-from bot.roles import Role, RoleName
+from bot.frame import blocks
+from bot.frame.blocks import escape, shorten
+from bot.frame.audit import AuditLog
+from bot.frame.authz import Authorizer
+from bot.frame.registry import CommandError, Context, Reply, UserId, command
+from bot.frame.roles import Role, RoleName
 
 
 class RoleArgs(BaseModel):

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from bot import blocks
-from bot.dispatcher import Refused
-from bot.registry import CommandError, Context, Reply, command
-from bot.roles import Role
+from bot.frame import blocks
+from bot.frame.dispatcher import Refused
+from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.roles import Role
 
 
 class ApprovalsArgs(BaseModel):

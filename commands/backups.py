@@ -11,15 +11,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, field_validator
 
-from bot import blocks
+from bot.frame import blocks
 from bot.backups.catalogue import Backups
 from bot.backups.model import OK, Backup
 from bot.backups.restore import Restore, recover as recover_restore
-from bot.docker_stack import StackError
-from bot.humanize import ago, duration, size
-from bot.registry import CommandError, Context, Reply, command
-from bot.roles import Role
-from bot.store import utcnow
+from bot.stack.compose import StackError
+from bot.frame.humanize import ago, duration, size
+from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.roles import Role
+from bot.store.engine import utcnow
 
 NOTE_LIMIT = 200
 

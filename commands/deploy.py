@@ -7,14 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, field_validator, model_validator
 
-from bot import blocks
+from bot.frame import blocks
 from bot.deploy.git import GitError, check_ref
 from bot.deploy.model import DEPLOY, ROLLBACK, Release
 from bot.deploy.releases import DeployError, Releases, recover as recover_deploy
-from bot.humanize import ago
-from bot.registry import CommandError, Context, Reply, command
-from bot.roles import Role
-from bot.store import utcnow
+from bot.frame.humanize import ago
+from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.roles import Role
+from bot.store.engine import utcnow
 
 RELEASES_SHOWN, RELEASES_LIMIT = 10, 50
 ANY_COMMIT = "--any-commit"

@@ -6,11 +6,11 @@ from datetime import timedelta
 
 from pydantic import BaseModel, ValidationError, field_validator
 
-from bot import blocks
-from bot.humanize import ago
-from bot.registry import CommandError, Context, Reply, command, describe_argument_error
-from bot.roles import Role
-from bot.store import utcnow
+from bot.frame import blocks
+from bot.frame.humanize import ago
+from bot.frame.registry import CommandError, Context, Reply, command, describe_argument_error
+from bot.frame.roles import Role
+from bot.store.engine import utcnow
 from commands.stats import StatsArgs
 
 MARK = {"succeeded": "🟢", "failed": "🔴", "missed": "🟠", "interrupted": "🟠", "queued": "⏳", "running": "▶️"}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from bot import blocks
-from bot.config import STACK_FILE_HINT
-from bot.health_eval import EDGE_KEY, MARK, NEXT_LOGS, NEXT_RESTART, Evaluation, evaluate
-from bot.humanize import count
-from bot.registry import DOWN, EDGE_ERROR_RATE, FOUND, Context, Reply, command
-from bot.roles import Role
+from bot.frame import blocks
+from bot.frame.config import STACK_FILE_HINT
+from bot.stack.health import EDGE_KEY, MARK, NEXT_LOGS, NEXT_RESTART, Evaluation, evaluate
+from bot.frame.humanize import count
+from bot.frame.registry import DOWN, EDGE_ERROR_RATE, FOUND, Context, Reply, command
+from bot.frame.roles import Role
 
 
 def report(title: str, evaluation: Evaluation) -> Reply:

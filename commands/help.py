@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, field_validator
 
-from bot import blocks
-from bot.registry import Command, CommandError, Context, Reply, command
-from bot.roles import Role
+from bot.frame import blocks
+from bot.frame.registry import Command, CommandError, Context, Reply, command
+from bot.frame.roles import Role
 
 
 # Longer than any command name (at most 31 characters), so what /help echoes stays short.

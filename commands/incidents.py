@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field, model_validator
 from bot.incidents.model import DEFAULT_SEVERITY, SEVERITIES
 from bot.incidents.views import SHOWN_EVENTS, glance, listing, summary, timeline
 from bot.incidents.when import TimeError, parse_time
-from bot.registry import CommandError, Context, FreeText, Reply, command
-from bot.roles import Role
-from bot.store import utcnow
+from bot.frame.registry import CommandError, Context, FreeText, Reply, command
+from bot.frame.roles import Role
+from bot.store.engine import utcnow
 
 _SEV = re.compile(r"(?:^|\s)--sev(?:=|\s+)(\S+)")
 _TS = re.compile(r"\d{1,12}\.\d{1,6}")

@@ -8,14 +8,14 @@ from collections import deque
 from pydantic import BaseModel, field_validator, model_validator
 from slack_sdk.errors import SlackApiError
 
-from bot import blocks
-from bot.docker_stack import StackError
+from bot.frame import blocks
+from bot.stack.compose import StackError
 from bot.incidents.when import TimeError, parse_time
-from bot.redact import LineRedactor
-from bot.registry import CommandError, Context, Reply, command
-from bot.roles import Role
-from bot.slack_client import upload_to_user
-from bot.store import utcnow
+from bot.frame.redact import LineRedactor
+from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.roles import Role
+from bot.adapters.slack.client import upload_to_user
+from bot.store.engine import utcnow
 from commands.restart import refuse_unknown_services
 
 DEFAULT_TAIL, MAX_TAIL = 200, 2000

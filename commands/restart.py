@@ -7,12 +7,12 @@ import time
 
 from pydantic import BaseModel, field_validator
 
-from bot import blocks
-from bot.docker_stack import StackError
-from bot.faults import reached
-from bot.health_eval import evaluate, gate
-from bot.registry import CommandError, Context, Reply, command
-from bot.roles import Role
+from bot.frame import blocks
+from bot.stack.compose import StackError
+from bot.frame.faults import reached
+from bot.stack.health import evaluate, gate
+from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.roles import Role
 from commands.deploy import check_deploy, describe_deploy, recover_deploy, run_deploy
 
 

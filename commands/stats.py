@@ -11,17 +11,17 @@ from typing import Callable
 import psycopg
 from pydantic import BaseModel, field_validator
 
-from bot import blocks
-from bot.config import STACK_FILE_HINT, StackConfig, Thresholds
-from bot.docker_stack import StackError
-from bot.health_eval import EDGE_KEY, MARK, EdgeCount, read_access_log
-from bot.humanize import count, duration, size
-from bot.probes import CHECK_POOL, describe_error
-from bot.registry import EDGE_ERROR_RATE, FOUND, CommandError, Context, Reply, command
-from bot.roles import Role
-from bot.stack_db import DatabaseActivity, StackDatabase, statement_summary
-from bot.stack_redis import StackRedis
-from bot.store import utcnow
+from bot.frame import blocks
+from bot.frame.config import STACK_FILE_HINT, StackConfig, Thresholds
+from bot.stack.compose import StackError
+from bot.stack.health import EDGE_KEY, MARK, EdgeCount, read_access_log
+from bot.frame.humanize import count, duration, size
+from bot.stack.probes import CHECK_POOL, describe_error
+from bot.frame.registry import EDGE_ERROR_RATE, FOUND, CommandError, Context, Reply, command
+from bot.frame.roles import Role
+from bot.stack.database import DatabaseActivity, StackDatabase, statement_summary
+from bot.stack.redis import StackRedis
+from bot.store.engine import utcnow
 
 _WINDOW = re.compile(r"(\d+)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}

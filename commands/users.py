@@ -8,10 +8,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel
 
-from bot import blocks
-from bot.registry import CommandError, Context, Reply, command
-from bot.roles import Role
-from bot.stack_users import StackUsers, refuse_role_change
+from bot.frame import blocks
+from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.roles import Role
+from bot.stack.users import StackUsers, refuse_role_change
 
 # Dot-atoms of the ASCII letters, digits and symbols RFC 5322 allows; no quoted local parts, no IP literals.
 _ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"

@@ -11,11 +11,11 @@ import psycopg
 import pytest
 import redis
 
-from bot.config import Settings, StackConfig
-from bot.registry import Invocation
-from bot.roles import Role
+from bot.frame.config import Settings, StackConfig
+from bot.frame.registry import Invocation
+from bot.frame.roles import Role
 from bot.runtime import Runtime
-from bot.authz import Authorizer
+from bot.frame.authz import Authorizer
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN = os.environ.get("FLOWSTATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -149,8 +149,8 @@ def slack_bot(tmp_path, slack_double):
     """The bot in HTTP mode on 127.0.0.1, wired to the Web API double; yields (sender, runtime)."""
     import threading
 
-    from bot.slack import SlackAdapter
-    from bot.slack_client import group_members, web_client
+    from bot.adapters.slack.listeners import SlackAdapter
+    from bot.adapters.slack.client import group_members, web_client
     from tests.slack_signing import SlackSender
 
     running = []
@@ -215,7 +215,7 @@ class BotProcess:
         )
         self.env = {k: v for k, v in bot_env(**{**defaults, **env}).items() if v is not None}  # a test's own values win; None unsets
         self.process = None
-        from bot.store import Store
+        from bot.store.engine import Store
 
         self.store = Store(database_url)  # the bot's own database, read by the test
 
@@ -234,7 +234,7 @@ class BotProcess:
         from tests.slack_signing import SlackSender
 
         self.process = subprocess.Popen(
-            [self._python or sys.executable, "-m", "bot.cli", "run", "--http", "--port", "0"], cwd=self._cwd, env=self.env, stderr=subprocess.PIPE, text=True,
+            [self._python or sys.executable, "-m", "bot.adapters.cli", "run", "--http", "--port", "0"], cwd=self._cwd, env=self.env, stderr=subprocess.PIPE, text=True,
             user=self._user, group=self._user and pwd.getpwnam(self._user).pw_gid, extra_groups=[] if self._user else None,
         )
         deadline = time.monotonic() + 60
@@ -285,7 +285,7 @@ def live_stack() -> StackConfig:
     """The Compose test stack, up and healthy (tests/stack/up starts the engine and builds images if needed)."""
     import subprocess
 
-    from bot.config import load_stack
+    from bot.frame.config import load_stack
 
     _hold_stack_for_this_session()
     result = subprocess.run([str(STACK_DIR / "up")], capture_output=True, text=True, timeout=1200)

@@ -1,4 +1,4 @@
-"""Faults a test injects at a change's step boundary (bot/faults.py), on real parts.
+"""Faults a test injects at a change's step boundary (bot/frame/faults.py), on real parts.
 
 - The bot's store unavailable: another connection holds SQLite's write lock (`BEGIN EXCLUSIVE`) for a few
   seconds, longer than the store's busy timeout (shortened here to 1 s, so the test need not wait 30 s).
@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from bot.store import make_engine
+from bot.store.engine import make_engine
 
 BUSY_SECONDS = 1.0  # the store's busy timeout in these tests
 LOCKED_SECONDS = 3.0  # how long the store stays locked: several busy timeouts

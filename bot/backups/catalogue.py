@@ -22,12 +22,12 @@ from sqlalchemy import select, update
 
 from bot.backups.model import DELETED, FAILED, OK, TAKING, Backup
 from bot.backups.tools import CHUNK, Staged, ToolError, last_lines, tools_for
-from bot.docker_stack import StackError
-from bot.humanize import elapsed, size as human_size
-from bot.redact import redact
-from bot.registry import Invocation
-from bot.stack_db import StackDatabase
-from bot.store import utcnow
+from bot.stack.compose import StackError
+from bot.frame.humanize import elapsed, size as human_size
+from bot.frame.redact import redact
+from bot.frame.registry import Invocation
+from bot.stack.database import StackDatabase
+from bot.store.engine import utcnow
 
 Progress = Callable[[str], None]
 SCRATCH_PREFIX = "flowstate_verify_"

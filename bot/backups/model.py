@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import JSON, BigInteger, Boolean, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.store import Base, UTCDateTime
+from bot.store.engine import Base, UTCDateTime
 
 # A backup's states: its file is being written; it is complete and checksummed; the dump failed
 # (no file is left); retention deleted its file.

@@ -21,12 +21,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.backups.catalogue import RESTORE_OPTIONS, Backups, Progress, _quiet
 from bot.backups.model import Backup, RestoreRun
 from bot.backups.tools import Staged, last_lines, wait_for_exec
-from bot.docker_stack import StackError
-from bot.faults import reached
-from bot.health_eval import gate
-from bot.humanize import elapsed, size as human_size
+from bot.stack.compose import StackError
+from bot.frame.faults import reached
+from bot.stack.health import gate
+from bot.frame.humanize import elapsed, size as human_size
 from bot.jobs.queue import ended_and_unlocked
-from bot.store import utcnow
+from bot.store.engine import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import BinaryIO, Callable, Iterable
 import docker
 import psycopg
 
-from bot.config import DatabaseSection
-from bot.docker_stack import ComposeStack, ExecOutcome, OutputTail, StackError
-from bot.stack_db import BOT_APP
+from bot.frame.config import DatabaseSection
+from bot.stack.compose import ComposeStack, ExecOutcome, OutputTail, StackError
+from bot.stack.database import BOT_APP
 
 CHUNK = 1 << 20
 STAGING_DIR = "/var/tmp"  # in the container; not /tmp, often a tmpfs the engine cannot copy into

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.store import Base, UTCDateTime
+from bot.store.engine import Base, UTCDateTime
 
 # What made a release: /restart with no service, /rollback, the commit found checked out at start, and the
 # automatic way back after a rollback whose deploy was not healthy.

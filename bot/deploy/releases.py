@@ -17,17 +17,17 @@ from typing import Callable
 
 from sqlalchemy import or_, select, update
 
-from bot.blocks import code_block, escape
-from bot.config import DeploySection
+from bot.frame.blocks import code_block, escape
+from bot.frame.config import DeploySection
 from bot.deploy.git import GitError, Repo
 from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Release
 from bot.deploy.script import ScriptOutcome, read_output, run_script, writers_of
 from bot.jobs.queue import ended_and_unlocked, identity_running, process_identity
-from bot.docker_stack import StackError
-from bot.faults import reached
-from bot.health_eval import gate
-from bot.humanize import duration
-from bot.store import utcnow
+from bot.stack.compose import StackError
+from bot.frame.faults import reached
+from bot.stack.health import gate
+from bot.frame.humanize import duration
+from bot.store.engine import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ class Releases:
         return f"{mark} {name} exited with code {outcome.exit_code} after {outcome.seconds:.1f} s."
 
     def _gate(self, progress: Progress) -> tuple[str, str]:
-        """The one health gate (bot/health_eval.py): every check holds for stable_seconds, or it fails naming them."""
+        """The one health gate (bot/stack/health.py): every check holds for stable_seconds, or it fails naming them."""
         if self._rt.docker is None and not self._rt.stack.probes:
             return UNKNOWN, "⚪ Health unknown: the stack file names no Compose project."
         outcome = gate(self._rt, progress)

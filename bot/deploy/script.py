@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bot.config import DeploySection
+from bot.frame.config import DeploySection
 from bot.deploy.git import minimal_env
 from bot.deploy.model import OUTPUT_LIMIT
 from bot.jobs.queue import process_identity
-from bot.redact import redact
+from bot.frame.redact import redact
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from bot.store import utcnow
+from bot.store.engine import utcnow
 
 
 class Clock(Protocol):

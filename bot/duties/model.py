@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.store import Base, UTCDateTime
+from bot.store.engine import Base, UTCDateTime
 
 # A run's states: queued as a job, running in a runner, then one of the final ones. `missed`: its slot
 # passed while no replica was up and is past the grace window; it never runs.

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import and_, func, or_, select, update
 
-from bot import blocks
+from bot.frame import blocks
 from bot.duties import model
 from bot.duties.clock import Clock, clock_for
 from bot.duties.model import DutyRun
 from bot.duties.slots import Every, Schedule, latest_slot, next_slot, parse_daily, parse_weekly
 from bot.jobs.model import FINAL, Job
 from bot.jobs.model import QUEUED as JOB_QUEUED
-from bot.registry import Invocation, Reply
-from bot.authz import SYSTEM_USERS
-from bot.store import utcnow
+from bot.frame.registry import Invocation, Reply
+from bot.frame.authz import SYSTEM_USERS
+from bot.store.engine import utcnow
 
 if TYPE_CHECKING:
     from bot.duties.watch import Evaluator
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEDULER = "scheduler"  # the requester of every duty (see bot.authz.SYSTEM_USERS)
+SCHEDULER = "scheduler"  # the requester of every duty (see bot.frame.authz.SYSTEM_USERS)
 SCHEDULER_ROLE = SYSTEM_USERS[SCHEDULER]
 SOURCE = "scheduler"  # the jobs and audit rows of duties
 

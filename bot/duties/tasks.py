@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
-from bot import blocks
+from bot.frame import blocks
 from bot.backups.model import OK, Backup
 from bot.duties.scheduler import SCHEDULER, Outcome
-from bot.registry import Reply
-from bot.store import utcnow
+from bot.frame.registry import Reply
+from bot.store.engine import utcnow
 
 if TYPE_CHECKING:
     from bot.duties.scheduler import Duties

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Callable
 from sqlalchemy import select
 
 from bot.duties.model import WatchState
-from bot.health_eval import Check, evaluate
-from bot.humanize import duration
-from bot.registry import Context
+from bot.stack.health import Check, evaluate
+from bot.frame.humanize import duration
+from bot.frame.registry import Context
 
 if TYPE_CHECKING:
     from bot.duties.scheduler import Duties, Outcome

@@ -7,5 +7,5 @@ and the console show), when (the times a user types), text (escaping user text f
 service (the facade the runtime owns).
 
 May import the frame (store, registry, dispatcher, audit, config, blocks, humanize, jobs) and
-slack_sdk; never an adapter (bot.slack, bot.console, bot.cli) nor the commands package.
+slack_sdk; never an adapter (bot.adapters.slack.listeners, bot.adapters.console, bot.adapters.cli) nor the commands package.
 """

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.dispatcher import command_line
+from bot.frame.dispatcher import command_line
 from bot.incidents.model import APPROVAL, COMMAND
 from bot.incidents.timeline import Event, Timeline
 from bot.incidents.when import from_ts
-from bot.registry import FOUND
-from bot.store import AuditEntry
+from bot.frame.registry import FOUND
+from bot.store.engine import AuditEntry
 
 if TYPE_CHECKING:
     from bot.jobs.model import Job

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.store import Base, UTCDateTime
+from bot.store.engine import Base, UTCDateTime
 
 OPEN, RESOLVED = "open", "resolved"
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from bot.humanize import count, duration
+from bot.frame.humanize import count, duration
 from bot.incidents.model import (
     APPROVAL, COMMAND, IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent, is_key_action,
 )
 from bot.incidents.text import markdown_safe, to_markdown
 from bot.incidents.when import clock, day, full
-from bot.registry import DOWN, EDGE_ERROR_RATE, FOUND
+from bot.frame.registry import DOWN, EDGE_ERROR_RATE, FOUND
 
 PINNED, KEY_ACTION, ANNOUNCED, NOTED = "📌", "🔧", "📣", "📝"
 MESSAGES = (SLACK_MESSAGE, IMPORTED)

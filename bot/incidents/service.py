@@ -19,8 +19,8 @@ from bot.incidents.text import slack_safe
 from bot.incidents.timeline import AlreadyOpen, Event, Timeline
 from bot.incidents.views import summary
 from bot.incidents.when import from_ts, full
-from bot.registry import CommandError, Reply
-from bot.store import utcnow
+from bot.frame.registry import CommandError, Reply
+from bot.store.engine import utcnow
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.incidents.model import DEFAULT_SEVERITY, OPEN, RESOLVED, Incident, Postmortem, TimelineEvent
 from bot.jobs.model import Job
-from bot.store import Store, utcnow
+from bot.store.engine import Store, utcnow
 
 
 class AlreadyOpen(Exception):

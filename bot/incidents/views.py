@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, tzinfo
 
-from bot import blocks
-from bot.humanize import duration
+from bot.frame import blocks
+from bot.frame.humanize import duration
 from bot.incidents.model import (
     APPROVAL, COMMAND, NOTE, OPEN, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent, is_key_action,
 )
 from bot.incidents.text import slack_safe
 from bot.incidents.when import clock, day, full
-from bot.registry import Reply
+from bot.frame.registry import Reply
 
 MARKS = {SLACK_MESSAGE: "📌", COMMAND: "🔧", APPROVAL: "🔧", STATUS: "📣", SEVERITY: "📣", NOTE: "📝"}
 LOOKED = "🔎"  # a command that changed nothing and found nothing wrong: not a key action

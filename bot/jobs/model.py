@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import JSON, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.registry import Invocation
-from bot.store import Base, UTCDateTime
+from bot.frame.registry import Invocation
+from bot.store.engine import Base, UTCDateTime
 
 # A job's states. Every change between them is one conditional UPDATE (see queue.py).
 QUEUED = "queued"  # waiting for a runner thread

@@ -13,8 +13,8 @@ from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.jobs.model import FINAL, PENDING, QUEUED, RUNNING, ChangeLock, Job
-from bot.registry import Invocation
-from bot.store import SEEN_REQUEST, Store, utcnow
+from bot.frame.registry import Invocation
+from bot.store.engine import SEEN_REQUEST, Store, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from bot.backups.restore import finish_abandoned as finish_abandoned_restores
-from bot.config import ConfigError, Settings, StackConfig
+from bot.frame.config import ConfigError, Settings, StackConfig
 from bot.deploy.releases import finish_abandoned as finish_abandoned_releases
-from bot.dispatcher import Refused
+from bot.frame.dispatcher import Refused
 from bot.duties.scheduler import SOURCE as DUTY_SOURCE
 from bot.jobs.model import Job
-from bot.outage import OutageLog
-from bot.registry import Reply
-from bot.slack_http import forget_old_requests
-from bot.undumpable import make_undumpable
+from bot.store.outage import OutageLog
+from bot.frame.registry import Reply
+from bot.adapters.slack.http import forget_old_requests
+from bot.frame.undumpable import make_undumpable
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class Runner:
         self._deliver(job, rt.dispatcher.clean(reply))
 
     def _deliver(self, job: Job, reply: Reply) -> None:
-        from bot.slack_client import deliver
+        from bot.adapters.slack.client import deliver
 
         if job.source != "slack":
             return
@@ -231,9 +231,9 @@ def runner_main(settings: Settings, stack: StackConfig, doorbell, ready) -> None
     make_undumpable()  # the bot's was undone when this process was executed
     threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
     os.nice(NICENESS)
-    from bot.redact import configure_logging
+    from bot.frame.redact import configure_logging
     from bot.runtime import Runtime
-    from bot.slack_client import SlackNotifier, group_members, web_client
+    from bot.adapters.slack.client import SlackNotifier, group_members, web_client
 
     configure_logging(settings.log_level)
     client = web_client(settings)

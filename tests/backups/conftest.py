@@ -7,7 +7,7 @@ import secrets
 import psycopg
 import pytest
 
-from bot.config import DatabaseSection
+from bot.frame.config import DatabaseSection
 
 SEED = """
 CREATE TABLE users (

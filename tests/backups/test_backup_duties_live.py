@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bot.backups.model import Backup
-from bot.registry import Invocation
-from bot.roles import Role
+from bot.frame.registry import Invocation
+from bot.frame.roles import Role
 from tests.conftest import grant
 from tests.duties.conftest import scheduled, utc  # noqa: F401 (a fixture)
 

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import update
 
 from bot.backups.model import Backup
-from bot.config import DatabaseSection, StackConfig
-from bot.registry import Invocation
-from bot.roles import Role
-from bot.store import AuditEntry
+from bot.frame.config import DatabaseSection, StackConfig
+from bot.frame.registry import Invocation
+from bot.frame.roles import Role
+from bot.store.engine import AuditEntry
 from tests.backups.conftest import scratch_databases
 from tests.conftest import grant, run
 
@@ -84,7 +84,7 @@ def test_a_failed_dump_leaves_no_file_that_looks_like_a_backup_and_prunes_nothin
 def test_retention_keeps_the_newest_n_everything_younger_than_d_days_and_the_newest_verified(make_runtime, tmp_path, app_db):
     from datetime import timedelta
 
-    from bot.store import utcnow
+    from bot.store.engine import utcnow
 
     young = _runtime(make_runtime, tmp_path, app_db.stack, backup_keep=2, backup_keep_days=14)
     for _ in range(4):

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import update
 
 from bot.backups.model import Backup, RestoreRun
-from bot.blocks import to_text
-from bot.console import run_approved
-from bot.roles import Role
+from bot.frame.blocks import to_text
+from bot.adapters.console import run_approved
+from bot.frame.roles import Role
 from tests.conftest import grant, run
 
 SERVICE = "python-worker"  # the one app service these tests stop: short downtime for the other tests on this stack

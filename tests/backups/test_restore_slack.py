@@ -6,10 +6,10 @@ import time
 import docker
 from sqlalchemy import select
 
-from bot.approvals import APPROVE
+from bot.approvals.service import APPROVE
 from bot.backups.model import Backup, RestoreRun
 from bot.jobs.model import Job
-from bot.roles import Role
+from bot.frame.roles import Role
 from tests.bot.test_slack_approvals import CHANNEL, _request_message, _wait_message
 from tests.conftest import BotProcess
 
@@ -47,7 +47,7 @@ def test_the_bot_killed_while_it_restores_leaves_whole_data_and_running_services
         FLOWSTATE_BACKUP_DIR=str(tmp_path / "backups"), FLOWSTATE_RESTORE_SERVICES="python-worker",
     )
     sender = bot.start()
-    store = bot.store
+    store = bot.store.engine
     try:
         bot.grant("U0OP", Role.operator)
         sender.slash("/backup", "'before the kill'", "U0OP", CHANNEL, response_url=slack_double.response_url("backup"))

@@ -10,11 +10,11 @@ import time
 import pytest
 from pydantic import BaseModel
 
-from bot.console import run_approved
+from bot.adapters.console import run_approved
 from bot.jobs.model import ChangeLock, Job
-from bot.registry import Command, Reply
-from bot.roles import Role
-from bot.store import AuditEntry, utcnow
+from bot.frame.registry import Command, Reply
+from bot.frame.roles import Role
+from bot.store.engine import AuditEntry, utcnow
 from tests.conftest import grant, run
 
 

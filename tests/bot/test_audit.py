@@ -2,7 +2,7 @@
 
 import logging
 
-from bot.store import AuditEntry
+from bot.store.engine import AuditEntry
 from tests.conftest import run
 
 

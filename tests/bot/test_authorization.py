@@ -2,9 +2,9 @@
 
 import pytest
 
-from bot.registry import load_commands, parse_arguments
-from bot.roles import Role
-from bot.store import AuditEntry, RoleAssignment
+from bot.frame.registry import load_commands, parse_arguments
+from bot.frame.roles import Role
+from bot.store.engine import AuditEntry, RoleAssignment
 from tests.conftest import grant, run
 
 # A valid invocation of every command: the table test must grow with every new command.
@@ -111,7 +111,7 @@ def test_a_settings_admin_cannot_be_demoted_from_slack(make_runtime):
 
 def test_user_group_members_get_the_mapped_role_and_a_failing_lookup_grants_nothing(tmp_path):
     from tests.conftest import make_settings
-    from bot.config import StackConfig
+    from bot.frame.config import StackConfig
     from bot.runtime import Runtime
 
     lookups = []

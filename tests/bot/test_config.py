@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from bot.config import ConfigError, forget_secret_environment, load_settings, load_stack
+from bot.frame.config import ConfigError, forget_secret_environment, load_settings, load_stack
 
 
 def _stack_file(tmp_path, database: str):

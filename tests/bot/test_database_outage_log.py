@@ -37,7 +37,7 @@ def test_a_database_outage_is_logged_once_and_its_end_once(tmp_path, postgres_ur
         FLOWSTATE_SLACK_API_URL=slack_double.api_url, FLOWSTATE_HOME=str(tmp_path / "home"),
         FLOWSTATE_DATABASE_URL=postgres_url, FLOWSTATE_ADMINS="U0ADMIN",
     )
-    bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--http", "--port", "0"], cwd=tmp_path, env=env,
+    bot = subprocess.Popen([sys.executable, "-m", "bot.adapters.cli", "run", "--http", "--port", "0"], cwd=tmp_path, env=env,
                            stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(bot.stderr.readline, "")), daemon=True)
@@ -66,7 +66,7 @@ def test_a_long_outage_is_said_again_once_a_minute_and_other_errors_are_logged_w
 
     from sqlalchemy.exc import OperationalError
 
-    from bot.outage import OutageLog
+    from bot.store.outage import OutageLog
 
     now = [0.0]
     outage = OutageLog(logging.getLogger("outage-test"), clock=lambda: now[0])

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.store import BOT_ROLE_GRANTS
+from bot.store.engine import BOT_ROLE_GRANTS
 from tests.bot.test_hardening import _readme_grants
 from tests.conftest import POSTGRES_ADMIN, bot_env, run
 

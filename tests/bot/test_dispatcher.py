@@ -4,9 +4,9 @@ import logging
 
 from pydantic import BaseModel, SecretStr
 
-from bot.registry import Command, CommandError, FreeText, NoArgs, Reply
-from bot.roles import Role
-from bot.store import AuditEntry, RoleAssignment
+from bot.frame.registry import Command, CommandError, FreeText, NoArgs, Reply
+from bot.frame.roles import Role
+from bot.store.engine import AuditEntry, RoleAssignment
 from tests.conftest import run
 
 
@@ -116,7 +116,7 @@ def test_an_unexpected_error_gives_an_error_id_not_a_traceback(make_runtime, cap
 
 
 def test_a_failing_handler_rolls_back_its_writes(make_runtime):
-    from bot.authz import Authorizer
+    from bot.frame.authz import Authorizer
 
     def handler(ctx, args):
         Authorizer.grant(ctx.session, "UVICTIM", Role.admin, "UA")
@@ -142,7 +142,7 @@ def test_secrets_never_reach_the_audit_table_or_the_log(make_runtime, caplog):
     _with_command(runtime, "login", handler, Args)
     with caplog.at_level(logging.ERROR):
         reply = run(runtime, "UA", "/login hunter2 token=xoxb-123-456-abc")
-    from bot.redact import RedactingFilter
+    from bot.frame.redact import RedactingFilter
 
     handler_text = "\n".join(
         (RedactingFilter().filter(record), record.getMessage() + (record.exc_text or ""))[1] for record in caplog.records
@@ -206,7 +206,7 @@ def test_with_the_database_down_every_path_ends_in_one_sentence_with_an_error_id
 def test_the_console_survives_a_database_that_goes_away(make_runtime, postgres_url):
     import io
 
-    from bot.console import run_console
+    from bot.adapters.console import run_console
 
     runtime = make_runtime(database_url=postgres_url, admins=["UA"])
     _drop(postgres_url)

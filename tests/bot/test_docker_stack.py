@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.docker_stack import ComposeStack, DockerUnavailable, ServiceNotFound, cpu_percent, memory_used
+from bot.stack.compose import ComposeStack, DockerUnavailable, ServiceNotFound, cpu_percent, memory_used
 
 
 def test_services_are_found_by_compose_labels(live_stack):

@@ -7,9 +7,9 @@ from datetime import timedelta
 import docker
 import pytest
 
-from bot.docker_stack import PROJECT_LABEL, SERVICE_LABEL, ComposeStack
-from bot.health_eval import EDGE_FIRST_TAIL, read_access_log
-from bot.store import utcnow
+from bot.stack.compose import PROJECT_LABEL, SERVICE_LABEL, ComposeStack
+from bot.stack.health import EDGE_FIRST_TAIL, read_access_log
+from bot.store.engine import utcnow
 
 PROJECT = "flowstate-edgetest"
 LINE = '127.0.0.1 - - [05/Dec/2026:08:00:00 +0000] "GET /api/items HTTP/1.1" {} 3 "-" "t"'

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from bot.blocks import to_text
-from bot.console import run_console
-from bot.registry import Invocation, Reply
-from bot.roles import Role
-from bot.store import AuditEntry
+from bot.frame.blocks import to_text
+from bot.adapters.console import run_console
+from bot.frame.registry import Invocation, Reply
+from bot.frame.roles import Role
+from bot.store.engine import AuditEntry
 from tests.conftest import POSTGRES_ADMIN, bot_env, grant, run
 
 BOT = str(Path(sys.executable).with_name("flowstate-bot"))
@@ -119,7 +119,7 @@ def test_escape_sequences_never_reach_the_terminal(make_runtime):
 
 
 def test_revoke_and_grant_say_the_role_still_in_effect_through_a_user_group(tmp_path):
-    from bot.config import StackConfig
+    from bot.frame.config import StackConfig
     from bot.runtime import Runtime
     from tests.conftest import make_settings
 
@@ -142,7 +142,7 @@ def test_revoke_and_grant_say_the_role_still_in_effect_through_a_user_group(tmp_
 
 
 def test_a_failed_group_lookup_is_said_as_such_cached_briefly_and_grants_nothing(tmp_path):
-    from bot.config import StackConfig
+    from bot.frame.config import StackConfig
     from bot.runtime import Runtime
     from tests.conftest import make_settings
 
@@ -246,7 +246,7 @@ def test_a_port_in_use_or_a_bad_host_is_one_line(tmp_path, slack_double):
 
 
 def test_an_unwritable_console_history_is_a_note_not_a_traceback(tmp_path, capsys):
-    from bot.console import save_history
+    from bot.adapters.console import save_history
 
     history = tmp_path / "console_history"
     history.mkdir()  # a directory where the history file should be: it cannot be written

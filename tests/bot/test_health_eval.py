@@ -2,8 +2,8 @@
 
 import pytest
 
-from bot.config import ConfigError, load_stack
-from bot.health_eval import access_status, count_statuses, looks_like_error
+from bot.frame.config import ConfigError, load_stack
+from bot.stack.health import access_status, count_statuses, looks_like_error
 
 LINE = '127.0.0.1 - - [05/Dec/2026:08:00:00 +0000] "GET /api/items HTTP/1.1" {status} 21 "-" "{agent}" 0.001'
 

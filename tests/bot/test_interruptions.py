@@ -11,13 +11,13 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from bot.backups.model import RestoreRun
-from bot.console import run_approved
+from bot.adapters.console import run_approved
 from bot.deploy.model import Release
 from bot.jobs.model import ChangeLock, Job
 from bot.jobs.runner import Runner
-from bot.registry import Command, Reply
-from bot.roles import Role
-from bot.store import AuditEntry, utcnow
+from bot.frame.registry import Command, Reply
+from bot.frame.roles import Role
+from bot.store.engine import AuditEntry, utcnow
 from tests.conftest import grant, run
 from tests.faults import StoreLock, short_busy_timeout
 

@@ -2,8 +2,8 @@
 
 import re
 
-from bot.manifest import TIMELINE_SHORTCUT, build_manifest, render_manifest
-from bot.registry import load_commands
+from bot.adapters.slack.manifest import TIMELINE_SHORTCUT, build_manifest, render_manifest
+from bot.frame.registry import load_commands
 from tests.conftest import ROOT
 
 

@@ -13,9 +13,9 @@ from sqlalchemy import update
 
 from bot.backups.model import Backup
 from bot.jobs.model import Job
-from bot.metrics import registry
-from bot.registry import Invocation
-from bot.store import utcnow
+from bot.adapters.metrics import registry
+from bot.frame.registry import Invocation
+from bot.store.engine import utcnow
 from tests.conftest import run
 from tests.replica import Replica
 from tests.socket_mode_double import SocketModeDouble
@@ -79,7 +79,7 @@ def test_duty_results_are_read_from_the_duty_runs(make_runtime):
     from datetime import timedelta
 
     from bot.duties.model import DutyRun
-    from bot.store import utcnow
+    from bot.store.engine import utcnow
 
     runtime = make_runtime()
     now = utcnow()

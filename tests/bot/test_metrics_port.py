@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from bot.store import Store, utcnow
+from bot.store.engine import Store, utcnow
 from tests.bot.test_metrics import _samples, _scrape
 from tests.replica import Replica
 
@@ -66,7 +66,7 @@ def test_a_flood_of_scrapes_over_big_tables_is_one_collection_and_whoami_is_stil
 
 
 def _audit_row(session, command: str, outcome: str, age: timedelta) -> None:
-    from bot.store import AuditEntry
+    from bot.store.engine import AuditEntry
 
     session.add(AuditEntry(at=utcnow() - age, user_id="U1", source="slack", command=command, outcome=outcome, duration_ms=1))
 
@@ -81,7 +81,7 @@ def _finished_job(session, command: str, seconds: float, age: timedelta) -> None
 
 def test_counts_read_incrementally_stay_exact_as_rows_age_and_new_ones_come(make_runtime, database_url):
     """Old rows are counted once and kept; each collection reads only what is newer. The values stay exact."""
-    from bot.metrics import DatabaseCollector
+    from bot.adapters.metrics import DatabaseCollector
 
     runtime = make_runtime(database_url=database_url)
     collector = DatabaseCollector(runtime.store, duties=lambda store: [])

@@ -3,8 +3,8 @@
 import pytest
 from pydantic import TypeAdapter
 
-from bot.config import Probe, StackConfig
-from bot.probes import run_probe
+from bot.frame.config import Probe, StackConfig
+from bot.stack.probes import run_probe
 from tests.conftest import run
 from tests.loopback import closed_port
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from bot.redact import MASK, redact
-from bot.store import AuditEntry
+from bot.frame.redact import MASK, redact
+from bot.store.engine import AuditEntry
 from tests.conftest import run
 
 # (what someone typed, the secret in it, what must survive)
@@ -139,7 +139,7 @@ def test_adversarial_input_is_redacted_in_linear_time(text):
 
 def test_a_private_key_in_log_lines_is_masked_from_its_begin_line_to_its_end_line():
     """Container logs are redacted line by line: the lines between BEGIN and END are the key."""
-    from bot.redact import LineRedactor
+    from bot.frame.redact import LineRedactor
 
     lines = [
         "2026-01-01T00:00:00.1Z loading key",

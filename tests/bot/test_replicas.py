@@ -19,11 +19,11 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from bot.approvals import APPROVE
-from bot.authz import Authorizer
+from bot.approvals.service import APPROVE
+from bot.frame.authz import Authorizer
 from bot.jobs.model import Job
-from bot.roles import Role
-from bot.store import AuditEntry, Store
+from bot.frame.roles import Role
+from bot.store.engine import AuditEntry, Store
 from tests.backups.conftest import SEED
 from tests.loopback import SilentServer
 from tests.replica import BOT, Replica, alive, parent_of, runner_pid

@@ -4,7 +4,7 @@ Slack's 5xx backed off, within a bounded time; a reply that still cannot be deli
 
 import pytest
 
-from bot.store import AuditEntry
+from bot.store.engine import AuditEntry
 
 
 def _rows(runtime):

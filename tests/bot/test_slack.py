@@ -2,10 +2,10 @@
 
 import time
 
-from bot.store import AuditEntry
+from bot.store.engine import AuditEntry
 from tests.loopback import StatusServer
-from bot.config import StackConfig
-from bot.roles import Role
+from bot.frame.config import StackConfig
+from bot.frame.roles import Role
 
 
 def _audit(runtime):

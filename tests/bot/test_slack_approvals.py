@@ -10,9 +10,9 @@ import time
 import docker
 import pytest
 
-from bot.approvals import APPROVE, CANCEL, DENY
+from bot.approvals.service import APPROVE, CANCEL, DENY
 from bot.jobs.model import Job
-from bot.roles import Role
+from bot.frame.roles import Role
 from tests.conftest import grant
 
 CHANNEL = "C0OPS"
@@ -219,7 +219,7 @@ def test_a_runner_killed_mid_job_interrupts_only_its_own_jobs_and_the_next_comma
     import os
     import signal
 
-    from bot.config import StackConfig
+    from bot.frame.config import StackConfig
     from tests.loopback import SilentServer
 
     with SilentServer() as hung:
@@ -251,7 +251,7 @@ def test_the_bot_killed_while_a_restart_runs_marks_it_interrupted_on_start_and_t
 
     bot = BotProcess(tmp_path, slack_double, tmp_path / "home", live_stack.source)
     sender = bot.start()
-    store = bot.store
+    store = bot.store.engine
     try:
         bot.grant("U0OP", Role.operator)
         sender.slash("/restart", "frontend", "U0OP", CHANNEL, response_url=slack_double.response_url("ask"))

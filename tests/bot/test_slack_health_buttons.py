@@ -3,7 +3,7 @@ clicker, so a restart is a normal request that waits for a second person's appro
 
 import re
 
-from bot.health_eval import NEXT_LOGS, NEXT_RESTART
+from bot.stack.health import NEXT_LOGS, NEXT_RESTART
 from tests.bot.test_slack_approvals import CHANNEL, _bot, _job, _request_message
 
 

@@ -6,7 +6,7 @@ import socket
 import time
 from urllib.parse import urlencode
 
-from bot.roles import Role
+from bot.frame.roles import Role
 from tests.conftest import SIGNING_SECRET
 from tests.slack_signing import sign, slash_fields
 
@@ -60,7 +60,7 @@ def test_bodies_over_the_cap_are_refused_signed_or_not(slack_bot, slack_double):
 
 def test_an_unsigned_body_never_reaches_the_log_and_cannot_forge_a_log_line(slack_bot, caplog):
     sender, runtime = slack_bot()
-    forged = "x\n2026-11-29 03:00:00,000 INFO bot.slack: /role grant U0EVIL admin succeeded\nSECRET-BODY-TEXT"
+    forged = "x\n2026-11-29 03:00:00,000 INFO bot.adapters.slack.listeners: /role grant U0EVIL admin succeeded\nSECRET-BODY-TEXT"
     with caplog.at_level(logging.DEBUG):
         assert sender.raw(forged, {"Content-Type": "application/x-www-form-urlencoded"}).status == 401
         assert sender.raw(forged, {"X-Slack-Request-Timestamp": "1", "X-Slack-Signature": "v0=00"}).status == 401

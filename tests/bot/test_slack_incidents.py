@@ -8,11 +8,11 @@ import time
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from bot.approvals import APPROVE
+from bot.approvals.service import APPROVE
 from bot.incidents.model import SLACK_MESSAGE
 from bot.jobs.model import Job
-from bot.manifest import TIMELINE_SHORTCUT
-from bot.roles import Role
+from bot.adapters.slack.manifest import TIMELINE_SHORTCUT
+from bot.frame.roles import Role
 from tests.bot.test_cli import BOT
 from tests.conftest import bot_env
 from tests.bot.test_slack_approvals import _request_message, _wait_message

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bot.stack_db import statement_summary
+from bot.stack.database import statement_summary
 
 STATEMENTS = [
     ("ALTER ROLE app PASSWORD 'correct horse'", "ALTER ROLE app PASSWORD ?"),

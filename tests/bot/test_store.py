@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import delete, inspect, text, update
 from sqlalchemy.exc import DBAPIError
 
-from bot.registry import Invocation
-from bot.store import AuditEntry, RoleAssignment, Store
+from bot.frame.registry import Invocation
+from bot.store.engine import AuditEntry, RoleAssignment, Store
 
 
 def test_migrations_create_the_schema_and_are_idempotent(database_url):
@@ -27,10 +27,10 @@ def _newest_migration() -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    import bot.migrations
+    import bot.store.migrations
 
     config = Config()
-    config.set_main_option("script_location", str(Path(bot.migrations.__file__).parent))
+    config.set_main_option("script_location", str(Path(bot.store.migrations.__file__).parent))
     return ScriptDirectory.from_config(config).get_current_head()
 
 
@@ -56,7 +56,7 @@ def test_the_database_refuses_to_change_audit_history(make_runtime, database_url
 
 def test_role_assignments_round_trip(make_runtime, database_url):
     from tests.conftest import grant
-    from bot.roles import Role
+    from bot.frame.roles import Role
 
     runtime = make_runtime(database_url=database_url)
     grant(runtime, "U2", Role.approver)

@@ -8,9 +8,9 @@ import pytest
 from pydantic import BaseModel, field_validator
 
 from bot.incidents.when import TimeError, parse_time
-from bot.registry import Command, Reply
-from bot.roles import Role
-from bot.store import AuditEntry
+from bot.frame.registry import Command, Reply
+from bot.frame.roles import Role
+from bot.store.engine import AuditEntry
 from tests.conftest import grant, run
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

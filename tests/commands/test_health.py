@@ -2,8 +2,8 @@
 
 import re
 
-from bot.config import StackConfig
-from bot.probes import run_probes
+from bot.frame.config import StackConfig
+from bot.stack.probes import run_probes
 from tests.conftest import run
 from tests.loopback import SilentServer, StatusServer, closed_port
 

@@ -5,9 +5,9 @@ import time
 import urllib.error
 import urllib.request
 
-from bot.blocks import to_text
-from bot.config import StackConfig, StackSection
-from bot.health_eval import gate
+from bot.frame.blocks import to_text
+from bot.frame.config import StackConfig, StackSection
+from bot.stack.health import gate
 from tests.conftest import run
 
 EDGE = "http://127.0.0.1:58080"

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 import redis
 
-from bot.config import StackConfig
-from bot.roles import Role
+from bot.frame.config import StackConfig
+from bot.frame.roles import Role
 from tests.conftest import grant, run
 
 BACKEND = "http://127.0.0.1:58002"

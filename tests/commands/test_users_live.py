@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from bot.audit import AuditLog
-from bot.config import StackConfig
-from bot.roles import Role
+from bot.frame.audit import AuditLog
+from bot.frame.config import StackConfig
+from bot.frame.roles import Role
 from tests.conftest import grant, run
 from tests.loopback import closed_port
 
@@ -68,7 +68,7 @@ def operator(make_runtime, live_stack):
 
 def run_approved(runtime, line: str) -> str:
     """An operator asks, an approver approves in the console, and the request runs there: its reply."""
-    from bot.console import run_approved as run_in_console
+    from bot.adapters.console import run_approved as run_in_console
 
     grant(runtime, "UOP", Role.operator)
     grant(runtime, "UAPP", Role.approver)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import load_stack
+from bot.frame.config import load_stack
 
 PROJECT = "flowstate-deploytest"
 PORT = 58101

@@ -5,9 +5,9 @@ import re
 import subprocess
 from pathlib import Path
 
-from bot.config import load_stack
-from bot.console import run_approved
-from bot.roles import Role
+from bot.frame.config import load_stack
+from bot.adapters.console import run_approved
+from bot.frame.roles import Role
 from tests.conftest import grant, run
 
 STACK = Path(__file__).parents[1] / "stack"

@@ -12,12 +12,12 @@ from types import SimpleNamespace
 
 from sqlalchemy import select
 
-from bot.config import load_stack
+from bot.frame.config import load_stack
 from bot.deploy.model import Release
 from bot.deploy.releases import output_file, recover
 from bot.jobs.model import Job
 from bot.jobs.queue import identity_running, process_identity, process_running
-from bot.store import utcnow
+from bot.store.engine import utcnow
 from tests.deploy.conftest import git, make_repo
 from tests.deploy.test_rollback_live import _approved, _runtime
 from tests.faults import StoreLock, short_busy_timeout

@@ -6,10 +6,10 @@ import subprocess
 
 import pytest
 
-from bot.registry import Invocation
-from bot.roles import Role
+from bot.frame.registry import Invocation
+from bot.frame.roles import Role
 from bot.runtime import Runtime
-from bot.slack_client import web_client
+from bot.adapters.slack.client import web_client
 from tests.conftest import grant, make_settings, run
 from tests.deploy.conftest import PROJECT, wait_for
 

@@ -1,7 +1,7 @@
 """Without a [deploy] section, or with a deploy directory that is not a Git checkout, nothing is asked for and nothing runs."""
 
-from bot.config import DeploySection, StackConfig
-from bot.roles import Role
+from bot.frame.config import DeploySection, StackConfig
+from bot.frame.roles import Role
 from tests.conftest import grant, run
 
 

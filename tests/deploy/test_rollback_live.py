@@ -12,12 +12,12 @@ import urllib.request
 import pytest
 from sqlalchemy import select
 
-from bot.blocks import to_text
-from bot.console import run_approved
+from bot.frame.blocks import to_text
+from bot.adapters.console import run_approved
 from bot.deploy.model import Release
 from bot.jobs.queue import process_running
 from bot.jobs.model import Job
-from bot.roles import Role
+from bot.frame.roles import Role
 from tests.conftest import grant, run
 from tests.deploy.conftest import PORT, git, served, wait_for, write_stack_file
 
@@ -237,7 +237,7 @@ def test_a_deploy_script_that_fails_is_reported_with_its_exit_code_and_recorded_
 def test_the_console_shows_the_requester_and_the_approver_what_the_slack_message_shows(make_runtime, world):
     import io
 
-    from bot.console import run_console
+    from bot.adapters.console import run_console
 
     runtime = _runtime(make_runtime, world)
 

@@ -6,10 +6,10 @@ import re
 
 from sqlalchemy import select
 
-from bot.blocks import to_text
-from bot.console import run_approved
+from bot.frame.blocks import to_text
+from bot.adapters.console import run_approved
 from bot.jobs.model import Job
-from bot.roles import Role
+from bot.frame.roles import Role
 from tests.bot.test_slack_approvals import CHANNEL, _request_message
 from tests.conftest import grant, run
 from tests.deploy.conftest import commit, git

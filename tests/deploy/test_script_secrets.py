@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.blocks import to_text
+from bot.frame.blocks import to_text
 from tests.bot.test_cli import _children
 from tests.bot.test_slack_approvals import CHANNEL
 from tests.conftest import ROOT, BotProcess, run
@@ -114,7 +114,7 @@ def user_python(script_user) -> tuple[str, dict[str, str]]:
 
 def _runs_as(user: pwd.struct_passwd, python: str, env: dict[str, str]) -> bool:
     try:
-        subprocess.run([python, "-c", "import bot.cli"], user=user.pw_uid, env=env, check=True, capture_output=True, timeout=60)
+        subprocess.run([python, "-c", "import bot.adapters.cli"], user=user.pw_uid, env=env, check=True, capture_output=True, timeout=60)
     except (OSError, subprocess.CalledProcessError):
         return False
     return True
@@ -219,7 +219,7 @@ def test_a_bot_that_is_not_root_runs_no_script_as_another_user_and_says_why(base
     work.mkdir()
     os.chown(work, script_user.pw_uid, script_user.pw_gid)
     code = (
-        "import sys; from pathlib import Path; from bot.config import DeploySection; from bot.deploy.script import run_script; "
+        "import sys; from pathlib import Path; from bot.frame.config import DeploySection; from bot.deploy.script import run_script; "
         "work = Path(sys.argv[1]); "
         "print(run_script(DeploySection(workdir=work, command=['true'], run_as='nobody'), work / 'out.log', lambda tail: None).error)"
     )

@@ -9,7 +9,7 @@ import pytest
 from bot.duties.model import DutyRun
 from bot.duties.scheduler import Duties
 from bot.jobs.runner import Runner
-from bot.registry import Reply
+from bot.frame.registry import Reply
 
 OPS = "C0OPS"
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from bot.duties.model import DutyRun
 from bot.jobs.model import Job
-from bot.store import Store
+from bot.store.engine import Store
 from tests.conftest import BotProcess
 from tests.duties.conftest import OPS, utc
 

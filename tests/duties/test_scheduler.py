@@ -7,11 +7,11 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from bot.config import DatabaseSection, StackConfig, TcpProbe
+from bot.frame.config import DatabaseSection, StackConfig, TcpProbe
 from bot.jobs.model import Job
-from bot.registry import Invocation
-from bot.roles import Role
-from bot.store import AuditEntry
+from bot.frame.registry import Invocation
+from bot.frame.roles import Role
+from bot.store.engine import AuditEntry
 from tests.conftest import grant
 from tests.duties.conftest import OPS, Scheduled, ManualClock, utc
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.frame.config import ConfigError, load_settings
 from bot.duties.slots import Daily, Every, Weekly, latest_slot, local_instant, next_slot, parse_daily, parse_weekly
 from tests.duties.conftest import utc
 

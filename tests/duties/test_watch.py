@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.duties.watch import Observation
-from bot.registry import Invocation
-from bot.roles import Role
+from bot.frame.registry import Invocation
+from bot.frame.roles import Role
 from tests.conftest import grant, run
 from tests.duties.conftest import utc
 

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 from bot.incidents.model import APPROVAL, COMMAND, NOTE, SEVERITY, SLACK_MESSAGE, STATUS
 from bot.incidents.timeline import Event
-from bot.roles import Role
+from bot.frame.roles import Role
 from tests.bot.test_approvals import _decide, _runtime
 from tests.conftest import grant, run
 
@@ -119,8 +119,8 @@ def test_a_message_captured_twice_is_stored_once(make_runtime, database_url):
 
 
 def test_a_look_that_finds_something_is_recorded_as_what_it_found_with_its_numbers_in_the_audit(make_runtime, database_url):
-    from bot.config import StackConfig
-    from bot.store import AuditEntry
+    from bot.frame.config import StackConfig
+    from bot.store.engine import AuditEntry
     from tests.loopback import closed_port
 
     stack = StackConfig(probes=[{"kind": "http", "name": "api", "url": f"http://127.0.0.1:{closed_port()}/health"}])

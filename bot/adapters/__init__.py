@@ -1,0 +1,1 @@
+"""The adapters at the edge: Slack, the console, the command line, metrics."""

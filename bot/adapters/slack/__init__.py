@@ -1,0 +1,1 @@
+"""Slack: the HTTP guard, Bolt listeners, the Web API client and the app manifest."""

@@ -1,0 +1,1 @@
+"""The approvals domain: requests, decisions, expiry and the request message."""

@@ -1,0 +1,445 @@
+"""Two-person approval: a request waits as a job; a second person with the approver role lets it run once.
+
+Every decision is one conditional update on the job row (queue.py), so a double click, two approvers
+at once, a replayed click or two bot processes give exactly one winner. The request's channel
+message is updated in place at every step; every step is an audit row linked to the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from bot.frame import blocks
+from bot.frame.dispatcher import Prepared, Refused
+from bot.jobs.model import PENDING, QUEUED, RUNNING, Job
+from bot.frame.registry import Invocation, Reply
+from bot.frame.roles import Role
+from bot.store.engine import retried, utcnow
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+APPROVE, DENY, CANCEL = "approval_approve", "approval_deny", "approval_cancel"
+PROGRESS_INTERVAL = 1.0  # seconds between two chat.update calls of one message (Slack's Tier 3)
+
+
+class Notifier(Protocol):
+    """Where requests and loud news are posted: a Slack channel, or nowhere (the console prints replies)."""
+
+    def post(self, channel: str, reply: Reply) -> str | None: ...
+
+    def update(self, channel: str, ts: str, reply: Reply) -> None: ...
+
+
+class Approvals:
+    def __init__(self, runtime: "Runtime"):
+        self._rt = runtime
+
+    # ---- what the channel sees ------------------------------------------------------------------
+
+    def when(self, moment) -> str:
+        return moment.astimezone(self._rt.settings.tz).strftime("%H:%M %Z")
+
+    def render(self, job: Job, status: str, *, detail: list[str] | None = None) -> Reply:
+        """The request's one message: what will run, for whom, on what; then where it stands."""
+        line = self.command_line(job)
+        settings = self._rt.settings
+        head = f"*Request #{job.id}*: `{line}`"
+        facts = f"Stack: {self._rt.stack_name} · asked by <@{job.requester}> at {self.when(job.created_at)}"
+        parts = [blocks.section(head), blocks.context(facts), *blocks.sections(self.details(job))]
+        if job.state == PENDING:
+            who = f"<!subteam^{settings.approver_group}> " if settings.approver_group else "Someone with the approver role "
+            parts.append(blocks.context(f"{who}may approve until {self.when(job.expires_at)}; the requester may cancel."))
+        parts.append(blocks.section(status))
+        if detail:
+            parts.extend(blocks.sections(detail))
+        if job.state == PENDING:
+            value = str(job.id)
+            parts.append(
+                {
+                    "type": "actions",
+                    "block_id": f"approval:{job.id}",
+                    "elements": [
+                        {"type": "button", "action_id": APPROVE, "text": {"type": "plain_text", "text": "Approve"}, "style": "primary", "value": value},
+                        {"type": "button", "action_id": DENY, "text": {"type": "plain_text", "text": "Deny"}, "style": "danger", "value": value},
+                        {"type": "button", "action_id": CANCEL, "text": {"type": "plain_text", "text": "Cancel"}, "value": value},
+                    ],
+                }
+            )
+        return Reply(f"Request #{job.id}: {line}: {status}", parts, in_channel=True)
+
+    def details(self, job: Job) -> list[str]:
+        """What the command itself says an approver should know (a restore: the backup and what it replaces): the one
+        source of the request's message in Slack, and of the request as the console and /approvals show it."""
+        cmd = self._rt.commands.get(job.command)
+        if cmd is None or cmd.describe is None or job.arguments is None:
+            return []
+        try:
+            return cmd.describe(self._rt, cmd.args.model_validate(job.arguments))
+        except Exception:
+            log.exception("could not describe %s", job.label)
+            return []
+
+    def command_line(self, job: Job) -> str:
+        """The command as it will run: from the checked arguments once there are some, else as typed."""
+        cmd = self._rt.commands.get(job.command)
+        if job.arguments is None or cmd is None:
+            return f"/{job.command} {job.text}".strip()
+        return Prepared(cmd, cmd.args.model_validate(job.arguments), Role.viewer, job.invocation()).command_line()
+
+    def change_banner(self) -> str | None:
+        """What /health and /stats open with while a change runs: errors now may be the change, not an outage."""
+        held = self._rt.locks.held(self._rt.stack_name)
+        if held is None:
+            return None
+        return (
+            f"⏳ Change in progress: `{held.command}` by <@{held.requester}> since {self.when(held.acquired_at)} "
+            f"(request #{held.job_id}): errors now may be the change, not an outage."
+        )
+
+    def with_change_banner(self, reply: Reply) -> Reply:
+        """A report opened with the change in progress, if one runs (what /health and /stats return)."""
+        banner = self.change_banner()
+        if banner is None:
+            return reply
+        return dataclasses.replace(reply, text=f"{banner}\n{reply.text}", blocks=[blocks.section(banner), *reply.blocks])
+
+    def show(self, job: Job, status: str, detail: list[str] | None = None) -> None:
+        """Update the request's message in place, if it has one; a Slack hiccup never fails the job."""
+        notifier = self._rt.notifier
+        if notifier is None or not job.message_ts:
+            return
+        try:
+            notifier.update(job.message_channel, job.message_ts, self._rt.dispatcher.clean(self.render(job, status, detail=detail)))
+        except Exception:
+            log.exception("could not update the message of %s", job.label)
+
+    def announce(self, channel: str | None, text: str) -> None:
+        if self._rt.notifier is None or not channel:
+            return
+        try:
+            self._rt.notifier.post(channel, self._rt.dispatcher.clean(Reply(text, [blocks.section(text)], in_channel=True)))
+        except Exception:
+            log.exception("could not post to %s", channel)
+
+    # ---- asking --------------------------------------------------------------------------------
+
+    def request(self, prepared: Prepared, *, job_id: int | None = None, holder: str | None = None) -> Reply:
+        """Hold a checked command as a request (a new job, or the runner's job turned pending) and post it."""
+        rt = self._rt
+        expires = utcnow() + timedelta(minutes=rt.settings.approval_minutes)
+        if job_id is None:
+            job_id = rt.jobs.submit(prepared.invocation, state=PENDING, arguments=prepared.arguments, expires_at=expires)
+        elif not rt.jobs.to_pending(job_id, holder, prepared.arguments, expires):
+            raise RuntimeError(f"request #{job_id} was taken from its runner")
+        rt.audit.record(prepared.invocation, "requested", arguments=prepared.arguments, job_id=job_id)
+        job = rt.jobs.get(job_id)
+        ts = None
+        if rt.notifier is not None and job.channel_id:
+            try:
+                ts = rt.notifier.post(job.channel_id, rt.dispatcher.clean(self.render(job, "⏳ Waiting for approval.")))
+            except Exception:
+                log.exception("could not post %s for approval", job.label)
+            if ts:
+                rt.jobs.set_message(job_id, job.channel_id, ts)
+        how = "click Approve on its message, or another approver runs" if rt.notifier else "another approver runs"
+        said = (
+            f"Request #{job_id}: `{prepared.command_line()}` needs a second person's approval (until {self.when(expires)}); "
+            f"{how} /approvals approve {job_id}."
+        )
+        if ts:
+            return Reply(said)  # its message in the channel shows the details
+        details = self.details(job)
+        return Reply("\n".join([said, *details]), [blocks.section(said), *blocks.sections(details)])
+
+    # ---- deciding -------------------------------------------------------------------------------
+
+    def approve(self, job_id: int, invocation: Invocation, role: Role) -> Reply:
+        rt = self._rt
+        job = self._decidable(job_id, invocation, role, "approve")
+        held = None
+        cmd = rt.commands.get(job.command)
+        if cmd is not None and cmd.changes:
+            held = rt.locks.acquire(rt.stack_name, job, self.command_line(job))
+            if held is not None:
+                self._record(invocation, "denied", job_id, f"stack busy with request #{held.job_id}")
+                return Reply(
+                    f"Request #{job_id} cannot start now: `{held.command}` ({'request #' + str(held.job_id)}, asked by <@{held.requester}>) "
+                    f"has been changing {rt.stack_name} since {self.when(held.acquired_at)}; approve again when it has finished."
+                )
+        if not rt.jobs.approve(job_id, invocation.user_id):
+            if cmd is not None and cmd.changes:
+                current = rt.jobs.get(job_id)
+                if current.state not in (QUEUED, RUNNING):
+                    rt.locks.release(job_id)
+            return self._not_open(rt.jobs.get(job_id), invocation, job_id)
+        self._record(invocation, "approved", job_id)
+        job = rt.jobs.get(job_id)
+        self.show(job, f"✅ Approved by <@{invocation.user_id}>; starting…")
+        rt.wake()
+        return Reply(f"You approved {job.label}; it runs now.")
+
+    def deny(self, job_id: int, invocation: Invocation, role: Role) -> Reply:
+        job = self._decidable(job_id, invocation, role, "deny")
+        if not self._rt.jobs.decide(job_id, "denied", invocation.user_id):
+            return self._not_open(self._rt.jobs.get(job_id), invocation, job_id)
+        self._record(invocation, "declined", job_id)
+        self.show(self._rt.jobs.get(job_id), f"⛔ Denied by <@{invocation.user_id}>; nothing ran.")
+        return Reply(f"You denied {job.label}; nothing ran.")
+
+    def cancel(self, job_id: int, invocation: Invocation) -> Reply:
+        job = self._rt.jobs.get(job_id)
+        if job is None:
+            return self._no_such(invocation, job_id)
+        if job.requester != invocation.user_id:
+            self._record(invocation, "denied", job_id, "only the requester may cancel")
+            return Reply(f"Only <@{job.requester}>, who asked for {job.label}, may cancel it; an approver may deny it.")
+        if not self._rt.jobs.decide(job_id, "cancelled", invocation.user_id, only_requester=True):
+            return self._not_open(self._rt.jobs.get(job_id), invocation, job_id)
+        self._record(invocation, "cancelled", job_id)
+        self.show(self._rt.jobs.get(job_id), f"🚫 Cancelled by <@{invocation.user_id}>; nothing ran.")
+        return Reply(f"You cancelled {job.label}; nothing ran.")
+
+    def _record(self, invocation: Invocation, outcome: str, job_id: int, error: str | None = None) -> None:
+        try:
+            self._rt.audit.record(invocation, outcome, job_id=job_id, error=error)
+        except Exception:
+            log.exception("audit write failed for %s of request #%s", outcome, job_id)
+
+    def _no_such(self, invocation: Invocation, job_id: int) -> Reply:
+        self._record(invocation, "rejected", job_id, "no such request")
+        return Reply(f"There is no request #{job_id}; /approvals lists the pending ones.")
+
+    def _decidable(self, job_id: int, invocation: Invocation, role: Role, verb: str) -> Job:
+        """The job, if this person may decide on it now; else Refused with why (and an audit row)."""
+        job = self._rt.jobs.get(job_id)
+        if job is None:
+            raise Refused(self._no_such(invocation, job_id))
+        if job.state != PENDING:
+            raise Refused(self._not_open(job, invocation, job_id))
+        if job.requester == invocation.user_id:
+            self._record(invocation, "denied", job_id, f"the requester may not {verb} their own request")
+            hint = " (use Cancel to withdraw it)" if verb == "deny" else ""
+            raise Refused(Reply(f"You asked for {job.label}, so a second person must {verb} it{hint}."))
+        if role < Role.approver:
+            self._record(invocation, "denied", job_id, f"needs approver, has {role.name}")
+            raise Refused(Reply(f"To {verb} {job.label} you need the approver role and you have {role.name}."))
+        cmd = self._rt.commands.get(job.command)
+        if verb == "approve" and cmd is not None and cmd.may_approve is not None:
+            why = cmd.may_approve(cmd.args.model_validate(job.arguments), invocation.user_id, role)
+            if why is not None:
+                self._record(invocation, "denied", job_id, why)
+                raise Refused(Reply(f"You cannot approve {job.label}: {why}."))
+        if job.expires_at <= utcnow():
+            self.expire_due()
+            raise Refused(self._not_open(self._rt.jobs.get(job_id), invocation, job_id))
+        return job
+
+    def _not_open(self, job: Job, invocation: Invocation, job_id: int) -> Reply:
+        """Why a decision changed nothing: the request is no longer waiting."""
+        if job.state == PENDING:  # it expired this very moment, or the requester clicked
+            if job.requester == invocation.user_id:
+                return Reply(f"You asked for {job.label}, so a second person must decide on it.")
+            self.expire_due()
+            job = self._rt.jobs.get(job_id)
+        self._record(invocation, "rejected", job_id, f"request is {job.state}")
+        who = f" by <@{job.approver}>" if job.approver else ""
+        when = f" at {self.when(job.decided_at or job.finished_at or job.created_at)}"
+        said = {
+            QUEUED: f"was already approved{who}{when}",
+            RUNNING: f"was already approved{who}{when} and is running",
+            "succeeded": f"was approved{who} and has run",
+            "failed": f"was approved{who} and has run (it failed)",
+            "interrupted": "was interrupted while it ran",
+            "denied": f"was denied{who}{when}",
+            "cancelled": f"was cancelled{when}",
+            "expired": f"expired at {self.when(job.expires_at)}",
+        }.get(job.state, f"is {job.state}")
+        return Reply(f"Request #{job.id} {said}; nothing changed. Ask again if it is still needed.")
+
+    # ---- sweeping and recovering ----------------------------------------------------------------
+
+    def expire_due(self) -> list[Job]:
+        """Requests past their time turn to expired, clicked or not; their buttons go."""
+        expired = self._rt.jobs.expire_due()
+        for job in expired:
+            self._record(job.invocation(), "expired", job.id)
+            self.show(job, f"⌛ Expired at {self.when(job.expires_at)} without approval; nothing ran.")
+        return expired
+
+    def interrupted(self, jobs: list[Job]) -> None:
+        """Jobs whose holder died: never run again; the lock goes, the channel is told."""
+        for job in jobs:
+            self._record(job.invocation(), "interrupted", job.id)
+            cmd = self._rt.commands.get(job.command)
+            if cmd is not None and cmd.recover is not None:
+                # Its recovery may wait for the stack (a restore still running in its container): not on this thread.
+                self.show(job, "⚠️ Interrupted: the bot process running it stopped; checking what it left…")
+                threading.Thread(target=self._recover, args=(job, cmd.recover), name=f"recover-{job.id}").start()
+            else:
+                self._rt.locks.release(job.id)
+                self._tell_interrupted(job, None)
+
+    def _recover(self, job: Job, recover: Callable) -> None:
+        try:
+            state = recover(self._rt, job)
+        except Exception:
+            log.exception("recovering after %s failed", job.label)
+            state = "The bot could not check what it left behind (the details are in its log); check /health now."
+        finally:
+            self._rt.locks.release(job.id)
+        self._tell_interrupted(job, state)
+
+    def _recover_unexpected(self, job: Job, recover: Callable, reply: Reply) -> Reply:
+        """A change that raised is an interruption: what it left is checked and put right as after a kill, still
+        under the lock, and the channel is told the stack's state."""
+        self._record(job.invocation(), "interrupted", job.id, f"unexpected error (error id {reply.error_id})")
+        try:
+            state = recover(self._rt, job)
+        except Exception:
+            log.exception("recovering after %s failed", job.label)
+            state = "The bot could not check what it left behind (the details are in its log); check /health now."
+        if job.source == "slack":
+            self.announce(
+                job.channel_id,
+                f"⚠️ {job.label} `{self.command_line(job)}` (asked by <@{job.requester}>) stopped on an unexpected error "
+                f"(error id {reply.error_id}). {state}",
+            )
+        text = f"{reply.text}\n{state}"
+        return Reply(text, [blocks.section(text)], in_channel=True, failed=True, error_id=reply.error_id)
+
+    def _tell_interrupted(self, job: Job, state: str | None) -> None:
+        after = state or "Check /health and ask again if it is still needed."
+        text = (
+            f"⚠️ {job.label} `{self.command_line(job)}` (asked by <@{job.requester}>) was interrupted: the bot process "
+            f"running it stopped. It was not run again. {after}"
+        )
+        self.show(job, "⚠️ Interrupted: the bot process running it stopped; it was not run again.", [state] if state else None)
+        if job.source == "slack":
+            self.announce(job.channel_id, text)
+
+    def dropped(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._record(job.invocation(), "dropped", job.id)
+            if job.source == "slack":
+                self.announce(
+                    job.channel_id,
+                    f"/{job.command} asked by <@{job.requester}> at {self.when(job.created_at)} was not run: the bot was "
+                    "down then, and a late answer would mislead. Ask again.",
+                )
+
+    # ---- running --------------------------------------------------------------------------------
+
+    def run_now(self, prepared: Prepared, progress: Callable[[str], None] | None, *, job_id: int | None = None, holder: str | None = None) -> Reply:
+        """A change that needs no (more) approval: as a held job, under the stack's lock; break-glass said loudly."""
+        rt = self._rt
+        if job_id is None:
+            holder = holder or rt.holder
+            job_id = rt.jobs.submit(
+                prepared.invocation, state=RUNNING, arguments=prepared.arguments, break_glass=prepared.break_glass,
+                holder=holder, started_at=utcnow(), heartbeat_at=utcnow(),
+            )
+        else:
+            rt.jobs.update_held(rt.jobs.get(job_id), holder, arguments=prepared.arguments, break_glass=prepared.break_glass)
+        if prepared.break_glass:
+            self._record(prepared.invocation, "break-glass", job_id, prepared.break_glass)
+            self.announce(
+                prepared.invocation.channel_id,
+                f"🚨 *Break-glass*: <@{prepared.invocation.user_id}> runs `{prepared.command_line()}` without a second "
+                f"person's approval. Reason: {prepared.break_glass}",
+            )
+        return self.run_job(rt.jobs.get(job_id), holder, progress, prepared=prepared)
+
+    def run_job(self, job: Job, holder: str, progress: Callable[[str], None] | None, *, prepared: Prepared | None = None) -> Reply:
+        """Run a held job with its stored arguments, under the lock; the outcome lands on its message and row."""
+        rt = self._rt
+        if prepared is None:
+            try:
+                prepared = rt.dispatcher.restore(job.invocation(), job.arguments, job.break_glass)
+            except Refused as refused:
+                rt.jobs.finish(job.id, holder, "refused", refused.reply.text)
+                rt.locks.release(job.id)
+                self.show(rt.jobs.get(job.id), f"⛔ Not run: {refused.reply.text}")
+                return refused.reply
+        if prepared.cmd.changes:
+            held = rt.locks.acquire(rt.stack_name, job, prepared.command_line())
+            if held is not None:
+                text = (
+                    f"{prepared.cmd.slash} was not run: `{held.command}` (request #{held.job_id}, asked by <@{held.requester}>) "
+                    f"has been changing {rt.stack_name} since {self.when(held.acquired_at)}; try again when it has finished."
+                )
+                rt.jobs.finish(job.id, holder, "refused", text)
+                self._record(job.invocation(), "rejected", job.id, "stack busy")
+                self.show(rt.jobs.get(job.id), f"⛔ {text}")
+                return Reply(text)
+        by = f"approved by <@{job.approver}>" if job.approver else ("break-glass" if job.break_glass else "")
+        status = f"▶️ Running ({by})" if by else "▶️ Running"
+        if not job.message_ts and job.source == "slack" and job.channel_id and rt.notifier is not None:
+            job = self._post_progress_message(job, status)
+        lines: list[str] = []
+        throttle = _Throttle(lambda: self.show(rt.jobs.get(job.id), status + "…", lines[-8:]))
+        throttle.now()
+
+        def say(text: str) -> None:
+            # A multi-line entry with the same first line as the last one replaces it: a stream's tail, in place.
+            if "\n" in text and lines and text.partition("\n")[0] == lines[-1].partition("\n")[0]:
+                lines[-1] = text
+            else:
+                lines.append(text)
+            throttle.maybe()
+            if progress is not None:
+                progress(text)
+
+        try:
+            with rt.keep_alive(job.id, holder):
+                reply = rt.dispatcher.execute(prepared, say, job_id=job.id)
+                if reply.error_id and prepared.cmd.recover is not None:
+                    reply = self._recover_unexpected(job, prepared.cmd.recover, reply)
+        finally:
+            if prepared.cmd.changes:
+                retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
+        state = "failed" if reply.failed else "succeeded"
+        retried(lambda: rt.jobs.finish(job.id, holder, state, reply.text), f"the outcome of {job.label}")
+        mark = "❌ Failed" if reply.failed else "✅ Done"
+        self.show(rt.jobs.get(job.id), f"{mark} ({by})" if by else mark, reply.text.splitlines()[:30])
+        return reply
+
+
+    def _post_progress_message(self, job: Job, status: str) -> Job:
+        """A change that had no request message (break-glass, or no approval needed) gets one for its progress."""
+        try:
+            ts = self._rt.notifier.post(job.channel_id, self._rt.dispatcher.clean(self.render(job, status + "…")))
+        except Exception:
+            log.exception("could not post the progress message of %s", job.label)
+            return job
+        if ts:
+            self._rt.jobs.set_message(job.id, job.channel_id, ts)
+        return self._rt.jobs.get(job.id)
+
+
+class _Throttle:
+    """At most one message update a second: the first at once, the last never lost to the limit."""
+
+    def __init__(self, flush: Callable[[], None]):
+        self._flush = flush
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> None:
+        with self._lock:
+            self._last = time.monotonic()
+        self._flush()
+
+    def maybe(self) -> None:
+        with self._lock:
+            if time.monotonic() - self._last < PROGRESS_INTERVAL:
+                return
+            self._last = time.monotonic()
+        self._flush()

@@ -1,0 +1,95 @@
+"""The audit trail: one row per decision, written in its own transaction so a failed command keeps it.
+
+Observers (an incident's timeline) see each row after it is written; one that fails is logged and
+never fails the command.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.frame.redact import redact, redact_value
+from bot.frame.registry import Invocation
+from bot.store.engine import AuditEntry, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal[
+    "allowed", "denied", "rejected", "succeeded", "failed",
+    # the steps of a request that needs a second person, each linked to its job
+    "requested", "approved", "declined", "cancelled", "expired", "break-glass", "interrupted", "dropped",
+    # a backup file deleted by the retention rules
+    "pruned",
+    # a reply Slack would not take within the delivery's bound (bot/adapters/slack/client.py)
+    "undelivered",
+]
+
+
+TEXT_LIMIT = 4000  # what is kept of a rejected command's text: enough to see what was tried
+
+
+def _fit(value: str | None, width: int) -> str | None:
+    """A string the column takes: no NUL (PostgreSQL refuses it, and the row would be lost), at most its width."""
+    return None if value is None else value.replace("\x00", "\ufffd")[:width]
+
+
+def _storable(value):
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
+
+
+class AuditLog:
+    def __init__(self, store: Store):
+        self._store = store
+        self.observers: list[Callable[[AuditEntry], None]] = []
+
+    def record(
+        self,
+        invocation: Invocation,
+        outcome: Outcome,
+        *,
+        arguments: dict | None = None,
+        duration_ms: int = 0,
+        error: str | None = None,
+        error_id: str | None = None,
+        job_id: int | None = None,
+        details: dict | None = None,
+    ) -> None:
+        entry = AuditEntry(
+            at=utcnow(),
+            user_id=_fit(invocation.user_id, 64),
+            channel_id=_fit(invocation.channel_id, 64),
+            source=invocation.source,
+            command=_fit(invocation.command, 64),
+            arguments=_storable(redact_value(arguments if arguments is not None else {"text": invocation.text[:TEXT_LIMIT]})),
+            outcome=outcome,
+            duration_ms=duration_ms,
+            error=_fit(redact(error), 2000) if error else None,
+            error_id=error_id,
+            job_id=job_id,
+            origin=_fit(invocation.origin, 64),
+            details=_storable(redact_value(details)) if details else None,
+        )
+        with self._store.session.begin() as session:
+            session.add(entry)
+        for observe in self.observers:
+            try:
+                observe(entry)
+            except Exception:
+                log.exception("an observer of the audit log failed on a %s row of /%s", outcome, entry.command)
+
+    @staticmethod
+    def latest(session: Session, count: int, before: int | None = None) -> list[AuditEntry]:
+        query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(count)
+        if before is not None:
+            query = query.where(AuditEntry.id < before)
+        return list(session.scalars(query))

@@ -1,0 +1,511 @@
+"""Settings (environment and .env) and the operated stack's description (flowstate.toml)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.frame.roles import Role
+
+DEFAULT_HOME = Path(".flowstate-bot")
+
+
+class ConfigError(Exception):
+    """A setting or the stack file is wrong; the message names the key and what is wrong."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLOWSTATE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = DEFAULT_HOME
+    database_url: str = ""
+    stack_file: Path = Path("flowstate.toml")
+    admins: Annotated[list[str], NoDecode] = []
+    default_role: Role | None = None
+    # "S0123=operator,S0456=approver": members of a Slack user group get that role.
+    role_groups: Annotated[dict[str, Role], NoDecode] = {}
+    role_group_cache_seconds: float = Field(60.0, ge=0, le=24 * 3600, allow_inf_nan=False)
+    slack_api_url: str = "https://slack.com/api/"
+    timezone: str = "UTC"
+    docker_url: str | None = None  # default: DOCKER_HOST or the local socket
+    # Threads per runner process that run commands after their ack (most command work waits on I/O).
+    workers: int = Field(8, ge=1, le=64)
+    # Runner processes: one keeps command work off the acks' interpreter lock; more isolate crashes.
+    worker_processes: int = Field(1, ge=1, le=8)
+    approval_minutes: float = Field(15.0, gt=0, le=24 * 60)
+    approver_group: str | None = None  # a Slack user group id (S...) mentioned on every request
+    break_glass: bool = True  # admins may run an approval command at once with --break-glass "REASON"
+    # A running job's holder renews its heartbeat every few seconds; one silent this long is gone.
+    job_lease_seconds: float = Field(30.0, ge=5, le=3600)
+    # Reacting with this emoji (name without colons) adds a message to the open incident's timeline.
+    incident_emoji: str = "pushpin"
+    backup_dir: Path | None = None  # default: $FLOWSTATE_HOME/backups
+    backup_copy_dir: Path | None = None  # a second location (another disk, a mounted volume) for a copy of each backup
+    backup_keep: int = Field(7, ge=1, le=1000)  # retention keeps the newest N backups...
+    backup_keep_days: float = Field(14.0, ge=0, le=3650)  # ...and every backup younger than D days
+    # The application services /restore stops while it replaces their database (the operator guide's three).
+    restore_services: Annotated[list[str], NoDecode] = ["backend", "frontend", "python-worker"]
+    # Scheduled duties (bot/duties): posted to this channel; without it no duty runs.
+    ops_channel: str | None = None
+    daily_report_at: str = "08:30"  # local time (FLOWSTATE_TIMEZONE) of /health and /stats, unasked; or off
+    backup_at: str = "02:00"  # the nightly backup, with retention; or off
+    drill_at: str = "sun 04:00"  # the weekly restore drill: /backup verify of the newest backup; or off
+    watch_minutes: int = Field(5, ge=0, le=1440)  # how often the watch checks thresholds and health; 0 turns it off
+    watch_checks: int = Field(3, ge=1, le=100)  # consecutive bad checks before an alert (and good ones before recovery)
+    duty_grace_minutes: float = Field(60.0, ge=0, le=24 * 60)  # a slot missed while the bot was down still runs this late
+    # Test-only: a file holding an ISO 8601 instant that the scheduler takes for "now" (see bot/duties/clock.py).
+    clock_file: Path | None = None
+    # Test-only: a step of a change (restore:after_stop, ...) at which this process SIGKILLs itself (see bot/frame/faults.py).
+    fault_at: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # HTTP mode: a request body over this is refused before it is read (Slack's are a few kilobytes).
+    max_body_bytes: int = Field(65536, ge=4096, le=10 * 1024 * 1024)
+    # Prometheus /metrics on a port of its own (Socket Mode has no HTTP server; HTTP mode also serves it on
+    # its Slack port). Unset: no port of its own.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET")
+    )
+    slack_app_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_APP_TOKEN"))
+    # Each secret may come from a file instead (NAME_FILE: a Docker secret, a systemd credential, a 0600 file), so it is
+    # never in the environment the bot was started with, which /proc shows for as long as the process lives.
+    slack_bot_token_file: Path | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN_FILE"))
+    slack_signing_secret_file: Path | None = Field(None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET_FILE"))
+    slack_app_token_file: Path | None = Field(None, validation_alias=AliasChoices("SLACK_APP_TOKEN_FILE"))
+    database_url_file: Path | None = None
+
+    @field_validator("restore_services", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("admins", mode="before")
+    @classmethod
+    def _admins(cls, value: object) -> object:
+        admins = _split_csv(value)
+        for user in admins if isinstance(admins, list) else []:
+            if not re.fullmatch(r"[UW][A-Z0-9]{1,20}", str(user)):
+                raise ValueError(f"{str(user)[:40]!r} is not a Slack user id (U... or W..., as in the user's profile)")
+        return admins
+
+    @field_validator("default_role", mode="before")
+    @classmethod
+    def _default_role(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().lower() in ("", "none"):
+                return None
+            return Role.parse(value)
+        return value
+
+    @field_validator("role_groups", mode="before")
+    @classmethod
+    def _role_groups(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        groups: dict[str, Role] = {}
+        for pair in _split_csv(value):
+            group, sep, role = pair.partition("=")
+            if not sep or not group.strip():
+                raise ValueError(f"expected GROUP_ID=ROLE pairs separated by commas, got {pair!r}")
+            groups[group.strip()] = Role.parse(role)
+        return groups
+
+    @field_validator("incident_emoji")
+    @classmethod
+    def _emoji(cls, value: str) -> str:
+        name = value.strip().strip(":")
+        if not re.fullmatch(r"[a-z0-9_+'-]{1,100}", name):
+            raise ValueError(f"{value!r} is not an emoji name; give it as Slack names it, such as pushpin")
+        return name
+
+    @field_validator("ops_channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[CG][A-Z0-9]{2,20}", value.strip()):
+            raise ValueError(f"{value[:40]!r} is not a channel id; use the C... id from the channel's details")
+        return value.strip() if value else None
+
+    @field_validator("daily_report_at", "backup_at")
+    @classmethod
+    def _daily(cls, value: str) -> str:
+        from bot.duties.slots import parse_daily
+
+        parse_daily(value)
+        return value.strip().lower()
+
+    @field_validator("drill_at")
+    @classmethod
+    def _weekly(cls, value: str) -> str:
+        from bot.duties.slots import parse_weekly
+
+        parse_weekly(value)
+        return value.strip().lower()
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
+        return value
+
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> "Settings":
+        for name in SECRET_SETTINGS:
+            path = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            key = _env_name(name)
+            if name in self.model_fields_set:
+                raise ValueError(f"{key}_FILE: set either {key} or {key}_FILE, not both")
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(f"{key}_FILE: cannot read {path} ({getattr(error, 'strerror', None) or error})") from None
+            if not value:
+                raise ValueError(f"{key}_FILE: {path} is empty")
+            setattr(self, name, value if name == "database_url" else SecretStr(value))
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def backup_directory(self) -> Path:
+        return self.backup_dir or self.home / "backups"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'bot.db'}"
+
+
+_ENV_NAMES = {
+    "slack_bot_token": "SLACK_BOT_TOKEN",
+    "slack_signing_secret": "SLACK_SIGNING_SECRET",
+    "slack_app_token": "SLACK_APP_TOKEN",
+    "slack_bot_token_file": "SLACK_BOT_TOKEN_FILE",
+    "slack_signing_secret_file": "SLACK_SIGNING_SECRET_FILE",
+    "slack_app_token_file": "SLACK_APP_TOKEN_FILE",
+}
+# The settings that hold a secret (each may also come from a file, NAME_FILE).
+SECRET_SETTINGS = ("slack_bot_token", "slack_signing_secret", "slack_app_token", "database_url")
+
+
+def _env_name(field: str, env_prefix: str = "FLOWSTATE_") -> str:
+    return _ENV_NAMES.get(field) or (env_prefix + field.upper() if env_prefix else field)
+
+
+def describe_validation_error(error: ValidationError, env_prefix: str = "FLOWSTATE_") -> str:
+    """One line per wrong key: the name the user set and what is wrong with it (a check of several keys names its own)."""
+    lines = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{_env_name(str(item['loc'][0]), env_prefix)}: {message}" if item["loc"] else message)
+    return "; ".join(lines)
+
+
+def forget_secret_environment() -> None:
+    """Once the settings are read, their secrets leave this process's environment, so that no process it starts
+    inherits them (its runners get the settings themselves). The environment the kernel shows in /proc/PID/environ
+    was fixed when the bot started; making the process non-dumpable (bot/frame/undumpable.py) is what keeps that from
+    another process of the same user."""
+    for name in SECRET_SETTINGS:
+        os.environ.pop(_env_name(name), None)
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error)) from None
+
+
+# ---- the operated stack -------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _runbook_url(url: str) -> str:
+    # Shown as a Slack link <URL|runbook>: a character that ends the link would let the stack file write markup.
+    if not re.fullmatch(r"https?://[^\s<>|`]+", url):
+        raise ValueError("a runbook must be an http:// or https:// URL without spaces, <, >, | or backticks")
+    return url
+
+
+RunbookUrl = Annotated[str, AfterValidator(_runbook_url)]
+
+
+class HttpProbe(_Strict):
+    kind: Literal["http"]
+    name: str
+    url: str
+    expect_status: int = 200
+    timeout: float = Field(2.0, gt=0, le=60)
+    compose_service: str | None = None
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
+
+
+class TcpProbe(_Strict):
+    kind: Literal["tcp"]
+    name: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    timeout: float = Field(2.0, gt=0, le=60)
+    compose_service: str | None = None
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
+
+
+class PostgresProbe(_Strict):
+    kind: Literal["postgres"]
+    name: str
+    dsn: str
+    timeout: float = Field(2.0, gt=0, le=60)
+    compose_service: str | None = None
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
+
+
+class RedisProbe(_Strict):
+    kind: Literal["redis"]
+    name: str
+    url: str
+    timeout: float = Field(2.0, gt=0, le=60)
+    compose_service: str | None = None
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
+
+
+Probe = Annotated[HttpProbe | TcpProbe | PostgresProbe | RedisProbe, Field(discriminator="kind")]
+
+
+class StackSection(_Strict):
+    compose_project: str | None = None  # without it, /health checks no containers
+    compose_file: str | None = None
+    app_services: list[str] = []
+    check_timeout: float = Field(5.0, gt=0, le=60)
+    healthy_timeout: float = Field(120.0, gt=0, le=3600)  # how long /restart waits for a service to be healthy
+    # A change's health gate passes only when every check has held this long without a break.
+    stable_seconds: float = Field(30.0, ge=0, le=3600)
+
+
+class DatabaseSection(_Strict):
+    dsn: str
+    compose_service: str = "postgres"
+    user: str = "flowstate"
+    name: str = "flowstate_ai"
+    user_roles: list[str] = Field(["user", "admin"], min_length=1)  # the roles /user-add and /user-role may set
+
+    @field_validator("user_roles")
+    @classmethod
+    def _lower_case_roles(cls, roles: list[str]) -> list[str]:
+        # Roles typed in commands are lower-cased, so a role spelt otherwise here could never be set.
+        wrong = [role for role in roles if not role or role != role.strip().lower()]
+        if wrong:
+            raise ValueError(f"user roles must be lower case, without surrounding spaces; wrong: {', '.join(map(repr, wrong))}")
+        return roles
+
+
+class RedisSection(_Strict):
+    url: str
+    compose_service: str = "redis"
+
+
+class QueueSection(_Strict):
+    keys: list[str]
+    type: Literal["list", "zset", "stream"] = "list"
+
+
+class ApiErrorsSection(_Strict):
+    compose_service: str = "backend"
+
+
+class EdgeSection(_Strict):
+    """The reverse proxy in front of the app: its access log is where users' errors are counted."""
+
+    compose_service: str = "nginx"
+    format: Literal["combined"] = "combined"  # the status is the field after the quoted request
+    window_minutes: float = Field(5.0, gt=0, le=60)
+    warning_percent: float = Field(5.0, gt=0, le=100)
+    critical_percent: float = Field(25.0, gt=0, le=100)
+    min_requests: int = Field(20, ge=1)  # fewer requests than this in the window say nothing about a rate
+    runbook: RunbookUrl | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "EdgeSection":
+        if self.critical_percent < self.warning_percent:
+            raise ValueError("critical_percent must not be below warning_percent")
+        return self
+
+
+class CriticalLevels(_Strict):
+    """Where a crossed threshold turns from a warning (orange) to critical (red)."""
+
+    error_rate_percent: float = 25.0
+    cpu_percent: float = 95.0
+    memory_percent: float = 95.0
+    connections_percent: float = 95.0
+    long_query_seconds: float = 300.0
+    queue_length: int = 5000
+
+
+class Thresholds(_Strict):
+    # The values here are the warning levels (the keys are older than critical levels, and keep their meaning).
+    error_rate_percent: float = 5.0
+    cpu_percent: float = 80.0
+    memory_percent: float = 80.0
+    connections_percent: float = 80.0
+    long_query_seconds: float = 30.0
+    queue_length: int = 500
+    critical: CriticalLevels = CriticalLevels()
+    runbooks: dict[str, RunbookUrl] = {}  # threshold key (as above) -> a URL shown with its crossed line
+
+    @model_validator(mode="after")
+    def _known_runbooks(self) -> "Thresholds":
+        unknown = sorted(set(self.runbooks) - set(CriticalLevels.model_fields))
+        if unknown:
+            raise ValueError(f"runbooks for unknown thresholds: {', '.join(unknown)}; known: {', '.join(CriticalLevels.model_fields)}")
+        return self
+
+    def severity(self, key: str, value: float) -> str:
+        """ok, warn or fail for a measured value of a threshold, by its two levels."""
+        if value > getattr(self.critical, key):
+            return "fail"
+        return "warn" if value > getattr(self, key) else "ok"
+
+
+class DeploySection(_Strict):
+    """The operator guide's deploy script: run in the application's Git checkout, with no shell."""
+
+    workdir: Path  # the repository's working directory (the checkout /rollback moves)
+    command: list[str] = Field(["./scripts/deploy-production.sh"], min_length=1)  # an argument list, never a shell line
+    timeout: float = Field(900.0, gt=0, le=6 * 3600)  # seconds; then the script's whole process group is killed
+    env: dict[str, str] = {}  # added to the script's minimal environment (PATH, HOME, LANG)
+    # Paths whose change between two commits means the database schema moved: a rollback warns that it does not roll back.
+    migration_paths: list[str] = ["backend/migrations/"]
+    # The user the script runs as (with that user's groups and home) when the bot runs as root: a script of another
+    # user cannot open the bot's files, its secret files included. Unset: the bot's own user.
+    run_as: str | None = None
+
+    @field_validator("workdir")
+    @classmethod
+    def _absolute(cls, workdir: Path) -> Path:
+        if not workdir.is_absolute():
+            raise ValueError(f"{workdir} must be an absolute path (the bot may run from any directory)")
+        return workdir
+
+    @field_validator("run_as")
+    @classmethod
+    def _known_user(cls, name: str | None) -> str | None:
+        if name is not None:
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                raise ValueError(f"there is no user {name!r} on this machine") from None
+        return name
+
+    @field_validator("command")
+    @classmethod
+    def _no_empty_words(cls, command: list[str]) -> list[str]:
+        if any(not word or "\x00" in word for word in command):
+            raise ValueError("every word of the command must be a non-empty string")
+        return command
+
+
+class StackConfig(_Strict):
+    stack: StackSection = StackSection()
+    deploy: DeploySection | None = None
+    database: DatabaseSection | None = None
+    redis: RedisSection | None = None
+    queue: QueueSection | None = None
+    api_errors: ApiErrorsSection = ApiErrorsSection()
+    edge: EdgeSection | None = None
+    thresholds: Thresholds = Thresholds()
+    probes: list[Probe] = []
+    # Where it was read from: the bot's own note, not a key of the file (a file cannot set it).
+    _source: str | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    @field_validator("probes")
+    @classmethod
+    def _unique_names(cls, probes: list) -> list:
+        names = [p.name for p in probes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"probe names must be unique; repeated: {', '.join(duplicates)}")
+        return probes
+
+
+# What a new user whose stack file describes nothing should do next.
+STACK_FILE_HINT = (
+    "write one (tests/stack/flowstate.toml is a complete example) or run `make demo` to try the bot on a live test stack."
+)
+
+
+def missing_section(stack: StackConfig, section: str, default_file: Path) -> str | None:
+    """Why a command cannot run without this section, in words that say where an example is; None if it is there."""
+    if getattr(stack, section) is not None:
+        return None
+    where = "Deploys and rollbacks" if section == "deploy" else "The stack file"
+    return (
+        f"the stack file ({stack.source or default_file}) has no [{section}] section; "
+        f"README.md shows one under \"{where}\"."
+    )
+
+
+def load_stack(path: Path, *, required: bool) -> StackConfig:
+    """Read the stack file; a missing optional file means an empty stack (nothing to probe)."""
+    if not path.exists():
+        if required:
+            raise ConfigError(f"stack file {path} does not exist")
+        return StackConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"stack file {path} cannot be read: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"stack file {path} is not valid TOML: {error}") from None
+    try:
+        stack = StackConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            key = ".".join(str(part) for part in item["loc"])
+            problems.append(f"{key}: {item['msg'].removeprefix('Value error, ')}")
+        raise ConfigError(f"stack file {path}: " + "; ".join(problems)) from None
+    stack._source = str(path)
+    return stack

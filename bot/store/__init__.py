@@ -1,0 +1,1 @@
+"""The bot's own database: engine, migrations, the ack writer, outage reporting."""

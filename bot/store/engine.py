@@ -1,0 +1,382 @@
+"""The bot's own database: SQLite by default, PostgreSQL in production; schema by Alembic."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event, insert, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from bot.frame.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+BUSY_SECONDS = 30  # how long a write on SQLite waits for a file another process is writing
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC in and out, also on SQLite (which stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RoleAssignment(Base):
+    __tablename__ = "role_assignments"
+
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    granted_by: Mapped[str] = mapped_column(String(64))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AuditEntry(Base):
+    """Append-only: the code never updates or deletes rows, and the database refuses to."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    channel_id: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))
+    command: Mapped[str] = mapped_column(String(64))
+    arguments: Mapped[dict | None] = mapped_column(JSON)
+    outcome: Mapped[str] = mapped_column(String(16))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_id: Mapped[str | None] = mapped_column(String(16))
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    origin: Mapped[str | None] = mapped_column(String(64))  # the console's OS user
+    details: Mapped[dict | None] = mapped_column(JSON)  # what a report found (Reply.facts): the timeline's numbers
+
+
+class SeenRequest(Base):
+    """Signatures of the Slack requests of the last few minutes: a second sighting is a replay."""
+
+    __tablename__ = "seen_requests"
+
+    signature: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain postgresql:// URLs and use psycopg 3 for them."""
+    try:
+        parsed = make_url(url)
+    except ValueError:  # a port that is not a number
+        raise ConfigError("FLOWSTATE_DATABASE_URL: its port is not a number") from None
+    except ArgumentError:
+        # Not quoted: a URL that does not parse may still hold a password.
+        raise ConfigError(
+            "FLOWSTATE_DATABASE_URL: not a database URL; use sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername not in ("postgresql+psycopg", "sqlite"):
+        raise ConfigError(
+            f"FLOWSTATE_DATABASE_URL: driver {parsed.drivername!r} is not supported; use sqlite:/// or postgresql://"
+        )
+    # Without a name libpq picks the user's own database and SQLite a memory one: the audit would go astray.
+    if not parsed.database:
+        shape = "sqlite:///PATH" if parsed.drivername == "sqlite" else "postgresql://USER@HOST:PORT/DATABASE"
+        raise ConfigError(f"FLOWSTATE_DATABASE_URL: it names no database; use {shape}")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _private_file(path: Path) -> None:
+    """The embedded database holds the audit and the roles: its folder 0700, the file 0600 (SQLite gives its
+    -wal and -shm files the same mode)."""
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, mode=0o700)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)
+    except OSError as error:
+        raise ConfigError(f"FLOWSTATE_HOME: cannot create the bot's database at {path} ({error.strerror})") from None
+
+
+def make_engine(url: str, busy_seconds: float = BUSY_SECONDS) -> Engine:
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.drivername == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            _private_file(Path(parsed.database))
+        engine = create_engine(url, connect_args={"timeout": busy_seconds, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            # WAL lets the console and background jobs read while one writes.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL loses no committed row when the bot crashes (only on power loss), and a commit
+            # no longer waits for an fsync: the acks write a job row each.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+SEEN_REQUEST = insert(SeenRequest.__table__)  # a Slack request's signature; built once, it runs before every ack
+
+
+class AckWriter:
+    """The writes on the path that answers Slack (a job row, a request's signature), each its own commit.
+
+    They run before every ack, so they skip what SQLAlchemy's execution costs there: each statement is
+    compiled once to its SQL text, and runs on the driver's own cursor, on connections kept for this path
+    (not checked out of the pool, with its liveness ping, for every request). Only plain values go this way
+    (text, numbers, UTC datetimes). A connection that broke is dropped and the write tried once more on a
+    new one. Errors come out as SQLAlchemy's (IntegrityError for a unique key already taken).
+
+    SQLite has one writer at a time. A connection that finds the file locked (a runner process is writing)
+    waits in SQLite's own steps of 1, 2, 5, 10, 15, 20, 25... ms, far longer than a runner's writes take, and
+    each ack would queue behind those sleeps. So on SQLite the ack writes queue on a lock in this process (in
+    order, no sleeping) and share one connection that does not wait inside SQLite: it tries again after a
+    fraction of a millisecond, for as long as the pool's connections would wait.
+    """
+
+    def __init__(self, engine: Engine, own_engine: Engine | None = None):
+        self._engine = own_engine or engine
+        self._own_engine = own_engine
+        self._dialect = engine.dialect
+        self._dbapi = engine.dialect.dbapi
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._lock = threading.Lock() if self._sqlite else contextlib.nullcontext()
+        self._free: list = []
+        self._free_lock = threading.Lock()
+        self._compiled: dict = {}
+
+    def _take(self):
+        with self._free_lock:
+            if self._free:
+                return self._free.pop()
+        return self._engine.raw_connection()
+
+    def _give_back(self, connection) -> None:
+        with self._free_lock:
+            self._free.append(connection)
+
+    def _sql(self, statement, params: dict):
+        """The statement's SQL text for these columns, and the driver's parameters for it."""
+        keys = tuple(params)
+        entry = self._compiled.get((statement, keys))
+        if entry is None:
+            compiled = statement.compile(dialect=self._dialect, column_keys=list(keys))
+            entry = self._compiled[(statement, keys)] = (str(compiled), compiled.positiontup if compiled.positional else None)
+        sql, order = entry
+        values = {key: self._value(value) for key, value in params.items()}
+        return sql, (tuple(values[key] for key in order) if order is not None else values)
+
+    def _value(self, value):
+        if isinstance(value, datetime):
+            value = UTCDateTime().process_bind_param(value, self._dialect)
+            # SQLite keeps what SQLAlchemy's DATETIME writes there: the UTC time as text, without an offset.
+            return value.strftime("%Y-%m-%d %H:%M:%S.%f") if self._sqlite else value
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise TypeError(f"the ack path writes plain values only, not {type(value).__name__}")
+        return value
+
+    def write(self, *steps):
+        """Runs (statement, params) steps in one transaction and commits; the first column of the last step's
+        RETURNING row, if it returned one. A unique key already taken raises IntegrityError and writes nothing."""
+        prepared = [self._sql(statement, params) for statement, params in steps]
+        with self._lock:
+            deadline, pause, reconnected = time.monotonic() + BUSY_SECONDS, 0.0002, False
+            while True:
+                connection = self._take()
+                try:
+                    cursor = connection.cursor()
+                    for sql, params in prepared:
+                        cursor.execute(sql, params)
+                    row = cursor.fetchone() if cursor.description else None
+                    cursor.close()
+                    connection.commit()
+                except self._dbapi.Error as error:
+                    if self._dialect.is_disconnect(error, connection.dbapi_connection, None):
+                        connection.invalidate()
+                        if not reconnected:
+                            reconnected = True
+                            continue
+                        raise DBAPIError.instance(None, None, error, self._dbapi.Error, connection_invalidated=True) from None
+                    try:
+                        connection.rollback()
+                    except self._dbapi.Error:
+                        connection.invalidate()
+                        raise DBAPIError.instance(None, None, error, self._dbapi.Error) from None
+                    self._give_back(connection)
+                    if self._sqlite and _sqlite_busy(error) and time.monotonic() < deadline:
+                        time.sleep(pause)
+                        pause = min(2 * pause, 0.002)
+                        continue
+                    raise DBAPIError.instance(None, None, error, self._dbapi.Error) from None
+                except BaseException:
+                    connection.invalidate()
+                    raise
+                self._give_back(connection)
+                return row[0] if row else None
+
+    def close(self) -> None:
+        with self._free_lock:
+            connections, self._free = self._free, []
+        for connection in connections:
+            connection.close()
+        if self._own_engine is not None:
+            self._own_engine.dispose()
+
+
+def _sqlite_busy(error: Exception) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return (code & 0xFF) == sqlite3.SQLITE_BUSY if isinstance(code, int) else "database is locked" in str(error)
+
+
+def hold_single_bot(url: str):
+    """One bot process per SQLite file: an exclusive lock on a file beside the database, held for the life of
+    the process (the kernel lets go of it when the process dies, however it dies). Returns the open lock file;
+    None on PostgreSQL, where several replicas are the supported shape. The console takes no lock: it runs
+    its own commands beside a bot, as SQLite's WAL allows."""
+    import fcntl
+
+    parsed = make_url(normalize_url(url))
+    if parsed.drivername != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    path = Path(parsed.database)
+    _private_file(path)
+    lock = open(f"{path}.run-lock", "a+", opener=lambda name, flags: os.open(name, flags, 0o600))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()[:20] or "unknown"
+        lock.close()
+        raise ConfigError(
+            f"FLOWSTATE_DATABASE_URL: another flowstate-bot run (pid {holder}) already uses the SQLite database {path}; "
+            "one bot process per SQLite file is supported: stop that one, or use PostgreSQL to run several replicas"
+        ) from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+WRITE_RETRY_SECONDS = 60.0  # how long a write that must land is retried while the store refuses it
+
+
+def retried(write, what: str):
+    """A write that must land (a change's outcome, its audit row, its lock let go): while the store refuses it
+    (SQLite locked past its busy timeout, PostgreSQL unreachable) it is tried again every second, for a while."""
+    deadline = time.monotonic() + WRITE_RETRY_SECONDS
+    while True:
+        try:
+            return write()
+        except OperationalError as error:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("the bot's database refused %s (%s); trying again", what, error.orig or error)
+            time.sleep(1.0)
+
+
+MIGRATION_LOCK_KEY = 0x666C6F77  # "flow": the advisory lock replicas take around a migration
+
+# The bot's own PostgreSQL role (README, Security): its tables, but never a change to the audit log. The owner
+# gives them after every migration (`flowstate-bot migrate --grant-to ROLE`); a test keeps the README's copy equal.
+BOT_ROLE_GRANTS = (
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};",
+    "REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {role};",
+    "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};",
+)
+ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # what PostgreSQL folds an unquoted name to
+_ROLE_QUERY = text(
+    """SELECT current_user, r.rolsuper,
+              COALESCE(pg_has_role(current_user, c.relowner, 'MEMBER'), false),
+              COALESCE(has_table_privilege(c.oid, 'UPDATE, DELETE, TRUNCATE'), false)
+       FROM pg_roles r LEFT JOIN pg_class c ON c.oid = to_regclass('audit_log')
+       WHERE r.rolname = current_user"""
+)
+
+
+class Store:
+    def __init__(self, url: str):
+        self.engine = make_engine(url)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        database = self.engine.url.database
+        own = self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
+        self.ack_writer = AckWriter(self.engine, make_engine(url, busy_seconds=0) if own else None)
+
+    def migrate(self, grant_to: str | None = None) -> None:
+        """The latest schema; then, run as the tables' owner, the bot's grants to the role `grant_to` (PostgreSQL)."""
+        if grant_to is not None and self.engine.dialect.name != "postgresql":
+            raise ConfigError("--grant-to: only a PostgreSQL store has roles")
+        if grant_to is not None and not ROLE_NAME.fullmatch(grant_to):
+            raise ConfigError(f"--grant-to: {grant_to[:80]!r} is not a role name (lower-case letters, digits and _)")
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        try:
+            with self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # Replicas starting together migrate one after the other; the later ones find the schema current.
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                config.attributes["connection"] = connection
+                alembic_command.upgrade(config, "head")
+                if grant_to is not None:
+                    role = connection.dialect.identifier_preparer.quote_identifier(grant_to)  # `user` is a keyword
+                    for statement in BOT_ROLE_GRANTS:
+                        connection.execute(text(statement.format(role=role)))
+        except SQLAlchemyError as error:
+            raise ConfigError(f"FLOWSTATE_DATABASE_URL: cannot migrate the bot's database: {getattr(error, 'orig', None) or error}") from None
+
+    def role_problem(self) -> tuple[str, str | None] | None:
+        """PostgreSQL: the role the bot connects as, and what it could do to the audit log that it must not (or None)."""
+        if self.engine.dialect.name != "postgresql":
+            return None  # SQLite: the file's mode is the boundary
+        with self.engine.connect() as connection:
+            user, superuser, owner, changes = connection.execute(_ROLE_QUERY).one()
+        if superuser:
+            return user, "is a superuser, so whoever has this URL can switch the audit log's triggers off"
+        if owner:
+            return user, "owns the audit log, so whoever has this URL can drop its triggers"
+        if changes:
+            return user, "may update, delete or truncate audit rows"
+        return user, None
+
+    def dispose(self) -> None:
+        self.ack_writer.close()
+        self.engine.dispose()
