@@ -117,7 +117,8 @@ def test_a_post_mortem_says_which_service_was_down_and_from_when_to_when(make_ru
 
 def test_api_errors_behind_a_healthy_backend_turn_health_red_naming_the_edge_rate_first(make_runtime, live_stack, stack_container):
     stack_container("backend").exec_run("touch /tmp/fail-api")  # every API call answers 500; the container stays healthy
-    assert through_nginx("/api/items", 60) == [500] * 60
+    # Enough failing calls to pass the critical rate whatever else the window holds (earlier tests' requests).
+    assert through_nginx("/api/items", 400) == [500] * 400
     edge = live_stack.edge.model_copy(update={"runbook": "https://wiki.example/runbooks/edge-errors"})
     reply = run(make_runtime(live_stack.model_copy(update={"edge": edge}), admins=["UA"]), "UA", "/health")
     lines = reply.text.splitlines()
