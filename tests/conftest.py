@@ -36,6 +36,22 @@ def need(service: str, check, how: str) -> None:
         pytest.fail(f"{service} is not reachable ({error}); {how}", pytrace=False)
 
 
+# The fixtures that reach a service or start processes, and the marker a test that uses one gets (directly or
+# through other fixtures). `make test-unit` leaves out these markers: it needs no service and stays in-process.
+# (A test that starts a bot process without a fixture carries `process` itself.)
+TIER_MARKERS = {"postgres_admin": "postgres", "redis_url": "redis", "live_stack": "stack", "slack_bot": "process"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if getattr(item, "callspec", None) and item.callspec.params.get("database_url") == "postgresql":
+            used.add("postgres_admin")  # database_url asks for it only when it runs
+        for fixture, marker in TIER_MARKERS.items():
+            if fixture in used:
+                item.add_marker(marker)
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch):
     """Tests see only the settings they give: nothing from the developer's shell or .env."""
