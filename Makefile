@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: console demo test services stack-up stack-down bench
+.PHONY: console demo test test-unit services stack-up stack-down bench
 
 $(BIN)/flowstate-bot: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ services:
 
 test: $(BIN)/flowstate-bot services
 	$(BIN)/python -m pytest
+
+# The unit tier: no PostgreSQL, Redis or Docker (SQLite only) and no process of the bot's own, for feedback in
+# seconds. The markers come from the fixtures a test uses (tests/conftest.py); `make test` still runs everything.
+UNIT_TIER := not postgres and not redis and not stack and not process
+test-unit: $(BIN)/flowstate-bot
+	$(BIN)/python -m pytest -m "$(UNIT_TIER)"
 
 stack-up:
 	tests/stack/up

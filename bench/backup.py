@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
 
-from bench.common import ROOT  # noqa: E402
 from bot.frame.config import load_stack  # noqa: E402
+from tests.stack_setting import STACK_FILE  # noqa: E402
 
 SEED = """
 CREATE TABLE users (id serial PRIMARY KEY, email text UNIQUE NOT NULL, name text NOT NULL,
@@ -110,7 +110,7 @@ def child(name: str, dsn: str, home: str) -> None:
     from bot.frame.registry import Invocation
     from bot.runtime import Runtime
 
-    stack = load_stack(ROOT / "tests/stack/flowstate.toml", required=True)
+    stack = load_stack(STACK_FILE, required=True)
     stack = stack.model_copy(update={"database": DatabaseSection(dsn=dsn, name=name, user=stack.database.user)})
     runtime = Runtime.build(Settings(_env_file=None, home=Path(home), admins=["UBENCH"], backup_keep=1, backup_keep_days=0), stack)
     started = time.perf_counter()
@@ -130,7 +130,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated database (bench/restore.py --database NAME)")
     parser.add_argument("--database", help="grow this database (one a run kept) instead of a new one")
     args = parser.parse_args()
-    stack = load_stack(ROOT / "tests/stack/flowstate.toml", required=True)
+    stack = load_stack(STACK_FILE, required=True)
     name, dsn = bench_database(stack, args.database)
     work = Path(tempfile.mkdtemp(prefix="flowstate-bench-backup-"))
     try:

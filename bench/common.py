@@ -12,13 +12,14 @@ sys.path.insert(0, str(ROOT))
 
 from bot.frame.config import Settings, StackConfig, load_stack  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
+from tests.stack_setting import STACK_FILE  # noqa: E402
 
 USER = "UBENCH"
 
 
 def live_runtime() -> tuple[Runtime, StackConfig]:
     """A runtime with its own throwaway store, on the test stack (bring it up first: tests/stack/up)."""
-    stack = load_stack(ROOT / "tests/stack/flowstate.toml", required=True)
+    stack = load_stack(STACK_FILE, required=True)
     home = Path(tempfile.mkdtemp(prefix="flowstate-bench-"))
     return Runtime.build(Settings(_env_file=None, home=home, admins=[USER]), stack), stack
 

@@ -60,7 +60,7 @@ def big_log_edge(runtime, stack, rounds: int) -> dict:
         for service, script in scripts.items():
             labels = {PROJECT_LABEL: stack.stack.compose_project, SERVICE_LABEL: service}
             containers.append(client.containers.run("localhost/flowstate-test/busybox:current", ["sh", "-c", script], detach=True,
-                                                    network_mode="none", labels=labels, name=f"flowstate-test_{service}_1"))
+                                                    network_mode="none", labels=labels, name=f"{stack.stack.compose_project}_{service}_1"))
         started = time.monotonic()
         waiting = list(containers)
         while waiting:  # the marker is soon out of the last lines of the small one: each is awaited once

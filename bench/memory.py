@@ -6,7 +6,7 @@ The bot is started as an operator would: `flowstate-bot run --http --port 0` in 
 only through the environment (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, FLOWSTATE_SLACK_API_URL on the Slack
 double, FLOWSTATE_ADMINS, FLOWSTATE_HOME, FLOWSTATE_STACK_FILE). The Slack double (and, with --loopback,
 three loopback services to probe) runs in a fixtures child process, the one bench/ack_latency.py uses.
-By default the stack file is tests/stack/flowstate.toml, so /health does real work against the live test stack.
+By default the stack file is the live test stack's (tests/stack/flowstate.toml, or FLOWSTATE_TEST_STACK's), so /health does real work against the live test stack.
 
 Memory is PSS (proportional set size: the `Pss:` line of /proc/PID/smaps_rollup, shared pages divided among
 the processes sharing them), summed over the bot process and every descendant: the runner processes and
@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ack_latency import SECRET, TOKEN, USER, Broken, Child, fire  # noqa: E402
+from tests.stack_setting import STACK_FILE  # noqa: E402
 
 TARGET_MB = 200.0
 SAMPLE_SECONDS = 0.05
-LIVE_STACK = ROOT / "tests/stack/flowstate.toml"
+LIVE_STACK = STACK_FILE
 
 
 # ---- /proc --------------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def measure(requests: int, settle: float, loopback: bool) -> int:
         names.update({pid: label(pid) for pid in set(peak) - set(names)})
 
     print(f"Bot memory (PSS, bot process and descendants), `flowstate-bot run --http`, stack file "
-          f"{'loopback probes' if loopback else LIVE_STACK.relative_to(ROOT)}; {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+          f"{'loopback probes' if loopback else LIVE_STACK}; {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print(f"{'process':<36}{'pid':>8}{'idle MB':>10}{'peak MB':>10}")
     for pid in sorted(set(idle) | set(peak)):
         idle_mb = f"{mb(idle[pid]):.1f}" if pid in idle else "-"

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg  # noqa: E402
 
 from bench.backup import admin, bench_database, container_name, grow  # noqa: E402
-from bench.common import ROOT  # noqa: E402
 from bot.backups.catalogue import Backups  # noqa: E402
 from bot.frame.config import DatabaseSection, Settings, load_stack  # noqa: E402
 from bot.adapters.console import run_approved  # noqa: E402
 from bot.frame.registry import Invocation  # noqa: E402
 from bot.frame.roles import Role  # noqa: E402
+from tests.stack_setting import STACK_FILE  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--services", default="python-worker", help="the services stopped and started (comma-separated)")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    stack = load_stack(ROOT / "tests/stack/flowstate.toml", required=True)
+    stack = load_stack(STACK_FILE, required=True)
     name, dsn = bench_database(stack, args.database)
     work = Path(tempfile.mkdtemp(prefix="flowstate-bench-restore-"))
     services = [s.strip() for s in args.services.split(",") if s.strip()]

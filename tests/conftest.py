@@ -16,6 +16,7 @@ from bot.frame.registry import Invocation
 from bot.frame.roles import Role
 from bot.runtime import Runtime
 from bot.frame.authz import Authorizer
+from tests import stack_setting
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN = os.environ.get("FLOWSTATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -34,6 +35,22 @@ def need(service: str, check, how: str) -> None:
         check()
     except Exception as error:
         pytest.fail(f"{service} is not reachable ({error}); {how}", pytrace=False)
+
+
+# The fixtures that reach a service or start processes, and the marker a test that uses one gets (directly or
+# through other fixtures). `make test-unit` leaves out these markers: it needs no service and stays in-process.
+# (A test that starts a bot process without a fixture carries `process` itself.)
+TIER_MARKERS = {"postgres_admin": "postgres", "redis_url": "redis", "live_stack": "stack", "slack_bot": "process"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if getattr(item, "callspec", None) and item.callspec.params.get("database_url") == "postgresql":
+            used.add("postgres_admin")  # database_url asks for it only when it runs
+        for fixture, marker in TIER_MARKERS.items():
+            if fixture in used:
+                item.add_marker(marker)
 
 
 @pytest.fixture(autouse=True)
@@ -257,32 +274,33 @@ class BotProcess:
         self.store.dispose()
 
 
-STACK_DIR = ROOT / "tests" / "stack"
+STACK_DIR = stack_setting.STACK_DIR
 
 
 _STACK_HOLD: list = []
 
 
 def _hold_stack_for_this_session() -> None:
-    """One test session at a time uses the shared stack (fixed ports; another checkout's `up` recreates it):
-    take a lock that this process holds until it exits, and wait for it if another session has it."""
+    """One test session at a time uses a live stack (fixed ports; another checkout's `up` recreates it): take its
+    lock (one per stack, tests/stack_setting.py) that this process holds until it exits, and wait for it if
+    another session has it."""
     import fcntl
     import sys
 
-    lock_dir = Path("/var/cache/flowstate-test")
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_dir / "tests.lock", "w")
+    stack_setting.LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(stack_setting.LOCK_FILE, "w")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        print("\n[live_stack] another test session uses the shared stack; waiting for it", file=sys.stderr, flush=True)
+        print(f"\n[live_stack] another test session uses the stack {stack_setting.NAME}; waiting for it", file=sys.stderr, flush=True)
         fcntl.flock(handle, fcntl.LOCK_EX)
     _STACK_HOLD.append(handle)
 
 
 @pytest.fixture(scope="session")
 def live_stack() -> StackConfig:
-    """The Compose test stack, up and healthy (tests/stack/up starts the engine and builds images if needed)."""
+    """The Compose test stack FLOWSTATE_TEST_STACK names, up and healthy (tests/stack/up starts the engine and builds
+    images if needed)."""
     import subprocess
 
     from bot.frame.config import load_stack
@@ -290,8 +308,8 @@ def live_stack() -> StackConfig:
     _hold_stack_for_this_session()
     result = subprocess.run([str(STACK_DIR / "up")], capture_output=True, text=True, timeout=1200)
     if result.returncode != 0:
-        pytest.fail(f"the live test stack did not come up (tests/stack/up):\n{result.stderr[-4000:]}", pytrace=False)
-    return load_stack(STACK_DIR / "flowstate.toml", required=True)
+        pytest.fail(f"the live test stack {stack_setting.NAME} did not come up (tests/stack/up):\n{result.stderr[-4000:]}", pytrace=False)
+    return load_stack(stack_setting.STACK_FILE, required=True)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Small loopback servers for probe tests: an HTTP service with a chosen status, and one that never answers."""
+"""Loopback servers for tests: the start/stop plumbing every test server shares (the Slack doubles too), an HTTP
+service with a chosen status, and one that never answers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,47 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-class StatusServer:
+class LoopbackServer:
+    """A server on 127.0.0.1, served by a daemon thread from start() to stop() (both idempotent; also a context
+    manager). A subclass makes the server: anything with serve_forever(), shutdown() and a listening `socket`."""
+
+    _server = None
+    _thread: threading.Thread | None = None
+
+    def _make_server(self):
+        raise NotImplementedError
+
+    def start(self):
+        if self._server is None:
+            self._server = self._make_server()
+            self._thread = threading.Thread(target=self._server.serve_forever, name=type(self).__name__, daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        if hasattr(self._server, "server_close"):  # socketserver's servers keep their socket open after shutdown()
+            self._server.server_close()
+        self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._server.socket.getsockname()[1]
+
+
+class StatusServer(LoopbackServer):
     """Answers every GET with `status` (changeable while running), after `delay` seconds."""
 
     def __init__(self, status: int = 200, delay: float = 0.0):
@@ -28,20 +69,14 @@ class StatusServer:
             def log_message(self, *args):
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._handler = Handler
+
+    def _make_server(self):
+        return ThreadingHTTPServer(("127.0.0.1", 0), self._handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
+        return f"http://127.0.0.1:{self.port}"
 
 
 class SilentServer:

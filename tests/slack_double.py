@@ -8,7 +8,7 @@ response shapes, errors, rate limits and pagination.
 
 Choices where Slack is vague or where a stand-in must pick one behaviour:
 - Every channel id exists: history of an unknown channel is empty, not ``channel_not_found``
-  (inject that with ``fail_next``). ``add_channel`` only gives a channel a name.
+  (inject that with ``fail_next``).
 - A response_url accepts 5 posts. Slack does not document the answer to the 6th; the double
   answers HTTP 404 with the text body ``used_url`` (``expired_url`` after
   ``expire_response_url``), which is what slack_sdk's WebhookClient reports as a non-200.
@@ -36,6 +36,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo
+
+from tests.loopback import LoopbackServer
 
 RESPONSE_URL_MAX_USES = 5
 HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT = 100, 999
@@ -78,6 +80,9 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.double = double
 
+    def serve_forever(self, poll_interval: float = 0.05) -> None:  # a quick stop between tests
+        super().serve_forever(poll_interval)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "SlackDouble/1.0"
@@ -91,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class SlackDouble:
+class SlackDouble(LoopbackServer):
     def __init__(
         self,
         *,
@@ -117,8 +122,6 @@ class SlackDouble:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
@@ -127,12 +130,9 @@ class SlackDouble:
             "chat.getPermalink": self._chat_get_permalink,
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
-            "conversations.info": self._conversations_info,
             "conversations.open": self._conversations_open,
             "users.info": self._users_info,
             "usergroups.users.list": self._usergroups_users_list,
-            "views.open": self._views_open,
-            "reactions.add": self._reactions_add,
             "files.getUploadURLExternal": self._files_get_upload_url_external,
             "files.completeUploadExternal": self._files_complete_upload_external,
         }
@@ -146,12 +146,10 @@ class SlackDouble:
         self._responses: dict[str, list[Any]] = {}
         self._rejected_responses: dict[str, list[Any]] = {}
         self._expired_response_urls: set[str] = set()
-        self._channel_names: dict[str, tuple[str, bool]] = {}
         self._messages: dict[str, dict[str, dict[str, Any]]] = {}  # channel -> ts -> message
         self._users: dict[str, dict[str, Any]] = {}
         self._usergroups: dict[str, list[str]] = {}
         self._uploads: dict[str, Upload] = {}
-        self._views = 0
         self._users[self.bot_user_id] = self._user_object(
             self.bot_user_id, self.bot_name, self.bot_name, self.bot_name, "UTC", "", is_bot=True
         )
@@ -159,38 +157,15 @@ class SlackDouble:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> SlackDouble:
-        if self._server is not None:
-            return self
         self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="SlackDouble", daemon=True
-        )
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
-        if self._server is None:
-            return
         self._stopping.set()  # wakes handlers sleeping in an injected delay
-        self._server.shutdown()
-        self._server.server_close()
-        assert self._thread is not None
-        self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        super().stop()
 
-    def __enter__(self) -> SlackDouble:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("SlackDouble is not started")
-        return self._server.server_address[1]
+    def _make_server(self) -> _Server:
+        return _Server(self)
 
     @property
     def base_url(self) -> str:
@@ -223,10 +198,6 @@ class SlackDouble:
     def set_usergroup(self, id: str, users: Iterable[str]) -> None:
         with self._lock:
             self._usergroups[id] = list(users)
-
-    def add_channel(self, id: str, name: str, is_private: bool = False) -> None:
-        with self._lock:
-            self._channel_names[id] = (name, is_private)
 
     def seed_message(
         self,
@@ -691,31 +662,6 @@ class SlackDouble:
             "response_metadata": {"next_cursor": _encode_cursor(selected[limit]["ts"]) if has_more else ""},
         }
 
-    def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = params.get("channel")
-        if not channel:
-            raise _SlackError("channel_not_found")
-        name, is_private = self._channel_names.get(channel, (channel.lower(), False))
-        return {
-            "channel": {
-                "id": channel,
-                "name": name,
-                "name_normalized": name,
-                "is_channel": not is_private,
-                "is_group": is_private,
-                "is_im": False,
-                "is_mpim": False,
-                "is_private": is_private,
-                "is_archived": False,
-                "is_general": False,
-                "is_member": True,
-                "created": 1700000000,
-                "creator": self.bot_user_id,
-                "topic": {"value": "", "creator": "", "last_set": 0},
-                "purpose": {"value": "", "creator": "", "last_set": 0},
-            }
-        }
-
     def dm_channel(self, user: str) -> str:
         """The id of the bot's direct message channel with ``user`` (what conversations.open answers)."""
         return f"D{user}"
@@ -739,51 +685,6 @@ class SlackDouble:
         if users is None:
             raise _SlackError("no_such_subteam")
         return {"users": list(users)}
-
-    def _views_open(self, params: dict[str, Any]) -> dict[str, Any]:
-        if not params.get("trigger_id") or not params.get("view"):
-            raise _SlackError("invalid_arguments")
-        view = _json_value(params["view"])
-        self._views += 1
-        view_id = f"V{self._views:08d}"
-        return {
-            "view": {
-                "id": view_id,
-                "team_id": self.team_id,
-                "type": view.get("type", "modal"),
-                "title": view.get("title"),
-                "submit": view.get("submit"),
-                "close": view.get("close"),
-                "blocks": view.get("blocks", []),
-                "private_metadata": view.get("private_metadata", ""),
-                "callback_id": view.get("callback_id", ""),
-                "external_id": view.get("external_id", ""),
-                "state": {"values": {}},
-                "hash": f"{int(time.time())}.{view_id.lower()}",
-                "clear_on_close": bool(view.get("clear_on_close", False)),
-                "notify_on_close": bool(view.get("notify_on_close", False)),
-                "root_view_id": view_id,
-                "previous_view_id": None,
-                "app_id": self.app_id,
-                "bot_id": self.bot_id,
-            }
-        }
-
-    def _reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
-        message = self._find(params.get("channel"), params.get("timestamp"))
-        name = (params.get("name") or "").strip(":")
-        if not name:
-            raise _SlackError("invalid_name")
-        reactions = message.setdefault("reactions", [])
-        reaction = next((r for r in reactions if r["name"] == name), None)
-        if reaction is None:
-            reactions.append({"name": name, "users": [self.bot_user_id], "count": 1})
-        elif self.bot_user_id in reaction["users"]:
-            raise _SlackError("already_reacted")
-        else:
-            reaction["users"].append(self.bot_user_id)
-            reaction["count"] += 1
-        return {}
 
     def _files_get_upload_url_external(self, params: dict[str, Any]) -> dict[str, Any]:
         filename, length = params.get("filename"), params.get("length")

@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
+from tests.loopback import LoopbackServer
 from tests.slack_signing import slash_fields
 
 
@@ -54,13 +55,11 @@ class Received:
     connection: int = 0  # the serial number (1, 2, ...) of the connection it came on
 
 
-class SocketModeDouble:
+class SocketModeDouble(LoopbackServer):
     def __init__(self, slack_double, *, host_label: str = "applink-double-1", seed: int = 10):
         self.slack = slack_double
         self.host_label = host_label
         self._cond = threading.Condition()
-        self._server: Server | None = None
-        self._thread: threading.Thread | None = None
         self._tickets: set[str] = set()
         self._open: list[ServerConnection] = []
         self._serial: dict[ServerConnection, int] = {}
@@ -75,41 +74,18 @@ class SocketModeDouble:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> SocketModeDouble:
-        if self._server is not None:
-            return self
-        self._server = serve(
+        super().start()
+        self.slack.answer("apps.connections.open", self._connections_open)
+        return self
+
+    def _make_server(self) -> Server:
+        return serve(
             self._serve_connection,
             "127.0.0.1",
             0,
             process_request=self._check_ticket,
             compression=None,  # Slack's client asks for no extensions; keep frames plain either way
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, name="SocketModeDouble", daemon=True)
-        self._thread.start()
-        self.slack.answer("apps.connections.open", self._connections_open)
-        return self
-
-    def stop(self) -> None:
-        """Close every connection (code 1001, going away) and the listening socket."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        assert self._thread is not None
-        self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> SocketModeDouble:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("SocketModeDouble is not started")
-        return self._server.socket.getsockname()[1]
 
     # ---------------------------------------------------------------- what the bot sees
 

@@ -118,42 +118,30 @@ def test_thread_replies_stay_out_of_history_and_come_back_from_replies(double, c
     assert rest["response_metadata"]["next_cursor"] == ""
 
 
-def test_reactions_permalinks_and_ephemerals(double, client):
+def test_seeded_reactions_permalinks_and_ephemerals(double, client):
     ts = double.seed_message("C1", "db is down", "U1", reactions={"eyes": ["U2"]})
 
-    client.reactions_add(channel="C1", timestamp=ts, name="white_check_mark")
-    with pytest.raises(SlackApiError) as again:
-        client.reactions_add(channel="C1", timestamp=ts, name="white_check_mark")
     link = client.chat_getPermalink(channel="C1", message_ts=ts)["permalink"]
     ephemeral = client.chat_postEphemeral(channel="C1", user="U1", text="only you")
 
-    assert again.value.response["error"] == "already_reacted"
-    assert {r["name"]: r["users"] for r in double.message("C1", ts)["reactions"]} == {
-        "eyes": ["U2"],
-        "white_check_mark": [double.bot_user_id],
-    }
+    assert client.conversations_history(channel="C1")["messages"][0]["reactions"] == [{"name": "eyes", "users": ["U2"], "count": 1}]
     assert link == f"https://example.slack.com/archives/C1/p{ts.replace('.', '')}"
     assert isinstance(ephemeral["message_ts"], str)
     assert double.messages("C1")[-1]["ts"] == ts  # ephemerals are not stored in the channel
 
 
-# ------------------------------------------------------------------ people, channels, views
+# ------------------------------------------------------------------ people
 
 
-def test_users_groups_channels_and_views(double, client):
+def test_users_and_groups(double, client):
     double.add_user("U1", "alice", real_name="Alice Liddell", tz="Europe/Berlin", email="alice@example.test")
     double.set_usergroup("S1", ["U1", "U2"])
-    double.add_channel("C1", "incident-42")
 
     user = client.users_info(user="U1")["user"]
     assert (user["name"], user["real_name"], user["tz"]) == ("alice", "Alice Liddell", "Europe/Berlin")
     assert user["profile"]["display_name"] == "alice" and user["profile"]["email"] == "alice@example.test"
     assert client.usergroups_users_list(usergroup="S1")["users"] == ["U1", "U2"]
-    assert client.conversations_info(channel="C1")["channel"]["name"] == "incident-42"
     assert client.auth_test()["user_id"] == double.bot_user_id
-
-    view = client.views_open(trigger_id="1.2.abc", view={"type": "modal", "callback_id": "confirm", "blocks": []})
-    assert view["view"]["callback_id"] == "confirm" and view["view"]["id"].startswith("V")
 
     for call, error in [
         (lambda: client.users_info(user="U404"), "user_not_found"),

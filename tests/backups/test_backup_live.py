@@ -18,6 +18,7 @@ from bot.frame.roles import Role
 from bot.store.engine import AuditEntry
 from tests.backups.conftest import scratch_databases
 from tests.conftest import grant, run
+from tests import stack_setting
 
 
 def _runtime(make_runtime, tmp_path, stack, **settings):
@@ -149,7 +150,7 @@ def test_a_failed_verification_does_not_leave_its_scratch_database(make_runtime,
         ("/restore -1", "is not a backup's number"),
         ("/restore 99999999999", "is not a backup's number"),
         ("/restore 0", "There is no backup #0"),
-        ("/restore 42", "There is no backup #42 of flowstate-test"),
+        ("/restore 42", f"There is no backup #42 of {stack_setting.NAME}"),
         ("/backup verify 1 --clean", "verify takes the backup's number"),
         ("/backup verify $(id)", "is not a backup's number"),
         ("/backup <!channel> everyone look", "a note is plain words"),

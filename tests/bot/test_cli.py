@@ -12,6 +12,8 @@ from pathlib import Path
 from tests.conftest import SIGNING_SECRET, bot_env
 from tests.slack_signing import SlackSender
 
+pytestmark = pytest.mark.process  # every test here starts bot processes of its own
+
 BOT = str(Path(sys.executable).with_name("flowstate-bot"))
 
 

@@ -73,6 +73,8 @@ def test_secrets_come_from_files_or_the_environment_and_a_wrong_file_is_one_line
 
 
 def test_the_secrets_leave_the_environment_once_read_so_no_process_the_bot_starts_inherits_them(monkeypatch):
+    for name in [name for name in os.environ if name.startswith("FLOWSTATE_TEST_")]:
+        monkeypatch.delenv(name)  # the test harness's own settings (FLOWSTATE_TEST_STACK, ...), never the bot's
     for name, value in (("SLACK_BOT_TOKEN", "xoxb-1"), ("SLACK_SIGNING_SECRET", "s"), ("SLACK_APP_TOKEN", "xapp-1"),
                         ("FLOWSTATE_DATABASE_URL", "postgresql://bot:pw@127.0.0.1/bot"), ("FLOWSTATE_WORKERS", "2")):
         monkeypatch.setenv(name, value)

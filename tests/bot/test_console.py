@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import bot_env
 
+pytestmark = pytest.mark.process  # every test here starts bot processes of its own
+
 BOT = str(Path(sys.executable).with_name("flowstate-bot"))
 
 

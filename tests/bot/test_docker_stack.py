@@ -3,6 +3,7 @@
 import pytest
 
 from bot.stack.compose import ComposeStack, DockerUnavailable, ServiceNotFound, cpu_percent, memory_used
+from tests.stack_setting import port
 
 
 def test_services_are_found_by_compose_labels(live_stack):
@@ -27,7 +28,7 @@ def test_stop_start_and_restart_a_service(live_stack, stack_container):
 
 def test_an_unknown_service_changes_nothing(live_stack):
     stack = ComposeStack(live_stack.stack.compose_project)
-    with pytest.raises(ServiceNotFound, match="No container of api-gateway in Compose project flowstate-test."):
+    with pytest.raises(ServiceNotFound, match=f"No container of api-gateway in Compose project {live_stack.stack.compose_project}."):
         stack.stop(["backend", "api-gateway"])
     assert all(state.status == "running" for state in stack.states())
 
@@ -41,7 +42,7 @@ def test_recent_logs_of_a_service(live_stack):
     import urllib.request
 
     for _ in range(6):
-        urllib.request.urlopen("http://127.0.0.1:58002/api/logged-by-test", timeout=5).read()
+        urllib.request.urlopen(f"http://127.0.0.1:{port(58002)}/api/logged-by-test", timeout=5).read()
     lines = list(ComposeStack(live_stack.stack.compose_project).logs("backend", tail=5))
     assert len(lines) == 5
     assert all('"GET /api/logged-by-test HTTP/1.1" 200' in line for line in lines), lines

@@ -45,6 +45,8 @@ from tests.bot.test_slack_approvals import CHANNEL, _request_message
 from tests.conftest import BotProcess, grant, run
 from tests.faults import RefusingDocker, SlackFailing, StoreLock, short_busy_timeout
 
+pytestmark = pytest.mark.stack  # every cell asks for its world (the live stack's, the deploy world's) as it runs
+
 SERVICE = "python-worker"  # the live stack's service that /restore stops and /restart restarts
 CHANGES = {
     "restore": ("restore:after_safety", "restore:after_stop", "restore:after_restore"),

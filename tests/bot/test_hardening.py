@@ -212,6 +212,7 @@ def test_the_embedded_database_is_private(make_runtime, tmp_path):
         assert stat.S_IMODE(os.stat(extra).st_mode) == 0o600, extra
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "argv,env,expected",
     [
@@ -230,6 +231,7 @@ def test_startup_mistakes_are_one_line_and_exit_2(tmp_path, argv, env, expected)
     assert expected in result.stderr and "Traceback" not in result.stderr and "hunter2" not in result.stderr
 
 
+@pytest.mark.process
 def test_a_port_in_use_or_a_bad_host_is_one_line(tmp_path, slack_double):
     import socket
 

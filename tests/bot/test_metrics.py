@@ -95,6 +95,7 @@ def test_duty_results_are_read_from_the_duty_runs(make_runtime):
     assert values[("flowstate_bot_duty_last_failed", (("duty", "watch-check"),))] == 0
 
 
+@pytest.mark.process
 def test_http_mode_serves_metrics_on_their_own_port_after_real_commands(tmp_path, slack_double):
     stack = tmp_path / "stack.toml"
     stack.write_text("")
@@ -126,6 +127,7 @@ def test_http_mode_serves_metrics_on_their_own_port_after_real_commands(tmp_path
     assert not list((tmp_path / "home" / "metrics").iterdir()), "the process's metrics directory goes with it"
 
 
+@pytest.mark.process
 def test_socket_mode_serves_metrics_on_a_port_of_its_own(tmp_path, slack_double):
     stack = tmp_path / "stack.toml"
     stack.write_text("")

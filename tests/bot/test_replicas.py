@@ -228,6 +228,7 @@ def test_a_replica_killed_mid_job_is_taken_over_as_interrupted_by_another_and_ne
         _replies_once_each(slack_double, [f"after{i}" for i in range(len(survivors))])
 
 
+@pytest.mark.process
 def test_a_second_bot_on_the_same_sqlite_file_says_so_and_exits_while_the_console_still_works(replicas, tmp_path):
     (first,) = replicas(1)
     first.sender()

@@ -14,6 +14,7 @@ from bot.approvals.service import APPROVE, CANCEL, DENY
 from bot.jobs.model import Job
 from bot.frame.roles import Role
 from tests.conftest import grant
+from tests import stack_setting
 
 CHANNEL = "C0OPS"
 
@@ -138,7 +139,7 @@ def test_an_unknown_service_is_refused_before_any_request_is_made(slack_bot, sla
     sender.slash("/restart", "frontend nosuch", "U0OP", CHANNEL, response_url=slack_double.response_url("ask"))
     (told,) = slack_double.wait_for_response("ask", timeout=20)
     assert told["text"] == (
-        "nosuch is not a service of flowstate-test; the services are backend, frontend, nginx, postgres, python-worker, redis."
+        f"nosuch is not a service of {stack_setting.NAME}; the services are backend, frontend, nginx, postgres, python-worker, redis."
     )
     assert slack_double.calls_to("chat.postMessage") == [] and _job(runtime, 1).state == "refused"
 

@@ -12,6 +12,8 @@ from tests.conftest import bot_env
 from tests.replica import RunningBot
 from tests.socket_mode_double import SocketModeDouble
 
+pytestmark = pytest.mark.process  # every test here starts bot processes of its own
+
 APP_TOKEN = "xapp-1-A0APP-1-socket-mode-test"
 WAIT = 20  # seconds; generous, never a timing assertion
 

@@ -9,8 +9,10 @@ from bot.frame.blocks import to_text
 from bot.frame.config import StackConfig, StackSection
 from bot.stack.health import gate
 from tests.conftest import run
+from tests import stack_setting
+from tests.stack_setting import port
 
-EDGE = "http://127.0.0.1:58080"
+EDGE = f"http://127.0.0.1:{port(58080)}"
 
 
 def through_nginx(path: str, count: int, agent: str = "flowstate-tests") -> list[int]:
@@ -136,7 +138,7 @@ def test_a_mistyped_compose_project_is_red_and_lists_the_projects_the_engine_has
     reply = run(make_runtime(typo, admins=["UA"]), "UA", "/health")
     first, *_rest, verdict = reply.text.splitlines()
     assert first.startswith("🔴 *compose project*: no container at all in Compose project flowstate-tset; the engine has these projects: ")
-    assert "flowstate-test" in first.split("these projects: ")[1].split(", ")
+    assert stack_setting.NAME in first.split("these projects: ")[1].split(", ")
     assert verdict == "🔴 1 of 1 checks failing" and reply.healthy is False
 
 

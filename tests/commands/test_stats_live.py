@@ -14,8 +14,9 @@ import redis
 from bot.frame.config import StackConfig
 from bot.frame.roles import Role
 from tests.conftest import grant, run
+from tests.stack_setting import port
 
-BACKEND = "http://127.0.0.1:58002"
+BACKEND = f"http://127.0.0.1:{port(58002)}"
 
 
 def _get(url: str) -> int:
@@ -49,7 +50,7 @@ def test_backend_500s_show_as_the_api_error_rate_and_are_flagged(make_runtime, l
 
 def test_a_stopped_backend_shows_as_an_edge_error_rate_near_100_percent(make_runtime, live_stack, stack_container):
     stack_container("backend").stop(timeout=1)
-    statuses = [_get("http://127.0.0.1:58080/api/items") for _ in range(400)]
+    statuses = [_get(f"http://127.0.0.1:{port(58080)}/api/items") for _ in range(400)]
     assert set(statuses) == {502}, "nginx answers for the dead backend"
     # A short window: the other tests' requests through nginx in the last minute are not this test's.
     text = run(make_runtime(live_stack, admins=["UA"]), "UA", "/stats 15s").text

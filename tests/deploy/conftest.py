@@ -1,6 +1,7 @@
 """The deploy test world: a Git repository made by each test (commits that change what a frontend serves at
 /health), a deploy script that recreates that frontend from the checkout, and a Compose project of our own,
-`flowstate-deploytest` (frontend on 127.0.0.1:58101, host networking), so the shared test stack is never touched."""
+`flowstate-deploytest` (frontend on 127.0.0.1:58101, host networking; beside another live stack its name and port
+follow FLOWSTATE_TEST_STACK's), so the shared test stack is never touched."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from bot.frame.config import load_stack
+from tests import stack_setting
 
-PROJECT = "flowstate-deploytest"
-PORT = 58101
+PROJECT = stack_setting.project("flowstate-deploytest")
+PORT = stack_setting.port(58101)
 IMAGE = "localhost/flowstate-test/busybox:current"
 
 COMPOSE = f"""\

@@ -8,6 +8,7 @@ from pathlib import Path
 from bot.frame.config import load_stack
 from bot.adapters.console import run_approved
 from bot.frame.roles import Role
+from tests import stack_setting
 from tests.conftest import grant, run
 
 STACK = Path(__file__).parents[1] / "stack"
@@ -24,7 +25,7 @@ def test_the_demo_stack_file_is_the_test_stack_s_plus_a_deploy_section_and_relea
     assert stack_file == tmp_path / "demo" / "flowstate.toml"
     demo = load_stack(stack_file, required=True)
     assert demo.deploy.workdir == tmp_path / "demo" / "flowstate-ai"
-    assert demo.model_dump(exclude={"deploy"}) == load_stack(STACK / "flowstate.toml", required=True).model_dump(exclude={"deploy"})
+    assert demo.model_dump(exclude={"deploy"}) == load_stack(stack_setting.STACK_FILE, required=True).model_dump(exclude={"deploy"})
 
     runtime = make_runtime(demo, admins=["UADMIN"])
     grant(runtime, "UOP", Role.operator)

@@ -213,6 +213,7 @@ def test_the_request_names_the_user_the_script_runs_as(make_runtime, repo_world)
     assert f"Runs `./scripts/deploy-production.sh` in `{repo_world.repo}` as user `nobody` (at most 120 s)" in request, request
 
 
+@pytest.mark.process
 def test_a_bot_that_is_not_root_runs_no_script_as_another_user_and_says_why(base, script_user, user_python):
     python, python_env = user_python
     work = base / "work"

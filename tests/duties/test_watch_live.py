@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from tests.duties.conftest import utc
 from tests.duties.test_watch import START
+from tests.stack_setting import port
 
 
 def test_the_watch_alerts_once_when_the_backend_fails_and_says_once_when_it_is_back(scheduled, live_stack, stack_container):
@@ -38,7 +39,7 @@ def test_the_watchs_alert_quotes_a_hostile_log_line_as_text(scheduled, live_stac
     import urllib.request
 
     stack_container("backend").exec_run("touch /tmp/fail-api")
-    request = urllib.request.Request("http://127.0.0.1:58080/api/items", headers={"User-Agent": "`<!channel> <https://evil.example|x>`"})
+    request = urllib.request.Request(f"http://127.0.0.1:{port(58080)}/api/items", headers={"User-Agent": "`<!channel> <https://evil.example|x>`"})
     try:
         urllib.request.urlopen(request, timeout=5)
     except urllib.error.HTTPError as error:

@@ -16,9 +16,10 @@ import psycopg
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SIGNING_SECRET, STACK_DIR
+from tests.conftest import ROOT, SIGNING_SECRET
 from tests.image.conftest import SOCKET
 from tests.slack_signing import SlackSender
+from tests.stack_setting import STACK_FILE
 
 pytestmark = pytest.mark.stack
 
@@ -42,7 +43,7 @@ class Deployment:
             **os.environ,
             "DOCKER_GID": str(os.stat(SOCKET).st_gid),
             "FLOWSTATE_BOT_IMAGE": bot_image,
-            "FLOWSTATE_BOT_STACK_FILE": str(STACK_DIR / "flowstate.toml"),
+            "FLOWSTATE_BOT_STACK_FILE": str(STACK_FILE),
             "FLOWSTATE_BOT_DB_PORT": str(db_port),
         }
 
@@ -88,7 +89,7 @@ def test_the_compose_file_runs_the_bot_beside_the_stack_with_the_socket_the_stac
     assert bot["command"] == ["run"]
     assert bot["group_add"] == [str(os.stat(SOCKET).st_gid)]
     assert f"{SOCKET}:{SOCKET}:rw" in bot["volumes"]
-    assert f"{STACK_DIR / 'flowstate.toml'}:/home/flowstate/flowstate.toml:ro" in bot["volumes"]
+    assert f"{STACK_FILE}:/home/flowstate/flowstate.toml:ro" in bot["volumes"]
     assert bot["environment"] == {"SLACK_BOT_TOKEN": "xoxb-compose-test", "SLACK_APP_TOKEN": "xapp-1-compose-test"}
     assert "user" not in bot, "the image's own non-root user"
     # The bot and the migration: no capability, no privilege gained, nothing written but the volume and /tmp.

@@ -12,8 +12,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.conftest import SIGNING_SECRET, STACK_DIR
+from tests.conftest import SIGNING_SECRET
 from tests.image.conftest import SOCKET
+from tests import stack_setting
 from tests.slack_signing import SlackSender
 
 pytestmark = pytest.mark.stack
@@ -38,7 +39,7 @@ def run_bot(bot_image, slack_double):
             group_add=[str(os.stat(SOCKET).st_gid)],
             volumes={
                 SOCKET: {"bind": SOCKET, "mode": "rw"},
-                str(STACK_DIR / "flowstate.toml"): {"bind": STACK_FILE, "mode": "ro"},
+                str(stack_setting.STACK_FILE): {"bind": STACK_FILE, "mode": "ro"},
             },
             environment={
                 "SLACK_BOT_TOKEN": "xoxb-image-test",
