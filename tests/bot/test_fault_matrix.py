@@ -37,7 +37,7 @@ from bot.jobs.runner import Runner
 from bot.frame.registry import Invocation
 from bot.frame.roles import Role
 from bot.adapters.slack.client import SlackNotifier, web_client
-from bot.store import AuditEntry
+from bot.store.engine import AuditEntry
 from tests.backups.test_restore_slack import _stack_file as restore_stack_file
 from tests.backups.conftest import app_db  # noqa: F401 (fixtures of the restore and deploy worlds)
 from tests.deploy.conftest import PROJECT as DEPLOY_PROJECT, deploy_project, served, wait_for, world  # noqa: F401
