@@ -350,11 +350,11 @@ class Approvals:
             rt.jobs.update_held(rt.jobs.get(job_id), holder, arguments=prepared.arguments, break_glass=prepared.break_glass)
         if prepared.break_glass:
             self._record(prepared.invocation, "break-glass", job_id, prepared.break_glass)
-            self.announce(
-                prepared.invocation.channel_id,
-                f"🚨 *Break-glass*: <@{prepared.invocation.user_id}> runs `{prepared.command_line()}` without a second "
-                f"person's approval. Reason: {prepared.break_glass}",
-            )
+            notice = (f"🚨 *Break-glass*: <@{prepared.invocation.user_id}> runs `{prepared.command_line()}` without a second "
+                      f"person's approval. Reason: {prepared.break_glass}")
+            self.announce(prepared.invocation.channel_id, notice)
+            if progress is not None:  # the console has no channel: the one who typed it reads the notice there
+                progress(notice)
         return self.run_job(rt.jobs.get(job_id), holder, progress, prepared=prepared)
 
     def run_job(self, job: Job, holder: str, progress: Callable[[str], None] | None, *, prepared: Prepared | None = None) -> Reply:
