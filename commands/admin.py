@@ -141,7 +141,7 @@ def _as_typed(entry) -> str:
     arguments = entry.arguments or {}
     if set(arguments) == {"text"}:
         return f"/{entry.command} {arguments['text']}".rstrip()
-    return command_line(f"/{entry.command}", arguments)
+    return command_line(f"/{entry.command}", {key: value for key, value in arguments.items() if value != ""})
 
 
 def _entry_line(entry, tz) -> str:
