@@ -324,7 +324,7 @@ def _stop(ctx: Context, args: QueriesArgs) -> Reply:
 
 @command(
     "queries",
-    summary="The database's long-running and slowest statements in full, shown only to you; cancel one, or end its session.",
+    summary="The database's long-running and slowest statements, to you alone; cancel one or end its session.",
     usage="/queries [cancel PID | terminate PID]",
     role=Role.operator,
     args=QueriesArgs,
