@@ -42,9 +42,13 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
     # Whoever runs the console can already read the bot's files; without --as they act as its local admin
     # (an admin in every console, so a request it made still runs when another console user approves it).
     local_admins = frozenset({CONSOLE_USER})
-    # The terminal shows what a person reads; the bot's log lines go to a file beside its store.
-    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    configure_logging(settings.log_level, to_file=settings.home / CONSOLE_LOG)
+    # The terminal shows what a person reads; the bot's log lines go to a file beside its store. A home that cannot
+    # be made is said in one line when the store is opened just below.
+    try:
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        configure_logging(settings.log_level, to_file=settings.home / CONSOLE_LOG)
+    except OSError:
+        pass
     runtime = Runtime.build(settings, stack, local_admins=local_admins)
     record_at_start(runtime)
     try:
