@@ -159,3 +159,24 @@ def test_slack_markup_with_labels_reads_as_slack_shows_it():
 
     text = to_text(Reply("<!here> <@U0OP> in <#C0OPS|ops-war-room> asked <!subteam^S0ONCALL|@oncall>: <https://runbooks.example.com/db|the runbook>"))
     assert text == "@here @U0OP in #ops-war-room asked @oncall: the runbook (https://runbooks.example.com/db)"
+
+
+def test_a_restores_steps_are_printed_as_they_come_and_not_again_in_its_reply():
+    import io
+
+    from bot.adapters.console import Screen
+    from bot.frame.registry import Reply
+
+    steps = ["1️⃣ Verified backup #3 (0.4 s).", "2️⃣ Safety backup #4 taken (1.2 s).", "3️⃣ Stopped backend, python-worker (2.0 s)."]
+    out = io.StringIO()
+    screen = Screen(out)
+    screen.progress("1️⃣ Verifying backup #3…")
+    for step in steps:
+        screen.progress(step)
+    screen.reply(Reply("\n".join(["✅ Restored backup #3 into flowstate_ai", *steps, "The safety backup is #4."])))
+    printed = out.getvalue()
+    assert all(printed.count(step) == 1 for step in steps), printed
+    assert printed.endswith("✅ Restored backup #3 into flowstate_ai\nThe safety backup is #4.\n"), printed
+    # The next command starts afresh: the same line in its reply is printed.
+    screen.reply(Reply(steps[0]))
+    assert out.getvalue().count(steps[0]) == 2
