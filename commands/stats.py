@@ -152,7 +152,7 @@ def statement_lines(activity: DatabaseActivity, long_query_seconds: float, show:
         lines.append(f"Slowest statements: {activity.statements_note}.")
     elif activity.slow_statements:
         lines.append("Slowest statements (mean time, pg_stat_statements; the bot's own and its backups' and drills' left out):")
-        lines += [f"• {s.mean_ms:.1f} ms × {s.calls} calls: {show(s.query)}" for s in activity.slow_statements]
+        lines += [f"• {s.mean_ms:.1f} ms × {count(s.calls, 'call')}: {show(s.query)}" for s in activity.slow_statements]
     return lines
 
 
@@ -277,6 +277,7 @@ def _target(runtime, args: QueriesArgs) -> ServerSession:
 
 def _check_queries(runtime, args: QueriesArgs) -> None:
     if args.action != "list":
+        args.started = None  # whatever was typed: the session is the one that has the pid now
         args.started = _target(runtime, args).started
 
 
@@ -295,6 +296,16 @@ def _describe_queries(runtime, args: QueriesArgs) -> list[str]:
             blocks.code_block(mask_statement(found.query))]
 
 
+def _stopped(before: ServerSession, after: ServerSession | None, terminate: bool) -> bool:
+    """Whether the session is gone (or the pid is another session's now); for a cancel, also whether it no longer runs
+    the statement it ran (idle, or a newer statement)."""
+    if after is None or after.started != before.started:
+        return True
+    if terminate:
+        return False
+    return after.state != "active" or (after.seconds or 0.0) < (before.seconds or 0.0)
+
+
 def _stop(ctx: Context, args: QueriesArgs) -> Reply:
     database, found = _app_database(ctx.runtime), _target(ctx.runtime, args)
     terminate = args.action == "terminate"
@@ -303,14 +314,12 @@ def _stop(ctx: Context, args: QueriesArgs) -> Reply:
             raise CommandError(f"No session has pid {args.pid} any more; nothing was signalled.")
         # The signal is asynchronous: look until the session is gone (terminate) or runs no statement (cancel).
         deadline, after = time.monotonic() + 5, found
-        while after is not None and (after.started == found.started) and (terminate or after.state == "active" and after.seconds >= found.seconds):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        while not _stopped(found, after, terminate) and time.monotonic() < deadline:
+            time.sleep(0.2)
             after = database.session(found.pid)
     except (psycopg.Error, StackError) as error:
         raise _database_error(ctx.runtime, error) from None
-    done = after is None or after.started != found.started or not terminate and after.state != "active"
+    done = _stopped(found, after, terminate)
     if terminate:
         said = (f"Ended the session {_session_line(found)}." if done else
                 f"Sent pid {found.pid} the terminate signal, but its session is still connected after 5 s.")

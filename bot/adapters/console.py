@@ -75,27 +75,43 @@ class Screen:
         self._entry: list[str] = []  # the last progress entry, as printed (a stream's tail grows here)
 
     def progress(self, text: str) -> None:
-        first, *body = to_text(Reply(text)).splitlines() or [""]
-        # A terminal needs no code fences: a stream's lines are printed indented instead.
-        body = [f"    {line}" for line in (_unfenced(line) for line in body) if line.strip()]
+        first, *body = _terminal_lines(to_text(Reply(text))) or [""]
+        body = [line for line in body if line.strip()]
         if body and self._entry and first == self._entry[0]:
             printed = _after_overlap(self._entry[1:], body)
         else:
-            printed = [f"… {_unfenced(first)}", *body]
+            printed = [f"… {first}", *body]
         self._entry = [first, *body]
         self._shown.update(line.strip() for line in self._entry)
         if printed:
             print("\n".join(printed), file=self._stdout, flush=True)
 
     def reply(self, reply: Reply) -> None:
-        lines = [line for line in to_text(reply).splitlines() if not line.strip() or line.strip() not in self._shown]
+        lines = [line for line in _terminal_lines(to_text(reply)) if not line.strip() or line.strip() not in self._shown]
         print("\n".join(lines), file=self._stdout, flush=True)
         self._shown.clear()
         self._entry = []
 
 
-def _unfenced(line: str) -> str:
-    return line.removeprefix("```").removesuffix("```")
+def _terminal_lines(text: str) -> list[str]:
+    """A reply's lines for a terminal: a code block (a statement, a script's output) indented, without its fences."""
+    lines, in_block = [], False
+    for line in text.splitlines():
+        opens = not in_block and "```" in line
+        if opens:  # a block may open after some words ("• 3 calls: ```SELECT …"): they stay a line of their own
+            before, _, line = line.partition("```")
+            if before.strip():
+                lines.append(before.rstrip())
+            in_block = True
+        closes = in_block and line.endswith("```")
+        if closes:
+            line = line[:-3]
+        if in_block and (line or not (opens or closes)):
+            lines.append(f"    {line}")
+        elif not in_block:
+            lines.append(line)
+        in_block = in_block and not closes
+    return lines
 
 
 def _after_overlap(before: list[str], now: list[str]) -> list[str]:

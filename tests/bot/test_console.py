@@ -180,3 +180,14 @@ def test_a_restores_steps_are_printed_as_they_come_and_not_again_in_its_reply():
     # The next command starts afresh: the same line in its reply is printed.
     screen.reply(Reply(steps[0]))
     assert out.getvalue().count(steps[0]) == 2
+
+
+def test_code_blocks_are_indented_lines_in_the_console_without_their_fences():
+    import io
+
+    from bot.adapters.console import Screen
+    from bot.frame.registry import Reply
+
+    out = io.StringIO()
+    Screen(out).reply(Reply("Slowest statements:\n• 1204.5 ms × 1 call: ```SELECT pg_sleep($1)\nFROM t```\nMasked: cards."))
+    assert out.getvalue() == "Slowest statements:\n• 1204.5 ms × 1 call:\n    SELECT pg_sleep($1)\n    FROM t\nMasked: cards.\n"
