@@ -11,6 +11,7 @@ from bot.frame.blocks import escape, shorten
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer
 from bot.frame.dispatcher import command_line
+from bot.frame.humanize import count
 from bot.frame.registry import CommandError, Context, Reply, UserId, command
 from bot.frame.roles import Role, RoleName
 
@@ -129,7 +130,7 @@ def audit(ctx: Context, args: AuditArgs) -> Reply:
         size += len(line) + 1
     if not lines:
         return Reply("The audit log has no entries there." if args.before else "The audit log is empty.")
-    shown = f"*{len(lines)} audit entries, newest first*"
+    shown = f"*{count(len(lines), 'audit entry', 'audit entries')}, newest first*"
     if len(lines) < len(entries) or len(entries) == args.count:
         shown += f" · older ones: `/audit {args.count} {entries[len(lines) - 1].id}`"
     return Reply("\n".join(lines), [blocks.section(shown), *blocks.sections(lines)])

@@ -34,3 +34,8 @@ def test_the_readme_gives_the_logs_limits_the_code_has():
     row = next(line for line in README.read_text().splitlines() if line.startswith("| `/logs SERVICE"))
     assert f"its last {DEFAULT_TAIL} lines; `--tail N` takes up to {MAX_TAIL} lines" in row, row
     assert not re.search(r"at most \d+ lines", row)
+
+
+def test_one_audit_entry_is_one_entry(make_runtime):
+    runtime = make_runtime(admins=["UA"])
+    assert run(runtime, "UA", "/audit 1").blocks[0]["text"]["text"].startswith("*1 audit entry, newest first*")
