@@ -10,6 +10,8 @@ from bot.frame import blocks
 from bot.frame.blocks import escape, shorten
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer
+from bot.frame.dispatcher import command_line
+from bot.frame.humanize import count
 from bot.frame.registry import CommandError, Context, Reply, UserId, command
 from bot.frame.roles import Role, RoleName
 
@@ -128,18 +130,26 @@ def audit(ctx: Context, args: AuditArgs) -> Reply:
         size += len(line) + 1
     if not lines:
         return Reply("The audit log has no entries there." if args.before else "The audit log is empty.")
-    shown = f"*{len(lines)} audit entries, newest first*"
+    shown = f"*{count(len(lines), 'audit entry', 'audit entries')}, newest first*"
     if len(lines) < len(entries) or len(entries) == args.count:
         shown += f" · older ones: `/audit {args.count} {entries[len(lines) - 1].id}`"
     return Reply("\n".join(lines), [blocks.section(shown), *blocks.sections(lines)])
 
 
+def _as_typed(entry) -> str:
+    """The command as its user would type it: the checked arguments in order (`/restart backend`), or the text as it
+    came when it was refused before its arguments were checked."""
+    arguments = entry.arguments or {}
+    if set(arguments) == {"text"}:
+        return f"/{entry.command} {arguments['text']}".rstrip()
+    return command_line(f"/{entry.command}", {key: value for key, value in arguments.items() if value != ""})
+
+
 def _entry_line(entry, tz) -> str:
     """One line per entry, user text escaped: a newline or a <@mention> in someone's text cannot forge an entry."""
     when = entry.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
-    arguments = " ".join(f"{key}={value}" for key, value in (entry.arguments or {}).items() if value not in (None, ""))
     where = entry.source + (f" as {entry.origin}" if entry.origin else "") + (f" in {entry.channel_id}" if entry.channel_id else "")
-    text = f"/{entry.command} {arguments}".rstrip() + f" → {entry.outcome} ({entry.duration_ms} ms)"
+    text = _as_typed(entry) + f" → {entry.outcome} ({entry.duration_ms} ms)"
     if entry.error:
         text += f": {entry.error}"
     if entry.error_id:

@@ -171,7 +171,10 @@ def _check_rollback(runtime, args: RollbackArgs) -> None:
         if args.ref is None:
             previous = releases.previous_good()
             if previous is None:
-                raise CommandError("There is no earlier release with good health to go back to; name a commit: /rollback REF.")
+                raise CommandError(
+                    f"No release with good health is older than {head[:10]}, the commit running now, so there is nothing to go "
+                    "back to; name the commit to deploy: /rollback REF (/releases lists the released ones)."
+                )
             target = previous.commit
         else:
             target = releases.repo.resolve(args.ref)

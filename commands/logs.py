@@ -11,6 +11,7 @@ from slack_sdk.errors import SlackApiError
 from bot.frame import blocks
 from bot.stack.compose import StackError
 from bot.incidents.when import TimeError, parse_time
+from bot.frame.humanize import count
 from bot.frame.redact import LineRedactor
 from bot.frame.registry import CommandError, Context, Reply, command
 from bot.frame.roles import Role
@@ -113,7 +114,7 @@ def logs(ctx: Context, args: LogsArgs) -> Reply:
     if not lines:
         return Reply(f"No log lines of {what} ({read} lines read).")
     text = "\n".join(lines)
-    title = f"{len(lines)} log lines of {what}" + (f" (the last {tail})" if len(lines) == tail else "")
+    title = f"{count(len(lines), 'log line')} of {what}" + (f" (the last {tail})" if len(lines) == tail else "")
     invocation = ctx.invocation
     if len(text) <= IN_MESSAGE or ctx.runtime.slack is None or not invocation.channel_id:
         body = text.replace("```", "'''")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Callable
+from datetime import datetime, timedelta
+from typing import Callable, Literal
 
 import psycopg
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from bot.frame import blocks
 from bot.frame.config import STACK_FILE_HINT, StackConfig, Thresholds
@@ -19,7 +20,7 @@ from bot.frame.humanize import count, duration, size
 from bot.stack.probes import CHECK_POOL, describe_error
 from bot.frame.registry import EDGE_ERROR_RATE, FOUND, CommandError, Context, Reply, command
 from bot.frame.roles import Role
-from bot.stack.database import DatabaseActivity, StackDatabase, statement_summary
+from bot.stack.database import STATEMENT_MASKS, DatabaseActivity, ServerSession, StackDatabase, mask_statement, statement_summary
 from bot.stack.redis import StackRedis
 from bot.store.engine import utcnow
 
@@ -151,7 +152,7 @@ def statement_lines(activity: DatabaseActivity, long_query_seconds: float, show:
         lines.append(f"Slowest statements: {activity.statements_note}.")
     elif activity.slow_statements:
         lines.append("Slowest statements (mean time, pg_stat_statements; the bot's own and its backups' and drills' left out):")
-        lines += [f"• {s.mean_ms:.1f} ms × {s.calls} calls: {show(s.query)}" for s in activity.slow_statements]
+        lines += [f"• {s.mean_ms:.1f} ms × {count(s.calls, 'call')}: {show(s.query)}" for s in activity.slow_statements]
     return lines
 
 
@@ -171,7 +172,7 @@ def database(ctx: Context, _args: StatsArgs) -> Section:
                   f"database connections {percent:.0f}% of max_connections ({_levels(limits, 'connections_percent', '%')})")
     longest = max((q.seconds for q in activity.long_queries), default=0.0)
     section.check("long_queries", limits.severity("long_query_seconds", longest) if activity.long_queries else "ok",
-                  f"{len(activity.long_queries)} queries running longer than {limits.long_query_seconds:g} s (longest {duration(longest)}, "
+                  f"{count(len(activity.long_queries), 'query', 'queries')} running longer than {limits.long_query_seconds:g} s (longest {duration(longest)}, "
                   f"critical {limits.critical.long_query_seconds:g} s)")
     # The channel sees statements without their literals; an operator gets the full text with /queries.
     section.lines += statement_lines(activity, limits.long_query_seconds, lambda query: blocks.code(statement_summary(query)))
@@ -214,20 +215,147 @@ METRICS: list[tuple[str, Callable[[Context, StatsArgs], Section]]] = [
 ]
 
 
+class QueriesArgs(BaseModel):
+    action: Literal["list", "cancel", "terminate"] = "list"
+    pid: int | None = Field(None, ge=1, le=2**31 - 1)
+    # Set by the check: when the session started. With the pid it names that session, not a later one given the same
+    # pid while a terminate waits for approval.
+    started: datetime | None = None
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _verb(cls, action: object) -> object:
+        if isinstance(action, str) and action.isdigit():
+            raise ValueError(f"say what to do with pid {action}: /queries cancel {action} or /queries terminate {action}")
+        return action
+
+    @model_validator(mode="after")
+    def _shape(self) -> "QueriesArgs":
+        if self.action != "list" and self.pid is None:
+            raise ValueError(f"{self.action} needs the session's pid, such as /queries {self.action} 12345 (/queries lists them)")
+        if self.action == "list" and self.pid is not None:
+            raise ValueError("/queries lists the statements; to stop one, /queries cancel PID or /queries terminate PID")
+        return self
+
+
+def _app_database(runtime) -> StackDatabase:
+    stack = runtime.stack
+    return StackDatabase(stack.database.dsn, stack.stack.check_timeout)
+
+
+def _database_error(runtime, error: Exception) -> CommandError:
+    if isinstance(error, psycopg.errors.InsufficientPrivilege):
+        return CommandError(
+            "The [database] section's user may not signal that session: PostgreSQL allows it to a superuser, a member of "
+            "pg_signal_backend or the session's own role; grant pg_signal_backend to it."
+        )
+    return CommandError(f"Could not reach the database: {describe_error(error, runtime.stack.stack.check_timeout)}.")
+
+
+def _target(runtime, args: QueriesArgs) -> ServerSession:
+    """The application's session that cancel or terminate names; a sentence for any pid that is not one."""
+    try:
+        found = _app_database(runtime).session(args.pid)
+    except (psycopg.Error, StackError) as error:
+        raise _database_error(runtime, error) from None
+    pid = args.pid
+    if found is None or (args.started is not None and found.started != args.started):
+        raise CommandError(f"No session has pid {pid} (any more); /queries lists the application's statements with their pids.")
+    if found.backend_type != "client backend":
+        raise CommandError(f"pid {pid} is PostgreSQL's own {found.backend_type} process, not a client's session; only the "
+                           f"application's sessions can be ended here.")
+    if found.database != found.app_database:
+        raise CommandError(f"pid {pid} is a session of the database {found.database}, not of the application's database "
+                           f"{found.app_database}; only the application's sessions can be ended here.")
+    if found.own:
+        raise CommandError(f"pid {pid} is the bot's own session ({found.application or 'this check'}); only the application's "
+                           f"sessions can be ended here.")
+    if args.action == "cancel" and found.state != "active":
+        raise CommandError(f"pid {pid} runs no statement now (it is {found.state}); /queries terminate {pid} ends the session.")
+    return found
+
+
+def _check_queries(runtime, args: QueriesArgs) -> None:
+    if args.action != "list":
+        args.started = None  # whatever was typed: the session is the one that has the pid now
+        args.started = _target(runtime, args).started
+
+
+def _session_line(found: ServerSession) -> str:
+    running = f", its statement running for {duration(found.seconds)}" if found.seconds is not None and found.state == "active" else ""
+    return (f"pid {found.pid} of {found.user} ({found.application or 'no application name'}), connected since "
+            f"{found.started:%Y-%m-%d %H:%M:%S %Z}, {found.state}{running}")
+
+
+def _describe_queries(runtime, args: QueriesArgs) -> list[str]:
+    try:
+        found = _target(runtime, args)
+    except CommandError as gone:
+        return [str(gone)]
+    return [f"Ends the session {_session_line(found)}; the application sees a dropped connection.",
+            blocks.code_block(mask_statement(found.query))]
+
+
+def _stopped(before: ServerSession, after: ServerSession | None, terminate: bool) -> bool:
+    """Whether the session is gone (or the pid is another session's now); for a cancel, also whether it no longer runs
+    the statement it ran (idle, or a newer statement)."""
+    if after is None or after.started != before.started:
+        return True
+    if terminate:
+        return False
+    return after.state != "active" or (after.seconds or 0.0) < (before.seconds or 0.0)
+
+
+def _stop(ctx: Context, args: QueriesArgs) -> Reply:
+    database, found = _app_database(ctx.runtime), _target(ctx.runtime, args)
+    terminate = args.action == "terminate"
+    try:
+        if not database.end(found, terminate):
+            raise CommandError(f"No session has pid {args.pid} any more; nothing was signalled.")
+        # The signal is asynchronous: look until the session is gone (terminate) or runs no statement (cancel).
+        deadline, after = time.monotonic() + 5, found
+        while not _stopped(found, after, terminate) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            after = database.session(found.pid)
+    except (psycopg.Error, StackError) as error:
+        raise _database_error(ctx.runtime, error) from None
+    done = _stopped(found, after, terminate)
+    if terminate:
+        said = (f"Ended the session {_session_line(found)}." if done else
+                f"Sent pid {found.pid} the terminate signal, but its session is still connected after 5 s.")
+    else:
+        said = (f"Cancelled the statement of {_session_line(found)}; the session stays connected." if done else
+                f"Sent pid {found.pid} the cancel signal, but its statement still runs after 5 s; /queries terminate {found.pid} "
+                f"ends the session (with approval).")
+    lines = [said, blocks.code_block(mask_statement(found.query)), f"Masked: {STATEMENT_MASKS}."]
+    return Reply("\n".join(lines), blocks.sections(lines), failed=not done)
+
+
 @command(
     "queries",
-    summary="The database's long-running and slowest statements in full, shown only to you.",
-    usage="/queries",
+    summary="The database's long-running and slowest statements, to you alone; cancel one or end its session.",
+    usage="/queries [cancel PID | terminate PID]",
     role=Role.operator,
+    args=QueriesArgs,
+    needs_approval=lambda args: args.action == "terminate",
+    changes=False,  # ends one of the application's sessions: no deploy, restore or restart to keep out of its way
     needs=("database",),
+    check=_check_queries,
+    describe=_describe_queries,
 )
-def queries(ctx: Context, _args) -> Reply:
+def queries(ctx: Context, args: QueriesArgs) -> Reply:
+    if args.action != "list":
+        return _stop(ctx, args)
     stack = ctx.runtime.stack
     try:
         activity = _activity(stack)
     except (psycopg.Error, StackError) as error:
         raise CommandError(f"Could not read the database: {describe_error(error, stack.stack.check_timeout)}.") from None
-    lines = statement_lines(activity, stack.thresholds.long_query_seconds, blocks.code_block)
+    lines = statement_lines(activity, stack.thresholds.long_query_seconds, lambda query: blocks.code_block(mask_statement(query)))
+    if activity.long_queries or activity.slow_statements:
+        lines.append(f"Masked in the statements' text: {STATEMENT_MASKS}; and the secrets the redactor knows by their shape.")
+    if activity.long_queries:
+        lines.append("/queries cancel PID cancels a statement; /queries terminate PID ends its session (with approval).")
     return Reply("\n".join(lines), [blocks.header("Statements of the application's database"), *blocks.sections(lines)])
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bot.frame.config import ConfigError, Settings, StackConfig, forget_secret_environment, load_settings, load_stack
-from bot.adapters.console import run_console
+from bot.adapters.console import CONSOLE_LOG, run_console
 from bot.deploy.releases import record_at_start
 from bot.adapters.slack.manifest import render_manifest
 from bot.stack.probes import run_probes
@@ -42,6 +42,13 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
     # Whoever runs the console can already read the bot's files; without --as they act as its local admin
     # (an admin in every console, so a request it made still runs when another console user approves it).
     local_admins = frozenset({CONSOLE_USER})
+    # The terminal shows what a person reads; the bot's log lines go to a file beside its store. A home that cannot
+    # be made is said in one line when the store is opened just below.
+    try:
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        configure_logging(settings.log_level, to_file=settings.home / CONSOLE_LOG)
+    except OSError:
+        pass
     runtime = Runtime.build(settings, stack, local_admins=local_admins)
     record_at_start(runtime)
     try:

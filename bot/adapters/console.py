@@ -13,6 +13,7 @@ from bot.frame.registry import Invocation, Reply
 from bot.runtime import Runtime
 
 PROMPT = "flowstate> "
+CONSOLE_LOG = "console.log"  # the bot's log while a console runs, in its home
 
 
 def _interactive_lines(history: Path) -> Iterator[str]:
@@ -63,12 +64,71 @@ def run_approved(runtime: Runtime, progress) -> Iterator[Reply]:
         yield runtime.dispatcher.clean(runtime.approvals.run_job(job, runtime.holder, progress))
 
 
+class Screen:
+    """What the console prints of a command: every progress line once, and then the reply without the lines its
+    progress already showed (a restore's steps, a deploy's result lines). A stream's tail that comes again (the deploy
+    script's output, in place in Slack) prints only its new lines."""
+
+    def __init__(self, stdout: TextIO):
+        self._stdout = stdout
+        self._shown: set[str] = set()
+        self._entry: list[str] = []  # the last progress entry, as printed (a stream's tail grows here)
+
+    def progress(self, text: str) -> None:
+        first, *body = _terminal_lines(to_text(Reply(text))) or [""]
+        body = [line for line in body if line.strip()]
+        if body and self._entry and first == self._entry[0]:
+            printed = _after_overlap(self._entry[1:], body)
+        else:
+            printed = [f"… {first}", *body]
+        self._entry = [first, *body]
+        self._shown.update(line.strip() for line in self._entry)
+        if printed:
+            print("\n".join(printed), file=self._stdout, flush=True)
+
+    def reply(self, reply: Reply) -> None:
+        lines = [line for line in _terminal_lines(to_text(reply)) if not line.strip() or line.strip() not in self._shown]
+        print("\n".join(lines), file=self._stdout, flush=True)
+        self._shown.clear()
+        self._entry = []
+
+
+def _terminal_lines(text: str) -> list[str]:
+    """A reply's lines for a terminal: a code block (a statement, a script's output) indented, without its fences."""
+    lines, in_block = [], False
+    for line in text.splitlines():
+        opens = not in_block and "```" in line
+        if opens:  # a block may open after some words ("• 3 calls: ```SELECT …"): they stay a line of their own
+            before, _, line = line.partition("```")
+            if before.strip():
+                lines.append(before.rstrip())
+            in_block = True
+        closes = in_block and line.endswith("```")
+        if closes:
+            line = line[:-3]
+        if in_block and (line or not (opens or closes)):
+            lines.append(f"    {line}")
+        elif not in_block:
+            lines.append(line)
+        in_block = in_block and not closes
+    return lines
+
+
+def _after_overlap(before: list[str], now: list[str]) -> list[str]:
+    """The lines of a tail that the one printed before did not have: `now` after its longest start that ended `before`."""
+    for size in range(min(len(before), len(now)), 0, -1):
+        if before[-size:] == now[:size]:
+            return now[size:]
+    return now
+
+
 def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
     interactive = stdin.isatty()
     operator = os_user()
     if interactive:
         role = runtime.authz.role_of(user_id)
-        print(f"Flowstate ops console as {user_id} ({role.name if role else 'no role'}). /help lists commands; Ctrl-D quits.", file=stdout)
+        print(f"Flowstate ops console as {user_id} ({role.name if role else 'no role'}). /help lists commands; Ctrl-D quits. "
+              f"The bot's log: {runtime.settings.home / CONSOLE_LOG}", file=stdout)
         lines: Iterator[str] = _interactive_lines(runtime.settings.home / "console_history")
     else:
         lines = iter(stdin)
@@ -83,16 +143,16 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
             continue
         name, _, text = line[1:].partition(" ")
         invocation = Invocation(user_id, name, text.strip(), channel_id, "console", origin=operator)
-        progress = lambda text: print(to_text(Reply(f"… {text}")), file=stdout, flush=True)  # noqa: E731
-        reply = runtime.dispatcher.dispatch(invocation, progress=progress)
-        print(to_text(reply), file=stdout, flush=True)
+        screen = Screen(stdout)
+        reply = runtime.dispatcher.dispatch(invocation, progress=screen.progress)
+        screen.reply(reply)
         # An approval typed here lets its request run here, at once, with its progress on this terminal.
         if invocation.command == "approvals" and not reply.failed:
             try:
-                for approved in run_approved(runtime, progress):
-                    print(to_text(approved), file=stdout, flush=True)
+                for approved in run_approved(runtime, screen.progress):
+                    screen.reply(approved)
             except Exception:
-                print(to_text(runtime.dispatcher.failed(invocation)), file=stdout, flush=True)
+                screen.reply(runtime.dispatcher.failed(invocation))
         if not interactive:
             print(file=stdout)
     return 0

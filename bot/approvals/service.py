@@ -197,12 +197,12 @@ class Approvals:
     def cancel(self, job_id: int, invocation: Invocation) -> Reply:
         job = self._rt.jobs.get(job_id)
         if job is None:
-            return self._no_such(invocation, job_id)
+            raise Refused(self._no_such(invocation, job_id))
         if job.requester != invocation.user_id:
             self._record(invocation, "denied", job_id, "only the requester may cancel")
-            return Reply(f"Only <@{job.requester}>, who asked for {job.label}, may cancel it; an approver may deny it.")
+            raise Refused(Reply(f"Only <@{job.requester}>, who asked for {job.label}, may cancel it; an approver may deny it."))
         if not self._rt.jobs.decide(job_id, "cancelled", invocation.user_id, only_requester=True):
-            return self._not_open(self._rt.jobs.get(job_id), invocation, job_id)
+            raise Refused(self._not_open(self._rt.jobs.get(job_id), invocation, job_id))
         self._record(invocation, "cancelled", job_id)
         self.show(self._rt.jobs.get(job_id), f"🚫 Cancelled by <@{invocation.user_id}>; nothing ran.")
         return Reply(f"You cancelled {job.label}; nothing ran.")
@@ -350,11 +350,11 @@ class Approvals:
             rt.jobs.update_held(rt.jobs.get(job_id), holder, arguments=prepared.arguments, break_glass=prepared.break_glass)
         if prepared.break_glass:
             self._record(prepared.invocation, "break-glass", job_id, prepared.break_glass)
-            self.announce(
-                prepared.invocation.channel_id,
-                f"🚨 *Break-glass*: <@{prepared.invocation.user_id}> runs `{prepared.command_line()}` without a second "
-                f"person's approval. Reason: {prepared.break_glass}",
-            )
+            notice = (f"🚨 *Break-glass*: <@{prepared.invocation.user_id}> runs `{prepared.command_line()}` without a second "
+                      f"person's approval. Reason: {prepared.break_glass}")
+            self.announce(prepared.invocation.channel_id, notice)
+            if progress is not None:  # the console has no channel: the one who typed it reads the notice there
+                progress(notice)
         return self.run_job(rt.jobs.get(job_id), holder, progress, prepared=prepared)
 
     def run_job(self, job: Job, holder: str, progress: Callable[[str], None] | None, *, prepared: Prepared | None = None) -> Reply:

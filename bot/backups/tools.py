@@ -17,7 +17,7 @@ from typing import BinaryIO, Callable, Iterable
 import docker
 import psycopg
 
-from bot.frame.config import DatabaseSection
+from bot.frame.config import DatabaseSection, missing_section
 from bot.stack.compose import ComposeStack, ExecOutcome, OutputTail, StackError
 from bot.stack.database import BOT_APP
 
@@ -181,7 +181,8 @@ class LocalTools(PgTools):
 def tools_for(runtime) -> PgTools:
     database = runtime.stack.database
     if database is None:
-        raise ToolError("The stack file has no [database] section, so there is no database to back up.")
+        missing = missing_section(runtime.stack, "database", runtime.settings.stack_file)
+        raise ToolError(f"Backups need the application's PostgreSQL: {missing}")
     if runtime.docker is not None and database.compose_service:
         return ContainerTools(runtime.docker, database)
     return LocalTools(database)

@@ -76,17 +76,26 @@ class Releases:
             ).first()
 
     def previous_good(self) -> Release | None:
-        """Where /rollback with no REF goes: the newest earlier release of another commit whose health was good."""
+        """Where /rollback with no REF goes: back in the history of what runs, never forward. The newest release with good
+        health whose commit is an earlier commit of the running one (its ancestor in Git): after rolling back from v3 to
+        v1, v3 is newer in the ledger but later in history, so it is not proposed."""
         current = self.current()
         if current is None:
             return None
         with self._rt.store.session() as session:
-            return session.scalars(
+            candidates = session.scalars(
                 select(Release)
                 .where(Release.stack == self._rt.stack_name, Release.id < current.id, Release.health == GOOD, Release.commit != current.commit)
                 .order_by(Release.id.desc())
-                .limit(1)
-            ).first()
+            )
+            tried: set[str] = set()
+            for release in candidates:
+                if release.commit in tried:
+                    continue
+                tried.add(release.commit)
+                if self.repo.resolve(release.commit) is not None and self.repo.is_ancestor(release.commit, current.commit):
+                    return release
+        return None
 
     def released(self, commit: str) -> bool:
         """Whether the commit ran here: found checked out, or its deploy script finished well (a checkout that failed,

@@ -101,7 +101,12 @@ def to_text(reply: Reply) -> str:
 def _plain(text: str) -> str:
     """Slack's escapes in words a terminal shows (<@U123> as @U123, &lt; as <), and never a control
     character: an ESC in anyone's text could rewrite the screen or set the clipboard."""
-    text = re.sub(r"<[@!](?:subteam\^)?([A-Za-z0-9]+)(?:\|[^>]*)?>", r"@\1", text)
+    # Mentions and channels as Slack shows them: their label when the markup has one (<#C123|ops> as #ops), else the id.
+    text = re.sub(r"<([@#])([A-Za-z0-9_-]+)\|@?#?([^>]*)>", lambda m: m.group(1) + (m.group(3) or m.group(2)), text)
+    text = re.sub(r"<([@#])([A-Za-z0-9_-]+)>", r"\1\2", text)
+    text = re.sub(r"<!subteam\^([A-Za-z0-9]+)(?:\|@?([^>]*))?>", lambda m: "@" + (m.group(2) or m.group(1)), text)
+    text = re.sub(r"<!([A-Za-z0-9]+)(?:\|[^>]*)?>", r"@\1", text)  # <!here>, <!channel>, <!everyone>
     text = re.sub(r"<(https?://[^|>\s]+)\|([^>]*)>", r"\2 (\1)", text)
+    text = re.sub(r"<((?:https?|mailto):[^|>\s]+)>", r"\1", text)
     text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

@@ -252,6 +252,9 @@ class Dispatcher:
             with runtime.store.session.begin() as session:
                 context.session = session
                 reply = cmd.handler(context, prepared.args)
+        except Refused as refused:  # a decision step refused and wrote its own audit row: one refusal, one row
+            refused.reply.failed = True
+            return refused.reply
         except CommandError as error:
             error_text = str(error)
             reply = Reply(error_text)

@@ -6,9 +6,9 @@ import time
 from datetime import datetime
 
 
-def count(number: int, noun: str) -> str:
-    """3 failing checks, 1 failing check."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """3 failing checks, 1 failing check; 1 query, 2 queries (a plural that is not noun + s is given)."""
+    return f"{number} {noun}" if number == 1 else f"{number} {plural or noun + 's'}"
 
 
 def duration(seconds: float) -> str:

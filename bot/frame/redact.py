@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 MASK = "***"
@@ -113,8 +115,13 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
+def configure_logging(level: str, to_file: Path | None = None) -> None:
+    """The bot's log on stderr, or in a file (the console's: its log lines never land inside a command's output)."""
+    if to_file is None:
+        handler: logging.Handler = logging.StreamHandler()
+    else:
+        os.close(os.open(to_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # the log is the bot's user's alone
+        handler = logging.FileHandler(to_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()

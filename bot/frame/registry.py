@@ -223,12 +223,14 @@ def _validate(cmd: Command, data: dict[str, object]) -> BaseModel:
     try:
         return cmd.args.model_validate(data)
     except ValidationError as error:
-        raise ArgumentError(describe_argument_error(error)) from None
+        raise ArgumentError(describe_argument_error(error, cmd.usage)) from None
 
 
-def describe_argument_error(error: ValidationError) -> str:
+def describe_argument_error(error: ValidationError, usage: str = "") -> str:
     item = error.errors()[0]
     name = ".".join(str(part) for part in item["loc"] if not isinstance(part, int))
+    if name.upper() in re.findall(r"[A-Z][A-Z_]*", usage):  # as the usage shows it, and the user types it: BACKUP_ID
+        name = name.upper()
     if item["type"] == "missing":
         return f"{name} is missing"
     if item["type"] == "value_error":  # our own validators already say what is wrong in full

@@ -6,9 +6,11 @@ import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Iterator
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from bot.stack.compose import StackError
@@ -38,6 +40,43 @@ def statement_summary(query: str, length: int = 200) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
+# What /queries masks in a statement's full text, beyond what the redactor knows (it only knows secrets by their
+# shape): numbers that look like payment cards, email addresses and long tokens. Each pattern starts only where no run
+# of its characters is under way, and its runs are bounded or stop at a character it cannot hold: linear in the text.
+_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
+_TOKEN = re.compile(r"(?<![\w+/=-])[\w+/=-]{24,}")
+STATEMENT_MASKS = (
+    "card numbers (13 to 19 digits, spaces or dashes between them, passing the Luhn check) as [card], "
+    "email addresses as [email], and tokens (24 or more letters, digits, _, -, +, / or = in a row, with letters "
+    "and digits both) as [token]"
+)
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        value = int(digit) * (2 if position % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def _card(match: re.Match) -> str:
+    digits = match.group(0).replace(" ", "").replace("-", "")
+    return "[card]" if 13 <= len(digits) <= 19 and _luhn(digits) else match.group(0)
+
+
+def _token(match: re.Match) -> str:
+    run = match.group(0)
+    mixed = any(ch.isdigit() for ch in run) and any(ch.isalpha() for ch in run)
+    return "[token]" if mixed else run
+
+
+def mask_statement(query: str) -> str:
+    """A statement's full text as /queries shows it: its shape kept, card numbers, emails and long tokens masked."""
+    return _TOKEN.sub(_token, _EMAIL.sub("[email]", _CARD.sub(_card, query)))
+
+
 # The application_name of the bot's own connections to the app's database; its maintenance tools add a suffix
 # (bot/backups/tools.py). /stats leaves both out of the app's activity.
 BOT_APP = "flowstate-bot"
@@ -46,7 +85,6 @@ _MAINTENANCE_STATEMENTS = r"pg_catalog\.|pg_stat_|pg_database|pg_extension|pg_cl
 
 # Statement text is read this far: a full text fits one Slack section.
 QUERY_TEXT_LIMIT = 2000
-from psycopg import sql
 
 
 @dataclass(frozen=True)
@@ -56,6 +94,23 @@ class LongQuery:
     state: str
     seconds: float
     query: str
+
+
+@dataclass(frozen=True)
+class ServerSession:
+    """One row of pg_stat_activity, as /queries cancel and terminate judge it before ending anything."""
+
+    pid: int
+    database: str | None
+    user: str | None
+    application: str
+    backend_type: str
+    state: str | None
+    started: datetime  # backend_start: with the pid, what names this session and no later one that reuses the pid
+    seconds: float | None  # how long its statement has run
+    query: str
+    app_database: str  # the application's database, the one the DSN names
+    own: bool  # the bot's own connection, or one of its tools (backups, drills)
 
 
 @dataclass(frozen=True)
@@ -216,6 +271,32 @@ class StackDatabase:
             ]
             statements, note = self._slow_statements(conn, limit)
         return DatabaseActivity(by_state, max_connections, long_queries, statements, note)
+
+    def session(self, pid: int) -> ServerSession | None:
+        """The server's session with this pid, whichever database it is on, or None when there is none."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT pid, datname, usename, coalesce(application_name, ''), backend_type, state, backend_start,"
+                " extract(epoch FROM now() - query_start)::float, left(query, %s), current_database(),"
+                " pid = pg_backend_pid() OR coalesce(application_name, '') LIKE %s"
+                " FROM pg_stat_activity WHERE pid = %s",
+                (QUERY_TEXT_LIMIT, BOT_APP + "%", pid),
+            ).fetchone()
+        return ServerSession(*row) if row else None
+
+    def end(self, session: ServerSession, terminate: bool) -> bool:
+        """Cancels the session's statement (or ends the session) in one statement that checks, as it signals, that the
+        pid is still that very session of the application's database and none of the bot's: False when it is not."""
+        signal = "pg_terminate_backend" if terminate else "pg_cancel_backend"
+        with self.connect() as conn:
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT {}(pid) FROM pg_stat_activity WHERE pid = %s AND backend_start = %s AND datname = current_database()"
+                    " AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND coalesce(application_name, '') NOT LIKE %s"
+                ).format(sql.Identifier(signal)),
+                (session.pid, session.started, BOT_APP + "%"),
+            ).fetchone()
+        return bool(row and row[0])
 
     @staticmethod
     def _slow_statements(conn: psycopg.Connection, limit: int) -> tuple[list[SlowStatement] | None, str | None]:

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Literal
 from bot.frame import blocks
 from bot.frame.config import StackConfig
 from bot.stack.compose import ComposeStack, ServiceState, StackError
-from bot.frame.humanize import ago, duration, size
+from bot.frame.humanize import ago, count, duration, size
 from bot.stack.probes import CHECK_POOL, ProbeResult, run_probes
 from bot.store.engine import utcnow
 
@@ -166,9 +166,9 @@ def _container_check(docker: ComposeStack, state: ServiceState) -> Check:
         if state.status in ("exited", "dead"):
             evidence += f" with code {state.exit_code}"
         if state.finished_at:
-            evidence += f" {ago(state.finished_at, now)}"
+            evidence += f", {ago(state.finished_at, now)}"  # "exited with code 0, 12 s ago": two numbers kept apart
     if state.restart_count:
-        evidence += f", restarted {state.restart_count} times"
+        evidence += f", restarted {count(state.restart_count, 'time')}"
     if last := last_log_evidence(docker, state.service):
         evidence += f"; {last}"
     return Check(state.service, "fail", evidence, key, state.service, fatal=state.status in ("exited", "dead", "created"))

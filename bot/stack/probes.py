@@ -112,7 +112,7 @@ def _postgres(probe: PostgresProbe) -> Outcome:
     with StackDatabase(probe.dsn, probe.timeout, f"probe {probe.name}").connect() as conn:
         conn.execute("SELECT 1").fetchone()
         used, limit = StackDatabase.connection_usage(conn)
-        detail = f"SELECT 1 ok, {used}/{limit} connections (server {conn.info.server_version // 10000})"
+        detail = f"SELECT 1 ok, {used} of {limit} connections in use (max_connections), PostgreSQL {conn.info.server_version // 10000}"
         return detail, {"connections": used, "max_connections": limit}
 
 

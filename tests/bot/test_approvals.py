@@ -141,7 +141,7 @@ def test_a_request_that_does_not_exist_or_a_tampered_number_changes_nothing(make
     runtime = _runtime(make_runtime, database_url)
     run(runtime, "UOP", "/flip x")
     assert _decide(runtime, "UAPP", "/approvals approve 99")[0].text == "There is no request #99; /approvals lists the pending ones."
-    assert _decide(runtime, "UAPP", "/approvals approve 1;2")[0].text.startswith("Id should be a valid integer")
+    assert _decide(runtime, "UAPP", "/approvals approve 1;2")[0].text.startswith("ID should be a valid integer")
     assert _decide(runtime, "UAPP", "/approvals approve 1 --break-glass now")[0].text.startswith("Only an admin may use --break-glass")
     assert runtime.ran == [] and _job(runtime).state == "pending_approval"
 

@@ -113,3 +113,83 @@ def test_a_bad_stack_file_names_the_key(tmp_path, content, message):
     assert result.returncode == 2
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _deploy_checkout(tmp_path) -> Path:
+    """A Git checkout whose deploy script prints a few lines over a second, and a stack file with only [deploy]."""
+    repo = tmp_path / "app"
+    (repo / "scripts").mkdir(parents=True)
+    script = repo / "scripts" / "deploy-production.sh"
+    script.write_text("#!/bin/sh\necho \"deploying $(git rev-parse --short HEAD)\"\nfor i in 1 2 3; do echo \"step $i\"; sleep 0.3; done\n")
+    script.chmod(0o755)
+    git = ["git", "-C", str(repo), "-c", "user.name=Dana", "-c", "user.email=dana@example.com"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "First release"], check=True)
+    stack = tmp_path / "flowstate.toml"
+    stack.write_text(f'[stack]\napp_services = []\n\n[deploy]\nworkdir = "{repo}"\n')
+    return stack
+
+
+def test_the_console_prints_what_a_person_reads_once(tmp_path):
+    stack = _deploy_checkout(tmp_path)
+    result = console(tmp_path, '/releases\n/restart --break-glass "site down, approvers asleep"\n/incidents\n', "--stack", str(stack))
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    # Break-glass is said here too, as loudly as in Slack's channel.
+    assert out.count("🚨 *Break-glass*: @console runs `/restart` without a second person's approval. "
+                     "Reason: site down, approvers asleep") == 1, out
+    # The script's lines and the result lines are printed as they come, and not again in the reply.
+    for line in ("deploying ", "step 1", "step 2", "step 3", "exited with code 0 after"):
+        assert out.count(line) == 1, (line, out)
+    assert "```" not in out
+    # The bot's log goes to a file, not between a command's lines.
+    assert " INFO " not in out and " INFO " not in result.stderr
+    assert "recorded the checked-out commit" in (tmp_path / ".flowstate-bot" / "console.log").read_text()
+    assert oct((tmp_path / ".flowstate-bot" / "console.log").stat().st_mode & 0o777) == "0o600"
+
+
+def test_slack_markup_reads_as_plain_text_in_the_console(tmp_path):
+    out = console(tmp_path, "/incident start Checkout is down\n/incidents\n").stdout
+    assert "by @console" in out and "· #console ·" in out, out
+    assert "<#" not in out and "<@" not in out and "<!" not in out
+
+
+def test_slack_markup_with_labels_reads_as_slack_shows_it():
+    from bot.frame.blocks import to_text
+    from bot.frame.registry import Reply
+
+    text = to_text(Reply("<!here> <@U0OP> in <#C0OPS|ops-war-room> asked <!subteam^S0ONCALL|@oncall>: <https://runbooks.example.com/db|the runbook>"))
+    assert text == "@here @U0OP in #ops-war-room asked @oncall: the runbook (https://runbooks.example.com/db)"
+
+
+def test_a_restores_steps_are_printed_as_they_come_and_not_again_in_its_reply():
+    import io
+
+    from bot.adapters.console import Screen
+    from bot.frame.registry import Reply
+
+    steps = ["1️⃣ Verified backup #3 (0.4 s).", "2️⃣ Safety backup #4 taken (1.2 s).", "3️⃣ Stopped backend, python-worker (2.0 s)."]
+    out = io.StringIO()
+    screen = Screen(out)
+    screen.progress("1️⃣ Verifying backup #3…")
+    for step in steps:
+        screen.progress(step)
+    screen.reply(Reply("\n".join(["✅ Restored backup #3 into flowstate_ai", *steps, "The safety backup is #4."])))
+    printed = out.getvalue()
+    assert all(printed.count(step) == 1 for step in steps), printed
+    assert printed.endswith("✅ Restored backup #3 into flowstate_ai\nThe safety backup is #4.\n"), printed
+    # The next command starts afresh: the same line in its reply is printed.
+    screen.reply(Reply(steps[0]))
+    assert out.getvalue().count(steps[0]) == 2
+
+
+def test_code_blocks_are_indented_lines_in_the_console_without_their_fences():
+    import io
+
+    from bot.adapters.console import Screen
+    from bot.frame.registry import Reply
+
+    out = io.StringIO()
+    Screen(out).reply(Reply("Slowest statements:\n• 1204.5 ms × 1 call: ```SELECT pg_sleep($1)\nFROM t```\nMasked: cards."))
+    assert out.getvalue() == "Slowest statements:\n• 1204.5 ms × 1 call:\n    SELECT pg_sleep($1)\n    FROM t\nMasked: cards.\n"

@@ -23,7 +23,7 @@ def test_every_kind_of_probe_reports_healthy_services(postgres_admin, redis_url)
             ).probes
         )
     assert [(r.name, r.ok) for r in results] == [("web", True), ("db", True), ("cache", True), ("port", True)]
-    assert re.fullmatch(r"SELECT 1 ok, \d+/\d+ connections \(server 15\)", results[1].detail)
+    assert re.fullmatch(r"SELECT 1 ok, \d+ of \d+ connections in use \(max_connections\), PostgreSQL 15", results[1].detail)
     assert results[1].metrics["max_connections"] >= results[1].metrics["connections"] >= 1
     assert re.fullmatch(r"PONG, [\d.]+[KMG]? used", results[2].detail)
 

@@ -117,7 +117,7 @@ def test_a_long_running_query_is_listed(make_runtime, live_stack):
     with _held(live_stack.database.dsn, "SELECT pg_sleep(30) /* held by a test */") as pid:
         text = run(runtime, "UA", "/stats").text
     assert re.search(rf"• pid {pid} \(flowstate, active\) \d+ s: `SELECT pg_sleep\(\?\) /\* held by a test \*/`", text), text
-    assert "queries running longer than 1 s" in text.split("*API errors")[0]
+    assert re.search(r"\d+ quer(y|ies) running longer than 1 s", text.split("*API errors")[0]), text
 
 
 def test_the_bots_own_sessions_and_its_backups_are_not_the_apps_long_queries(make_runtime, live_stack):
@@ -151,7 +151,7 @@ def test_slow_statements_show_no_literals_even_where_pg_stat_statements_keeps_th
     with psycopg.connect(live_stack.database.dsn, autocommit=True) as conn:
         conn.execute("DO $$BEGIN PERFORM pg_sleep(1.2); RAISE NOTICE 'card 4111111111111111'; END$$")
     text = run(make_runtime(live_stack, default_role="viewer"), "UVIEWER", "/stats").text
-    assert re.search(r"• [\d.]+ ms × \d+ calls: `DO \?`", text), text
+    assert re.search(r"• [\d.]+ ms × \d+ calls?: `DO \?`", text), text
     assert "4111111111111111" not in text
 
 
@@ -163,7 +163,7 @@ def test_an_operator_gets_the_full_text_only_to_themselves_and_a_viewer_none(mak
         denied = run(runtime, "UVIEWER", "/queries")
     assert not full.in_channel
     assert f"• pid {pid} (flowstate, active)" in full.text
-    assert "4111111111111111 AS card /* held by a test */```" in full.text
+    assert "[card] AS card /* held by a test */```" in full.text and "4111111111111111" not in full.text
     assert "eyJhbGciOiJIUzI1NiJ9" not in full.text, "the redactor still masks what it recognizes"
     assert denied.text == "/queries needs the operator role and you have viewer."
 
@@ -179,7 +179,7 @@ def test_statement_timings_come_from_pg_stat_statements_or_say_why_not(make_runt
         conn.execute("SELECT pg_sleep(0.6) /* the slow one */")
     text = run(make_runtime(live_stack, admins=["UA"]), "UA", "/stats").text
     assert "Slowest statements (mean time, pg_stat_statements; the bot's own and its backups' and drills' left out):" in text
-    slow = re.search(r"• ([\d.]+) ms × \d+ calls: `SELECT pg_sleep\(\$1\) /\* the slow one \*/`", text)
+    slow = re.search(r"• ([\d.]+) ms × \d+ calls?: `SELECT pg_sleep\(\$1\) /\* the slow one \*/`", text)
     assert slow and float(slow.group(1)) >= 600, text
     plain = live_stack.model_copy(update={"database": live_stack.database.model_copy(update={"dsn": postgres_admin})})
     text = run(make_runtime(plain, admins=["UA"]), "UA", "/stats").text

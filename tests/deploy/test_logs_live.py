@@ -58,7 +58,8 @@ def test_grep_keeps_only_the_lines_containing_the_text(make_runtime, noisy):
     lines = _lines(reply)
     assert 1 <= len(lines) <= 5 and all("ERROR request" in line and "password=***" in line for line in lines), reply.text
     assert "GET /api" not in reply.text
-    assert reply.text.startswith(f"{len(lines)} log lines of noisy since 10m containing ERROR request")
+    plural = "" if len(lines) == 1 else "s"  # 1 log line, 5 log lines
+    assert reply.text.startswith(f"{len(lines)} log line{plural} of noisy since 10m containing ERROR request")
     # Filtering sees the redacted text: the secret cannot be probed for.
     assert run(runtime, "UOP", "/logs noisy --grep hunter2").text.startswith("No log lines of noisy since 15m containing hunter2")
     # A regex is plain text here, matching nothing.

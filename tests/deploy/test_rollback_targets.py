@@ -107,3 +107,40 @@ def test_a_commit_whose_deploy_failed_was_never_released(make_runtime, repo_worl
         assert asked.text.startswith("Request #") is counts, asked.text
         if not counts:
             assert asked.text == _refusal(broken, repo_world.commits["v3"], "broken")
+
+
+def _ledger_of(runtime, world, *entries: tuple[str, str]) -> None:
+    """Releases as the bot records them, oldest first: (kind, commit name), each finished with good health."""
+    from bot.deploy.model import Release
+    from bot.store.engine import utcnow
+
+    with runtime.store.session.begin() as session:
+        for kind, name in entries:
+            now = utcnow()
+            session.add(Release(stack=runtime.stack_name, commit=world.commits[name], kind=kind, started_at=now, finished_at=now,
+                                health="good", exit_code=0))
+
+
+def test_a_second_rollback_with_no_ref_goes_further_back_never_forward_to_the_release_it_left(make_runtime, repo_world):
+    v1, v2, v3 = (repo_world.commits[name] for name in ("v1", "v2", "v3"))
+    runtime = _runtime(make_runtime, repo_world)
+    _ledger_of(runtime, repo_world, ("deploy", "v1"), ("deploy", "v2"), ("deploy", "v3"), ("rollback", "v2"))
+    repo_world.checkout("v2")
+    asked = run(runtime, "UOP", "/rollback")
+    assert asked.text.startswith(f"Request #1: `/rollback {v1} {v2}` needs"), asked.text
+
+
+def test_after_rolling_back_to_the_oldest_release_a_rollback_with_no_ref_asks_for_a_ref(make_runtime, repo_world):
+    v1, v3 = repo_world.commits["v1"], repo_world.commits["v3"]
+    runtime = _runtime(make_runtime, repo_world)
+    _ledger_of(runtime, repo_world, ("deploy", "v1"), ("deploy", "v2"), ("deploy", "v3"), ("rollback", "v1"))
+    repo_world.checkout("v1")
+    refused = run(runtime, "UOP", "/rollback")
+    assert refused.text == (
+        f"No release with good health is older than {v1[:10]}, the commit running now, so there is nothing to go back to; "
+        "name the commit to deploy: /rollback REF (/releases lists the released ones)."
+    ), refused.text
+    assert v3[:10] not in refused.text and _jobs(runtime) == []
+    # Named, the newer release is still one command away.
+    asked = run(runtime, "UOP", f"/rollback {v3}")
+    assert asked.text.startswith(f"Request #1: `/rollback {v3} {v1}` needs"), asked.text
