@@ -93,7 +93,7 @@ def run_deploy(ctx: Context) -> Reply:
 
 
 class ReleasesArgs(BaseModel):
-    count: int = RELEASES_SHOWN
+    count: int = Field(RELEASES_SHOWN, description=f"how many releases, 1 to {RELEASES_LIMIT}")
 
     @field_validator("count")
     @classmethod

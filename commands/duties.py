@@ -49,7 +49,7 @@ MuteLength = duration_field(MUTE_LIMIT)
 
 
 class WatchArgs(BaseModel):
-    action: Literal["mute"] | None = Field(None, examples=["mute"])
+    action: Literal["mute"] | None = Field(None, description="silences one alert for a while", examples=["mute"])
     key: str | None = Field(None, description="a watched key, as /watch lists them", examples=["cpu:backend"])
     duration: MuteLength | None = Field(None, description="how long no alert for it is posted", examples=["1h"])
 

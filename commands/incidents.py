@@ -133,7 +133,7 @@ def incident(ctx: Context, args: IncidentArgs) -> Reply:
 
 
 class IncidentsArgs(BaseModel):
-    count: int = Field(10, ge=1, le=50)
+    count: int = Field(10, ge=1, le=50, description="how many incidents")
 
 
 @command("incidents", summary="The recent incidents of every channel.", usage="/incidents [count]", role=Role.viewer, args=IncidentsArgs)

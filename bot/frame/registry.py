@@ -185,6 +185,10 @@ class _FreeTextMarker:
 FreeText = typing.Annotated[str, _FreeTextMarker()]
 
 
+def is_free_text(model: type[BaseModel], field_name: str) -> bool:
+    return any(isinstance(marker, _FreeTextMarker) for marker in model.model_fields[field_name].metadata)
+
+
 @dataclass(frozen=True)
 class Option:
     """Marks a field typed as `--name VALUE` (or `--name=VALUE`) anywhere on the line; a bool field is a flag (`--name`).
@@ -246,7 +250,7 @@ def parse_arguments(cmd: Command, text: str) -> BaseModel:
     """
     options = options_of(cmd.args)
     names = typed_fields(cmd.args)
-    if names and any(isinstance(m, _FreeTextMarker) for m in cmd.args.model_fields[names[-1]].metadata):
+    if names and is_free_text(cmd.args, names[-1]):
         text, data = _options_in_free_text(cmd, text, options)
         return _validate(cmd, {**dict(zip(names, text.split(None, len(names) - 1))), **data})
     try:

@@ -111,3 +111,10 @@ def test_a_bad_stack_file_names_the_key(tmp_path, content, message):
     assert result.returncode == 2
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_help_for_one_command_prints_its_options_and_an_example(tmp_path):
+    result = console(tmp_path, "/help logs\n")
+    assert result.returncode == 0, result.stderr
+    assert "--tail N: the last lines to show; a number of lines from 1 to 2000 (default 200)" in result.stdout.replace("`", "")
+    assert "Example: /logs backend --since 1h --grep timeout" in result.stdout.replace("`", "")
