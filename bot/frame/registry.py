@@ -189,6 +189,9 @@ def is_free_text(model: type[BaseModel], field_name: str) -> bool:
     return any(isinstance(marker, _FreeTextMarker) for marker in model.model_fields[field_name].metadata)
 
 
+_OPTION_NAME = re.compile(r"--[a-z][a-z0-9-]*")
+
+
 @dataclass(frozen=True)
 class Option:
     """Marks a field typed as `--name VALUE` (or `--name=VALUE`) anywhere on the line; a bool field is a flag (`--name`).
@@ -203,9 +206,6 @@ class Option:
     def __post_init__(self) -> None:
         if not _OPTION_NAME.fullmatch(self.name):
             raise ValueError(f"option {self.name!r} should look like --name")
-
-
-_OPTION_NAME = re.compile(r"--[a-z][a-z0-9-]*")
 
 
 class SetByCheck:
@@ -276,46 +276,45 @@ def _options_in_words(cmd: Command, words: list[str], options: dict[str, tuple[s
     """Takes the declared options out of the words; the words left are positional."""
     if not options:  # a command without options reads "--x" as a word (a note may hold one)
         return words, {}
-    rest, data = [], {}
-    words = list(words)
-    while words:
-        word = words.pop(0)
-        name, has_value, value = word.partition("=")
-        if not _OPTION_NAME.fullmatch(name):
-            rest.append(word)
-            continue
-        if name not in options:
-            raise ArgumentError(f"{name[:40]!r} is not an option; use {_listed(cmd.args, options)}")
-        if not has_value and not is_flag(cmd.args, options[name][0]):
-            value = words.pop(0) if words and words[0].partition("=")[0] not in options else None
-        _take(cmd, data, options[name], value, has_value)
-    return rest, data
+    taken, data = _take_options(cmd, words, options, strict=True)
+    return [word for at, word in enumerate(words) if at not in taken], data
 
 
 def _options_in_free_text(cmd: Command, text: str, options: dict[str, tuple[str, Option]]) -> tuple[str, dict]:
-    """Takes the command's own options out of a free text (any other --word is text); the text left keeps its spacing."""
+    """Takes the command's own options out of a free text (any other --word is text, as typed)."""
     if not options:
         return text, {}
     tokens = list(re.finditer(r"\S+", text))
-    cut, data, at = [], {}, 0
-    while at < len(tokens):
-        name, has_value, value = tokens[at].group().partition("=")
+    taken, data = _take_options(cmd, [token.group() for token in tokens], options, strict=False)
+    for at in sorted(taken, reverse=True):  # from the end, so the earlier positions stay right
+        text = text[: tokens[at].start()].rstrip() + " " + text[tokens[at].end() :].lstrip()
+    return text.strip(), data
+
+
+def _take_options(cmd: Command, words: list[str], options: dict[str, tuple[str, Option]], strict: bool) -> tuple[set[int], dict]:
+    """The declared options among the words, by field; and the positions of the words they took.
+
+    STRICT: any other --word is refused, naming the known options (in free text it is text).
+    """
+    taken, data, at = set(), {}, 0
+    while at < len(words):
+        name, has_value, value = words[at].partition("=")
         if name not in options:
+            if strict and _OPTION_NAME.fullmatch(name):
+                raise ArgumentError(f"{name[:40]!r} is not an option; use {_listed(cmd.args, options)}")
             at += 1
             continue
-        start, end = tokens[at].start(), tokens[at].end()
+        taken.add(at)
         if not has_value and not is_flag(cmd.args, options[name][0]):
-            following = tokens[at + 1] if at + 1 < len(tokens) else None
-            if following is not None and following.group().partition("=")[0] not in options:
-                value, end, at = following.group(), following.end(), at + 1
-            else:
-                value = None
+            # The next word is the value, unless it is another of the options (then this one has none).
+            following = words[at + 1] if at + 1 < len(words) else None
+            value = following if following is not None and following.partition("=")[0] not in options else None
+            if value is not None:
+                at += 1
+                taken.add(at)
         _take(cmd, data, options[name], value, has_value)
-        cut.append((start, end))
         at += 1
-    for start, end in reversed(cut):
-        text = text[:start].rstrip() + " " + text[end:].lstrip()
-    return text.strip(), data
+    return taken, data
 
 
 def _take(cmd: Command, data: dict, declared: tuple[str, Option], value: str | None, has_value: bool) -> None:
