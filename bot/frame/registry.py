@@ -257,8 +257,9 @@ def parse_arguments(cmd: Command, text: str) -> BaseModel:
         words = shlex.split(text)
     except ValueError:
         raise ArgumentError("a quote is not closed") from None
-    words, data = _options_in_words(cmd, words, options)
-    if names and _is_list(cmd.args.model_fields[names[-1]].annotation):
+    room = None if names and _is_list(cmd.args.model_fields[names[-1]].annotation) else len(names)
+    words, data = _options_in_words(cmd, words, options, room)
+    if room is None:
         data.update(zip(names[:-1], words))
         rest = words[len(names) - 1 :]
         if rest:
@@ -272,12 +273,22 @@ def parse_arguments(cmd: Command, text: str) -> BaseModel:
     return _validate(cmd, data)
 
 
-def _options_in_words(cmd: Command, words: list[str], options: dict[str, tuple[str, Option]]) -> tuple[list[str], dict]:
-    """Takes the declared options out of the words; the words left are positional."""
+def _options_in_words(
+    cmd: Command, words: list[str], options: dict[str, tuple[str, Option]], room: int | None
+) -> tuple[list[str], dict]:
+    """Takes the declared options out of the words; the words left are positional (ROOM of them fit; None: any number).
+
+    An undeclared --word is a positional word while there is room for it, and its field judges it ("a ref may not
+    start with -"); on a line with more words than fields it is the likely mistake, refused naming the options.
+    """
     if not options:  # a command without options reads "--x" as a word (a note may hold one)
         return words, {}
-    taken, data = _take_options(cmd, words, options, strict=True)
-    return [word for at, word in enumerate(words) if at not in taken], data
+    taken, data = _take_options(cmd, words, options)
+    rest = [word for at, word in enumerate(words) if at not in taken]
+    unknown = [word.partition("=")[0] for word in rest if _OPTION_NAME.fullmatch(word.partition("=")[0])]
+    if unknown and room is not None and len(rest) > room:
+        raise ArgumentError(f"{unknown[0][:40]!r} is not an option; use {_listed(cmd.args, options)}")
+    return rest, data
 
 
 def _options_in_free_text(cmd: Command, text: str, options: dict[str, tuple[str, Option]]) -> tuple[str, dict]:
@@ -285,23 +296,18 @@ def _options_in_free_text(cmd: Command, text: str, options: dict[str, tuple[str,
     if not options:
         return text, {}
     tokens = list(re.finditer(r"\S+", text))
-    taken, data = _take_options(cmd, [token.group() for token in tokens], options, strict=False)
+    taken, data = _take_options(cmd, [token.group() for token in tokens], options)
     for at in sorted(taken, reverse=True):  # from the end, so the earlier positions stay right
         text = text[: tokens[at].start()].rstrip() + " " + text[tokens[at].end() :].lstrip()
     return text.strip(), data
 
 
-def _take_options(cmd: Command, words: list[str], options: dict[str, tuple[str, Option]], strict: bool) -> tuple[set[int], dict]:
-    """The declared options among the words, by field; and the positions of the words they took.
-
-    STRICT: any other --word is refused, naming the known options (in free text it is text).
-    """
+def _take_options(cmd: Command, words: list[str], options: dict[str, tuple[str, Option]]) -> tuple[set[int], dict]:
+    """The declared options among the words, by field; and the positions of the words they took."""
     taken, data, at = set(), {}, 0
     while at < len(words):
         name, has_value, value = words[at].partition("=")
         if name not in options:
-            if strict and _OPTION_NAME.fullmatch(name):
-                raise ArgumentError(f"{name[:40]!r} is not an option; use {_listed(cmd.args, options)}")
             at += 1
             continue
         taken.add(at)

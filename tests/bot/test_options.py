@@ -56,10 +56,14 @@ def test_quotes_group_an_option_value_and_a_flag_takes_no_value():
     assert _refusal(SWEEP, "cache --all=yes") == "--all is a flag: give it once, without a value"
 
 
-def test_an_unknown_option_names_the_known_ones():
-    assert _refusal(SWEEP, "cache --follow") == (
-        "'--follow' is not an option; use --since TIME, --tail N, --every DURATION or --all"
-    )
+@pytest.mark.parametrize("text", ["cache --follow", "--follow cache", "--follow=1 cache --tail 5"])
+def test_an_unknown_option_names_the_known_ones(text):
+    assert _refusal(SWEEP, text) == "'--follow' is not an option; use --since TIME, --tail N, --every DURATION or --all"
+
+
+def test_an_undeclared_option_where_an_argument_fits_is_judged_by_that_argument():
+    """A ref that git would read as an option is refused by the ref's own rule, not passed on."""
+    assert _refusal(load_commands()["rollback"], "--upload-pack=x").startswith("a ref may not start with -")
 
 
 @pytest.mark.parametrize("text", ["cache --tail 5 --tail 6", "cache --tail", "cache --tail --all", "cache --since=3h --since 2h"])
