@@ -17,9 +17,9 @@ from bot.frame.roles import Role, RoleName
 
 
 class RoleArgs(BaseModel):
-    action: Literal["grant", "revoke", "list"]
-    user: UserId | None = None
-    role: RoleName | None = None
+    action: Literal["grant", "revoke", "list"] = Field(examples=["grant"])
+    user: UserId | None = Field(None, description="a Slack user: @name, or their user id (U…)", examples=["@alice"])
+    role: RoleName | None = Field(None, description="the role to grant", examples=["operator"])
 
     @model_validator(mode="after")
     def _shape(self) -> "RoleArgs":
@@ -102,8 +102,8 @@ def _list_roles(ctx: Context) -> Reply:
 
 
 class AuditArgs(BaseModel):
-    count: int = Field(20, ge=1, le=200)
-    before: int | None = Field(None, ge=1, le=2**63 - 1)  # an entry's #id: show the ones older than it
+    count: int = Field(20, ge=1, le=200, description="how many entries", examples=[50])
+    before: int | None = Field(None, ge=1, le=2**63 - 1, description="an entry's #id: shows the ones older than it")
 
 
 ENTRY_LIMIT = 300  # characters of one entry; a flood of text from anyone cannot crowd out the others

@@ -12,8 +12,8 @@ from bot.frame.roles import Role
 
 
 class ApprovalsArgs(BaseModel):
-    action: Literal["list", "approve", "deny", "cancel"] = "list"
-    id: int | None = Field(None, ge=1, le=2**31 - 1)
+    action: Literal["list", "approve", "deny", "cancel"] = Field("list", examples=["approve"])
+    id: int | None = Field(None, ge=1, le=2**31 - 1, description="the request's number", examples=[12])
 
     @model_validator(mode="after")
     def _shape(self) -> "ApprovalsArgs":

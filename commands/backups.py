@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
 from bot.frame import blocks
 from bot.backups.catalogue import Backups
@@ -58,7 +58,8 @@ def _taken(runtime, backup: Backup) -> str:
 
 
 class BackupArgs(BaseModel):
-    words: list[str] = []
+    words: list[str] = Field([], description=f"a note of at most {NOTE_LIMIT} characters, or verify and a backup's number",
+                             examples=["before the migration"])
 
     @field_validator("words")
     @classmethod
@@ -184,7 +185,7 @@ def backups_list(ctx: Context, _args) -> Reply:
 
 
 class RestoreArgs(BaseModel):
-    backup_id: BackupNumber
+    backup_id: BackupNumber = Field(description="a backup's number, as /backups lists them", examples=[12])
 
 
 def _check_restore(runtime, args: RestoreArgs) -> None:

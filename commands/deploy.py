@@ -3,16 +3,16 @@ emergency procedure (run the deploy script; if a recent change is the cause, dep
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
-from pydantic import BaseModel, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 
 from bot.frame import blocks
 from bot.deploy.git import GitError, check_ref
 from bot.deploy.model import DEPLOY, ROLLBACK, Release
 from bot.deploy.releases import DeployError, Releases, recover as recover_deploy
 from bot.frame.humanize import ago
-from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.registry import CommandError, Context, Option, Reply, SetByCheck, command
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
 
@@ -93,7 +93,7 @@ def run_deploy(ctx: Context) -> Reply:
 
 
 class ReleasesArgs(BaseModel):
-    count: int = RELEASES_SHOWN
+    count: int = Field(RELEASES_SHOWN, description=f"how many releases, 1 to {RELEASES_LIMIT}")
 
     @field_validator("count")
     @classmethod
@@ -130,24 +130,22 @@ def releases_list(ctx: Context, args: ReleasesArgs) -> Reply:
 
 class RollbackArgs(BaseModel):
     # As typed, then (by the check, before the request is made) the full commit it resolves to: what is approved.
-    ref: str | None = None
+    ref: str | None = Field(
+        None, description="a commit, tag or HEAD~N (default: the previous release with good health)", examples=["HEAD~1"]
+    )
     # The commit checked out when the request was made (set by the check): the run refuses if the checkout moved since.
-    replacing: str | None = None
+    replacing: Annotated[str | None, SetByCheck()] = None
     # Asks for a REF that was never released here and is no ancestor of the checkout; the check keeps it only then,
     # so the line an approver approves says it.
-    any_commit: Literal["--any-commit"] | None = None
+    any_commit: Annotated[bool, Option(ANY_COMMIT)] = Field(
+        False, description="allows a commit never released here and no ancestor of the checkout (the request says so in red)"
+    )
 
-    @model_validator(mode="before")
+    @field_validator("any_commit", mode="before")
     @classmethod
-    def _flag(cls, data: object) -> object:
-        """--any-commit may come before or after the REF: the words left fill REF (and FROM) in order."""
-        if not isinstance(data, dict):
-            return data
-        words = [data.get(name) for name in ("ref", "replacing", "any_commit")]
-        rest = [word for word in words if word is not None and word != ANY_COMMIT]
-        if len(rest) > 2:
-            raise ValueError(f"/rollback takes one REF and {ANY_COMMIT}, such as /rollback HEAD~1")
-        return {**dict(zip(("ref", "replacing"), rest)), "any_commit": ANY_COMMIT if ANY_COMMIT in words else None}
+    def _stored(cls, value: object) -> object:
+        """A request stored before the flag was a bool held the flag's text, or None: it must still run when approved."""
+        return False if value is None else True if value == ANY_COMMIT else value
 
     @field_validator("ref")
     @classmethod
@@ -189,12 +187,12 @@ def _check_rollback(runtime, args: RollbackArgs) -> None:
         known = releases.released(target) or releases.repo.is_ancestor(target, head)
     except GitError as error:
         raise CommandError(str(error)) from None
-    if not known and args.any_commit is None:
+    if not known and not args.any_commit:
         raise CommandError(
             f"{target[:10]} has never been released on this stack and is not an ancestor of {head[:10]}, the commit checked out; "
             f"/releases lists the released ones, and /rollback {blocks.escape(args.ref)} {ANY_COMMIT} asks for it anyway."
         )
-    args.ref, args.replacing, args.any_commit = target, head, None if known else ANY_COMMIT
+    args.ref, args.replacing, args.any_commit = target, head, not known
 
 
 def _describe_rollback(runtime, args: RollbackArgs) -> list[str]:

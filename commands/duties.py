@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
-from pydantic import BaseModel, ValidationError, field_validator
+from pydantic import BaseModel, Field, model_validator
 
 from bot.frame import blocks
 from bot.frame.humanize import ago
-from bot.frame.registry import CommandError, Context, Reply, command, describe_argument_error
+from bot.frame.durations import duration_field
+from bot.frame.registry import CommandError, Context, Reply, command
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
-from commands.stats import StatsArgs
 
+MUTE_LIMIT = "7d"
 MARK = {"succeeded": "🟢", "failed": "🔴", "missed": "🟠", "interrupted": "🟠", "queued": "⏳", "running": "▶️"}
 
 
@@ -43,27 +45,25 @@ def schedule(ctx: Context, _args) -> Reply:
     return Reply("\n".join([head, *lines]), [blocks.section(f"*{head}*"), *blocks.sections(lines)])
 
 
-class WatchArgs(BaseModel):
-    words: list[str] = []
+MuteLength = duration_field(MUTE_LIMIT)
 
-    @field_validator("words")
+
+class WatchArgs(BaseModel):
+    action: Literal["mute"] | None = Field(None, description="silences one alert for a while", examples=["mute"])
+    key: str | None = Field(None, description="a watched key, as /watch lists them", examples=["cpu:backend"])
+    duration: MuteLength | None = Field(None, description="how long no alert for it is posted", examples=["1h"])
+
+    @model_validator(mode="before")
     @classmethod
-    def _shape(cls, words: list[str]) -> list[str]:
-        if not words:
-            return words
-        if words[0] != "mute" or len(words) != 3:
+    def _shape(cls, data: object) -> object:
+        # Checked before the fields, so a word in the wrong place gets the usage rather than a type's complaint.
+        if isinstance(data, dict) and data and (data.get("action") != "mute" or data.get("duration") is None):
             raise ValueError("use /watch to see what is watched, or /watch mute KEY DURATION such as /watch mute cpu:backend 1h")
-        try:
-            StatsArgs(window=words[2])
-        except ValidationError as error:
-            raise ValueError(describe_argument_error(error).removeprefix("window ").replace("time window", "duration")) from None
-        return words
+        return data
 
     @property
     def mute(self) -> tuple[str, timedelta] | None:
-        if not self.words:
-            return None
-        return self.words[1], timedelta(seconds=StatsArgs(window=self.words[2]).seconds)
+        return None if self.action is None else (self.key, self.duration.delta)
 
 
 @command(
@@ -72,7 +72,7 @@ class WatchArgs(BaseModel):
     usage="/watch [mute KEY DURATION]",
     role=Role.viewer,
     args=WatchArgs,
-    role_for=lambda args: Role.operator if args.words else Role.viewer,
+    role_for=lambda args: Role.operator if args.action else Role.viewer,
 )
 def watch(ctx: Context, args: WatchArgs) -> Reply:
     duties = ctx.runtime.duties

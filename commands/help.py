@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from bot.frame import blocks
 from bot.frame.registry import Command, CommandError, Context, Reply, command
 from bot.frame.roles import Role
+from bot.frame.usage import arguments, example
 
 
 # Longer than any command name (at most 31 characters), so what /help echoes stays short.
@@ -14,7 +15,7 @@ _NAME_LIMIT = 40
 
 
 class HelpArgs(BaseModel):
-    command: str | None = None
+    command: str | None = Field(None, description="a command's name, with or without its slash", examples=["logs"])
 
     @field_validator("command")
     @classmethod
@@ -36,6 +37,34 @@ def _line(cmd: Command) -> str:
     return f"`{cmd.usage}` — {cmd.summary}{approval}"
 
 
+def _usage(cmd: Command, break_glass: bool) -> Reply:
+    """One command in full, from its declaration: every argument and option with its limits and default, an example."""
+    lines = [f"`{cmd.usage}` — {cmd.summary}"]
+    for argument in arguments(cmd):
+        said = "; ".join(part for part in (argument.says, argument.accepts) if part)
+        default = f" (default {blocks.escape(argument.default)})" if argument.default is not None else ""
+        lines.append(f"• `{argument.shown}`{': ' if said else ''}{blocks.escape(said)}{default}")
+    shown = example(cmd)
+    if shown:
+        lines.append(f"Example: `{shown}`")
+    lines.append(_approval(cmd, break_glass))
+    return Reply("\n".join(lines), [blocks.section(lines[0]), *blocks.sections(lines[1:])])
+
+
+def _approval(cmd: Command, break_glass: bool) -> str:
+    role = f"Needs the {cmd.role.name} role{'; some uses need a higher one' if cmd.role_for else ''}."
+    if not cmd.needs_approval:
+        return role
+    which = "Some uses need" if callable(cmd.needs_approval) else "It needs"
+    if cmd.may_approve is not None:
+        way = "never with --break-glass: its approval is the point"
+    elif break_glass:
+        way = f'an admin may run it at once, announced in the channel, with `--break-glass "REASON"`'
+    else:
+        way = "break-glass is turned off on this bot"
+    return f"{role} {which} a second person's approval; {way}."
+
+
 @command("help", summary="List the commands you may run, or show one.", usage="/help [command]", role=Role.viewer, args=HelpArgs)
 def help_(ctx: Context, args: HelpArgs) -> Reply:
     allowed = _allowed(ctx)
@@ -46,7 +75,7 @@ def help_(ctx: Context, args: HelpArgs) -> Reply:
             raise CommandError(f"There is no /{name} command; /help lists what you can run.")
         if cmd not in allowed:
             raise CommandError(f"{cmd.slash} needs the {cmd.role.name} role and you have {ctx.role.name}.")
-        return Reply(_line(cmd), [blocks.section(_line(cmd)), blocks.context(f"Needs the {cmd.role.name} role.")])
+        return _usage(cmd, ctx.runtime.settings.break_glass)
     lines = "\n".join(_line(cmd) for cmd in allowed)
     return Reply(
         f"Commands you may run:\n{lines}",

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from bot.incidents.model import DEFAULT_SEVERITY, SEVERITIES
 from bot.incidents.views import SHOWN_EVENTS, glance, listing, summary, timeline
-from bot.incidents.when import TimeError, parse_time
-from bot.frame.registry import CommandError, Context, FreeText, Reply, command
+from bot.frame.durations import MomentField
+from bot.frame.registry import CommandError, Context, FreeText, Option, Reply, command
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
 
-_SEV = re.compile(r"(?:^|\s)--sev(?:=|\s+)(\S+)")
 _TS = re.compile(r"\d{1,12}\.\d{1,6}")
 OPERATOR_ACTIONS = ("start", "status", "sev", "resolve")
 
@@ -32,15 +31,23 @@ def _unquoted(text: str) -> str:
     return text
 
 
-def _severity(value: str) -> int:
-    if value.upper().removeprefix("SEV") not in {str(s) for s in SEVERITIES}:
-        raise ValueError(f"severity should be 1 (worst) to 4, not {value[:10]!r}")
-    return int(value.upper().removeprefix("SEV"))
+def _severity(value: object) -> int:
+    if str(value).upper().removeprefix("SEV") not in {str(s) for s in SEVERITIES}:
+        raise ValueError(f"severity should be 1 (worst) to 4, not {str(value)[:10]!r}")
+    return int(str(value).upper().removeprefix("SEV"))
+
+
+Severity = Annotated[int, BeforeValidator(_severity)]
 
 
 class IncidentArgs(BaseModel):
-    action: Literal["show", "start", "status", "sev", "note", "resolve", "timeline", "add-message"] = "show"
-    text: FreeText = Field("", max_length=3000)
+    action: Literal["show", "start", "status", "sev", "note", "resolve", "timeline", "add-message"] = Field(
+        "show", examples=["start"]
+    )
+    text: FreeText = Field("", max_length=3000, description="the title, status, note or summary", examples=["Checkout failing"])
+    sev: Annotated[Severity | None, Option("--sev", "1..4")] = Field(
+        None, description=f"the severity of a new incident, 1 (worst) to 4 (default {DEFAULT_SEVERITY})", examples=[2]
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> "IncidentArgs":
@@ -59,6 +66,8 @@ class IncidentArgs(BaseModel):
             self.severity()
         if self.action == "sev":
             _severity(text)
+        if self.sev is not None and self.action != "start":
+            raise ValueError("--sev goes with start; /incident sev N changes the open incident's severity")
         if self.action == "add-message" and not _TS.fullmatch(text.split(" ")[0]):
             raise ValueError("add-message needs a message ts")
         return self
@@ -67,11 +76,10 @@ class IncidentArgs(BaseModel):
         """`--sev N` of a start, or the default."""
         if self.action == "sev":
             return _severity(self.text.strip())
-        found = _SEV.search(self.text)
-        return _severity(found.group(1)) if found else DEFAULT_SEVERITY
+        return self.sev or DEFAULT_SEVERITY
 
     def title(self) -> str:
-        return _unquoted(_SEV.sub(" ", self.text))
+        return _unquoted(self.text)
 
     def words(self) -> str:
         return _unquoted(self.text)
@@ -125,7 +133,7 @@ def incident(ctx: Context, args: IncidentArgs) -> Reply:
 
 
 class IncidentsArgs(BaseModel):
-    count: int = Field(10, ge=1, le=50)
+    count: int = Field(10, ge=1, le=50, description="how many incidents")
 
 
 @command("incidents", summary="The recent incidents of every channel.", usage="/incidents [count]", role=Role.viewer, args=IncidentsArgs)
@@ -133,31 +141,28 @@ def incidents(ctx: Context, args: IncidentsArgs) -> Reply:
     return listing(ctx.runtime.incidents.timeline.recent(args.count), ctx.runtime.settings.tz, utcnow())
 
 
-_FLAG = re.compile(r"(?:^|\s)--(since|until)(?:=|\s+)(\S+)")
-
-
 class PostmortemArgs(BaseModel):
-    text: FreeText = Field("", max_length=500)
+    text: FreeText = Field("", max_length=500, description="an incident's number, or with --since the new incident's title")
+    since: Annotated[MomentField | None, Option("--since", "TIME")] = Field(
+        None, description="imports the channel's history from then as a new, resolved incident", examples=["3h"]
+    )
+    until: Annotated[MomentField | None, Option("--until", "TIME")] = Field(None, description="the end of that history (default now)")
 
     @model_validator(mode="after")
     def _shape(self) -> "PostmortemArgs":
-        flags = self.flags()
-        if "until" in flags and "since" not in flags:
+        if self.until is not None and self.since is None:
             raise ValueError("--until needs --since, such as /postmortem --since 3h --until 1h")
-        if not flags and self.text.strip() and not self.text.strip().lstrip("#").isdigit():
+        if self.since is None and self.text.strip() and not self.text.strip().lstrip("#").isdigit():
             raise ValueError("give an incident's number, or --since TIME to import the channel's history")
         _one_line(self.title() or "")
         return self
 
-    def flags(self) -> dict[str, str]:
-        return {name: value for name, value in _FLAG.findall(self.text)}
-
     def incident_id(self) -> int | None:
         word = self.text.strip().lstrip("#")
-        return int(word) if word.isdigit() and not self.flags() else None
+        return int(word) if word.isdigit() and self.since is None else None
 
     def title(self) -> str | None:
-        return _unquoted(_FLAG.sub(" ", self.text)) or None
+        return _unquoted(self.text) or None
 
 
 @command(
@@ -169,14 +174,10 @@ class PostmortemArgs(BaseModel):
 )
 def postmortem(ctx: Context, args: PostmortemArgs) -> Reply:
     flow, channel, user = ctx.runtime.incidents, ctx.invocation.channel_id, ctx.invocation.user_id
-    flags = args.flags()
-    if "since" in flags:
+    if args.since is not None:
         tz, now = ctx.runtime.settings.tz, utcnow()
-        try:
-            since = parse_time(flags["since"], tz, now)
-            until = parse_time(flags["until"], tz, now) if "until" in flags else now
-        except TimeError as error:
-            raise CommandError(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
+        since = args.since.resolve(tz, now)
+        until = args.until.resolve(tz, now) if args.until is not None else now
         if since >= until:
             raise CommandError("--since must be before --until.")
         if not channel:

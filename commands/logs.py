@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from typing import Annotated
 
-from pydantic import BaseModel, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 from slack_sdk.errors import SlackApiError
 
 from bot.frame import blocks
 from bot.stack.compose import StackError
-from bot.incidents.when import TimeError, parse_time
+from bot.frame.durations import Moment, MomentField
 from bot.frame.humanize import count
 from bot.frame.redact import LineRedactor
-from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.registry import CommandError, Context, Option, Reply, command
 from bot.frame.roles import Role
 from bot.adapters.slack.client import upload_to_user
 from bot.store.engine import utcnow
@@ -25,12 +26,20 @@ LINE_LIMIT = 2000  # characters kept of one line
 IN_MESSAGE = 2800  # characters that fit in the reply itself; more is sent as a file to the requester alone
 GREP_LIMIT = 200
 _SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_OPTIONS = ("--since", "--grep", "--tail")
 
 
 class LogsArgs(BaseModel):
-    service: str
-    options: list[str] = []
+    service: str = Field(description="a Compose service of the stack", examples=["backend"])
+    since: Annotated[MomentField, Option("--since", "TIME")] = Field(
+        Moment.parse("15m"), description="how far back to read", examples=["1h"]
+    )
+    grep: Annotated[str | None, Option("--grep", "TEXT")] = Field(
+        None, min_length=1, max_length=GREP_LIMIT, description="only the lines containing this plain text (not a pattern)",
+        examples=["timeout"],
+    )
+    tail: Annotated[int, Option("--tail", "N", unit="lines")] = Field(
+        DEFAULT_TAIL, ge=1, le=MAX_TAIL, description="the last lines to show"
+    )
 
     @field_validator("service")
     @classmethod
@@ -39,32 +48,12 @@ class LogsArgs(BaseModel):
             raise ValueError(f"{service[:64]!r} is not a Compose service name")
         return service
 
-    @model_validator(mode="after")
-    def _options(self) -> "LogsArgs":
-        words = list(self.options)
-        seen = set()
-        while words:
-            name = words.pop(0)
-            if name not in _OPTIONS:
-                raise ValueError(f"{name[:40]!r} is not an option; use --since 15m, --grep TEXT or --tail N")
-            if name in seen or not words:
-                raise ValueError(f"{name} takes one value, once")
-            seen.add(name)
-            value = words.pop(0)
-            if name == "--since":
-                try:
-                    parse_time(value, utcnow().tzinfo, utcnow())
-                except TimeError as error:
-                    raise ValueError(str(error)) from None
-            elif name == "--tail" and not (value.isdigit() and 1 <= int(value) <= MAX_TAIL):
-                raise ValueError(f"--tail is a number of lines from 1 to {MAX_TAIL}")
-            elif name == "--grep" and not (0 < len(value) <= GREP_LIMIT and value.isprintable()):
-                raise ValueError(f"--grep is plain text of 1 to {GREP_LIMIT} characters")
-        return self
-
-    def option(self, name: str, default: str | None = None) -> str | None:
-        words = self.options
-        return next((words[i + 1] for i in range(0, len(words) - 1, 2) if words[i] == name), default)
+    @field_validator("grep")
+    @classmethod
+    def _plain(cls, grep: str | None) -> str | None:
+        if grep is not None and not grep.isprintable():
+            raise ValueError(f"--grep is plain text of 1 to {GREP_LIMIT} characters")
+        return grep
 
 
 def _known(runtime, args: LogsArgs) -> None:
@@ -102,10 +91,8 @@ def read_logs(runtime, service: str, since, grep: str | None, tail: int) -> tupl
 )
 def logs(ctx: Context, args: LogsArgs) -> Reply:
     _known(ctx.runtime, args)
-    since_text = args.option("--since", "15m")
-    since = parse_time(since_text, ctx.runtime.settings.tz, utcnow())
-    grep = args.option("--grep")
-    tail = int(args.option("--tail", str(DEFAULT_TAIL)))
+    since_text, grep, tail = args.since.text, args.grep, args.tail
+    since = args.since.resolve(ctx.runtime.settings.tz, utcnow())
     try:
         lines, read = read_logs(ctx.runtime, args.service, since, grep, tail)
     except StackError as error:

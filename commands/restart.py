@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from bot.frame import blocks
 from bot.stack.compose import StackError
@@ -17,7 +17,9 @@ from commands.deploy import check_deploy, describe_deploy, recover_deploy, run_d
 
 
 class RestartArgs(BaseModel):
-    services: list[str] = []
+    services: list[str] = Field(
+        [], description="Compose services, restarted one at a time; none: the deploy script", examples=["frontend"]
+    )
 
     @field_validator("services")
     @classmethod

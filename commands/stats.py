@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Callable, Literal
 
 import psycopg
@@ -16,6 +15,7 @@ from bot.frame import blocks
 from bot.frame.config import STACK_FILE_HINT, StackConfig, Thresholds
 from bot.stack.compose import StackError
 from bot.stack.health import EDGE_KEY, MARK, EdgeCount, read_access_log
+from bot.frame.durations import Duration, duration_field
 from bot.frame.humanize import count, duration, size
 from bot.stack.probes import CHECK_POOL, describe_error
 from bot.frame.registry import EDGE_ERROR_RATE, FOUND, CommandError, Context, Reply, command
@@ -24,30 +24,11 @@ from bot.stack.database import STATEMENT_MASKS, DatabaseActivity, ServerSession,
 from bot.stack.redis import StackRedis
 from bot.store.engine import utcnow
 
-_WINDOW = re.compile(r"(\d+)([smhd])")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+Window = duration_field("7d", noun="time window")
 
 
 class StatsArgs(BaseModel):
-    window: str = "15m"
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        match = _WINDOW.fullmatch(value.strip().lower())
-        if not match or not match.group(1).strip("0"):  # no number, or zero
-            shown = repr(value) if len(value) <= 20 else "that"
-            raise ValueError(f"{shown} is not a time window; use a number and s, m, h or d, such as 15m or 2h")
-        number, unit = match.groups()
-        # Seven days is at most six digits; int() refuses thousands of digits with a message about Python.
-        if len(number) > 6 or int(number) * _UNIT[unit] > 7 * 86400:
-            raise ValueError("the window can be at most 7d")
-        return match.group(0)
-
-    @property
-    def seconds(self) -> int:
-        match = _WINDOW.fullmatch(self.window)
-        return int(match.group(1)) * _UNIT[match.group(2)]
+    window: Window = Duration.parse("15m")
 
 
 @dataclass
@@ -84,21 +65,21 @@ def api_errors(ctx: Context, args: StatsArgs) -> Section:
         section.lines.append("The stack file names no Compose project, so there are no logs to read.")
         section.measured = False
         return section
-    since = utcnow() - timedelta(seconds=args.seconds)
+    since = utcnow() - args.window.delta
     at_edge = CHECK_POOL.submit(read_access_log, docker, edge.compose_service, since) if edge else None
     at_backend = read_access_log(docker, service, since)
     if edge is None:
         section.lines.append("Edge: the stack file has no [edge] section, so users' errors at the proxy are not counted.")
     else:
         count = at_edge.result()
-        section.lines.append(_rate_line(f"Edge ({edge.compose_service}, what users got)", count, args.seconds))
+        section.lines.append(_rate_line(f"Edge ({edge.compose_service}, what users got)", count, args.window.seconds))
         if count.total >= edge.min_requests:
             section.facts[EDGE_ERROR_RATE] = count.percent
             status = "fail" if count.percent >= edge.critical_percent else "warn" if count.percent >= edge.warning_percent else "ok"
             section.check(EDGE_KEY, status, f"Error rate at the edge ({edge.compose_service}) {count.percent:.1f}% "
                                             f"(warning {edge.warning_percent:g}%, critical {edge.critical_percent:g}%)")
     count = at_backend
-    section.lines.append(_rate_line(f"Backend ({service}'s own log)", count, args.seconds))
+    section.lines.append(_rate_line(f"Backend ({service}'s own log)", count, args.window.seconds))
     limits = stack.thresholds
     section.check("api_error_rate", limits.severity("error_rate_percent", count.percent),
                   f"API error rate at the backend {count.percent:.1f}% ({_levels(limits, 'error_rate_percent', '%')})")

@@ -6,7 +6,7 @@ import re
 import unicodedata
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, Field
 
 from bot.frame import blocks
 from bot.frame.registry import CommandError, Context, Reply, command
@@ -72,7 +72,7 @@ def _reply(text: str) -> Reply:
 
 
 class UserArgs(BaseModel):
-    email: Email
+    email: Email = Field(description="the user's email address", examples=["new.user@example.com"])
 
 
 @command("user", summary="Show a user of the Flowstate app.", usage="/user EMAIL", role=Role.operator, args=UserArgs, needs=("database",))
@@ -85,9 +85,9 @@ def user(ctx: Context, args: UserArgs) -> Reply:
 
 
 class UserAddArgs(BaseModel):
-    email: Email
-    name: UserName
-    role: AppRole = "user"
+    email: Email = Field(description="the new user's email address", examples=["new.user@example.com"])
+    name: UserName = Field(description=f"their full name, in quotes, at most {NAME_LIMIT} characters", examples=["New User"])
+    role: AppRole = Field("user", description="a role of the stack file's user_roles", examples=["admin"])
 
 
 @command(
@@ -108,8 +108,8 @@ def user_add(ctx: Context, args: UserAddArgs) -> Reply:
 
 
 class UserRoleArgs(BaseModel):
-    email: Email
-    role: AppRole
+    email: Email = Field(description="the user's email address", examples=["new.user@example.com"])
+    role: AppRole = Field(description="a role of the stack file's user_roles", examples=["admin"])
 
 
 def _check_role_change(runtime, args: UserRoleArgs) -> None:

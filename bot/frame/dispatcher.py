@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from bot.frame.config import missing_section
 from bot.frame.redact import redact, redact_value
-from bot.frame.registry import ArgumentError, Command, CommandError, Context, Invocation, Reply, parse_arguments
+from bot.frame.registry import ArgumentError, Command, CommandError, Context, Invocation, Reply, command_line, parse_arguments
 from bot.frame.roles import Role
 from bot.store.engine import retried
 
@@ -61,17 +61,7 @@ class Prepared:
 
     def command_line(self) -> str:
         """The command as it will run, from the validated arguments (what an approver approves)."""
-        return command_line(self.cmd.slash, self.arguments)
-
-
-def command_line(slash: str, arguments: dict) -> str:
-    """A command and its validated arguments as one line (also how the timeline shows an audited command)."""
-    words = []
-    for value in arguments.values():
-        for item in value if isinstance(value, list) else [value]:
-            if item is not None:
-                words.append(shlex.quote(str(item)))
-    return " ".join([slash, *words])
+        return command_line(self.cmd, self.arguments)
 
 
 def _error_id() -> str:

@@ -185,6 +185,56 @@ class _FreeTextMarker:
 FreeText = typing.Annotated[str, _FreeTextMarker()]
 
 
+def is_free_text(model: type[BaseModel], field_name: str) -> bool:
+    return any(isinstance(marker, _FreeTextMarker) for marker in model.model_fields[field_name].metadata)
+
+
+_OPTION_NAME = re.compile(r"--[a-z][a-z0-9-]*")
+
+
+@dataclass(frozen=True)
+class Option:
+    """Marks a field typed as `--name VALUE` (or `--name=VALUE`) anywhere on the line; a bool field is a flag (`--name`).
+
+    METAVAR names the value in /help and in the refusal of an unknown option; UNIT says what a number counts ("lines").
+    """
+
+    name: str
+    metavar: str = "VALUE"
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        if not _OPTION_NAME.fullmatch(self.name):
+            raise ValueError(f"option {self.name!r} should look like --name")
+
+
+class SetByCheck:
+    """Marks a field the command's check fills in before a request is made (what is approved): never typed."""
+
+
+def typed_fields(model: type[BaseModel]) -> list[str]:
+    """The positional fields, in order: neither an option nor set by a check."""
+    options = {field_name for field_name, _option in options_of(model).values()}
+    return [
+        name for name, info in model.model_fields.items()
+        if name not in options and not any(isinstance(marker, SetByCheck) for marker in info.metadata)
+    ]
+
+
+def options_of(model: type[BaseModel]) -> dict[str, tuple[str, Option]]:
+    """The declared options of an arguments model: option name -> (field name, its Option)."""
+    found = {}
+    for field_name, info in model.model_fields.items():
+        for marker in info.metadata:
+            if isinstance(marker, Option):
+                found[marker.name] = (field_name, marker)
+    return found
+
+
+def is_flag(model: type[BaseModel], field_name: str) -> bool:
+    return model.model_fields[field_name].annotation is bool
+
+
 def _is_list(annotation: object) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -193,20 +243,24 @@ def _is_list(annotation: object) -> bool:
 
 
 def parse_arguments(cmd: Command, text: str) -> BaseModel:
-    """Positional words fill the model's fields in order; quotes group words; a trailing list field takes the rest.
+    """Declared `--options` anywhere; the other words fill the model's fields in order; quotes group words.
 
-    A trailing FreeText field takes the rest of the line verbatim, after plain words for the fields before it.
+    A trailing list field takes the rest. A trailing FreeText field takes the rest of the line verbatim, after plain
+    words for the fields before it; only the command's own options are taken out of it.
     """
-    names = list(cmd.args.model_fields)
-    if names and any(isinstance(m, _FreeTextMarker) for m in cmd.args.model_fields[names[-1]].metadata):
-        return _validate(cmd, dict(zip(names, text.split(None, len(names) - 1))))
+    options = options_of(cmd.args)
+    names = typed_fields(cmd.args)
+    if names and is_free_text(cmd.args, names[-1]):
+        text, data = _options_in_free_text(cmd, text, options)
+        return _validate(cmd, {**dict(zip(names, text.split(None, len(names) - 1))), **data})
     try:
         words = shlex.split(text)
     except ValueError:
         raise ArgumentError("a quote is not closed") from None
-    data: dict[str, object] = {}
-    if names and _is_list(cmd.args.model_fields[names[-1]].annotation):
-        data = dict(zip(names[:-1], words))
+    room = None if names and _is_list(cmd.args.model_fields[names[-1]].annotation) else len(names)
+    words, data = _options_in_words(cmd, words, options, room)
+    if room is None:
+        data.update(zip(names[:-1], words))
         rest = words[len(names) - 1 :]
         if rest:
             data[names[-1]] = rest
@@ -215,15 +269,111 @@ def parse_arguments(cmd: Command, text: str) -> BaseModel:
             extra = " ".join(words[len(names) :])
             shown = extra if len(extra) <= 40 else extra[:40] + "…"  # never echo a flood back
             raise ArgumentError(f"unexpected {shown!r}")
-        data = dict(zip(names, words))
+        data.update(zip(names, words))
     return _validate(cmd, data)
+
+
+def _options_in_words(
+    cmd: Command, words: list[str], options: dict[str, tuple[str, Option]], room: int | None
+) -> tuple[list[str], dict]:
+    """Takes the declared options out of the words; the words left are positional (ROOM of them fit; None: any number).
+
+    An undeclared --word is a positional word while there is room for it, and its field judges it ("a ref may not
+    start with -"); on a line with more words than fields it is the likely mistake, refused naming the options.
+    """
+    if not options:  # a command without options reads "--x" as a word (a note may hold one)
+        return words, {}
+    taken, data = _take_options(cmd, words, options)
+    rest = [word for at, word in enumerate(words) if at not in taken]
+    unknown = [word.partition("=")[0] for word in rest if _OPTION_NAME.fullmatch(word.partition("=")[0])]
+    if unknown and room is not None and len(rest) > room:
+        raise ArgumentError(f"{unknown[0][:40]!r} is not an option; use {_listed(cmd.args, options)}")
+    return rest, data
+
+
+def _options_in_free_text(cmd: Command, text: str, options: dict[str, tuple[str, Option]]) -> tuple[str, dict]:
+    """Takes the command's own options out of a free text (any other --word is text, as typed)."""
+    if not options:
+        return text, {}
+    tokens = list(re.finditer(r"\S+", text))
+    taken, data = _take_options(cmd, [token.group() for token in tokens], options)
+    for at in sorted(taken, reverse=True):  # from the end, so the earlier positions stay right
+        text = text[: tokens[at].start()].rstrip() + " " + text[tokens[at].end() :].lstrip()
+    return text.strip(), data
+
+
+def _take_options(cmd: Command, words: list[str], options: dict[str, tuple[str, Option]]) -> tuple[set[int], dict]:
+    """The declared options among the words, by field; and the positions of the words they took."""
+    taken, data, at = set(), {}, 0
+    while at < len(words):
+        name, has_value, value = words[at].partition("=")
+        if name not in options:
+            at += 1
+            continue
+        taken.add(at)
+        if not has_value and not is_flag(cmd.args, options[name][0]):
+            # The next word is the value, unless it is another of the options (then this one has none).
+            following = words[at + 1] if at + 1 < len(words) else None
+            value = following if following is not None and following.partition("=")[0] not in options else None
+            if value is not None:
+                at += 1
+                taken.add(at)
+        _take(cmd, data, options[name], value, has_value)
+        at += 1
+    return taken, data
+
+
+def _take(cmd: Command, data: dict, declared: tuple[str, Option], value: str | None, has_value: bool) -> None:
+    field_name, option = declared
+    if is_flag(cmd.args, field_name):
+        if has_value or field_name in data:
+            raise ArgumentError(f"{option.name} is a flag: give it once, without a value")
+        data[field_name] = True
+        return
+    if value is None or field_name in data:
+        raise ArgumentError(f"{option.name} takes one value, once")
+    data[field_name] = value
+
+
+def _listed(model: type[BaseModel], options: dict[str, tuple[str, Option]]) -> str:
+    shown = [name if is_flag(model, field_name) else f"{name} {option.metavar}" for name, (field_name, option) in options.items()]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
 
 
 def _validate(cmd: Command, data: dict[str, object]) -> BaseModel:
     try:
         return cmd.args.model_validate(data)
     except ValidationError as error:
-        raise ArgumentError(describe_argument_error(error, cmd.usage)) from None
+        raise ArgumentError(_option_error(cmd.args, error) or describe_argument_error(error, cmd.usage)) from None
+
+
+def field_limits(model: type[BaseModel], field_name: str) -> dict[str, Any]:
+    """A field's declared bounds (ge, le, min_length, max_length ...) from its pydantic Field."""
+    limits = {}
+    for marker in model.model_fields[field_name].metadata:
+        for key in ("ge", "gt", "le", "lt", "min_length", "max_length"):
+            if getattr(marker, key, None) is not None:
+                limits[key] = getattr(marker, key)
+    return limits
+
+
+def _option_error(model: type[BaseModel], error: ValidationError) -> str | None:
+    """A bad option value, said with the option's name as typed ("--tail is a number of lines from 1 to 2000")."""
+    item = error.errors()[0]
+    declared = {field_name: option for field_name, option in options_of(model).values()}
+    option = declared.get(item["loc"][0]) if item["loc"] else None
+    if option is None:
+        return None
+    if item["type"] == "value_error":  # our own validators already say what is wrong in full
+        return item["msg"].removeprefix("Value error, ")
+    limits = field_limits(model, item["loc"][0])
+    if item["type"].startswith("int_") or item["type"] in ("greater_than_equal", "less_than_equal"):
+        counted = f" of {option.unit}" if option.unit else ""
+        bounds = f" from {limits['ge']} to {limits['le']}" if {"ge", "le"} <= set(limits) else ""
+        return f"{option.name} is a number{counted}{bounds}"
+    if item["type"] in ("string_too_short", "string_too_long"):
+        return f"{option.name} is plain text of {limits.get('min_length', 0)} to {limits['max_length']} characters"
+    return f"{option.name} {item['msg'].replace('Input should', 'should', 1)}"
 
 
 def describe_argument_error(error: ValidationError, usage: str = "") -> str:
@@ -237,3 +387,24 @@ def describe_argument_error(error: ValidationError, usage: str = "") -> str:
         return item["msg"].removeprefix("Value error, ")
     message = item["msg"].replace("Input should", "should", 1)
     return f"{name} {message}" if name else message
+
+
+def command_line(cmd: Command, arguments: dict) -> str:
+    """A command and its validated arguments as one line (what an approver approves; how the timeline shows a command).
+
+    Options are shown by name when they differ from their default; a flag by its name alone.
+    """
+    options = {field_name: option for field_name, option in options_of(cmd.args).values()}
+    words, named = [], []
+    for name, value in arguments.items():
+        option = options.get(name)
+        if option is None:
+            words += [shlex.quote(str(item)) for item in (value if isinstance(value, list) else [value]) if item is not None]
+        elif value not in (None, False) and value != _default(cmd.args, name):
+            named += [option.name] if value is True else [option.name, shlex.quote(str(value))]
+    return " ".join([cmd.slash, *words, *named])
+
+
+def _default(model: type[BaseModel], field_name: str) -> object:
+    default = model.model_fields[field_name].default
+    return str(default) if default is not None and not isinstance(default, (bool, int, float, list)) else default

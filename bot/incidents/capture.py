@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.frame.dispatcher import command_line
 from bot.incidents.model import APPROVAL, COMMAND
 from bot.incidents.timeline import Event, Timeline
 from bot.incidents.when import from_ts
-from bot.frame.registry import FOUND
+from bot.frame.registry import FOUND, command_line
 from bot.store.engine import AuditEntry
 
 if TYPE_CHECKING:
@@ -53,7 +52,8 @@ class AuditCapture:
         arguments = entry.arguments or {}
         if set(arguments) == {"text"}:  # not parsed (rejected, denied): as typed
             return f"/{entry.command} {arguments['text']}".strip()
-        return command_line(f"/{entry.command}", arguments)
+        cmd = self._rt.commands.get(entry.command)
+        return command_line(cmd, arguments) if cmd is not None else f"/{entry.command}"
 
     def _command(self, entry: AuditEntry, job: "Job | None") -> Event:
         details = {"outcome": entry.outcome, "duration_ms": entry.duration_ms, "command": self._line(entry)}

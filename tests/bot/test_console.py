@@ -193,3 +193,10 @@ def test_code_blocks_are_indented_lines_in_the_console_without_their_fences():
     out = io.StringIO()
     Screen(out).reply(Reply("Slowest statements:\n• 1204.5 ms × 1 call: ```SELECT pg_sleep($1)\nFROM t```\nMasked: cards."))
     assert out.getvalue() == "Slowest statements:\n• 1204.5 ms × 1 call:\n    SELECT pg_sleep($1)\n    FROM t\nMasked: cards.\n"
+
+
+def test_help_for_one_command_prints_its_options_and_an_example(tmp_path):
+    result = console(tmp_path, "/help logs\n")
+    assert result.returncode == 0, result.stderr
+    assert "--tail N: the last lines to show; a number of lines from 1 to 2000 (default 200)" in result.stdout.replace("`", "")
+    assert "Example: /logs backend --since 1h --grep timeout" in result.stdout.replace("`", "")

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import BaseModel, field_validator
 
-from bot.incidents.when import TimeError, parse_time
+from bot.frame.durations import Moment, TimeError
 from bot.frame.registry import Command, Reply
 from bot.frame.roles import Role
 from bot.store.engine import AuditEntry
@@ -24,21 +24,21 @@ def _audit(runtime):
 @pytest.mark.parametrize("typed", ["999999w", "999999d", "60w"])
 def test_an_age_beyond_a_year_is_refused_in_one_sentence(typed):
     with pytest.raises(TimeError, match=rf"^{typed} is too long ago; an age can be at most 52w"):
-        parse_time(typed, timezone.utc, NOW)
+        Moment.parse(typed).resolve(timezone.utc, NOW)
 
 
 def test_an_age_of_a_year_is_still_a_time():
-    assert parse_time("52w", timezone.utc, NOW) == datetime(2025, 3, 2, 12, 0, tzinfo=timezone.utc)
+    assert Moment.parse("52w").resolve(timezone.utc, NOW) == datetime(2025, 3, 2, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.mark.parametrize("typed", ["0001-01-01T00:00+05:00", "0001-01-01T00:00"])
 def test_an_iso_time_at_the_edge_of_the_calendar_is_refused_not_raised(typed):
     with pytest.raises(TimeError, match="is not a time"):
-        parse_time(typed, timezone(timedelta(hours=5)), NOW)
+        Moment.parse(typed).resolve(timezone(timedelta(hours=5)), NOW)
 
 
-# /logs checks --since while parsing (rejected); /postmortem reads it when it runs (failed, with its sentence).
-@pytest.mark.parametrize(("line", "audited"), [("/logs backend --since 999999w", "rejected"), ("/postmortem --since 999999w", "failed")])
+# Both declare --since as a time, so both check it while parsing (rejected).
+@pytest.mark.parametrize(("line", "audited"), [("/logs backend --since 999999w", "rejected"), ("/postmortem --since 999999w", "rejected")])
 def test_logs_and_postmortem_since_far_back_answer_one_sentence_and_are_audited(make_runtime, caplog, line, audited):
     runtime = make_runtime()
     grant(runtime, "UOP", Role.operator)

@@ -85,7 +85,7 @@ def test_muting_an_unknown_key_or_for_too_long_is_refused_and_viewers_cannot_mut
         return duties.rt.dispatcher.dispatch(Invocation(user, "watch", text, "C1")).text
 
     assert watch("U0OPERATOR", "mute cpu:frontend 1h") == "There is no watched key 'cpu:frontend'; the keys are: cpu:backend, probe:frontend."
-    assert watch("U0OPERATOR", "mute cpu:backend 30d") == "The window can be at most 7d; usage: `/watch [mute KEY DURATION]`"
+    assert watch("U0OPERATOR", "mute cpu:backend 30d") == "The duration can be at most 7d; usage: `/watch [mute KEY DURATION]`"
     assert watch("U0OPERATOR", "mute cpu:backend soon") == (
         "'soon' is not a duration; use a number and s, m, h or d, such as 15m or 2h; usage: `/watch [mute KEY DURATION]`"
     )

@@ -23,6 +23,11 @@ BOT_EVENTS = ["reaction_added"]
 TIMELINE_SHORTCUT = "incident_timeline_add"
 
 
+def usage_hint(cmd: Command) -> str:
+    """The declared usage without the command's name, which Slack shows beside it ("/role grant @user ROLE | revoke @user")."""
+    return cmd.usage.removeprefix(cmd.slash).replace(f"| {cmd.slash} ", "| ").strip()[:1000]
+
+
 def build_manifest(commands: dict[str, Command], request_url: str | None = None) -> dict:
     """Socket Mode by default; with a request URL, HTTP mode with that URL on every command."""
     slash_commands = []
@@ -30,7 +35,7 @@ def build_manifest(commands: dict[str, Command], request_url: str | None = None)
         entry = {
             "command": cmd.slash,
             "description": cmd.summary[:100],
-            "usage_hint": cmd.usage.removeprefix(cmd.slash).strip()[:1000],
+            "usage_hint": usage_hint(cmd),
             "should_escape": True,  # mentions arrive as <@U123|name>, which the parser reads
         }
         if not entry["usage_hint"]:

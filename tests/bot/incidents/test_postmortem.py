@@ -8,7 +8,7 @@ import pytest
 
 from bot.incidents.model import APPROVAL, COMMAND, IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent
 from bot.incidents.postmortem import Report, render
-from bot.incidents.when import TimeError, parse_time
+from bot.frame.durations import Moment, TimeError
 
 BERLIN = ZoneInfo("Europe/Berlin")  # UTC+1 in March
 START = datetime(2024, 3, 1, 22, 40, tzinfo=timezone.utc)  # 23:40 in Berlin, Friday
@@ -226,12 +226,12 @@ def test_a_break_glass_run_is_marked_and_an_open_incident_says_so():
     ],
 )
 def test_times_are_ages_or_iso_8601_in_the_configured_zone(typed, expected):
-    assert parse_time(typed, BERLIN, START) == expected
+    assert Moment.parse(typed).resolve(BERLIN, START) == expected
 
 
 def test_a_time_that_is_neither_says_what_to_give():
     with pytest.raises(TimeError, match="'yesterday' is not a time; give an age such as 3h or 2d"):
-        parse_time("yesterday", BERLIN, START)
+        Moment.parse("yesterday").resolve(BERLIN, START)
 
 
 def test_a_multi_line_summary_stays_text_at_every_line_start():
