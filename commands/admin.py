@@ -123,7 +123,7 @@ def audit(ctx: Context, args: AuditArgs) -> Reply:
     size = 0
     entries = AuditLog.latest(ctx.session, args.count, before=args.before)
     for entry in entries:
-        line = _entry_line(entry, tz)
+        line = _entry_line(entry, tz, ctx.runtime.commands)
         if size + len(line) > REPLY_LIMIT:
             break
         lines.append(line)
@@ -136,20 +136,23 @@ def audit(ctx: Context, args: AuditArgs) -> Reply:
     return Reply("\n".join(lines), [blocks.section(shown), *blocks.sections(lines)])
 
 
-def _as_typed(entry) -> str:
+def _as_typed(entry, commands) -> str:
     """The command as its user would type it: the checked arguments in order (`/restart backend`), or the text as it
     came when it was refused before its arguments were checked."""
     arguments = entry.arguments or {}
     if set(arguments) == {"text"}:
         return f"/{entry.command} {arguments['text']}".rstrip()
-    return command_line(f"/{entry.command}", {key: value for key, value in arguments.items() if value != ""})
+    cmd = commands.get(entry.command)
+    if cmd is None:  # a command this version no longer has
+        return f"/{entry.command}"
+    return command_line(cmd, {key: value for key, value in arguments.items() if value != ""})
 
 
-def _entry_line(entry, tz) -> str:
+def _entry_line(entry, tz, commands) -> str:
     """One line per entry, user text escaped: a newline or a <@mention> in someone's text cannot forge an entry."""
     when = entry.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
     where = entry.source + (f" as {entry.origin}" if entry.origin else "") + (f" in {entry.channel_id}" if entry.channel_id else "")
-    text = _as_typed(entry) + f" → {entry.outcome} ({entry.duration_ms} ms)"
+    text = _as_typed(entry, commands) + f" → {entry.outcome} ({entry.duration_ms} ms)"
     if entry.error:
         text += f": {entry.error}"
     if entry.error_id:
