@@ -53,7 +53,7 @@ class Runner:
         self.wake = threading.Event()  # a job may be waiting: a ring, a NOTIFY, or a thread that became free
         self.holder = runtime.holder
         self.poll_seconds = poll_seconds
-        threads = runtime.settings.workers
+        threads = runtime.settings.runner_threads
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="job")
         self.free = threading.Semaphore(threads)
         self.stopping = threading.Event()
@@ -257,7 +257,7 @@ class RunnerProcesses:
         self.processes: list[multiprocessing.Process] = []
         self._doorbells: dict[int, Doorbell] = {}  # by runner pid
         self._stopping = threading.Event()
-        for _ in range(settings.worker_processes):
+        for _ in range(settings.runner_processes):
             self.processes.append(self._start())
         self._watch = threading.Thread(target=self._supervise, name="runner-watch", daemon=True)
         self._watch.start()
@@ -275,7 +275,7 @@ class RunnerProcesses:
             if not process.is_alive() or time.monotonic() > deadline:
                 process.kill()
                 doorbell.close()
-                raise ConfigError("FLOWSTATE_WORKERS: a runner process could not start; its error is in the log above")
+                raise ConfigError("FLOWSTATE_RUNNER_PROCESSES: a runner process could not start; its error is in the log above")
         self._doorbells[process.pid] = doorbell
         return process
 
