@@ -40,21 +40,36 @@ WAKE_CHANNEL = "flowstate_jobs"
 _NOTIFY = text(f"SELECT pg_notify('{WAKE_CHANNEL}', '')")
 
 
-def _claim_statement(postgres: bool, source: str | None):
-    """UPDATE the oldest queued job (of one source) to running for a holder, RETURNING it: the whole claim is one
-    statement. On PostgreSQL its SELECT locks the row it picks and skips the rows other runners are taking
+def _claim_statement(postgres: bool, by_source: bool):
+    """UPDATE the oldest queued job (of one source) to running for a holder, RETURNING its id: the whole claim is
+    one statement. On PostgreSQL its SELECT locks the row it picks and skips the rows other runners are taking
     (FOR UPDATE SKIP LOCKED), so concurrent claims neither wait for each other nor win the same job; SQLite runs
-    one writer at a time, so there the single statement is enough."""
-    oldest = select(Job.id).where(Job.state == QUEUED, *([Job.source == source] if source else [])).order_by(Job.id).limit(1)
+    one writer at a time, so there the single statement is enough. Every value is a named parameter: it runs on
+    the store's writer, compiled once."""
+    queued = bindparam("queued")
+    oldest = select(Job.id).where(Job.state == queued, *([Job.source == bindparam("of_source")] if by_source else []))
+    oldest = oldest.order_by(Job.id).limit(1)
     if postgres:
         oldest = oldest.with_for_update(skip_locked=True)
     return (
         update(Job)
-        .where(Job.id == oldest.scalar_subquery(), Job.state == QUEUED)
-        .values(state=RUNNING, holder=bindparam("claimer"), started_at=bindparam("claimed_at"))
-        .returning(Job)
-        .execution_options(synchronize_session=False)
+        .where(Job.id == oldest.scalar_subquery(), Job.state == queued)
+        .values(state=bindparam("running"), holder=bindparam("claimer"), started_at=bindparam("claimed_at"))
+        .returning(Job.id)
     )
+
+
+# A held job's end: only while its runner still holds it (a sweep may have interrupted it meanwhile).
+_FINISH = (
+    update(Job)
+    .where(Job.id == bindparam("job"), Job.state == bindparam("running"), Job.holder == bindparam("by"))
+    .values(state=bindparam("outcome"), finished_at=bindparam("at"), result=bindparam("said"), error_id=bindparam("error"))
+    .returning(Job.id)
+)
+# On PostgreSQL a claim's commit need not wait for its WAL flush: the write a runner makes before it runs anything
+# (the audit row "allowed", or the stack lock) waits for its own, and the WAL is flushed in order, so no job runs
+# on a claim a crash of the database could lose (and if that write fails, nothing runs).
+_CLAIM_UNFLUSHED = text("SET LOCAL synchronous_commit TO OFF")
 
 
 def _this_host() -> str:
@@ -141,7 +156,7 @@ class JobQueue:
         self._heartbeat = heartbeat  # this process's, started once it holds a job
         self._postgres = store.engine.dialect.name == "postgresql"
         self._new_job = _new_job_statement(store.engine.dialect.name)
-        self._claims: dict[str | None, object] = {}  # the claim statement of each source, built once
+        self._claim_any, self._claim_of_source = _claim_statement(self._postgres, False), _claim_statement(self._postgres, True)
 
     # ---- creating ----------------------------------------------------------------------------
 
@@ -212,28 +227,25 @@ class JobQueue:
         return self.get(job_id) if won else None
 
     def claim_next(self, holder: str, source: str | None = None) -> Job | None:
-        """The oldest queued job, now running for this holder: one statement, so no other runner can win it too
-        (on PostgreSQL its row is skipped by the others while this one takes it, never waited for)."""
+        """The oldest queued job, now running for this holder, or None: one statement on the store's writer, so no
+        other runner can win it too (on PostgreSQL its row is skipped by the others while this one takes it)."""
         self._beating(holder)
-        statement = self._claims.get(source)
-        if statement is None:
-            statement = self._claims[source] = _claim_statement(self._postgres, source)
-        with self._store.session.begin() as session:
-            return session.scalars(statement, {"claimer": holder, "claimed_at": utcnow()}).one_or_none()
+        params = {"queued": QUEUED, "running": RUNNING, "claimer": holder, "claimed_at": utcnow()}
+        if source is not None:
+            params["of_source"] = source
+        claim = (self._claim_of_source if source is not None else self._claim_any, params)
+        job_id = self._store.ack_writer.write(*([(_CLAIM_UNFLUSHED, {})] if self._postgres else []), claim)
+        return None if job_id is None else self.get(job_id)
 
     def update_held(self, job: Job, holder: str, **values) -> bool:
         """Change a running job this holder holds (its arguments, its message); False if it lost the job."""
         return self._change(job.id, [Job.state == RUNNING, Job.holder == holder], **values)
 
     def finish(self, job_id: int, holder: str, state: str, result: str | None = None, error_id: str | None = None) -> bool:
-        return self._change(
-            job_id,
-            [Job.state == RUNNING, Job.holder == holder],
-            state=state,
-            finished_at=utcnow(),
-            result=result[:4000] if result else None,
-            error_id=error_id,
-        )
+        """running -> its final state, while this holder still holds it; on the store's writer (one per job)."""
+        values = {"job": job_id, "running": RUNNING, "by": holder, "outcome": state, "at": utcnow(),
+                  "said": result[:4000] if result else None, "error": error_id}
+        return self._store.ack_writer.write((_FINISH, values)) is not None
 
     def to_pending(self, job_id: int, holder: str, arguments: dict, expires_at: datetime) -> bool:
         """A checked request now waits for a second person; its runner lets go of it."""

@@ -212,14 +212,16 @@ class AckWriter:
             self._free.append(connection)
 
     def _sql(self, statement, params: dict):
-        """The statement's SQL text for these columns, and the driver's parameters for it."""
+        """The statement's SQL text for these columns, and the driver's parameters for it (with the values the
+        statement carries itself, such as a LIMIT)."""
         keys = tuple(params)
         entry = self._compiled.get((statement, keys))
         if entry is None:
             compiled = statement.compile(dialect=self._dialect, column_keys=list(keys))
-            entry = self._compiled[(statement, keys)] = (str(compiled), compiled.positiontup if compiled.positional else None)
-        sql, order = entry
-        values = {key: self._value(value) for key, value in params.items()}
+            own = {key: value for key, value in compiled.params.items() if key not in params and value is not None}
+            entry = self._compiled[(statement, keys)] = (str(compiled), compiled.positiontup if compiled.positional else None, own)
+        sql, order, own = entry
+        values = {key: self._value(value) for key, value in (own | params).items()}
         return sql, (tuple(values[key] for key in order) if order is not None else values)
 
     def _value(self, value):
