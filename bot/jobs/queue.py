@@ -314,10 +314,19 @@ class JobQueue:
                 return []
             where.append(Job.holder.in_(dead))
         taken = self._take(where, "interrupted")
-        if stale_after is not None:  # their jobs are settled: a runner silent this long is forgotten
-            with self._store.session.begin() as session:
-                session.execute(delete(Runner).where(Runner.heartbeat_at < utcnow() - timedelta(seconds=stale_after)))
+        if stale_after is not None:
+            self._forget_silent_runners(utcnow() - timedelta(seconds=stale_after))
         return taken
+
+    def _forget_silent_runners(self, cutoff: datetime) -> None:
+        """Runners silent since the cutoff, whose jobs the sweep has just settled. Looked for first: on SQLite even
+        a DELETE of nothing would take the one writer's lock, every sweep."""
+        silent = Runner.heartbeat_at < cutoff
+        with self._store.session() as session:
+            if session.scalar(select(Runner.id).where(silent).limit(1)) is None:
+                return
+        with self._store.session.begin() as session:
+            session.execute(delete(Runner).where(silent))
 
     def drop_stale(self, older_than: float, commands: set[str]) -> list[Job]:
         """Queued, never checked, asked long ago: a late /health answers a question nobody is still asking."""
