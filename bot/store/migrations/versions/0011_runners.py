@@ -23,7 +23,7 @@ def upgrade() -> None:
         sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_bot_runners_heartbeat_at", "bot_runners", ["heartbeat_at"])
-    # SQLite drops a column in place (3.35+); bot_jobs has no trigger a batch copy would lose, but none is needed.
+    # A plain DROP COLUMN: SQLite (3.35+) drops it in place, no batch copy of the table.
     op.drop_column("bot_jobs", "heartbeat_at")
 
 
