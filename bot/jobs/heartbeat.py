@@ -16,6 +16,7 @@ from sqlalchemy import delete, select, update
 
 from bot.jobs.model import RUNNING, ChangeLock, Job, Runner
 from bot.store.engine import Store, utcnow
+from bot.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class RunnerHeartbeat:
         self._start_lock = threading.Lock()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
+        # How its failures are said: a runner process gives its own, so that an outage is said once per process.
+        self.outage = OutageLog(log)
 
     def start(self) -> None:
         """Register this runner and keep beating; the first beat is written before this returns. Idempotent, so
@@ -56,8 +59,9 @@ class RunnerHeartbeat:
         while not self._done.wait(self._every):
             try:
                 self.beat()
+                self.outage.ok()
             except Exception:
-                log.exception("could not renew the heartbeat of runner %s", self.id)
+                self.outage.failed(f"renewing the heartbeat of runner {self.id}")
 
     def stop(self) -> None:
         """A clean exit: stop beating and leave the table (the jobs it ran have ended)."""

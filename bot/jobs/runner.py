@@ -59,6 +59,7 @@ class Runner:
         self.stopping = threading.Event()
         self._forget_at = 0.0
         self.outage = OutageLog(log)
+        runtime.heartbeat.outage = self.outage  # one account of an outage per process
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -235,7 +236,7 @@ def runner_main(settings: Settings, stack: StackConfig, doorbell, ready) -> None
     runner = Runner(runtime, client)
     runtime.wake = runner.wake.set
     threading.Thread(target=_listen, args=(doorbell, runner), name="doorbell", daemon=True).start()
-    notifications = NotifiedWakeups(settings.effective_database_url, runner.wake.set)  # PostgreSQL only
+    notifications = NotifiedWakeups(settings.effective_database_url, runner.wake.set, runner.outage)  # PostgreSQL only
     # SIGTERM (the bot stopping): take no new job, let the running ones finish.
     signal.signal(signal.SIGTERM, lambda *_: (runner.stopping.set(), runner.wake.set()))
     runtime.heartbeat.start()

@@ -13,9 +13,11 @@ import threading
 from typing import Callable
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from bot.jobs.queue import WAKE_CHANNEL
 from bot.store.engine import normalize_url
+from bot.store.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +25,11 @@ RECONNECT_SECONDS = 2.0
 
 
 class NotifiedWakeups:
-    def __init__(self, database_url: str, wake: Callable[[], None]):
+    def __init__(self, database_url: str, wake: Callable[[], None], outage: OutageLog | None = None):
         parsed = make_url(normalize_url(database_url))
         self._conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         self._wake = wake
+        self._outage = outage or OutageLog(log)  # a runner's own: an outage is said once per process
         self._closing = threading.Event()
         self._thread = None
         if parsed.get_backend_name() == "postgresql":
@@ -40,6 +43,7 @@ class NotifiedWakeups:
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5, application_name="flowstate-bot runner") as connection:
                     connection.execute(f"LISTEN {WAKE_CHANNEL}")
+                    self._outage.ok()
                     self._wake()  # what was queued while this connection was not listening
                     while not self._closing.is_set():
                         for _ in connection.notifies(timeout=1.0):
@@ -47,7 +51,10 @@ class NotifiedWakeups:
             except Exception as error:
                 if self._closing.is_set():
                     return
-                log.warning("the runner's LISTEN connection failed (%s); trying again in %.0f s", type(error).__name__, RECONNECT_SECONDS)
+                try:  # the driver's error as SQLAlchemy's, which the outage log knows as "the database is down"
+                    raise (DBAPIError.instance(None, None, error, psycopg.Error) if isinstance(error, psycopg.Error) else error) from None
+                except Exception:
+                    self._outage.failed("listening for queued jobs")
                 self._closing.wait(RECONNECT_SECONDS)
 
     def close(self) -> None:

@@ -205,7 +205,10 @@ class AckWriter:
         with self._free_lock:
             if self._free:
                 return self._free.pop()
-        return self._engine.raw_connection()
+        try:
+            return self._engine.raw_connection()
+        except self._dbapi.Error as error:  # the pool hands on the driver's own error: SQLAlchemy's, as for the rest
+            raise DBAPIError.instance(None, None, error, self._dbapi.Error) from None
 
     def _give_back(self, connection) -> None:
         with self._free_lock:
