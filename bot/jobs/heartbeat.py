@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select, update
 
-from bot.jobs.model import RUNNING, ChangeLock, Job, Runner
+from bot.jobs.model import RUNNING, ChangeLock, Job, RunnerRow
 from bot.store.engine import Store, utcnow
 from bot.store.outage import OutageLog
 
@@ -49,8 +49,8 @@ class RunnerHeartbeat:
     def beat(self) -> None:
         now = utcnow()
         with self._store.session.begin() as session:
-            if session.execute(update(Runner).where(Runner.id == self.id).values(heartbeat_at=now)).rowcount == 0:
-                session.add(Runner(id=self.id, started_at=now, heartbeat_at=now))  # new, or forgotten after a long pause
+            if session.execute(update(RunnerRow).where(RunnerRow.id == self.id).values(heartbeat_at=now)).rowcount == 0:
+                session.add(RunnerRow(id=self.id, started_at=now, heartbeat_at=now))  # new, or forgotten after a long pause
             # The stack lock of a change lasts as long as the runner running it lives.
             mine = select(Job.id).where(Job.holder == self.id, Job.state == RUNNING)
             session.execute(update(ChangeLock).where(ChangeLock.job_id.in_(mine)).values(expires_at=now + self._lease))
@@ -72,6 +72,6 @@ class RunnerHeartbeat:
         thread.join(timeout=5)
         try:
             with self._store.session.begin() as session:
-                session.execute(delete(Runner).where(Runner.id == self.id))
+                session.execute(delete(RunnerRow).where(RunnerRow.id == self.id))
         except Exception:
             log.warning("runner %s could not leave the runners table; the sweep forgets it after a lease", self.id)

@@ -52,7 +52,7 @@ class Job(Base):
         return f"request #{self.id}"
 
 
-class Runner(Base):
+class RunnerRow(Base):
     """A process that runs jobs (a runner process, or a console running its own): one heartbeat for all its jobs.
     Its jobs are alive while it beats; once it has been silent for a lease they are interrupted."""
 

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, delete, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.jobs.heartbeat import RunnerHeartbeat
-from bot.jobs.model import FINAL, PENDING, QUEUED, RUNNING, ChangeLock, Job, Runner
+from bot.jobs.model import FINAL, PENDING, QUEUED, RUNNING, ChangeLock, Job, RunnerRow
 from bot.frame.registry import Invocation
 from bot.store.engine import SEEN_REQUEST, Store, utcnow
 
@@ -305,7 +305,7 @@ class JobQueue:
             where.append(Job.holder == holder)
         elif stale_after is not None:
             cutoff = utcnow() - timedelta(seconds=stale_after)
-            where += [Job.started_at < cutoff, Job.holder.not_in(select(Runner.id).where(Runner.heartbeat_at >= cutoff))]
+            where += [Job.started_at < cutoff, Job.holder.not_in(select(RunnerRow.id).where(RunnerRow.heartbeat_at >= cutoff))]
         if local_dead:
             with self._store.session() as session:
                 holders = set(session.scalars(select(Job.holder).where(*where)).all())
@@ -321,12 +321,12 @@ class JobQueue:
     def _forget_silent_runners(self, cutoff: datetime) -> None:
         """Runners silent since the cutoff, whose jobs the sweep has just settled. Looked for first: on SQLite even
         a DELETE of nothing would take the one writer's lock, every sweep."""
-        silent = Runner.heartbeat_at < cutoff
+        silent = RunnerRow.heartbeat_at < cutoff
         with self._store.session() as session:
-            if session.scalar(select(Runner.id).where(silent).limit(1)) is None:
+            if session.scalar(select(RunnerRow.id).where(silent).limit(1)) is None:
                 return
         with self._store.session.begin() as session:
-            session.execute(delete(Runner).where(silent))
+            session.execute(delete(RunnerRow).where(silent))
 
     def drop_stale(self, older_than: float, commands: set[str]) -> list[Job]:
         """Queued, never checked, asked long ago: a late /health answers a question nobody is still asking."""

@@ -13,12 +13,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from sqlalchemy import func, select
 
 from bot.frame.registry import Invocation
 from bot.jobs.heartbeat import RunnerHeartbeat
-from bot.jobs.model import QUEUED, RUNNING, ChangeLock, Job, Runner
+from bot.jobs.model import QUEUED, RUNNING, Job, RunnerRow
 from bot.jobs.queue import ChangeLocks, JobQueue, ReplayedRequest, new_holder
 from bot.store.engine import SeenRequest, Store
 
@@ -74,7 +73,7 @@ def test_a_killed_runners_jobs_are_interrupted_after_its_lease_and_its_lock_is_f
         assert jobs.get(job_id).state == "interrupted"
         assert locks.held("flowstate-test") is None, "the dead runner's lock expired with its lease"
         with store.session() as session:
-            assert session.scalar(select(func.count()).select_from(Runner)) == 0, "the silent runner is forgotten"
+            assert session.scalar(select(func.count()).select_from(RunnerRow)) == 0, "the silent runner is forgotten"
     finally:
         if runner.is_alive():
             runner.kill()
@@ -122,11 +121,11 @@ def test_two_runner_processes_never_claim_the_same_job(database_url):
 
 
 def test_a_job_stored_by_another_replica_wakes_an_idle_runner_before_its_poll(make_runtime, postgres_url):
-    from bot.jobs.runner import Runner as JobRunner
+    from bot.jobs.runner import Runner
     from bot.jobs.wakeup import NotifiedWakeups
 
     runtime = make_runtime(database_url=postgres_url, admins=["UOP"])
-    runner = JobRunner(runtime, None, poll_seconds=3600)  # left alone, it would look again in an hour
+    runner = Runner(runtime, None, poll_seconds=3600)  # left alone, it would look again in an hour
     notifications = NotifiedWakeups(postgres_url, runner.wake.set)
     serving = threading.Thread(target=runner.serve, daemon=True)
     serving.start()
