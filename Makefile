@@ -41,6 +41,7 @@ stack-down:
 
 bench: $(BIN)/flowstate-bot stack-up
 	$(BIN)/python bench/ack_latency.py
+	$(BIN)/python bench/answer_latency.py
 	$(BIN)/python bench/health.py
 	$(BIN)/python bench/stats.py
 	$(BIN)/python bench/memory.py

@@ -88,6 +88,7 @@ def ours_server(args):
     settings = Settings(
         _env_file=None,
         home=args.home,
+        database_url=getattr(args, "database_url", None) or "",  # answer_latency.py's PostgreSQL runs
         stack_file=args.stack,
         slack_api_url=args.api_url,
         slack_bot_token=TOKEN,

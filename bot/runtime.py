@@ -14,7 +14,8 @@ from bot.stack.compose import ComposeStack
 from bot.duties.scheduler import Duties
 from bot.frame.faults import kill_at
 from bot.incidents.service import Incidents
-from bot.jobs.queue import ChangeLocks, JobQueue, KeepAlive, new_holder
+from bot.jobs.heartbeat import RunnerHeartbeat
+from bot.jobs.queue import ChangeLocks, JobQueue, new_holder
 from bot.frame.registry import Command, load_commands
 from bot.store.engine import Store
 
@@ -37,6 +38,7 @@ class Runtime:
     holder: str = field(default_factory=new_holder)  # this process, as the holder of the jobs it runs
     fault: Callable[[str], None] = field(init=False)  # tests only: a fault injected at a change's step (bot/frame/faults.py)
     dispatcher: Dispatcher = field(init=False)
+    heartbeat: RunnerHeartbeat = field(init=False)  # this process as a runner: beats once it holds a job
     jobs: JobQueue = field(init=False)
     locks: ChangeLocks = field(init=False)
     approvals: Approvals = field(init=False)
@@ -46,16 +48,13 @@ class Runtime:
     def __post_init__(self) -> None:
         self.fault = kill_at(self.settings.fault_at)
         self.dispatcher = Dispatcher(self)
-        self.jobs = JobQueue(self.store)
+        self.heartbeat = RunnerHeartbeat(self.store, self.holder, self.settings.job_lease_seconds)
+        self.jobs = JobQueue(self.store, self.heartbeat)
         self.locks = ChangeLocks(self.store, self.settings.job_lease_seconds)
         self.approvals = Approvals(self)
         self.incidents = Incidents(self)
         self.duties = Duties(self)  # tests replace it with one on a clock they control
         self.audit.observers.append(self.incidents.on_audit)  # commands and approval steps land on a timeline
-
-    def keep_alive(self, job_id: int, holder: str) -> KeepAlive:
-        """Renews the job's heartbeat and lock while it runs: six times a lease."""
-        return KeepAlive(self.jobs, self.locks, job_id, holder, self.settings.job_lease_seconds / 6)
 
     @property
     def stack_name(self) -> str:
@@ -90,6 +89,7 @@ class Runtime:
         )
 
     def close(self) -> None:
+        self.heartbeat.stop()
         if self.docker is not None:
             self.docker.close()
         self.store.dispose()

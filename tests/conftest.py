@@ -183,7 +183,7 @@ def slack_bot(tmp_path, slack_double):
         runtime.close()
 
     def start(stack: StackConfig | None = None, **values):
-        values.setdefault("workers", 4)
+        values.setdefault("runner_threads", 4)
         settings = make_settings(
             tmp_path,
             slack_api_url=slack_double.api_url,

@@ -344,7 +344,7 @@ class Approvals:
             holder = holder or rt.holder
             job_id = rt.jobs.submit(
                 prepared.invocation, state=RUNNING, arguments=prepared.arguments, break_glass=prepared.break_glass,
-                holder=holder, started_at=utcnow(), heartbeat_at=utcnow(),
+                holder=holder, started_at=utcnow(),
             )
         else:
             rt.jobs.update_held(rt.jobs.get(job_id), holder, arguments=prepared.arguments, break_glass=prepared.break_glass)
@@ -398,10 +398,9 @@ class Approvals:
                 progress(text)
 
         try:
-            with rt.keep_alive(job.id, holder):
-                reply = rt.dispatcher.execute(prepared, say, job_id=job.id)
-                if reply.error_id and prepared.cmd.recover is not None:
-                    reply = self._recover_unexpected(job, prepared.cmd.recover, reply)
+            reply = rt.dispatcher.execute(prepared, say, job_id=job.id)
+            if reply.error_id and prepared.cmd.recover is not None:
+                reply = self._recover_unexpected(job, prepared.cmd.recover, reply)
         finally:
             if prepared.cmd.changes:
                 retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")

@@ -226,14 +226,13 @@ class Duties:
         self.rt.audit.record(invocation, "allowed", job_id=job.id)
         started = time.monotonic()
         error_id = None
-        with self.rt.keep_alive(job.id, holder):
-            try:
-                outcome = duty.work(self, slot)
-            except Exception:
-                error_id = secrets.token_hex(4)
-                log.exception("duty %s of %s failed [error id %s]", duty.name, slot.isoformat(), error_id)
-                outcome = Outcome(False, f"failed unexpectedly (error id {error_id})")
-                self.say(f"🚨 *{duty.title}* of {self.when(slot)} failed unexpectedly (error id {error_id}); the details are in the bot's log.")
+        try:
+            outcome = duty.work(self, slot)
+        except Exception:
+            error_id = secrets.token_hex(4)
+            log.exception("duty %s of %s failed [error id %s]", duty.name, slot.isoformat(), error_id)
+            outcome = Outcome(False, f"failed unexpectedly (error id {error_id})")
+            self.say(f"🚨 *{duty.title}* of {self.when(slot)} failed unexpectedly (error id {error_id}); the details are in the bot's log.")
         state = model.SUCCEEDED if outcome.ok else model.FAILED
         self.rt.audit.record(
             invocation, state, duration_ms=round((time.monotonic() - started) * 1000),

@@ -39,6 +39,13 @@ def _split_csv(value: object) -> object:
     return value
 
 
+# Settings renamed: the new environment name first, then the old one, still read.
+_ALIASES = {
+    "runner_threads": ("FLOWSTATE_RUNNER_THREADS", "FLOWSTATE_WORKERS"),
+    "runner_processes": ("FLOWSTATE_RUNNER_PROCESSES", "FLOWSTATE_WORKER_PROCESSES"),
+}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FLOWSTATE_", env_file=".env", extra="ignore", populate_by_name=True
@@ -55,14 +62,15 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     timezone: str = "UTC"
     docker_url: str | None = None  # default: DOCKER_HOST or the local socket
-    # Threads per runner process that run commands after their ack (most command work waits on I/O).
-    workers: int = Field(8, ge=1, le=64)
+    # Threads per runner process that run commands after their ack (most command work waits on I/O). "Workers" was
+    # their first name, still accepted; it clashed with the operated stack's AI worker in logs and settings.
+    runner_threads: int = Field(8, ge=1, le=64, validation_alias=AliasChoices(*_ALIASES["runner_threads"]))
     # Runner processes: one keeps command work off the acks' interpreter lock; more isolate crashes.
-    worker_processes: int = Field(1, ge=1, le=8)
+    runner_processes: int = Field(1, ge=1, le=8, validation_alias=AliasChoices(*_ALIASES["runner_processes"]))
     approval_minutes: float = Field(15.0, gt=0, le=24 * 60)
     approver_group: str | None = None  # a Slack user group id (S...) mentioned on every request
     break_glass: bool = True  # admins may run an approval command at once with --break-glass "REASON"
-    # A running job's holder renews its heartbeat every few seconds; one silent this long is gone.
+    # A runner renews its heartbeat (one for all its jobs) every sixth of this; one silent this long is gone.
     job_lease_seconds: float = Field(30.0, ge=5, le=3600)
     # Reacting with this emoji (name without colons) adds a message to the open incident's timeline.
     incident_emoji: str = "pushpin"
@@ -224,6 +232,9 @@ SECRET_SETTINGS = ("slack_bot_token", "slack_signing_secret", "slack_app_token",
 
 
 def _env_name(field: str, env_prefix: str = "FLOWSTATE_") -> str:
+    for names in _ALIASES.values():  # a renamed setting: the name the user set
+        if field in names:
+            return next((name for name in names if name in os.environ), names[0])
     return _ENV_NAMES.get(field) or (env_prefix + field.upper() if env_prefix else field)
 
 

@@ -12,7 +12,7 @@ from bot.store.engine import Base, UTCDateTime
 
 # A job's states. Every change between them is one conditional UPDATE (see queue.py).
 QUEUED = "queued"  # waiting for a runner thread
-RUNNING = "running"  # held by one runner (holder), which renews heartbeat_at
+RUNNING = "running"  # held by one runner (holder: its bot_runners id), whose heartbeat keeps the job alive
 PENDING = "pending_approval"  # waiting for a second person
 FINAL = ("succeeded", "failed", "refused", "denied", "cancelled", "expired", "interrupted", "dropped")
 
@@ -37,8 +37,7 @@ class Job(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     message_channel: Mapped[str | None] = mapped_column(String(64))
     message_ts: Mapped[str | None] = mapped_column(String(32))
-    holder: Mapped[str | None] = mapped_column(String(160))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    holder: Mapped[str | None] = mapped_column(String(160))  # the runner (bot_runners.id) that runs it
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -51,6 +50,17 @@ class Job(Base):
     @property
     def label(self) -> str:
         return f"request #{self.id}"
+
+
+class RunnerRow(Base):
+    """A process that runs jobs (a runner process, or a console running its own): one heartbeat for all its jobs.
+    Its jobs are alive while it beats; once it has been silent for a lease they are interrupted."""
+
+    __tablename__ = "bot_runners"
+
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)  # host~pid namespace/pid/token (queue.new_holder)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class ChangeLock(Base):

@@ -6,13 +6,13 @@ import logging
 import os
 import secrets
 import socket
-import threading
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.jobs.model import FINAL, PENDING, QUEUED, RUNNING, ChangeLock, Job
+from bot.jobs.heartbeat import RunnerHeartbeat
+from bot.jobs.model import FINAL, PENDING, QUEUED, RUNNING, ChangeLock, Job, RunnerRow
 from bot.frame.registry import Invocation
 from bot.store.engine import SEEN_REQUEST, Store, utcnow
 
@@ -32,6 +32,44 @@ def _new_job_statement(dialect: str):
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     table = Job.__table__
     return dialect_insert(table).on_conflict_do_nothing(index_elements=[table.c.dedupe_key]).returning(table.c.id)
+
+
+# On PostgreSQL a job that becomes queued NOTIFYs this channel in the transaction that queues it (delivered at its
+# commit); every runner LISTENs on it (bot/jobs/wakeup.py), so a replica's runners take work without polling.
+WAKE_CHANNEL = "flowstate_jobs"
+_NOTIFY = text(f"SELECT pg_notify('{WAKE_CHANNEL}', '')")
+
+
+def _claim_statement(postgres: bool, by_source: bool):
+    """UPDATE the oldest queued job (of one source) to running for a holder, RETURNING its id: the whole claim is
+    one statement. On PostgreSQL its SELECT locks the row it picks and skips the rows other runners are taking
+    (FOR UPDATE SKIP LOCKED), so concurrent claims neither wait for each other nor win the same job; SQLite runs
+    one writer at a time, so there the single statement is enough. Every value is a named parameter: it runs on
+    the store's writer, compiled once."""
+    queued = bindparam("queued")
+    oldest = select(Job.id).where(Job.state == queued, *([Job.source == bindparam("of_source")] if by_source else []))
+    oldest = oldest.order_by(Job.id).limit(1)
+    if postgres:
+        oldest = oldest.with_for_update(skip_locked=True)
+    return (
+        update(Job)
+        .where(Job.id == oldest.scalar_subquery(), Job.state == queued)
+        .values(state=bindparam("running"), holder=bindparam("claimer"), started_at=bindparam("claimed_at"))
+        .returning(Job.id)
+    )
+
+
+# A held job's end: only while its runner still holds it (a sweep may have interrupted it meanwhile).
+_FINISH = (
+    update(Job)
+    .where(Job.id == bindparam("job"), Job.state == bindparam("running"), Job.holder == bindparam("by"))
+    .values(state=bindparam("outcome"), finished_at=bindparam("at"), result=bindparam("said"), error_id=bindparam("error"))
+    .returning(Job.id)
+)
+# On PostgreSQL a claim's commit need not wait for its WAL flush: the write a runner makes before it runs anything
+# (the audit row "allowed", or the stack lock) waits for its own, and the WAL is flushed in order, so no job runs
+# on a claim a crash of the database could lose (and if that write fails, nothing runs).
+_CLAIM_UNFLUSHED = text("SET LOCAL synchronous_commit TO OFF")
 
 
 def _this_host() -> str:
@@ -113,9 +151,12 @@ def ended_and_unlocked(job_id_column) -> list:
 
 
 class JobQueue:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, heartbeat: RunnerHeartbeat | None = None):
         self._store = store
+        self._heartbeat = heartbeat  # this process's, started once it holds a job
+        self._postgres = store.engine.dialect.name == "postgresql"
         self._new_job = _new_job_statement(store.engine.dialect.name)
+        self._claim_any, self._claim_of_source = _claim_statement(self._postgres, False), _claim_statement(self._postgres, True)
 
     # ---- creating ----------------------------------------------------------------------------
 
@@ -134,6 +175,8 @@ class JobQueue:
         With the signature of the Slack request it comes from, that signature is remembered in the same commit
         (the replay guard's seen-set): ReplayedRequest if it was seen before, and then nothing is written.
         One short transaction on the ack writer's connection: this runs before every ack."""
+        if state == RUNNING:
+            self._beating(fields.get("holder"))
         values = dict(
             dedupe_key=dedupe_key,
             state=state,
@@ -146,17 +189,25 @@ class JobQueue:
             created_at=utcnow(),
             **fields,
         )
+        wake = [(_NOTIFY, {})] if self._postgres and state == QUEUED else []
         if any(isinstance(value, (dict, list)) for value in fields.values()):  # JSON: not on an ack's path
             with self._store.engine.begin() as connection:
+                for statement, params in wake:
+                    connection.execute(statement, params)
                 return connection.execute(self._new_job, values).scalar_one_or_none()
         if signature is None:
-            return self._store.ack_writer.write((self._new_job, values))
+            return self._store.ack_writer.write(*wake, (self._new_job, values))
         try:
             return self._store.ack_writer.write(
-                (SEEN_REQUEST, {"signature": signature, "seen_at": values["created_at"]}), (self._new_job, values)
+                *wake, (SEEN_REQUEST, {"signature": signature, "seen_at": values["created_at"]}), (self._new_job, values)
             )
         except IntegrityError:
             raise ReplayedRequest() from None
+
+    def _beating(self, holder: str | None) -> None:
+        """A job about to be held by this process: its runner's heartbeat runs from now on."""
+        if self._heartbeat is not None and holder == self._heartbeat.id:
+            self._heartbeat.start()
 
     def get(self, job_id: int) -> Job | None:
         with self._store.session() as session:
@@ -171,34 +222,30 @@ class JobQueue:
 
     def claim(self, job_id: int, holder: str) -> Job | None:
         """queued -> running for this holder; None when someone else claimed it first."""
-        now = utcnow()
-        won = self._change(job_id, [Job.state == QUEUED], state=RUNNING, holder=holder, started_at=now, heartbeat_at=now)
+        self._beating(holder)
+        won = self._change(job_id, [Job.state == QUEUED], state=RUNNING, holder=holder, started_at=utcnow())
         return self.get(job_id) if won else None
 
-    def claim_next(self, holder: str, batch: int = 8, source: str | None = None) -> Job | None:
-        """The oldest queued job this holder wins; tries a few, since other runners race for the same rows."""
-        where = [Job.state == QUEUED] + ([Job.source == source] if source else [])
-        with self._store.session() as session:
-            ids = session.scalars(select(Job.id).where(*where).order_by(Job.id).limit(batch)).all()
-        for job_id in ids:
-            job = self.claim(job_id, holder)
-            if job is not None:
-                return job
-        return None
+    def claim_next(self, holder: str, source: str | None = None) -> Job | None:
+        """The oldest queued job, now running for this holder, or None: one statement on the store's writer, so no
+        other runner can win it too (on PostgreSQL its row is skipped by the others while this one takes it)."""
+        self._beating(holder)
+        params = {"queued": QUEUED, "running": RUNNING, "claimer": holder, "claimed_at": utcnow()}
+        if source is not None:
+            params["of_source"] = source
+        claim = (self._claim_of_source if source is not None else self._claim_any, params)
+        job_id = self._store.ack_writer.write(*([(_CLAIM_UNFLUSHED, {})] if self._postgres else []), claim)
+        return None if job_id is None else self.get(job_id)
 
     def update_held(self, job: Job, holder: str, **values) -> bool:
         """Change a running job this holder holds (its arguments, its message); False if it lost the job."""
         return self._change(job.id, [Job.state == RUNNING, Job.holder == holder], **values)
 
     def finish(self, job_id: int, holder: str, state: str, result: str | None = None, error_id: str | None = None) -> bool:
-        return self._change(
-            job_id,
-            [Job.state == RUNNING, Job.holder == holder],
-            state=state,
-            finished_at=utcnow(),
-            result=result[:4000] if result else None,
-            error_id=error_id,
-        )
+        """running -> its final state, while this holder still holds it; on the store's writer (one per job)."""
+        values = {"job": job_id, "running": RUNNING, "by": holder, "outcome": state, "at": utcnow(),
+                  "said": result[:4000] if result else None, "error": error_id}
+        return self._store.ack_writer.write((_FINISH, values)) is not None
 
     def to_pending(self, job_id: int, holder: str, arguments: dict, expires_at: datetime) -> bool:
         """A checked request now waits for a second person; its runner lets go of it."""
@@ -209,22 +256,23 @@ class JobQueue:
             arguments=arguments,
             expires_at=expires_at,
             holder=None,
-            heartbeat_at=None,
         )
 
     def set_message(self, job_id: int, channel: str, ts: str) -> None:
         self._change(job_id, [], message_channel=channel, message_ts=ts)
 
     def approve(self, job_id: int, approver: str) -> bool:
-        """pending -> queued, only for a live request and never by its requester."""
+        """pending -> queued, only for a live request and never by its requester; the runners are woken by its commit."""
         now = utcnow()
-        return self._change(
-            job_id,
-            [Job.state == PENDING, Job.expires_at > now, Job.requester != approver],
-            state=QUEUED,
-            approver=approver,
-            decided_at=now,
-        )
+        with self._store.session.begin() as session:
+            won = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == PENDING, Job.expires_at > now, Job.requester != approver)
+                .values(state=QUEUED, approver=approver, decided_at=now)
+            ).rowcount == 1
+            if won and self._postgres:
+                session.execute(_NOTIFY)
+            return won
 
     def decide(self, job_id: int, state: str, by: str, *, only_requester: bool = False) -> bool:
         """pending -> denied or cancelled (cancel only by the requester)."""
@@ -232,9 +280,6 @@ class JobQueue:
         if only_requester:
             where.append(Job.requester == by)
         return self._change(job_id, where, state=state, approver=by, decided_at=utcnow(), finished_at=utcnow())
-
-    def heartbeat(self, job_id: int, holder: str) -> None:
-        self._change(job_id, [Job.state == RUNNING, Job.holder == holder], heartbeat_at=utcnow())
 
     # ---- sweeping --------------------------------------------------------------------------------
 
@@ -253,12 +298,14 @@ class JobQueue:
         return self._take([Job.state == PENDING, Job.expires_at <= utcnow()], "expired")
 
     def interrupt(self, *, holder: str | None = None, stale_after: float | None = None, local_dead: bool = False) -> list[Job]:
-        """Running jobs whose holder is gone: a given holder, a lapsed heartbeat, or a dead process on this host."""
+        """Running jobs whose holder is gone: a given holder, a runner whose heartbeat lapsed (or that never had one,
+        once the job is older than that), or a dead process on this host."""
         where: list = [Job.state == RUNNING]
         if holder is not None:
             where.append(Job.holder == holder)
         elif stale_after is not None:
-            where.append(Job.heartbeat_at < utcnow() - timedelta(seconds=stale_after))
+            cutoff = utcnow() - timedelta(seconds=stale_after)
+            where += [Job.started_at < cutoff, Job.holder.not_in(select(RunnerRow.id).where(RunnerRow.heartbeat_at >= cutoff))]
         if local_dead:
             with self._store.session() as session:
                 holders = set(session.scalars(select(Job.holder).where(*where)).all())
@@ -266,7 +313,20 @@ class JobQueue:
             if not dead:
                 return []
             where.append(Job.holder.in_(dead))
-        return self._take(where, "interrupted")
+        taken = self._take(where, "interrupted")
+        if stale_after is not None:
+            self._forget_silent_runners(utcnow() - timedelta(seconds=stale_after))
+        return taken
+
+    def _forget_silent_runners(self, cutoff: datetime) -> None:
+        """Runners silent since the cutoff, whose jobs the sweep has just settled. Looked for first: on SQLite even
+        a DELETE of nothing would take the one writer's lock, every sweep."""
+        silent = RunnerRow.heartbeat_at < cutoff
+        with self._store.session() as session:
+            if session.scalar(select(RunnerRow.id).where(silent).limit(1)) is None:
+                return
+        with self._store.session.begin() as session:
+            session.execute(delete(RunnerRow).where(silent))
 
     def drop_stale(self, older_than: float, commands: set[str]) -> list[Job]:
         """Queued, never checked, asked long ago: a late /health answers a question nobody is still asking."""
@@ -319,38 +379,6 @@ class ChangeLocks:
         with self._store.session() as session:
             return session.scalar(select(ChangeLock).where(ChangeLock.stack == stack, ChangeLock.expires_at >= utcnow()))
 
-    def renew(self, job_ids: list[int]) -> None:
-        if not job_ids:
-            return
-        with self._store.session.begin() as session:
-            session.execute(update(ChangeLock).where(ChangeLock.job_id.in_(job_ids)).values(expires_at=utcnow() + self._lease))
-
     def release(self, job_id: int) -> None:
         with self._store.session.begin() as session:
             session.execute(delete(ChangeLock).where(ChangeLock.job_id == job_id))
-
-
-class KeepAlive:
-    """While a job runs, renews its heartbeat and its lock from a thread of its own, wherever it runs (a runner
-    thread or a console): a long restart is never taken for the work of a dead holder by a sweep."""
-
-    def __init__(self, jobs: JobQueue, locks: ChangeLocks, job_id: int, holder: str, every: float):
-        self._jobs, self._locks, self._job_id, self._holder, self._every = jobs, locks, job_id, holder, every
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"keepalive-{job_id}", daemon=True)
-
-    def __enter__(self) -> "KeepAlive":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._done.set()
-        self._thread.join(timeout=5)
-
-    def _beat(self) -> None:
-        while not self._done.wait(self._every):
-            try:
-                self._jobs.heartbeat(self._job_id, self._holder)
-                self._locks.renew([self._job_id])
-            except Exception:
-                log.exception("could not renew the heartbeat of request #%s", self._job_id)

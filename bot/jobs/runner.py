@@ -2,9 +2,10 @@
 
 The process that answers Slack only verifies, inserts a job row and acks. A runner (a spawned process
 at the lowest CPU priority, so command work never competes with acks for the interpreter lock or a
-core) claims jobs with conditional updates, renews a heartbeat while it holds them, expires approval
-requests nobody clicked, and marks the jobs of a holder that died as interrupted. A job is never run
-twice: a claimed job that loses its holder is interrupted, not retried.
+core) claims a job the moment it is stored: rung by its bot process, or on PostgreSQL woken by the
+NOTIFY of whichever replica stored it. One heartbeat per runner (bot/jobs/heartbeat.py) keeps all its
+jobs alive; it also expires approval requests nobody clicked, and marks the jobs of a runner that died
+as interrupted. A job is never run twice: a claimed job that loses its runner is interrupted, not retried.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bot.deploy.releases import finish_abandoned as finish_abandoned_releases
 from bot.frame.dispatcher import Refused
 from bot.duties.scheduler import SOURCE as DUTY_SOURCE
 from bot.jobs.model import Job
+from bot.jobs.wakeup import NotifiedWakeups
 from bot.store.outage import OutageLog
 from bot.frame.registry import Reply
 from bot.adapters.slack.http import forget_old_requests
@@ -37,29 +39,27 @@ STARTUP_SECONDS = 120
 SWEEP_SECONDS = 2.0
 FORGET_SECONDS = 60.0  # how often the signatures of old Slack requests are deleted
 STALE_QUERY_SECONDS = 60.0  # a read-only command queued longer than this is dropped, not answered late
-# Acks first: a runner rung by the door starts taking jobs once no new request has come for SETTLE_QUIET
-# seconds, and at most SETTLE_AT_MOST after the first ring. In a burst the acks' writes then do not queue
-# behind the runs' writes (SQLite has one writer at a time), nor share the cores with them; a lone command
-# starts 30 ms later than it could.
-SETTLE_QUIET = 0.03
-SETTLE_AT_MOST = 1.0
+# Jobs are taken when a ring or a NOTIFY says one was stored; this slow look is only the safety net (a ring lost
+# with a dead pipe, a NOTIFY lost with a dropped connection).
+POLL_SECONDS = 5.0
 
 
 class Runner:
     """Claims and runs jobs with a pool of threads; one per runner process."""
 
-    def __init__(self, runtime, client):
+    def __init__(self, runtime, client, poll_seconds: float = POLL_SECONDS):
         self.rt = runtime
         self.client = client
-        self.wake = threading.Event()  # a job may be waiting: a ring, or a thread that became free
-        self.rung = threading.Event()  # a request came in (the bot process rang the doorbell)
+        self.wake = threading.Event()  # a job may be waiting: a ring, a NOTIFY, or a thread that became free
         self.holder = runtime.holder
-        threads = runtime.settings.workers
+        self.poll_seconds = poll_seconds
+        threads = runtime.settings.runner_threads
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="job")
         self.free = threading.Semaphore(threads)
         self.stopping = threading.Event()
         self._forget_at = 0.0
         self.outage = OutageLog(log)
+        runtime.heartbeat.outage = self.outage  # one account of an outage per process
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -73,23 +73,17 @@ class Runner:
         rt.approvals.expire_due()
 
     def serve(self) -> None:
-        next_sweep = 0.0
+        """Take jobs as soon as they are stored; sweep every SWEEP_SECONDS; look for jobs unasked every poll."""
+        next_sweep = next_poll = 0.0
         while not self.stopping.is_set():
-            self.wake.wait(timeout=1.0)
+            woken = self.wake.wait(timeout=max(0.0, min(next_sweep, next_poll) - time.monotonic()))
             self.wake.clear()
-            if self.rung.is_set():
-                self._settle()
             if time.monotonic() >= next_sweep:
                 self._sweep()
                 next_sweep = time.monotonic() + SWEEP_SECONDS
-            self._claim_all()
-
-    def _settle(self) -> None:
-        """Wait while requests keep coming (see SETTLE_QUIET)."""
-        until = time.monotonic() + SETTLE_AT_MOST
-        self.rung.clear()
-        while self.rung.wait(SETTLE_QUIET) and time.monotonic() < until:
-            self.rung.clear()
+            if woken or time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + self.poll_seconds
+                self._claim_all()
 
     def _claim_all(self) -> None:
         while self.free.acquire(blocking=False):
@@ -164,8 +158,7 @@ class Runner:
             if rt.jobs.get(job.id).message_ts is None:
                 self._deliver(job, rt.dispatcher.clean(reply))
             return
-        with rt.keep_alive(job.id, holder):  # changes renew theirs in run_job
-            reply = rt.dispatcher.execute(prepared, None, job_id=job.id)
+        reply = rt.dispatcher.execute(prepared, None, job_id=job.id)
         rt.jobs.finish(job.id, holder, "failed" if reply.failed else "succeeded", reply.text)
         self._deliver(job, rt.dispatcher.clean(reply))
 
@@ -223,7 +216,6 @@ def _listen(reader, runner: Runner) -> None:
                 os._exit(0)
         except OSError:
             os._exit(0)
-        runner.rung.set()
         runner.wake.set()
 
 
@@ -244,12 +236,16 @@ def runner_main(settings: Settings, stack: StackConfig, doorbell, ready) -> None
     runner = Runner(runtime, client)
     runtime.wake = runner.wake.set
     threading.Thread(target=_listen, args=(doorbell, runner), name="doorbell", daemon=True).start()
+    notifications = NotifiedWakeups(settings.effective_database_url, runner.wake.set, runner.outage)  # PostgreSQL only
     # SIGTERM (the bot stopping): take no new job, let the running ones finish.
-    signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: (runner.stopping.set(), runner.wake.set()))
+    runtime.heartbeat.start()
     runner.recover()
     ready.set()
     runner.serve()
     runner.pool.shutdown(wait=True)
+    notifications.close()
+    runtime.heartbeat.stop()
 
 
 class RunnerProcesses:
@@ -262,7 +258,7 @@ class RunnerProcesses:
         self.processes: list[multiprocessing.Process] = []
         self._doorbells: dict[int, Doorbell] = {}  # by runner pid
         self._stopping = threading.Event()
-        for _ in range(settings.worker_processes):
+        for _ in range(settings.runner_processes):
             self.processes.append(self._start())
         self._watch = threading.Thread(target=self._supervise, name="runner-watch", daemon=True)
         self._watch.start()
@@ -280,7 +276,7 @@ class RunnerProcesses:
             if not process.is_alive() or time.monotonic() > deadline:
                 process.kill()
                 doorbell.close()
-                raise ConfigError("FLOWSTATE_WORKERS: a runner process could not start; its error is in the log above")
+                raise ConfigError("FLOWSTATE_RUNNER_PROCESSES: a runner process could not start; its error is in the log above")
         self._doorbells[process.pid] = doorbell
         return process
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -158,8 +157,18 @@ def make_engine(url: str, busy_seconds: float = BUSY_SECONDS) -> Engine:
 SEEN_REQUEST = insert(SeenRequest.__table__)  # a Slack request's signature; built once, it runs before every ack
 
 
+class _Write:
+    """One caller's steps in a group, and what became of them once the group committed."""
+
+    __slots__ = ("steps", "done", "result", "error")
+
+    def __init__(self, steps: list):
+        self.steps, self.done, self.result, self.error = steps, False, None, None
+
+
 class AckWriter:
-    """The writes on the path that answers Slack (a job row, a request's signature), each its own commit.
+    """The writes on the path that answers Slack (a job row, a request's signature), each committed before its
+    caller returns.
 
     They run before every ack, so they skip what SQLAlchemy's execution costs there: each statement is
     compiled once to its SQL text, and runs on the driver's own cursor, on connections kept for this path
@@ -167,11 +176,15 @@ class AckWriter:
     (text, numbers, UTC datetimes). A connection that broke is dropped and the write tried once more on a
     new one. Errors come out as SQLAlchemy's (IntegrityError for a unique key already taken).
 
-    SQLite has one writer at a time. A connection that finds the file locked (a runner process is writing)
-    waits in SQLite's own steps of 1, 2, 5, 10, 15, 20, 25... ms, far longer than a runner's writes take, and
-    each ack would queue behind those sleeps. So on SQLite the ack writes queue on a lock in this process (in
-    order, no sleeping) and share one connection that does not wait inside SQLite: it tries again after a
-    fraction of a millisecond, for as long as the pool's connections would wait.
+    SQLite has one writer at a time, and a connection that finds the file locked (a runner process is writing)
+    waits in SQLite's own steps of 1, 2, 5, 10, 15, 20, 25... ms, far longer than a write takes. So on SQLite
+    the writes of concurrent callers are committed in groups (group commit): whoever finds no group being
+    written writes everything queued so far, each caller's steps in a savepoint of their own (a replayed
+    signature fails its own caller only), in one transaction with one commit, and wakes them all; the others
+    wait for their group, never on a lock of the file. That transaction takes the file's lock at its start
+    (BEGIN IMMEDIATE) on a connection that does not wait inside SQLite: it tries again after a fraction of a
+    millisecond, for as long as the pool's connections would wait. On PostgreSQL writers do not exclude each
+    other, and each write is its own transaction.
     """
 
     def __init__(self, engine: Engine, own_engine: Engine | None = None):
@@ -180,30 +193,37 @@ class AckWriter:
         self._dialect = engine.dialect
         self._dbapi = engine.dialect.dbapi
         self._sqlite = engine.dialect.name == "sqlite"
-        self._lock = threading.Lock() if self._sqlite else contextlib.nullcontext()
         self._free: list = []
         self._free_lock = threading.Lock()
         self._compiled: dict = {}
+        self._group = threading.Condition()  # guards _queued and _writing (SQLite's group commit)
+        self._queued: list[_Write] = []
+        self._writing = False
 
     def _take(self):
         with self._free_lock:
             if self._free:
                 return self._free.pop()
-        return self._engine.raw_connection()
+        try:
+            return self._engine.raw_connection()
+        except self._dbapi.Error as error:  # the pool hands on the driver's own error: SQLAlchemy's, as for the rest
+            raise DBAPIError.instance(None, None, error, self._dbapi.Error) from None
 
     def _give_back(self, connection) -> None:
         with self._free_lock:
             self._free.append(connection)
 
     def _sql(self, statement, params: dict):
-        """The statement's SQL text for these columns, and the driver's parameters for it."""
+        """The statement's SQL text for these columns, and the driver's parameters for it (with the values the
+        statement carries itself, such as a LIMIT)."""
         keys = tuple(params)
         entry = self._compiled.get((statement, keys))
         if entry is None:
             compiled = statement.compile(dialect=self._dialect, column_keys=list(keys))
-            entry = self._compiled[(statement, keys)] = (str(compiled), compiled.positiontup if compiled.positional else None)
-        sql, order = entry
-        values = {key: self._value(value) for key, value in params.items()}
+            own = {key: value for key, value in compiled.params.items() if key not in params and value is not None}
+            entry = self._compiled[(statement, keys)] = (str(compiled), compiled.positiontup if compiled.positional else None, own)
+        sql, order, own = entry
+        values = {key: self._value(value) for key, value in (own | params).items()}
         return sql, (tuple(values[key] for key in order) if order is not None else values)
 
     def _value(self, value):
@@ -219,40 +239,117 @@ class AckWriter:
         """Runs (statement, params) steps in one transaction and commits; the first column of the last step's
         RETURNING row, if it returned one. A unique key already taken raises IntegrityError and writes nothing."""
         prepared = [self._sql(statement, params) for statement, params in steps]
-        with self._lock:
-            deadline, pause, reconnected = time.monotonic() + BUSY_SECONDS, 0.0002, False
-            while True:
-                connection = self._take()
-                try:
-                    cursor = connection.cursor()
-                    for sql, params in prepared:
-                        cursor.execute(sql, params)
-                    row = cursor.fetchone() if cursor.description else None
-                    cursor.close()
-                    connection.commit()
-                except self._dbapi.Error as error:
-                    if self._dialect.is_disconnect(error, connection.dbapi_connection, None):
-                        connection.invalidate()
-                        if not reconnected:
-                            reconnected = True
-                            continue
-                        raise DBAPIError.instance(None, None, error, self._dbapi.Error, connection_invalidated=True) from None
-                    try:
-                        connection.rollback()
-                    except self._dbapi.Error:
-                        connection.invalidate()
-                        raise DBAPIError.instance(None, None, error, self._dbapi.Error) from None
-                    self._give_back(connection)
-                    if self._sqlite and _sqlite_busy(error) and time.monotonic() < deadline:
-                        time.sleep(pause)
-                        pause = min(2 * pause, 0.002)
-                        continue
-                    raise DBAPIError.instance(None, None, error, self._dbapi.Error) from None
-                except BaseException:
+        if not self._sqlite:
+            return self._alone(prepared)
+        mine = _Write(prepared)
+        with self._group:
+            self._queued.append(mine)
+            while self._writing and not mine.done:
+                self._group.wait()
+            if not mine.done:  # no group is being written: this caller writes everything queued
+                self._writing = True
+                group, self._queued = self._queued, []
+        if not mine.done:
+            try:
+                self._commit_group(group)
+            finally:
+                with self._group:
+                    for each in group:
+                        each.done = True
+                    self._writing = False
+                    self._group.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+    def _alone(self, prepared: list):
+        """One transaction of one caller (PostgreSQL)."""
+        reconnected = False
+        while True:
+            connection = self._take()
+            try:
+                cursor = connection.cursor()
+                row = self._steps(cursor, prepared)
+                cursor.close()
+                connection.commit()
+            except self._dbapi.Error as error:
+                if self._dialect.is_disconnect(error, connection.dbapi_connection, None):
                     connection.invalidate()
+                    if not reconnected:
+                        reconnected = True
+                        continue
+                    raise DBAPIError.instance(None, None, error, self._dbapi.Error, connection_invalidated=True) from None
+                self._roll_back(connection, error)
+                raise DBAPIError.instance(None, None, error, self._dbapi.Error) from None
+            except BaseException:
+                connection.invalidate()
+                raise
+            self._give_back(connection)
+            return row[0] if row else None
+
+    @staticmethod
+    def _steps(cursor, prepared: list):
+        for sql, params in prepared:
+            cursor.execute(sql, params)
+        return cursor.fetchone() if cursor.description else None
+
+    def _roll_back(self, connection, error) -> None:
+        try:
+            connection.rollback()
+        except self._dbapi.Error:
+            connection.invalidate()
+            raise DBAPIError.instance(None, None, error, self._dbapi.Error) from None
+        self._give_back(connection)
+
+    def _commit_group(self, group: list[_Write]) -> None:
+        """Every write of the group in one SQLite transaction, each in its savepoint; its result or error on it.
+        A failure of the transaction itself is every write's error: none of them was committed."""
+        connection = self._take()
+        try:
+            cursor = connection.cursor()
+            self._begin_immediate(cursor)
+            for each in group:
+                cursor.execute("SAVEPOINT ack")
+                try:
+                    row = self._steps(cursor, each.steps)
+                except self._dbapi.DatabaseError as error:
+                    if _sqlite_busy(error):
+                        raise
+                    cursor.execute("ROLLBACK TO ack")
+                    each.error = DBAPIError.instance(None, None, error, self._dbapi.Error)
+                else:
+                    each.result = row[0] if row else None
+                cursor.execute("RELEASE ack")
+            cursor.close()
+            connection.commit()
+        except self._dbapi.Error as error:
+            failed = DBAPIError.instance(None, None, error, self._dbapi.Error)
+            for each in group:
+                each.result, each.error = None, failed
+            try:
+                connection.rollback()
+            except self._dbapi.Error:
+                connection.invalidate()
+                return
+        except BaseException as error:
+            for each in group:
+                each.result, each.error = None, error
+            connection.invalidate()
+            raise
+        self._give_back(connection)
+
+    def _begin_immediate(self, cursor) -> None:
+        """Take the file's write lock, trying again every fraction of a millisecond while another process holds it."""
+        deadline, pause = time.monotonic() + BUSY_SECONDS, 0.0002
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except self._dbapi.OperationalError as error:
+                if not _sqlite_busy(error) or time.monotonic() >= deadline:
                     raise
-                self._give_back(connection)
-                return row[0] if row else None
+            time.sleep(pause)
+            pause = min(2 * pause, 0.002)
 
     def close(self) -> None:
         with self._free_lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -16,13 +17,15 @@ _DOWN = (OperationalError, InterfaceError)
 
 
 class OutageLog:
-    """Shared by the loops of one process (the runner's claim, sweep and scheduler tick): the first failure is
-    logged with its traceback, then one line a minute while the outage lasts, and one line when it ends."""
+    """Shared by the loops of one process (the runner's claim, sweep and scheduler tick, its heartbeat and its LISTEN
+    connection, on threads of their own): the first failure is logged with its traceback, then one line a minute
+    while the outage lasts, and one line when it ends."""
 
     def __init__(self, logger: logging.Logger, every: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self._log, self._every, self._clock = logger, every, clock
         self._since: float | None = None
         self._next = 0.0
+        self._lock = threading.Lock()  # two threads failing at once still say it once
 
     def failed(self, doing: str) -> None:
         """Call in an `except` block, with what was being done."""
@@ -30,6 +33,10 @@ class OutageLog:
         if not isinstance(error, _DOWN):
             self._log.exception("%s failed", doing)
             return
+        with self._lock:
+            self._failed(doing, error)
+
+    def _failed(self, doing: str, error: BaseException) -> None:
         now = self._clock()
         if self._since is None:
             self._since, self._next = now, now + self._every
@@ -41,6 +48,9 @@ class OutageLog:
 
     def ok(self) -> None:
         """Something that needs the database just worked."""
-        if self._since is not None:
-            self._log.warning("the bot's database answers again after %s", duration(self._clock() - self._since))
-            self._since = None
+        if self._since is None:
+            return
+        with self._lock:
+            if self._since is not None:
+                self._log.warning("the bot's database answers again after %s", duration(self._clock() - self._since))
+                self._since = None

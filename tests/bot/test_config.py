@@ -81,7 +81,7 @@ def test_the_secrets_leave_the_environment_once_read_so_no_process_the_bot_start
     settings = load_settings(_env_file=None)
     forget_secret_environment()
     assert [name for name in os.environ if name.startswith(("SLACK_", "FLOWSTATE_"))] == ["FLOWSTATE_WORKERS"]
-    assert settings.slack_app_token.get_secret_value() == "xapp-1" and settings.workers == 2
+    assert settings.slack_app_token.get_secret_value() == "xapp-1" and settings.runner_threads == 2
 
 
 def test_a_deploy_section_that_runs_scripts_as_an_unknown_user_is_refused(tmp_path):

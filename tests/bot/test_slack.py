@@ -88,7 +88,7 @@ def test_slow_commands_do_not_hold_up_the_acks_of_others(slack_bot, slack_double
     with SilentServer() as hung:
         url = f"http://127.0.0.1:{hung.port}/health"
         stack = StackConfig(probes=[{"name": "hung", "kind": "http", "url": url, "timeout": 5}])
-        sender, runtime = slack_bot(stack, admins=["U0ONCALL"], workers=7)
+        sender, runtime = slack_bot(stack, admins=["U0ONCALL"], runner_threads=7)
         for i in range(6):
             assert sender.slash("/health", "", "U0ONCALL", response_url=slack_double.response_url(f"h{i}")).status == 200
         ack = sender.slash("/whoami", "", "U0ONCALL", response_url=slack_double.response_url("quick"))

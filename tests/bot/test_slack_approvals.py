@@ -225,7 +225,7 @@ def test_a_runner_killed_mid_job_interrupts_only_its_own_jobs_and_the_next_comma
 
     with SilentServer() as hung:
         stack = StackConfig(probes=[{"name": "hung", "kind": "http", "url": f"http://127.0.0.1:{hung.port}/", "timeout": 4}])
-        bot = slack_bot(stack, admins=["U0ONCALL"], worker_processes=processes, workers=1)
+        bot = slack_bot(stack, admins=["U0ONCALL"], runner_processes=processes, runner_threads=1)
         sender, runtime = bot
         for name in ("doomed", "survivor"):
             sender.slash("/health", "", "U0ONCALL", CHANNEL, response_url=slack_double.response_url(name))

@@ -41,8 +41,8 @@ class Sightings:
     """Signatures of requests that their listener writes with the job it makes, in one commit.
 
     The guard expects a signature before Bolt sees the request, a listener takes it (and says if it was a
-    replay), and the guard settles it once Bolt has answered: a signature nobody took, the guard writes
-    itself. Taking and settling are one step each under a lock, so exactly one of them writes it."""
+    replay), and the guard finishes it once Bolt has answered: a signature nobody took, the guard writes
+    itself. Taking and finishing are one step each under a lock, so exactly one of them writes it."""
 
     EXPECTED, TAKEN, REPLAYED = "expected", "taken", "replayed"
 
@@ -67,7 +67,7 @@ class Sightings:
             if signature in self._states:
                 self._states[signature] = self.REPLAYED
 
-    def settle(self, signature: str) -> str:
+    def finish(self, signature: str) -> str:
         with self._lock:
             return self._states.pop(signature, self.EXPECTED)
 
@@ -122,7 +122,7 @@ class SlackRequestGuard:
         try:
             body = b"".join(self._app(environ, capture))
         finally:
-            state = self._sightings.settle(signature)
+            state = self._sightings.finish(signature)
         if state == Sightings.REPLAYED:
             return self._replay(peer, start_response)
         if state == Sightings.EXPECTED:

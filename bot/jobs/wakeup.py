@@ -1,0 +1,63 @@
+"""PostgreSQL's LISTEN/NOTIFY as a runner's wake-up: a job stored by any replica wakes every runner at once.
+
+The transaction that queues a job NOTIFYs queue.WAKE_CHANNEL (delivered at its commit); each runner process keeps
+one connection LISTENing on it. A connection that drops is made again, and the runner looks for jobs then, since
+a NOTIFY sent meanwhile is lost (the runner's slow poll is the last safety net). On SQLite there is one bot
+process, whose doorbell wakes its runners: nothing to listen to.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from bot.jobs.queue import WAKE_CHANNEL
+from bot.store.engine import normalize_url
+from bot.store.outage import OutageLog
+
+log = logging.getLogger(__name__)
+
+RECONNECT_SECONDS = 2.0
+
+
+class NotifiedWakeups:
+    def __init__(self, database_url: str, wake: Callable[[], None], outage: OutageLog | None = None):
+        parsed = make_url(normalize_url(database_url))
+        self._conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._wake = wake
+        self._outage = outage or OutageLog(log)  # a runner's own: an outage is said once per process
+        self._closing = threading.Event()
+        self._thread = None
+        if parsed.get_backend_name() == "postgresql":
+            self._thread = threading.Thread(target=self._listen, name="job-notifications", daemon=True)
+            self._thread.start()
+
+    def _listen(self) -> None:
+        import psycopg
+
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5, application_name="flowstate-bot runner") as connection:
+                    connection.execute(f"LISTEN {WAKE_CHANNEL}")
+                    self._outage.ok()
+                    self._wake()  # what was queued while this connection was not listening
+                    while not self._closing.is_set():
+                        for _ in connection.notifies(timeout=1.0):
+                            self._wake()
+            except Exception as error:
+                if self._closing.is_set():
+                    return
+                try:  # the driver's error as SQLAlchemy's, which the outage log knows as "the database is down"
+                    raise (DBAPIError.instance(None, None, error, psycopg.Error) if isinstance(error, psycopg.Error) else error) from None
+                except Exception:
+                    self._outage.failed("listening for queued jobs")
+                self._closing.wait(RECONNECT_SECONDS)
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3)
