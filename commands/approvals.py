@@ -7,8 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from bot.frame import blocks
-from bot.frame.dispatcher import Refused
-from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.registry import Context, Reply, command
 from bot.frame.roles import Role
 
 
@@ -45,11 +44,8 @@ def approvals(ctx: Context, args: ApprovalsArgs) -> Reply:
             lines.append(f"#{job.id} `{flow.command_line(job)}` asked by <@{job.requester}>, expires {flow.when(job.expires_at)}")
             lines.extend(f"    {detail}" for detail in flow.details(job))
         return Reply("\n".join(lines), [blocks.section("*Waiting for approval*"), *blocks.sections(lines)])
-    try:
-        if args.action == "approve":
-            return flow.approve(args.id, ctx.invocation, ctx.role)
-        if args.action == "deny":
-            return flow.deny(args.id, ctx.invocation, ctx.role)
-        return flow.cancel(args.id, ctx.invocation)
-    except Refused as refused:
-        raise CommandError(refused.reply.text) from None
+    if args.action == "approve":
+        return flow.approve(args.id, ctx.invocation, ctx.role)
+    if args.action == "deny":
+        return flow.deny(args.id, ctx.invocation, ctx.role)
+    return flow.cancel(args.id, ctx.invocation)

@@ -1,14 +1,18 @@
-"""The single door: an invocation comes in, a reply goes out; adapters know nothing else.
+"""The one request pipeline: a command from Slack, the console or a duty walks the same ordered steps.
 
-A command passes small steps in order, one policy each: resolve the name, authorize the caller,
-take a break-glass reason off the text, parse the arguments, authorize this use of them; then either the approval gate holds it
-as a request, or it runs (audited before and after). Every step that fails ends in one sentence for
-the user and an audit row; a failure of the bot itself (the database down) ends in an error id.
+The steps are built once (`Pipeline.steps`): publish, finish, resolve, authorize, break-glass, parse,
+authorize the use, check, gate, execute. Each is `step(request, next) -> Reply` (bolt's middleware shape):
+it goes on by returning `next(request)`, or refuses by raising `Refused` with the user's one sentence (its
+audit row written). An exception in a step is a refusal with an error id, never a pass: the walker catches
+it at that step. The gate parks a request for approval, or runs a change as a held job under the stack's
+one-change lock (bot/frame/changes.py); a request stored at approval time enters the same steps, its
+arguments taken as checked and its caller authorized again. Publish redacts the reply once and hands it
+to the caller's Publisher. /help and /whoami walk the same steps as a dry run (errbot's `dry_run`): no audit
+row, nothing parsed or run, only whether the caller may.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import logging
 import secrets
@@ -20,9 +24,11 @@ from typing import TYPE_CHECKING, Callable
 from pydantic import BaseModel
 
 from bot.frame.config import missing_section
-from bot.frame.redact import redact, redact_value
-from bot.frame.registry import ArgumentError, Command, CommandError, Context, Invocation, Reply, parse_arguments
+from bot.frame.publish import Publisher, Returned, redacted
+from bot.frame.redact import redact
+from bot.frame.registry import ArgumentError, Command, CommandError, Context, Invocation, Reply, command_line, parse_arguments
 from bot.frame.roles import Role
+from bot.jobs.model import Job
 from bot.store.engine import retried
 
 if TYPE_CHECKING:
@@ -32,24 +38,36 @@ log = logging.getLogger(__name__)
 
 BREAK_GLASS = "--break-glass"
 
+Step = Callable[["Request", Callable[["Request"], Reply]], Reply]
+
 
 class Refused(Exception):
-    """A step said no; the reply says why in one sentence (the audit row is already written)."""
+    """A step said no; the reply says why in one sentence (the audit row is already written). `status` is what
+    the request's message says, when it has one."""
 
-    def __init__(self, reply: Reply):
+    def __init__(self, reply: Reply, status: str | None = None):
         super().__init__(reply.text)
         self.reply = reply
+        self.status = status
 
 
 @dataclass
-class Prepared:
-    """A command that passed every check: exactly what will run, and for whom."""
+class Request:
+    """One walk of the pipeline: what came in, and what the steps found out about it."""
 
-    cmd: Command
-    args: BaseModel
-    role: Role
     invocation: Invocation
+    publisher: Publisher
+    job: Job | None = None  # the job row it runs as, held by `holder` (a runner's, a duty's, an approved request's)
+    holder: str | None = None
+    stored: bool = False  # an approved (or taken over) request: its arguments were checked when it was asked
+    dry_run: bool = False  # only whether the caller may: no audit row, nothing run
+    text: str = ""
+    cmd: Command | None = None
+    role: Role | None = None
+    args: BaseModel | None = None
     break_glass: str | None = None
+    parked: bool = False  # the gate turned it into a request waiting for approval
+    refused: Refused | None = None
 
     @property
     def arguments(self) -> dict:
@@ -63,100 +81,112 @@ class Prepared:
         """The command as it will run, from the validated arguments (what an approver approves)."""
         return command_line(self.cmd.slash, self.arguments)
 
-
-def command_line(slash: str, arguments: dict) -> str:
-    """A command and its validated arguments as one line (also how the timeline shows an audited command)."""
-    words = []
-    for value in arguments.values():
-        for item in value if isinstance(value, list) else [value]:
-            if item is not None:
-                words.append(shlex.quote(str(item)))
-    return " ".join([slash, *words])
+    def say(self, text: str) -> None:
+        """A progress line, redacted on its way to whatever publishes it (read at call time: the gate may swap it)."""
+        self.publisher.progress(redact(text))
 
 
 def _error_id() -> str:
     return secrets.token_hex(4)
 
 
-class Dispatcher:
+class Pipeline:
     def __init__(self, runtime: "Runtime"):
-        self._runtime = runtime
+        from bot.frame.changes import Changes
 
-    # ---- the whole path, inline (the console, tests) --------------------------------------------
+        self._runtime = runtime
+        self.changes = Changes(runtime)
+        # The one place the order is decided.
+        self.steps: list[Step] = [
+            self.publish, self.finish, self.resolve, self.authorize, self.break_glass, self.parse,
+            self.authorize_use, self.check, self.gate, self.execute,
+        ]
+        self._sources: dict[str, Callable[[Job, str], Reply]] = {}
+
+    def run_source(self, source: str, run: Callable[[Job, str], Reply]) -> None:
+        """Jobs of this source are not a typed command (a scheduled duty): resolve hands them to `run`."""
+        self._sources[source] = run
+
+    # ---- the doors -------------------------------------------------------------------------------------
+
+    def run(self, work: Invocation | Job, publisher: Publisher | None = None, *, holder: str | None = None) -> Reply:
+        """Walk the steps for a typed command (an Invocation) or a held job (a runner's claim); the published reply."""
+        publisher = publisher or Returned()
+        if isinstance(work, Job):
+            request = Request(work.invocation(), publisher, job=work, holder=holder, stored=work.arguments is not None)
+        else:
+            request = Request(work, publisher)
+        request.text = request.invocation.text
+        return self._walk(request, 0)
 
     def dispatch(self, invocation: Invocation, progress: Callable[[str], None] | None = None) -> Reply:
-        """Every reply and progress line passes the redactor: no handler can echo a token by mistake."""
-        say = (lambda text: progress(redact(text))) if progress else None
+        """run() for a caller that takes the reply itself (tests, benches, a duty's /health)."""
+        return self.run(invocation, Returned(progress))
+
+    def may_run(self, invocation: Invocation, role: Role | None) -> str | None:
+        """A dry run for /help and /whoami: None when this caller (of this role) may run the command, else why not."""
+        request = Request(invocation, Returned(), dry_run=True, role=role)
+        request.text = invocation.text
+        reply = self._walk(request, 0)
+        return reply.text if request.refused else None
+
+    def _walk(self, request: Request, at: int) -> Reply:
+        step = self.steps[at]
         try:
-            prepared = self.prepare(invocation)
-            if prepared.needs_approval and not prepared.break_glass:
-                return self.clean(self._runtime.approvals.request(prepared))
-            if prepared.cmd.changes:
-                return self.clean(self._runtime.approvals.run_now(prepared, say))
-            return self.clean(self.execute(prepared, say))
+            return step(request, lambda following: self._walk(following, at + 1))
         except Refused as refused:
-            return self.clean(refused.reply)
-        except Exception:
-            return self.failed(invocation)
-
-    @staticmethod
-    def failed(invocation: Invocation) -> Reply:
-        """The bot itself failed (its database, most likely): an error id for the user, the details in the log."""
-        error_id = _error_id()
-        log.exception("/%s failed in the bot [error id %s]", invocation.command[:64], error_id)
-        return Reply(f"/{invocation.command[:64]} failed inside the bot (error id {error_id}); the details are in the bot's log.")
-
-    @staticmethod
-    def clean(reply: Reply) -> Reply:
-        return dataclasses.replace(reply, text=redact(reply.text), blocks=redact_value(reply.blocks))
-
-    # ---- the checks ------------------------------------------------------------------------------
-
-    def prepare(self, invocation: Invocation) -> Prepared:
-        """resolve -> authorize -> break-glass -> parse -> authorize the use -> check; raises Refused with the user's sentence."""
-        cmd = self._resolve(invocation)
-        role = self._authorize(invocation, cmd)
-        text, reason = self._break_glass(invocation, cmd, role)
-        args = self._parse(invocation, cmd, text)
-        self._authorize_use(invocation, cmd, role, args)
-        self._check(invocation, cmd, args)
-        prepared = Prepared(cmd, args, role, invocation, reason)
-        if reason is not None and not prepared.needs_approval:
-            self._refuse(invocation, "rejected", f"{cmd.slash} with these arguments needs no approval; run it without {BREAK_GLASS}.")
-        if reason is not None and cmd.may_approve is not None:
-            self._refuse(invocation, "rejected", f"`{prepared.command_line()}` cannot be run with {BREAK_GLASS}; ask for its approval.")
-        return prepared
-
-    def restore(self, invocation: Invocation, arguments: dict, break_glass: str | None = None) -> Prepared:
-        """A stored request, checked again when it runs: the requester may have lost their role meanwhile."""
-        cmd = self._resolve(invocation)
-        role = self._authorize(invocation, cmd)
-        args = cmd.args.model_validate(arguments)
-        self._authorize_use(invocation, cmd, role, args)
-        return Prepared(cmd, args, role, invocation, break_glass)
-
-    def _refuse(self, invocation: Invocation, outcome: str, sentence: str, *, error: str | None = None, **audit) -> None:
-        self._record(invocation, outcome, error=error or sentence, **audit)
-        raise Refused(Reply(sentence))
-
-    def _record(self, invocation: Invocation, outcome: str, **fields) -> None:
-        """An audit row; if the database cannot take it, the user gets an error id instead of a false answer."""
-        try:
-            self._runtime.audit.record(invocation, outcome, **fields)
-        except Exception:
+            request.refused = refused
+            return refused.reply
+        except Exception:  # fail closed: a step that breaks refuses, with an id for the log
             error_id = _error_id()
-            log.exception("audit write failed for /%s (%s) [error id %s]", invocation.command[:64], outcome, error_id)
-            raise Refused(
-                Reply(f"/{invocation.command[:64]} was not run because the audit log cannot be written (error id {error_id}).")
-            ) from None
+            name = request.invocation.command[:64]
+            log.exception("/%s failed in the bot's %s step [error id %s]", name, getattr(step, "__name__", step), error_id)
+            request.refused = Refused(Reply(""))
+            return Reply(
+                f"/{name} failed inside the bot (error id {error_id}); the details are in the bot's log.", failed=True, error_id=error_id
+            )
 
-    def _resolve(self, invocation: Invocation) -> Command:
-        cmd = self._runtime.commands.get(invocation.command)
-        if cmd is None:
-            self._refuse(invocation, "rejected", self._unknown(invocation.command), error="unknown command")
-        return cmd
+    # ---- the steps, in order ---------------------------------------------------------------------------
 
-    def _authorize(self, invocation: Invocation, cmd: Command) -> Role:
+    def publish(self, request: Request, next) -> Reply:
+        """Redact once, hand the reply to its publisher."""
+        reply = redacted(next(request))
+        if not request.dry_run:
+            request.publisher.publish(reply)
+        return reply
+
+    def finish(self, request: Request, next) -> Reply:
+        """The job row it ran as gets its outcome (a parked request stays pending); a refused change lets its lock go."""
+        reply = next(request)
+        job, rt = request.job, self._runtime
+        if job is None or request.parked or request.dry_run:
+            return reply
+        changes = request.stored or (request.cmd is not None and request.cmd.changes)
+        if request.refused is not None and changes:  # the lock an approval took (a busy stack's is not ours: no-op)
+            retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
+        state = "failed" if reply.failed else "refused" if request.refused is not None else "succeeded"
+        finish = lambda: rt.jobs.finish(job.id, request.holder, state, reply.text, reply.error_id)  # noqa: E731
+        retried(finish, f"the outcome of {job.label}") if changes else finish()
+        return reply
+
+    def resolve(self, request: Request, next) -> Reply:
+        job = request.job
+        if job is not None and job.source in self._sources:  # a duty: the scheduler's own work, audited there
+            with self.held(job, request.holder):
+                return self._sources[job.source](job, request.holder)
+        if request.stored:  # an approved request's outcome, a refusal included, lands on its message
+            request.publisher = self.changes.on_message(request)
+        request.cmd = self._runtime.commands.get(request.invocation.command)
+        if request.cmd is None:
+            self._refuse(request, "rejected", self._unknown(request.invocation.command), error="unknown command")
+        return next(request)
+
+    def authorize(self, request: Request, next) -> Reply:
+        cmd, invocation = request.cmd, request.invocation
+        if request.dry_run:  # the caller's role is known (the one /help runs with)
+            if request.role is None or request.role < cmd.role:
+                raise Refused(Reply(self._role_sentence(cmd, request.role)))
+            return next(request)
         try:
             explained = self._runtime.authz.explain(invocation.user_id)
             role = explained.role
@@ -166,92 +196,132 @@ class Dispatcher:
             raise Refused(Reply(f"{cmd.slash} was not run because your role could not be checked (error id {error_id}).")) from None
         if (role is None or role < cmd.role) and explained.lookup_failed:
             self._refuse(
-                invocation, "denied",
+                request, "denied",
                 f"{cmd.slash} was not run: your role could not be checked because Slack's user-group lookup failed; try again in a minute.",
                 error="user-group lookup failed",
             )
         if role is None or role < cmd.role:
-            having = f"you have {role.name}" if role else "you have no role yet; ask an admin for one"
             self._refuse(
-                invocation, "denied", f"{cmd.slash} needs the {cmd.role.name} role and {having}.",
-                error=f"needs {cmd.role.name}, has {role.name if role else 'no role'}",
+                request, "denied", self._role_sentence(cmd, role), error=f"needs {cmd.role.name}, has {role.name if role else 'no role'}"
             )
-        return role
+        request.role = role
+        return next(request)
 
-    def _authorize_use(self, invocation: Invocation, cmd: Command, role: Role, args: BaseModel) -> None:
-        """Some uses of a command need more than the command itself (starting an incident vs adding a note)."""
-        needed = cmd.role_needed(args)
-        if role < needed:
-            self._refuse(
-                invocation, "denied", f"This use of {cmd.slash} needs the {needed.name} role and you have {role.name}.",
-                error=f"needs {needed.name}, has {role.name}",
-            )
+    @staticmethod
+    def _role_sentence(cmd: Command, role: Role | None) -> str:
+        having = f"you have {role.name}" if role else "you have no role yet; ask an admin for one"
+        return f"{cmd.slash} needs the {cmd.role.name} role and {having}."
 
-    def _break_glass(self, invocation: Invocation, cmd: Command, role: Role) -> tuple[str, str | None]:
+    def break_glass(self, request: Request, next) -> Reply:
         """`--break-glass "REASON"` lets an admin run an approval command at once, loudly."""
-        if BREAK_GLASS not in invocation.text:
-            return invocation.text, None
+        if request.stored:
+            request.break_glass = request.job.break_glass
+            return next(request)
+        if BREAK_GLASS not in request.text:
+            return next(request)
         try:
-            words = shlex.split(invocation.text)
+            words = shlex.split(request.text)
         except ValueError:
-            return invocation.text, None  # the parser reports the open quote
+            return next(request)  # the parser reports the open quote
         if BREAK_GLASS not in words:
-            return invocation.text, None
+            return next(request)
         at = words.index(BREAK_GLASS)
         reason = words[at + 1].strip() if at + 1 < len(words) else ""
         rest = words[:at] + words[at + 2 :]
         if not self._runtime.settings.break_glass:
-            self._refuse(invocation, "rejected", "Break-glass is turned off on this bot (FLOWSTATE_BREAK_GLASS); ask an approver.")
-        if role < Role.admin:
-            self._refuse(invocation, "denied", f"Only an admin may use {BREAK_GLASS}; ask an approver instead.")
+            self._refuse(request, "rejected", "Break-glass is turned off on this bot (FLOWSTATE_BREAK_GLASS); ask an approver.")
+        if request.role < Role.admin:
+            self._refuse(request, "denied", f"Only an admin may use {BREAK_GLASS}; ask an approver instead.")
         if not reason or reason.startswith("--"):
-            self._refuse(invocation, "rejected", f'{BREAK_GLASS} needs a reason in quotes, such as {BREAK_GLASS} "approvers asleep, site down".')
-        return " ".join(shlex.quote(word) for word in rest), reason[:500]
+            self._refuse(request, "rejected", f'{BREAK_GLASS} needs a reason in quotes, such as {BREAK_GLASS} "approvers asleep, site down".')
+        request.text, request.break_glass = " ".join(shlex.quote(word) for word in rest), reason[:500]
+        return next(request)
 
-    def _parse(self, invocation: Invocation, cmd: Command, text: str) -> BaseModel:
+    def parse(self, request: Request, next) -> Reply:
+        cmd = request.cmd
+        if request.dry_run:
+            return Reply("")  # a dry run asks who may, not what was typed
+        if request.stored:
+            request.args = cmd.args.model_validate(request.job.arguments)
+            return next(request)
         try:
-            return parse_arguments(cmd, text)
+            request.args = parse_arguments(cmd, request.text)
         except ArgumentError as error:
             message = str(error)
-            self._refuse(invocation, "rejected", f"{message[0].upper()}{message[1:]}; usage: `{cmd.usage}`", error=message)
+            self._refuse(request, "rejected", f"{message[0].upper()}{message[1:]}; usage: `{cmd.usage}`", error=message)
         except Exception as error:  # a validator that raised what pydantic does not turn into a message
             error_id = _error_id()
             log.exception("%s could not parse its arguments [error id %s]", cmd.slash, error_id)
             self._refuse(
-                invocation, "rejected", f"{cmd.slash} could not read its arguments (error id {error_id}); the details are in the bot's log.",
+                request, "rejected", f"{cmd.slash} could not read its arguments (error id {error_id}); the details are in the bot's log.",
                 error=f"{type(error).__name__}: {error}", error_id=error_id,
             )
+        if request.break_glass is not None and not request.needs_approval:
+            self._refuse(request, "rejected", f"{cmd.slash} with these arguments needs no approval; run it without {BREAK_GLASS}.")
+        if request.break_glass is not None and cmd.may_approve is not None:
+            self._refuse(request, "rejected", f"`{request.command_line()}` cannot be run with {BREAK_GLASS}; ask for its approval.")
+        return next(request)
 
-    def _check(self, invocation: Invocation, cmd: Command, args: BaseModel) -> None:
-        """What can only fail is refused before anyone is asked to approve it: a missing section, then the command's own check."""
+    def authorize_use(self, request: Request, next) -> Reply:
+        """Some uses of a command need more than the command itself (starting an incident vs adding a note)."""
+        needed = request.cmd.role_needed(request.args)
+        if request.role < needed:
+            self._refuse(
+                request, "denied", f"This use of {request.cmd.slash} needs the {needed.name} role and you have {request.role.name}.",
+                error=f"needs {needed.name}, has {request.role.name}",
+            )
+        return next(request)
+
+    def check(self, request: Request, next) -> Reply:
+        """What can only fail is refused before anyone is asked to approve it: a missing section, then the command's own check.
+        A stored request was checked when it was asked."""
+        if request.stored:
+            return next(request)
+        cmd, args = request.cmd, request.args
         for section in cmd.sections_needed(args):
             missing = missing_section(self._runtime.stack, section, self._runtime.settings.stack_file)
             if missing is not None:
-                self._refuse(invocation, "rejected", f"{cmd.slash} cannot run: {missing}")
-        if cmd.check is None:
-            return
-        try:
-            cmd.check(self._runtime, args)
-        except CommandError as error:
-            self._refuse(invocation, "rejected", str(error))
+                self._refuse(request, "rejected", f"{cmd.slash} cannot run: {missing}")
+        if cmd.check is not None:
+            try:
+                cmd.check(self._runtime, args)
+            except CommandError as error:
+                self._refuse(request, "rejected", str(error))
+        return next(request)
 
-    # ---- running -------------------------------------------------------------------------------
+    def gate(self, request: Request, next) -> Reply:
+        """Ask a second person, or run: a change as a held job under the stack's lock, anything else as it is."""
+        if request.needs_approval and not request.break_glass and not request.stored:
+            request.parked = True
+            job = request.job
+            return self._runtime.approvals.request(
+                request.invocation, request.arguments, request.command_line(),
+                job_id=job.id if job is not None else None, holder=request.holder,
+            )
+        if request.cmd.changes:
+            return self.changes.run(request, next)
+        if request.job is None:
+            return next(request)
+        with self.held(request.job, request.holder):
+            return next(request)
 
-    def execute(self, prepared: Prepared, progress: Callable[[str], None] | None = None, job_id: int | None = None) -> Reply:
+    def held(self, job: Job, holder: str):
+        """The one place a running job's heartbeat (and its lock's) is renewed."""
+        return self._runtime.keep_alive(job.id, holder)
+
+    def execute(self, request: Request, next) -> Reply:
         """Audit, run the handler, audit its outcome; an unexpected error becomes an error id."""
-        runtime, cmd, invocation = self._runtime, prepared.cmd, prepared.invocation
-        arguments = prepared.arguments
+        runtime, cmd, invocation = self._runtime, request.cmd, request.invocation
+        arguments = request.arguments
+        job_id = request.job.id if request.job is not None else None
         started = time.monotonic()
-        try:
-            self._record(invocation, "allowed", arguments=arguments, job_id=job_id)
-        except Refused as refused:
-            return refused.reply
-        context = Context(invocation, prepared.role, runtime, progress or (lambda _text: None), job_id=job_id)
+        self._record(request, "allowed", arguments=arguments, job_id=job_id)
+        context = self._context(request, job_id)
         error_text = error_id = None
         try:
             with runtime.store.session.begin() as session:
                 context.session = session
-                reply = cmd.handler(context, prepared.args)
+                reply = cmd.handler(context, request.args)
         except CommandError as error:
             error_text = str(error)
             reply = Reply(error_text)
@@ -261,16 +331,11 @@ class Dispatcher:
             log.exception("%s failed [error id %s]", cmd.slash, error_id)
             reply = Reply(f"{cmd.slash} failed unexpectedly (error id {error_id}); the details are in the bot's log.", error_id=error_id)
         duration_ms = round((time.monotonic() - started) * 1000)
+
         def record() -> None:
             runtime.audit.record(
-                invocation,
-                "failed" if error_text or reply.failed else "succeeded",
-                arguments=arguments,
-                duration_ms=duration_ms,
-                error=error_text,
-                error_id=error_id,
-                job_id=job_id,
-                details=reply.facts,
+                invocation, "failed" if error_text or reply.failed else "succeeded", arguments=arguments, duration_ms=duration_ms,
+                error=error_text, error_id=error_id, job_id=job_id, details=reply.facts,
             )
 
         try:  # a change's outcome must be in the audit even after a store blip; a question's answer must not wait
@@ -279,6 +344,29 @@ class Dispatcher:
             log.exception("audit write failed after %s", cmd.slash)
         reply.failed = reply.failed or error_text is not None
         return reply
+
+    def _context(self, request: Request, job_id: int | None) -> Context:
+        """What a handler gets (one place, so what it gets can change in one place)."""
+        return Context(request.invocation, request.role, self._runtime, request.say, job_id=job_id)
+
+    # ---- refusing ----------------------------------------------------------------------------------------
+
+    def _refuse(self, request: Request, outcome: str, sentence: str, *, error: str | None = None, **audit) -> None:
+        if not request.dry_run:
+            self._record(request, outcome, error=error or sentence, **audit)
+        raise Refused(Reply(sentence), status=f"⛔ Not run: {sentence}")
+
+    def _record(self, request: Request, outcome: str, **fields) -> None:
+        """An audit row; if the database cannot take it, the user gets an error id instead of a false answer."""
+        invocation = request.invocation
+        try:
+            self._runtime.audit.record(invocation, outcome, **fields)
+        except Exception:
+            error_id = _error_id()
+            log.exception("audit write failed for /%s (%s) [error id %s]", invocation.command[:64], outcome, error_id)
+            raise Refused(
+                Reply(f"/{invocation.command[:64]} was not run because the audit log cannot be written (error id {error_id}).")
+            ) from None
 
     def _unknown(self, name: str) -> str:
         shown = name[:40] + ("…" if len(name) > 40 else "")

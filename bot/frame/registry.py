@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Invocation:
-    """Who ran what, where: all the dispatcher knows of the adapter it came through."""
+    """Who ran what, where: all the pipeline knows of the adapter it came through."""
 
     user_id: str
     command: str  # without the slash
@@ -48,6 +48,16 @@ class Reply:
 
 
 FOUND, DOWN, EDGE_ERROR_RATE = "found", "down", "edge_error_rate"
+
+
+def command_line(slash: str, arguments: dict) -> str:
+    """A command and its validated arguments as one line: what an approver approves, and how the timeline shows it."""
+    words = []
+    for value in arguments.values():
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                words.append(shlex.quote(str(item)))
+    return " ".join([slash, *words])
 
 
 class CommandError(Exception):

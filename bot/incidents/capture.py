@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.frame.dispatcher import command_line
+from bot.frame.registry import command_line
 from bot.incidents.model import APPROVAL, COMMAND
 from bot.incidents.timeline import Event, Timeline
 from bot.incidents.when import from_ts
