@@ -1,4 +1,4 @@
-"""The gate's run of a change: a held job under the stack's one-change lock, its progress on its message.
+"""The gate's run of a change or an approved request: a held job under the stack's lock, its progress on its message.
 
 A change runs as a job row held by whoever runs it (a runner, the console): approved, taken over from a
 runner, or run at once (break-glass, loudly; or a change that needs no approval). It holds the stack's lock
@@ -63,7 +63,8 @@ class Changes:
                 f"🚨 *Break-glass*: <@{request.invocation.user_id}> runs `{request.command_line()}` without a second "
                 f"person's approval. Reason: {request.break_glass}",
             )
-        held = rt.locks.acquire(rt.stack_name, job, request.command_line())
+        changes = request.cmd.changes  # an approved request that changes nothing (a role) needs no lock
+        held = rt.locks.acquire(rt.stack_name, job, request.command_line()) if changes else None
         if held is not None:
             text = (
                 f"{request.cmd.slash} was not run: `{held.command}` (request #{held.job_id}, asked by <@{held.requester}>) "
@@ -83,7 +84,8 @@ class Changes:
                 if reply.error_id and request.cmd.recover is not None:
                     reply = self._recover_unexpected(job, request.cmd.recover, reply)
         finally:
-            retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
+            if changes:
+                retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
         return reply
 
     def _record(self, job: Job, outcome: str, error: str | None = None) -> None:

@@ -298,7 +298,7 @@ class Pipeline:
                 request.invocation, request.arguments, request.command_line(),
                 job_id=job.id if job is not None else None, holder=request.holder,
             )
-        if request.cmd.changes:
+        if request.cmd.changes or request.stored:
             return self.changes.run(request, next)
         if request.job is None:
             return next(request)
