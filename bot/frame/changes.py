@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from bot.frame import blocks
 from bot.frame.publish import Publisher
-from bot.frame.registry import Reply
+from bot.frame.registry import Invocation, Reply
 from bot.jobs.model import RUNNING, Job
 from bot.store.engine import retried, utcnow
 
@@ -30,21 +31,40 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 1.0  # seconds between two chat.update calls of one message (Slack's Tier 3)
 
 
+class RequestDesk(Protocol):
+    """What the pipeline asks of the approvals desk (bot/approvals): to hold a request, and to keep its message."""
+
+    def request(self, invocation: Invocation, arguments: dict, line: str, *, job_id: int | None = None, holder: str | None = None) -> Reply: ...
+
+    def show(self, job: Job, status: str, detail: list[str] | None = None) -> None: ...
+
+    def post_status(self, job: Job, status: str) -> Job: ...
+
+    def announce(self, channel: str | None, text: str) -> None: ...
+
+    def command_line(self, job: Job) -> str: ...
+
+    def when(self, moment: datetime) -> str: ...
+
+
 class Changes:
     def __init__(self, runtime: "Runtime"):
         self._rt = runtime
+
+    @property
+    def desk(self) -> RequestDesk:
+        return self._rt.approvals
 
     def on_message(self, request: "Request") -> "MessageUpdate":
         """A held change's publisher: its outcome on its message, or (with none) where the caller's would go."""
         if isinstance(request.publisher, MessageUpdate):
             return request.publisher
-        return MessageUpdate(self._rt, request, request.publisher)
+        return MessageUpdate(self._rt, self.desk, request, request.publisher)
 
     def run(self, request: "Request", next: Callable[["Request"], Reply]) -> Reply:
         from bot.frame.pipeline import Refused
 
-        rt = self._rt
-        desk = rt.approvals
+        rt, desk = self._rt, self.desk
         if request.job is None:  # typed in the console: the change becomes a job this process holds
             request.holder = rt.holder
             job_id = rt.jobs.submit(
@@ -103,7 +123,7 @@ class Changes:
         except Exception:
             log.exception("recovering after %s failed", job.label)
             state = "The bot could not check what it left behind (the details are in its log); check /health now."
-        desk = self._rt.approvals
+        desk = self.desk
         if job.source == "slack":
             desk.announce(
                 job.channel_id,
@@ -118,8 +138,8 @@ class MessageUpdate:
     """A change's publisher: its progress (the last lines) and its outcome on its message, in place; the caller's
     publisher still gets every progress line, and the reply when there is no message to put it on."""
 
-    def __init__(self, runtime: "Runtime", request: "Request", inner: Publisher):
-        self._rt, self._request, self._inner = runtime, request, inner
+    def __init__(self, runtime: "Runtime", desk: RequestDesk, request: "Request", inner: Publisher):
+        self._rt, self._desk, self._request, self._inner = runtime, desk, request, inner
         self._by = ""
         self._lines: list[str] = []
         self._throttle = _Throttle(self._show_progress)
@@ -133,7 +153,7 @@ class MessageUpdate:
 
     def _show_progress(self) -> None:
         job = self._request.job
-        self._rt.approvals.show(self._rt.jobs.get(job.id), self._status("▶️ Running") + "…", self._lines[-8:])
+        self._desk.show(self._rt.jobs.get(job.id), self._status("▶️ Running") + "…", self._lines[-8:])
 
     def progress(self, text: str) -> None:
         # A multi-line entry with the same first line as the last one replaces it: a stream's tail, in place.
@@ -149,9 +169,9 @@ class MessageUpdate:
         job = self._rt.jobs.get(self._request.job.id)
         refused = self._request.refused
         if refused is not None and not reply.failed:
-            self._rt.approvals.show(job, refused.status or f"⛔ Not run: {reply.text}")
+            self._desk.show(job, refused.status or f"⛔ Not run: {reply.text}")
         else:
-            self._rt.approvals.show(job, self._status("❌ Failed" if reply.failed else "✅ Done"), reply.text.splitlines()[:30])
+            self._desk.show(job, self._status("❌ Failed" if reply.failed else "✅ Done"), reply.text.splitlines()[:30])
         if not job.message_ts:
             self._inner.publish(reply)
 

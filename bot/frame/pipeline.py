@@ -294,7 +294,7 @@ class Pipeline:
         if request.needs_approval and not request.break_glass and not request.stored:
             request.parked = True
             job = request.job
-            return self._runtime.approvals.request(
+            return self.changes.desk.request(
                 request.invocation, request.arguments, request.command_line(),
                 job_id=job.id if job is not None else None, holder=request.holder,
             )
