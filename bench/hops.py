@@ -10,10 +10,11 @@ Three phases: an operator's signed `/restart SERVICE` until the request's messag
 an approver's signed click on Approve until its answer is there; the run until the message says it is done.
 
 A call counts when `sys.setprofile` sees a function of the project (`bot/`, `commands/`) called directly from a
-function of another project module. Only the threads that serve a request are traced: waitress's (the ack) and
-the runner's job threads (claim to finish); the runner's sweep and idle claims, the heartbeat thread and the
-doubles are left out. The health gate polls, so the raw count grows with the time a restart takes; the distinct
-edges (caller function -> callee function across modules) do not.
+function of another project module, on the threads that serve the request: waitress's and Bolt's (the ack), the
+runner's job threads and the pools they use (the health checks); the runner's loop (its sweep and idle claims),
+the heartbeat thread and the bench's own thread are left out (the doubles are not project code). The health gate
+polls, so the raw count grows with the time a restart takes; the distinct edges (caller function -> callee
+function across modules) do not.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 CHANNEL = "C0OPS"
-SECRET = "bench-signing-secret"
+# Threads that do not serve the request: the bench's own, the runner's loop (sweeps, idle claims), heartbeats.
+BACKGROUND = ("MainThread", "runner-serve", "keepalive", "runner-watch", "doorbell", "parent-watch")
 
 
 class Tracer:
@@ -59,8 +61,7 @@ class Tracer:
     def hook(self, frame, event, _arg):
         if event != "call" or self.phase == "setup":
             return
-        thread = threading.current_thread().name
-        if not (thread.startswith("waitress") or thread.startswith("job")):
+        if threading.current_thread().name.startswith(BACKGROUND):
             return
         callee = self.module(frame.f_code.co_filename)
         if callee is None:
