@@ -44,6 +44,7 @@ class Runtime:
     approvals: Approvals = field(init=False)
     incidents: Incidents = field(init=False)
     duties: Duties = field(init=False)
+    _messages: RedactedNotifier | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.fault = kill_at(self.settings.fault_at)
@@ -62,8 +63,13 @@ class Runtime:
 
     @property
     def messages(self) -> RedactedNotifier | None:
-        """Channel messages (requests, duties' posts, incidents' summaries), redacted on their way out; None without Slack."""
-        return RedactedNotifier(self.notifier) if self.notifier is not None else None
+        """Channel messages (requests, duties' posts, incidents' summaries), redacted on their way out; None without Slack.
+        Built once per notifier (tests put theirs in after the runtime is built)."""
+        if self.notifier is None:
+            return None
+        if self._messages is None or self._messages.notifier is not self.notifier:
+            self._messages = RedactedNotifier(self.notifier)
+        return self._messages
 
     @property
     def stack_name(self) -> str:

@@ -54,10 +54,10 @@ class RedactedNotifier:
     """A notifier whose every message is redacted first: no domain redacts what it posts."""
 
     def __init__(self, notifier: Notifier):
-        self._notifier = notifier
+        self.notifier = notifier
 
     def post(self, channel: str, reply: Reply) -> str | None:
-        return self._notifier.post(channel, redacted(reply))
+        return self.notifier.post(channel, redacted(reply))
 
     def update(self, channel: str, ts: str, reply: Reply) -> None:
-        self._notifier.update(channel, ts, redacted(reply))
+        self.notifier.update(channel, ts, redacted(reply))
