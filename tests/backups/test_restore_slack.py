@@ -47,7 +47,7 @@ def test_the_bot_killed_while_it_restores_leaves_whole_data_and_running_services
         FLOWSTATE_BACKUP_DIR=str(tmp_path / "backups"), FLOWSTATE_RESTORE_SERVICES="python-worker",
     )
     sender = bot.start()
-    store = bot.store.engine
+    store = bot.store
     try:
         bot.grant("U0OP", Role.operator)
         sender.slash("/backup", "'before the kill'", "U0OP", CHANNEL, response_url=slack_double.response_url("backup"))

@@ -190,7 +190,7 @@ def _killed(change: Change, point: str, whole_bot: bool, tmp_path, slack_double)
         number = 1
         if change.line.startswith("/restore"):
             sender.slash("/backup", "", "U0OP", CHANNEL, response_url=slack_double.response_url("backup"))
-            _wait("the backup", lambda: _job_state(bot.store.engine, 1) == "succeeded")
+            _wait("the backup", lambda: _job_state(bot.store, 1) == "succeeded")
             number = 2
         name, _, text = change.line.partition(" ")
         sender.slash(name, text, "U0OP", CHANNEL, response_url=slack_double.response_url("ask"))
@@ -200,7 +200,7 @@ def _killed(change: Change, point: str, whole_bot: bool, tmp_path, slack_double)
             bot.process.wait(timeout=120)
             bot.start()
         slack_double.wait_for("chat.postMessage", timeout=180, predicate=lambda c: "was interrupted" in str(c.params.get("text")))
-        _settle(bot.store.engine, number)
+        _settle(bot.store, number)
         return bot, number
     except BaseException:
         bot.close()
@@ -241,7 +241,7 @@ def test_a_fault_at_a_step_of_a_change_leaves_production_no_worse(change_name, p
     if fault.endswith("kill"):
         bot, number = _killed(change, point, fault == "bot-kill", tmp_path, slack_double)
         request.addfinalizer(bot.close)
-        store = bot.store.engine
+        store = bot.store
     else:
         store, number, _holders = _in_process(change, point, fault, make_runtime, slack_double, tmp_path)
 

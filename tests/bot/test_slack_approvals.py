@@ -251,7 +251,7 @@ def test_the_bot_killed_while_a_restart_runs_marks_it_interrupted_on_start_and_t
 
     bot = BotProcess(tmp_path, slack_double, tmp_path / "home", live_stack.source)
     sender = bot.start()
-    store = bot.store.engine
+    store = bot.store
     try:
         bot.grant("U0OP", Role.operator)
         sender.slash("/restart", "frontend", "U0OP", CHANNEL, response_url=slack_double.response_url("ask"))

@@ -25,7 +25,7 @@ def test_the_bot_killed_mid_deploy_marks_it_interrupted_and_says_which_commit_is
     # A short lease: where PID 1 reaps orphans late, the killed runner lingers as a zombie and only its lease tells it is gone.
     bot = BotProcess(tmp_path, slack_double, tmp_path / "home", str(world.stack_file), FLOWSTATE_JOB_LEASE_SECONDS="5")
     sender = bot.start()
-    store = bot.store.engine
+    store = bot.store
     try:
         bot.grant("U0OP", Role.operator)
         wait_for("the checked-out commit was not recorded at start", lambda: [r.kind for r in _releases(store)] == ["recorded-at-start"], 30)
