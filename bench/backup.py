@@ -114,7 +114,7 @@ def child(name: str, dsn: str, home: str) -> None:
     stack = stack.model_copy(update={"database": DatabaseSection(dsn=dsn, name=name, user=stack.database.user)})
     runtime = Runtime.build(Settings(_env_file=None, home=Path(home), admins=["UBENCH"], backup_keep=1, backup_keep_days=0), stack)
     started = time.perf_counter()
-    reply = runtime.dispatcher.dispatch(Invocation("UBENCH", "backup", "bench", "CBENCH"))
+    reply = runtime.pipeline.dispatch(Invocation("UBENCH", "backup", "bench", "CBENCH"))
     seconds = time.perf_counter() - started
     if reply.failed:
         raise SystemExit(reply.text)

@@ -79,7 +79,7 @@ def big_log_edge(runtime, stack, rounds: int) -> dict:
         for _ in range(rounds):
             for service, edge_stack in stacks.items():
                 runtime.stack = edge_stack
-                times[f"whole {service}"].append(timed(lambda: runtime.dispatcher.dispatch(health)))
+                times[f"whole {service}"].append(timed(lambda: runtime.pipeline.dispatch(health)))
                 times[f"check {service}"].append(timed(lambda: edge_check(runtime.docker, edge_stack)))
         runtime.stack = stack
         since = utcnow() - timedelta(minutes=EDGE_WINDOW_MINUTES)
@@ -104,7 +104,7 @@ def main() -> int:
     health = Invocation(USER, "health", "", "CBENCH")
 
     def whole() -> None:
-        reply = runtime.dispatcher.dispatch(health)
+        reply = runtime.pipeline.dispatch(health)
         if "checks failing" in reply.text:
             raise SystemExit(f"the stack is not healthy; bring it up with tests/stack/up:\n{reply.text}")
 
@@ -123,7 +123,7 @@ def main() -> int:
         hung_probe = {"name": "hung", "kind": "http", "url": f"http://127.0.0.1:{hung.port}/health", "timeout": HANG_TIMEOUT}
         hung_stack = stack.model_copy(update={"probes": [*stack.probes, stack.probes[0].__class__(**hung_probe)]})
         runtime.stack = hung_stack
-        hung_totals = [timed(lambda: runtime.dispatcher.dispatch(health)) for _ in range(max(2, args.rounds // 2))]
+        hung_totals = [timed(lambda: runtime.pipeline.dispatch(health)) for _ in range(max(2, args.rounds // 2))]
         runtime.stack = stack
 
         with contextlib.ExitStack() as servers:
@@ -133,7 +133,7 @@ def main() -> int:
             ]
             runtime.stack = stack.model_copy(update={"probes": remote_probes})
             remote_single = statistics.median(timed(lambda p=p: run_probe(p)) for p in remote_probes)
-            remote_totals = [timed(lambda: runtime.dispatcher.dispatch(health)) for _ in range(args.rounds)]
+            remote_totals = [timed(lambda: runtime.pipeline.dispatch(health)) for _ in range(args.rounds)]
             runtime.stack = stack
     big = None if args.no_big_log else big_log_edge(runtime, stack, args.rounds)
     runtime.close()

@@ -52,12 +52,12 @@ def plain(runtime, name: str, dump: Path, services: list[str]) -> float:
 
 
 def ours(runtime, backup_id: int) -> tuple[float, float, str]:
-    asked = runtime.dispatcher.dispatch(Invocation("UBENCH", "restore", str(backup_id), "CBENCH"))
+    asked = runtime.pipeline.dispatch(Invocation("UBENCH", "restore", str(backup_id), "CBENCH"))
     if not asked.text.startswith("Request #"):
         raise SystemExit(asked.text)
     number = re.match(r"Request #(\d+)", asked.text).group(1)
     started = time.perf_counter()
-    runtime.dispatcher.dispatch(Invocation("UAPPROVER", "approvals", f"approve {number}", "CBENCH"))
+    runtime.pipeline.dispatch(Invocation("UAPPROVER", "approvals", f"approve {number}", "CBENCH"))
     (reply,) = list(run_approved(runtime, lambda _text: None))
     seconds = time.perf_counter() - started
     if reply.failed:
@@ -89,7 +89,7 @@ def main() -> int:
 
         with runtime.store.session.begin() as session:
             Authorizer.grant(session, "UAPPROVER", Role.approver, "UBENCH")
-        taken = runtime.dispatcher.dispatch(Invocation("UBENCH", "backup", "bench", "CBENCH"))
+        taken = runtime.pipeline.dispatch(Invocation("UBENCH", "backup", "bench", "CBENCH"))
         if taken.failed:
             raise SystemExit(taken.text)
         backup_id = int(re.search(r"Backup #(\d+)", taken.text).group(1))

@@ -32,7 +32,7 @@ def main() -> int:
     stats = Invocation(USER, "stats", "15m", "CBENCH")
 
     def whole() -> None:
-        text = runtime.dispatcher.dispatch(stats).text
+        text = runtime.pipeline.dispatch(stats).text
         if "Could not read it" in text or "No answer within" in text:
             raise SystemExit(f"a metric could not be read:\n{text}")
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from bot.approvals.service import Approvals, Notifier
+from bot.approvals.service import Approvals
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer, GroupMembers
 from bot.frame.config import Settings, StackConfig
-from bot.frame.dispatcher import Dispatcher
+from bot.frame.pipeline import Pipeline
+from bot.frame.publish import Notifier, RedactedNotifier
 from bot.stack.compose import ComposeStack
+from bot.duties.scheduler import SOURCE as DUTY_SOURCE
 from bot.duties.scheduler import Duties
 from bot.frame.faults import kill_at
 from bot.incidents.service import Incidents
@@ -37,24 +39,36 @@ class Runtime:
     wake: Callable[[], None] = lambda: None  # tells the runners a job is queued
     holder: str = field(default_factory=new_holder)  # this process, as the holder of the jobs it runs
     fault: Callable[[str], None] = field(init=False)  # tests only: a fault injected at a change's step (bot/frame/faults.py)
-    dispatcher: Dispatcher = field(init=False)
+    pipeline: Pipeline = field(init=False)
     heartbeat: RunnerHeartbeat = field(init=False)  # this process as a runner: beats once it holds a job
     jobs: JobQueue = field(init=False)
     locks: ChangeLocks = field(init=False)
     approvals: Approvals = field(init=False)
     incidents: Incidents = field(init=False)
     duties: Duties = field(init=False)
+    _messages: RedactedNotifier | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.fault = kill_at(self.settings.fault_at)
-        self.dispatcher = Dispatcher(self)
+        self.pipeline = Pipeline(self)
         self.heartbeat = RunnerHeartbeat(self.store, self.holder, self.settings.job_lease_seconds)
         self.jobs = JobQueue(self.store, self.heartbeat)
         self.locks = ChangeLocks(self.store, self.settings.job_lease_seconds)
         self.approvals = Approvals(self)
         self.incidents = Incidents(self)
         self.duties = Duties(self)  # tests replace it with one on a clock they control
+        self.pipeline.run_source(DUTY_SOURCE, lambda job, holder: self.duties.run_job(job, holder))
         self.audit.observers.append(self.incidents.on_audit)  # commands and approval steps land on a timeline
+
+    @property
+    def messages(self) -> RedactedNotifier | None:
+        """Channel messages (requests, duties' posts, incidents' summaries), redacted on their way out; None without Slack.
+        Built once per notifier (tests put theirs in after the runtime is built)."""
+        if self.notifier is None:
+            return None
+        if self._messages is None or self._messages.notifier is not self.notifier:
+            self._messages = RedactedNotifier(self.notifier)
+        return self._messages
 
     @property
     def stack_name(self) -> str:

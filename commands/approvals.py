@@ -44,7 +44,6 @@ def approvals(ctx: Context, args: ApprovalsArgs) -> Reply:
             lines.append(f"#{job.id} `{flow.command_line(job)}` asked by <@{job.requester}>, expires {flow.when(job.expires_at)}")
             lines.extend(f"    {detail}" for detail in flow.details(job))
         return Reply("\n".join(lines), [blocks.section("*Waiting for approval*"), *blocks.sections(lines)])
-    # A refusal (Refused) carries its own audit row and goes back to the dispatcher as it is.
     if args.action == "approve":
         return flow.approve(args.id, ctx.invocation, ctx.role)
     if args.action == "deny":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, field_validator
 
 from bot.frame import blocks
-from bot.frame.registry import Command, CommandError, Context, Reply, command
+from bot.frame.registry import Command, CommandError, Context, Invocation, Reply, command
 from bot.frame.roles import Role
 from bot.frame.usage import arguments, example
 
@@ -25,8 +25,14 @@ class HelpArgs(BaseModel):
         return value
 
 
+def _refusal(ctx: Context, cmd: Command) -> str | None:
+    """Why the caller may not run it (None: they may), asked of the pipeline's own steps in a dry run."""
+    asked = Invocation(ctx.invocation.user_id, cmd.name, "", ctx.invocation.channel_id, ctx.invocation.source)
+    return ctx.runtime.pipeline.may_run(asked, ctx.role)
+
+
 def _allowed(ctx: Context) -> list[Command]:
-    return [cmd for cmd in sorted(ctx.runtime.commands.values(), key=lambda c: c.name) if ctx.role and ctx.role >= cmd.role]
+    return [cmd for cmd in sorted(ctx.runtime.commands.values(), key=lambda c: c.name) if _refusal(ctx, cmd) is None]
 
 
 def _line(cmd: Command) -> str:
@@ -59,7 +65,7 @@ def _approval(cmd: Command, break_glass: bool) -> str:
     if cmd.may_approve is not None:
         way = "never with --break-glass: its approval is the point"
     elif break_glass:
-        way = f'an admin may run it at once, announced in the channel, with `--break-glass "REASON"`'
+        way = 'an admin may run it at once, announced in the channel, with `--break-glass "REASON"`'
     else:
         way = "break-glass is turned off on this bot"
     return f"{role} {which} a second person's approval; {way}."
@@ -67,16 +73,16 @@ def _approval(cmd: Command, break_glass: bool) -> str:
 
 @command("help", summary="List the commands you may run, or show one.", usage="/help [command]", role=Role.viewer, args=HelpArgs)
 def help_(ctx: Context, args: HelpArgs) -> Reply:
-    allowed = _allowed(ctx)
     if args.command:
         name = args.command.lstrip("/")
         cmd = ctx.runtime.commands.get(name)
         if cmd is None:
             raise CommandError(f"There is no /{name} command; /help lists what you can run.")
-        if cmd not in allowed:
-            raise CommandError(f"{cmd.slash} needs the {cmd.role.name} role and you have {ctx.role.name}.")
+        refusal = _refusal(ctx, cmd)
+        if refusal is not None:
+            raise CommandError(refusal)
         return _usage(cmd, ctx.runtime.settings.break_glass)
-    lines = "\n".join(_line(cmd) for cmd in allowed)
+    lines = "\n".join(_line(cmd) for cmd in _allowed(ctx))
     return Reply(
         f"Commands you may run:\n{lines}",
         [blocks.section("*Commands you may run*"), blocks.section(lines), blocks.context(f"Your role: {ctx.role.name}.")],

@@ -127,7 +127,7 @@ def grant(runtime: Runtime, user_id: str, role: Role) -> None:
 
 def run(runtime: Runtime, user_id: str, line: str, channel: str = "C1"):
     name, _, text = line.lstrip("/").partition(" ")
-    return runtime.dispatcher.dispatch(Invocation(user_id, name, text.strip(), channel, "console"))
+    return runtime.pipeline.dispatch(Invocation(user_id, name, text.strip(), channel, "console"))
 
 
 SIGNING_SECRET = "test-signing-secret"

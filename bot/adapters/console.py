@@ -1,16 +1,22 @@
-"""The terminal adapter: the same dispatcher as Slack, commands typed as in Slack."""
+"""The terminal adapter: the same pipeline as Slack, commands typed as in Slack, replies printed."""
 
 from __future__ import annotations
 
 import getpass
+import logging
 import os
+import secrets
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator, TextIO
 
 from bot.frame.blocks import to_text
+from bot.frame.publish import Returned
 from bot.frame.registry import Invocation, Reply
 from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 PROMPT = "flowstate> "
 CONSOLE_LOG = "console.log"  # the bot's log while a console runs, in its home
@@ -59,9 +65,15 @@ def os_user() -> str:
         return f"uid {os.getuid()}"
 
 
-def run_approved(runtime: Runtime, progress) -> Iterator[Reply]:
+def run_queued(runtime: Runtime, publisher) -> Iterator[Reply]:
+    """What is queued for this console (a request approved here) runs here, through the pipeline, as a runner runs it."""
     while (job := runtime.jobs.claim_next(runtime.holder, source="console")) is not None:
-        yield runtime.dispatcher.clean(runtime.approvals.run_job(job, runtime.holder, progress))
+        yield runtime.pipeline.run(job, publisher, holder=runtime.holder)
+
+
+def run_approved(runtime: Runtime, progress) -> Iterator[Reply]:
+    """run_queued for a caller that takes the replies itself (tests)."""
+    return run_queued(runtime, Returned(progress))
 
 
 class Screen:
@@ -85,6 +97,10 @@ class Screen:
         self._shown.update(line.strip() for line in self._entry)
         if printed:
             print("\n".join(printed), file=self._stdout, flush=True)
+
+    def publish(self, reply: Reply) -> None:
+        """The console's publisher: the pipeline hands it each reply."""
+        self.reply(reply)
 
     def reply(self, reply: Reply) -> None:
         lines = [line for line in _terminal_lines(to_text(reply)) if not line.strip() or line.strip() not in self._shown]
@@ -132,6 +148,9 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
         lines: Iterator[str] = _interactive_lines(runtime.settings.home / "console_history")
     else:
         lines = iter(stdin)
+    publisher = Screen(stdout)
+    queued = threading.Event()
+    runtime.wake = queued.set  # an approval rings as it rings the runners: the console is this bot's runner
     for raw in lines:
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -143,16 +162,20 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
             continue
         name, _, text = line[1:].partition(" ")
         invocation = Invocation(user_id, name, text.strip(), channel_id, "console", origin=operator)
-        screen = Screen(stdout)
-        reply = runtime.dispatcher.dispatch(invocation, progress=screen.progress)
-        screen.reply(reply)
-        # An approval typed here lets its request run here, at once, with its progress on this terminal.
-        if invocation.command == "approvals" and not reply.failed:
-            try:
-                for approved in run_approved(runtime, screen.progress):
-                    screen.reply(approved)
-            except Exception:
-                screen.reply(runtime.dispatcher.failed(invocation))
+        runtime.pipeline.run(invocation, publisher)
+        if queued.is_set():  # a request this line approved runs here, at once, its progress on this terminal
+            queued.clear()
+            _run_here(runtime, publisher, stdout)
         if not interactive:
             print(file=stdout)
     return 0
+
+
+def _run_here(runtime: Runtime, publisher: "Screen", stdout: TextIO) -> None:
+    try:
+        for _ in run_queued(runtime, publisher):
+            pass
+    except Exception:
+        error_id = secrets.token_hex(4)
+        log.exception("running the console's queued requests failed [error id %s]", error_id)
+        print(f"The approved request could not be run (error id {error_id}); the details are in the bot's log.", file=stdout, flush=True)

@@ -3,6 +3,8 @@
 Every decision is one conditional update on the job row (queue.py), so a double click, two approvers
 at once, a replayed click or two bot processes give exactly one winner. The request's channel
 message is updated in place at every step; every step is an audit row linked to the job.
+This desk keeps requests, decisions, expiry and the message; running an approved request is the request
+pipeline's (bot/frame/pipeline.py, bot/frame/changes.py), which it never calls: an approval queues the job and rings.
 """
 
 from __future__ import annotations
@@ -10,16 +12,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Callable
 
 from bot.frame import blocks
-from bot.frame.dispatcher import Prepared, Refused
 from bot.jobs.model import PENDING, QUEUED, RUNNING, Job
-from bot.frame.registry import Invocation, Reply
+from bot.frame.registry import CommandError, Decided, Invocation, Reply, command_line
 from bot.frame.roles import Role
-from bot.store.engine import retried, utcnow
+from bot.store.engine import utcnow
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -27,15 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 APPROVE, DENY, CANCEL = "approval_approve", "approval_deny", "approval_cancel"
-PROGRESS_INTERVAL = 1.0  # seconds between two chat.update calls of one message (Slack's Tier 3)
-
-
-class Notifier(Protocol):
-    """Where requests and loud news are posted: a Slack channel, or nowhere (the console prints replies)."""
-
-    def post(self, channel: str, reply: Reply) -> str | None: ...
-
-    def update(self, channel: str, ts: str, reply: Reply) -> None: ...
 
 
 class Approvals:
@@ -92,7 +83,7 @@ class Approvals:
         cmd = self._rt.commands.get(job.command)
         if job.arguments is None or cmd is None:
             return f"/{job.command} {job.text}".strip()
-        return Prepared(cmd, cmd.args.model_validate(job.arguments), Role.viewer, job.invocation()).command_line()
+        return command_line(cmd, cmd.args.model_validate(job.arguments).model_dump(mode="json"))
 
     def change_banner(self) -> str | None:
         """What /health and /stats open with while a change runs: errors now may be the change, not an outage."""
@@ -113,45 +104,45 @@ class Approvals:
 
     def show(self, job: Job, status: str, detail: list[str] | None = None) -> None:
         """Update the request's message in place, if it has one; a Slack hiccup never fails the job."""
-        notifier = self._rt.notifier
-        if notifier is None or not job.message_ts:
+        messages = self._rt.messages
+        if messages is None or not job.message_ts:
             return
         try:
-            notifier.update(job.message_channel, job.message_ts, self._rt.dispatcher.clean(self.render(job, status, detail=detail)))
+            messages.update(job.message_channel, job.message_ts, self.render(job, status, detail=detail))
         except Exception:
             log.exception("could not update the message of %s", job.label)
 
     def announce(self, channel: str | None, text: str) -> None:
-        if self._rt.notifier is None or not channel:
+        if self._rt.messages is None or not channel:
             return
         try:
-            self._rt.notifier.post(channel, self._rt.dispatcher.clean(Reply(text, [blocks.section(text)], in_channel=True)))
+            self._rt.messages.post(channel, Reply(text, [blocks.section(text)], in_channel=True))
         except Exception:
             log.exception("could not post to %s", channel)
 
     # ---- asking --------------------------------------------------------------------------------
 
-    def request(self, prepared: Prepared, *, job_id: int | None = None, holder: str | None = None) -> Reply:
-        """Hold a checked command as a request (a new job, or the runner's job turned pending) and post it."""
+    def request(self, invocation: Invocation, arguments: dict, line: str, *, job_id: int | None = None, holder: str | None = None) -> Reply:
+        """Hold a checked command (`line`, from `arguments`) as a request (a new job, or the runner's job turned pending) and post it."""
         rt = self._rt
         expires = utcnow() + timedelta(minutes=rt.settings.approval_minutes)
         if job_id is None:
-            job_id = rt.jobs.submit(prepared.invocation, state=PENDING, arguments=prepared.arguments, expires_at=expires)
-        elif not rt.jobs.to_pending(job_id, holder, prepared.arguments, expires):
+            job_id = rt.jobs.submit(invocation, state=PENDING, arguments=arguments, expires_at=expires)
+        elif not rt.jobs.to_pending(job_id, holder, arguments, expires):
             raise RuntimeError(f"request #{job_id} was taken from its runner")
-        rt.audit.record(prepared.invocation, "requested", arguments=prepared.arguments, job_id=job_id)
+        rt.audit.record(invocation, "requested", arguments=arguments, job_id=job_id)
         job = rt.jobs.get(job_id)
         ts = None
-        if rt.notifier is not None and job.channel_id:
+        if rt.messages is not None and job.channel_id:
             try:
-                ts = rt.notifier.post(job.channel_id, rt.dispatcher.clean(self.render(job, "⏳ Waiting for approval.")))
+                ts = rt.messages.post(job.channel_id, self.render(job, "⏳ Waiting for approval."))
             except Exception:
                 log.exception("could not post %s for approval", job.label)
             if ts:
                 rt.jobs.set_message(job_id, job.channel_id, ts)
         how = "click Approve on its message, or another approver runs" if rt.notifier else "another approver runs"
         said = (
-            f"Request #{job_id}: `{prepared.command_line()}` needs a second person's approval (until {self.when(expires)}); "
+            f"Request #{job_id}: `{line}` needs a second person's approval (until {self.when(expires)}); "
             f"{how} /approvals approve {job_id}."
         )
         if ts:
@@ -197,12 +188,12 @@ class Approvals:
     def cancel(self, job_id: int, invocation: Invocation) -> Reply:
         job = self._rt.jobs.get(job_id)
         if job is None:
-            raise Refused(self._no_such(invocation, job_id))
+            raise Decided(self._no_such(invocation, job_id).text)
         if job.requester != invocation.user_id:
             self._record(invocation, "denied", job_id, "only the requester may cancel")
-            raise Refused(Reply(f"Only <@{job.requester}>, who asked for {job.label}, may cancel it; an approver may deny it."))
+            raise Decided(f"Only <@{job.requester}>, who asked for {job.label}, may cancel it; an approver may deny it.")
         if not self._rt.jobs.decide(job_id, "cancelled", invocation.user_id, only_requester=True):
-            raise Refused(self._not_open(self._rt.jobs.get(job_id), invocation, job_id))
+            raise Decided(self._not_open(self._rt.jobs.get(job_id), invocation, job_id).text)
         self._record(invocation, "cancelled", job_id)
         self.show(self._rt.jobs.get(job_id), f"🚫 Cancelled by <@{invocation.user_id}>; nothing ran.")
         return Reply(f"You cancelled {job.label}; nothing ran.")
@@ -218,28 +209,28 @@ class Approvals:
         return Reply(f"There is no request #{job_id}; /approvals lists the pending ones.")
 
     def _decidable(self, job_id: int, invocation: Invocation, role: Role, verb: str) -> Job:
-        """The job, if this person may decide on it now; else Refused with why (and an audit row)."""
+        """The job, if this person may decide on it now; else CommandError with why (and an audit row)."""
         job = self._rt.jobs.get(job_id)
         if job is None:
-            raise Refused(self._no_such(invocation, job_id))
+            raise CommandError(self._no_such(invocation, job_id).text)
         if job.state != PENDING:
-            raise Refused(self._not_open(job, invocation, job_id))
+            raise CommandError(self._not_open(job, invocation, job_id).text)
         if job.requester == invocation.user_id:
             self._record(invocation, "denied", job_id, f"the requester may not {verb} their own request")
             hint = " (use Cancel to withdraw it)" if verb == "deny" else ""
-            raise Refused(Reply(f"You asked for {job.label}, so a second person must {verb} it{hint}."))
+            raise CommandError(f"You asked for {job.label}, so a second person must {verb} it{hint}.")
         if role < Role.approver:
             self._record(invocation, "denied", job_id, f"needs approver, has {role.name}")
-            raise Refused(Reply(f"To {verb} {job.label} you need the approver role and you have {role.name}."))
+            raise CommandError(f"To {verb} {job.label} you need the approver role and you have {role.name}.")
         cmd = self._rt.commands.get(job.command)
         if verb == "approve" and cmd is not None and cmd.may_approve is not None:
             why = cmd.may_approve(cmd.args.model_validate(job.arguments), invocation.user_id, role)
             if why is not None:
                 self._record(invocation, "denied", job_id, why)
-                raise Refused(Reply(f"You cannot approve {job.label}: {why}."))
+                raise CommandError(f"You cannot approve {job.label}: {why}.")
         if job.expires_at <= utcnow():
             self.expire_due()
-            raise Refused(self._not_open(self._rt.jobs.get(job_id), invocation, job_id))
+            raise CommandError(self._not_open(self._rt.jobs.get(job_id), invocation, job_id).text)
         return job
 
     def _not_open(self, job: Job, invocation: Invocation, job_id: int) -> Reply:
@@ -297,24 +288,6 @@ class Approvals:
             self._rt.locks.release(job.id)
         self._tell_interrupted(job, state)
 
-    def _recover_unexpected(self, job: Job, recover: Callable, reply: Reply) -> Reply:
-        """A change that raised is an interruption: what it left is checked and put right as after a kill, still
-        under the lock, and the channel is told the stack's state."""
-        self._record(job.invocation(), "interrupted", job.id, f"unexpected error (error id {reply.error_id})")
-        try:
-            state = recover(self._rt, job)
-        except Exception:
-            log.exception("recovering after %s failed", job.label)
-            state = "The bot could not check what it left behind (the details are in its log); check /health now."
-        if job.source == "slack":
-            self.announce(
-                job.channel_id,
-                f"⚠️ {job.label} `{self.command_line(job)}` (asked by <@{job.requester}>) stopped on an unexpected error "
-                f"(error id {reply.error_id}). {state}",
-            )
-        text = f"{reply.text}\n{state}"
-        return Reply(text, [blocks.section(text)], in_channel=True, failed=True, error_id=reply.error_id)
-
     def _tell_interrupted(self, job: Job, state: str | None) -> None:
         after = state or "Check /health and ask again if it is still needed."
         text = (
@@ -335,110 +308,13 @@ class Approvals:
                     "down then, and a late answer would mislead. Ask again.",
                 )
 
-    # ---- running --------------------------------------------------------------------------------
-
-    def run_now(self, prepared: Prepared, progress: Callable[[str], None] | None, *, job_id: int | None = None, holder: str | None = None) -> Reply:
-        """A change that needs no (more) approval: as a held job, under the stack's lock; break-glass said loudly."""
-        rt = self._rt
-        if job_id is None:
-            holder = holder or rt.holder
-            job_id = rt.jobs.submit(
-                prepared.invocation, state=RUNNING, arguments=prepared.arguments, break_glass=prepared.break_glass,
-                holder=holder, started_at=utcnow(),
-            )
-        else:
-            rt.jobs.update_held(rt.jobs.get(job_id), holder, arguments=prepared.arguments, break_glass=prepared.break_glass)
-        if prepared.break_glass:
-            self._record(prepared.invocation, "break-glass", job_id, prepared.break_glass)
-            notice = (f"🚨 *Break-glass*: <@{prepared.invocation.user_id}> runs `{prepared.command_line()}` without a second "
-                      f"person's approval. Reason: {prepared.break_glass}")
-            self.announce(prepared.invocation.channel_id, notice)
-            if progress is not None:  # the console has no channel: the one who typed it reads the notice there
-                progress(notice)
-        return self.run_job(rt.jobs.get(job_id), holder, progress, prepared=prepared)
-
-    def run_job(self, job: Job, holder: str, progress: Callable[[str], None] | None, *, prepared: Prepared | None = None) -> Reply:
-        """Run a held job with its stored arguments, under the lock; the outcome lands on its message and row."""
-        rt = self._rt
-        if prepared is None:
-            try:
-                prepared = rt.dispatcher.restore(job.invocation(), job.arguments, job.break_glass)
-            except Refused as refused:
-                rt.jobs.finish(job.id, holder, "refused", refused.reply.text)
-                rt.locks.release(job.id)
-                self.show(rt.jobs.get(job.id), f"⛔ Not run: {refused.reply.text}")
-                return refused.reply
-        if prepared.cmd.changes:
-            held = rt.locks.acquire(rt.stack_name, job, prepared.command_line())
-            if held is not None:
-                text = (
-                    f"{prepared.cmd.slash} was not run: `{held.command}` (request #{held.job_id}, asked by <@{held.requester}>) "
-                    f"has been changing {rt.stack_name} since {self.when(held.acquired_at)}; try again when it has finished."
-                )
-                rt.jobs.finish(job.id, holder, "refused", text)
-                self._record(job.invocation(), "rejected", job.id, "stack busy")
-                self.show(rt.jobs.get(job.id), f"⛔ {text}")
-                return Reply(text)
-        by = f"approved by <@{job.approver}>" if job.approver else ("break-glass" if job.break_glass else "")
-        status = f"▶️ Running ({by})" if by else "▶️ Running"
-        if not job.message_ts and job.source == "slack" and job.channel_id and rt.notifier is not None:
-            job = self._post_progress_message(job, status)
-        lines: list[str] = []
-        throttle = _Throttle(lambda: self.show(rt.jobs.get(job.id), status + "…", lines[-8:]))
-        throttle.now()
-
-        def say(text: str) -> None:
-            # A multi-line entry with the same first line as the last one replaces it: a stream's tail, in place.
-            if "\n" in text and lines and text.partition("\n")[0] == lines[-1].partition("\n")[0]:
-                lines[-1] = text
-            else:
-                lines.append(text)
-            throttle.maybe()
-            if progress is not None:
-                progress(text)
-
-        try:
-            reply = rt.dispatcher.execute(prepared, say, job_id=job.id)
-            if reply.error_id and prepared.cmd.recover is not None:
-                reply = self._recover_unexpected(job, prepared.cmd.recover, reply)
-        finally:
-            if prepared.cmd.changes:
-                retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
-        state = "failed" if reply.failed else "succeeded"
-        retried(lambda: rt.jobs.finish(job.id, holder, state, reply.text), f"the outcome of {job.label}")
-        mark = "❌ Failed" if reply.failed else "✅ Done"
-        self.show(rt.jobs.get(job.id), f"{mark} ({by})" if by else mark, reply.text.splitlines()[:30])
-        return reply
-
-
-    def _post_progress_message(self, job: Job, status: str) -> Job:
+    def post_status(self, job: Job, status: str) -> Job:
         """A change that had no request message (break-glass, or no approval needed) gets one for its progress."""
         try:
-            ts = self._rt.notifier.post(job.channel_id, self._rt.dispatcher.clean(self.render(job, status + "…")))
+            ts = self._rt.messages.post(job.channel_id, self.render(job, status))
         except Exception:
             log.exception("could not post the progress message of %s", job.label)
             return job
         if ts:
             self._rt.jobs.set_message(job.id, job.channel_id, ts)
         return self._rt.jobs.get(job.id)
-
-
-class _Throttle:
-    """At most one message update a second: the first at once, the last never lost to the limit."""
-
-    def __init__(self, flush: Callable[[], None]):
-        self._flush = flush
-        self._last = 0.0
-        self._lock = threading.Lock()
-
-    def now(self) -> None:
-        with self._lock:
-            self._last = time.monotonic()
-        self._flush()
-
-    def maybe(self) -> None:
-        with self._lock:
-            if time.monotonic() - self._last < PROGRESS_INTERVAL:
-                return
-            self._last = time.monotonic()
-        self._flush()

@@ -21,7 +21,7 @@ import psycopg
 from sqlalchemy import select, update
 
 from bot.backups.model import DELETED, FAILED, OK, TAKING, Backup
-from bot.backups.tools import CHUNK, Staged, ToolError, last_lines, tools_for
+from bot.backups.tools import CHUNK, Staged, last_lines, tools_for
 from bot.stack.compose import StackError
 from bot.frame.humanize import elapsed, size as human_size
 from bot.frame.redact import redact

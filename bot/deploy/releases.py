@@ -20,7 +20,7 @@ from sqlalchemy import or_, select, update
 from bot.frame.blocks import code_block, escape
 from bot.frame.config import DeploySection
 from bot.deploy.git import GitError, Repo
-from bot.deploy.model import BAD, DEPLOY, GOOD, RECORDED, REVERT, UNKNOWN, Release
+from bot.deploy.model import BAD, GOOD, RECORDED, REVERT, UNKNOWN, Release
 from bot.deploy.script import ScriptOutcome, read_output, run_script, writers_of
 from bot.jobs.queue import ended_and_unlocked, identity_running, process_identity
 from bot.stack.compose import StackError

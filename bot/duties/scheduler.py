@@ -109,11 +109,12 @@ class Duties:
 
     def post(self, reply: Reply) -> str | None:
         """A message to the ops channel; Slack failing is logged, and never fails the duty's record."""
-        if self.rt.notifier is None or not self.channel:
+        messages = self.rt.messages
+        if messages is None or not self.channel:
             log.info("duty message (no Slack): %s", reply.text.splitlines()[0] if reply.text else "")
             return None
         try:
-            return self.rt.notifier.post(self.channel, self.rt.dispatcher.clean(reply))
+            return messages.post(self.channel, reply)
         except Exception:
             log.exception("could not post a duty's message to %s", self.channel)
             return None
@@ -216,8 +217,9 @@ class Duties:
 
     # ---- running one, in a runner ------------------------------------------------------------------
 
-    def run_job(self, job: Job, holder: str) -> None:
-        """The duty's job, claimed by this runner: run it as the scheduler, audited, its outcome on its row."""
+    def run_job(self, job: Job, holder: str) -> Reply:
+        """The duty's job, claimed by a runner and handed over by the pipeline: run it as the scheduler, audited; its
+        outcome is the reply (the pipeline finishes the job row with it)."""
         duty = next(d for d in self.all if d.name == job.command)
         slot = datetime.fromisoformat(job.text)
         with self.rt.store.session.begin() as session:
@@ -238,11 +240,11 @@ class Duties:
             invocation, state, duration_ms=round((time.monotonic() - started) * 1000),
             error=None if outcome.ok else outcome.summary, error_id=error_id, job_id=job.id,
         )
-        self.rt.jobs.finish(job.id, holder, state, outcome.summary, error_id)
         with self.rt.store.session.begin() as session:
             session.execute(
                 update(DutyRun).where(DutyRun.job_id == job.id).values(state=state, message=outcome.summary[:2000], finished_at=utcnow())
             )
+        return Reply(outcome.summary, failed=not outcome.ok, error_id=error_id)
 
     # ---- what /schedule shows ----------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """What the daily report, the nightly backup and the weekly drill do: the commands a person would run, as the scheduler.
 
-Each goes through the dispatcher (role check, audit, the stack's one-change lock for /backup) exactly as
+Each walks the request pipeline (role check, audit, the stack's one-change lock for /backup) exactly as
 typed commands do; the duty then posts the result to the ops channel. A failure is loud: it mentions the
 approver group (FLOWSTATE_APPROVER_GROUP) with the error.
 """
@@ -36,8 +36,8 @@ def _loud(duties: "Duties", title: str, error: str) -> None:
 
 def daily_report(duties: "Duties", slot: datetime) -> Outcome:
     """/health and /stats, unasked: one line when all is well, both in full when not."""
-    health = duties.rt.dispatcher.dispatch(duties.invocation("health"))
-    stats = duties.rt.dispatcher.dispatch(duties.invocation("stats"))
+    health = duties.rt.pipeline.dispatch(duties.invocation("health"))
+    stats = duties.rt.pipeline.dispatch(duties.invocation("stats"))
     day = f"{slot.astimezone(duties.rt.settings.tz):%a %Y-%m-%d}"
     verdicts = f"{health.text.splitlines()[-1]}; {stats.text.splitlines()[-1]}"
     if health.healthy and stats.healthy:
@@ -60,7 +60,7 @@ def _newest_backup_id(duties: "Duties") -> int:
 def nightly_backup(duties: "Duties", slot: datetime) -> Outcome:
     """/backup nightly (with its retention); success is a new complete backup in the catalogue, nothing less."""
     before = _newest_backup_id(duties)
-    reply = duties.rt.dispatcher.dispatch(duties.invocation("backup", NIGHTLY_NOTE))
+    reply = duties.rt.pipeline.dispatch(duties.invocation("backup", NIGHTLY_NOTE))
     with duties.rt.store.session() as session:
         taken = session.scalars(
             select(Backup).where(Backup.id > before, Backup.requested_by == SCHEDULER, Backup.state == OK).order_by(Backup.id.desc())
@@ -83,7 +83,7 @@ def restore_drill(duties: "Duties", slot: datetime) -> Outcome:
         _loud(duties, f"The weekly restore drill of {duties.when(slot)} failed", error)
         return Outcome(False, f"failed: {error}")
     started = utcnow()
-    reply = duties.rt.dispatcher.dispatch(duties.invocation("backup", f"verify {newest.id}"))
+    reply = duties.rt.pipeline.dispatch(duties.invocation("backup", f"verify {newest.id}"))
     with duties.rt.store.session() as session:
         checked = session.get(Backup, newest.id)
     if not (checked.verified_ok and checked.verified_at and checked.verified_at >= started):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Invocation:
-    """Who ran what, where: all the dispatcher knows of the adapter it came through."""
+    """Who ran what, where: all the pipeline knows of the adapter it came through."""
 
     user_id: str
     command: str  # without the slash
@@ -52,6 +52,10 @@ FOUND, DOWN, EDGE_ERROR_RATE = "found", "down", "edge_error_rate"
 
 class CommandError(Exception):
     """An expected failure a handler reports to the user in one sentence."""
+
+
+class Decided(CommandError):
+    """A refusal a handler has already audited (a decision's `denied` row): one refusal, one row, no outcome row after."""
 
 
 class ArgumentError(Exception):

@@ -100,10 +100,10 @@ class Incidents:
 
     def show(self, incident: Incident) -> Incident:
         """Post the summary message, or update it in place; a Slack hiccup never fails the change."""
-        notifier = self._rt.notifier
+        notifier = self._rt.messages
         if notifier is None:
             return incident
-        reply = self._rt.dispatcher.clean(summary(incident, self.tz, utcnow()))
+        reply = summary(incident, self.tz, utcnow())
         try:
             if incident.message_ts:
                 notifier.update(incident.channel_id, incident.message_ts, reply)

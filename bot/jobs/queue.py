@@ -8,7 +8,7 @@ import secrets
 import socket
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, insert, or_, select, text, update
+from sqlalchemy import bindparam, delete, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.jobs.heartbeat import RunnerHeartbeat

@@ -23,8 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from bot.backups.restore import finish_abandoned as finish_abandoned_restores
 from bot.frame.config import ConfigError, Settings, StackConfig
 from bot.deploy.releases import finish_abandoned as finish_abandoned_releases
-from bot.frame.dispatcher import Refused
-from bot.duties.scheduler import SOURCE as DUTY_SOURCE
 from bot.jobs.model import Job
 from bot.jobs.wakeup import NotifiedWakeups
 from bot.store.outage import OutageLog
@@ -135,44 +133,16 @@ class Runner:
             self.wake.set()  # a thread is free: take the next queued job now
 
     def _run(self, job: Job) -> None:
-        rt, holder = self.rt, self.holder
-        if job.source == DUTY_SOURCE:  # a scheduled duty, queued by the scheduler's tick
-            rt.duties.run_job(job, holder)
-            return
-        if job.arguments is not None:  # approved (or taken over): its outcome lands on its message
-            reply = rt.approvals.run_job(job, holder, None)
-            if not job.message_ts:
-                self._deliver(job, rt.dispatcher.clean(reply))
-            return
-        try:
-            prepared = rt.dispatcher.prepare(job.invocation())
-        except Refused as refused:
-            rt.jobs.finish(job.id, holder, "refused", refused.reply.text)
-            self._deliver(job, rt.dispatcher.clean(refused.reply))
-            return
-        if prepared.needs_approval and not prepared.break_glass:
-            self._deliver(job, rt.dispatcher.clean(rt.approvals.request(prepared, job_id=job.id, holder=holder)))
-            return
-        if prepared.cmd.changes:
-            reply = rt.approvals.run_now(prepared, None, job_id=job.id, holder=holder)
-            if rt.jobs.get(job.id).message_ts is None:
-                self._deliver(job, rt.dispatcher.clean(reply))
-            return
-        reply = rt.dispatcher.execute(prepared, None, job_id=job.id)
-        rt.jobs.finish(job.id, holder, "failed" if reply.failed else "succeeded", reply.text)
-        self._deliver(job, rt.dispatcher.clean(reply))
+        """Every claimed job walks the one pipeline: a command asked in Slack, an approved request, a duty."""
+        self.rt.pipeline.run(job, self._publisher(job), holder=self.holder)
+
+    def _publisher(self, job: Job):
+        from bot.adapters.slack.client import ResponseUrl
+
+        return ResponseUrl(self.client, self.rt.audit, job)
 
     def _deliver(self, job: Job, reply: Reply) -> None:
-        from bot.adapters.slack.client import deliver
-
-        if job.source != "slack":
-            return
-        why = deliver(self.client, job.invocation(), job.response_url, reply)
-        if why is not None:  # where /audit shows it: the job and the reason, never the response_url
-            try:
-                self.rt.audit.record(job.invocation(), "undelivered", error=f"reply undelivered: {why}", job_id=job.id)
-            except Exception:
-                log.exception("could not record the undelivered reply of request #%s", job.id)
+        self._publisher(job).publish(reply)
 
 
 # ---- the process -------------------------------------------------------------------------------

@@ -24,6 +24,6 @@ def test_the_nightly_backup_is_taken_and_posted_and_the_drill_verifies_it_by_a_t
         backup = session.get(Backup, 1)
     assert backup.verified_ok is True and backup.verification
     grant(duties.rt, "U0VIEWER", Role.viewer)
-    shown = duties.rt.dispatcher.dispatch(Invocation("U0VIEWER", "schedule", "", "C1")).text
+    shown = duties.rt.pipeline.dispatch(Invocation("U0VIEWER", "schedule", "", "C1")).text
     assert "last 🟢 succeeded for Sat 2026-03-28 02:00 CET: backup #1 taken" in shown
     assert "last 🟢 succeeded for Sat 2026-03-28 03:00 CET: backup #1 verified by a test restore" in shown

@@ -45,7 +45,7 @@ def test_an_operator_takes_a_backup_a_private_complete_checksummed_file_with_a_s
     app_db.add_events(2000)
     runtime = _runtime(make_runtime, tmp_path, app_db.stack, backup_copy_dir=tmp_path / "offsite")
     lines = []
-    reply = runtime.dispatcher.dispatch(Invocation("UOP", "backup", "before the v2 migration", "C1"), lines.append)
+    reply = runtime.pipeline.dispatch(Invocation("UOP", "backup", "before the v2 migration", "C1"), lines.append)
     assert not reply.failed, reply.text
     assert reply.text.startswith("✅ Backup #1 taken")
     backup = _backup(runtime, 1)

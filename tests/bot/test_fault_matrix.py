@@ -165,9 +165,9 @@ def _in_process(change: Change, point: str, fault: str, make_runtime, slack_doub
 
     runtime.fault = at
     name, _, text = change.line[1:].partition(" ")
-    asked = runtime.dispatcher.dispatch(Invocation("UOP", name, text, CHANNEL, "slack"))
+    asked = runtime.pipeline.dispatch(Invocation("UOP", name, text, CHANNEL, "slack"))
     number = int(re.match(r"Request #(\d+): ", asked.text).group(1))
-    approved = runtime.dispatcher.dispatch(Invocation("UAPP", "approvals", f"approve {number}", CHANNEL, "slack"))
+    approved = runtime.pipeline.dispatch(Invocation("UAPP", "approvals", f"approve {number}", CHANNEL, "slack"))
     assert approved.text == f"You approved request #{number}; it runs now.", approved.text
     runner = Runner(runtime, client)
     job = runtime.jobs.claim_next(runtime.holder, source="slack")

@@ -90,7 +90,7 @@ def test_long_logs_go_to_the_requester_alone_in_a_direct_message(tmp_path, slack
     try:
         grant(runtime, "UOP", Role.operator)
         _written(runtime, 300)
-        reply = runtime.dispatcher.dispatch(Invocation("UOP", "logs", "noisy --tail 300", "C0OPS", "slack"))
+        reply = runtime.pipeline.dispatch(Invocation("UOP", "logs", "noisy --tail 300", "C0OPS", "slack"))
         assert reply.text == "300 log lines of noisy since 15m (the last 300): sent to you alone in a direct message as noisy-logs.txt."
         assert not reply.in_channel
         (opened,) = slack_double.calls_to("conversations.open")
@@ -102,7 +102,7 @@ def test_long_logs_go_to_the_requester_alone_in_a_direct_message(tmp_path, slack
         assert len(content.splitlines()) == 300 and all(LINE.match(line) for line in content.splitlines())
         assert "hunter2" not in content
         slack_double.fail_next("conversations.open", "missing_scope")  # installed before /logs needed im:write
-        refused = runtime.dispatcher.dispatch(Invocation("UOP", "logs", "noisy --tail 300", "C0OPS", "slack"))
+        refused = runtime.pipeline.dispatch(Invocation("UOP", "logs", "noisy --tail 300", "C0OPS", "slack"))
         assert refused.text == ("The logs are too long for a message and sending them to you failed (missing_scope); "
                                 "narrow them with --grep or --tail.")
         assert len([u for u in slack_double.uploads() if u.completed]) == 1, "nothing was uploaded anywhere"

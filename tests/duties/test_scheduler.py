@@ -65,7 +65,7 @@ def test_a_slot_missed_while_the_bot_was_down_runs_late_within_the_grace_window_
     assert duties.at(utc(2026, 3, 30, 8, 1)) == []
     assert [run.state for run in duties.runs()] == ["succeeded", "succeeded", "missed"]
     grant(duties.rt, "U0VIEWER", Role.viewer)
-    shown = duties.rt.dispatcher.dispatch(Invocation("U0VIEWER", "schedule", "", "C1")).text
+    shown = duties.rt.pipeline.dispatch(Invocation("U0VIEWER", "schedule", "", "C1")).text
     assert "*Daily health report*: daily at 08:30; next Tue 2026-03-31 08:30 CEST; last 🟠 missed for Mon 2026-03-30 08:30 CEST" in shown
 
 
@@ -145,7 +145,7 @@ def test_schedule_lists_every_duty_whether_on_its_next_run_and_last_result(sched
     duties = scheduled(utc(2026, 3, 28, 7, 30), database_url=database_url, daily_report_at="08:30", drill_at="sun 04:00")
     duties.at(utc(2026, 3, 28, 7, 30))
     grant(duties.rt, "U0VIEWER", Role.viewer)
-    lines = duties.rt.dispatcher.dispatch(Invocation("U0VIEWER", "schedule", "", "C1")).text.splitlines()
+    lines = duties.rt.pipeline.dispatch(Invocation("U0VIEWER", "schedule", "", "C1")).text.splitlines()
     assert lines[0].startswith(f"Scheduled duties, posted to <#{OPS}> (times in Europe/Berlin")
     assert lines[1].startswith("*Daily health report*: daily at 08:30; next Sun 2026-03-29 08:30 CEST; last 🟢 succeeded for Sat 2026-03-28 08:30 CET")
     assert lines[2] == "⚪ *Nightly backup*: off (FLOWSTATE_BACKUP_AT=off)"
@@ -157,7 +157,7 @@ def test_without_an_ops_channel_no_duty_runs_and_schedule_says_what_to_set(sched
     duties = scheduled(utc(2026, 3, 28, 7, 30), database_url=database_url, daily_report_at="08:30", ops_channel=None)
     assert duties.at(utc(2026, 3, 28, 7, 30)) == [] and duties.runs() == []
     grant(duties.rt, "U0VIEWER", Role.viewer)
-    shown = duties.rt.dispatcher.dispatch(Invocation("U0VIEWER", "schedule", "", "C1")).text
+    shown = duties.rt.pipeline.dispatch(Invocation("U0VIEWER", "schedule", "", "C1")).text
     assert shown.startswith("No duty runs: set FLOWSTATE_OPS_CHANNEL to the id of the channel they post to.")
 
 

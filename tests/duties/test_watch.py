@@ -52,7 +52,7 @@ def test_watch_shows_what_is_watched_and_what_fires(scheduled, database_url):
     duties = scheduled(START, values, database_url=database_url, watch_minutes=5, watch_checks=2)
     checks(duties, values, [True, True], key="queue_length")
     grant(duties.rt, "U0VIEWER", Role.viewer)
-    lines = duties.rt.dispatcher.dispatch(Invocation("U0VIEWER", "watch", "", "C1")).text.splitlines()
+    lines = duties.rt.pipeline.dispatch(Invocation("U0VIEWER", "watch", "", "C1")).text.splitlines()
     assert lines[0].startswith("The watch checks every 5 min: every /health check, and the /stats thresholds (API 5xx above 5%")
     assert lines[0].endswith("One alert after 2 bad checks in a row, one recovery after 2 good ones.")
     assert lines[1:3] == ["Firing (1):", "🔴 *queue_length*: queue_length above its threshold (firing since Sat 2026-03-28 11:05 CET)"]
@@ -64,12 +64,12 @@ def test_a_muted_key_posts_nothing_until_its_mute_ends_and_then_alerts_once(sche
     duties = scheduled(START, values, database_url=database_url, watch_minutes=5, watch_checks=2)
     assert checks(duties, values, [False]) == [[]]
     grant(duties.rt, "U0OPERATOR", Role.operator)
-    muted = duties.rt.dispatcher.dispatch(Invocation("U0OPERATOR", "watch", "mute cpu:backend 30m", "C1"))
+    muted = duties.rt.pipeline.dispatch(Invocation("U0OPERATOR", "watch", "mute cpu:backend 30m", "C1"))
     assert muted.text == "🔇 cpu:backend is muted until Sat 2026-03-28 11:30 CET by <@U0OPERATOR>: no alert for it is posted until then."
     # Bad from 10:05 to 10:55 UTC: firing from the second check, silent while muted (until 10:30 UTC), one alert after.
     said = checks(duties, values, [True] * 11, start=1)
     assert [step for step, texts in enumerate(said, 1) for _text in texts] == [6]
-    lines = duties.rt.dispatcher.dispatch(Invocation("U0OPERATOR", "watch", "", "C1")).text.splitlines()
+    lines = duties.rt.pipeline.dispatch(Invocation("U0OPERATOR", "watch", "", "C1")).text.splitlines()
     assert lines[1:3] == ["Firing (1):", "🔴 *cpu:backend*: cpu:backend above its threshold (firing since Sat 2026-03-28 11:10 CET)"]
 
 
@@ -82,7 +82,7 @@ def test_muting_an_unknown_key_or_for_too_long_is_refused_and_viewers_cannot_mut
     grant(duties.rt, "U0VIEWER", Role.viewer)
 
     def watch(user: str, text: str) -> str:
-        return duties.rt.dispatcher.dispatch(Invocation(user, "watch", text, "C1")).text
+        return duties.rt.pipeline.dispatch(Invocation(user, "watch", text, "C1")).text
 
     assert watch("U0OPERATOR", "mute cpu:frontend 1h") == "There is no watched key 'cpu:frontend'; the keys are: cpu:backend, probe:frontend."
     assert watch("U0OPERATOR", "mute cpu:backend 30d") == "The duration can be at most 7d; usage: `/watch [mute KEY DURATION]`"

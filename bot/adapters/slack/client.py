@@ -119,6 +119,29 @@ def upload_to_user(client: WebClient, user_id: str, filename: str, title: str, c
     return upload_text(client, channel, filename, title, content, comment)
 
 
+class ResponseUrl:
+    """The publisher of a job that came from Slack: its reply through the command's response_url (see deliver);
+    progress lines are not sent (a change shows its own on its message). A reply that cannot be delivered is an
+    audit row (`undelivered`, the job and the reason, never the response_url), so /audit shows what nobody received."""
+
+    def __init__(self, client: WebClient | None, audit, job):
+        self._client, self._audit, self._job = client, audit, job
+
+    def progress(self, text: str) -> None:
+        pass
+
+    def publish(self, reply: Reply) -> None:
+        job = self._job
+        if job.source != "slack":
+            return
+        why = deliver(self._client, job.invocation(), job.response_url, reply)
+        if why is not None:
+            try:
+                self._audit.record(job.invocation(), "undelivered", error=f"reply undelivered: {why}", job_id=job.id)
+            except Exception:
+                log.exception("could not record the undelivered reply of request #%s", job.id)
+
+
 DELIVERY_SECONDS = 60.0  # how long a reply keeps trying (Slack's Retry-After honoured, its 5xx backed off)
 FIRST_BACKOFF, LAST_BACKOFF = 0.5, 8.0  # seconds between tries after a 5xx or a lost connection
 

@@ -1,0 +1,370 @@
+"""The one request pipeline: a command from Slack, the console or a duty walks the same ordered steps.
+
+The steps are built once (`Pipeline.steps`): publish, finish, resolve, authorize, break-glass, parse,
+authorize the use, check, gate, execute. Each is `step(request, next) -> Reply` (bolt's middleware shape):
+it goes on by returning `next(request)`, or refuses by raising `Refused` with the user's one sentence (its
+audit row written). An exception in a step is a refusal with an error id, never a pass: the walker catches
+it at that step. The gate parks a request for approval, or runs a change as a held job under the stack's
+one-change lock (bot/frame/changes.py); a request stored at approval time enters the same steps, its
+arguments taken as checked and its caller authorized again. Publish redacts the reply once and hands it
+to the caller's Publisher. /help and /whoami walk the same steps as a dry run (errbot's `dry_run`): no audit
+row, nothing parsed or run, only whether the caller may.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import secrets
+import shlex
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from pydantic import BaseModel
+
+from bot.frame.config import missing_section
+from bot.frame.publish import Publisher, Returned, redacted
+from bot.frame.redact import redact
+from bot.frame.registry import ArgumentError, Command, CommandError, Context, Decided, Invocation, Reply, command_line, parse_arguments
+from bot.frame.roles import Role
+from bot.jobs.model import Job
+from bot.store.engine import retried
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+BREAK_GLASS = "--break-glass"
+
+Step = Callable[["Request", Callable[["Request"], Reply]], Reply]
+
+
+class Refused(Exception):
+    """A step said no; the reply says why in one sentence (the audit row is already written). `status` is what
+    the request's message says, when it has one."""
+
+    def __init__(self, reply: Reply, status: str | None = None):
+        super().__init__(reply.text)
+        self.reply = reply
+        self.status = status
+
+
+@dataclass
+class Request:
+    """One walk of the pipeline: what came in, and what the steps found out about it."""
+
+    invocation: Invocation
+    publisher: Publisher
+    job: Job | None = None  # the job row it runs as, held by `holder` (a runner's, a duty's, an approved request's)
+    holder: str | None = None
+    stored: bool = False  # an approved (or taken over) request: its arguments were checked when it was asked
+    dry_run: bool = False  # only whether the caller may: no audit row, nothing run
+    text: str = ""
+    cmd: Command | None = None
+    role: Role | None = None
+    args: BaseModel | None = None
+    break_glass: str | None = None
+    parked: bool = False  # the gate turned it into a request waiting for approval
+    refused: Refused | None = None
+
+    @property
+    def arguments(self) -> dict:
+        return self.args.model_dump(mode="json")
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.cmd.approval_needed(self.args)
+
+    def command_line(self) -> str:
+        """The command as it will run, from the validated arguments (what an approver approves)."""
+        return command_line(self.cmd, self.arguments)
+
+    def say(self, text: str) -> None:
+        """A progress line, redacted on its way to whatever publishes it (read at call time: the gate may swap it)."""
+        self.publisher.progress(redact(text))
+
+
+def _error_id() -> str:
+    return secrets.token_hex(4)
+
+
+class Pipeline:
+    def __init__(self, runtime: "Runtime"):
+        from bot.frame.changes import Changes
+
+        self._runtime = runtime
+        self.changes = Changes(runtime)
+        # The one place the order is decided.
+        self.steps: list[Step] = [
+            self.publish, self.finish, self.resolve, self.authorize, self.break_glass, self.parse,
+            self.authorize_use, self.check, self.gate, self.execute,
+        ]
+        self._sources: dict[str, Callable[[Job, str], Reply]] = {}
+
+    def run_source(self, source: str, run: Callable[[Job, str], Reply]) -> None:
+        """Jobs of this source are not a typed command (a scheduled duty): resolve hands them to `run`."""
+        self._sources[source] = run
+
+    # ---- the doors -------------------------------------------------------------------------------------
+
+    def run(self, work: Invocation | Job, publisher: Publisher | None = None, *, holder: str | None = None) -> Reply:
+        """Walk the steps for a typed command (an Invocation) or a held job (a runner's claim); the published reply."""
+        publisher = publisher or Returned()
+        if isinstance(work, Job):
+            request = Request(work.invocation(), publisher, job=work, holder=holder, stored=work.arguments is not None)
+        else:
+            request = Request(work, publisher)
+        request.text = request.invocation.text
+        return self._walk(request, 0)
+
+    def dispatch(self, invocation: Invocation, progress: Callable[[str], None] | None = None) -> Reply:
+        """run() for a caller that takes the reply itself (tests, benches, a duty's /health)."""
+        return self.run(invocation, Returned(progress))
+
+    def may_run(self, invocation: Invocation, role: Role | None) -> str | None:
+        """A dry run for /help and /whoami: None when this caller (of this role) may run the command, else why not."""
+        request = Request(invocation, Returned(), dry_run=True, role=role)
+        request.text = invocation.text
+        reply = self._walk(request, 0)
+        return reply.text if request.refused else None
+
+    def _walk(self, request: Request, at: int) -> Reply:
+        step = self.steps[at]
+        try:
+            return step(request, lambda following: self._walk(following, at + 1))
+        except Refused as refused:
+            request.refused = refused
+            return refused.reply
+        except Exception:  # fail closed: a step that breaks refuses, with an id for the log
+            error_id = _error_id()
+            name = request.invocation.command[:64]
+            log.exception("/%s failed in the bot's %s step [error id %s]", name, getattr(step, "__name__", step), error_id)
+            request.refused = Refused(Reply(""))
+            return Reply(
+                f"/{name} failed inside the bot (error id {error_id}); the details are in the bot's log.", failed=True, error_id=error_id
+            )
+
+    # ---- the steps, in order ---------------------------------------------------------------------------
+
+    def publish(self, request: Request, next) -> Reply:
+        """Redact once, hand the reply to its publisher."""
+        reply = redacted(next(request))
+        if not request.dry_run:
+            request.publisher.publish(reply)
+        return reply
+
+    def finish(self, request: Request, next) -> Reply:
+        """The job row it ran as gets its outcome (a parked request stays pending); a refused change lets its lock go."""
+        reply = next(request)
+        job, rt = request.job, self._runtime
+        if job is None or request.parked or request.dry_run:
+            return reply
+        changes = request.stored or (request.cmd is not None and request.cmd.changes)
+        if request.refused is not None and changes:  # the lock an approval took (a busy stack's is not ours: no-op)
+            retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
+        state = "failed" if reply.failed else "refused" if request.refused is not None else "succeeded"
+        finish = lambda: rt.jobs.finish(job.id, request.holder, state, reply.text, reply.error_id)  # noqa: E731
+        retried(finish, f"the outcome of {job.label}") if changes else finish()
+        return reply
+
+    def resolve(self, request: Request, next) -> Reply:
+        job = request.job
+        if job is not None and job.source in self._sources:  # a duty: the scheduler's own work, audited there
+            return self._sources[job.source](job, request.holder)
+        if request.stored:  # an approved request's outcome, a refusal included, lands on its message
+            request.publisher = self.changes.on_message(request)
+        request.cmd = self._runtime.commands.get(request.invocation.command)
+        if request.cmd is None:
+            self._refuse(request, "rejected", self._unknown(request.invocation.command), error="unknown command")
+        return next(request)
+
+    def authorize(self, request: Request, next) -> Reply:
+        cmd, invocation = request.cmd, request.invocation
+        if request.dry_run:  # the caller's role is known (the one /help runs with)
+            if request.role is None or request.role < cmd.role:
+                raise Refused(Reply(self._role_sentence(cmd, request.role)))
+            return next(request)
+        try:
+            explained = self._runtime.authz.explain(invocation.user_id)
+            role = explained.role
+        except Exception:
+            error_id = _error_id()
+            log.exception("cannot look up the role of %s [error id %s]", invocation.user_id[:64], error_id)
+            raise Refused(Reply(f"{cmd.slash} was not run because your role could not be checked (error id {error_id}).")) from None
+        if (role is None or role < cmd.role) and explained.lookup_failed:
+            self._refuse(
+                request, "denied",
+                f"{cmd.slash} was not run: your role could not be checked because Slack's user-group lookup failed; try again in a minute.",
+                error="user-group lookup failed",
+            )
+        if role is None or role < cmd.role:
+            self._refuse(
+                request, "denied", self._role_sentence(cmd, role), error=f"needs {cmd.role.name}, has {role.name if role else 'no role'}"
+            )
+        request.role = role
+        return next(request)
+
+    @staticmethod
+    def _role_sentence(cmd: Command, role: Role | None) -> str:
+        having = f"you have {role.name}" if role else "you have no role yet; ask an admin for one"
+        return f"{cmd.slash} needs the {cmd.role.name} role and {having}."
+
+    def break_glass(self, request: Request, next) -> Reply:
+        """`--break-glass "REASON"` lets an admin run an approval command at once, loudly."""
+        if request.stored:
+            request.break_glass = request.job.break_glass
+            return next(request)
+        if BREAK_GLASS not in request.text:
+            return next(request)
+        try:
+            words = shlex.split(request.text)
+        except ValueError:
+            return next(request)  # the parser reports the open quote
+        if BREAK_GLASS not in words:
+            return next(request)
+        at = words.index(BREAK_GLASS)
+        reason = words[at + 1].strip() if at + 1 < len(words) else ""
+        rest = words[:at] + words[at + 2 :]
+        if not self._runtime.settings.break_glass:
+            self._refuse(request, "rejected", "Break-glass is turned off on this bot (FLOWSTATE_BREAK_GLASS); ask an approver.")
+        if request.role < Role.admin:
+            self._refuse(request, "denied", f"Only an admin may use {BREAK_GLASS}; ask an approver instead.")
+        if not reason or reason.startswith("--"):
+            self._refuse(request, "rejected", f'{BREAK_GLASS} needs a reason in quotes, such as {BREAK_GLASS} "approvers asleep, site down".')
+        request.text, request.break_glass = " ".join(shlex.quote(word) for word in rest), reason[:500]
+        return next(request)
+
+    def parse(self, request: Request, next) -> Reply:
+        cmd = request.cmd
+        if request.dry_run:
+            return Reply("")  # a dry run asks who may, not what was typed
+        if request.stored:
+            request.args = cmd.args.model_validate(request.job.arguments)
+            return next(request)
+        try:
+            request.args = parse_arguments(cmd, request.text)
+        except ArgumentError as error:
+            message = str(error)
+            self._refuse(request, "rejected", f"{message[0].upper()}{message[1:]}; usage: `{cmd.usage}`", error=message)
+        except Exception as error:  # a validator that raised what pydantic does not turn into a message
+            error_id = _error_id()
+            log.exception("%s could not parse its arguments [error id %s]", cmd.slash, error_id)
+            self._refuse(
+                request, "rejected", f"{cmd.slash} could not read its arguments (error id {error_id}); the details are in the bot's log.",
+                error=f"{type(error).__name__}: {error}", error_id=error_id,
+            )
+        if request.break_glass is not None and not request.needs_approval:
+            self._refuse(request, "rejected", f"{cmd.slash} with these arguments needs no approval; run it without {BREAK_GLASS}.")
+        if request.break_glass is not None and cmd.may_approve is not None:
+            self._refuse(request, "rejected", f"`{request.command_line()}` cannot be run with {BREAK_GLASS}; ask for its approval.")
+        return next(request)
+
+    def authorize_use(self, request: Request, next) -> Reply:
+        """Some uses of a command need more than the command itself (starting an incident vs adding a note)."""
+        needed = request.cmd.role_needed(request.args)
+        if request.role < needed:
+            self._refuse(
+                request, "denied", f"This use of {request.cmd.slash} needs the {needed.name} role and you have {request.role.name}.",
+                error=f"needs {needed.name}, has {request.role.name}",
+            )
+        return next(request)
+
+    def check(self, request: Request, next) -> Reply:
+        """What can only fail is refused before anyone is asked to approve it: a missing section, then the command's own check.
+        A stored request was checked when it was asked."""
+        if request.stored:
+            return next(request)
+        cmd, args = request.cmd, request.args
+        for section in cmd.sections_needed(args):
+            missing = missing_section(self._runtime.stack, section, self._runtime.settings.stack_file)
+            if missing is not None:
+                self._refuse(request, "rejected", f"{cmd.slash} cannot run: {missing}")
+        if cmd.check is not None:
+            try:
+                cmd.check(self._runtime, args)
+            except CommandError as error:
+                self._refuse(request, "rejected", str(error))
+        return next(request)
+
+    def gate(self, request: Request, next) -> Reply:
+        """Ask a second person, or run: a change as a held job under the stack's lock, anything else as it is."""
+        if request.needs_approval and not request.break_glass and not request.stored:
+            request.parked = True
+            job = request.job
+            return self.changes.desk.request(
+                request.invocation, request.arguments, request.command_line(),
+                job_id=job.id if job is not None else None, holder=request.holder,
+            )
+        if request.cmd.changes or request.stored:
+            return self.changes.run(request, next)
+        return next(request)  # a held job is kept alive by its runner's one heartbeat (bot/jobs/heartbeat.py)
+
+    def execute(self, request: Request, next) -> Reply:
+        """Audit, run the handler, audit its outcome; an unexpected error becomes an error id."""
+        runtime, cmd, invocation = self._runtime, request.cmd, request.invocation
+        arguments = request.arguments
+        job_id = request.job.id if request.job is not None else None
+        started = time.monotonic()
+        self._record(request, "allowed", arguments=arguments, job_id=job_id)
+        context = self._context(request, job_id)
+        error_text = error_id = None
+        try:
+            with runtime.store.session.begin() as session:
+                context.session = session
+                reply = cmd.handler(context, request.args)
+        except Decided as refusal:  # audited where it was decided
+            return Reply(str(refusal), failed=True)
+        except CommandError as error:
+            error_text = str(error)
+            reply = Reply(error_text)
+        except Exception as error:
+            error_id = _error_id()
+            error_text = f"{type(error).__name__}: {error}"
+            log.exception("%s failed [error id %s]", cmd.slash, error_id)
+            reply = Reply(f"{cmd.slash} failed unexpectedly (error id {error_id}); the details are in the bot's log.", error_id=error_id)
+        duration_ms = round((time.monotonic() - started) * 1000)
+
+        def record() -> None:
+            runtime.audit.record(
+                invocation, "failed" if error_text or reply.failed else "succeeded", arguments=arguments, duration_ms=duration_ms,
+                error=error_text, error_id=error_id, job_id=job_id, details=reply.facts,
+            )
+
+        try:  # a change's outcome must be in the audit even after a store blip; a question's answer must not wait
+            retried(record, f"the audit of {cmd.slash}") if cmd.changes else record()
+        except Exception:
+            log.exception("audit write failed after %s", cmd.slash)
+        reply.failed = reply.failed or error_text is not None
+        return reply
+
+    def _context(self, request: Request, job_id: int | None) -> Context:
+        """What a handler gets (one place, so what it gets can change in one place)."""
+        return Context(request.invocation, request.role, self._runtime, request.say, job_id=job_id)
+
+    # ---- refusing ----------------------------------------------------------------------------------------
+
+    def _refuse(self, request: Request, outcome: str, sentence: str, *, error: str | None = None, **audit) -> None:
+        if not request.dry_run:
+            self._record(request, outcome, error=error or sentence, **audit)
+        raise Refused(Reply(sentence), status=f"⛔ Not run: {sentence}")
+
+    def _record(self, request: Request, outcome: str, **fields) -> None:
+        """An audit row; if the database cannot take it, the user gets an error id instead of a false answer."""
+        invocation = request.invocation
+        try:
+            self._runtime.audit.record(invocation, outcome, **fields)
+        except Exception:
+            error_id = _error_id()
+            log.exception("audit write failed for /%s (%s) [error id %s]", invocation.command[:64], outcome, error_id)
+            raise Refused(
+                Reply(f"/{invocation.command[:64]} was not run because the audit log cannot be written (error id {error_id}).")
+            ) from None
+
+    def _unknown(self, name: str) -> str:
+        shown = name[:40] + ("…" if len(name) > 40 else "")
+        close = difflib.get_close_matches(name[:64], list(self._runtime.commands), n=1, cutoff=0.6)
+        if close:
+            return f"There is no /{shown} command; did you mean /{close[0]}?"
+        return f"There is no /{shown} command; /help lists what you can run."

@@ -1,0 +1,63 @@
+"""The output edge: every reply and every channel message is redacted here, once, on its way out.
+
+A `Publisher` is where one request's progress and reply go: the command's response_url (Slack), the
+request's message updated in place (an approved change), the terminal (the console), or the caller
+(a duty, a test: `Returned`). The pipeline's publish step redacts before it hands anything to one.
+Channel messages that are not a reply (a request's message, a duty's post, a break-glass warning) go
+through `RedactedNotifier`, the same redaction in front of the Slack notifier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Protocol
+
+from bot.frame.redact import redact, redact_value
+from bot.frame.registry import Reply
+
+
+def redacted(reply: Reply) -> Reply:
+    return dataclasses.replace(reply, text=redact(reply.text), blocks=redact_value(reply.blocks))
+
+
+class Publisher(Protocol):
+    def progress(self, text: str) -> None:
+        """A progress line of the running command (already redacted)."""
+
+    def publish(self, reply: Reply) -> None:
+        """The request's one reply (already redacted)."""
+
+
+class Returned:
+    """The reply is the caller's (run() returns it): nothing is sent anywhere; progress lines go to `progress`."""
+
+    def __init__(self, progress: Callable[[str], None] | None = None):
+        self._progress = progress
+
+    def progress(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress(text)
+
+    def publish(self, reply: Reply) -> None:
+        pass
+
+
+class Notifier(Protocol):
+    """Where requests and loud news are posted: a Slack channel, or nowhere (the console prints replies)."""
+
+    def post(self, channel: str, reply: Reply) -> str | None: ...
+
+    def update(self, channel: str, ts: str, reply: Reply) -> None: ...
+
+
+class RedactedNotifier:
+    """A notifier whose every message is redacted first: no domain redacts what it posts."""
+
+    def __init__(self, notifier: Notifier):
+        self.notifier = notifier
+
+    def post(self, channel: str, reply: Reply) -> str | None:
+        return self.notifier.post(channel, redacted(reply))
+
+    def update(self, channel: str, ts: str, reply: Reply) -> None:
+        self.notifier.update(channel, ts, redacted(reply))
