@@ -10,9 +10,8 @@ from bot.frame import blocks
 from bot.frame.blocks import escape, shorten
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer
-from bot.frame.dispatcher import command_line
 from bot.frame.humanize import count
-from bot.frame.registry import CommandError, Context, Reply, UserId, command
+from bot.frame.registry import CommandError, Context, Reply, UserId, command, command_line
 from bot.frame.roles import Role, RoleName
 
 

@@ -99,10 +99,9 @@ class Changes:
         publisher = request.publisher = self.on_message(request)
         publisher.start(by)
         try:
-            with rt.pipeline.held(job, request.holder):
-                reply = next(request)
-                if reply.error_id and request.cmd.recover is not None:
-                    reply = self._recover_unexpected(job, request.cmd.recover, reply)
+            reply = next(request)  # kept alive by this process's one runner heartbeat while it runs
+            if reply.error_id and request.cmd.recover is not None:
+                reply = self._recover_unexpected(job, request.cmd.recover, reply)
         finally:
             if changes:
                 retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
