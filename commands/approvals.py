@@ -8,8 +8,9 @@ from pydantic import BaseModel, Field, model_validator
 
 from bot.frame import blocks
 from bot.frame.dispatcher import Refused
-from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.registry import CommandError, Reply, command
 from bot.frame.roles import Role
+from commands.context import Ctx
 
 
 class ApprovalsArgs(BaseModel):
@@ -32,11 +33,11 @@ class ApprovalsArgs(BaseModel):
     role=Role.viewer,
     args=ApprovalsArgs,
 )
-def approvals(ctx: Context, args: ApprovalsArgs) -> Reply:
-    flow = ctx.runtime.approvals
+def approvals(ctx: Ctx, args: ApprovalsArgs) -> Reply:
+    flow = ctx.approvals
     if args.action == "list":
         flow.expire_due()
-        pending = ctx.runtime.jobs.pending()
+        pending = ctx.jobs.pending()
         if not pending:
             return Reply("No request is waiting for approval.")
         # Each with what its message shows an approver in Slack: nobody approves blind from the console either.

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pydantic import BaseModel, field_validator
 
 from bot.frame import blocks
-from bot.frame.registry import Command, CommandError, Context, Reply, command
+from bot.frame.registry import Command, CommandError, Reply, command
 from bot.frame.roles import Role
+from commands.context import Ctx
 
 
 # Longer than any command name (at most 31 characters), so what /help echoes stays short.
@@ -24,8 +25,8 @@ class HelpArgs(BaseModel):
         return value
 
 
-def _allowed(ctx: Context) -> list[Command]:
-    return [cmd for cmd in sorted(ctx.runtime.commands.values(), key=lambda c: c.name) if ctx.role and ctx.role >= cmd.role]
+def _allowed(ctx: Ctx) -> list[Command]:
+    return [cmd for cmd in sorted(ctx.commands.values(), key=lambda c: c.name) if ctx.role and ctx.role >= cmd.role]
 
 
 def _line(cmd: Command) -> str:
@@ -37,11 +38,11 @@ def _line(cmd: Command) -> str:
 
 
 @command("help", summary="List the commands you may run, or show one.", usage="/help [command]", role=Role.viewer, args=HelpArgs)
-def help_(ctx: Context, args: HelpArgs) -> Reply:
+def help_(ctx: Ctx, args: HelpArgs) -> Reply:
     allowed = _allowed(ctx)
     if args.command:
         name = args.command.lstrip("/")
-        cmd = ctx.runtime.commands.get(name)
+        cmd = ctx.commands.get(name)
         if cmd is None:
             raise CommandError(f"There is no /{name} command; /help lists what you can run.")
         if cmd not in allowed:
@@ -55,7 +56,7 @@ def help_(ctx: Context, args: HelpArgs) -> Reply:
 
 
 @command("whoami", summary="Show your role and what it allows.", usage="/whoami", role=Role.viewer)
-def whoami(ctx: Context, _args) -> Reply:
+def whoami(ctx: Ctx, _args) -> Reply:
     names = ", ".join(cmd.slash for cmd in _allowed(ctx))
     text = f"You are <@{ctx.invocation.user_id}> with the {ctx.role.name} role; you may run {names}."
     return Reply(text, [blocks.section(text)])

@@ -10,9 +10,10 @@ from pydantic import BaseModel, Field, model_validator
 from bot.incidents.model import DEFAULT_SEVERITY, SEVERITIES
 from bot.incidents.views import SHOWN_EVENTS, glance, listing, summary, timeline
 from bot.incidents.when import TimeError, parse_time
-from bot.frame.registry import CommandError, Context, FreeText, Reply, command
+from bot.frame.registry import CommandError, FreeText, Reply, command
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
+from commands.context import Ctx
 
 _SEV = re.compile(r"(?:^|\s)--sev(?:=|\s+)(\S+)")
 _TS = re.compile(r"\d{1,12}\.\d{1,6}")
@@ -89,9 +90,9 @@ def _role(args: IncidentArgs) -> Role:
     role_for=_role,
     args=IncidentArgs,
 )
-def incident(ctx: Context, args: IncidentArgs) -> Reply:
-    flow, channel, user = ctx.runtime.incidents, ctx.invocation.channel_id, ctx.invocation.user_id
-    tz, now = ctx.runtime.settings.tz, utcnow()
+def incident(ctx: Ctx, args: IncidentArgs) -> Reply:
+    flow, channel, user = ctx.incidents, ctx.invocation.channel_id, ctx.invocation.user_id
+    tz, now = ctx.tz, utcnow()
     if not channel:
         raise CommandError("Incidents belong to a channel; run this in the incident's channel.")
     if args.action == "show":
@@ -129,8 +130,8 @@ class IncidentsArgs(BaseModel):
 
 
 @command("incidents", summary="The recent incidents of every channel.", usage="/incidents [count]", role=Role.viewer, args=IncidentsArgs)
-def incidents(ctx: Context, args: IncidentsArgs) -> Reply:
-    return listing(ctx.runtime.incidents.timeline.recent(args.count), ctx.runtime.settings.tz, utcnow())
+def incidents(ctx: Ctx, args: IncidentsArgs) -> Reply:
+    return listing(ctx.incidents.timeline.recent(args.count), ctx.tz, utcnow())
 
 
 _FLAG = re.compile(r"(?:^|\s)--(since|until)(?:=|\s+)(\S+)")
@@ -167,11 +168,11 @@ class PostmortemArgs(BaseModel):
     role=Role.operator,
     args=PostmortemArgs,
 )
-def postmortem(ctx: Context, args: PostmortemArgs) -> Reply:
-    flow, channel, user = ctx.runtime.incidents, ctx.invocation.channel_id, ctx.invocation.user_id
+def postmortem(ctx: Ctx, args: PostmortemArgs) -> Reply:
+    flow, channel, user = ctx.incidents, ctx.invocation.channel_id, ctx.invocation.user_id
     flags = args.flags()
     if "since" in flags:
-        tz, now = ctx.runtime.settings.tz, utcnow()
+        tz, now = ctx.tz, utcnow()
         try:
             since = parse_time(flags["since"], tz, now)
             until = parse_time(flags["until"], tz, now) if "until" in flags else now

@@ -12,11 +12,12 @@ from bot.frame import blocks
 from bot.stack.compose import StackError
 from bot.incidents.when import TimeError, parse_time
 from bot.frame.redact import LineRedactor
-from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.registry import CommandError, Reply, command
 from bot.frame.roles import Role
 from bot.adapters.slack.client import upload_to_user
+from bot.stack.compose import ComposeStack
 from bot.store.engine import utcnow
-from commands.restart import refuse_unknown_services
+from commands.context import Ctx
 
 DEFAULT_TAIL, MAX_TAIL = 200, 2000
 MAX_BYTES = 256 * 1024  # of log text shown or uploaded, however long the lines
@@ -66,18 +67,18 @@ class LogsArgs(BaseModel):
         return next((words[i + 1] for i in range(0, len(words) - 1, 2) if words[i] == name), default)
 
 
-def _known(runtime, args: LogsArgs) -> None:
-    refuse_unknown_services(runtime, [args.service], "there are no service logs to read")
+def _known(ctx: Ctx, args: LogsArgs) -> None:
+    ctx.stack.refuse_unknown_services([args.service], "there are no service logs to read")
 
 
-def read_logs(runtime, service: str, since, grep: str | None, tail: int) -> tuple[list[str], int]:
+def read_logs(compose: ComposeStack, service: str, since, grep: str | None, tail: int) -> tuple[list[str], int]:
     """The last `tail` lines since `since` (containing `grep`, when given), redacted; and how many lines were read."""
     kept: deque[str] = deque(maxlen=tail)
     read = 0
     redact = LineRedactor()  # a private key spans lines
     # Without a filter the engine cuts the tail; with one, every line of the window is read and the last matches kept.
     # The filter sees redacted text: --grep cannot probe for a secret the reply would hide.
-    for line in runtime.docker.logs(service, since=since, tail=None if grep else tail, timestamps=True):
+    for line in compose.logs(service, since=since, tail=None if grep else tail, timestamps=True):
         read += 1
         line = redact(line[:LINE_LIMIT])
         if grep is None or grep in line:
@@ -99,14 +100,14 @@ def read_logs(runtime, service: str, since, grep: str | None, tail: int) -> tupl
     args=LogsArgs,
     check=_known,
 )
-def logs(ctx: Context, args: LogsArgs) -> Reply:
-    _known(ctx.runtime, args)
+def logs(ctx: Ctx, args: LogsArgs) -> Reply:
+    _known(ctx, args)
     since_text = args.option("--since", "15m")
-    since = parse_time(since_text, ctx.runtime.settings.tz, utcnow())
+    since = parse_time(since_text, ctx.tz, ctx.clock())
     grep = args.option("--grep")
     tail = int(args.option("--tail", str(DEFAULT_TAIL)))
     try:
-        lines, read = read_logs(ctx.runtime, args.service, since, grep, tail)
+        lines, read = read_logs(ctx.stack.compose, args.service, since, grep, tail)
     except StackError as error:
         raise CommandError(str(error)) from None
     what = f"{args.service} since {since_text}" + (f" containing {blocks.escape(grep)!s}" if grep else "")
@@ -115,13 +116,13 @@ def logs(ctx: Context, args: LogsArgs) -> Reply:
     text = "\n".join(lines)
     title = f"{len(lines)} log lines of {what}" + (f" (the last {tail})" if len(lines) == tail else "")
     invocation = ctx.invocation
-    if len(text) <= IN_MESSAGE or ctx.runtime.slack is None or not invocation.channel_id:
+    if len(text) <= IN_MESSAGE or ctx.slack is None or not invocation.channel_id:
         body = text.replace("```", "'''")
         quoted = [blocks.escape(line).replace("`", "ʼ") for line in lines]  # log lines stay text, never markup
         return Reply(f"{title}\n{body}", [blocks.section(f"*{title}*"), *blocks.sections(["```", *quoted, "```"])])
     # Logs can hold secrets no redactor knows; the reply is ephemeral, and so is the file: a direct message.
     try:
-        upload_to_user(ctx.runtime.slack, invocation.user_id, f"{args.service}-logs.txt", title, text, f"/logs {args.service}: {title}.")
+        upload_to_user(ctx.slack, invocation.user_id, f"{args.service}-logs.txt", title, text, f"/logs {args.service}: {title}.")
     except Exception as error:  # missing_scope: an app installed before /logs needed im:write must be reinstalled
         reason = error.response.get("error") if isinstance(error, SlackApiError) else type(error).__name__
         raise CommandError(f"The logs are too long for a message and sending them to you failed ({reason}); narrow them with --grep or --tail.") from None

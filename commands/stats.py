@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import re
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Callable
 
 import psycopg
 from pydantic import BaseModel, field_validator
 
 from bot.frame import blocks
-from bot.frame.config import STACK_FILE_HINT, StackConfig, Thresholds
-from bot.stack.compose import StackError
-from bot.stack.health import EDGE_KEY, MARK, EdgeCount, read_access_log
-from bot.frame.humanize import count, duration, size
-from bot.stack.probes import CHECK_POOL, describe_error
-from bot.frame.registry import EDGE_ERROR_RATE, FOUND, CommandError, Context, Reply, command
+from bot.frame.config import STACK_FILE_HINT
+from bot.frame.humanize import count
+from bot.frame.registry import FOUND, CommandError, Reply, command
 from bot.frame.roles import Role
-from bot.stack.database import DatabaseActivity, StackDatabase, statement_summary
-from bot.stack.redis import StackRedis
-from bot.store.engine import utcnow
+from bot.stack.compose import StackError
+from bot.stack.health import MARK
+from bot.stack.probes import describe_error
+from bot.stack.stats import Window, activity, measure, statement_lines, verdict
+from commands.context import Ctx
 
 _WINDOW = re.compile(r"(\d+)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -49,171 +44,6 @@ class StatsArgs(BaseModel):
         return int(match.group(1)) * _UNIT[match.group(2)]
 
 
-@dataclass
-class Section:
-    title: str
-    lines: list[str] = field(default_factory=list)
-    flags: list[tuple[str, str]] = field(default_factory=list)  # (warn or fail, what crossed which level)
-    measured: bool = True  # False: not configured, or it could not be read; then it vouches for nothing
-    # Every threshold this section checked, by a stable key: the flag's text when crossed, None when not (the watch's input).
-    checked: dict[str, str | None] = field(default_factory=dict)
-    facts: dict = field(default_factory=dict)  # numbers for the incident timeline (the edge's 5xx rate)
-
-    def check(self, key: str, status: str, flag: str) -> None:
-        """A measured threshold: ok, warn (above its warning level) or fail (above its critical level)."""
-        self.checked[key] = f"{MARK[status]} {flag}" if status != "ok" else None
-        if status != "ok":
-            self.flags.append((status, flag))
-
-
-def _rate_line(who: str, count: EdgeCount, seconds: int) -> str:
-    if not count.total:
-        return f"{who}: no requests logged."
-    newest = f" (the newest {count.total:,})" if count.capped else ""
-    per_minute = count.errors / (seconds / 60)
-    return f"{who}: {count.errors:,} of {count.total:,} requests{newest} answered 5xx: {count.percent:.1f}% ({per_minute:.1f} per minute)"
-
-
-def api_errors(ctx: Context, args: StatsArgs) -> Section:
-    """The 5xx rate at the edge (what users got: a dead backend's 502s count) beside the backend's own."""
-    stack, docker = ctx.runtime.stack, ctx.runtime.docker
-    service, edge = stack.api_errors.compose_service, stack.edge
-    section = Section(f"API errors (5xx, last {args.window})")
-    if docker is None:
-        section.lines.append("The stack file names no Compose project, so there are no logs to read.")
-        section.measured = False
-        return section
-    since = utcnow() - timedelta(seconds=args.seconds)
-    at_edge = CHECK_POOL.submit(read_access_log, docker, edge.compose_service, since) if edge else None
-    at_backend = read_access_log(docker, service, since)
-    if edge is None:
-        section.lines.append("Edge: the stack file has no [edge] section, so users' errors at the proxy are not counted.")
-    else:
-        count = at_edge.result()
-        section.lines.append(_rate_line(f"Edge ({edge.compose_service}, what users got)", count, args.seconds))
-        if count.total >= edge.min_requests:
-            section.facts[EDGE_ERROR_RATE] = count.percent
-            status = "fail" if count.percent >= edge.critical_percent else "warn" if count.percent >= edge.warning_percent else "ok"
-            section.check(EDGE_KEY, status, f"Error rate at the edge ({edge.compose_service}) {count.percent:.1f}% "
-                                            f"(warning {edge.warning_percent:g}%, critical {edge.critical_percent:g}%)")
-    count = at_backend
-    section.lines.append(_rate_line(f"Backend ({service}'s own log)", count, args.seconds))
-    limits = stack.thresholds
-    section.check("api_error_rate", limits.severity("error_rate_percent", count.percent),
-                  f"API error rate at the backend {count.percent:.1f}% ({_levels(limits, 'error_rate_percent', '%')})")
-    return section
-
-
-def _levels(limits: Thresholds, key: str, unit: str = "") -> str:
-    return f"warning {getattr(limits, key):,g}{unit}, critical {getattr(limits.critical, key):,g}{unit}"
-
-
-def containers(ctx: Context, _args: StatsArgs) -> Section:
-    stack, docker = ctx.runtime.stack, ctx.runtime.docker
-    section = Section("CPU and memory (as docker stats)")
-    if docker is None:
-        section.lines.append("The stack file names no Compose project, so there are no containers to sample.")
-        section.measured = False
-        return section
-    samples = docker.stats()
-    stopped = [state for state in docker.states() if state.status != "running"]
-    if not samples and not stopped:
-        section.lines.append(f"No containers in Compose project {docker.project}.")
-    for state in stopped:
-        # docker stats samples running containers only; a stopped service must not just vanish from the list.
-        how = f"{state.status} with code {state.exit_code}" if state.status in ("exited", "dead") else state.status
-        section.lines.append(f"{state.service}: not running ({how})")
-        section.flags.append(("fail", f"{state.service} is not running ({how})"))  # the watch sees it as a failing /health check
-    for sample in samples:
-        memory = f"{size(sample.memory_bytes)} / {size(sample.memory_limit)} ({sample.memory_percent:.1f}%)"
-        section.lines.append(f"{sample.service}: CPU {sample.cpu_percent:.1f}%, memory {memory}")
-        limits = stack.thresholds
-        section.check(f"cpu:{sample.service}", limits.severity("cpu_percent", sample.cpu_percent),
-                      f"{sample.service} CPU {sample.cpu_percent:.0f}% ({_levels(limits, 'cpu_percent', '%')})")
-        section.check(f"memory:{sample.service}", limits.severity("memory_percent", sample.memory_percent),
-                      f"{sample.service} memory {sample.memory_percent:.0f}% ({_levels(limits, 'memory_percent', '%')})")
-    return section
-
-
-def _activity(stack: StackConfig) -> DatabaseActivity:
-    return StackDatabase(stack.database.dsn, stack.stack.check_timeout).activity(stack.thresholds.long_query_seconds)
-
-
-def statement_lines(activity: DatabaseActivity, long_query_seconds: float, show: Callable[[str], str]) -> list[str]:
-    """The long-running and the slowest statements, each statement's text as `show` gives it."""
-    lines = []
-    if activity.long_queries:
-        lines.append(f"Running longer than {long_query_seconds:g} s (the bot's own sessions, backups and drills left out):")
-        lines += [f"• pid {q.pid} ({q.user}, {q.state}) {duration(q.seconds)}: {show(q.query)}" for q in activity.long_queries]
-    else:
-        lines.append(f"No query running longer than {long_query_seconds:g} s (the bot's own sessions, backups and drills left out).")
-    if activity.slow_statements is None:
-        lines.append(f"Slowest statements: {activity.statements_note}.")
-    elif activity.slow_statements:
-        lines.append("Slowest statements (mean time, pg_stat_statements; the bot's own and its backups' and drills' left out):")
-        lines += [f"• {s.mean_ms:.1f} ms × {s.calls} calls: {show(s.query)}" for s in activity.slow_statements]
-    return lines
-
-
-def database(ctx: Context, _args: StatsArgs) -> Section:
-    stack = ctx.runtime.stack
-    section = Section("Database")
-    if stack.database is None:
-        section.lines.append("The stack file has no [database] section.")
-        section.measured = False
-        return section
-    limits = stack.thresholds
-    activity = _activity(stack)
-    states = ", ".join(f"{state} {count}" for state, count in activity.by_state.items())
-    percent = 100.0 * activity.connections / activity.max_connections
-    section.lines.append(f"Connections: {activity.connections}/{activity.max_connections} ({percent:.0f}%): {states}")
-    section.check("db_connections", limits.severity("connections_percent", percent),
-                  f"database connections {percent:.0f}% of max_connections ({_levels(limits, 'connections_percent', '%')})")
-    longest = max((q.seconds for q in activity.long_queries), default=0.0)
-    section.check("long_queries", limits.severity("long_query_seconds", longest) if activity.long_queries else "ok",
-                  f"{len(activity.long_queries)} queries running longer than {limits.long_query_seconds:g} s (longest {duration(longest)}, "
-                  f"critical {limits.critical.long_query_seconds:g} s)")
-    # The channel sees statements without their literals; an operator gets the full text with /queries.
-    section.lines += statement_lines(activity, limits.long_query_seconds, lambda query: blocks.code(statement_summary(query)))
-    if activity.long_queries or activity.slow_statements:
-        section.lines.append("Literals are shown as ?; operators see the full text with /queries, only to themselves.")
-    return section
-
-
-def queue(ctx: Context, _args: StatsArgs) -> Section:
-    stack = ctx.runtime.stack
-    section = Section("AI worker queue")
-    if stack.queue is None or stack.redis is None:
-        section.lines.append("The stack file has no [queue] and [redis] sections.")
-        section.measured = False
-        return section
-    lengths = StackRedis(stack.redis.url, stack.stack.check_timeout).queue_lengths(stack.queue.keys, stack.queue.type)
-    total = sum(lengths.values())
-    section.lines += [f"{key} ({stack.queue.type}): {length:,} jobs" for key, length in lengths.items()]
-    limits = stack.thresholds
-    section.check("queue_length", limits.severity("queue_length", total), f"AI worker queue {total:,} jobs ({_levels(limits, 'queue_length')})")
-    return section
-
-
-def _verdict(sections: list[Section]) -> str:
-    """No threshold crossed, said only of what was measured: a report that measured nothing vouches for nothing."""
-    titles = dict(zip((id(section) for section in sections), (title for title, _metric in METRICS)))
-    missing = [titles[id(section)] for section in sections if not section.measured]
-    if not missing:
-        return "🟢 No threshold crossed."
-    if len(missing) == len(sections):
-        return "⚪ Nothing was measured, so nothing can be said about thresholds."
-    return f"🟢 No threshold crossed in what was measured; not measured: {', '.join(missing)}."
-
-
-METRICS: list[tuple[str, Callable[[Context, StatsArgs], Section]]] = [
-    ("API errors", api_errors),
-    ("CPU and memory", containers),
-    ("Database", database),
-    ("AI worker queue", queue),
-]
-
-
 @command(
     "queries",
     summary="The database's long-running and slowest statements in full, shown only to you.",
@@ -221,31 +51,14 @@ METRICS: list[tuple[str, Callable[[Context, StatsArgs], Section]]] = [
     role=Role.operator,
     needs=("database",),
 )
-def queries(ctx: Context, _args) -> Reply:
-    stack = ctx.runtime.stack
+def queries(ctx: Ctx, _args) -> Reply:
+    stack = ctx.stack
     try:
-        activity = _activity(stack)
+        found = activity(stack)
     except (psycopg.Error, StackError) as error:
-        raise CommandError(f"Could not read the database: {describe_error(error, stack.stack.check_timeout)}.") from None
-    lines = statement_lines(activity, stack.thresholds.long_query_seconds, blocks.code_block)
+        raise CommandError(f"Could not read the database: {describe_error(error, stack.check_timeout)}.") from None
+    lines = statement_lines(found, stack.config.thresholds.long_query_seconds, blocks.code_block)
     return Reply("\n".join(lines), [blocks.header("Statements of the application's database"), *blocks.sections(lines)])
-
-
-def measure(ctx: Context, args: StatsArgs) -> list[Section]:
-    """The four metrics side by side, each bounded by the stack's check_timeout (also the watch's input)."""
-    timeout = ctx.runtime.stack.stack.check_timeout
-    futures = [(title, CHECK_POOL.submit(metric, ctx, args)) for title, metric in METRICS]
-    started = utcnow()
-    sections = []
-    for title, future in futures:
-        remaining = max(0.0, timeout - (utcnow() - started).total_seconds())
-        try:
-            sections.append(future.result(timeout=remaining))
-        except FutureTimeout:
-            sections.append(Section(title, [f"🔴 No answer within {timeout:g} s."], measured=False))
-        except Exception as error:  # one unreadable metric must not hide the other three
-            sections.append(Section(title, [f"🔴 Could not read it: {describe_error(error, timeout)}"], measured=False))
-    return sections
 
 
 @command(
@@ -255,17 +68,17 @@ def measure(ctx: Context, args: StatsArgs) -> list[Section]:
     role=Role.viewer,
     args=StatsArgs,
 )
-def stats(ctx: Context, args: StatsArgs) -> Reply:
-    stack = ctx.runtime.stack
-    if ctx.runtime.docker is None and stack.database is None and stack.queue is None:
-        source = stack.source or ctx.runtime.settings.stack_file
+def stats(ctx: Ctx, args: StatsArgs) -> Reply:
+    stack = ctx.stack
+    if stack.compose is None and stack.config.database is None and stack.config.queue is None:
+        source = stack.config.source or ctx.settings.stack_file
         return Reply(
             f"Nothing to measure: the stack file ({source}) names no Compose project and has no [database] or [queue] "
             f"section; {STACK_FILE_HINT}"
         )
-    sections = measure(ctx, args)
+    sections = measure(stack, Window(args.window, args.seconds))
     flags = [flag for section in sections for flag in section.flags]
-    project = ctx.runtime.stack.stack.compose_project
+    project = stack.compose_project
     title = f"Key metrics of {project}" if project else "Key metrics"
     lines: list[str] = []
     body = [blocks.header(title)]
@@ -281,10 +94,10 @@ def stats(ctx: Context, args: StatsArgs) -> Reply:
         body.append(blocks.divider())
         body += blocks.sections(part)
     if not flags:
-        lines.append(_verdict(sections))
+        lines.append(verdict(sections))
         body.append(blocks.context(lines[-1]))
     healthy = not flags and any(section.measured for section in sections)
     found = {key: value for section in sections for key, value in section.facts.items()}
     if flags:
         found[FOUND] = count(len(flags), "threshold") + " crossed"
-    return ctx.runtime.approvals.with_change_banner(Reply("\n".join(lines), body, in_channel=True, healthy=healthy, facts=found))
+    return ctx.approvals.with_change_banner(Reply("\n".join(lines), body, in_channel=True, healthy=healthy, facts=found))

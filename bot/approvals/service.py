@@ -82,7 +82,7 @@ class Approvals:
         if cmd is None or cmd.describe is None or job.arguments is None:
             return []
         try:
-            return cmd.describe(self._rt, cmd.args.model_validate(job.arguments))
+            return cmd.describe(self._rt.context(job.invocation(), job_id=job.id), cmd.args.model_validate(job.arguments))
         except Exception:
             log.exception("could not describe %s", job.label)
             return []
@@ -289,7 +289,7 @@ class Approvals:
 
     def _recover(self, job: Job, recover: Callable) -> None:
         try:
-            state = recover(self._rt, job)
+            state = recover(self._rt.context(job.invocation(), job_id=job.id), job)
         except Exception:
             log.exception("recovering after %s failed", job.label)
             state = "The bot could not check what it left behind (the details are in its log); check /health now."
@@ -302,7 +302,7 @@ class Approvals:
         under the lock, and the channel is told the stack's state."""
         self._record(job.invocation(), "interrupted", job.id, f"unexpected error (error id {reply.error_id})")
         try:
-            state = recover(self._rt, job)
+            state = recover(self._rt.context(job.invocation(), job_id=job.id), job)
         except Exception:
             log.exception("recovering after %s failed", job.label)
             state = "The bot could not check what it left behind (the details are in its log); check /health now."

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable
 
 import docker
 import psycopg
@@ -20,6 +20,9 @@ import psycopg
 from bot.frame.config import DatabaseSection
 from bot.stack.compose import ComposeStack, ExecOutcome, OutputTail, StackError
 from bot.stack.database import BOT_APP
+
+if TYPE_CHECKING:
+    from bot.stack.stack import Stack
 
 CHUNK = 1 << 20
 STAGING_DIR = "/var/tmp"  # in the container; not /tmp, often a tmpfs the engine cannot copy into
@@ -178,12 +181,15 @@ class LocalTools(PgTools):
         return code is None, code
 
 
-def tools_for(runtime) -> PgTools:
-    database = runtime.stack.database
+NO_DATABASE = "The stack file has no [database] section, so there is no database to back up."
+
+
+def tools_for(stack: "Stack") -> PgTools:
+    database = stack.config.database
     if database is None:
-        raise ToolError("The stack file has no [database] section, so there is no database to back up.")
-    if runtime.docker is not None and database.compose_service:
-        return ContainerTools(runtime.docker, database)
+        raise ToolError(NO_DATABASE)
+    if stack.compose is not None and database.compose_service:
+        return ContainerTools(stack.compose, database)
     return LocalTools(database)
 
 

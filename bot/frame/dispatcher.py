@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from bot.frame.config import missing_section
 from bot.frame.redact import redact, redact_value
-from bot.frame.registry import ArgumentError, Command, CommandError, Context, Invocation, Reply, parse_arguments
+from bot.frame.registry import ArgumentError, Command, CommandError, Invocation, Reply, parse_arguments
 from bot.frame.roles import Role
 from bot.store.engine import retried
 
@@ -225,13 +225,13 @@ class Dispatcher:
     def _check(self, invocation: Invocation, cmd: Command, args: BaseModel) -> None:
         """What can only fail is refused before anyone is asked to approve it: a missing section, then the command's own check."""
         for section in cmd.sections_needed(args):
-            missing = missing_section(self._runtime.stack, section, self._runtime.settings.stack_file)
+            missing = missing_section(self._runtime.stack.config, section, self._runtime.settings.stack_file)
             if missing is not None:
                 self._refuse(invocation, "rejected", f"{cmd.slash} cannot run: {missing}")
         if cmd.check is None:
             return
         try:
-            cmd.check(self._runtime, args)
+            cmd.check(self._runtime.context(invocation), args)
         except CommandError as error:
             self._refuse(invocation, "rejected", str(error))
 
@@ -246,7 +246,7 @@ class Dispatcher:
             self._record(invocation, "allowed", arguments=arguments, job_id=job_id)
         except Refused as refused:
             return refused.reply
-        context = Context(invocation, prepared.role, runtime, progress or (lambda _text: None), job_id=job_id)
+        context = runtime.context(invocation, prepared.role, progress, job_id)
         error_text = error_id = None
         try:
             with runtime.store.session.begin() as session:
