@@ -155,7 +155,7 @@ def database(stack: "Stack", _window: Window) -> Section:
                   f"{len(found.long_queries)} queries running longer than {limits.long_query_seconds:g} s (longest {duration(longest)}, "
                   f"critical {limits.critical.long_query_seconds:g} s)")
     # The channel sees statements without their literals; an operator gets the full text with /queries.
-    section.lines += statement_lines(activity, limits.long_query_seconds, lambda query: blocks.code(statement_summary(query)))
+    section.lines += statement_lines(found, limits.long_query_seconds, lambda query: blocks.code(statement_summary(query)))
     if found.long_queries or found.slow_statements:
         section.lines.append("Literals are shown as ?; operators see the full text with /queries, only to themselves.")
     return section
