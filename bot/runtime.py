@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import commands
-from bot.approvals.service import Approvals, Notifier
+from bot.approvals.service import Approvals
 from bot.backups.catalogue import Backups
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer, GroupMembers
@@ -18,7 +18,7 @@ from bot.duties.scheduler import Duties
 from bot.frame.faults import kill_at
 from bot.incidents.service import Incidents
 from bot.jobs.queue import ChangeLocks, JobQueue, KeepAlive, new_holder
-from bot.frame.registry import Command, Invocation, declared_in
+from bot.frame.registry import Command, Invocation, Notifier, declared_in
 from bot.frame.roles import Role
 from bot.stack.stack import Stack
 from bot.store.engine import Store

@@ -17,12 +17,16 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from bot.frame import blocks
 from bot.frame.dispatcher import Prepared, Refused
 from bot.jobs.model import PENDING, QUEUED, RUNNING, Job
-from bot.frame.registry import Invocation, Reply
+from bot.frame.registry import Invocation, Notifier, Reply
 from bot.frame.roles import Role
 from bot.store.engine import retried, utcnow
 
 if TYPE_CHECKING:
-    from bot.runtime import Runtime
+    from bot.frame.audit import AuditLog
+    from bot.frame.config import Settings
+    from bot.frame.dispatcher import Dispatcher
+    from bot.frame.registry import Command, Context
+    from bot.jobs.queue import ChangeLocks, JobQueue, KeepAlive
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +34,30 @@ APPROVE, DENY, CANCEL = "approval_approve", "approval_deny", "approval_cancel"
 PROGRESS_INTERVAL = 1.0  # seconds between two chat.update calls of one message (Slack's Tier 3)
 
 
-class Notifier(Protocol):
-    """Where requests and loud news are posted: a Slack channel, or nowhere (the console prints replies)."""
+class Host(Protocol):
+    """What approvals use of the composition root (bot/runtime.py), which a domain may not import."""
 
-    def post(self, channel: str, reply: Reply) -> str | None: ...
+    settings: "Settings"
+    audit: "AuditLog"
+    commands: "dict[str, Command]"
+    dispatcher: "Dispatcher"
+    jobs: "JobQueue"
+    locks: "ChangeLocks"
+    notifier: "Notifier | None"
+    holder: str
+    wake: Callable[[], None]
 
-    def update(self, channel: str, ts: str, reply: Reply) -> None: ...
+    @property
+    def stack_name(self) -> str: ...
+
+    def keep_alive(self, job_id: int, holder: str) -> "KeepAlive": ...
+
+    def context(self, invocation: Invocation, role: Role | None = None, progress: Callable[[str], None] | None = None,
+                job_id: int | None = None) -> "Context": ...
 
 
 class Approvals:
-    def __init__(self, runtime: "Runtime"):
+    def __init__(self, runtime: Host):
         self._rt = runtime
 
     # ---- what the channel sees ------------------------------------------------------------------

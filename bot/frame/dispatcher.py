@@ -15,18 +15,37 @@ import secrets
 import shlex
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pydantic import BaseModel
 
 from bot.frame.config import missing_section
 from bot.frame.redact import redact, redact_value
-from bot.frame.registry import ArgumentError, Command, CommandError, Invocation, Reply, parse_arguments
+from bot.frame.registry import ArgumentError, Command, CommandError, Invocation, Reply, command_line, parse_arguments
 from bot.frame.roles import Role
 from bot.store.engine import retried
 
 if TYPE_CHECKING:
-    from bot.runtime import Runtime
+    from bot.frame.audit import AuditLog
+    from bot.frame.authz import Authorizer
+    from bot.frame.config import Settings
+    from bot.frame.registry import Context
+    from bot.store.engine import Store
+
+
+class Host(Protocol):
+    """What the dispatcher uses of the composition root (bot/runtime.py), which the frame may not import."""
+
+    settings: "Settings"
+    store: "Store"
+    authz: "Authorizer"
+    audit: "AuditLog"
+    commands: dict[str, Command]
+    stack: Any  # the operated stack (bot/stack/stack.py); its config says which sections there are
+    approvals: Any  # requests and their messages (bot/approvals/service.py)
+
+    def context(self, invocation: Invocation, role: Role | None = None, progress: Callable[[str], None] | None = None,
+                job_id: int | None = None) -> "Context": ...
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +83,12 @@ class Prepared:
         return command_line(self.cmd.slash, self.arguments)
 
 
-def command_line(slash: str, arguments: dict) -> str:
-    """A command and its validated arguments as one line (also how the timeline shows an audited command)."""
-    words = []
-    for value in arguments.values():
-        for item in value if isinstance(value, list) else [value]:
-            if item is not None:
-                words.append(shlex.quote(str(item)))
-    return " ".join([slash, *words])
-
-
 def _error_id() -> str:
     return secrets.token_hex(4)
 
 
 class Dispatcher:
-    def __init__(self, runtime: "Runtime"):
+    def __init__(self, runtime: Host):
         self._runtime = runtime
 
     # ---- the whole path, inline (the console, tests) --------------------------------------------

@@ -9,7 +9,7 @@ import shlex
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
@@ -17,8 +17,6 @@ from bot.frame.roles import Role
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-    from bot.jobs.model import Job
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,14 @@ class Reply:
 
 
 FOUND, DOWN, EDGE_ERROR_RATE = "found", "down", "edge_error_rate"
+
+
+class Notifier(Protocol):
+    """Where requests and loud news are posted: a Slack channel, or nowhere (the console prints replies)."""
+
+    def post(self, channel: str, reply: Reply) -> str | None: ...
+
+    def update(self, channel: str, ts: str, reply: Reply) -> None: ...
 
 
 class CommandError(Exception):
@@ -95,7 +101,8 @@ class Command:
     # Facts an approver needs beyond the command line (what a restore replaces), shown on the request's message.
     describe: Callable[[Context, Any], list[str]] | None = None
     # After the bot died while this command ran: put the stack in a safe state and say what state it is in.
-    recover: Callable[[Context, "Job"], str] | None = None
+    # `job`: its row (bot/jobs/model.py Job), which the frame's declarations do not import.
+    recover: Callable[[Context, Any], str] | None = None
     # A stricter rule for who may approve (args, approver's id, approver's role): why this person may not, or None.
     # Such a request is never run with --break-glass: its approval is the point.
     may_approve: Callable[[Any, str, Role], str | None] | None = None
@@ -129,7 +136,7 @@ def command(
     needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = (),
     role_for: Callable[[Any], Role] | None = None,
     describe: Callable[[Context, Any], list[str]] | None = None,
-    recover: Callable[[Context, "Job"], str] | None = None,
+    recover: Callable[[Context, Any], str] | None = None,
     may_approve: Callable[[Any, str, Role], str | None] | None = None,
 ) -> Callable[[Callable[[Context, Any], Reply]], Callable[[Context, Any], Reply]]:
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
@@ -161,6 +168,16 @@ def declared_in(package: types.ModuleType) -> dict[str, Command]:
                 raise ValueError(f"/{cmd.name} is declared twice")
             found[cmd.name] = cmd
     return found
+
+
+def command_line(slash: str, arguments: dict) -> str:
+    """A command and its validated arguments as one line (also how the timeline shows an audited command)."""
+    words = []
+    for value in arguments.values():
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                words.append(shlex.quote(str(item)))
+    return " ".join([slash, *words])
 
 
 # ---- argument parsing -----------------------------------------------------------------------
