@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from bot.incidents.model import APPROVAL, COMMAND
 from bot.incidents.timeline import Event, Timeline
 from bot.incidents.when import from_ts
-from bot.frame.registry import FOUND
+from bot.frame.registry import FOUND, command_line
 from bot.store.engine import AuditEntry
 
 if TYPE_CHECKING:
