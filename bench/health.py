@@ -78,12 +78,12 @@ def big_log_edge(runtime, stack, rounds: int) -> dict:
         times: dict[str, list[float]] = {"whole edge-big": [], "whole edge-small": [], "check edge-big": [], "check edge-small": []}
         for _ in range(rounds):
             for service, edge_stack in stacks.items():
-                runtime.stack = edge_stack
+                runtime.stack.config = edge_stack
                 times[f"whole {service}"].append(timed(lambda: runtime.pipeline.dispatch(health)))
-                times[f"check {service}"].append(timed(lambda: edge_check(runtime.docker, edge_stack)))
-        runtime.stack = stack
+                times[f"check {service}"].append(timed(lambda: edge_check(runtime.stack.compose, edge_stack)))
+        runtime.stack.config = stack
         since = utcnow() - timedelta(minutes=EDGE_WINDOW_MINUTES)
-        since_only = timed(lambda: sum(1 for _ in runtime.docker.logs("edge-big", since=since)))
+        since_only = timed(lambda: sum(1 for _ in runtime.stack.compose.logs("edge-big", since=since)))
         return {"log_bytes": log_bytes, "written_s": written, "since_only": since_only, **times}
     finally:
         for container in containers:
@@ -100,7 +100,7 @@ def main() -> int:
     runtime, stack = live_runtime()
     # Tests put errors through the edge on purpose: a short window keeps theirs out of this healthy baseline.
     stack = stack.model_copy(update={"edge": stack.edge.model_copy(update={"window_minutes": EDGE_WINDOW_MINUTES})})
-    runtime.stack = stack
+    runtime.stack.config = stack
     health = Invocation(USER, "health", "", "CBENCH")
 
     def whole() -> None:
@@ -112,7 +112,7 @@ def main() -> int:
     totals, slowest, sums, ratios = [], [], [], []
     for _ in range(args.rounds):
         singles = [timed(lambda p=p: run_probe(p)) for p in stack.probes]
-        singles.append(timed(lambda: container_checks(runtime.docker, stack)))
+        singles.append(timed(lambda: container_checks(runtime.stack.compose, stack)))
         total = timed(whole)
         totals.append(total)
         slowest.append(max(singles))
@@ -122,19 +122,19 @@ def main() -> int:
     with SilentServer() as hung:
         hung_probe = {"name": "hung", "kind": "http", "url": f"http://127.0.0.1:{hung.port}/health", "timeout": HANG_TIMEOUT}
         hung_stack = stack.model_copy(update={"probes": [*stack.probes, stack.probes[0].__class__(**hung_probe)]})
-        runtime.stack = hung_stack
+        runtime.stack.config = hung_stack
         hung_totals = [timed(lambda: runtime.pipeline.dispatch(health)) for _ in range(max(2, args.rounds // 2))]
-        runtime.stack = stack
+        runtime.stack.config = stack
 
         with contextlib.ExitStack() as servers:
             remote = [servers.enter_context(StatusServer(200, REMOTE_DELAY)) for _ in stack.probes]
             remote_probes = [
                 stack.probes[0].__class__(kind="http", name=f"remote {i}", url=server.url) for i, server in enumerate(remote)
             ]
-            runtime.stack = stack.model_copy(update={"probes": remote_probes})
+            runtime.stack.config = stack.model_copy(update={"probes": remote_probes})
             remote_single = statistics.median(timed(lambda p=p: run_probe(p)) for p in remote_probes)
             remote_totals = [timed(lambda: runtime.pipeline.dispatch(health)) for _ in range(args.rounds)]
-            runtime.stack = stack
+            runtime.stack.config = stack
     big = None if args.no_big_log else big_log_edge(runtime, stack, args.rounds)
     runtime.close()
 

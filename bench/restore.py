@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psycopg  # noqa: E402
 
 from bench.backup import admin, bench_database, container_name, grow  # noqa: E402
-from bot.backups.catalogue import Backups  # noqa: E402
 from bot.frame.config import DatabaseSection, Settings, load_stack  # noqa: E402
 from bot.adapters.console import run_approved  # noqa: E402
 from bot.frame.registry import Invocation  # noqa: E402
@@ -36,12 +35,12 @@ from bot.runtime import Runtime  # noqa: E402
 
 
 def plain(runtime, name: str, dump: Path, services: list[str]) -> float:
-    docker = runtime.docker
+    docker = runtime.stack.compose
     started = time.perf_counter()
     docker.stop(services)
     with dump.open("rb") as file:
         subprocess.run(
-            ["docker", "exec", "-i", container_name(runtime.stack), "pg_restore", "-U", runtime.stack.database.user,
+            ["docker", "exec", "-i", container_name(runtime.stack.config), "pg_restore", "-U", runtime.stack.config.database.user,
              "--single-transaction", "--clean", "--if-exists", "--no-owner", "--no-acl", "--no-comments", "-d", name],
             stdin=file, check=True,
         )
@@ -93,7 +92,7 @@ def main() -> int:
         if taken.failed:
             raise SystemExit(taken.text)
         backup_id = int(re.search(r"Backup #(\d+)", taken.text).group(1))
-        dump = Path(Backups(runtime).get(backup_id).path)
+        dump = Path(runtime.backups.get(backup_id).path)
         print(f"database {name}: {size / 1e9:.2f} GB on disk, dump {dump.stat().st_size / 1e6:.0f} MB; services {', '.join(services)}")
         print(f"{'plain s':>8} {'ours s':>8} {'safety s':>9} {'ours-safety':>12} {'ratio':>6} {'with safety':>12}  (target: ratio <= 1.2x)")
         for _ in range(args.rounds):

@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     runtime, _stack = live_runtime()
-    containers = [container for _service, container in runtime.docker.containers()]
+    containers = [container for _service, container in runtime.stack.compose.containers()]
     if len(containers) != 6:
         raise SystemExit(f"expected the six containers of the test stack, found {len(containers)}; run tests/stack/up")
     one = next(c for c in containers if c.name.endswith("_backend_1"))

@@ -1,25 +1,31 @@
-"""Everything a command may use, wired once from settings and the stack file."""
+"""The composition root: every part wired once from settings and the stack file (the stack, the store, the domain
+services, the command set), and the handlers' context built from them (commands/context.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+import commands
 from bot.approvals.service import Approvals
+from bot.backups.catalogue import Backups
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer, GroupMembers
 from bot.frame.config import Settings, StackConfig
 from bot.frame.pipeline import Pipeline
 from bot.frame.publish import Notifier, RedactedNotifier
-from bot.stack.compose import ComposeStack
+from bot.deploy.releases import Releases
 from bot.duties.scheduler import SOURCE as DUTY_SOURCE
 from bot.duties.scheduler import Duties
 from bot.frame.faults import kill_at
 from bot.incidents.service import Incidents
 from bot.jobs.heartbeat import RunnerHeartbeat
 from bot.jobs.queue import ChangeLocks, JobQueue, new_holder
-from bot.frame.registry import Command, load_commands
+from bot.frame.registry import Command, Invocation, declared_in
+from bot.frame.roles import Role
+from bot.stack.stack import Stack
 from bot.store.engine import Store
+from commands.context import Ctx
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
@@ -28,12 +34,11 @@ if TYPE_CHECKING:
 @dataclass
 class Runtime:
     settings: Settings
-    stack: StackConfig
+    stack: Stack  # the operated stack, built once: Compose, its database, Redis, users table, probes
     store: Store
     authz: Authorizer
     audit: AuditLog
     commands: dict[str, Command]
-    docker: ComposeStack | None = None  # None when the stack file names no Compose project
     notifier: Notifier | None = None  # None in the console: requests are only in the database
     slack: "WebClient | None" = None  # the Web API, for reading channels (None in the console)
     wake: Callable[[], None] = lambda: None  # tells the runners a job is queued
@@ -46,6 +51,8 @@ class Runtime:
     approvals: Approvals = field(init=False)
     incidents: Incidents = field(init=False)
     duties: Duties = field(init=False)
+    backups: Backups | None = field(init=False)  # None without a [database] section
+    releases: Releases | None = field(init=False)  # None without a [deploy] section
     _messages: RedactedNotifier | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -57,6 +64,9 @@ class Runtime:
         self.approvals = Approvals(self)
         self.incidents = Incidents(self)
         self.duties = Duties(self)  # tests replace it with one on a clock they control
+        config = self.stack.config
+        self.backups = Backups(self.store, self.stack, self.settings, self.audit) if config.database else None
+        self.releases = Releases(self.store, self.stack, self.settings, self.at_fault) if config.deploy else None
         self.pipeline.run_source(DUTY_SOURCE, lambda job, holder: self.duties.run_job(job, holder))
         self.audit.observers.append(self.incidents.on_audit)  # commands and approval steps land on a timeline
 
@@ -70,10 +80,25 @@ class Runtime:
             self._messages = RedactedNotifier(self.notifier)
         return self._messages
 
+    def at_fault(self, point: str) -> None:
+        """A change's step (bot/frame/faults.py); looked up when reached, so a test may set `fault` after the start."""
+        self.fault(point)
+
     @property
     def stack_name(self) -> str:
         """The operated stack, as the one-change lock and the messages name it."""
-        return self.stack.stack.compose_project or self.stack.source or "the stack"
+        return self.stack.name
+
+    def context(self, invocation: Invocation, role: Role | None = None, progress: Callable[[str], None] | None = None,
+                job_id: int | None = None) -> Ctx:
+        """What a command's handler, check, describe and recover get: the caller and the parts built once, not this."""
+        return Ctx(
+            invocation, role, progress or (lambda _text: None), job_id=job_id,
+            stack=self.stack, settings=self.settings, store=self.store, commands=self.commands, authz=self.authz,
+            jobs=self.jobs, approvals=self.approvals, incidents=self.incidents, duties=self.duties,
+            backups=self.backups, releases=self.releases, slack=self.slack, fault=self.at_fault,
+            may_run=self.pipeline.may_run,
+        )
 
     @classmethod
     def build(
@@ -92,18 +117,21 @@ class Runtime:
             store.migrate()
         return cls(
             settings=settings,
-            stack=stack,
+            stack=Stack.build(stack, settings.docker_url),
             store=store,
             authz=Authorizer(store, settings, group_members, local_admins),
             audit=AuditLog(store),
             commands=load_commands(),
-            docker=ComposeStack(stack.stack.compose_project, settings.docker_url) if stack.stack.compose_project else None,
             notifier=notifier,
             slack=slack,
         )
 
     def close(self) -> None:
         self.heartbeat.stop()
-        if self.docker is not None:
-            self.docker.close()
+        self.stack.close()
         self.store.dispose()
+
+
+def load_commands() -> dict[str, Command]:
+    """A fresh command set, every declaration of the commands package (a test may change its own copy)."""
+    return declared_in(commands)

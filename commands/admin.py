@@ -11,8 +11,9 @@ from bot.frame.blocks import escape, shorten
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer
 from bot.frame.humanize import count
-from bot.frame.registry import CommandError, Context, Reply, UserId, command, command_line
+from bot.frame.registry import CommandError, Reply, UserId, command, command_line
 from bot.frame.roles import Role, RoleName
+from commands.context import Ctx
 
 
 class RoleArgs(BaseModel):
@@ -53,10 +54,10 @@ def _second_admin(args: RoleArgs, approver: str, role: Role) -> str | None:
     needs_approval=_grants_admin,
     changes=False,  # the bot's own roles, not the stack: no need to wait for a running change
     may_approve=_second_admin,
-    describe=lambda _runtime, args: [f"Only another admin may approve a new admin, and not <@{args.user}>."],
+    describe=lambda _ctx, args: [f"Only another admin may approve a new admin, and not <@{args.user}>."],
 )
-def role(ctx: Context, args: RoleArgs) -> Reply:
-    authz = ctx.runtime.authz
+def role(ctx: Ctx, args: RoleArgs) -> Reply:
+    authz = ctx.authz
     caller = ctx.invocation.user_id
     if args.action == "list":
         return _list_roles(ctx)
@@ -83,13 +84,13 @@ def role(ctx: Context, args: RoleArgs) -> Reply:
     return Reply(text, [blocks.section(text)])
 
 
-def _list_roles(ctx: Context) -> Reply:
-    settings = ctx.runtime.settings
+def _list_roles(ctx: Ctx) -> Reply:
+    settings = ctx.settings
     lines = [f"<@{user}> admin (FLOWSTATE_ADMINS)" for user in settings.admins]
     for row in Authorizer.assignments(ctx.session):
         when = row.granted_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M %Z")
         line = f"<@{row.user_id}> {row.role} (granted by <@{row.granted_by}>, {when})"
-        effective = ctx.runtime.authz.explain(row.user_id, ctx.session)
+        effective = ctx.authz.explain(row.user_id, ctx.session)
         if effective.role is not None and effective.role.name != row.role:
             line += f"; in effect {effective.describe()}"
         lines.append(line)
@@ -116,8 +117,8 @@ REPLY_LIMIT = 35_000  # Slack refuses a message over 40,000 characters or 50 blo
     role=Role.admin,
     args=AuditArgs,
 )
-def audit(ctx: Context, args: AuditArgs) -> Reply:
-    tz = ctx.runtime.settings.tz
+def audit(ctx: Ctx, args: AuditArgs) -> Reply:
+    tz = ctx.tz
     lines: list[str] = []
     size = 0
     entries = AuditLog.latest(ctx.session, args.count, before=args.before)

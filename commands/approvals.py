@@ -7,8 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from bot.frame import blocks
-from bot.frame.registry import Context, Reply, command
+from bot.frame.registry import Reply, command
 from bot.frame.roles import Role
+from commands.context import Ctx
 
 
 class ApprovalsArgs(BaseModel):
@@ -31,11 +32,11 @@ class ApprovalsArgs(BaseModel):
     role=Role.viewer,
     args=ApprovalsArgs,
 )
-def approvals(ctx: Context, args: ApprovalsArgs) -> Reply:
-    flow = ctx.runtime.approvals
+def approvals(ctx: Ctx, args: ApprovalsArgs) -> Reply:
+    flow = ctx.approvals
     if args.action == "list":
         flow.expire_due()
-        pending = ctx.runtime.jobs.pending()
+        pending = ctx.jobs.pending()
         if not pending:
             return Reply("No request is waiting for approval.")
         # Each with what its message shows an approver in Slack: nobody approves blind from the console either.

@@ -14,12 +14,13 @@ from pydantic import BaseModel, BeforeValidator, Field, field_validator
 from bot.frame import blocks
 from bot.backups.catalogue import Backups
 from bot.backups.model import OK, Backup
-from bot.backups.restore import Restore, recover as recover_restore
+from bot.backups.restore import Restore, recover
 from bot.stack.compose import StackError
 from bot.frame.humanize import ago, duration, size
-from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.registry import CommandError, Reply, command
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
+from commands.context import Ctx
 
 NOTE_LIMIT = 200
 
@@ -36,22 +37,15 @@ def _backup_number(value: object) -> object:
 BackupNumber = Annotated[int, BeforeValidator(_backup_number)]
 
 
-def _backups(runtime) -> Backups:
-    try:
-        return Backups(runtime)
-    except StackError as error:
-        raise CommandError(str(error)) from None
-
-
-def _existing(runtime, backup_id: int) -> Backup:
-    backup = _backups(runtime).get(backup_id)
+def _existing(ctx: Ctx, backup_id: int) -> Backup:
+    backup = ctx.backups_or_refuse().get(backup_id)
     if backup is None:
-        raise CommandError(f"There is no backup #{backup_id} of {runtime.stack_name}; /backups lists them.")
+        raise CommandError(f"There is no backup #{backup_id} of {ctx.stack.name}; /backups lists them.")
     return backup
 
 
-def _taken(runtime, backup: Backup) -> str:
-    return f"{backup.started_at.astimezone(runtime.settings.tz):%Y-%m-%d %H:%M %Z}"
+def _taken(ctx: Ctx, backup: Backup) -> str:
+    return f"{backup.started_at.astimezone(ctx.tz):%Y-%m-%d %H:%M %Z}"
 
 
 # ---- /backup [NOTE] and /backup verify ID ---------------------------------------------------------------
@@ -84,15 +78,15 @@ class BackupArgs(BaseModel):
         return " ".join(self.words) or None
 
 
-def _check_backup(runtime, args: BackupArgs) -> None:
+def _check_backup(ctx: Ctx, args: BackupArgs) -> None:
     if args.verify is not None:
-        _existing(runtime, args.verify)
+        _existing(ctx, args.verify)
     else:
-        _backups(runtime)
+        ctx.backups_or_refuse()
 
 
-def _recover_backup(runtime, job) -> str:
-    abandoned = _backups(runtime).abandon(job.id)
+def _recover_backup(ctx: Ctx, job) -> str:
+    abandoned = ctx.backups_or_refuse().abandon(job.id)
     if abandoned:
         return f"Backup #{abandoned[0]} was not finished: it is marked failed and its partial file is gone. The database was not changed."
     return "The database was not changed; any scratch database of a verification is dropped."
@@ -109,8 +103,8 @@ def _recover_backup(runtime, job) -> str:
     check=_check_backup,
     recover=_recover_backup,
 )
-def backup(ctx: Context, args: BackupArgs) -> Reply:
-    backups = _backups(ctx.runtime)
+def backup(ctx: Ctx, args: BackupArgs) -> Reply:
+    backups = ctx.backups_or_refuse()
     if args.verify is not None:
         return _verify(ctx, backups, args.verify)
     started = time.monotonic()
@@ -127,13 +121,13 @@ def backup(ctx: Context, args: BackupArgs) -> Reply:
     ]
     pruned = backups.prune(ctx.invocation, ctx.job_id)
     if pruned:
-        lines.append("Retention deleted " + ", ".join(f"#{b.id} ({_taken(ctx.runtime, b)})" for b in pruned) + ".")
+        lines.append("Retention deleted " + ", ".join(f"#{b.id} ({_taken(ctx, b)})" for b in pruned) + ".")
     title = f"✅ Backup #{taken.id} taken"
     return Reply("\n".join([title, *lines]), [blocks.section(f"*{title}*"), *blocks.sections(lines)], in_channel=True)
 
 
-def _verify(ctx: Context, backups: Backups, backup_id: int) -> Reply:
-    backup = _existing(ctx.runtime, backup_id)
+def _verify(ctx: Ctx, backups: Backups, backup_id: int) -> Reply:
+    backup = _existing(ctx, backup_id)
     try:
         ok, lines = backups.verify(backup, ctx.job_id, ctx.progress)
     except StackError as error:
@@ -158,7 +152,7 @@ def _file_state(backup: Backup) -> str:
     return f"sha256 {backup.sha256[:12]}…, file present"
 
 
-def _verification(runtime, backup: Backup) -> str:
+def _verification(backup: Backup) -> str:
     if backup.verified_at is None:
         return "never verified"
     mark = "🟢 verified" if backup.verified_ok else "🔴 verification failed"
@@ -166,19 +160,19 @@ def _verification(runtime, backup: Backup) -> str:
 
 
 @command("backups", summary="The backups, newest first, with their checksum and last verification.", usage="/backups", role=Role.viewer)
-def backups_list(ctx: Context, _args) -> Reply:
-    found = _backups(ctx.runtime).latest()
+def backups_list(ctx: Ctx, _args) -> Reply:
+    found = ctx.backups_or_refuse().latest()
     if not found:
-        return Reply(f"There is no backup of {ctx.runtime.stack_name} yet; /backup takes one.")
+        return Reply(f"There is no backup of {ctx.stack.name} yet; /backup takes one.")
     lines = []
     for b in found:
         note = f' · "{b.note}"' if b.note else ""
         kind = " · safety" if b.kind == "safety" else ""
         amount = f" · {size(b.size)}" if b.size is not None else ""
         lines.append(
-            f"*#{b.id}* {_taken(ctx.runtime, b)}{amount} · <@{b.requested_by}>{kind}{note} · {_file_state(b)} · {_verification(ctx.runtime, b)}"
+            f"*#{b.id}* {_taken(ctx, b)}{amount} · <@{b.requested_by}>{kind}{note} · {_file_state(b)} · {_verification(b)}"
         )
-    return Reply("\n".join(lines), [blocks.section(f"*Backups of {ctx.runtime.stack_name}*"), *blocks.sections(lines)])
+    return Reply("\n".join(lines), [blocks.section(f"*Backups of {ctx.stack.name}*"), *blocks.sections(lines)])
 
 
 # ---- /restore BACKUP_ID ----------------------------------------------------------------------------------
@@ -188,38 +182,39 @@ class RestoreArgs(BaseModel):
     backup_id: BackupNumber = Field(description="a backup's number, as /backups lists them", examples=[12])
 
 
-def _check_restore(runtime, args: RestoreArgs) -> None:
-    backup = _existing(runtime, args.backup_id)
-    if runtime.docker is None:
+def _check_restore(ctx: Ctx, args: RestoreArgs) -> None:
+    backup = _existing(ctx, args.backup_id)
+    compose = ctx.stack.compose
+    if compose is None:
         raise CommandError("The stack file names no Compose project, so /restore cannot stop the app services.")
     if backup.state != OK:
         raise CommandError(f"Backup #{backup.id} is {backup.state}; only a complete backup can be restored (/backups lists them).")
-    target = runtime.stack.database.name
+    target = ctx.stack.config.database.name
     if backup.database != target:
         raise CommandError(f"Backup #{backup.id} is of database {backup.database}, not {target}; it cannot replace it.")
     try:
-        known = runtime.docker.services()
+        known = compose.services()
     except StackError as error:
         raise CommandError(str(error)) from None
-    missing = [service for service in runtime.settings.restore_services if service not in known]
+    missing = [service for service in ctx.settings.restore_services if service not in known]
     if missing:
         raise CommandError(
-            f"FLOWSTATE_RESTORE_SERVICES names {', '.join(missing)}, not services of {runtime.docker.project}; fix the setting first."
+            f"FLOWSTATE_RESTORE_SERVICES names {', '.join(missing)}, not services of {compose.project}; fix the setting first."
         )
 
 
-def _describe_restore(runtime, args: RestoreArgs) -> list[str]:
-    backup = _backups(runtime).get(args.backup_id)
+def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
+    backup = ctx.backups_or_refuse().get(args.backup_id)
     if backup is None:
         return [f"Backup #{args.backup_id} is no longer in the catalogue."]
     kind = " (a safety backup)" if backup.kind == "safety" else ""
     return [
-        f"*Backup #{backup.id}*{kind} of `{backup.database}`, taken {_taken(runtime, backup)} "
+        f"*Backup #{backup.id}*{kind} of `{backup.database}`, taken {_taken(ctx, backup)} "
         f"({duration((utcnow() - backup.started_at).total_seconds())} ago) by <@{backup.requested_by}>",
         f"Size {size(backup.size or 0)} · SHA-256 `{backup.sha256}`",
         f"Note: {backup.note or '(none)'}",
-        f"Replaces database `{runtime.stack.database.name}` on {runtime.stack_name}; a safety backup of it is taken first, and "
-        f"{', '.join(runtime.settings.restore_services)} will be stopped while it runs.",
+        f"Replaces database `{ctx.stack.config.database.name}` on {ctx.stack.name}; a safety backup of it is taken first, and "
+        f"{', '.join(ctx.settings.restore_services)} will be stopped while it runs.",
     ]
 
 
@@ -233,14 +228,15 @@ def _describe_restore(runtime, args: RestoreArgs) -> list[str]:
     needs=("database",),
     check=_check_restore,
     describe=_describe_restore,
-    recover=recover_restore,
+    recover=lambda ctx, job: recover(ctx.backups_or_refuse(), ctx.stack, ctx.store, job),
 )
-def restore(ctx: Context, args: RestoreArgs) -> Reply:
+def restore(ctx: Ctx, args: RestoreArgs) -> Reply:
     try:
-        run = Restore(ctx.runtime, ctx.job_id, ctx.invocation.user_id, ctx.progress)
+        run = Restore(ctx.backups_or_refuse(), ctx.stack, ctx.store, ctx.settings.restore_services, ctx.fault,
+                      ctx.job_id, ctx.invocation.user_id, ctx.progress)
     except StackError as error:
         raise CommandError(str(error)) from None
-    backup = _existing(ctx.runtime, args.backup_id)
+    backup = _existing(ctx, args.backup_id)
     ok = run.run(backup)
     title = f"✅ Restored backup #{backup.id} into {backup.database}" if ok else f"❌ The restore of backup #{backup.id} failed"
     return Reply("\n".join([title, *run.lines]), [blocks.section(f"*{title}*"), *blocks.sections(run.lines)], in_channel=True, failed=not ok)

@@ -7,86 +7,17 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, field_validator
 
-from bot.frame import blocks
+from bot.deploy.flows import commit_line, head, report, runs
 from bot.deploy.git import GitError, check_ref
-from bot.deploy.model import DEPLOY, ROLLBACK, Release
-from bot.deploy.releases import DeployError, Releases, recover as recover_deploy
-from bot.frame.humanize import ago
-from bot.frame.registry import CommandError, Context, Option, Reply, SetByCheck, command
+from bot.deploy.model import ROLLBACK
+from bot.deploy.releases import DeployError, recover
+from bot.frame import blocks
+from bot.frame.registry import CommandError, Option, Reply, SetByCheck, command
 from bot.frame.roles import Role
-from bot.store.engine import utcnow
+from commands.context import Ctx
 
 RELEASES_SHOWN, RELEASES_LIMIT = 10, 50
 ANY_COMMIT = "--any-commit"
-
-
-def _releases(runtime) -> Releases:
-    try:
-        return Releases(runtime)
-    except DeployError as error:
-        raise CommandError(str(error)) from None
-
-
-def _head(releases: Releases) -> str:
-    try:
-        releases.record_checked_out()
-        return releases.repo.head()
-    except GitError as error:
-        raise CommandError(str(error)) from None
-
-
-def _commit_line(releases: Releases, sha: str) -> str:
-    try:
-        commit = releases.repo.commit(sha)
-    except GitError:
-        return f"`{sha[:10]}` (no longer in the repository)"
-    return f"`{commit.short}` {blocks.escape(commit.subject[:100])} · {blocks.escape(commit.author[:60])} · {ago(commit.when, utcnow())}"
-
-
-def _runs(releases: Releases) -> str:
-    """What runs, where, and as whom when that is not the bot's own user."""
-    deploy = releases.deploy
-    user = f" as user `{deploy.run_as}`" if deploy.run_as else ""
-    return f"Runs `{' '.join(deploy.command)}` in `{deploy.workdir}`{user}"
-
-
-def _approver(ctx: Context) -> str | None:
-    job = ctx.runtime.jobs.get(ctx.job_id) if ctx.job_id else None
-    return job.approver if job else None
-
-
-def _report(title: str, result, release: Release | None) -> Reply:
-    lines = list(result.lines)
-    if release is not None:
-        lines.append(f"Release #{release.id} in the ledger (/releases); the script's whole output is kept with it.")
-    return Reply("\n".join([title, *lines]), [blocks.section(f"*{title}*"), *blocks.sections(lines)], in_channel=True, failed=not result.ok)
-
-
-# ---- /restart with no service -----------------------------------------------------------------------------
-
-
-def check_deploy(runtime) -> None:
-    _head(_releases(runtime))
-
-
-def describe_deploy(runtime) -> list[str]:
-    releases = _releases(runtime)
-    return [
-        f"{_runs(releases)} (at most {releases.deploy.timeout:g} s), "
-        f"then waits until every app service is healthy.",
-        "Deploys the commit checked out now: " + _commit_line(releases, releases.repo.head()),
-    ]
-
-
-def run_deploy(ctx: Context) -> Reply:
-    releases = _releases(ctx.runtime)
-    try:
-        result = releases.run(DEPLOY, target=None, ref=None, job_id=ctx.job_id, requested_by=ctx.invocation.user_id,
-                              approved_by=_approver(ctx), progress=ctx.progress)
-    except (DeployError, GitError) as error:
-        raise CommandError(str(error)) from None
-    title = "✅ Deployed" if result.ok else "❌ The deploy failed"
-    return _report(f"{title} {result.release.short}", result, result.release)
 
 
 # ---- /releases [N] ---------------------------------------------------------------------------------------
@@ -105,9 +36,9 @@ class ReleasesArgs(BaseModel):
 
 @command("releases", summary="The releases the bot deployed, newest first, marking the current one.", usage="/releases [N]",
          role=Role.viewer, args=ReleasesArgs, needs=("deploy",))
-def releases_list(ctx: Context, args: ReleasesArgs) -> Reply:
-    releases = _releases(ctx.runtime)
-    _head(releases)
+def releases_list(ctx: Ctx, args: ReleasesArgs) -> Reply:
+    releases = ctx.releases_or_refuse()
+    head(releases)
     current = releases.current()
     lines = []
     for r in releases.latest(args.count):
@@ -119,9 +50,9 @@ def releases_list(ctx: Context, args: ReleasesArgs) -> Reply:
         ran += f" in {r.duration_ms / 1000:.1f} s" if r.duration_ms is not None else ""
         replaced = f" · replaced #{r.replaced_id}" if r.replaced_id else ""
         note = f" · {blocks.escape(r.note)}" if r.note else (" · running" if r.finished_at is None else "")
-        when = f"{r.started_at.astimezone(ctx.runtime.settings.tz):%Y-%m-%d %H:%M %Z}"
-        lines.append(f"{mark}*#{r.id}* {r.kind} · {_commit_line(releases, r.commit)} · {when}{who} · {health}{ran}{replaced}{note}")
-    title = f"Releases of {ctx.runtime.stack_name}, newest first"
+        when = f"{r.started_at.astimezone(ctx.tz):%Y-%m-%d %H:%M %Z}"
+        lines.append(f"{mark}*#{r.id}* {r.kind} · {commit_line(releases, r.commit)} · {when}{who} · {health}{ran}{replaced}{note}")
+    title = f"Releases of {ctx.stack.name}, newest first"
     return Reply("\n".join([title, *lines]), [blocks.section(f"*{title}*"), *blocks.sections(lines)])
 
 
@@ -160,17 +91,17 @@ class RollbackArgs(BaseModel):
         return sha
 
 
-def _check_rollback(runtime, args: RollbackArgs) -> None:
+def _check_rollback(ctx: Ctx, args: RollbackArgs) -> None:
     """Resolve what the rollback goes to, before anyone is asked to approve it; refuse what cannot be deployed."""
-    releases = _releases(runtime)
-    head = _head(releases)
+    releases = ctx.releases_or_refuse()
+    checked_out = head(releases)
     try:
         releases.refuse_dirty()
         if args.ref is None:
             previous = releases.previous_good()
             if previous is None:
                 raise CommandError(
-                    f"No release with good health is older than {head[:10]}, the commit running now, so there is nothing to go "
+                    f"No release with good health is older than {checked_out[:10]}, the commit running now, so there is nothing to go "
                     "back to; name the commit to deploy: /rollback REF (/releases lists the released ones)."
                 )
             target = previous.commit
@@ -180,24 +111,24 @@ def _check_rollback(runtime, args: RollbackArgs) -> None:
                 raise CommandError(f"'{blocks.escape(args.ref)}' is not a commit of the repository {releases.deploy.workdir}; /releases lists the deployed ones.")
     except (DeployError, GitError) as error:
         raise CommandError(str(error)) from None
-    if target == head:
+    if target == checked_out:
         raise CommandError(f"{target[:10]} is the commit checked out now; /restart with no service deploys it again.")
     try:
         # Where the stack has been: a commit deployed here before, or one in the history of what runs.
-        known = releases.released(target) or releases.repo.is_ancestor(target, head)
+        known = releases.released(target) or releases.repo.is_ancestor(target, checked_out)
     except GitError as error:
         raise CommandError(str(error)) from None
     if not known and not args.any_commit:
         raise CommandError(
-            f"{target[:10]} has never been released on this stack and is not an ancestor of {head[:10]}, the commit checked out; "
+            f"{target[:10]} has never been released on this stack and is not an ancestor of {checked_out[:10]}, the commit checked out; "
             f"/releases lists the released ones, and /rollback {blocks.escape(args.ref)} {ANY_COMMIT} asks for it anyway."
         )
-    args.ref, args.replacing, args.any_commit = target, head, not known
+    args.ref, args.replacing, args.any_commit = target, checked_out, not known
 
 
-def _describe_rollback(runtime, args: RollbackArgs) -> list[str]:
-    releases = _releases(runtime)
-    lines = [f"*From* {_commit_line(releases, args.replacing)}", f"*To* {_commit_line(releases, args.ref)}"]
+def _describe_rollback(ctx: Ctx, args: RollbackArgs) -> list[str]:
+    releases = ctx.releases_or_refuse()
+    lines = [f"*From* {commit_line(releases, args.replacing)}", f"*To* {commit_line(releases, args.ref)}"]
     if args.any_commit:
         lines.append(
             f"🔴 *Not a release*: `{args.ref[:10]}` has never been released on this stack and is not an ancestor of "
@@ -215,7 +146,7 @@ def _describe_rollback(runtime, args: RollbackArgs) -> list[str]:
             f"⚠️ Migration files differ between them ({shown}): the database does not roll back with the code; "
             "a /restore may be needed."
         )
-    lines.append(f"{_runs(releases)}; if the services are not healthy "
+    lines.append(f"{runs(releases)}; if the services are not healthy "
                  "afterwards, it goes back to the commit it started from and deploys that again.")
     return lines
 
@@ -230,21 +161,21 @@ def _describe_rollback(runtime, args: RollbackArgs) -> list[str]:
     needs=("deploy",),
     check=_check_rollback,
     describe=_describe_rollback,
-    recover=recover_deploy,
+    recover=lambda ctx, job: recover(ctx.releases, ctx.store, job),
 )
-def rollback(ctx: Context, args: RollbackArgs) -> Reply:
-    releases = _releases(ctx.runtime)
-    head = _head(releases)
-    if args.replacing is not None and head != args.replacing:
+def rollback(ctx: Ctx, args: RollbackArgs) -> Reply:
+    releases = ctx.releases_or_refuse()
+    checked_out = head(releases)
+    if args.replacing is not None and checked_out != args.replacing:
         raise CommandError(
-            f"The checkout moved since this rollback was asked for (it is at {head[:10]}, not {args.replacing[:10]}); nothing ran. Ask again."
+            f"The checkout moved since this rollback was asked for (it is at {checked_out[:10]}, not {args.replacing[:10]}); nothing ran. Ask again."
         )
     typed = ctx.invocation.text.strip() or None
     try:
         result = releases.run(ROLLBACK, target=args.ref, ref=typed, job_id=ctx.job_id, requested_by=ctx.invocation.user_id,
-                              approved_by=_approver(ctx), progress=ctx.progress)
+                              approved_by=ctx.approver(), progress=ctx.progress)
     except (DeployError, GitError) as error:
         raise CommandError(f"{error} Nothing was checked out or deployed.") from None
     release = result.release
     title = f"✅ Rolled back to {release.short}" if result.ok else f"❌ The rollback to {release.short} failed"
-    return _report(title, result, release)
+    return report(title, result, release)

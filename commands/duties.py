@@ -10,17 +10,18 @@ from pydantic import BaseModel, Field, model_validator
 from bot.frame import blocks
 from bot.frame.humanize import ago
 from bot.frame.durations import duration_field
-from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.registry import CommandError, Reply, command
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
+from commands.context import Ctx
 
 MUTE_LIMIT = "7d"
 MARK = {"succeeded": "🟢", "failed": "🔴", "missed": "🟠", "interrupted": "🟠", "queued": "⏳", "running": "▶️"}
 
 
 @command("schedule", summary="The scheduled duties: whether each is on, its next run and its last result.", usage="/schedule", role=Role.viewer)
-def schedule(ctx: Context, _args) -> Reply:
-    duties, settings = ctx.runtime.duties, ctx.runtime.settings
+def schedule(ctx: Ctx, _args) -> Reply:
+    duties, settings = ctx.duties, ctx.settings
     if duties.channel:
         head = (
             f"Scheduled duties, posted to <#{duties.channel}> (times in {settings.timezone}; a slot missed while the bot was down "
@@ -74,8 +75,8 @@ class WatchArgs(BaseModel):
     args=WatchArgs,
     role_for=lambda args: Role.operator if args.action else Role.viewer,
 )
-def watch(ctx: Context, args: WatchArgs) -> Reply:
-    duties = ctx.runtime.duties
+def watch(ctx: Ctx, args: WatchArgs) -> Reply:
+    duties = ctx.duties
     states = duties.watch.states()
     if args.mute is not None:
         key, length = args.mute
@@ -87,7 +88,7 @@ def watch(ctx: Context, args: WatchArgs) -> Reply:
         duties.watch.mute(key, until, ctx.invocation.user_id)
         text = f"🔇 {key} is muted until {duties.when(until)} by <@{ctx.invocation.user_id}>: no alert for it is posted until then."
         return Reply(text, [blocks.section(text)], in_channel=True)
-    settings, limits = ctx.runtime.settings, ctx.runtime.stack.thresholds
+    settings, limits = ctx.settings, ctx.stack.config.thresholds
     off = not settings.watch_minutes or not duties.channel
     if off:
         head = "⚪ The watch is off (FLOWSTATE_WATCH_MINUTES=0 or no FLOWSTATE_OPS_CHANNEL): nothing is watched, so no alert will come."

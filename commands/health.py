@@ -6,8 +6,9 @@ from bot.frame import blocks
 from bot.frame.config import STACK_FILE_HINT
 from bot.stack.health import EDGE_KEY, MARK, NEXT_LOGS, NEXT_RESTART, Evaluation, evaluate
 from bot.frame.humanize import count
-from bot.frame.registry import DOWN, EDGE_ERROR_RATE, FOUND, Context, Reply, command
+from bot.frame.registry import DOWN, EDGE_ERROR_RATE, FOUND, Reply, command
 from bot.frame.roles import Role
+from commands.context import Ctx
 
 
 def report(title: str, evaluation: Evaluation) -> Reply:
@@ -57,10 +58,10 @@ def _found(evaluation: Evaluation) -> dict:
 
 
 @command("health", summary="Check every service of the stack, in parallel.", usage="/health", role=Role.viewer)
-def health(ctx: Context, _args) -> Reply:
-    stack = ctx.runtime.stack
-    if not stack.probes and ctx.runtime.docker is None:
-        source = stack.source or ctx.runtime.settings.stack_file
+def health(ctx: Ctx, _args) -> Reply:
+    stack = ctx.stack
+    if not stack.config.probes and stack.compose is None:
+        source = stack.config.source or ctx.settings.stack_file
         return Reply(f"No services to check: the stack file ({source}) names no Compose project and no probes; {STACK_FILE_HINT}")
-    title = f"Health of {stack.stack.compose_project}" if stack.stack.compose_project else "Health"
-    return ctx.runtime.approvals.with_change_banner(report(title, evaluate(ctx.runtime)))
+    title = f"Health of {stack.compose_project}" if stack.compose_project else "Health"
+    return ctx.approvals.with_change_banner(report(title, evaluate(stack)))

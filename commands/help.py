@@ -5,9 +5,10 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, field_validator
 
 from bot.frame import blocks
-from bot.frame.registry import Command, CommandError, Context, Invocation, Reply, command
+from bot.frame.registry import Command, CommandError, Invocation, Reply, command
 from bot.frame.roles import Role
 from bot.frame.usage import arguments, example
+from commands.context import Ctx
 
 
 # Longer than any command name (at most 31 characters), so what /help echoes stays short.
@@ -25,14 +26,14 @@ class HelpArgs(BaseModel):
         return value
 
 
-def _refusal(ctx: Context, cmd: Command) -> str | None:
+def _refusal(ctx: Ctx, cmd: Command) -> str | None:
     """Why the caller may not run it (None: they may), asked of the pipeline's own steps in a dry run."""
     asked = Invocation(ctx.invocation.user_id, cmd.name, "", ctx.invocation.channel_id, ctx.invocation.source)
-    return ctx.runtime.pipeline.may_run(asked, ctx.role)
+    return ctx.may_run(asked, ctx.role)
 
 
-def _allowed(ctx: Context) -> list[Command]:
-    return [cmd for cmd in sorted(ctx.runtime.commands.values(), key=lambda c: c.name) if _refusal(ctx, cmd) is None]
+def _allowed(ctx: Ctx) -> list[Command]:
+    return [cmd for cmd in sorted(ctx.commands.values(), key=lambda c: c.name) if _refusal(ctx, cmd) is None]
 
 
 def _line(cmd: Command) -> str:
@@ -72,16 +73,16 @@ def _approval(cmd: Command, break_glass: bool) -> str:
 
 
 @command("help", summary="List the commands you may run, or show one.", usage="/help [command]", role=Role.viewer, args=HelpArgs)
-def help_(ctx: Context, args: HelpArgs) -> Reply:
+def help_(ctx: Ctx, args: HelpArgs) -> Reply:
     if args.command:
         name = args.command.lstrip("/")
-        cmd = ctx.runtime.commands.get(name)
+        cmd = ctx.commands.get(name)
         if cmd is None:
             raise CommandError(f"There is no /{name} command; /help lists what you can run.")
         refusal = _refusal(ctx, cmd)
         if refusal is not None:
             raise CommandError(refusal)
-        return _usage(cmd, ctx.runtime.settings.break_glass)
+        return _usage(cmd, ctx.settings.break_glass)
     lines = "\n".join(_line(cmd) for cmd in _allowed(ctx))
     return Reply(
         f"Commands you may run:\n{lines}",
@@ -90,7 +91,7 @@ def help_(ctx: Context, args: HelpArgs) -> Reply:
 
 
 @command("whoami", summary="Show your role and what it allows.", usage="/whoami", role=Role.viewer)
-def whoami(ctx: Context, _args) -> Reply:
+def whoami(ctx: Ctx, _args) -> Reply:
     names = ", ".join(cmd.slash for cmd in _allowed(ctx))
     text = f"You are <@{ctx.invocation.user_id}> with the {ctx.role.name} role; you may run {names}."
     return Reply(text, [blocks.section(text)])

@@ -10,9 +10,10 @@ from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from bot.incidents.model import DEFAULT_SEVERITY, SEVERITIES
 from bot.incidents.views import SHOWN_EVENTS, glance, listing, summary, timeline
 from bot.frame.durations import MomentField
-from bot.frame.registry import CommandError, Context, FreeText, Option, Reply, command
+from bot.frame.registry import CommandError, FreeText, Option, Reply, command
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
+from commands.context import Ctx
 
 _TS = re.compile(r"\d{1,12}\.\d{1,6}")
 OPERATOR_ACTIONS = ("start", "status", "sev", "resolve")
@@ -97,9 +98,9 @@ def _role(args: IncidentArgs) -> Role:
     role_for=_role,
     args=IncidentArgs,
 )
-def incident(ctx: Context, args: IncidentArgs) -> Reply:
-    flow, channel, user = ctx.runtime.incidents, ctx.invocation.channel_id, ctx.invocation.user_id
-    tz, now = ctx.runtime.settings.tz, utcnow()
+def incident(ctx: Ctx, args: IncidentArgs) -> Reply:
+    flow, channel, user = ctx.incidents, ctx.invocation.channel_id, ctx.invocation.user_id
+    tz, now = ctx.tz, utcnow()
     if not channel:
         raise CommandError("Incidents belong to a channel; run this in the incident's channel.")
     if args.action == "show":
@@ -137,8 +138,8 @@ class IncidentsArgs(BaseModel):
 
 
 @command("incidents", summary="The recent incidents of every channel.", usage="/incidents [count]", role=Role.viewer, args=IncidentsArgs)
-def incidents(ctx: Context, args: IncidentsArgs) -> Reply:
-    return listing(ctx.runtime.incidents.timeline.recent(args.count), ctx.runtime.settings.tz, utcnow())
+def incidents(ctx: Ctx, args: IncidentsArgs) -> Reply:
+    return listing(ctx.incidents.timeline.recent(args.count), ctx.tz, utcnow())
 
 
 class PostmortemArgs(BaseModel):
@@ -172,10 +173,10 @@ class PostmortemArgs(BaseModel):
     role=Role.operator,
     args=PostmortemArgs,
 )
-def postmortem(ctx: Context, args: PostmortemArgs) -> Reply:
-    flow, channel, user = ctx.runtime.incidents, ctx.invocation.channel_id, ctx.invocation.user_id
+def postmortem(ctx: Ctx, args: PostmortemArgs) -> Reply:
+    flow, channel, user = ctx.incidents, ctx.invocation.channel_id, ctx.invocation.user_id
     if args.since is not None:
-        tz, now = ctx.runtime.settings.tz, utcnow()
+        tz, now = ctx.tz, utcnow()
         since = args.since.resolve(tz, now)
         until = args.until.resolve(tz, now) if args.until is not None else now
         if since >= until:

@@ -14,11 +14,11 @@ from bot.stack.compose import StackError
 from bot.frame.durations import Moment, MomentField
 from bot.frame.humanize import count
 from bot.frame.redact import LineRedactor
-from bot.frame.registry import CommandError, Context, Option, Reply, command
+from bot.frame.registry import CommandError, Option, Reply, command
 from bot.frame.roles import Role
 from bot.adapters.slack.client import upload_to_user
-from bot.store.engine import utcnow
-from commands.restart import refuse_unknown_services
+from bot.stack.compose import ComposeStack
+from commands.context import Ctx
 
 DEFAULT_TAIL, MAX_TAIL = 200, 2000
 MAX_BYTES = 256 * 1024  # of log text shown or uploaded, however long the lines
@@ -56,18 +56,18 @@ class LogsArgs(BaseModel):
         return grep
 
 
-def _known(runtime, args: LogsArgs) -> None:
-    refuse_unknown_services(runtime, [args.service], "there are no service logs to read")
+def _known(ctx: Ctx, args: LogsArgs) -> None:
+    ctx.stack.refuse_unknown_services([args.service], "there are no service logs to read")
 
 
-def read_logs(runtime, service: str, since, grep: str | None, tail: int) -> tuple[list[str], int]:
+def read_logs(compose: ComposeStack, service: str, since, grep: str | None, tail: int) -> tuple[list[str], int]:
     """The last `tail` lines since `since` (containing `grep`, when given), redacted; and how many lines were read."""
     kept: deque[str] = deque(maxlen=tail)
     read = 0
     redact = LineRedactor()  # a private key spans lines
     # Without a filter the engine cuts the tail; with one, every line of the window is read and the last matches kept.
     # The filter sees redacted text: --grep cannot probe for a secret the reply would hide.
-    for line in runtime.docker.logs(service, since=since, tail=None if grep else tail, timestamps=True):
+    for line in compose.logs(service, since=since, tail=None if grep else tail, timestamps=True):
         read += 1
         line = redact(line[:LINE_LIMIT])
         if grep is None or grep in line:
@@ -89,12 +89,12 @@ def read_logs(runtime, service: str, since, grep: str | None, tail: int) -> tupl
     args=LogsArgs,
     check=_known,
 )
-def logs(ctx: Context, args: LogsArgs) -> Reply:
-    _known(ctx.runtime, args)
+def logs(ctx: Ctx, args: LogsArgs) -> Reply:
+    _known(ctx, args)
     since_text, grep, tail = args.since.text, args.grep, args.tail
-    since = args.since.resolve(ctx.runtime.settings.tz, utcnow())
+    since = args.since.resolve(ctx.tz, ctx.clock())
     try:
-        lines, read = read_logs(ctx.runtime, args.service, since, grep, tail)
+        lines, read = read_logs(ctx.stack.compose, args.service, since, grep, tail)
     except StackError as error:
         raise CommandError(str(error)) from None
     what = f"{args.service} since {since_text}" + (f" containing {blocks.escape(grep)!s}" if grep else "")
@@ -103,13 +103,13 @@ def logs(ctx: Context, args: LogsArgs) -> Reply:
     text = "\n".join(lines)
     title = f"{count(len(lines), 'log line')} of {what}" + (f" (the last {tail})" if len(lines) == tail else "")
     invocation = ctx.invocation
-    if len(text) <= IN_MESSAGE or ctx.runtime.slack is None or not invocation.channel_id:
+    if len(text) <= IN_MESSAGE or ctx.slack is None or not invocation.channel_id:
         body = text.replace("```", "'''")
         quoted = [blocks.escape(line).replace("`", "ʼ") for line in lines]  # log lines stay text, never markup
         return Reply(f"{title}\n{body}", [blocks.section(f"*{title}*"), *blocks.sections(["```", *quoted, "```"])])
     # Logs can hold secrets no redactor knows; the reply is ephemeral, and so is the file: a direct message.
     try:
-        upload_to_user(ctx.runtime.slack, invocation.user_id, f"{args.service}-logs.txt", title, text, f"/logs {args.service}: {title}.")
+        upload_to_user(ctx.slack, invocation.user_id, f"{args.service}-logs.txt", title, text, f"/logs {args.service}: {title}.")
     except Exception as error:  # missing_scope: an app installed before /logs needed im:write must be reinstalled
         reason = error.response.get("error") if isinstance(error, SlackApiError) else type(error).__name__
         raise CommandError(f"The logs are too long for a message and sending them to you failed ({reason}); narrow them with --grep or --tail.") from None

@@ -7,13 +7,15 @@ import time
 
 from pydantic import BaseModel, Field, field_validator
 
+from bot.deploy.flows import check_deploy, describe_deploy, run_deploy
+from bot.deploy.releases import recover as recover_deploy
 from bot.frame import blocks
-from bot.stack.compose import StackError
 from bot.frame.faults import reached
-from bot.stack.health import evaluate, gate
-from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.registry import CommandError, Reply, command
 from bot.frame.roles import Role
-from commands.deploy import check_deploy, describe_deploy, recover_deploy, run_deploy
+from bot.stack.compose import StackError
+from bot.stack.health import evaluate, gate
+from commands.context import Ctx
 
 
 class RestartArgs(BaseModel):
@@ -30,40 +32,25 @@ class RestartArgs(BaseModel):
         return list(dict.fromkeys(services))  # a service named twice restarts once
 
 
-def _known_services(runtime, args: RestartArgs) -> None:
+def _known_services(ctx: Ctx, args: RestartArgs) -> None:
     """Refused before any request is made: nobody should approve a restart of a service that does not exist."""
     if not args.services:
-        check_deploy(runtime)
+        check_deploy(ctx.releases_or_refuse())
         return
-    refuse_unknown_services(runtime, args.services, "there is nothing to restart")
+    ctx.stack.refuse_unknown_services(args.services, "there is nothing to restart")
 
 
-def refuse_unknown_services(runtime, services: list[str], without_compose: str) -> None:
-    """A service that is not the stack's is refused with the ones that are (also for /logs)."""
-    if runtime.docker is None:
-        raise CommandError(f"The stack file names no Compose project, so {without_compose}.")
-    try:
-        known = runtime.docker.services()
-    except StackError as error:
-        raise CommandError(str(error)) from None
-    unknown = [name for name in services if name not in known]
-    if unknown:
-        raise CommandError(
-            f"{', '.join(unknown)} {'is not a service' if len(unknown) == 1 else 'are not services'} of "
-            f"{runtime.docker.project}; the services are {', '.join(known) or 'none'}."
-        )
-
-
-def recover_restart(runtime, job) -> str:
+def recover_restart(ctx: Ctx, job) -> str:
     """What an interrupted /restart left: a service caught between its stop and its start is started again."""
     services = (job.arguments or {}).get("services") or []
     if not services:
-        return recover_deploy(runtime, job)
+        return recover_deploy(ctx.releases, ctx.store, job)
+    compose = ctx.stack.compose
     try:
-        stopped = [s.service for s in runtime.docker.states() if s.service in services and s.status != "running"]
+        stopped = [s.service for s in compose.states() if s.service in services and s.status != "running"]
         if stopped:
-            runtime.docker.start(stopped)
-        states = [runtime.docker.wait_healthy(service, runtime.stack.stack.healthy_timeout) for service in services]
+            compose.start(stopped)
+        states = [compose.wait_healthy(service, ctx.stack.healthy_timeout) for service in services]
     except StackError as error:
         return f"{error} {', '.join(services)} may be stopped: /restart {' '.join(services)} starts them."
     shown = ", ".join(f"{s.service} {s.health or s.status}" for s in states)
@@ -80,34 +67,34 @@ def recover_restart(runtime, job) -> str:
     needs_approval=True,
     needs=lambda args: () if args.services else ("deploy",),
     check=_known_services,
-    describe=lambda runtime, args: [] if args.services else describe_deploy(runtime),
+    describe=lambda ctx, args: [] if args.services else describe_deploy(ctx.releases_or_refuse()),
     recover=recover_restart,
 )
-def restart(ctx: Context, args: RestartArgs) -> Reply:
+def restart(ctx: Ctx, args: RestartArgs) -> Reply:
     if not args.services:
-        return run_deploy(ctx)
-    docker = ctx.runtime.docker
+        return run_deploy(ctx.releases_or_refuse(), ctx.job_id, ctx.invocation.user_id, ctx.approver(), ctx.progress)
+    docker = ctx.stack.compose
     if docker is None:
         raise CommandError("The stack file names no Compose project, so there is nothing to restart.")
     lines, failed = [], False
     # A restart must not leave the stack worse, not cure what it does not touch: checks that failed before it
     # (another service down) are not counted, the restarted services' own containers always are.
     restarted = {f"container:{'-'.join(service.split())}" for service in args.services}
-    before = {c.key for c in evaluate(ctx.runtime).checks if not c.holds} - restarted
+    before = {c.key for c in evaluate(ctx.stack).checks if not c.holds} - restarted
     for position, service in enumerate(args.services):
         started = time.monotonic()
         ctx.progress(f"Restarting {service}…")
         try:
             docker.restart([service])
-            reached(ctx.runtime, "restart:after_restart")
-            outcome = gate(ctx.runtime, ctx.progress, excused=args.services[position + 1:], already_failing=before)
+            reached(ctx.fault, "restart:after_restart")
+            outcome = gate(ctx.stack, ctx.progress, excused=args.services[position + 1:], already_failing=before)
         except StackError as error:
             lines.append(f"🔴 *{service}*: {error}")
             failed = True
             break  # the next services wait: an operator decides what to do after a failure
         took = time.monotonic() - started
         if outcome.ok:
-            stable = ctx.runtime.stack.stack.stable_seconds
+            stable = ctx.stack.stable_seconds
             before_text = f" (failing before and not counted: {', '.join(outcome.not_counted)})" if outcome.not_counted else ""
             lines.append(f"🟢 *{service}* is healthy again after {took:.1f} s; every check held for {stable:g} s{before_text}")
             ctx.progress(lines[-1])

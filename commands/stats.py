@@ -3,197 +3,32 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Literal
+from typing import Literal
 
 import psycopg
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from bot.frame import blocks
-from bot.frame.config import STACK_FILE_HINT, StackConfig, Thresholds
-from bot.stack.compose import StackError
-from bot.stack.health import EDGE_KEY, MARK, EdgeCount, read_access_log
+from bot.frame.config import STACK_FILE_HINT
 from bot.frame.durations import Duration, duration_field
-from bot.frame.humanize import count, duration, size
-from bot.stack.probes import CHECK_POOL, describe_error
-from bot.frame.registry import EDGE_ERROR_RATE, FOUND, CommandError, Context, Reply, command
+from bot.frame.humanize import count, duration
+from bot.frame.registry import FOUND, CommandError, Reply, command
 from bot.frame.roles import Role
-from bot.stack.database import STATEMENT_MASKS, DatabaseActivity, ServerSession, StackDatabase, mask_statement, statement_summary
-from bot.stack.redis import StackRedis
-from bot.store.engine import utcnow
+from bot.stack.compose import StackError
+from bot.stack.database import STATEMENT_MASKS, ServerSession, mask_statement
+from bot.stack.health import MARK
+from bot.stack.probes import describe_error
+from bot.stack.stats import Window, activity, measure, statement_lines, verdict
+from commands.context import Ctx
 
-Window = duration_field("7d", noun="time window")
+
+
+WindowField = duration_field("7d", noun="time window")
 
 
 class StatsArgs(BaseModel):
-    window: Window = Duration.parse("15m")
-
-
-@dataclass
-class Section:
-    title: str
-    lines: list[str] = field(default_factory=list)
-    flags: list[tuple[str, str]] = field(default_factory=list)  # (warn or fail, what crossed which level)
-    measured: bool = True  # False: not configured, or it could not be read; then it vouches for nothing
-    # Every threshold this section checked, by a stable key: the flag's text when crossed, None when not (the watch's input).
-    checked: dict[str, str | None] = field(default_factory=dict)
-    facts: dict = field(default_factory=dict)  # numbers for the incident timeline (the edge's 5xx rate)
-
-    def check(self, key: str, status: str, flag: str) -> None:
-        """A measured threshold: ok, warn (above its warning level) or fail (above its critical level)."""
-        self.checked[key] = f"{MARK[status]} {flag}" if status != "ok" else None
-        if status != "ok":
-            self.flags.append((status, flag))
-
-
-def _rate_line(who: str, count: EdgeCount, seconds: int) -> str:
-    if not count.total:
-        return f"{who}: no requests logged."
-    newest = f" (the newest {count.total:,})" if count.capped else ""
-    per_minute = count.errors / (seconds / 60)
-    return f"{who}: {count.errors:,} of {count.total:,} requests{newest} answered 5xx: {count.percent:.1f}% ({per_minute:.1f} per minute)"
-
-
-def api_errors(ctx: Context, args: StatsArgs) -> Section:
-    """The 5xx rate at the edge (what users got: a dead backend's 502s count) beside the backend's own."""
-    stack, docker = ctx.runtime.stack, ctx.runtime.docker
-    service, edge = stack.api_errors.compose_service, stack.edge
-    section = Section(f"API errors (5xx, last {args.window})")
-    if docker is None:
-        section.lines.append("The stack file names no Compose project, so there are no logs to read.")
-        section.measured = False
-        return section
-    since = utcnow() - args.window.delta
-    at_edge = CHECK_POOL.submit(read_access_log, docker, edge.compose_service, since) if edge else None
-    at_backend = read_access_log(docker, service, since)
-    if edge is None:
-        section.lines.append("Edge: the stack file has no [edge] section, so users' errors at the proxy are not counted.")
-    else:
-        count = at_edge.result()
-        section.lines.append(_rate_line(f"Edge ({edge.compose_service}, what users got)", count, args.window.seconds))
-        if count.total >= edge.min_requests:
-            section.facts[EDGE_ERROR_RATE] = count.percent
-            status = "fail" if count.percent >= edge.critical_percent else "warn" if count.percent >= edge.warning_percent else "ok"
-            section.check(EDGE_KEY, status, f"Error rate at the edge ({edge.compose_service}) {count.percent:.1f}% "
-                                            f"(warning {edge.warning_percent:g}%, critical {edge.critical_percent:g}%)")
-    count = at_backend
-    section.lines.append(_rate_line(f"Backend ({service}'s own log)", count, args.window.seconds))
-    limits = stack.thresholds
-    section.check("api_error_rate", limits.severity("error_rate_percent", count.percent),
-                  f"API error rate at the backend {count.percent:.1f}% ({_levels(limits, 'error_rate_percent', '%')})")
-    return section
-
-
-def _levels(limits: Thresholds, key: str, unit: str = "") -> str:
-    return f"warning {getattr(limits, key):,g}{unit}, critical {getattr(limits.critical, key):,g}{unit}"
-
-
-def containers(ctx: Context, _args: StatsArgs) -> Section:
-    stack, docker = ctx.runtime.stack, ctx.runtime.docker
-    section = Section("CPU and memory (as docker stats)")
-    if docker is None:
-        section.lines.append("The stack file names no Compose project, so there are no containers to sample.")
-        section.measured = False
-        return section
-    samples = docker.stats()
-    stopped = [state for state in docker.states() if state.status != "running"]
-    if not samples and not stopped:
-        section.lines.append(f"No containers in Compose project {docker.project}.")
-    for state in stopped:
-        # docker stats samples running containers only; a stopped service must not just vanish from the list.
-        how = f"{state.status} with code {state.exit_code}" if state.status in ("exited", "dead") else state.status
-        section.lines.append(f"{state.service}: not running ({how})")
-        section.flags.append(("fail", f"{state.service} is not running ({how})"))  # the watch sees it as a failing /health check
-    for sample in samples:
-        memory = f"{size(sample.memory_bytes)} / {size(sample.memory_limit)} ({sample.memory_percent:.1f}%)"
-        section.lines.append(f"{sample.service}: CPU {sample.cpu_percent:.1f}%, memory {memory}")
-        limits = stack.thresholds
-        section.check(f"cpu:{sample.service}", limits.severity("cpu_percent", sample.cpu_percent),
-                      f"{sample.service} CPU {sample.cpu_percent:.0f}% ({_levels(limits, 'cpu_percent', '%')})")
-        section.check(f"memory:{sample.service}", limits.severity("memory_percent", sample.memory_percent),
-                      f"{sample.service} memory {sample.memory_percent:.0f}% ({_levels(limits, 'memory_percent', '%')})")
-    return section
-
-
-def _activity(stack: StackConfig) -> DatabaseActivity:
-    return StackDatabase(stack.database.dsn, stack.stack.check_timeout).activity(stack.thresholds.long_query_seconds)
-
-
-def statement_lines(activity: DatabaseActivity, long_query_seconds: float, show: Callable[[str], str]) -> list[str]:
-    """The long-running and the slowest statements, each statement's text as `show` gives it."""
-    lines = []
-    if activity.long_queries:
-        lines.append(f"Running longer than {long_query_seconds:g} s (the bot's own sessions, backups and drills left out):")
-        lines += [f"• pid {q.pid} ({q.user}, {q.state}) {duration(q.seconds)}: {show(q.query)}" for q in activity.long_queries]
-    else:
-        lines.append(f"No query running longer than {long_query_seconds:g} s (the bot's own sessions, backups and drills left out).")
-    if activity.slow_statements is None:
-        lines.append(f"Slowest statements: {activity.statements_note}.")
-    elif activity.slow_statements:
-        lines.append("Slowest statements (mean time, pg_stat_statements; the bot's own and its backups' and drills' left out):")
-        lines += [f"• {s.mean_ms:.1f} ms × {count(s.calls, 'call')}: {show(s.query)}" for s in activity.slow_statements]
-    return lines
-
-
-def database(ctx: Context, _args: StatsArgs) -> Section:
-    stack = ctx.runtime.stack
-    section = Section("Database")
-    if stack.database is None:
-        section.lines.append("The stack file has no [database] section.")
-        section.measured = False
-        return section
-    limits = stack.thresholds
-    activity = _activity(stack)
-    states = ", ".join(f"{state} {count}" for state, count in activity.by_state.items())
-    percent = 100.0 * activity.connections / activity.max_connections
-    section.lines.append(f"Connections: {activity.connections}/{activity.max_connections} ({percent:.0f}%): {states}")
-    section.check("db_connections", limits.severity("connections_percent", percent),
-                  f"database connections {percent:.0f}% of max_connections ({_levels(limits, 'connections_percent', '%')})")
-    longest = max((q.seconds for q in activity.long_queries), default=0.0)
-    section.check("long_queries", limits.severity("long_query_seconds", longest) if activity.long_queries else "ok",
-                  f"{count(len(activity.long_queries), 'query', 'queries')} running longer than {limits.long_query_seconds:g} s (longest {duration(longest)}, "
-                  f"critical {limits.critical.long_query_seconds:g} s)")
-    # The channel sees statements without their literals; an operator gets the full text with /queries.
-    section.lines += statement_lines(activity, limits.long_query_seconds, lambda query: blocks.code(statement_summary(query)))
-    if activity.long_queries or activity.slow_statements:
-        section.lines.append("Literals are shown as ?; operators see the full text with /queries, only to themselves.")
-    return section
-
-
-def queue(ctx: Context, _args: StatsArgs) -> Section:
-    stack = ctx.runtime.stack
-    section = Section("AI worker queue")
-    if stack.queue is None or stack.redis is None:
-        section.lines.append("The stack file has no [queue] and [redis] sections.")
-        section.measured = False
-        return section
-    lengths = StackRedis(stack.redis.url, stack.stack.check_timeout).queue_lengths(stack.queue.keys, stack.queue.type)
-    total = sum(lengths.values())
-    section.lines += [f"{key} ({stack.queue.type}): {length:,} jobs" for key, length in lengths.items()]
-    limits = stack.thresholds
-    section.check("queue_length", limits.severity("queue_length", total), f"AI worker queue {total:,} jobs ({_levels(limits, 'queue_length')})")
-    return section
-
-
-def _verdict(sections: list[Section]) -> str:
-    """No threshold crossed, said only of what was measured: a report that measured nothing vouches for nothing."""
-    titles = dict(zip((id(section) for section in sections), (title for title, _metric in METRICS)))
-    missing = [titles[id(section)] for section in sections if not section.measured]
-    if not missing:
-        return "🟢 No threshold crossed."
-    if len(missing) == len(sections):
-        return "⚪ Nothing was measured, so nothing can be said about thresholds."
-    return f"🟢 No threshold crossed in what was measured; not measured: {', '.join(missing)}."
-
-
-METRICS: list[tuple[str, Callable[[Context, StatsArgs], Section]]] = [
-    ("API errors", api_errors),
-    ("CPU and memory", containers),
-    ("Database", database),
-    ("AI worker queue", queue),
-]
+    window: WindowField = Duration.parse("15m")
 
 
 class QueriesArgs(BaseModel):
@@ -219,26 +54,21 @@ class QueriesArgs(BaseModel):
         return self
 
 
-def _app_database(runtime) -> StackDatabase:
-    stack = runtime.stack
-    return StackDatabase(stack.database.dsn, stack.stack.check_timeout)
-
-
-def _database_error(runtime, error: Exception) -> CommandError:
+def _database_error(ctx: Ctx, error: Exception) -> CommandError:
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
         return CommandError(
             "The [database] section's user may not signal that session: PostgreSQL allows it to a superuser, a member of "
             "pg_signal_backend or the session's own role; grant pg_signal_backend to it."
         )
-    return CommandError(f"Could not reach the database: {describe_error(error, runtime.stack.stack.check_timeout)}.")
+    return CommandError(f"Could not reach the database: {describe_error(error, ctx.stack.check_timeout)}.")
 
 
-def _target(runtime, args: QueriesArgs) -> ServerSession:
+def _target(ctx: Ctx, args: QueriesArgs) -> ServerSession:
     """The application's session that cancel or terminate names; a sentence for any pid that is not one."""
     try:
-        found = _app_database(runtime).session(args.pid)
+        found = ctx.stack.database.session(args.pid)
     except (psycopg.Error, StackError) as error:
-        raise _database_error(runtime, error) from None
+        raise _database_error(ctx, error) from None
     pid = args.pid
     if found is None or (args.started is not None and found.started != args.started):
         raise CommandError(f"No session has pid {pid} (any more); /queries lists the application's statements with their pids.")
@@ -256,10 +86,10 @@ def _target(runtime, args: QueriesArgs) -> ServerSession:
     return found
 
 
-def _check_queries(runtime, args: QueriesArgs) -> None:
+def _check_queries(ctx: Ctx, args: QueriesArgs) -> None:
     if args.action != "list":
         args.started = None  # whatever was typed: the session is the one that has the pid now
-        args.started = _target(runtime, args).started
+        args.started = _target(ctx, args).started
 
 
 def _session_line(found: ServerSession) -> str:
@@ -268,9 +98,9 @@ def _session_line(found: ServerSession) -> str:
             f"{found.started:%Y-%m-%d %H:%M:%S %Z}, {found.state}{running}")
 
 
-def _describe_queries(runtime, args: QueriesArgs) -> list[str]:
+def _describe_queries(ctx: Ctx, args: QueriesArgs) -> list[str]:
     try:
-        found = _target(runtime, args)
+        found = _target(ctx, args)
     except CommandError as gone:
         return [str(gone)]
     return [f"Ends the session {_session_line(found)}; the application sees a dropped connection.",
@@ -287,8 +117,8 @@ def _stopped(before: ServerSession, after: ServerSession | None, terminate: bool
     return after.state != "active" or (after.seconds or 0.0) < (before.seconds or 0.0)
 
 
-def _stop(ctx: Context, args: QueriesArgs) -> Reply:
-    database, found = _app_database(ctx.runtime), _target(ctx.runtime, args)
+def _stop(ctx: Ctx, args: QueriesArgs) -> Reply:
+    database, found = ctx.stack.database, _target(ctx, args)
     terminate = args.action == "terminate"
     try:
         if not database.end(found, terminate):
@@ -299,7 +129,7 @@ def _stop(ctx: Context, args: QueriesArgs) -> Reply:
             time.sleep(0.2)
             after = database.session(found.pid)
     except (psycopg.Error, StackError) as error:
-        raise _database_error(ctx.runtime, error) from None
+        raise _database_error(ctx, error) from None
     done = _stopped(found, after, terminate)
     if terminate:
         said = (f"Ended the session {_session_line(found)}." if done else
@@ -324,37 +154,20 @@ def _stop(ctx: Context, args: QueriesArgs) -> Reply:
     check=_check_queries,
     describe=_describe_queries,
 )
-def queries(ctx: Context, args: QueriesArgs) -> Reply:
+def queries(ctx: Ctx, args: QueriesArgs) -> Reply:
     if args.action != "list":
         return _stop(ctx, args)
-    stack = ctx.runtime.stack
+    stack = ctx.stack
     try:
-        activity = _activity(stack)
+        found = activity(stack)
     except (psycopg.Error, StackError) as error:
-        raise CommandError(f"Could not read the database: {describe_error(error, stack.stack.check_timeout)}.") from None
-    lines = statement_lines(activity, stack.thresholds.long_query_seconds, lambda query: blocks.code_block(mask_statement(query)))
-    if activity.long_queries or activity.slow_statements:
+        raise CommandError(f"Could not read the database: {describe_error(error, stack.check_timeout)}.") from None
+    lines = statement_lines(found, stack.config.thresholds.long_query_seconds, lambda query: blocks.code_block(mask_statement(query)))
+    if found.long_queries or found.slow_statements:
         lines.append(f"Masked in the statements' text: {STATEMENT_MASKS}; and the secrets the redactor knows by their shape.")
-    if activity.long_queries:
+    if found.long_queries:
         lines.append("/queries cancel PID cancels a statement; /queries terminate PID ends its session (with approval).")
     return Reply("\n".join(lines), [blocks.header("Statements of the application's database"), *blocks.sections(lines)])
-
-
-def measure(ctx: Context, args: StatsArgs) -> list[Section]:
-    """The four metrics side by side, each bounded by the stack's check_timeout (also the watch's input)."""
-    timeout = ctx.runtime.stack.stack.check_timeout
-    futures = [(title, CHECK_POOL.submit(metric, ctx, args)) for title, metric in METRICS]
-    started = utcnow()
-    sections = []
-    for title, future in futures:
-        remaining = max(0.0, timeout - (utcnow() - started).total_seconds())
-        try:
-            sections.append(future.result(timeout=remaining))
-        except FutureTimeout:
-            sections.append(Section(title, [f"🔴 No answer within {timeout:g} s."], measured=False))
-        except Exception as error:  # one unreadable metric must not hide the other three
-            sections.append(Section(title, [f"🔴 Could not read it: {describe_error(error, timeout)}"], measured=False))
-    return sections
 
 
 @command(
@@ -364,17 +177,17 @@ def measure(ctx: Context, args: StatsArgs) -> list[Section]:
     role=Role.viewer,
     args=StatsArgs,
 )
-def stats(ctx: Context, args: StatsArgs) -> Reply:
-    stack = ctx.runtime.stack
-    if ctx.runtime.docker is None and stack.database is None and stack.queue is None:
-        source = stack.source or ctx.runtime.settings.stack_file
+def stats(ctx: Ctx, args: StatsArgs) -> Reply:
+    stack = ctx.stack
+    if stack.compose is None and stack.config.database is None and stack.config.queue is None:
+        source = stack.config.source or ctx.settings.stack_file
         return Reply(
             f"Nothing to measure: the stack file ({source}) names no Compose project and has no [database] or [queue] "
             f"section; {STACK_FILE_HINT}"
         )
-    sections = measure(ctx, args)
+    sections = measure(stack, Window(args.window.text, args.window.seconds))
     flags = [flag for section in sections for flag in section.flags]
-    project = ctx.runtime.stack.stack.compose_project
+    project = stack.compose_project
     title = f"Key metrics of {project}" if project else "Key metrics"
     lines: list[str] = []
     body = [blocks.header(title)]
@@ -390,10 +203,10 @@ def stats(ctx: Context, args: StatsArgs) -> Reply:
         body.append(blocks.divider())
         body += blocks.sections(part)
     if not flags:
-        lines.append(_verdict(sections))
+        lines.append(verdict(sections))
         body.append(blocks.context(lines[-1]))
     healthy = not flags and any(section.measured for section in sections)
     found = {key: value for section in sections for key, value in section.facts.items()}
     if flags:
         found[FOUND] = count(len(flags), "threshold") + " crossed"
-    return ctx.runtime.approvals.with_change_banner(Reply("\n".join(lines), body, in_channel=True, healthy=healthy, facts=found))
+    return ctx.approvals.with_change_banner(Reply("\n".join(lines), body, in_channel=True, healthy=healthy, facts=found))

@@ -9,9 +9,10 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, Field
 
 from bot.frame import blocks
-from bot.frame.registry import CommandError, Context, Reply, command
+from bot.frame.registry import CommandError, Reply, command
 from bot.frame.roles import Role
 from bot.stack.users import StackUsers, refuse_role_change
+from commands.context import Ctx
 
 # Dot-atoms of the ASCII letters, digits and symbols RFC 5322 allows; no quoted local parts, no IP literals.
 _ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -56,13 +57,14 @@ def grants_admin(args: UserAddArgs | UserRoleArgs) -> bool:
     return args.role == "admin"
 
 
-def _users(runtime) -> StackUsers:
-    stack = runtime.stack
-    return StackUsers(stack.database.dsn, stack.stack.check_timeout)
+def _users(ctx: Ctx) -> StackUsers:
+    if ctx.stack.users is None:  # the declarations' needs=("database",) refuse before this
+        raise CommandError("The stack file has no [database] section, so there is no users table.")
+    return ctx.stack.users
 
 
-def _check_role(runtime, role: str, hint: str = "") -> None:
-    roles = runtime.stack.database.user_roles
+def _check_role(ctx: Ctx, role: str, hint: str = "") -> None:
+    roles = ctx.stack.config.database.user_roles
     if role not in roles:
         raise CommandError(f"{_shown(role)} is not a role here; roles are {', '.join(roles)}{hint}.")
 
@@ -76,11 +78,11 @@ class UserArgs(BaseModel):
 
 
 @command("user", summary="Show a user of the Flowstate app.", usage="/user EMAIL", role=Role.operator, args=UserArgs, needs=("database",))
-def user(ctx: Context, args: UserArgs) -> Reply:
-    found = _users(ctx.runtime).find(args.email)
+def user(ctx: Ctx, args: UserArgs) -> Reply:
+    found = _users(ctx).find(args.email)
     if found is None:
         raise CommandError(f"No user has the email {args.email}; /user-add adds one.")
-    created = found.created_at.astimezone(ctx.runtime.settings.tz).strftime("%Y-%m-%d %H:%M %Z")
+    created = found.created_at.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M %Z")
     return _reply(f"Email: {found.email}\nName: {found.name}\nRole: {found.role}\nCreated: {created}")
 
 
@@ -99,10 +101,10 @@ class UserAddArgs(BaseModel):
     needs_approval=grants_admin,
     needs=("database",),
 )
-def user_add(ctx: Context, args: UserAddArgs) -> Reply:
-    users = _users(ctx.runtime)
+def user_add(ctx: Ctx, args: UserAddArgs) -> Reply:
+    users = _users(ctx)
     # An unquoted full name puts its last word in the role's place.
-    _check_role(ctx.runtime, args.role, hint=' (put a name with spaces in quotes, such as "New User")')
+    _check_role(ctx, args.role, hint=' (put a name with spaces in quotes, such as "New User")')
     added = users.add(args.email, args.name, args.role)
     return _reply(f"Added {added.email} ({added.name}) with the {added.role} role.")
 
@@ -112,14 +114,14 @@ class UserRoleArgs(BaseModel):
     role: AppRole = Field(description="a role of the stack file's user_roles", examples=["admin"])
 
 
-def _check_role_change(runtime, args: UserRoleArgs) -> None:
+def _check_role_change(ctx: Ctx, args: UserRoleArgs) -> None:
     """Refused before anyone is asked to approve it: a role that is not one, a user who does not exist, no change."""
-    _check_role(runtime, args.role)
-    refuse_role_change(_users(runtime).find(args.email), args.email, args.role)
+    _check_role(ctx, args.role)
+    refuse_role_change(_users(ctx).find(args.email), args.email, args.role)
 
 
-def _describe_role_change(runtime, args: UserRoleArgs) -> list[str]:
-    found = _users(runtime).find(args.email)
+def _describe_role_change(ctx: Ctx, args: UserRoleArgs) -> list[str]:
+    found = _users(ctx).find(args.email)
     if found is None:
         return [f"No user has the email {args.email} any more."]
     return [f"*{found.email}* ({blocks.escape(found.name)}), created {found.created_at:%Y-%m-%d}: role *{found.role}* → *{args.role}*"]
@@ -136,8 +138,8 @@ def _describe_role_change(runtime, args: UserRoleArgs) -> list[str]:
     check=_check_role_change,
     describe=_describe_role_change,
 )
-def user_role(ctx: Context, args: UserRoleArgs) -> Reply:
-    users = _users(ctx.runtime)
-    _check_role(ctx.runtime, args.role)
+def user_role(ctx: Ctx, args: UserRoleArgs) -> Reply:
+    users = _users(ctx)
+    _check_role(ctx, args.role)
     previous, changed = users.change_role(args.email, args.role)
     return _reply(f"Changed the role of {changed.email}: {previous} → {changed.role}.")

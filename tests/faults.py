@@ -66,7 +66,7 @@ class RefusingDocker:
         self.sock.bind(str(self.path))  # bound, never listening: connect() is refused
 
     def __call__(self, _point: str | None = None) -> None:
-        stack = self.runtime.docker  # as if FLOWSTATE_DOCKER_URL named it: the next call connects anew
+        stack = self.runtime.stack.compose  # as if FLOWSTATE_DOCKER_URL named it: the next call connects anew
         stack._docker_url, stack._client = f"unix://{self.path}", None
 
 

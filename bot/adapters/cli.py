@@ -20,8 +20,7 @@ from bot.deploy.releases import record_at_start
 from bot.adapters.slack.manifest import render_manifest
 from bot.stack.probes import run_probes
 from bot.frame.redact import configure_logging
-from bot.frame.registry import load_commands
-from bot.runtime import Runtime
+from bot.runtime import Runtime, load_commands
 from bot.store.engine import Store, hold_single_bot, normalize_url
 from bot.frame.undumpable import make_undumpable
 
@@ -50,7 +49,7 @@ def cmd_console(settings: Settings, args: argparse.Namespace) -> int:
     except OSError:
         pass
     runtime = Runtime.build(settings, stack, local_admins=local_admins)
-    record_at_start(runtime)
+    record_at_start(runtime.releases)
     try:
         return run_console(runtime, args.as_user or CONSOLE_USER, args.channel)
     finally:
@@ -103,7 +102,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     runtime = Runtime.build(settings, stack, group_members=group_members(client))
     if (role := runtime.store.role_problem()) is not None and role[1] is not None:
         log.warning("database role: %s %s; %s", role[0], role[1], ROLE_ADVICE)
-    record_at_start(runtime)
+    record_at_start(runtime.releases)
     adapter = SlackAdapter(runtime, client, http_mode=not socket_mode)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     socket_handler = metrics_server = None

@@ -13,24 +13,49 @@ import dataclasses
 import logging
 import threading
 from datetime import timedelta
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from bot.frame import blocks
 from bot.jobs.model import PENDING, QUEUED, RUNNING, Job
-from bot.frame.registry import CommandError, Decided, Invocation, Reply, command_line
+from bot.frame.registry import CommandError, Decided, Invocation, Notifier, Reply, command_line
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
 
 if TYPE_CHECKING:
-    from bot.runtime import Runtime
+    from bot.frame.audit import AuditLog
+    from bot.frame.config import Settings
+    from bot.frame.registry import Command, Context
+    from bot.jobs.queue import ChangeLocks, JobQueue
 
 log = logging.getLogger(__name__)
 
 APPROVE, DENY, CANCEL = "approval_approve", "approval_deny", "approval_cancel"
 
 
+class Host(Protocol):
+    """What approvals use of the composition root (bot/runtime.py), which a domain may not import."""
+
+    settings: "Settings"
+    audit: "AuditLog"
+    commands: "dict[str, Command]"
+    jobs: "JobQueue"
+    locks: "ChangeLocks"
+    notifier: "Notifier | None"
+    holder: str
+    wake: Callable[[], None]
+
+    @property
+    def stack_name(self) -> str: ...
+
+    @property
+    def messages(self) -> "Notifier | None": ...
+
+    def context(self, invocation: Invocation, role: Role | None = None, progress: Callable[[str], None] | None = None,
+                job_id: int | None = None) -> "Context": ...
+
+
 class Approvals:
-    def __init__(self, runtime: "Runtime"):
+    def __init__(self, runtime: Host):
         self._rt = runtime
 
     # ---- what the channel sees ------------------------------------------------------------------
@@ -73,7 +98,7 @@ class Approvals:
         if cmd is None or cmd.describe is None or job.arguments is None:
             return []
         try:
-            return cmd.describe(self._rt, cmd.args.model_validate(job.arguments))
+            return cmd.describe(self._rt.context(job.invocation(), job_id=job.id), cmd.args.model_validate(job.arguments))
         except Exception:
             log.exception("could not describe %s", job.label)
             return []
@@ -280,7 +305,7 @@ class Approvals:
 
     def _recover(self, job: Job, recover: Callable) -> None:
         try:
-            state = recover(self._rt, job)
+            state = recover(self._rt.context(job.invocation(), job_id=job.id), job)
         except Exception:
             log.exception("recovering after %s failed", job.label)
             state = "The bot could not check what it left behind (the details are in its log); check /health now."

@@ -15,7 +15,7 @@ import secrets
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 
 import psycopg
 from sqlalchemy import select, update
@@ -28,6 +28,12 @@ from bot.frame.redact import redact
 from bot.frame.registry import Invocation
 from bot.stack.database import StackDatabase
 from bot.store.engine import utcnow
+
+if TYPE_CHECKING:
+    from bot.frame.audit import AuditLog
+    from bot.frame.config import Settings
+    from bot.stack.stack import Stack
+    from bot.store.engine import Store
 
 Progress = Callable[[str], None]
 SCRATCH_PREFIX = "flowstate_verify_"
@@ -110,32 +116,32 @@ def read_chunks(source: BinaryIO, sha256, meter: Meter | None = None) -> Iterato
 
 
 class Backups:
-    def __init__(self, runtime):
-        self._rt = runtime
-        self.tools = tools_for(runtime)
-        self.database = runtime.stack.database.name
-        self.db = StackDatabase(runtime.stack.database.dsn)
+    def __init__(self, store: "Store", stack: "Stack", settings: "Settings", audit: "AuditLog"):
+        self._store, self._stack, self._settings, self._audit = store, stack, settings, audit
+        self.tools = tools_for(stack)
+        self.database = stack.config.database.name
+        self.db = StackDatabase(stack.config.database.dsn)
 
     # ---- the catalogue ---------------------------------------------------------------------------
 
     def get(self, backup_id: int) -> Backup | None:
-        with self._rt.store.session() as session:
+        with self._store.session() as session:
             backup = session.get(Backup, backup_id)
-        return backup if backup is not None and backup.stack == self._rt.stack_name else None
+        return backup if backup is not None and backup.stack == self._stack.name else None
 
     def latest(self, limit: int = 20) -> list[Backup]:
-        with self._rt.store.session() as session:
+        with self._store.session() as session:
             return list(
                 session.scalars(
                     select(Backup)
-                    .where(Backup.stack == self._rt.stack_name, Backup.state != DELETED)
+                    .where(Backup.stack == self._stack.name, Backup.state != DELETED)
                     .order_by(Backup.id.desc())
                     .limit(limit)
                 )
             )
 
     def _update(self, backup_id: int, **values) -> None:
-        with self._rt.store.session.begin() as session:
+        with self._store.session.begin() as session:
             session.execute(update(Backup).where(Backup.id == backup_id).values(**values))
 
     # ---- taking ----------------------------------------------------------------------------------
@@ -144,14 +150,14 @@ class Backups:
              progress: Progress = _quiet) -> Backup:
         started_at, started = utcnow(), time.monotonic()
         backup = Backup(
-            stack=self._rt.stack_name, database=self.database, state=TAKING, kind=kind, requested_by=requested_by,
+            stack=self._stack.name, database=self.database, state=TAKING, kind=kind, requested_by=requested_by,
             note=note, job_id=job_id, started_at=started_at,
         )
-        with self._rt.store.session.begin() as session:
+        with self._store.session.begin() as session:
             session.add(backup)
             session.flush()
             backup_id = backup.id
-        directory = private_directory(self._rt.settings.backup_directory)
+        directory = private_directory(self._settings.backup_directory)
         out = None
         try:
             out = AtomicFile(directory / f"{self.database}-{started_at:%Y%m%dT%H%M%SZ}-{backup_id}.dump")
@@ -191,7 +197,7 @@ class Backups:
 
     def _copy(self, source: Path, sha256: str, progress: Progress) -> str | None:
         """The second location (the guide's "separate location"), written the same careful way and checked."""
-        target_dir = self._rt.settings.backup_copy_dir
+        target_dir = self._settings.backup_copy_dir
         if target_dir is None:
             return None
         copy = AtomicFile(private_directory(target_dir) / source.name)
@@ -302,10 +308,10 @@ class Backups:
 
     def abandon(self, job_id: int) -> list[int]:
         """A job's backups still being taken when its bot died: failed, their partial files and scratch databases gone."""
-        with self._rt.store.session() as session:
+        with self._store.session() as session:
             taking = list(session.scalars(select(Backup).where(Backup.job_id == job_id, Backup.state == TAKING)))
         for backup in taking:
-            for directory in filter(None, [self._rt.settings.backup_directory, self._rt.settings.backup_copy_dir]):
+            for directory in filter(None, [self._settings.backup_directory, self._settings.backup_copy_dir]):
                 for partial in directory.glob(f".{self.database}-*-{backup.id}.dump.partial"):
                     partial.unlink(missing_ok=True)
             self._update(backup.id, state=FAILED, finished_at=utcnow(), error="the bot stopped while it was taken")
@@ -317,12 +323,12 @@ class Backups:
 
     def prune(self, invocation: Invocation, job_id: int | None) -> list[Backup]:
         """After a backup succeeded: keep the newest N and all younger than D days, never the newest verified one."""
-        settings = self._rt.settings
-        with self._rt.store.session() as session:
+        settings = self._settings
+        with self._store.session() as session:
             good = list(
                 session.scalars(
                     select(Backup)
-                    .where(Backup.stack == self._rt.stack_name, Backup.database == self.database, Backup.state == OK)
+                    .where(Backup.stack == self._stack.name, Backup.database == self.database, Backup.state == OK)
                     .order_by(Backup.id.desc())
                 )
             )
@@ -335,7 +341,7 @@ class Backups:
         for backup in reversed(good):  # oldest first
             if backup.id in keep:
                 continue
-            with self._rt.store.session.begin() as session:
+            with self._store.session.begin() as session:
                 won = session.execute(
                     update(Backup).where(Backup.id == backup.id, Backup.state == OK).values(state=DELETED, deleted_at=utcnow())
                 ).rowcount
@@ -343,7 +349,7 @@ class Backups:
                 continue
             for path in filter(None, [backup.path, backup.copy_path]):
                 Path(path).unlink(missing_ok=True)
-            self._rt.audit.record(
+            self._audit.record(
                 invocation, "pruned", job_id=job_id,
                 arguments={
                     "backup_id": backup.id, "file": Path(backup.path).name, "taken_at": backup.started_at.isoformat(),

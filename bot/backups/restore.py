@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,6 +28,11 @@ from bot.frame.humanize import elapsed, size as human_size
 from bot.jobs.queue import ended_and_unlocked
 from bot.store.engine import utcnow
 
+if TYPE_CHECKING:
+    from bot.jobs.model import Job
+    from bot.stack.stack import Stack
+    from bot.store.engine import Store
+
 log = logging.getLogger(__name__)
 
 RECOVERY_WAIT_SECONDS = 3600.0  # how long a restarted bot waits for a restore it left running in the container
@@ -35,12 +40,14 @@ FINAL_JOURNAL_SECONDS = 60.0  # how long the last journal write is retried; afte
 
 
 class Restore:
-    def __init__(self, runtime, job_id: int, requested_by: str, progress: Progress = _quiet):
-        if runtime.docker is None:
+    def __init__(self, backups: Backups, stack: "Stack", store: "Store", services: list[str], fault: Callable[[str], None],
+                 job_id: int, requested_by: str, progress: Progress = _quiet):
+        if stack.compose is None:
             raise StackError("The stack file names no Compose project, so /restore cannot stop the app services.")
-        self._rt, self._job_id, self._requested_by, self._progress = runtime, job_id, requested_by, progress
-        self.backups = Backups(runtime)
-        self.services = list(runtime.settings.restore_services)
+        self._stack, self._store, self._fault = stack, store, fault
+        self._job_id, self._requested_by, self._progress = job_id, requested_by, progress
+        self.backups = backups
+        self.services = list(services)  # the app services stopped while it runs (FLOWSTATE_RESTORE_SERVICES)
         self.lines: list[str] = []
         self._unwritten: dict = {}  # journal values the bot's database refused, written with the next ones
         self._stopped = False  # the services are down because of us: whatever happens, they are started again
@@ -51,7 +58,7 @@ class Restore:
         """Write to the journal; when the bot's database refuses, keep the values for the next write and go on."""
         self._unwritten.update(values)
         try:
-            with self._rt.store.session.begin() as session:
+            with self._store.session.begin() as session:
                 session.execute(update(RestoreRun).where(RestoreRun.job_id == self._job_id).values(**self._unwritten))
         except SQLAlchemyError as error:
             log.warning("the journal of restore #%s could not be written now (%s); keeping it for the next write", self._job_id, error)
@@ -78,7 +85,7 @@ class Restore:
 
     def run(self, backup: Backup) -> bool:
         """True when the backup is restored and the services are healthy; self.lines says what happened."""
-        with self._rt.store.session.begin() as session:
+        with self._store.session.begin() as session:
             session.add(
                 RestoreRun(job_id=self._job_id, backup_id=backup.id, database=self.backups.database, services=self.services,
                            step="verify", started_at=utcnow())
@@ -125,13 +132,13 @@ class Restore:
             return False
         self._journal(safety_backup_id=safety.id)
         self._say(f"🟢 2. Safety backup #{safety.id} of the live database ({human_size(safety.size)}) ({elapsed(started)})")
-        reached(self._rt, "restore:after_safety")
+        reached(self._fault, "restore:after_safety")
 
         if not self._stop("3."):
             self._start(before, "3.")
             self._say("The database was not touched.")
             return False
-        reached(self._rt, "restore:after_stop")
+        reached(self._fault, "restore:after_stop")
 
         started = time.monotonic()
         with self._step("restore", f"4. Restoring {backup.label} into {self.backups.database} in one transaction…"):
@@ -148,7 +155,7 @@ class Restore:
             self._start(before, "5.")
             return False
         self._say(f"🟢 4. Restored {backup.label} into {self.backups.database} in one transaction ({elapsed(started)})")
-        reached(self._rt, "restore:after_restore")
+        reached(self._fault, "restore:after_restore")
 
         self._journal(step="start")
         if not self._start(before, "5."):
@@ -165,10 +172,10 @@ class Restore:
 
     def _health_before(self) -> dict[str, bool]:
         """Each service to stop, and whether it was healthy: only those must be healthy again afterwards."""
-        states = {state.service: state.ok for state in self._rt.docker.states()}
+        states = {state.service: state.ok for state in self._stack.compose.states()}
         missing = [service for service in self.services if service not in states]
         if missing:
-            raise StackError(f"{', '.join(missing)} {'is not a service' if len(missing) == 1 else 'are not services'} of {self._rt.docker.project}.")
+            raise StackError(f"{', '.join(missing)} {'is not a service' if len(missing) == 1 else 'are not services'} of {self._stack.compose.project}.")
         return {service: states[service] for service in self.services}
 
     def _stop(self, number: str) -> bool:
@@ -176,7 +183,7 @@ class Restore:
         try:
             with self._step("stop", f"{number} Stopping {', '.join(self.services)}…"):
                 self._stopped = True  # even a stop that fails part way may have stopped some
-                self._rt.docker.stop(self.services)
+                self._stack.compose.stop(self.services)
         except StackError as error:
             self._say(f"🔴 {number} Stopping {', '.join(self.services)} failed: {error}")
             return False
@@ -188,10 +195,10 @@ class Restore:
         started = time.monotonic()
         self._progress(f"{number} Starting {', '.join(self.services)} and waiting until healthy…")
         try:
-            self._rt.docker.start(self.services)
+            self._stack.compose.start(self.services)
             self._stopped = False
             # The one health gate; a service that was not healthy before the restore need not be healthy after it.
-            outcome = gate(self._rt, self._progress, excused=[s for s in self.services if not before.get(s)])
+            outcome = gate(self._stack, self._progress, excused=[s for s in self.services if not before.get(s)])
         except StackError as error:
             down = "" if not self._stopped else f"; they are stopped: /restart {' '.join(self.services)} starts them"
             self._say(f"🔴 {number} Starting {', '.join(self.services)} failed: {error}{down}")
@@ -248,9 +255,9 @@ class Restore:
 # ---- after the bot was killed mid-restore ---------------------------------------------------------------
 
 
-def finish_abandoned(runtime) -> None:
+def finish_abandoned(store: "Store") -> None:
     """The runners' sweep: a journal its job left open (its writes refused to the end, its recovery failed) is closed."""
-    with runtime.store.session.begin() as session:
+    with store.session.begin() as session:
         session.execute(
             update(RestoreRun)
             .where(RestoreRun.finished_at.is_(None), *ended_and_unlocked(RestoreRun.job_id))
@@ -259,11 +266,10 @@ def finish_abandoned(runtime) -> None:
         )
 
 
-def recover(runtime, job) -> str:
+def recover(backups: Backups, stack: "Stack", store: "Store", job: "Job") -> str:
     """What an interrupted /restore left: wait for a restore still running, start the services, say what the data is."""
-    with runtime.store.session() as session:
+    with store.session() as session:
         run = session.get(RestoreRun, job.id)
-    backups = Backups(runtime)
     backups.abandon(job.id)
     if run is None:
         return "It had not started: nothing was stopped and the database was not touched."
@@ -287,11 +293,11 @@ def recover(runtime, job) -> str:
     else:
         data = f"{run.database} holds backup #{run.backup_id}{safety}."
     try:
-        runtime.docker.start(run.services)
-        services = gate(runtime, lambda _text: None).line.rstrip(".")
+        stack.compose.start(run.services)
+        services = gate(stack, lambda _text: None).line.rstrip(".")
     except StackError as error:
         services = f"starting {', '.join(run.services)} failed: {error}; /restart {' '.join(run.services)} starts them"
     text = f"{data} Services: {services}."
-    with runtime.store.session.begin() as session:
+    with store.session.begin() as session:
         session.execute(update(RestoreRun).where(RestoreRun.job_id == job.id).values(step="interrupted", finished_at=utcnow(), outcome=text))
     return text

@@ -12,14 +12,18 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable
+from pathlib import Path
 
 import docker
 import psycopg
 
-from bot.frame.config import DatabaseSection, missing_section
+from bot.frame.config import DatabaseSection, StackConfig, missing_section
 from bot.stack.compose import ComposeStack, ExecOutcome, OutputTail, StackError
 from bot.stack.database import BOT_APP
+
+if TYPE_CHECKING:
+    from bot.stack.stack import Stack
 
 CHUNK = 1 << 20
 STAGING_DIR = "/var/tmp"  # in the container; not /tmp, often a tmpfs the engine cannot copy into
@@ -178,13 +182,17 @@ class LocalTools(PgTools):
         return code is None, code
 
 
-def tools_for(runtime) -> PgTools:
-    database = runtime.stack.database
+def no_database(config: StackConfig, default_file: Path) -> str:
+    """Why backups cannot run without a [database] section, and where an example is."""
+    return f"Backups need the application's PostgreSQL: {missing_section(config, 'database', default_file)}"
+
+
+def tools_for(stack: "Stack") -> PgTools:
+    database = stack.config.database
     if database is None:
-        missing = missing_section(runtime.stack, "database", runtime.settings.stack_file)
-        raise ToolError(f"Backups need the application's PostgreSQL: {missing}")
-    if runtime.docker is not None and database.compose_service:
-        return ContainerTools(runtime.docker, database)
+        raise ToolError(no_database(stack.config, Path("flowstate.toml")))
+    if stack.compose is not None and database.compose_service:
+        return ContainerTools(stack.compose, database)
     return LocalTools(database)
 
 

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import or_, select, update
 
@@ -29,6 +29,12 @@ from bot.stack.health import gate
 from bot.frame.humanize import duration
 from bot.store.engine import utcnow
 
+if TYPE_CHECKING:
+    from bot.frame.config import Settings
+    from bot.jobs.model import Job
+    from bot.stack.stack import Stack
+    from bot.store.engine import Store
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
@@ -43,10 +49,13 @@ def output_file(settings, release_id: int) -> Path:
     return settings.home / "deploys" / f"release-{release_id}.log"
 
 
-def deploy_section(runtime) -> DeploySection:
-    if runtime.stack.deploy is None:
-        raise DeployError("The stack file has no [deploy] section, so the bot knows no deploy script or repository.")
-    return runtime.stack.deploy
+def deploy_section(stack: "Stack") -> DeploySection:
+    if stack.config.deploy is None:
+        raise DeployError(NO_DEPLOY)
+    return stack.config.deploy
+
+
+NO_DEPLOY = "The stack file has no [deploy] section, so the bot knows no deploy script or repository."
 
 
 @dataclass
@@ -57,22 +66,22 @@ class DeployResult:
 
 
 class Releases:
-    def __init__(self, runtime):
-        self._rt = runtime
-        self.deploy = deploy_section(runtime)
+    def __init__(self, store: "Store", stack: "Stack", settings: "Settings", fault: Callable[[str], None]):
+        self._store, self._stack, self._settings, self._fault = store, stack, settings, fault
+        self.deploy = deploy_section(stack)
         self.repo = Repo(self.deploy.workdir)
 
     # ---- the ledger ------------------------------------------------------------------------------
 
     def latest(self, count: int) -> list[Release]:
-        with self._rt.store.session() as session:
-            return list(session.scalars(select(Release).where(Release.stack == self._rt.stack_name).order_by(Release.id.desc()).limit(count)))
+        with self._store.session() as session:
+            return list(session.scalars(select(Release).where(Release.stack == self._stack.name).order_by(Release.id.desc()).limit(count)))
 
     def current(self) -> Release | None:
         """What is deployed: the newest release whose deploy finished (or was found checked out)."""
-        with self._rt.store.session() as session:
+        with self._store.session() as session:
             return session.scalars(
-                select(Release).where(Release.stack == self._rt.stack_name, Release.finished_at.is_not(None)).order_by(Release.id.desc()).limit(1)
+                select(Release).where(Release.stack == self._stack.name, Release.finished_at.is_not(None)).order_by(Release.id.desc()).limit(1)
             ).first()
 
     def previous_good(self) -> Release | None:
@@ -82,10 +91,10 @@ class Releases:
         current = self.current()
         if current is None:
             return None
-        with self._rt.store.session() as session:
+        with self._store.session() as session:
             candidates = session.scalars(
                 select(Release)
-                .where(Release.stack == self._rt.stack_name, Release.id < current.id, Release.health == GOOD, Release.commit != current.commit)
+                .where(Release.stack == self._stack.name, Release.id < current.id, Release.health == GOOD, Release.commit != current.commit)
                 .order_by(Release.id.desc())
             )
             tried: set[str] = set()
@@ -100,10 +109,10 @@ class Releases:
     def released(self, commit: str) -> bool:
         """Whether the commit ran here: found checked out, or its deploy script finished well (a checkout that failed,
         or a script that failed or was interrupted, deployed nothing)."""
-        with self._rt.store.session() as session:
+        with self._store.session() as session:
             found = session.scalars(
                 select(Release.id)
-                .where(Release.stack == self._rt.stack_name, Release.commit == commit, or_(Release.kind == RECORDED, Release.exit_code == 0))
+                .where(Release.stack == self._stack.name, Release.commit == commit, or_(Release.kind == RECORDED, Release.exit_code == 0))
                 .limit(1)
             )
             return found.first() is not None
@@ -115,14 +124,14 @@ class Releases:
         commit = self.repo.head()
         health = self._health_now()
         now = utcnow()
-        release = Release(stack=self._rt.stack_name, commit=commit, kind=RECORDED, started_at=now, finished_at=now, health=health)
-        with self._rt.store.session.begin() as session:
+        release = Release(stack=self._stack.name, commit=commit, kind=RECORDED, started_at=now, finished_at=now, health=health)
+        with self._store.session.begin() as session:
             session.add(release)
         log.info("recorded the checked-out commit %s as the first release (health %s)", commit[:10], health)
         return release
 
     def _health_now(self) -> str:
-        docker = self._rt.docker
+        docker = self._stack.compose
         if docker is None:
             return UNKNOWN
         try:
@@ -134,21 +143,21 @@ class Releases:
 
     def app_services(self, known: list[str] | None = None) -> list[str]:
         """The services whose health gates a deploy: the stack file's app_services, else every service."""
-        if self._rt.stack.stack.app_services:
-            return list(self._rt.stack.stack.app_services)
+        if self._stack.app_services:
+            return list(self._stack.app_services)
         if known is not None:
             return known
-        return self._rt.docker.services() if self._rt.docker is not None else []
+        return self._stack.compose.services() if self._stack.compose is not None else []
 
     def output_file(self, release_id: int) -> Path:
-        return output_file(self._rt.settings, release_id)
+        return output_file(self._settings, release_id)
 
     def _update(self, release_id: int, **values) -> None:
-        with self._rt.store.session.begin() as session:
+        with self._store.session.begin() as session:
             session.execute(update(Release).where(Release.id == release_id).values(**values))
 
     def get(self, release_id: int) -> Release | None:
-        with self._rt.store.session() as session:
+        with self._store.session() as session:
             return session.get(Release, release_id)
 
     # ---- deploying ---------------------------------------------------------------------------------
@@ -186,10 +195,10 @@ class Releases:
              progress: Progress, result: DeployResult, *, move: bool, replaced: int | None = None) -> Release:
         current = self.current()
         release = Release(
-            stack=self._rt.stack_name, commit=commit, ref=ref, kind=kind, requested_by=requested_by, approved_by=approved_by,
+            stack=self._stack.name, commit=commit, ref=ref, kind=kind, requested_by=requested_by, approved_by=approved_by,
             job_id=job_id, started_at=utcnow(), health=UNKNOWN, replaced_id=replaced or (current.id if current else None),
         )
-        with self._rt.store.session.begin() as session:
+        with self._store.session.begin() as session:
             session.add(release)
             session.flush()
             release_id = release.id
@@ -203,7 +212,7 @@ class Releases:
                 return self.get(release_id)
             subject = escape(self.repo.commit(commit).subject[:80])
             say(f"Checked out {commit[:10]} ({subject}) in {self.deploy.workdir}.")
-            reached(self._rt, "deploy:after_checkout")
+            reached(self._fault, "deploy:after_checkout")
         name = os.path.basename(self.deploy.command[0])
         progress(f"Running {name}…")
         log_path = self.output_file(release_id)
@@ -212,7 +221,7 @@ class Releases:
 
         def started(pid: int) -> None:
             script.update(pid=pid, process=process_identity(pid))
-            reached(self._rt, "deploy:after_start")
+            reached(self._fault, "deploy:after_start")
             self._update(release_id, **script)
 
         outcome = run_script(
@@ -223,7 +232,7 @@ class Releases:
         )
         log_path.unlink(missing_ok=True)  # kept with the release from here on
         say(self._script_line(name, outcome))
-        reached(self._rt, "deploy:after_script")
+        reached(self._fault, "deploy:after_script")
         health, health_line = self._gate(progress)
         say(health_line)
         note = "timed out" if outcome.timed_out else (outcome.error or None)
@@ -243,9 +252,9 @@ class Releases:
 
     def _gate(self, progress: Progress) -> tuple[str, str]:
         """The one health gate (bot/stack/health.py): every check holds for stable_seconds, or it fails naming them."""
-        if self._rt.docker is None and not self._rt.stack.probes:
+        if self._stack.compose is None and not self._stack.config.probes:
             return UNKNOWN, "⚪ Health unknown: the stack file names no Compose project."
-        outcome = gate(self._rt, progress)
+        outcome = gate(self._stack, progress)
         return (GOOD if outcome.ok else BAD), outcome.line
 
 
@@ -258,13 +267,11 @@ def output_tail(name: str, tail: list[str]) -> str:
 # ---- after the bot was killed mid-deploy ---------------------------------------------------------------
 
 
-def recover(runtime, job) -> str:
+def recover(releases: "Releases | None", store: "Store", job: "Job") -> str:
     """What an interrupted deploy left: waits for a deploy script still running, then says which commit is checked out."""
-    try:
-        releases = Releases(runtime)
-    except DeployError:
+    if releases is None:  # the stack file has no [deploy] section
         return "Check /health and ask again if it is still needed."
-    with runtime.store.session() as session:
+    with store.session() as session:
         running = list(session.scalars(select(Release).where(Release.job_id == job.id, Release.finished_at.is_(None))))
     if not running:
         return "Check /health and ask again if it is still needed."
@@ -298,14 +305,14 @@ def recover(runtime, job) -> str:
     return " ".join(parts)
 
 
-def finish_abandoned(runtime) -> None:
+def finish_abandoned(store: "Store", settings: "Settings") -> None:
     """The runners' sweep: a release its job left running in the ledger (the store refused its last write, its
     recovery failed) is finished, health unknown, with what its script wrote; /rollback trusts only finished ones."""
-    with runtime.store.session() as session:
+    with store.session() as session:
         open_releases = list(session.scalars(select(Release).where(Release.finished_at.is_(None), *ended_and_unlocked(Release.job_id))))
     for release in open_releases:
-        log_path = output_file(runtime.settings, release.id)
-        with runtime.store.session.begin() as session:
+        log_path = output_file(settings, release.id)
+        with store.session.begin() as session:
             session.execute(update(Release).where(Release.id == release.id, Release.finished_at.is_(None)).values(
                 finished_at=utcnow(), output=release.output or read_output(log_path),
                 note="closed by the bot: its request had ended without finishing it",
@@ -313,11 +320,11 @@ def finish_abandoned(runtime) -> None:
         log_path.unlink(missing_ok=True)
 
 
-def record_at_start(runtime) -> None:
+def record_at_start(releases: "Releases | None") -> None:
     """The bot starting: the checked-out commit becomes the first release if the ledger has none; never fatal."""
-    if runtime.stack.deploy is None:
+    if releases is None:
         return
     try:
-        Releases(runtime).record_checked_out()
+        releases.record_checked_out()
     except Exception as error:  # a missing checkout must not keep the bot from answering
         log.warning("could not record the checked-out commit as a release: %s", error)

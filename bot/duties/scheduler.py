@@ -14,7 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from sqlalchemy import and_, func, or_, select, update
 
@@ -25,13 +25,37 @@ from bot.duties.model import DutyRun
 from bot.duties.slots import Every, Schedule, latest_slot, next_slot, parse_daily, parse_weekly
 from bot.jobs.model import FINAL, Job
 from bot.jobs.model import QUEUED as JOB_QUEUED
-from bot.frame.registry import Invocation, Reply
+from bot.frame.registry import Invocation, Notifier, Reply
 from bot.frame.authz import SYSTEM_USERS
 from bot.store.engine import utcnow
 
 if TYPE_CHECKING:
     from bot.duties.watch import Evaluator
-    from bot.runtime import Runtime
+    from bot.frame.audit import AuditLog
+    from bot.frame.config import Settings
+    from bot.frame.dispatcher import Dispatcher
+    from bot.jobs.queue import JobQueue, KeepAlive
+    from bot.stack.stack import Stack
+    from bot.store.engine import Store
+
+
+class Host(Protocol):
+    """What the duties use of the composition root (bot/runtime.py), which a domain may not import."""
+
+    settings: "Settings"
+    store: "Store"
+    stack: "Stack"
+    audit: "AuditLog"
+    dispatcher: "Dispatcher"
+    jobs: "JobQueue"
+    notifier: Notifier | None
+    holder: str
+    wake: Callable[[], None]
+
+    @property
+    def stack_name(self) -> str: ...
+
+    def keep_alive(self, job_id: int, holder: str) -> "KeepAlive": ...
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +98,7 @@ def slot_key(slot: datetime) -> str:
 
 
 class Duties:
-    def __init__(self, runtime: "Runtime", clock: Clock | None = None, evaluator: "Evaluator | None" = None):
+    def __init__(self, runtime: Host, clock: Clock | None = None, evaluator: "Evaluator | None" = None):
         from bot.duties import tasks
         from bot.duties.watch import Watch
 

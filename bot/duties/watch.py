@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Callable
 from sqlalchemy import select
 
 from bot.duties.model import WatchState
-from bot.stack.health import Check, evaluate
 from bot.frame.humanize import duration
-from bot.frame.registry import Context
+from bot.stack.health import Check, evaluate
+from bot.stack.stats import Window, measure
 
 if TYPE_CHECKING:
     from bot.duties.scheduler import Duties, Outcome
@@ -36,19 +36,15 @@ Evaluator = Callable[["Duties"], list[Observation]]
 
 def live_observations(duties: "Duties") -> list[Observation]:
     """What /health (the one health evaluation) and /stats see now, as the scheduler."""
-    from commands.stats import StatsArgs, measure
-
-    from bot.duties.scheduler import SCHEDULER_ROLE
-
-    rt = duties.rt
-    ctx = Context(duties.invocation("watch"), SCHEDULER_ROLE, rt)
+    stack, minutes = duties.rt.stack, duties.rt.settings.watch_minutes
+    config = stack.config
     observations = []
-    if rt.docker is not None or rt.stack.probes:
+    if stack.compose is not None or config.probes:
         # A warning is bad too: the edge rate above its warning level is worth an alert; the text says which level.
-        observations += [Observation(check.key, check.status != "ok", _detail(check)) for check in evaluate(rt).checks]
+        observations += [Observation(check.key, check.status != "ok", _detail(check)) for check in evaluate(stack).checks]
     seen = {observation.key for observation in observations}
-    if rt.docker is not None or rt.stack.database is not None or rt.stack.queue is not None:
-        for section in measure(ctx, StatsArgs(window=f"{rt.settings.watch_minutes}m")):
+    if stack.compose is not None or config.database is not None or config.queue is not None:
+        for section in measure(stack, Window(f"{minutes}m", minutes * 60)):
             observations += [
                 Observation(key, flag is not None, flag or "within its threshold") for key, flag in section.checked.items() if key not in seen
             ]

@@ -118,7 +118,7 @@ class Changes:
         under the lock, and the channel is told the stack's state."""
         self._record(job, "interrupted", f"unexpected error (error id {reply.error_id})")
         try:
-            state = recover(self._rt, job)
+            state = recover(self._rt.context(job.invocation(), job_id=job.id), job)
         except Exception:
             log.exception("recovering after %s failed", job.label)
             state = "The bot could not check what it left behind (the details are in its log); check /health now."

@@ -1,6 +1,6 @@
 """Test-only fault injection at the step boundaries of a change (a restore, a restart, a deploy).
 
-A change calls `reached(runtime, POINT)` between its steps. In production that does nothing. Tests in the
+A change calls `reached(fault, POINT)` between its steps (`fault`: what the composition root gave it). In production that does nothing. Tests in the
 same process set `Runtime.fault` to inject a fault there (the store locked, the Docker engine gone, Slack
 failing); tests of a bot process of its own set FLOWSTATE_FAULT_AT=POINT, and the process that gets there (a
 runner) SIGKILLs itself, as a crash would, exactly at that step instead of after a racing sleep; with
@@ -36,6 +36,6 @@ def kill_at(spec: str | None) -> Callable[[str], None]:
     return fault
 
 
-def reached(runtime, point: str) -> None:
+def reached(fault: Callable[[str], None], point: str) -> None:
     assert point in POINTS, point
-    runtime.fault(point)
+    fault(point)

@@ -278,12 +278,12 @@ class Pipeline:
             return next(request)
         cmd, args = request.cmd, request.args
         for section in cmd.sections_needed(args):
-            missing = missing_section(self._runtime.stack, section, self._runtime.settings.stack_file)
+            missing = missing_section(self._runtime.stack.config, section, self._runtime.settings.stack_file)
             if missing is not None:
                 self._refuse(request, "rejected", f"{cmd.slash} cannot run: {missing}")
         if cmd.check is not None:
             try:
-                cmd.check(self._runtime, args)
+                cmd.check(self._runtime.context(request.invocation, request.role), args)
             except CommandError as error:
                 self._refuse(request, "rejected", str(error))
         return next(request)
@@ -341,7 +341,7 @@ class Pipeline:
 
     def _context(self, request: Request, job_id: int | None) -> Context:
         """What a handler gets (one place, so what it gets can change in one place)."""
-        return Context(request.invocation, request.role, self._runtime, request.say, job_id=job_id)
+        return self._runtime.context(request.invocation, request.role, request.say, job_id)
 
     # ---- refusing ----------------------------------------------------------------------------------------
 

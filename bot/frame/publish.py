@@ -13,7 +13,7 @@ import dataclasses
 from typing import Callable, Protocol
 
 from bot.frame.redact import redact, redact_value
-from bot.frame.registry import Reply
+from bot.frame.registry import Notifier, Reply  # Notifier: the port, declared with the reply it carries
 
 
 def redacted(reply: Reply) -> Reply:
@@ -40,14 +40,6 @@ class Returned:
 
     def publish(self, reply: Reply) -> None:
         pass
-
-
-class Notifier(Protocol):
-    """Where requests and loud news are posted: a Slack channel, or nowhere (the console prints replies)."""
-
-    def post(self, channel: str, reply: Reply) -> str | None: ...
-
-    def update(self, channel: str, ts: str, reply: Reply) -> None: ...
 
 
 class RedactedNotifier:

@@ -9,7 +9,7 @@ import shlex
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
@@ -17,9 +17,6 @@ from bot.frame.roles import Role
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-    from bot.jobs.model import Job
-    from bot.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -50,6 +47,14 @@ class Reply:
 FOUND, DOWN, EDGE_ERROR_RATE = "found", "down", "edge_error_rate"
 
 
+class Notifier(Protocol):
+    """Where requests and loud news are posted: a Slack channel, or nowhere (the console prints replies)."""
+
+    def post(self, channel: str, reply: Reply) -> str | None: ...
+
+    def update(self, channel: str, ts: str, reply: Reply) -> None: ...
+
+
 class CommandError(Exception):
     """An expected failure a handler reports to the user in one sentence."""
 
@@ -64,9 +69,12 @@ class ArgumentError(Exception):
 
 @dataclass
 class Context:
+    """What a handler is given, and its command's check, describe and recover too: who asks, with which role (None
+    before it is known: a check, a description, a recovery), where progress goes, its job. The composition root
+    (bot/runtime.py) builds it with what the commands use beside this (commands/context.py), never the whole runtime."""
+
     invocation: Invocation
     role: Role | None
-    runtime: "Runtime"
     progress: Callable[[str], None] = lambda _text: None
     session: "Session | None" = None
     job_id: int | None = None
@@ -89,15 +97,16 @@ class Command:
     # Changes the operated stack: runs only while holding the stack's one-change lock.
     changes: bool = False
     # Checks that need the stack (is this a known service?), run before a request is made; raise CommandError.
-    check: Callable[["Runtime", Any], None] | None = None
+    check: Callable[[Context, Any], None] | None = None
     # The stack file's sections it cannot run without ("database"), or a test of the parsed arguments giving them.
     needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
     # A higher role for some uses, from the parsed arguments (`role` is what any use needs).
     role_for: Callable[[Any], Role] | None = None
     # Facts an approver needs beyond the command line (what a restore replaces), shown on the request's message.
-    describe: Callable[["Runtime", Any], list[str]] | None = None
+    describe: Callable[[Context, Any], list[str]] | None = None
     # After the bot died while this command ran: put the stack in a safe state and say what state it is in.
-    recover: Callable[["Runtime", "Job"], str] | None = None
+    # `job`: its row (bot/jobs/model.py Job), which the frame's declarations do not import.
+    recover: Callable[[Context, Any], str] | None = None
     # A stricter rule for who may approve (args, approver's id, approver's role): why this person may not, or None.
     # Such a request is never run with --break-glass: its approval is the point.
     may_approve: Callable[[Any, str, Role], str | None] | None = None
@@ -118,9 +127,6 @@ class Command:
         return self.needs_approval
 
 
-COMMANDS: dict[str, Command] = {}
-
-
 def command(
     name: str,
     *,
@@ -130,11 +136,11 @@ def command(
     args: type[BaseModel] = NoArgs,
     needs_approval: bool | Callable[[Any], bool] = False,
     changes: bool | None = None,  # default: what needs approval changes the stack
-    check: Callable[["Runtime", Any], None] | None = None,
+    check: Callable[[Context, Any], None] | None = None,
     needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = (),
     role_for: Callable[[Any], Role] | None = None,
-    describe: Callable[["Runtime", Any], list[str]] | None = None,
-    recover: Callable[["Runtime", "Job"], str] | None = None,
+    describe: Callable[[Context, Any], list[str]] | None = None,
+    recover: Callable[[Context, Any], str] | None = None,
     may_approve: Callable[[Any, str, Role], str | None] | None = None,
 ) -> Callable[[Callable[[Context, Any], Reply]], Callable[[Context, Any], Reply]]:
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
@@ -143,9 +149,8 @@ def command(
         raise ValueError(f"usage of /{name} must start with /{name}")
 
     def register(handler: Callable[[Context, Any], Reply]) -> Callable[[Context, Any], Reply]:
-        if name in COMMANDS:
-            raise ValueError(f"/{name} is declared twice")
-        COMMANDS[name] = Command(
+        # The declaration stays on its handler; declared_in collects them, so no module-wide table fills at import.
+        handler.declared = Command(  # type: ignore[attr-defined]
             name, summary, usage, args, role, handler, needs_approval, bool(needs_approval) if changes is None else changes,
             check, needs, role_for, describe, recover, may_approve,
         )
@@ -154,13 +159,19 @@ def command(
     return register
 
 
-def load_commands() -> dict[str, Command]:
-    """Import every module of the commands package so their declarations register."""
-    import commands
-
-    for module in pkgutil.iter_modules(commands.__path__):
-        importlib.import_module(f"commands.{module.name}")
-    return COMMANDS
+def declared_in(package: types.ModuleType) -> dict[str, Command]:
+    """A fresh command set: the declarations of every module of the package, by name."""
+    found: dict[str, Command] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for value in vars(module).values():
+            cmd = getattr(value, "declared", None)
+            if not isinstance(cmd, Command) or getattr(value, "__module__", None) != module.__name__:
+                continue
+            if cmd.name in found:
+                raise ValueError(f"/{cmd.name} is declared twice")
+            found[cmd.name] = cmd
+    return found
 
 
 # ---- argument parsing -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ row (with its job), so the audit log's observer is the single place that turns t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from bot.incidents.model import APPROVAL, COMMAND
 from bot.incidents.timeline import Event, Timeline
@@ -15,8 +15,21 @@ from bot.frame.registry import FOUND, command_line
 from bot.store.engine import AuditEntry
 
 if TYPE_CHECKING:
+    from bot.frame.registry import Command
     from bot.jobs.model import Job
-    from bot.runtime import Runtime
+    from bot.jobs.queue import JobQueue
+
+
+class CommandLines(Protocol):
+    def command_line(self, job: "Job") -> str: ...
+
+
+class AuditHost(Protocol):
+    """What the capture uses of the composition root (bot/runtime.py), which a domain may not import."""
+
+    jobs: "JobQueue"
+    commands: "dict[str, Command]"
+    approvals: CommandLines
 
 COMMAND_OUTCOMES = ("succeeded", "failed", "denied", "rejected")
 APPROVAL_STEPS = ("requested", "approved", "declined", "cancelled", "expired", "break-glass", "interrupted")
@@ -25,7 +38,7 @@ SELF_RECORDED = ("incident", "incidents", "postmortem", "approvals")
 
 
 class AuditCapture:
-    def __init__(self, runtime: "Runtime", timeline: Timeline):
+    def __init__(self, runtime: AuditHost, timeline: Timeline):
         self._rt = runtime
         self._timeline = timeline
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from slack_sdk.errors import SlackApiError
 
-from bot.incidents.capture import AuditCapture, message_event
+from bot.incidents.capture import AuditCapture, AuditHost, message_event
 from bot.incidents.model import (
     IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent,
 )
@@ -19,11 +19,26 @@ from bot.incidents.text import slack_safe
 from bot.incidents.timeline import AlreadyOpen, Event, Timeline
 from bot.incidents.views import summary
 from bot.incidents.when import from_ts, full
-from bot.frame.registry import CommandError, Reply
+from bot.frame.registry import CommandError, Notifier, Reply
 from bot.store.engine import utcnow
 
 if TYPE_CHECKING:
-    from bot.runtime import Runtime
+    from slack_sdk import WebClient
+
+    from bot.frame.config import Settings
+    from bot.frame.dispatcher import Dispatcher
+    from bot.store.engine import Store
+
+
+class Host(AuditHost, Protocol):
+    """What incidents use of the composition root (bot/runtime.py), read when used: Slack's parts are set once the
+    adapter connects. A domain may not import the root."""
+
+    store: "Store"
+    settings: "Settings"
+    dispatcher: "Dispatcher"
+    notifier: Notifier | None
+    slack: "WebClient | None"
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +52,7 @@ MENTIONED_NAMES = 50  # names looked up for people who are only mentioned, at mo
 
 
 class Incidents:
-    def __init__(self, runtime: "Runtime"):
+    def __init__(self, runtime: Host):
         self._rt = runtime
         self.timeline = Timeline(runtime.store)
         self.on_audit = AuditCapture(runtime, self.timeline)

@@ -107,8 +107,8 @@ class Runner:
         except Exception:
             self.outage.failed("the sweep of expired requests and lost jobs")
         try:
-            finish_abandoned_restores(self.rt)
-            finish_abandoned_releases(self.rt)
+            finish_abandoned_restores(self.rt.store)
+            finish_abandoned_releases(self.rt.store, self.rt.settings)
             self.outage.ok()
         except Exception:
             self.outage.failed("the sweep of release and restore rows left open")

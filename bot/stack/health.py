@@ -18,14 +18,17 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Iterable, Literal
+from typing import TYPE_CHECKING, Callable, Iterable, Literal
 
 from bot.frame import blocks
 from bot.frame.config import StackConfig
 from bot.stack.compose import ComposeStack, ServiceState, StackError
 from bot.frame.humanize import ago, count, duration, size
-from bot.stack.probes import CHECK_POOL, ProbeResult, run_probes
+from bot.stack.probes import ProbeResult, run_probes
 from bot.store.engine import utcnow
+
+if TYPE_CHECKING:
+    from bot.stack.stack import Stack
 
 Status = Literal["ok", "warn", "fail"]
 MARK = {"fail": "🔴", "warn": "🟠", "ok": "🟢"}
@@ -174,12 +177,12 @@ def _container_check(docker: ComposeStack, state: ServiceState) -> Check:
     return Check(state.service, "fail", evidence, key, state.service, fatal=state.status in ("exited", "dead", "created"))
 
 
-def expected_services(stack: StackConfig) -> set[str]:
-    expected = set(stack.stack.app_services)
-    for section in (stack.database, stack.redis, stack.edge):
+def expected_services(config: StackConfig) -> set[str]:
+    expected = set(config.stack.app_services)
+    for section in (config.database, config.redis, config.edge):
         if section is not None and section.compose_service:  # "": not in a container (the machine's own tools)
             expected.add(section.compose_service)
-    expected.update(p.compose_service for p in stack.probes if p.compose_service)
+    expected.update(p.compose_service for p in config.probes if p.compose_service)
     return expected
 
 
@@ -281,9 +284,9 @@ class Evaluation:
         return f"{MARK['ok']} All {len(checks)} checks healthy"
 
 
-def _bounded(runtime, work: Callable[[], list[Check]], name: str, skipped: str, key: str) -> Callable[[], list[Check]]:
-    pending = CHECK_POOL.submit(work)
-    timeout = runtime.stack.stack.check_timeout
+def _bounded(stack: "Stack", work: Callable[[], list[Check]], name: str, skipped: str, key: str) -> Callable[[], list[Check]]:
+    pending = stack.pool.submit(work)
+    timeout = stack.check_timeout
 
     def result() -> list[Check]:
         try:
@@ -294,16 +297,16 @@ def _bounded(runtime, work: Callable[[], list[Check]], name: str, skipped: str, 
     return result
 
 
-def evaluate(runtime, since: datetime | None = None) -> Evaluation:
+def evaluate(stack: "Stack", since: datetime | None = None) -> Evaluation:
     """Every check at once, each bounded, so a hung engine costs its timeout only. `since`: the edge counts only
     requests from then on (a gate: errors from before the change are not the change's)."""
-    stack, docker = runtime.stack, runtime.docker
+    config, docker = stack.config, stack.compose
     containers = edge = None
     if docker is not None:
-        containers = _bounded(runtime, lambda: container_checks(docker, stack), "docker", "Container checks were skipped.", "container:docker")
-        if stack.edge is not None:
-            edge = _bounded(runtime, lambda: [edge_check(docker, stack, since)], edge_name(stack), "Its access log was not read.", EDGE_KEY)
-    probes = [probe_check(result, stack) for result in run_probes(stack.probes)]
+        containers = _bounded(stack, lambda: container_checks(docker, config), "docker", "Container checks were skipped.", "container:docker")
+        if config.edge is not None:
+            edge = _bounded(stack, lambda: [edge_check(docker, config, since)], edge_name(config), "Its access log was not read.", EDGE_KEY)
+    probes = [probe_check(result, config) for result in run_probes(config.probes, stack.pool)]
     return Evaluation(edge() if edge else [], containers() if containers else [], probes)
 
 
@@ -318,7 +321,7 @@ class GateOutcome:
     not_counted: list[str] = field(default_factory=list)  # checks failing before the change, names
 
 
-def gate(runtime, progress: Callable[[str], None], excused: Iterable[str] = (), poll: float = 1.0,
+def gate(stack: "Stack", progress: Callable[[str], None], excused: Iterable[str] = (), poll: float = 1.0,
          already_failing: Iterable[str] = ()) -> GateOutcome:
     """Passes when every check holds without a break for the stack's stable_seconds; fails at once when a
     service is not running or the edge rate turns critical, else when healthy_timeout runs out.
@@ -327,15 +330,14 @@ def gate(runtime, progress: Callable[[str], None], excused: Iterable[str] = (), 
     from before the change, are not the change's). `excused`: services already failing before the change
     (/restore's), whose checks need not pass. `already_failing`: keys of checks that failed before the change and
     that it does not act on (/restart's): not counted, and the outcome names them; the edge always counts."""
-    settings = runtime.stack.stack
     excused, already_failing = set(excused), set(already_failing) - {EDGE_KEY}
     started = time.monotonic()
-    deadline = started + settings.healthy_timeout
+    deadline = started + stack.healthy_timeout
     held_since: float | None = None
     edge_since = utcnow()
-    progress(f"Waiting until every check holds for {settings.stable_seconds:g} s (at most {settings.healthy_timeout:g} s)…")
+    progress(f"Waiting until every check holds for {stack.stable_seconds:g} s (at most {stack.healthy_timeout:g} s)…")
     while True:
-        evaluation = evaluate(runtime, since=edge_since)
+        evaluation = evaluate(stack, since=edge_since)
         checks = [c for c in evaluation.checks if (c.service not in excused and c.key not in already_failing) or c.key == EDGE_KEY]
         failing = [c for c in checks if not c.holds]
         took = time.monotonic() - started
@@ -345,11 +347,11 @@ def gate(runtime, progress: Callable[[str], None], excused: Iterable[str] = (), 
             return _failed([c for c in failing if c.fatal] + [c for c in failing if not c.fatal], took)
         if not failing:
             held_since = held_since or time.monotonic()
-            if time.monotonic() - held_since >= settings.stable_seconds:
+            if time.monotonic() - held_since >= stack.stable_seconds:
                 names = ", ".join(c.name for c in checks)
                 before = [c.name for c in evaluation.checks if c.key in already_failing]
                 not_counted = f" Failing before the change and not counted: {', '.join(before)}." if before else ""
-                return GateOutcome(True, f"🟢 Healthy: {names} held for {settings.stable_seconds:g} s ({took:.1f} s).{not_counted}", not_counted=before)
+                return GateOutcome(True, f"🟢 Healthy: {names} held for {stack.stable_seconds:g} s ({took:.1f} s).{not_counted}", not_counted=before)
         else:
             held_since = None
             if any(c.key != EDGE_KEY for c in failing):

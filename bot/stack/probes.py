@@ -179,15 +179,16 @@ def run_probe(probe: Probe) -> ProbeResult:
     return ProbeResult(probe.name, True, (time.monotonic() - started) * 1000, detail=detail, metrics=metrics)
 
 
-# One pool for every check, kept warm: starting threads per /health cost more than the checks themselves.
-# A hung check holds a worker only until its own socket timeout.
-CHECK_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="check")
+def run_probes(probes: list[Probe], pool: ThreadPoolExecutor | None = None, grace: float = 0.25) -> list[ProbeResult]:
+    """All probes at once; one that outlives its own timeout is reported as timed out and left behind.
 
-
-def run_probes(probes: list[Probe], grace: float = 0.25) -> list[ProbeResult]:
-    """All probes at once; one that outlives its own timeout is reported as timed out and left behind."""
+    `pool`: the stack's check pool (bot/stack/stack.py); without one (`flowstate-bot check`), threads of this call's own."""
     started = time.monotonic()
-    futures = [CHECK_POOL.submit(run_probe, probe) for probe in probes]
+    own = pool is None
+    pool = pool or ThreadPoolExecutor(max_workers=max(1, len(probes)), thread_name_prefix="probe")
+    futures = [pool.submit(run_probe, probe) for probe in probes]
+    if own:
+        pool.shutdown(wait=False)  # a hung probe's thread ends at its own socket timeout; nobody waits for it
     results = []
     for probe, future in zip(probes, futures):
         try:

@@ -46,9 +46,14 @@ def refuse_role_change(user: AppUser | None, email: str, role: str) -> None:
 class StackUsers:
     def __init__(self, dsn: str, timeout: float = 5.0):
         self._database = StackDatabase(dsn, timeout)
+        self._dsn = dsn
         self._timeout = timeout
-        info = psycopg.conninfo.conninfo_to_dict(dsn)
-        self.address = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}"  # never the password
+
+    @property
+    def address(self) -> str:
+        """Where the table is, never the password; read when asked, so a malformed DSN fails the command, not the start."""
+        info = psycopg.conninfo.conninfo_to_dict(self._dsn)
+        return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}"
 
     def find(self, email: str) -> AppUser | None:
         with self._connection() as conn:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from bot.frame.registry import load_commands, parse_arguments
+from bot.frame.registry import parse_arguments
+from bot.runtime import load_commands
 from bot.frame.roles import Role
 from bot.store.engine import AuditEntry, RoleAssignment
 from tests.conftest import grant, run

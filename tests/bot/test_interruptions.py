@@ -34,9 +34,9 @@ def _runtime(make_runtime, database_url):
     def flip(ctx, args):
         raise RuntimeError(f"the switch {args.target} broke half way")
 
-    def recover(rt, job):
-        with rt.store.session() as session:
-            lock = session.get(ChangeLock, rt.stack_name)
+    def recover(ctx, job):
+        with ctx.store.session() as session:
+            lock = session.get(ChangeLock, ctx.stack.name)
         runtime.recovered.append((job.id, lock.job_id if lock else None))
         return "The switch is back off; /flip it again."
 

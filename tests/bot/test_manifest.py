@@ -3,7 +3,7 @@
 import re
 
 from bot.adapters.slack.manifest import TIMELINE_SHORTCUT, build_manifest, render_manifest
-from bot.frame.registry import load_commands
+from bot.runtime import load_commands
 from tests.conftest import ROOT
 
 

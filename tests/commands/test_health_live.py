@@ -169,7 +169,7 @@ def test_the_gate_fails_as_soon_as_a_service_exits_naming_it(make_runtime, live_
     runtime = make_runtime(patient, admins=["UA"])
     said: list[str] = []
     outcome = []
-    gating = threading.Thread(target=lambda: outcome.append(gate(runtime, said.append)))
+    gating = threading.Thread(target=lambda: outcome.append(gate(runtime.stack, said.append)))
     gating.start()
     time.sleep(3)
     stack_container("python-worker").stop(timeout=1)

@@ -71,7 +71,7 @@ def test_recovery_does_not_take_a_thread_that_now_has_the_scripts_number_for_the
     thread.start()  # a thread of this process, its id standing in for the script's number given again
     try:
         runtime, job = _interrupted_release(make_runtime, tmp_path, pid=thread.native_id, process=identity.replace(f"/{gone.pid}/", f"/{thread.native_id}/"))
-        said = recover(runtime, job)
+        said = recover(runtime.releases, runtime.store, job)
     finally:
         busy.set()
     assert f"Its deploy script (pid {thread.native_id}) had ended." in said, said
@@ -95,7 +95,7 @@ def test_recovery_finds_a_script_whose_start_was_not_recorded_by_the_file_it_wri
     with open(log_path, "wb") as sink:
         script = subprocess.Popen(["sh", "-c", "echo deploying; sleep 2; echo deployed"], stdout=sink, start_new_session=True)
     try:
-        said = recover(runtime, job)
+        said = recover(runtime.releases, runtime.store, job)
         assert script.poll() is not None, "recovery returned only once the script had ended"
     finally:
         script.wait()

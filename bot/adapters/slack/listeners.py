@@ -68,7 +68,7 @@ class SlackAdapter:
             ) from None
         runtime.notifier = SlackNotifier(client)  # the supervisor tells channels about interrupted jobs
         runtime.slack = client
-        self.runners = RunnerProcesses(settings, runtime.stack, runtime)
+        self.runners = RunnerProcesses(settings, runtime.stack.config, runtime)
         runtime.wake = self.runners.notify
         # One listener for every command, matched first: Bolt tries its listeners one by one for each request.
         self._by_slash = {cmd.slash: cmd for cmd in runtime.commands.values()}
