@@ -123,7 +123,7 @@ def audit(ctx: Ctx, args: AuditArgs) -> Reply:
     size = 0
     entries = AuditLog.latest(ctx.session, args.count, before=args.before)
     for entry in entries:
-        line = _entry_line(entry, tz, ctx.runtime.commands)
+        line = _entry_line(entry, tz, ctx.commands)
         if size + len(line) > REPLY_LIMIT:
             break
         lines.append(line)

@@ -8,8 +8,9 @@ from pydantic import BaseModel, Field
 
 from bot.frame.durations import Duration, MomentField, duration_field
 from bot.frame.registry import (
-    ArgumentError, Command, FreeText, Option, Reply, SetByCheck, command_line, load_commands, parse_arguments,
+    ArgumentError, Command, FreeText, Option, Reply, SetByCheck, command_line, parse_arguments,
 )
+from bot.runtime import load_commands
 from bot.frame.roles import Role
 from tests.conftest import grant, run
 

@@ -33,7 +33,7 @@ def test_a_services_lines_are_shown_with_secrets_redacted_and_grep_keeps_only_ma
     assert shown.startswith("3 log lines of backend since 15m\n"), shown
     assert "hunter2secret" not in shown and "GET /api/items 500" in shown
     filtered = run(runtime, "UOP", "/logs backend --grep 500").text
-    assert filtered == "1 log lines of backend since 15m containing 500\n2026-12-05T10:00:02Z GET /api/items 500"
+    assert filtered == "1 log line of backend since 15m containing 500\n2026-12-05T10:00:02Z GET /api/items 500"
     assert run(runtime, "UOP", "/logs backend --grep nothing-like-it").text == (
         "No log lines of backend since 15m containing nothing-like-it (3 lines read)."
     )
