@@ -24,7 +24,7 @@ from bot.store.engine import retried, utcnow
 
 if TYPE_CHECKING:
     from bot.frame.pipeline import Request
-    from bot.runtime import Runtime
+    from bot.frame.pipeline import Host
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class RequestDesk(Protocol):
 
 
 class Changes:
-    def __init__(self, runtime: "Runtime"):
+    def __init__(self, runtime: "Host"):
         self._rt = runtime
 
     @property
@@ -137,7 +137,7 @@ class MessageUpdate:
     """A change's publisher: its progress (the last lines) and its outcome on its message, in place; the caller's
     publisher still gets every progress line, and the reply when there is no message to put it on."""
 
-    def __init__(self, runtime: "Runtime", desk: RequestDesk, request: "Request", inner: Publisher):
+    def __init__(self, runtime: "Host", desk: RequestDesk, request: "Request", inner: Publisher):
         self._rt, self._desk, self._request, self._inner = runtime, desk, request, inner
         self._by = ""
         self._lines: list[str] = []

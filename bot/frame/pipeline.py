@@ -19,7 +19,7 @@ import secrets
 import shlex
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pydantic import BaseModel
 
@@ -32,7 +32,10 @@ from bot.jobs.model import Job
 from bot.store.engine import retried
 
 if TYPE_CHECKING:
-    from bot.runtime import Runtime
+    from bot.frame.audit import AuditLog
+    from bot.frame.authz import Authorizer
+    from bot.frame.config import Settings
+    from bot.frame.publish import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +93,31 @@ def _error_id() -> str:
     return secrets.token_hex(4)
 
 
+
+class Host(Protocol):
+    """What the pipeline uses of the composition root (bot/runtime.py), which the frame may not import."""
+
+    settings: "Settings"
+    audit: "AuditLog"
+    authz: "Authorizer"
+    commands: "dict[str, Command]"
+    holder: str
+    stack: Any  # the operated stack (bot/stack/stack.py): its config says which sections there are
+    jobs: Any  # the job queue (bot/jobs/queue.py)
+    locks: Any  # the stack's one-change lock (bot/jobs/queue.py)
+    approvals: Any  # the approvals desk (bot/approvals/service.py), behind changes.RequestDesk
+
+    @property
+    def messages(self) -> "Notifier | None": ...
+
+    @property
+    def stack_name(self) -> str: ...
+
+    def context(self, invocation: Invocation, role: Role | None = None, progress: Callable[[str], None] | None = None,
+                job_id: int | None = None) -> Context: ...
+
 class Pipeline:
-    def __init__(self, runtime: "Runtime"):
+    def __init__(self, runtime: "Host"):
         from bot.frame.changes import Changes
 
         self._runtime = runtime
