@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Callable
 
 import commands
 from bot.approvals.service import Approvals
-from bot.backups.catalogue import Backups
+from bot.backups.service import Backups
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer, GroupMembers
 from bot.frame.config import Settings, StackConfig
 from bot.frame.pipeline import Pipeline
 from bot.frame.publish import Notifier, RedactedNotifier
-from bot.deploy.releases import Releases
-from bot.duties.scheduler import SOURCE as DUTY_SOURCE
-from bot.duties.scheduler import Duties
+from bot.deploy.service import Releases
+from bot.duties.service import SOURCE as DUTY_SOURCE
+from bot.duties.service import Duties
 from bot.frame.faults import kill_at
 from bot.incidents.service import Incidents
 from bot.jobs.heartbeat import RunnerHeartbeat

@@ -12,9 +12,9 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
 from bot.frame import blocks
-from bot.backups.catalogue import Backups
+from bot.backups.service import Backups
 from bot.backups.model import OK, Backup
-from bot.backups.restore import Restore, recover
+from bot.backups.flows import Restore, recover
 from bot.stack.compose import StackError
 from bot.frame.humanize import ago, duration, size
 from bot.frame.registry import CommandError, Reply, command

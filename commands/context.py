@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
 from bot.backups.tools import no_database
-from bot.deploy.releases import NO_DEPLOY
+from bot.deploy.service import NO_DEPLOY
 from bot.frame.registry import CommandError, Context
 from bot.store.engine import utcnow
 
@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from slack_sdk import WebClient
 
     from bot.approvals.service import Approvals
-    from bot.backups.catalogue import Backups
-    from bot.deploy.releases import Releases
-    from bot.duties.scheduler import Duties
+    from bot.backups.service import Backups
+    from bot.deploy.service import Releases
+    from bot.duties.service import Duties
     from bot.frame.authz import Authorizer
     from bot.frame.config import Settings
     from bot.frame.registry import Command, Invocation

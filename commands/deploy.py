@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 from bot.deploy.flows import commit_line, head, report, runs
 from bot.deploy.git import GitError, check_ref
 from bot.deploy.model import ROLLBACK
-from bot.deploy.releases import DeployError, recover
+from bot.deploy.service import DeployError, recover
 from bot.frame import blocks
 from bot.frame.registry import CommandError, Option, Reply, SetByCheck, command
 from bot.frame.roles import Role

@@ -8,7 +8,7 @@ import time
 from pydantic import BaseModel, Field, field_validator
 
 from bot.deploy.flows import check_deploy, describe_deploy, run_deploy
-from bot.deploy.releases import recover as recover_deploy
+from bot.deploy.service import recover as recover_deploy
 from bot.frame import blocks
 from bot.frame.faults import reached
 from bot.frame.registry import CommandError, Reply, command

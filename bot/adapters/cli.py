@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from bot.frame.config import ConfigError, Settings, StackConfig, forget_secret_environment, load_settings, load_stack
 from bot.adapters.console import CONSOLE_LOG, run_console
-from bot.deploy.releases import record_at_start
+from bot.deploy.service import record_at_start
 from bot.adapters.slack.manifest import render_manifest
 from bot.stack.probes import run_probes
 from bot.frame.redact import configure_logging

@@ -58,7 +58,7 @@ class DutyResult:
 def duty_results(store: Store) -> list[DutyResult]:
     """The scheduled duties' runs per duty and result, from the duty_runs table; "last failed" counts a failed,
     missed or interrupted newest run."""
-    from bot.duties.scheduler import run_counts
+    from bot.duties.service import run_counts
 
     return [DutyResult(duty, counts, last_failed) for duty, (counts, last_failed) in run_counts(store).items()]
 

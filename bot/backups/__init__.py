@@ -2,7 +2,7 @@
 
 `tools.py` runs PostgreSQL's own client tools where they match the server (inside the postgres
 container through a streaming Docker exec, or locally for a stack without Docker); `model.py` holds
-the catalogue rows; `catalogue.py` takes, verifies and prunes backups; `restore.py` is the six-step
+the catalogue rows; `service.py` takes, verifies and prunes backups; `flows.py` is the six-step
 restore and what a restart of the bot does about one that was cut off.
 
 Imports the frame (store, config, registry) and the stack interfaces; no adapter imports it but the

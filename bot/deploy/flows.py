@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bot.deploy.git import GitError
 from bot.deploy.model import DEPLOY, Release
-from bot.deploy.releases import DeployError, Releases
+from bot.deploy.service import DeployError, Releases
 from bot.frame import blocks
 from bot.frame.humanize import ago
 from bot.frame.registry import CommandError, Reply

@@ -21,7 +21,7 @@ from bot.stack.health import Check, evaluate
 from bot.stack.stats import Window, measure
 
 if TYPE_CHECKING:
-    from bot.duties.scheduler import Duties, Outcome
+    from bot.duties.service import Duties, Outcome
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Watch:
         return self._duties.rt.settings.watch_checks
 
     def run(self, duties: "Duties", slot: datetime) -> "Outcome":
-        from bot.duties.scheduler import Outcome
+        from bot.duties.service import Outcome
 
         now = duties.clock.now()
         observations = self._evaluate(duties)

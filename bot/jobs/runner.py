@@ -20,9 +20,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.backups.restore import finish_abandoned as finish_abandoned_restores
+from bot.backups.flows import finish_abandoned as finish_abandoned_restores
 from bot.frame.config import ConfigError, Settings, StackConfig
-from bot.deploy.releases import finish_abandoned as finish_abandoned_releases
+from bot.deploy.service import finish_abandoned as finish_abandoned_releases
 from bot.jobs.model import Job
 from bot.jobs.wakeup import NotifiedWakeups
 from bot.store.outage import OutageLog

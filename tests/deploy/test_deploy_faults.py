@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from bot.frame.config import load_stack
 from bot.deploy.model import Release
-from bot.deploy.releases import output_file, recover
+from bot.deploy.service import output_file, recover
 from bot.jobs.model import Job
 from bot.jobs.queue import identity_running, process_identity, process_running
 from bot.store.engine import utcnow

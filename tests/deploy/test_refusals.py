@@ -28,7 +28,7 @@ def test_a_deploy_directory_that_is_not_a_checkout_is_refused_in_one_sentence(ma
 
 
 def test_a_deploy_scripts_output_in_the_request_message_stays_text():
-    from bot.deploy.releases import output_tail
+    from bot.deploy.service import output_tail
 
     shown = output_tail("deploy.sh", ["ok", "```<!channel> <https://evil.example|click>`"])
     body = shown.split("\n", 1)[1]

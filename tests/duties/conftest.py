@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from bot.duties.model import DutyRun
-from bot.duties.scheduler import Duties
+from bot.duties.service import Duties
 from bot.jobs.runner import Runner
 from bot.frame.registry import Reply
 

@@ -176,7 +176,7 @@ def test_a_daily_report_with_a_failing_check_posts_health_and_stats_in_full(sche
 
 
 def test_the_metrics_see_each_duty_s_runs_by_state_and_whether_its_last_one_failed(scheduled, database_url):
-    from bot.duties.scheduler import run_counts
+    from bot.duties.service import run_counts
 
     duties = scheduled(utc(2026, 3, 28, 1, 0), database_url=database_url, backup_at="02:00", daily_report_at="08:30")
     duties.at(utc(2026, 3, 28, 1, 0))  # the backup fails: no [database] section

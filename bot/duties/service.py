@@ -99,7 +99,7 @@ def slot_key(slot: datetime) -> str:
 
 class Duties:
     def __init__(self, runtime: Host, clock: Clock | None = None, evaluator: "Evaluator | None" = None):
-        from bot.duties import tasks
+        from bot.duties import flows as tasks
         from bot.duties.watch import Watch
 
         self.rt = runtime

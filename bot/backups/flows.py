@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.backups.catalogue import RESTORE_OPTIONS, Backups, Progress, _quiet
+from bot.backups.service import RESTORE_OPTIONS, Backups, Progress, _quiet
 from bot.backups.model import Backup, RestoreRun
 from bot.backups.tools import Staged, last_lines, wait_for_exec
 from bot.stack.compose import StackError

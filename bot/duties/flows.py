@@ -14,12 +14,12 @@ from sqlalchemy import func, select
 
 from bot.frame import blocks
 from bot.backups.model import OK, Backup
-from bot.duties.scheduler import SCHEDULER, Outcome
+from bot.duties.service import SCHEDULER, Outcome
 from bot.frame.registry import Reply
 from bot.store.engine import utcnow
 
 if TYPE_CHECKING:
-    from bot.duties.scheduler import Duties
+    from bot.duties.service import Duties
 
 NIGHTLY_NOTE = "nightly"
 
