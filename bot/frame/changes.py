@@ -82,7 +82,7 @@ class Changes:
                       f"person's approval. Reason: {request.break_glass}")
             desk.announce(request.invocation.channel_id, notice)
             if rt.messages is None:  # no channel to announce it in (the console): the one who typed it reads it here
-                request.publisher.progress(notice)
+                request.say(notice)  # redacted as every progress line: the reason is the requester's own text
         changes = request.cmd.changes  # an approved request that changes nothing (a role) needs no lock
         held = rt.locks.acquire(rt.stack_name, job, request.command_line()) if changes else None
         if held is not None:

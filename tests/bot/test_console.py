@@ -149,6 +149,14 @@ def test_the_console_prints_what_a_person_reads_once(tmp_path):
     assert oct((tmp_path / ".flowstate-bot" / "console.log").stat().st_mode & 0o777) == "0o600"
 
 
+def test_a_break_glass_reason_is_printed_redacted_in_the_console(tmp_path):
+    stack = _deploy_checkout(tmp_path)
+    token = "xoxb-1234567890-abcdefghijklmnop"
+    out = console(tmp_path, f'/restart --break-glass "token {token} leaked, rotating"\n', "--stack", str(stack)).stdout
+    assert "🚨 *Break-glass*" in out, out
+    assert token not in out
+
+
 def test_slack_markup_reads_as_plain_text_in_the_console(tmp_path):
     out = console(tmp_path, "/incident start Checkout is down\n/incidents\n").stdout
     assert "by @console" in out and "· #console ·" in out, out
