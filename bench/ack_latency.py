@@ -20,6 +20,7 @@ import http.client
 import json
 import math
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,26 @@ WARMUP = 20
 
 class Broken(Exception):
     """The benchmark could not measure: a server did not start or a reply never arrived."""
+
+
+@contextlib.contextmanager
+def temporary_postgres():
+    """A fresh database on the machine's PostgreSQL (FLOWSTATE_TEST_POSTGRES names the admin URL), dropped afterwards."""
+    import psycopg
+
+    admin = os.environ.get("FLOWSTATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"flowstate_bench_{secrets.token_hex(6)}"
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as error:
+        raise Broken(f"PostgreSQL at {admin} is not usable: {error}") from None
+    base = psycopg.conninfo.conninfo_to_dict(admin)
+    try:
+        yield f"postgresql://{base.get('user', 'postgres')}@{base.get('host', '127.0.0.1')}:{base.get('port', '5432')}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # ---- child processes --------------------------------------------------------------------------

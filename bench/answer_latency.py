@@ -20,7 +20,6 @@ import contextlib
 import http.client
 import json
 import os
-import secrets
 import sys
 import tempfile
 import threading
@@ -30,12 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ack_latency import SECRET, THREADS, TOKEN, USER, Broken, Child, _Prepared, ours_server, publish, summary  # noqa: E402
+from bench.ack_latency import (  # noqa: E402
+    SECRET, THREADS, TOKEN, USER, Broken, Child, _Prepared, ours_server, publish, summary, temporary_postgres,
+)
 
 LONE_MARGIN_MS = 10.0  # our lone p50 within bare's + 10 ms
 BURST_TARGET = 2.0  # our burst p99 within 2x bare's
 WARMUP = 10
-POSTGRES_ADMIN = os.environ.get("FLOWSTATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 # ---- child processes --------------------------------------------------------------------------
@@ -155,21 +155,6 @@ def answer_times(fixtures: _Child, server: _Child, response_url: str, name: str,
     return [a - s for a, s in zip(arrived, sent)], errors
 
 
-@contextlib.contextmanager
-def postgres_database():
-    import psycopg
-
-    name = f"flowstate_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = psycopg.conninfo.conninfo_to_dict(POSTGRES_ADMIN)
-    try:
-        yield f"postgresql://{base.get('user', 'postgres')}@{base.get('host', '127.0.0.1')}:{base.get('port', '5432')}/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def measure(lone: int, burst: int, rounds: int, stores: list[str]) -> int:
     results: dict[tuple[str, str], list[float]] = {}
     failures: list[str] = []
@@ -189,7 +174,7 @@ def measure(lone: int, burst: int, rounds: int, stores: list[str]) -> int:
         for store in stores:
             with contextlib.ExitStack() as per_store:
                 if store == "postgresql":
-                    url = per_store.enter_context(postgres_database())
+                    url = per_store.enter_context(temporary_postgres())
                 else:
                     url = f"sqlite:///{workdir / 'home' / 'bot.db'}"
                 ours = _Child(f"ours-{store}", workdir, "--serve-mode", "ours", "--api-url", api_url, "--stack", str(stack_file),

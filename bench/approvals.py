@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import ack_latency  # noqa: E402
-from bench.ack_latency import Broken, _Prepared, publish, summary  # noqa: E402
+from bench.ack_latency import Broken, _Prepared, publish, summary, temporary_postgres  # noqa: E402
 from bench.ack_latency import fire_requests as fire  # noqa: E402
 
 SECRET = "bench-signing-secret"
@@ -490,25 +490,6 @@ def measure(args) -> int:
     for error in sorted(set(failures))[:10]:
         print(f"failure: {error} (x{failures.count(error)})", file=sys.stderr)
     return 0 if runs_ok and not forbidden and not failures else 1
-
-
-@contextlib.contextmanager
-def temporary_postgres():
-    import psycopg
-
-    admin = os.environ.get("FLOWSTATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"flowstate_bench_{secrets.token_hex(6)}"
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as error:
-        raise Broken(f"PostgreSQL at {admin} is not usable: {error}") from None
-    base = psycopg.conninfo.conninfo_to_dict(admin)
-    try:
-        yield f"postgresql://{base.get('user', 'postgres')}@{base.get('host', '127.0.0.1')}:{base.get('port', '5432')}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> int:
