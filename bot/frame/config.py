@@ -280,42 +280,35 @@ def _runbook_url(url: str) -> str:
 RunbookUrl = Annotated[str, AfterValidator(_runbook_url)]
 
 
-class HttpProbe(_Strict):
-    kind: Literal["http"]
+class _Probe(_Strict):
+    """What every probe has: its name, how long it may take, the Compose service it checks and its runbook."""
+
     name: str
+    timeout: float = Field(2.0, gt=0, le=60)
+    compose_service: str | None = None
+    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
+
+
+class HttpProbe(_Probe):
+    kind: Literal["http"]
     url: str
     expect_status: int = 200
-    timeout: float = Field(2.0, gt=0, le=60)
-    compose_service: str | None = None
-    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
-class TcpProbe(_Strict):
+class TcpProbe(_Probe):
     kind: Literal["tcp"]
-    name: str
     host: str
     port: int = Field(ge=1, le=65535)
-    timeout: float = Field(2.0, gt=0, le=60)
-    compose_service: str | None = None
-    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
-class PostgresProbe(_Strict):
+class PostgresProbe(_Probe):
     kind: Literal["postgres"]
-    name: str
     dsn: str
-    timeout: float = Field(2.0, gt=0, le=60)
-    compose_service: str | None = None
-    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
-class RedisProbe(_Strict):
+class RedisProbe(_Probe):
     kind: Literal["redis"]
-    name: str
     url: str
-    timeout: float = Field(2.0, gt=0, le=60)
-    compose_service: str | None = None
-    runbook: RunbookUrl | None = None  # shown as a link on the probe's failing line
 
 
 Probe = Annotated[HttpProbe | TcpProbe | PostgresProbe | RedisProbe, Field(discriminator="kind")]
