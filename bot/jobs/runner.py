@@ -75,7 +75,8 @@ class Runner:
         next_sweep = next_poll = 0.0
         while not self.stopping.is_set():
             woken = self.wake.wait(timeout=max(0.0, min(next_sweep, next_poll) - time.monotonic()))
-            self.wake.clear()
+            if woken:  # cleared only when it rang: a ring just after a timed-out wait stays set for the next turn
+                self.wake.clear()  # (the claim below runs after this, so a ring before it is seen there)
             if time.monotonic() >= next_sweep:
                 self._sweep()
                 next_sweep = time.monotonic() + SWEEP_SECONDS
