@@ -118,7 +118,15 @@ class SilentServer:
         self._listener.close()
 
 
+_HELD: list[socket.socket] = []
+
+
 def closed_port() -> int:
-    """A loopback port nobody listens on."""
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        return probe.getsockname()[1]
+    """A loopback port nobody listens on, for as long as the test process lives: a socket keeps it bound without
+    listening, so a connection to it is refused. A port that was only bound and closed again could be taken in the
+    meantime, by a server or by a client's own connect as its source port (a fresh-clone CI run saw the TCP probe of
+    such a port succeed)."""
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))
+    _HELD.append(held)
+    return held.getsockname()[1]
