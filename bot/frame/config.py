@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.frame.roles import Role
+from bot.frame.durations import duration_field
 
 DEFAULT_HOME = Path(".flowstate-bot")
 
@@ -447,6 +448,42 @@ class DeploySection(_Strict):
         return command
 
 
+SlackGroupId = Annotated[str, Field(pattern=r"^S[A-Z0-9]{2,20}$", description="a Slack user group id (S…)")]
+
+
+class ApprovalPolicy(_Strict):
+    """Who must approve one command, or one use of it, before it runs: the first policy in the file that matches a
+    request decides; a request no policy matches keeps the command's own rule (one approver, where it asks for one)."""
+
+    command: str = Field(pattern=r"^[a-z][a-z0-9-]{0,63}$")  # without the slash: "restart"
+    # Argument name -> values: the policy applies when every named argument has one of these values (a list
+    # argument, such as /restart's services: when any of its items has one). Empty: every use of the command.
+    when: dict[str, list[str]] = {}
+    approvals: int = Field(1, ge=0, le=5)  # distinct approvers; the requester never counts; 0: it runs at once
+    approver_role: Role = Role.approver  # the least role an approver needs ("operator" lets operators approve)
+    groups: list[SlackGroupId] = []  # at least one approver must be a member of each of these Slack user groups
+    reason: bool = False  # the request must say why (a reason or a ticket), with --reason "TEXT"
+    # Follow-up while nobody decides (each at most once per request): the approvers are reminded by DM, then
+    # `escalate_to`'s members are asked. Unset here: the [approvals] section's.
+    remind_after: duration_field("24h") | None = None
+    escalate_after: duration_field("24h") | None = None
+    escalate_to: SlackGroupId | None = None
+
+    @field_validator("approver_role", mode="before")
+    @classmethod
+    def _role(cls, value: object) -> Role:
+        return Role.parse(value)
+
+
+class ApprovalsSection(_Strict):
+    """[approvals] in the stack file: the follow-up of every request, and the policies (`[[approvals.policy]]`)."""
+
+    remind_after: duration_field("24h") | None = None
+    escalate_after: duration_field("24h") | None = None
+    escalate_to: SlackGroupId | None = None
+    policy: list[ApprovalPolicy] = []
+
+
 class StackConfig(_Strict):
     stack: StackSection = StackSection()
     deploy: DeploySection | None = None
@@ -456,6 +493,7 @@ class StackConfig(_Strict):
     api_errors: ApiErrorsSection = ApiErrorsSection()
     edge: EdgeSection | None = None
     thresholds: Thresholds = Thresholds()
+    approvals: ApprovalsSection = ApprovalsSection()
     probes: list[Probe] = []
     # Where it was read from: the bot's own note, not a key of the file (a file cannot set it).
     _source: str | None = PrivateAttr(None)
