@@ -64,4 +64,4 @@ def health(ctx: Ctx, _args) -> Reply:
         source = stack.config.source or ctx.settings.stack_file
         return Reply(f"No services to check: the stack file ({source}) names no Compose project and no probes; {STACK_FILE_HINT}")
     title = f"Health of {stack.compose_project}" if stack.compose_project else "Health"
-    return ctx.approvals.with_change_banner(report(title, evaluate(stack)))
+    return ctx.duties.freezes.with_banner(ctx.approvals.with_change_banner(report(title, evaluate(stack))))

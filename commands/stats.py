@@ -209,4 +209,5 @@ def stats(ctx: Ctx, args: StatsArgs) -> Reply:
     found = {key: value for section in sections for key, value in section.facts.items()}
     if flags:
         found[FOUND] = count(len(flags), "threshold") + " crossed"
-    return ctx.approvals.with_change_banner(Reply("\n".join(lines), body, in_channel=True, healthy=healthy, facts=found))
+    measured = Reply("\n".join(lines), body, in_channel=True, healthy=healthy, facts=found)
+    return ctx.duties.freezes.with_banner(ctx.approvals.with_change_banner(measured))

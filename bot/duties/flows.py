@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bot.duties.service import Duties
 
 NIGHTLY_NOTE = "nightly"
+FREEZE_NOTE = "freeze"
 
 
 def _first_line(reply: Reply) -> str:
@@ -40,11 +41,13 @@ def daily_report(duties: "Duties", slot: datetime) -> Outcome:
     stats = duties.rt.pipeline.dispatch(duties.invocation("stats"))
     day = f"{slot.astimezone(duties.rt.settings.tz):%a %Y-%m-%d}"
     verdicts = f"{health.text.splitlines()[-1]}; {stats.text.splitlines()[-1]}"
+    frozen = duties.freezes.banner()
+    opening = f"{frozen}\n" if frozen else ""
     if health.healthy and stats.healthy:
-        duties.say(f"☀️ Daily report for {day}: {verdicts} (/health and /stats show the details).")
+        duties.say(f"{opening}☀️ Daily report for {day}: {verdicts} (/health and /stats show the details).")
         return Outcome(True, f"all well: {verdicts}")
     state = "not all is well" if False in (health.healthy, stats.healthy) else "part of the stack is not measured"
-    duties.say(f"☀️ Daily report for {day}: {state}; /health and /stats follow.")
+    duties.say(f"{opening}☀️ Daily report for {day}: {state}; /health and /stats follow.")
     duties.post(health)
     duties.post(stats)
     problems = "health failing" if health.healthy is False else "health not measured" if health.healthy is None else "health ok"
@@ -59,14 +62,23 @@ def _newest_backup_id(duties: "Duties") -> int:
 
 def nightly_backup(duties: "Duties", slot: datetime) -> Outcome:
     """/backup nightly (with its retention); success is a new complete backup in the catalogue, nothing less."""
+    return _backup(duties, slot, NIGHTLY_NOTE, "The nightly backup")
+
+
+def freeze_backup(duties: "Duties", slot: datetime) -> Outcome:
+    """/backup freeze, queued once when a change freeze starts (bot/duties/freeze.py)."""
+    return _backup(duties, slot, FREEZE_NOTE, "The backup at the start of the freeze")
+
+
+def _backup(duties: "Duties", slot: datetime, note: str, title: str) -> Outcome:
     before = _newest_backup_id(duties)
-    reply = duties.rt.pipeline.dispatch(duties.invocation("backup", NIGHTLY_NOTE))
+    reply = duties.rt.pipeline.dispatch(duties.invocation("backup", note))
     with duties.rt.store.session() as session:
         taken = session.scalars(
             select(Backup).where(Backup.id > before, Backup.requested_by == SCHEDULER, Backup.state == OK).order_by(Backup.id.desc())
         ).first()
     if taken is None or reply.failed:
-        _loud(duties, f"The nightly backup of {duties.when(slot)} failed", reply.text)
+        _loud(duties, f"{title} of {duties.when(slot)} failed", reply.text)
         return Outcome(False, f"failed: {_first_line(reply)}")
     duties.post(reply)
     return Outcome(True, f"backup #{taken.id} taken")

@@ -44,3 +44,36 @@ class WatchState(Base):
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime())
     muted_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     muted_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class Freeze(Base):
+    """One change freeze: typed (/freeze) or one occurrence of a stack file window (its `key`, unique, is the
+    exactly-once of its row). Its start and its end are each handled once: by the replica whose conditional UPDATE
+    set `started_at` (the ops channel told, a backup queued) or `ended_at` (the summary posted)."""
+
+    __tablename__ = "freezes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str | None] = mapped_column(String(160), unique=True)  # window:START:END; None for a typed one
+    kind: Mapped[str] = mapped_column(String(16))  # typed | window
+    reason: Mapped[str] = mapped_column(Text)
+    frozen_by: Mapped[str] = mapped_column(String(64))  # a user id, or the scheduler for a window
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    backup_job_id: Mapped[int | None] = mapped_column(Integer)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_by: Mapped[str | None] = mapped_column(String(64))  # who ended it early, or the scheduler at its time
+
+
+class FreezeAlert(Base):
+    """A watch alert that fired during a freeze: not posted then, summarised when the freeze ends."""
+
+    __tablename__ = "freeze_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    freeze_id: Mapped[int] = mapped_column(Integer, index=True)
+    key: Mapped[str] = mapped_column(String(160))
+    detail: Mapped[str | None] = mapped_column(Text)
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -21,6 +21,7 @@ from sqlalchemy import and_, func, or_, select, update
 from bot.frame import blocks
 from bot.duties import model
 from bot.duties.clock import Clock, clock_for
+from bot.duties.freeze import Freezes
 from bot.duties.model import DutyRun
 from bot.duties.slots import Every, Schedule, latest_slot, next_slot, parse_daily, parse_weekly
 from bot.jobs.model import FINAL, Job
@@ -113,6 +114,9 @@ class Duties:
             Duty("restore-drill", "Weekly restore drill", parse_weekly(s.drill_at), "FLOWSTATE_DRILL_AT", tasks.restore_drill),
             Duty("watch-check", "Watch", Every(s.watch_minutes) if s.watch_minutes else None, "FLOWSTATE_WATCH_MINUTES", self.watch.run),
         ]
+        # Queued by a freeze's start (its slot: the freeze's start), not by the clock: not in /schedule.
+        self.backup_at_freeze = Duty("freeze-backup", "Backup at a freeze's start", None, "", tasks.freeze_backup)
+        self.freezes = Freezes(self)
 
     @property
     def channel(self) -> str | None:
@@ -186,21 +190,27 @@ class Duties:
     def _start(self, duty: Duty, slot: datetime, late: timedelta) -> None:
         """The slot's row and its job in one transaction: a replica dying in between leaves neither, never a row without a job."""
         with self.rt.store.session.begin() as session:
-            run_id = self._claim(session, duty, slot, model.QUEUED)
-            if run_id is None:
-                return
-            # No channel on the duty's own job and audit rows: a watch check every few minutes is not an event of an
-            # incident open in the ops channel (the commands a duty runs there, /health or /backup, are).
-            job = Job(
-                dedupe_key=f"duty:{duty.name}:{slot_key(slot)}", state=JOB_QUEUED, source=SOURCE, requester=SCHEDULER,
-                command=duty.name, text=slot.isoformat(), created_at=utcnow(),
-            )
-            session.add(job)
-            session.flush()
-            job_id = job.id
-            session.execute(update(DutyRun).where(DutyRun.id == run_id).values(job_id=job_id))
+            job_id = self.queue(session, duty, slot)
+        if job_id is None:
+            return
         log.info("duty %s of %s queued as request #%s (%.0f s after its slot)", duty.name, slot.isoformat(), job_id, late.total_seconds())
         self.rt.wake()
+
+    def queue(self, session, duty: Duty, slot: datetime) -> int | None:
+        """The slot's row and its job, in the caller's transaction: the job's id, or None when another replica's row is there."""
+        run_id = self._claim(session, duty, slot, model.QUEUED)
+        if run_id is None:
+            return None
+        # No channel on the duty's own job and audit rows: a watch check every few minutes is not an event of an
+        # incident open in the ops channel (the commands a duty runs there, /health or /backup, are).
+        job = Job(
+            dedupe_key=f"duty:{duty.name}:{slot_key(slot)}", state=JOB_QUEUED, source=SOURCE, requester=SCHEDULER,
+            command=duty.name, text=slot.isoformat(), created_at=utcnow(),
+        )
+        session.add(job)
+        session.flush()
+        session.execute(update(DutyRun).where(DutyRun.id == run_id).values(job_id=job.id))
+        return job.id
 
     def _miss(self, duty: Duty, slot: datetime) -> None:
         text = (
@@ -225,7 +235,7 @@ class Duties:
             ).all()
         for run, job_state in stuck:
             if self._finish(run.id, model.INTERRUPTED, f"{job_state}: the bot process running it stopped; not run again"):
-                title = next((d.title for d in self.all if d.name == run.duty), run.duty)
+                title = next((d.title for d in [*self.all, self.backup_at_freeze] if d.name == run.duty), run.duty)
                 self.say(
                     f"⚠️ *{title}* of {self.when(run.slot)} was interrupted: the bot process running it stopped. It was not run "
                     "again; check /health and /backups, and run it by hand if it is still needed."
@@ -244,7 +254,7 @@ class Duties:
     def run_job(self, job: Job, holder: str) -> Reply:
         """The duty's job, claimed by a runner and handed over by the pipeline: run it as the scheduler, audited; its
         outcome is the reply (the pipeline finishes the job row with it)."""
-        duty = next(d for d in self.all if d.name == job.command)
+        duty = next(d for d in [*self.all, self.backup_at_freeze] if d.name == job.command)
         slot = datetime.fromisoformat(job.text)
         with self.rt.store.session.begin() as session:
             session.execute(update(DutyRun).where(DutyRun.job_id == job.id).values(state=model.RUNNING))

@@ -4,7 +4,8 @@ A key alerts once when it has been bad for N consecutive checks (FLOWSTATE_WATCH
 once when it has been good for N consecutive checks again; values that flap between the two never reach N
 either way, so they neither repeat the alert nor announce a recovery. A muted key (`/watch mute KEY
 DURATION`) still fires in /watch but posts nothing until its mute ends; a firing whose alert was never
-posted has no recovery message either.
+posted has no recovery message either. During a change freeze nothing is posted: an alert is kept with the
+freeze (bot/duties/freeze.py) and summarised in one message when it ends.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import select
 
-from bot.duties.model import WatchState
+from bot.duties.model import Freeze, WatchState
 from bot.frame.humanize import duration
 from bot.stack.health import Check, evaluate
 from bot.stack.stats import Window, measure
@@ -70,13 +71,14 @@ class Watch:
 
         now = duties.clock.now()
         observations = self._evaluate(duties)
+        frozen = next(iter(duties.freezes.active(now)), None)
         for observation in observations:
-            self._observe(observation, now)
+            self._observe(observation, now, frozen)
         firing = [state.key for state in self.states() if state.firing_since is not None]
         summary = f"{len(observations)} checked, {len(firing)} firing" + (f": {', '.join(firing[:5])}" if firing else "")
         return Outcome(True, summary)
 
-    def _observe(self, seen: Observation, now: datetime) -> None:
+    def _observe(self, seen: Observation, now: datetime, frozen: Freeze | None = None) -> None:
         store, duties = self._duties.rt.store, self._duties
         with store.session.begin() as session:
             state = session.get(WatchState, seen.key)
@@ -92,9 +94,13 @@ class Watch:
             since = state.firing_since
             if alert:
                 state.alerted = True  # claimed in this transaction: one alert, even if Slack is slow to answer
+                if frozen is not None:  # held for the freeze's summary, in the same transaction
+                    duties.freezes.hold(session, frozen, seen.key, seen.detail, now)
             if recovered:
                 lasted, announce = now - since, state.alerted
                 state.firing_since, state.alerted, state.alert_ts = None, False, None
+        if frozen is not None:
+            return  # a freeze holds every alert and recovery; its end summarises the alerts
         if alert:
             ts = duties.say(
                 f"🚨 *Watch: {seen.key}*: {seen.detail} (bad for {self.needed} consecutive checks since "

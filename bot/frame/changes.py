@@ -77,9 +77,10 @@ class Changes:
             request.job = rt.jobs.get(request.job.id)
         job = request.job
         if request.break_glass and not request.stored:
-            self._record(job, "break-glass", request.break_glass)
+            broke = f", breaking the change freeze (changes are {request.broken_freeze})" if request.broken_freeze else ""
+            self._record(job, "break-glass", request.break_glass + (f" [broke the change freeze: {request.broken_freeze}]" if broke else ""))
             notice = (f"🚨 *Break-glass*: <@{request.invocation.user_id}> runs `{request.command_line()}` without a second "
-                      f"person's approval. Reason: {request.break_glass}")
+                      f"person's approval{broke}. Reason: {request.break_glass}")
             desk.announce(request.invocation.channel_id, notice)
             if rt.messages is None:  # no channel to announce it in (the console): the one who typed it reads it here
                 request.say(notice)  # redacted as every progress line: the reason is the requester's own text

@@ -484,6 +484,67 @@ class ApprovalsSection(_Strict):
     policy: list[ApprovalPolicy] = []
 
 
+_FREEZE_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _freeze_time(value: str, with_day: bool) -> str:
+    """HH:MM, or (for `to`) DAY HH:MM; the error names what was wrong."""
+    from bot.duties.slots import parse_time
+
+    day, _, at = value.strip().lower().rpartition(" ")
+    hint = "HH:MM such as 16:00" + (", or DAY HH:MM such as mon 08:00" if with_day else "")
+    try:
+        if day and (not with_day or _freeze_day(day) is None):
+            raise ValueError
+        parse_time(at)
+    except ValueError:
+        raise ValueError(f"{value[:30]!r} is not a time; use {hint}") from None
+    return f"{_freeze_day(day)} {at}" if day else at
+
+
+def _freeze_day(day: str) -> str | None:
+    """mon … sun from a day's short or full name."""
+    day = day.strip().lower()
+    full = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    return day[:3] if day in _FREEZE_DAYS or day in full else None
+
+
+class FreezeWindow(_Strict):
+    """A weekly change freeze: on each of `days`, from `from` (local time, FLOWSTATE_TIMEZONE) until `to`: HH:MM (that
+    day, or the next when it is not later) or DAY HH:MM (the next such day: "fri" from 16:00 to "mon 08:00")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    days: list[str] = Field(min_length=1)
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+    reason: str = Field("the weekly change freeze", min_length=1, max_length=300)
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, days: list[str]) -> list[str]:
+        wrong = [day for day in days if _freeze_day(day) is None]
+        if wrong:
+            raise ValueError(f"{wrong[0][:20]!r} is not a day; use mon, tue, wed, thu, fri, sat or sun")
+        return [_freeze_day(day) for day in days]
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str) -> str:
+        return _freeze_time(value, with_day=False)
+
+    @field_validator("end")
+    @classmethod
+    def _end(cls, value: str) -> str:
+        return _freeze_time(value, with_day=True)
+
+
+class FreezeSection(_Strict):
+    """[freeze] in the stack file: recurring change freezes (`[[freeze.window]]`); /freeze adds one-off ones."""
+
+    window: list[FreezeWindow] = []
+
+
 class StackConfig(_Strict):
     stack: StackSection = StackSection()
     deploy: DeploySection | None = None
@@ -495,6 +556,7 @@ class StackConfig(_Strict):
     thresholds: Thresholds = Thresholds()
     approvals: ApprovalsSection = ApprovalsSection()
     probes: list[Probe] = []
+    freeze: FreezeSection = FreezeSection()
     # Where it was read from: the bot's own note, not a key of the file (a file cannot set it).
     _source: str | None = PrivateAttr(None)
 

@@ -1,7 +1,7 @@
 """The one request pipeline: a command from Slack, the console or a duty walks the same ordered steps.
 
 The steps are built once (`Pipeline.steps`): publish, finish, resolve, authorize, break-glass, parse,
-authorize the use, check, gate, execute. Each is `step(request, next) -> Reply` (bolt's middleware shape):
+authorize the use, check, freeze, gate, execute. Each is `step(request, next) -> Reply` (bolt's middleware shape):
 it goes on by returning `next(request)`, or refuses by raising `Refused` with the user's one sentence (its
 audit row written). An exception in a step is a refusal with an error id, never a pass: the walker catches
 it at that step. The gate parks a request for approval, or runs a change as a held job under the stack's
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pydantic import BaseModel
 
+from bot.frame.authz import SYSTEM_USERS
 from bot.frame.config import missing_section
 from bot.frame.publish import Publisher, Returned, redacted
 from bot.frame.redact import redact
@@ -69,6 +70,7 @@ class Request:
     role: Role | None = None
     args: BaseModel | None = None
     break_glass: str | None = None
+    broken_freeze: str | None = None  # the change freeze a break-glass broke ("frozen until … by …: reason")
     parked: bool = False  # the gate turned it into a request waiting for approval
     refused: Refused | None = None
 
@@ -106,6 +108,7 @@ class Host(Protocol):
     jobs: Any  # the job queue (bot/jobs/queue.py)
     locks: Any  # the stack's one-change lock (bot/jobs/queue.py)
     approvals: Any  # the approvals desk (bot/approvals/service.py), behind changes.RequestDesk
+    duties: Any  # the scheduler (bot/duties/service.py): its `freezes` say whether changes are frozen
 
     @property
     def messages(self) -> "Notifier | None": ...
@@ -125,7 +128,7 @@ class Pipeline:
         # The one place the order is decided.
         self.steps: list[Step] = [
             self.publish, self.finish, self.resolve, self.authorize, self.break_glass, self.parse,
-            self.authorize_use, self.check, self.gate, self.execute,
+            self.authorize_use, self.check, self.freeze, self.gate, self.execute,
         ]
         self._sources: dict[str, Callable[[Job, str], Reply]] = {}
 
@@ -281,7 +284,7 @@ class Pipeline:
                 request, "rejected", f"{cmd.slash} could not read its arguments (error id {error_id}); the details are in the bot's log.",
                 error=f"{type(error).__name__}: {error}", error_id=error_id,
             )
-        if request.break_glass is not None and not request.needs_approval:
+        if request.break_glass is not None and not request.needs_approval and not (cmd.changes and self._frozen() is not None):
             self._refuse(request, "rejected", f"{cmd.slash} with these arguments needs no approval; run it without {BREAK_GLASS}.")
         if request.break_glass is not None and cmd.may_approve is not None:
             self._refuse(request, "rejected", f"`{request.command_line()}` cannot be run with {BREAK_GLASS}; ask for its approval.")
@@ -313,6 +316,27 @@ class Pipeline:
             except CommandError as error:
                 self._refuse(request, "rejected", str(error))
         return next(request)
+
+    def freeze(self, request: Request, next) -> Reply:
+        """During a change freeze a change is refused, typed or approved, naming who froze it, why and until when;
+        an admin's --break-glass breaks it (loudly, bot/frame/changes.py). The scheduler's own work (its backups) runs."""
+        changes = request.cmd.changes
+        if request.dry_run or not changes or request.invocation.user_id in SYSTEM_USERS:
+            return next(request)
+        frozen = self._frozen()
+        if frozen is None:
+            return next(request)
+        if request.break_glass and not request.stored:
+            request.broken_freeze = frozen
+            return next(request)
+        self._refuse(
+            request, "rejected",
+            f"{request.cmd.slash} is refused: changes are {frozen}. An admin may still run it with {BREAK_GLASS} \"REASON\".",
+            error=f"change freeze: {frozen}",
+        )
+
+    def _frozen(self) -> str | None:
+        return self._runtime.duties.freezes.frozen()
 
     def gate(self, request: Request, next) -> Reply:
         """Ask a second person, or run: a change as a held job under the stack's lock, anything else as it is."""

@@ -118,6 +118,11 @@ class Runner:
             self.outage.ok()
         except Exception:
             self.outage.failed("the scheduler's tick")
+        try:
+            self.rt.duties.freezes.sweep()  # a freeze that starts or ends: the replica whose UPDATE wins tells (and backs up)
+            self.outage.ok()
+        except Exception:
+            self.outage.failed("the change freezes' starts and ends")
 
     # ---- one job -------------------------------------------------------------------------------
 
