@@ -280,9 +280,14 @@ class Freezes:
     # ---- the watch and the sweep -------------------------------------------------------------------
 
     @staticmethod
-    def hold(session, freeze: Freeze, key: str, detail: str, now: datetime) -> None:
-        """A watch alert that fires during FREEZE: kept for its summary instead of posted (in the watch's transaction)."""
-        session.add(FreezeAlert(freeze_id=freeze.id, key=key, detail=detail[:2000], fired_at=now))
+    def hold(session, freeze: Freeze, key: str, detail: str, since: datetime, now: datetime) -> None:
+        """A watch alert that fires during FREEZE: kept for its summary instead of posted, once per firing (in the
+        watch's transaction)."""
+        held = session.scalar(
+            select(FreezeAlert.id).where(FreezeAlert.freeze_id == freeze.id, FreezeAlert.key == key, FreezeAlert.fired_at >= since).limit(1)
+        )
+        if held is None:
+            session.add(FreezeAlert(freeze_id=freeze.id, key=key, detail=detail[:2000], fired_at=now))
 
     def sweep(self) -> None:
         """The runner's sweep: windows that came get their row, starts and ends that came are handled, each once."""

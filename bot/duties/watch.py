@@ -4,8 +4,9 @@ A key alerts once when it has been bad for N consecutive checks (FLOWSTATE_WATCH
 once when it has been good for N consecutive checks again; values that flap between the two never reach N
 either way, so they neither repeat the alert nor announce a recovery. A muted key (`/watch mute KEY
 DURATION`) still fires in /watch but posts nothing until its mute ends; a firing whose alert was never
-posted has no recovery message either. During a change freeze nothing is posted: an alert is kept with the
-freeze (bot/duties/freeze.py) and summarised in one message when it ends.
+posted has no recovery message either. During a change freeze nothing is posted: a firing is kept with the
+freeze (bot/duties/freeze.py), once, and summarised in one message when it ends; one still firing then alerts
+at the next check, as after a mute.
 """
 
 from __future__ import annotations
@@ -90,17 +91,18 @@ class Watch:
             if seen.bad and state.firing_since is None and state.bad_count >= self.needed:
                 state.firing_since = now
             alert = seen.bad and state.firing_since is not None and not state.alerted and not _muted(state, now)
+            if alert and frozen is not None:  # held for the freeze's summary (once per firing); still firing after it, it alerts then
+                duties.freezes.hold(session, frozen, seen.key, seen.detail, state.firing_since, now)
+                alert = False
             recovered = not seen.bad and state.firing_since is not None and state.good_count >= self.needed
             since = state.firing_since
             if alert:
                 state.alerted = True  # claimed in this transaction: one alert, even if Slack is slow to answer
-                if frozen is not None:  # held for the freeze's summary, in the same transaction
-                    duties.freezes.hold(session, frozen, seen.key, seen.detail, now)
             if recovered:
                 lasted, announce = now - since, state.alerted
                 state.firing_since, state.alerted, state.alert_ts = None, False, None
         if frozen is not None:
-            return  # a freeze holds every alert and recovery; its end summarises the alerts
+            return  # nothing is posted during a freeze; its end summarises the alerts it held
         if alert:
             ts = duties.say(
                 f"🚨 *Watch: {seen.key}*: {seen.detail} (bad for {self.needed} consecutive checks since "

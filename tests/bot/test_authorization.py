@@ -33,6 +33,7 @@ SAMPLES = {
     "logs": "backend --grep 500",
     "schedule": "",
     "watch": "",
+    "freeze": '2h "release day"',
 }
 # What an allowed caller's audit shows when it is not simply allowed then succeeded: with no stack
 # file, /restart is refused by its service check before any request is made; the commands that need a
