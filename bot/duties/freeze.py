@@ -206,7 +206,7 @@ class Freezes:
 
     def _announce_start(self, freeze: Freeze, now: datetime, job_id: int | None, database: bool) -> str:
         if job_id is not None:
-            backup = f"A backup is being taken now (request #{job_id}); /backups shows it."
+            backup = f"A backup is queued (request #{job_id}); /backups shows it once it is taken."
         elif database:
             backup = "No backup was queued: one for this moment is already taken or queued; /backups shows it."
         else:

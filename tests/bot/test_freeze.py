@@ -5,6 +5,7 @@ Console runtimes on the embedded SQLite store and on PostgreSQL, through a runne
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -130,6 +131,20 @@ def test_health_and_stats_still_answer_during_a_freeze_opened_by_the_freeze_line
     assert run(rt, "UOP", "/freeze").text.splitlines()[0] == f"🧊 Changes are {FROZEN}."
 
 
+def test_the_daily_report_opens_with_the_freeze_line(make_runtime, database_url):
+    scheduled = _scheduled(make_runtime, database_url, daily_report_at="15:30")
+    rt = scheduled.rt
+    rt.stack = FakeStack(["backend"])
+    try:
+        run(rt, "UAPP", '/freeze 2h "release day"')
+        (report,) = scheduled.at(START + timedelta(minutes=30))
+        lines = report.splitlines()
+        assert lines[0] == f"🧊 Change freeze: changes are {FROZEN}; commands that change the stack are refused until then."
+        assert lines[1].startswith("☀️ Daily report for Sat 2026-12-05: ")
+    finally:
+        rt.stack.pool.shutdown(wait=False)
+
+
 def test_a_window_of_the_stack_file_freezes_at_its_local_times_across_a_clock_change(make_runtime, database_url, tmp_path):
     path = tmp_path / "flowstate.toml"
     path.write_text('[[freeze.window]]\ndays = ["fri"]\nfrom = "16:00"\nto = "mon 08:00"\nreason = "weekend"\n', encoding="utf-8")
@@ -226,12 +241,9 @@ def test_the_backup_at_a_freezes_start_is_queued_once_by_two_replicas(make_runti
         barrier.wait()
         replica.runner._sweep()  # the sweep only: the backup job stays queued for the runners
 
-    for _ in range(3):
-        threads = [threading.Thread(target=sweep, args=(replica,)) for replica in replicas]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in range(3):
+            list(pool.map(sweep, replicas))
     told = [text for replica in replicas for text in replica.channel.texts]
     assert len(told) == 1
     assert told[0].startswith(f"🧊 Changes to {replicas[0].rt.stack_name} are frozen until 18:00 UTC by the stack file's freeze window")
@@ -240,7 +252,7 @@ def test_the_backup_at_a_freezes_start_is_queued_once_by_two_replicas(make_runti
         runs = session.scalars(select(DutyRun).where(DutyRun.duty == "freeze-backup")).all()
         freezes = session.scalars(select(Freeze)).all()
     assert len(jobs) == 1 and jobs[0].state == "queued"
-    assert f"A backup is being taken now (request #{jobs[0].id})" in told[0]
+    assert told[0].endswith(f"A backup is queued (request #{jobs[0].id}); /backups shows it once it is taken.")
     assert [(run_.slot, run_.job_id) for run_ in runs] == [(START, jobs[0].id)]
     assert len(freezes) == 1 and freezes[0].backup_job_id == jobs[0].id
 
