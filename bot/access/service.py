@@ -125,12 +125,12 @@ class ExpiringAccess:
         return f"{previous} again" if previous else "no role in the bot"
 
     def revoke_bot(self, session: Session, user_id: str, by: str, now: datetime) -> TemporaryGrant | None:
-        """A running grant ended early, its role before it back now (the grant, or None when none ran)."""
+        """A running grant ended early, its role before it back now: the grant, or None when none ran (or its role had
+        been changed by other means: then the revoke is a plain one)."""
         running = self.running(BOT, user_id, session)
         if running is None or not self._end(session, running.id, REVOKED, by, now):
             return None
-        self._restore_bot(session, running, now)
-        return running
+        return running if self._restore_bot(session, running, now) else None
 
     @staticmethod
     def _restore_bot(session: Session, grant: TemporaryGrant, now: datetime) -> bool:

@@ -4,6 +4,7 @@ the Slack Web API double for what people read, and real SQLite, PostgreSQL and a
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import datetime, timezone
 
@@ -307,3 +308,61 @@ def test_an_app_role_changed_back_by_hand_is_not_reverted_and_one_changed_elsewh
     bad = bot.type("UOP", "/user-role bob@example.com support --for 40d")
     assert bad.startswith("The duration can be at most 30d; usage: `/user-role EMAIL ROLE [--for DURATION]`")
     assert app_role(app_users, "bob@example.com") == "user"
+
+
+@pytest.mark.process
+def test_in_the_console_a_role_granted_for_a_while_ends_on_time_too(tmp_path):
+    from tests.bot.test_console import console
+
+    clock = tmp_path / "clock"
+    clock.write_text("2026-12-05T14:30:00+00:00")
+    env = {"FLOWSTATE_CLOCK_FILE": str(clock)}
+    granted = console(tmp_path, "/role grant U0ALICE viewer\n/role grant U0ALICE operator --for 2h\n", env=env)
+    assert "@U0ALICE has the operator role until 16:30 UTC, then viewer again." in granted.stdout, granted.stderr
+    assert "You are @U0ALICE with the operator role" in console(tmp_path, "/whoami\n", "--as", "U0ALICE", env=env).stdout
+    clock.write_text("2026-12-05T16:30:00+00:00")
+    assert "You are @U0ALICE with the viewer role" in console(tmp_path, "/whoami\n", "--as", "U0ALICE", env=env).stdout
+    rows = sqlite3.connect(tmp_path / ".flowstate-bot" / "bot.db").execute(
+        "SELECT command, outcome FROM audit_log WHERE user_id = 'scheduler'"
+    ).fetchall()
+    assert rows == [("role", "reverted")]
+
+
+@pytest.mark.process
+def test_three_bot_processes_on_postgresql_warn_and_revert_a_grant_once(tmp_path, make_runtime, slack_double, postgres_url):
+    """As production runs: three `flowstate-bot run` processes, each with its runners sweeping every couple of seconds,
+    their clocks moved together through the test-only clock file."""
+    import time
+
+    from tests.conftest import BotProcess
+
+    stack_file = tmp_path / "flowstate.toml"
+    stack_file.write_text("# no stack: only the bot's own roles\n")
+    clock = tmp_path / "clock"
+    clock.write_text("2026-12-05T14:30:00+00:00")
+    env = dict(
+        FLOWSTATE_DATABASE_URL=postgres_url, FLOWSTATE_CLOCK_FILE=str(clock), FLOWSTATE_DAILY_REPORT_AT="off",
+        FLOWSTATE_BACKUP_AT="off", FLOWSTATE_DRILL_AT="off", FLOWSTATE_WATCH_MINUTES="0",
+    )
+    admin = make_runtime(database_url=postgres_url, clock_file=clock, admins=["U0ADMIN"])
+    grant(admin, "U0ALICE", Role.viewer)
+    said = admin.pipeline.dispatch(Invocation("U0ADMIN", "role", "grant U0ALICE operator --for 2h", OPS, "console")).text
+    assert said == "<@U0ALICE> has the operator role until 16:30 UTC, then viewer again."
+    bots = [BotProcess(tmp_path, slack_double, tmp_path / f"home{n}", str(stack_file), **env) for n in range(3)]
+    try:
+        for bot in bots:
+            bot.start()
+        clock.write_text("2026-12-05T16:25:00+00:00")
+        dm = slack_double.dm_channel("U0ALICE")
+        slack_double.wait_for("chat.postMessage", timeout=30, predicate=lambda call: call.params.get("channel") == dm)
+        clock.write_text("2026-12-05T16:30:00+00:00")
+        slack_double.wait_for("chat.postMessage", timeout=30, predicate=lambda call: call.params.get("channel") == OPS)
+        time.sleep(5)  # two more sweeps of every runner: nobody warns or reverts again
+        assert len(direct_messages(slack_double, "U0ALICE")) == 1
+        assert channel_news(slack_double) == ["⌛ <@U0ALICE>'s operator role in the bot ended at 16:30 UTC; they have viewer again."]
+        assert [row[:2] for row in scheduler_rows(admin)] == [("role", "reverted")]
+        assert admin.authz.role_of("U0ALICE") is Role.viewer
+    finally:
+        for bot in bots:
+            if bot.process is not None:
+                bot.close()
