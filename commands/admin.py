@@ -23,7 +23,7 @@ class RoleArgs(BaseModel):
     user: UserId | None = Field(None, description="a Slack user: @name, or their user id (U…)", examples=["@alice"])
     role: RoleName | None = Field(None, description="the role to grant", examples=["operator"])
     duration: Annotated[duration_field(LONGEST) | None, Option("--for", "DURATION")] = Field(
-        None, description=f"grant it for a while (at most {LONGEST}): then the role before it comes back", examples=["2h"]
+        None, description="grant it for a while: then the role before it comes back", examples=["2h"]
     )
 
     @model_validator(mode="after")

@@ -118,7 +118,7 @@ class UserRoleArgs(BaseModel):
     email: Email = Field(description="the user's email address", examples=["new.user@example.com"])
     role: AppRole = Field(description="a role of the stack file's user_roles", examples=["admin"])
     duration: Annotated[duration_field(LONGEST) | None, Option("--for", "DURATION")] = Field(
-        None, description=f"change it for a while (at most {LONGEST}): then the role before it comes back", examples=["2h"]
+        None, description="change it for a while: then the role before it comes back", examples=["2h"]
     )
 
 

@@ -90,12 +90,18 @@ class ExpiringAccess:
 
     def grant_bot(self, session: Session, user_id: str, role: Role, by: str, channel: str | None,
                   lasting: timedelta | None, now: datetime) -> str | None:
-        """Grant a bot role, for good (None) or until now + LASTING: then the sentence saying until when."""
+        """Grant a bot role, for good or until now + LASTING: the sentence saying until when, or None for a plain grant."""
         running = self.running(BOT, user_id, session)
         if lasting is None:
+            kept = running is not None and running.role == role.name
             if running is not None:
-                self._end(session, running.id, KEPT if running.role == role.name else REPLACED, by, now)
+                self._end(session, running.id, KEPT if kept else REPLACED, by, now)
             Authorizer.grant(session, user_id, role, by)
+            if kept:
+                return (
+                    f"<@{user_id}> keeps the {role.name} role for good; it was to end at {self.when(running.expires_at, now)}, "
+                    f"then {self._after(running.previous_role)}."
+                )
             return None
         expires = now + lasting
         if running is not None and self._extend(session, running.id, role.name, expires):

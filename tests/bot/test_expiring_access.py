@@ -198,12 +198,18 @@ def test_revoked_early_or_changed_by_hand_nothing_is_reverted_later(replica, dat
     assert bot.role_of("UALICE") is Role.viewer
     bot.type("UADMIN", "/role grant UBOB operator --for 2h")
     assert bot.type("UADMIN", "/role grant UBOB approver") == "<@UBOB> now has the approver role."  # by hand, for good
+    bot.type("UADMIN", "/role grant UCAROL operator --for 1h")
+    assert bot.type("UADMIN", "/role grant UCAROL operator") == (
+        "<@UCAROL> keeps the operator role for good; it was to end at 15:30 UTC, then no role in the bot."
+    )
     bot.sweep_at(utc(16, 25))
     bot.sweep_at(utc(16, 30))
-    assert (bot.role_of("UALICE"), bot.role_of("UBOB")) == (Role.viewer, Role.approver)
+    assert (bot.role_of("UALICE"), bot.role_of("UBOB"), bot.role_of("UCAROL")) == (Role.viewer, Role.approver, Role.operator)
     assert channel_news(slack_double) == [] and scheduler_rows(bot.rt) == []
     assert direct_messages(slack_double, "UALICE") == direct_messages(slack_double, "UBOB") == []
-    assert [(row[0], row[4], row[5]) for row in grants(bot.rt)] == [("UALICE", "revoked", "UADMIN"), ("UBOB", "replaced", "UADMIN")]
+    assert [(row[0], row[4], row[5]) for row in grants(bot.rt)] == [
+        ("UALICE", "revoked", "UADMIN"), ("UBOB", "replaced", "UADMIN"), ("UCAROL", "kept", "UADMIN"),
+    ]
     assert bot.type("UADMIN", "/role revoke UALICE") == "<@UALICE> no longer has the viewer role."
 
 
@@ -288,6 +294,10 @@ def test_an_app_role_changed_back_by_hand_is_not_reverted_and_one_changed_elsewh
         "Changed the role of bob@example.com: support → user. Its temporary support role (until 16:30 UTC) is over, "
         "so nothing changes it back."
     )
+    assert bot.type("UOP", "/user-role admin@example.com support --for 1h").endswith("admin → support until 15:30 UTC, then admin again.")
+    assert bot.type("UOP", "/user-role admin@example.com support") == (
+        "admin@example.com keeps the support role for good; it was to go back to admin at 15:30 UTC."
+    )
     assert bot.type("UOP", "/user-role alice@example.com support --for 1h").endswith("until 15:30 UTC, then user again.")
     bot.clock.at = utc(15, 0)
     assert bot.type("UOP", "/user-role alice@example.com support --for 2h") == (
@@ -297,7 +307,7 @@ def test_an_app_role_changed_back_by_hand_is_not_reverted_and_one_changed_elsewh
         conn.execute("UPDATE users SET role = 'admin' WHERE email = 'alice@example.com'")
     bot.sweep_at(utc(16, 30))
     bot.sweep_at(utc(17, 0))
-    assert (app_role(app_users, "bob@example.com"), app_role(app_users, "alice@example.com")) == ("user", "admin")
+    assert [app_role(app_users, f"{name}@example.com") for name in ("bob", "alice", "admin")] == ["user", "admin", "support"]
     assert channel_news(slack_double) == [
         "⚠️ alice@example.com's support role in the app ended at 17:00 UTC, but it had been changed to admin meanwhile, "
         "so it was left as it is; /user-role changes it if needed."
