@@ -22,6 +22,7 @@ from bot.frame.roles import Role
 from bot.jobs.runner import Runner
 from bot.store.engine import AuditEntry
 from tests.bot.test_replicas import app_dsn as app_users  # noqa: F401 (a fixture: the app's users table on PostgreSQL)
+from tests.commands.test_users_live import users  # noqa: F401 (a fixture: the live stack's users table, left as found)
 from tests.conftest import grant
 from tests.duties.conftest import ManualClock
 
@@ -376,3 +377,21 @@ def test_three_bot_processes_on_postgresql_warn_and_revert_a_grant_once(tmp_path
         for bot in bots:
             if bot.process is not None:
                 bot.close()
+
+
+def test_live_a_user_of_the_stacks_app_made_admin_for_two_hours_is_a_user_again_at_the_end(replica, live_stack, users, tmp_path, slack_double):
+    email = users.new_email("temp.admin")
+    users.query("INSERT INTO users (email, name, role) VALUES (%s, 'Temp Admin', 'user')", (email,))
+    bot = replica(f"sqlite:///{tmp_path / 'bot.db'}", live_stack)
+    grant(bot.rt, "UOP", Role.operator)
+    grant(bot.rt, "UAPP", Role.approver)
+    assert bot.type("UOP", f"/user-role {email} admin --for 2h").startswith("Request #1: ")
+    approved = bot.type("UAPP", "/approvals approve 1")
+    assert approved.endswith(f"Changed the role of {email}: user → admin until 16:30 UTC, then user again.")
+    assert users.row(email)[2] == "admin"
+    bot.sweep_at(utc(16, 25))
+    bot.sweep_at(utc(16, 30))
+    bot.sweep_at(utc(16, 31))
+    assert users.row(email)[2] == "user"
+    assert len(direct_messages(slack_double, "UOP")) == 1
+    assert channel_news(slack_double) == [f"⌛ {email}'s admin role in the app ended at 16:30 UTC; it is user again."]
