@@ -83,12 +83,9 @@ def role(ctx: Ctx, args: RoleArgs) -> Reply:
         done = until.removesuffix(".") if until else f"<@{args.user}> was granted the {args.role.name} role in the bot"
         granted = [f"{args.role.name} granted in the bot"]
     elif (ended := access.revoke_bot(ctx.session, args.user, caller, at)) is not None:
-        back = ended.previous_role or "no role in the bot"
-        simple = done = (
-            f"<@{args.user}>'s {ended.role} role (until {access.when(ended.expires_at, at)}) was taken back early; "
-            f"they have {back} again"
-        )
-        simple += "."
+        back = f"they have {ended.previous_role} again" if ended.previous_role else "they have no role in the bot now"
+        done = f"<@{args.user}>'s {ended.role} role (until {access.when(ended.expires_at, at)}) was taken back early; {back}"
+        simple = done + "."
         granted = [f"{ended.previous_role} granted in the bot"] if ended.previous_role else []
     else:
         previous = Authorizer.revoke(ctx.session, args.user)
