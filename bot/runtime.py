@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import commands
+from bot.access.service import ExpiringAccess
 from bot.approvals.service import Approvals
 from bot.backups.service import Backups
 from bot.frame.audit import AuditLog
@@ -51,6 +52,7 @@ class Runtime:
     approvals: Approvals = field(init=False)
     incidents: Incidents = field(init=False)
     duties: Duties = field(init=False)
+    access: ExpiringAccess = field(init=False)  # roles granted --for a while: their warnings and ends
     backups: Backups | None = field(init=False)  # None without a [database] section
     releases: Releases | None = field(init=False)  # None without a [deploy] section
     _messages: RedactedNotifier | None = field(init=False, default=None)
@@ -64,6 +66,7 @@ class Runtime:
         self.approvals = Approvals(self)
         self.incidents = Incidents(self)
         self.duties = Duties(self)  # tests replace it with one on a clock they control
+        self.access = ExpiringAccess(self)
         config = self.stack.config
         self.backups = Backups(self.store, self.stack, self.settings, self.audit) if config.database else None
         self.releases = Releases(self.store, self.stack, self.settings, self.at_fault) if config.deploy else None
@@ -95,7 +98,7 @@ class Runtime:
         return Ctx(
             invocation, role, progress or (lambda _text: None), job_id=job_id,
             stack=self.stack, settings=self.settings, store=self.store, commands=self.commands, authz=self.authz,
-            jobs=self.jobs, approvals=self.approvals, incidents=self.incidents, duties=self.duties,
+            jobs=self.jobs, approvals=self.approvals, incidents=self.incidents, duties=self.duties, access=self.access,
             backups=self.backups, releases=self.releases, slack=self.slack, fault=self.at_fault,
             may_run=self.pipeline.may_run,
         )

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from bot.access.service import LONGEST
 from bot.frame import blocks
 from bot.frame.blocks import escape, shorten
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer
+from bot.frame.durations import duration_field
 from bot.frame.humanize import count
-from bot.frame.registry import CommandError, Reply, UserId, command, command_line
+from bot.frame.registry import CommandError, Option, Reply, UserId, command, command_line
 from bot.frame.roles import Role, RoleName
 from commands.context import Ctx
 
@@ -20,11 +22,16 @@ class RoleArgs(BaseModel):
     action: Literal["grant", "revoke", "list"] = Field(examples=["grant"])
     user: UserId | None = Field(None, description="a Slack user: @name, or their user id (U…)", examples=["@alice"])
     role: RoleName | None = Field(None, description="the role to grant", examples=["operator"])
+    duration: Annotated[duration_field(LONGEST) | None, Option("--for", "DURATION")] = Field(
+        None, description="grant it for a while: then the role before it comes back", examples=["2h"]
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> "RoleArgs":
         if self.action == "grant" and (self.user is None or self.role is None):
             raise ValueError("grant needs a user and a role")
+        if self.action != "grant" and self.duration is not None:
+            raise ValueError("--for goes with grant only, such as /role grant @alice operator --for 2h")
         if self.action == "revoke" and (self.user is None or self.role is not None):
             raise ValueError("revoke needs a user and nothing else")
         if self.action == "list" and self.user is not None:
@@ -48,13 +55,16 @@ def _second_admin(args: RoleArgs, approver: str, role: Role) -> str | None:
 @command(
     "role",
     summary="Grant, revoke or list roles (viewer < operator < approver < admin).",
-    usage="/role grant @user ROLE | /role revoke @user | /role list",
+    usage="/role grant @user ROLE [--for DURATION] | /role revoke @user | /role list",
     role=Role.admin,
     args=RoleArgs,
     needs_approval=_grants_admin,
     changes=False,  # the bot's own roles, not the stack: no need to wait for a running change
     may_approve=_second_admin,
-    describe=lambda _ctx, args: [f"Only another admin may approve a new admin, and not <@{args.user}>."],
+    describe=lambda _ctx, args: [
+        f"Only another admin may approve a new admin, and not <@{args.user}>.",
+        *([f"For {args.duration} from its approval, then the role before it comes back."] if args.duration else []),
+    ],
 )
 def role(ctx: Ctx, args: RoleArgs) -> Reply:
     authz = ctx.authz
@@ -65,19 +75,28 @@ def role(ctx: Ctx, args: RoleArgs) -> Reply:
         raise CommandError("You cannot change your own role; ask another admin.")
     if authz.is_fixed_admin(args.user):
         raise CommandError(f"<@{args.user}> is an admin through FLOWSTATE_ADMINS; change that setting instead.")
+    access, at = ctx.access, ctx.duties.clock.now()
     if args.action == "grant":
-        Authorizer.grant(ctx.session, args.user, args.role, caller)
-        simple = f"<@{args.user}> now has the {args.role.name} role."
-        done = f"<@{args.user}> was granted the {args.role.name} role in the bot"
+        lasting = args.duration.delta if args.duration else None
+        until = access.grant_bot(ctx.session, args.user, args.role, caller, ctx.invocation.channel_id, lasting, at)
+        simple = until or f"<@{args.user}> now has the {args.role.name} role."
+        done = until.removesuffix(".") if until else f"<@{args.user}> was granted the {args.role.name} role in the bot"
+        granted = [f"{args.role.name} granted in the bot"]
+    elif (ended := access.revoke_bot(ctx.session, args.user, caller, at)) is not None:
+        back = f"they have {ended.previous_role} again" if ended.previous_role else "they have no role in the bot now"
+        done = f"<@{args.user}>'s {ended.role} role (until {access.when(ended.expires_at, at)}) was taken back early; {back}"
+        simple = done + "."
+        granted = [f"{ended.previous_role} granted in the bot"] if ended.previous_role else []
     else:
         previous = Authorizer.revoke(ctx.session, args.user)
         if previous is None:
             raise CommandError(f"<@{args.user}> has no role granted in the bot; nothing was changed.")
         simple = f"<@{args.user}> no longer has the {previous.name} role."
         done = f"The {previous.name} role granted in the bot was taken from <@{args.user}>"
+        granted = []
     # What they can do now, from every source: a Slack user group may still give more than the bot's grant.
     now = authz.explain(args.user, ctx.session)
-    only_the_grant = now.sources == ([f"{args.role.name} granted in the bot"] if args.action == "grant" else [])
+    only_the_grant = now.sources == granted
     text = simple if only_the_grant else f"{done}; in effect they have {now.describe()}."
     if now.lookup_failed:
         text += " A Slack user-group lookup failed, so a group role may be missing from this."
@@ -87,9 +106,12 @@ def role(ctx: Ctx, args: RoleArgs) -> Reply:
 def _list_roles(ctx: Ctx) -> Reply:
     settings = ctx.settings
     lines = [f"<@{user}> admin (FLOWSTATE_ADMINS)" for user in settings.admins]
+    expiring, at = ctx.access.running_bot_grants(ctx.session), ctx.duties.clock.now()
     for row in Authorizer.assignments(ctx.session):
         when = row.granted_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M %Z")
-        line = f"<@{row.user_id}> {row.role} (granted by <@{row.granted_by}>, {when})"
+        grant = expiring.get(row.user_id)
+        role = ctx.access.until(grant, at) if grant is not None and grant.role == row.role else row.role
+        line = f"<@{row.user_id}> {role} (granted by <@{row.granted_by}>, {when})"
         effective = ctx.authz.explain(row.user_id, ctx.session)
         if effective.role is not None and effective.role.name != row.role:
             line += f"; in effect {effective.describe()}"

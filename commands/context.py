@@ -15,6 +15,7 @@ from bot.store.engine import utcnow
 if TYPE_CHECKING:
     from slack_sdk import WebClient
 
+    from bot.access.service import ExpiringAccess
     from bot.approvals.service import Approvals
     from bot.backups.service import Backups
     from bot.deploy.service import Releases
@@ -40,6 +41,7 @@ class Ctx(Context):
     approvals: "Approvals"
     incidents: "Incidents"
     duties: "Duties"
+    access: "ExpiringAccess"
     backups: "Backups | None"  # None without a [database] section
     releases: "Releases | None"  # None without a [deploy] section
     slack: "WebClient | None" = None  # the Web API, for sending a long reply as a file (None in the console)

@@ -8,10 +8,13 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from bot.access.model import APP
+from bot.access.service import LONGEST
 from bot.frame import blocks
-from bot.frame.registry import CommandError, Reply, command
+from bot.frame.durations import duration_field
+from bot.frame.registry import CommandError, Option, Reply, command
 from bot.frame.roles import Role
-from bot.stack.users import StackUsers, refuse_role_change
+from bot.stack.users import StackUsers
 from commands.context import Ctx
 
 # Dot-atoms of the ASCII letters, digits and symbols RFC 5322 allows; no quoted local parts, no IP literals.
@@ -83,7 +86,9 @@ def user(ctx: Ctx, args: UserArgs) -> Reply:
     if found is None:
         raise CommandError(f"No user has the email {args.email}; /user-add adds one.")
     created = found.created_at.astimezone(ctx.tz).strftime("%Y-%m-%d %H:%M %Z")
-    return _reply(f"Email: {found.email}\nName: {found.name}\nRole: {found.role}\nCreated: {created}")
+    grant = ctx.access.running(APP, found.email)
+    role = ctx.access.until(grant, ctx.duties.clock.now()) if grant is not None and grant.role == found.role else found.role
+    return _reply(f"Email: {found.email}\nName: {found.name}\nRole: {role}\nCreated: {created}")
 
 
 class UserAddArgs(BaseModel):
@@ -112,25 +117,31 @@ def user_add(ctx: Ctx, args: UserAddArgs) -> Reply:
 class UserRoleArgs(BaseModel):
     email: Email = Field(description="the user's email address", examples=["new.user@example.com"])
     role: AppRole = Field(description="a role of the stack file's user_roles", examples=["admin"])
+    duration: Annotated[duration_field(LONGEST) | None, Option("--for", "DURATION")] = Field(
+        None, description="change it for a while: then the role before it comes back", examples=["2h"]
+    )
 
 
 def _check_role_change(ctx: Ctx, args: UserRoleArgs) -> None:
     """Refused before anyone is asked to approve it: a role that is not one, a user who does not exist, no change."""
     _check_role(ctx, args.role)
-    refuse_role_change(_users(ctx).find(args.email), args.email, args.role)
+    ctx.access.refuse_app_change(_users(ctx), args.email, args.role)
 
 
 def _describe_role_change(ctx: Ctx, args: UserRoleArgs) -> list[str]:
     found = _users(ctx).find(args.email)
     if found is None:
         return [f"No user has the email {args.email} any more."]
-    return [f"*{found.email}* ({blocks.escape(found.name)}), created {found.created_at:%Y-%m-%d}: role *{found.role}* → *{args.role}*"]
+    running = ctx.access.running(APP, found.email)
+    back = running.previous_role if running is not None else found.role
+    lasting = f" for {args.duration} from its approval, then back to *{back}*" if args.duration else ""
+    return [f"*{found.email}* ({blocks.escape(found.name)}), created {found.created_at:%Y-%m-%d}: role *{found.role}* → *{args.role}*{lasting}"]
 
 
 @command(
     "user-role",
     summary="Change the role of a user of the Flowstate app.",
-    usage="/user-role EMAIL ROLE",
+    usage="/user-role EMAIL ROLE [--for DURATION]",
     role=Role.operator,
     args=UserRoleArgs,
     needs_approval=grants_admin,
@@ -139,7 +150,9 @@ def _describe_role_change(ctx: Ctx, args: UserRoleArgs) -> list[str]:
     describe=_describe_role_change,
 )
 def user_role(ctx: Ctx, args: UserRoleArgs) -> Reply:
-    users = _users(ctx)
     _check_role(ctx, args.role)
-    previous, changed = users.change_role(args.email, args.role)
-    return _reply(f"Changed the role of {changed.email}: {previous} → {changed.role}.")
+    lasting = args.duration.delta if args.duration else None
+    invocation = ctx.invocation
+    return _reply(
+        ctx.access.set_app_role(_users(ctx), args.email, args.role, invocation.user_id, invocation.channel_id, lasting, ctx.duties.clock.now())
+    )

@@ -162,6 +162,7 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
             continue
         name, _, text = line[1:].partition(" ")
         invocation = Invocation(user_id, name, text.strip(), channel_id, "console", origin=operator)
+        _sweep(runtime)
         runtime.pipeline.run(invocation, publisher)
         if queued.is_set():  # a request this line approved runs here, at once, its progress on this terminal
             queued.clear()
@@ -169,6 +170,15 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
         if not interactive:
             print(file=stdout)
     return 0
+
+
+def _sweep(runtime: Runtime) -> None:
+    """What the runners' sweep does on a clock that Slack mode keeps (bot/jobs/runner.py), done here before each
+    command: the console has no runner, and a role granted for a while must end on time here too."""
+    try:
+        runtime.access.sweep(runtime.duties.clock.now())
+    except Exception:
+        log.exception("the sweep of roles granted for a while failed; the next command tries again")
 
 
 def _run_here(runtime: Runtime, publisher: "Screen", stdout: TextIO) -> None:

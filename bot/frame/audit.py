@@ -26,6 +26,8 @@ Outcome = Literal[
     "pruned",
     # a reply Slack would not take within the delivery's bound (bot/adapters/slack/client.py)
     "undelivered",
+    # a role granted for a while, back to the one before it at its end (bot/access)
+    "reverted",
 ]
 
 

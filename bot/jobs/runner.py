@@ -123,6 +123,11 @@ class Runner:
             self.outage.ok()
         except Exception:
             self.outage.failed("the change freezes' starts and ends")
+        try:
+            self.rt.access.sweep(self.rt.duties.clock.now())  # roles granted --for a while: warned, then ended
+            self.outage.ok()
+        except Exception:
+            self.outage.failed("the sweep of roles granted for a while")
 
     # ---- one job -------------------------------------------------------------------------------
 

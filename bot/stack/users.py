@@ -77,6 +77,16 @@ class StackUsers:
             refuse_role_change(user, email, role)
             return user.role, AppUser(*conn.execute(_UPDATE_ROLE, (role, user.email)).fetchone())
 
+    def restore_role(self, email: str, granted: str, previous: str) -> tuple[bool, str | None]:
+        """A role granted for a while changed back, only if the user still has it: whether it was, and the role they have
+        now (None: no such user)."""
+        with self._connection() as conn, conn.transaction():
+            user = self._one(conn, _FIND_FOR_UPDATE, email)
+            if user is None or user.role != granted:
+                return False, user.role if user else None
+            conn.execute(_UPDATE_ROLE, (previous, user.email))
+            return True, previous
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
         try:
