@@ -118,6 +118,11 @@ class Runner:
             self.outage.ok()
         except Exception:
             self.outage.failed("the scheduler's tick")
+        try:
+            self.rt.approvals.followup.sweep(self.rt.duties.clock.now())  # reminders and escalation, each once
+            self.outage.ok()
+        except Exception:
+            self.outage.failed("the follow-up of requests nobody decided")
 
     # ---- one job -------------------------------------------------------------------------------
 
