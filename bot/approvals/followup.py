@@ -112,12 +112,21 @@ class Desk(Protocol):
 class FollowUp:
     def __init__(self, runtime: Host, desk: Desk):
         self._rt, self._desk = runtime, desk
+        window = timedelta(minutes=runtime.settings.approval_minutes)
+        section = runtime.stack.config.approvals
+        for rule in [section, *section.policy]:
+            late = [f"{name} = {value}" for name in ("remind_after", "escalate_after")
+                    if (value := getattr(rule, name)) is not None and value.delta >= window]
+            if late:
+                where = f"the policy of /{rule.command}" if hasattr(rule, "command") else "[approvals]"
+                log.warning("%s: %s comes after a request expires (FLOWSTATE_APPROVAL_MINUTES=%g), so it never happens",
+                            where, ", ".join(late), runtime.settings.approval_minutes)
 
     # ---- reminding and escalating (the runners' sweep) ---------------------------------------------------
 
     def sweep(self, now: datetime) -> None:
         """Remind and escalate what is due at `now` (the scheduler's clock). Nothing without Slack to send it with."""
-        if self._rt.slack is None:
+        if self._rt.slack is None or not self._any_times():
             return
         with self._rt.store.session() as session:
             waiting = session.scalars(
@@ -128,6 +137,12 @@ class FollowUp:
                 self._follow(job, now)
             except Exception:
                 log.exception("the follow-up of %s failed", job.label)
+
+    def _any_times(self) -> bool:
+        """Whether the stack file sets a follow-up time anywhere: without one, the sweep does not even look."""
+        section = self._rt.stack.config.approvals
+        rules = [section, *section.policy]
+        return any(rule.remind_after is not None or rule.escalate_after is not None for rule in rules)
 
     def _follow(self, job: Job, now: datetime) -> None:
         rule = followup_rule(job, self._rt.stack.config)

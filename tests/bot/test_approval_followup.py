@@ -232,3 +232,23 @@ def test_a_slack_error_on_a_direct_message_leaves_the_decision_the_run_and_the_r
     assert runtime.ran == ["switch"] and _job(runtime, 1).state == "succeeded"
     assert "✅ Done (approved by <@UAPP>)" in _message(slack_double, job)
     assert _dms(slack_double, before) == [("UAPP2", _dms(slack_double, before)[0][1])], "nothing reached the requester, and nothing broke"
+
+
+def test_in_slack_the_runner_processes_remind_once_and_the_requester_hears_the_approval_and_the_result(slack_bot, slack_double):
+    """The bot as it runs in Slack: signed requests and clicks, runner processes sweeping on the real clock."""
+    from bot.approvals.service import APPROVE
+
+    stack = StackConfig.model_validate({"approvals": {"remind_after": "1s"}})
+    sender, runtime = slack_bot(stack, admins=["U0ADMIN", "U0ADMIN2"], approver_group="S0ADMINS", runner_processes=2)
+    slack_double.set_usergroup("S0ADMINS", ["U0ADMIN", "U0ADMIN2"])
+    assert sender.slash("/role", "grant U0OP admin", "U0ADMIN", CHANNEL, response_url=slack_double.response_url("ask")).status == 200
+    (reminder,) = slack_double.wait_for("chat.postMessage", timeout=30, predicate=lambda c: c.params.get("channel") == "DU0ADMIN2")
+    assert reminder.params["text"].startswith("⏰ Request #1 `/role grant U0OP admin` (asked by <@U0ADMIN>) has waited 1 s for your approval")
+    ts = _job(runtime, 1).message_ts
+    assert sender.click(APPROVE, "1", "U0ADMIN2", CHANNEL, ts, slack_double.response_url("approve")).status == 200
+    told = slack_double.wait_for("chat.postMessage", count=2, timeout=30, predicate=lambda c: c.params.get("channel") == "DU0ADMIN")
+    assert [call.params["text"] for call in told] == [
+        "✅ Your request #1 `/role grant U0OP admin` was approved by <@U0ADMIN2>; it runs now, and you will get its result here.",
+        f"🟢 Your request #1 `/role grant U0OP admin` (approved by <@U0ADMIN2>) has run and succeeded; its message in <#{CHANNEL}> has the details.",
+    ]
+    assert len([c for c in slack_double.calls_to("chat.postMessage") if c.params.get("channel") == "DU0ADMIN2"]) == 1, "reminded once"
