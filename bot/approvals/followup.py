@@ -169,6 +169,7 @@ class FollowUp:
         people = self._members(groups) - {job.requester}
         waited = duration(rule.remind_after.total_seconds())
         log.info("reminding %s approvers of %s (waiting %s)", len(people), job.label, waited)
+        self._desk.show(self._rt.jobs.get(job.id), self._desk.waiting(job))  # its message says they were reminded
         if not people:  # no group to ask, or nobody in it: the channel is told, in the request's thread
             self._in_thread(
                 job,

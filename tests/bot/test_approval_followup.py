@@ -117,6 +117,7 @@ def test_approvers_are_reminded_once_after_remind_after_then_the_next_group_once
         f"⏰ Request #1 `/flip switch` (asked by <@UOP>) has waited 10 min for your approval; approve or deny it on its "
         f"message in <#{CHANNEL}>, or run /approvals approve 1 before {runtime.approvals.when(job.expires_at)}."
     )
+    assert "⏰ Approvers reminded at " in _message(slack_double, job)
     _sweep_at(runtime, job.created_at + timedelta(minutes=20))
     assert len(_dms(slack_double, before)) == 2, "a second sweep sends nothing more"
 
