@@ -15,6 +15,7 @@ import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING, Callable, Protocol
 
+from bot.approvals.followup import FollowUp
 from bot.frame import blocks
 from bot.jobs.model import PENDING, QUEUED, RUNNING, Job
 from bot.frame.registry import CommandError, Decided, Invocation, Notifier, Reply, command_line
@@ -57,6 +58,7 @@ class Host(Protocol):
 class Approvals:
     def __init__(self, runtime: Host):
         self._rt = runtime
+        self.followup = FollowUp(runtime, self)  # reminders, escalation, the requester told (followup.py)
 
     # ---- what the channel sees ------------------------------------------------------------------
 
@@ -73,6 +75,7 @@ class Approvals:
         if job.state == PENDING:
             who = f"<!subteam^{settings.approver_group}> " if settings.approver_group else "Someone with the approver role "
             parts.append(blocks.context(f"{who}may approve until {self.when(job.expires_at)}; the requester may cancel."))
+            parts.extend(blocks.context(line) for line in self.followup.lines(job))
         parts.append(blocks.section(status))
         if detail:
             parts.extend(blocks.sections(detail))
@@ -90,6 +93,10 @@ class Approvals:
                 }
             )
         return Reply(f"Request #{job.id}: {line}: {status}", parts, in_channel=True)
+
+    def waiting(self, job: Job) -> str:
+        """The status of a request still waiting for a decision."""
+        return "⏳ Waiting for approval."
 
     def details(self, job: Job) -> list[str]:
         """What the command itself says an approver should know (a restore: the backup and what it replaces): the one
@@ -155,16 +162,18 @@ class Approvals:
             job_id = rt.jobs.submit(invocation, state=PENDING, arguments=arguments, expires_at=expires)
         elif not rt.jobs.to_pending(job_id, holder, arguments, expires):
             raise RuntimeError(f"request #{job_id} was taken from its runner")
-        rt.audit.record(invocation, "requested", arguments=arguments, job_id=job_id)
         job = rt.jobs.get(job_id)
         ts = None
         if rt.messages is not None and job.channel_id:
             try:
-                ts = rt.messages.post(job.channel_id, self.render(job, "⏳ Waiting for approval."))
+                ts = rt.messages.post(job.channel_id, self.render(job, self.waiting(job)))
             except Exception:
                 log.exception("could not post %s for approval", job.label)
             if ts:
                 rt.jobs.set_message(job_id, job.channel_id, ts)
+                log.info("posted %s for approval in %s (ts %s)", job.label, job.channel_id, ts)
+        posted = {"message": {"channel": job.channel_id, "ts": ts}} if ts else None
+        rt.audit.record(invocation, "requested", arguments=arguments, job_id=job_id, details=posted)
         how = "click Approve on its message, or another approver runs" if rt.notifier else "another approver runs"
         said = (
             f"Request #{job_id}: `{line}` needs a second person's approval (until {self.when(expires)}); "
@@ -199,6 +208,7 @@ class Approvals:
         self._record(invocation, "approved", job_id)
         job = rt.jobs.get(job_id)
         self.show(job, f"✅ Approved by <@{invocation.user_id}>; starting…")
+        self.followup.approved(job, invocation.user_id)
         rt.wake()
         return Reply(f"You approved {job.label}; it runs now.")
 
@@ -208,6 +218,7 @@ class Approvals:
             return self._not_open(self._rt.jobs.get(job_id), invocation, job_id)
         self._record(invocation, "declined", job_id)
         self.show(self._rt.jobs.get(job_id), f"⛔ Denied by <@{invocation.user_id}>; nothing ran.")
+        self.followup.denied(job, invocation.user_id)
         return Reply(f"You denied {job.label}; nothing ran.")
 
     def cancel(self, job_id: int, invocation: Invocation) -> Reply:
@@ -288,7 +299,12 @@ class Approvals:
         for job in expired:
             self._record(job.invocation(), "expired", job.id)
             self.show(job, f"⌛ Expired at {self.when(job.expires_at)} without approval; nothing ran.")
+            self.followup.expired(job)
         return expired
+
+    def ran(self, job_id: int) -> None:
+        """An approved request has ended (the pipeline's finish step): its requester is told how."""
+        self.followup.ran(job_id)
 
     def interrupted(self, jobs: list[Job]) -> None:
         """Jobs whose holder died: never run again; the lock goes, the channel is told."""

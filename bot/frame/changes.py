@@ -46,6 +46,8 @@ class RequestDesk(Protocol):
 
     def when(self, moment: datetime) -> str: ...
 
+    def ran(self, job_id: int) -> None: ...
+
 
 class Changes:
     def __init__(self, runtime: "Host"):

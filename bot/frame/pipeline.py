@@ -195,7 +195,9 @@ class Pipeline:
             retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
         state = "failed" if reply.failed else "refused" if request.refused is not None else "succeeded"
         finish = lambda: rt.jobs.finish(job.id, request.holder, state, reply.text, reply.error_id)  # noqa: E731
-        retried(finish, f"the outcome of {job.label}") if changes else finish()
+        finished = retried(finish, f"the outcome of {job.label}") if changes else finish()
+        if finished and request.stored:  # an approved request: its requester is told how it ended (never raises)
+            self.changes.desk.ran(job.id)
         return reply
 
     def resolve(self, request: Request, next) -> Reply:

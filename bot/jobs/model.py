@@ -43,6 +43,9 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     result: Mapped[str | None] = mapped_column(Text)
     error_id: Mapped[str | None] = mapped_column(String(16))
+    # The follow-up of a request nobody decides (bot/approvals/followup.py): each set once, by the sweep that sends it.
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     def invocation(self) -> Invocation:
         return Invocation(self.requester, self.command, self.text, self.channel_id, self.source)  # type: ignore[arg-type]

@@ -98,36 +98,31 @@ class Runner:
             self.pool.submit(self._process, job)
 
     def _sweep(self) -> None:
-        try:
-            self.rt.approvals.expire_due()
-            self.rt.approvals.interrupted(self.rt.jobs.interrupt(stale_after=self.rt.settings.job_lease_seconds))
-            if time.monotonic() >= self._forget_at:
-                self._forget_at = time.monotonic() + FORGET_SECONDS
-                forget_old_requests(self.rt.store)
-            self.outage.ok()
-        except Exception:
-            self.outage.failed("the sweep of expired requests and lost jobs")
-        try:
-            finish_abandoned_restores(self.rt.store)
-            finish_abandoned_releases(self.rt.store, self.rt.settings)
-            self.outage.ok()
-        except Exception:
-            self.outage.failed("the sweep of release and restore rows left open")
-        try:
-            self.rt.duties.tick()  # a duty whose slot has come: the replica whose INSERT wins queues it
-            self.outage.ok()
-        except Exception:
-            self.outage.failed("the scheduler's tick")
-        try:
-            self.rt.duties.freezes.sweep()  # a freeze that starts or ends: the replica whose UPDATE wins tells (and backs up)
-            self.outage.ok()
-        except Exception:
-            self.outage.failed("the change freezes' starts and ends")
-        try:
-            self.rt.access.sweep(self.rt.duties.clock.now())  # roles granted --for a while: warned, then ended
-            self.outage.ok()
-        except Exception:
-            self.outage.failed("the sweep of roles granted for a while")
+        """Each part of the sweep on its own: one that fails (the store away, Slack down) is reported by the outage
+        log and never keeps the others from running."""
+        rt = self.rt
+        now = rt.duties.clock.now  # the scheduler's clock: tests move it for every time-driven part at once
+        for part, what in (
+            (self._settle_jobs, "the sweep of expired requests and lost jobs"),
+            (lambda: (finish_abandoned_restores(rt.store), finish_abandoned_releases(rt.store, rt.settings)),
+             "the sweep of release and restore rows left open"),
+            (rt.duties.tick, "the scheduler's tick"),  # a duty whose slot has come: the replica whose INSERT wins queues it
+            (rt.duties.freezes.sweep, "the change freezes' starts and ends"),  # the replica whose UPDATE wins tells
+            (lambda: rt.approvals.followup.sweep(now()), "the follow-up of requests nobody decided"),  # each once
+            (lambda: rt.access.sweep(now()), "the sweep of roles granted for a while"),  # warned, then ended
+        ):
+            try:
+                part()
+                self.outage.ok()
+            except Exception:
+                self.outage.failed(what)
+
+    def _settle_jobs(self) -> None:
+        self.rt.approvals.expire_due()
+        self.rt.approvals.interrupted(self.rt.jobs.interrupt(stale_after=self.rt.settings.job_lease_seconds))
+        if time.monotonic() >= self._forget_at:
+            self._forget_at = time.monotonic() + FORGET_SECONDS
+            forget_old_requests(self.rt.store)
 
     # ---- one job -------------------------------------------------------------------------------
 
