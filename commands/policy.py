@@ -45,7 +45,7 @@ def _summary(cmd: Command, policies: list[ApprovalPolicy]) -> str:
 
 def _explain(ctx: Ctx, cmd: Command, policies: list[ApprovalPolicy]) -> Reply:
     config = ctx.stack.config
-    head = f"*{cmd.slash}* (needs the {cmd.role.name} role to ask)"
+    head = f"*{cmd.slash}* (anyone with the {cmd.role.name} role or higher may ask for it)"
     lines = []
     if policies:
         lines.append("The first policy of the stack file that matches a request decides what it needs (numbered as in the file):")
