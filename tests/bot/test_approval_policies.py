@@ -4,6 +4,7 @@ bot between two approvals, and /policy's words. The Slack side (user groups, the
 tests/bot/test_slack_approval_policies.py.
 """
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -117,6 +118,26 @@ def test_a_quorum_of_two_distinct_approvers_click_by_click(make_bot, database_ur
     assert len(_restarts(runtime)) == restarted and _restarts(runtime)[:1] in ([], [("restart", ("postgres",))])
 
 
+def test_two_last_approvers_at_once_run_it_once(make_bot, database_url):
+    runtime = make_bot(database_url)
+    run(runtime, "UOP", ASK)
+    assert _click(runtime, "UA1", "approve") == STILL_ONE
+    start, said = threading.Barrier(2), []
+
+    def approve(user):
+        start.wait()
+        said.append(run(runtime, user, "/approvals approve 1").text)
+
+    threads = [threading.Thread(target=approve, args=(user,)) for user in ("UA2", "UA3")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    list(run_approved(runtime, lambda _text: None))
+    assert sorted(said)[1] == RUNS and sorted(said)[0].startswith("Request #1 was already approved by <@UA"), said
+    assert _restarts(runtime) == [("restart", ("postgres",))] and _job(runtime).state == "succeeded"
+
+
 def test_approvals_shows_what_a_request_still_needs_and_its_reason(make_bot, database_url):
     runtime = make_bot(database_url)
     run(runtime, "UOP", ASK)
@@ -181,6 +202,7 @@ def test_a_policy_that_asks_for_a_reason_refuses_a_request_without_one_and_keeps
     with runtime.store.session() as session:
         requested = session.scalars(select(AuditEntry).where(AuditEntry.job_id == job.id, AuditEntry.outcome == "requested")).one()
     assert requested.details == {"reason": job.reason}
+    assert f"→ requested (0 ms) (reason: {job.reason}) [request #1]" in run(runtime, "UADMIN", "/audit 5").text
 
 
 @pytest.mark.parametrize(
