@@ -39,14 +39,17 @@ def policy_for(stack: StackConfig, command: str, arguments: dict) -> ApprovalPol
 
 
 def check_policies(stack: StackConfig, commands: "dict[str, Command]") -> None:
-    """Every policy names a command the bot has and arguments that command has: a typo would otherwise leave a
-    command with its own rule, silently. ConfigError naming each problem (the bot does not start)."""
+    """Every policy names a command the bot has and arguments that command has (a typo would otherwise leave a
+    command with its own rule, silently), and none lets a command with its own approver rule (/role's second admin)
+    run unapproved. ConfigError naming each problem (the bot does not start)."""
     problems = []
     for at, policy in enumerate(stack.approvals.policy):
         cmd = commands.get(policy.command)
         if cmd is None:
             problems.append(f"approvals.policy.{at}.command: there is no /{policy.command} command")
             continue
+        if policy.approvals == 0 and cmd.may_approve is not None:  # its own approver rule (a second admin) would be skipped
+            problems.append(f"approvals.policy.{at}.approvals: /{policy.command} checks who may approve it, so no policy may let it run without approval")
         known = list(cmd.args.model_fields)
         for name in policy.when:
             if name not in known:

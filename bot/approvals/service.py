@@ -227,10 +227,14 @@ class Approvals:
         new = self._vote(job, invocation.user_id, APPROVE_VOTE, self._member_groups(job, rule, invocation))
         now = self.standing(job)
         if not now.met:  # recorded; the request waits for the rest of its rule
+            current = rt.jobs.get(job_id)
+            if current.state != PENDING:  # denied, cancelled or expired since this click was checked
+                return self._not_open(current, invocation, job_id)
             if not new:
+                self._record(invocation, "rejected", job_id, "already approved by them")
                 return Reply(f"You have already approved {job.label}; it still needs {now.missing()}.")
             self._record(invocation, "approved", job_id, details={"approvals": f"{len(now.approvers)} of {rule.approvals}"})
-            self.show(rt.jobs.get(job_id), "⏳ Waiting for approval.")
+            self.show(current, "⏳ Waiting for approval.")
             return Reply(f"You approved {job.label}; it still needs {now.missing()}.")
         held = None
         cmd = rt.commands.get(job.command)

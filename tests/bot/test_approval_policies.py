@@ -211,9 +211,11 @@ def test_a_policy_that_asks_for_a_reason_refuses_a_request_without_one_and_keeps
         ({"command": "restar"}, "approvals.policy.0.command: there is no /restar command"),
         ({"command": "restart", "when": {"service": ["postgres"]}},
          "approvals.policy.0.when: /restart has no argument 'service' (its arguments: services)"),
+        ({"command": "role", "when": {"role": ["admin"]}, "approvals": 0},
+         "approvals.policy.0.approvals: /role checks who may approve it, so no policy may let it run without approval"),
     ],
 )
-def test_a_policy_naming_an_unknown_command_or_argument_stops_the_bot_at_start(make_runtime, policy, error):
+def test_a_policy_naming_an_unknown_command_or_argument_or_skipping_a_second_admin_stops_the_bot_at_start(make_runtime, policy, error):
     with pytest.raises(ConfigError) as refused:
         make_runtime(_config([policy]))
     assert str(refused.value) == f"stack file (defaults): {error}"
