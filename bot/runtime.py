@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 
 import commands
 from bot.access.service import ExpiringAccess
+from bot.approvals.policy import check_policies
 from bot.approvals.service import Approvals
 from bot.backups.service import Backups
 from bot.frame.audit import AuditLog
@@ -68,6 +69,7 @@ class Runtime:
         self.duties = Duties(self)  # tests replace it with one on a clock they control
         self.access = ExpiringAccess(self)
         config = self.stack.config
+        check_policies(config, self.commands)  # a policy naming no command or argument: the bot does not start
         self.backups = Backups(self.store, self.stack, self.settings, self.audit) if config.database else None
         self.releases = Releases(self.store, self.stack, self.settings, self.at_fault) if config.deploy else None
         self.pipeline.run_source(DUTY_SOURCE, lambda job, holder: self.duties.run_job(job, holder))

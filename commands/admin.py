@@ -177,6 +177,8 @@ def _entry_line(entry, tz, commands) -> str:
     text = _as_typed(entry, commands) + f" → {entry.outcome} ({entry.duration_ms} ms)"
     if entry.error:
         text += f": {entry.error}"
+    if isinstance(entry.details, dict) and entry.details.get("reason"):  # --reason "TEXT" of a request
+        text += f" (reason: {entry.details['reason']})"
     if entry.error_id:
         text += f" [error id {entry.error_id}]"
     if entry.job_id:

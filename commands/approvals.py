@@ -43,7 +43,7 @@ def approvals(ctx: Ctx, args: ApprovalsArgs) -> Reply:
         lines = []
         for job in pending:
             lines.append(f"#{job.id} `{flow.command_line(job)}` asked by <@{job.requester}>, expires {flow.when(job.expires_at)}")
-            lines.extend(f"    {detail}" for detail in flow.details(job))
+            lines.extend(f"    {detail}" for detail in flow.waiting(job))
         return Reply("\n".join(lines), [blocks.section("*Waiting for approval*"), *blocks.sections(lines)])
     if args.action == "approve":
         return flow.approve(args.id, ctx.invocation, ctx.role)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import or_, select, update
 
+from bot.approvals.model import ApprovalVote
 from bot.approvals.policy import policy_for
 from bot.frame import blocks
 from bot.frame.humanize import duration
@@ -67,7 +68,7 @@ def _seconds(value) -> timedelta | None:
 def followup_rule(job: Job, stack: "StackConfig") -> Rule:
     """The follow-up of one request: from the policy stored on its job row when there is one (the policies part's
     `policy` column), else from the stack file's policy for its command and arguments, then its [approvals] section."""
-    stored = getattr(job, "policy", None)
+    stored = job.policy
     if stored is not None:
         return Rule(
             _seconds(stored.get("remind_after")), _seconds(stored.get("escalate_after")), stored.get("escalate_to"),
@@ -165,11 +166,10 @@ class FollowUp:
 
     def _remind(self, job: Job, rule: Rule) -> None:
         groups = rule.groups or ((self._rt.settings.approver_group,) if self._rt.settings.approver_group else ())
-        # People who already approved are not left out: this branch has no votes table (one approval decides).
-        people = self._members(groups) - {job.requester}
+        people = self._members(groups) - {job.requester} - self._voted(job)  # who already approved is not asked again
         waited = duration(rule.remind_after.total_seconds())
         log.info("reminding %s approvers of %s (waiting %s)", len(people), job.label, waited)
-        self._desk.show(self._rt.jobs.get(job.id), self._desk.waiting(job))  # its message says they were reminded
+        self._desk.show(self._rt.jobs.get(job.id), self._desk.waiting_status(job))  # its message says they were reminded
         if not people:  # no group to ask, or nobody in it: the channel is told, in the request's thread
             self._in_thread(
                 job,
@@ -184,11 +184,15 @@ class FollowUp:
                 f"{self._where(job)}, or run /approvals approve {job.id} before {self._desk.when(job.expires_at)}.",
             )
 
+    def _voted(self, job: Job) -> set[str]:
+        with self._rt.store.session() as session:
+            return set(session.scalars(select(ApprovalVote.user_id).where(ApprovalVote.job_id == job.id)))
+
     def _escalate(self, job: Job, rule: Rule) -> None:
         people = self._members((rule.escalate_to,)) - {job.requester}
         waited = duration(rule.escalate_after.total_seconds())
         log.info("escalating %s to %s (%s people; waiting %s)", job.label, rule.escalate_to, len(people), waited)
-        self._desk.show(self._rt.jobs.get(job.id), self._desk.waiting(job))  # its message now says it was escalated
+        self._desk.show(self._rt.jobs.get(job.id), self._desk.waiting_status(job))  # its message now says it was escalated
         for person in sorted(people):
             self.direct(
                 person,
@@ -211,8 +215,9 @@ class FollowUp:
     # ---- telling the requester -------------------------------------------------------------------------------
 
     @_never_raises
-    def approved(self, job: Job, by: str) -> None:
-        self._tell(job, f"✅ {self._yours(job)} was approved by <@{by}>; it runs now, and you will get its result here.")
+    def approved(self, job: Job, approvers: list[str]) -> None:
+        by = " and ".join(f"<@{user}>" for user in approvers)
+        self._tell(job, f"✅ {self._yours(job)} was approved by {by}; it runs now, and you will get its result here.")
 
     @_never_raises
     def denied(self, job: Job, by: str) -> None:

@@ -5,6 +5,9 @@ at once, a replayed click or two bot processes give exactly one winner. The requ
 message is updated in place at every step; every step is an audit row linked to the job.
 This desk keeps requests, decisions, expiry and the message; running an approved request is the request
 pipeline's (bot/frame/pipeline.py, bot/frame/changes.py), which it never calls: an approval queues the job and rings.
+A request keeps the rule it was asked under (bot/approvals/policy.py: a quorum of distinct approvers, a least role,
+user groups, a reason); each approval is a vote row (one per person), and the vote that completes the rule makes the
+one conditional update pending -> queued. A deny by anyone who may decide wins at once.
 """
 
 from __future__ import annotations
@@ -13,20 +16,30 @@ import dataclasses
 import logging
 import threading
 from datetime import timedelta
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from bot.approvals.followup import FollowUp
+from bot.approvals.model import APPROVE_VOTE, DENY_VOTE, ApprovalVote
+from bot.approvals.policy import Rule, Standing, effective_rule, standing
 from bot.frame import blocks
+from bot.frame.humanize import count
 from bot.jobs.model import PENDING, QUEUED, RUNNING, Job
 from bot.frame.registry import CommandError, Decided, Invocation, Notifier, Reply, command_line
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from bot.frame.audit import AuditLog
+    from bot.frame.authz import Authorizer
     from bot.frame.config import Settings
     from bot.frame.registry import Command, Context
     from bot.jobs.queue import ChangeLocks, JobQueue
+    from bot.store.engine import Store
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +51,9 @@ class Host(Protocol):
 
     settings: "Settings"
     audit: "AuditLog"
+    authz: "Authorizer"
+    store: "Store"
+    stack: Any  # the operated stack: its config holds the approval policies
     commands: "dict[str, Command]"
     jobs: "JobQueue"
     locks: "ChangeLocks"
@@ -71,10 +87,12 @@ class Approvals:
         settings = self._rt.settings
         head = f"*Request #{job.id}*: `{line}`"
         facts = f"Stack: {self._rt.stack_name} · asked by <@{job.requester}> at {self.when(job.created_at)}"
-        parts = [blocks.section(head), blocks.context(facts), *blocks.sections(self.details(job))]
+        parts = [blocks.section(head), blocks.context(facts), *blocks.sections([*self._reason(job), *self.details(job)])]
         if job.state == PENDING:
-            who = f"<!subteam^{settings.approver_group}> " if settings.approver_group else "Someone with the approver role "
-            parts.append(blocks.context(f"{who}may approve until {self.when(job.expires_at)}; the requester may cancel."))
+            rule = Rule.of(job.policy)
+            who = f"<!subteam^{settings.approver_group}> " if settings.approver_group else f"Someone with the {rule.approver_role.name} role "
+            needs = "" if rule.plain else f"{self.standing(job).needs()} "
+            parts.append(blocks.context(f"{needs}{who}may approve until {self.when(job.expires_at)}; the requester may cancel."))
             parts.extend(blocks.context(line) for line in self.followup.lines(job))
         parts.append(blocks.section(status))
         if detail:
@@ -94,9 +112,34 @@ class Approvals:
             )
         return Reply(f"Request #{job.id}: {line}: {status}", parts, in_channel=True)
 
-    def waiting(self, job: Job) -> str:
-        """The status of a request still waiting for a decision."""
+    @staticmethod
+    def waiting_status(job: Job) -> str:
+        """The status of a request still waiting for a decision (what it still needs is on the line above it)."""
         return "⏳ Waiting for approval."
+
+    @staticmethod
+    def _reason(job: Job) -> list[str]:
+        return [f"*Reason:* {blocks.escape(job.reason)}"] if job.reason else []
+
+    def standing(self, job: Job) -> Standing:
+        """Who approved the request so far, and what its rule still needs."""
+        with self._rt.store.session() as session:
+            votes = session.execute(
+                select(ApprovalVote.user_id, ApprovalVote.groups)
+                .where(ApprovalVote.job_id == job.id, ApprovalVote.vote == APPROVE_VOTE, ApprovalVote.user_id != job.requester)
+                .order_by(ApprovalVote.id)
+            ).all()
+        return standing(Rule.of(job.policy), [(user, list(groups or [])) for user, groups in votes])
+
+    def waiting(self, job: Job) -> list[str]:
+        """What /approvals shows under a pending request: its reason, what it still needs, what its command says."""
+        rule = Rule.of(job.policy)
+        needs = [] if rule.plain else [self.standing(job).needs()]
+        return [*self._reason(job), *needs, *self.details(job)]
+
+    def rule(self, cmd: "Command", args: "BaseModel") -> dict | None:
+        """The rule a checked request is asked under (a policy of the stack file, else the command's own); None: no approval."""
+        return effective_rule(self._rt.stack.config, cmd, args)
 
     def details(self, job: Job) -> list[str]:
         """What the command itself says an approver should know (a restore: the backup and what it replaces): the one
@@ -154,34 +197,35 @@ class Approvals:
 
     # ---- asking --------------------------------------------------------------------------------
 
-    def request(self, invocation: Invocation, arguments: dict, line: str, *, job_id: int | None = None, holder: str | None = None) -> Reply:
-        """Hold a checked command (`line`, from `arguments`) as a request (a new job, or the runner's job turned pending) and post it."""
+    def request(self, invocation: Invocation, arguments: dict, line: str, *, job_id: int | None = None, holder: str | None = None,
+                rule: dict | None = None, reason: str | None = None) -> Reply:
+        """Hold a checked command (`line`, from `arguments`) as a request (a new job, or the runner's job turned pending)
+        and post it; it keeps its rule (what the approval-rule step resolved) and its reason."""
         rt = self._rt
         expires = utcnow() + timedelta(minutes=rt.settings.approval_minutes)
         if job_id is None:
-            job_id = rt.jobs.submit(invocation, state=PENDING, arguments=arguments, expires_at=expires)
-        elif not rt.jobs.to_pending(job_id, holder, arguments, expires):
+            job_id = rt.jobs.submit(invocation, state=PENDING, arguments=arguments, expires_at=expires, policy=rule, reason=reason)
+        elif not rt.jobs.to_pending(job_id, holder, arguments, expires, policy=rule, reason=reason):
             raise RuntimeError(f"request #{job_id} was taken from its runner")
         job = rt.jobs.get(job_id)
         ts = None
         if rt.messages is not None and job.channel_id:
             try:
-                ts = rt.messages.post(job.channel_id, self.render(job, self.waiting(job)))
+                ts = rt.messages.post(job.channel_id, self.render(job, self.waiting_status(job)))
             except Exception:
                 log.exception("could not post %s for approval", job.label)
             if ts:
                 rt.jobs.set_message(job_id, job.channel_id, ts)
                 log.info("posted %s for approval in %s (ts %s)", job.label, job.channel_id, ts)
-        posted = {"message": {"channel": job.channel_id, "ts": ts}} if ts else None
-        rt.audit.record(invocation, "requested", arguments=arguments, job_id=job_id, details=posted)
+        details = {**({"reason": reason} if reason else {}), **({"message": {"channel": job.channel_id, "ts": ts}} if ts else {})}
+        rt.audit.record(invocation, "requested", arguments=arguments, job_id=job_id, details=details or None)
         how = "click Approve on its message, or another approver runs" if rt.notifier else "another approver runs"
-        said = (
-            f"Request #{job_id}: `{line}` needs a second person's approval (until {self.when(expires)}); "
-            f"{how} /approvals approve {job_id}."
-        )
+        kept = Rule.of(rule)
+        needs = "a second person's approval" if kept.plain else f"{count(kept.approvals, 'approval')}{standing(kept, []).from_groups()}"
+        said = f"Request #{job_id}: `{line}` needs {needs} (until {self.when(expires)}); {how} /approvals approve {job_id}."
         if ts:
             return Reply(said)  # its message in the channel shows the details
-        details = self.details(job)
+        details = [*self._reason(job), *self.details(job)]
         return Reply("\n".join([said, *details]), [blocks.section(said), *blocks.sections(details)])
 
     # ---- deciding -------------------------------------------------------------------------------
@@ -189,6 +233,19 @@ class Approvals:
     def approve(self, job_id: int, invocation: Invocation, role: Role) -> Reply:
         rt = self._rt
         job = self._decidable(job_id, invocation, role, "approve")
+        rule = Rule.of(job.policy)
+        new = self._vote(job, invocation.user_id, APPROVE_VOTE, self._member_groups(job, rule, invocation))
+        now = self.standing(job)
+        if not now.met:  # recorded; the request waits for the rest of its rule
+            current = rt.jobs.get(job_id)
+            if current.state != PENDING:  # denied, cancelled or expired since this click was checked
+                return self._not_open(current, invocation, job_id)
+            if not new:
+                self._record(invocation, "rejected", job_id, "already approved by them")
+                return Reply(f"You have already approved {job.label}; it still needs {now.missing()}.")
+            self._record(invocation, "approved", job_id, details={"approvals": f"{len(now.approvers)} of {rule.approvals}"})
+            self.show(current, "⏳ Waiting for approval.")
+            return Reply(f"You approved {job.label}; it still needs {now.missing()}.")
         held = None
         cmd = rt.commands.get(job.command)
         if cmd is not None and cmd.changes:
@@ -205,10 +262,11 @@ class Approvals:
                 if current.state not in (QUEUED, RUNNING):
                     rt.locks.release(job_id)
             return self._not_open(rt.jobs.get(job_id), invocation, job_id)
-        self._record(invocation, "approved", job_id)
+        self._record(invocation, "approved", job_id, details=None if rule.plain else {"approvals": f"{len(now.approvers)} of {rule.approvals}"})
         job = rt.jobs.get(job_id)
-        self.show(job, f"✅ Approved by <@{invocation.user_id}>; starting…")
-        self.followup.approved(job, invocation.user_id)
+        approvers = now.approvers or [invocation.user_id]
+        self.show(job, f"✅ Approved by {' and '.join(f'<@{user}>' for user in approvers)}; starting…")
+        self.followup.approved(job, approvers)
         rt.wake()
         return Reply(f"You approved {job.label}; it runs now.")
 
@@ -216,6 +274,7 @@ class Approvals:
         job = self._decidable(job_id, invocation, role, "deny")
         if not self._rt.jobs.decide(job_id, "denied", invocation.user_id):
             return self._not_open(self._rt.jobs.get(job_id), invocation, job_id)
+        self._vote(job, invocation.user_id, DENY_VOTE, [])
         self._record(invocation, "declined", job_id)
         self.show(self._rt.jobs.get(job_id), f"⛔ Denied by <@{invocation.user_id}>; nothing ran.")
         self.followup.denied(job, invocation.user_id)
@@ -234,9 +293,40 @@ class Approvals:
         self.show(self._rt.jobs.get(job_id), f"🚫 Cancelled by <@{invocation.user_id}>; nothing ran.")
         return Reply(f"You cancelled {job.label}; nothing ran.")
 
-    def _record(self, invocation: Invocation, outcome: str, job_id: int, error: str | None = None) -> None:
+    def _vote(self, job: Job, user: str, vote: str, groups: list[str]) -> bool:
+        """This person's vote on the request, once (the unique key): False when they had voted already. A deny
+        replaces an approval (the deny has won by then)."""
         try:
-            self._rt.audit.record(invocation, outcome, job_id=job_id, error=error)
+            with self._rt.store.session.begin() as session:
+                session.add(ApprovalVote(job_id=job.id, user_id=user[:64], vote=vote, groups=groups, at=utcnow()))
+            return True
+        except IntegrityError:
+            if vote == DENY_VOTE:
+                with self._rt.store.session.begin() as session:
+                    session.execute(
+                        update(ApprovalVote).where(ApprovalVote.job_id == job.id, ApprovalVote.user_id == user[:64]).values(vote=vote, at=utcnow())
+                    )
+            return False
+
+    def _member_groups(self, job: Job, rule: Rule, invocation: Invocation) -> list[str]:
+        """The rule's user groups the approver is a member of (Slack's answer, cached); a lookup that fails refuses
+        the click, nothing recorded."""
+        mine = []
+        for group in rule.groups:
+            members = self._rt.authz.members_of(group)
+            if members is None:
+                self._record(invocation, "denied", job.id, f"user-group lookup failed for {group}")
+                raise CommandError(
+                    f"Your approval of {job.label} was not recorded: Slack's member list of <!subteam^{group}> could not be "
+                    "read; try again in a minute."
+                )
+            if invocation.user_id in members:
+                mine.append(group)
+        return mine
+
+    def _record(self, invocation: Invocation, outcome: str, job_id: int, error: str | None = None, details: dict | None = None) -> None:
+        try:
+            self._rt.audit.record(invocation, outcome, job_id=job_id, error=error, details=details)
         except Exception:
             log.exception("audit write failed for %s of request #%s", outcome, job_id)
 
@@ -255,9 +345,10 @@ class Approvals:
             self._record(invocation, "denied", job_id, f"the requester may not {verb} their own request")
             hint = " (use Cancel to withdraw it)" if verb == "deny" else ""
             raise CommandError(f"You asked for {job.label}, so a second person must {verb} it{hint}.")
-        if role < Role.approver:
-            self._record(invocation, "denied", job_id, f"needs approver, has {role.name}")
-            raise CommandError(f"To {verb} {job.label} you need the approver role and you have {role.name}.")
+        needed = Rule.of(job.policy).approver_role
+        if role < needed:
+            self._record(invocation, "denied", job_id, f"needs {needed.name}, has {role.name}")
+            raise CommandError(f"To {verb} {job.label} you need the {needed.name} role and you have {role.name}.")
         cmd = self._rt.commands.get(job.command)
         if verb == "approve" and cmd is not None and cmd.may_approve is not None:
             why = cmd.may_approve(cmd.args.model_validate(job.arguments), invocation.user_id, role)

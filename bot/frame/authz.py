@@ -84,6 +84,11 @@ class Authorizer:
         role = max((role for role, _source in sources), default=None)
         return RoleExplanation(role, [source for _role, source in sorted(sources, reverse=True)], lookup_failed)
 
+    def members_of(self, group: str) -> set[str] | None:
+        """A Slack user group's members (cached, as for roles); None when Slack could not say. Without Slack (the
+        console) nobody is a member of any group."""
+        return self._members(group)
+
     def _members(self, group: str) -> set[str] | None:
         """A group's members, cached; None when Slack could not say (a failure is cached briefly too)."""
         if self._group_members is None:

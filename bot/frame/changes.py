@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 from bot.frame import blocks
 from bot.frame.publish import Publisher
-from bot.frame.registry import Invocation, Reply
+from bot.frame.registry import Command, Invocation, Reply
 from bot.jobs.model import RUNNING, Job
 from bot.store.engine import retried, utcnow
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from bot.frame.pipeline import Request
     from bot.frame.pipeline import Host
 
@@ -34,7 +36,10 @@ PROGRESS_INTERVAL = 1.0  # seconds between two chat.update calls of one message 
 class RequestDesk(Protocol):
     """What the pipeline asks of the approvals desk (bot/approvals): to hold a request, and to keep its message."""
 
-    def request(self, invocation: Invocation, arguments: dict, line: str, *, job_id: int | None = None, holder: str | None = None) -> Reply: ...
+    def request(self, invocation: Invocation, arguments: dict, line: str, *, job_id: int | None = None, holder: str | None = None,
+                rule: dict | None = None, reason: str | None = None) -> Reply: ...
+
+    def rule(self, cmd: Command, args: BaseModel) -> dict | None: ...
 
     def show(self, job: Job, status: str, detail: list[str] | None = None) -> None: ...
 
@@ -71,11 +76,14 @@ class Changes:
             request.holder = rt.holder
             job_id = rt.jobs.submit(
                 request.invocation, state=RUNNING, arguments=request.arguments, break_glass=request.break_glass,
-                holder=request.holder, started_at=utcnow(),
+                holder=request.holder, started_at=utcnow(), policy=request.rule, reason=request.reason,
             )
             request.job = rt.jobs.get(job_id)
         elif not request.stored:  # a runner's job that needs no (more) approval: it keeps what was checked
-            rt.jobs.update_held(request.job, request.holder, arguments=request.arguments, break_glass=request.break_glass)
+            rt.jobs.update_held(
+                request.job, request.holder, arguments=request.arguments, break_glass=request.break_glass, policy=request.rule,
+                reason=request.reason,
+            )
             request.job = rt.jobs.get(request.job.id)
         job = request.job
         if request.break_glass and not request.stored:

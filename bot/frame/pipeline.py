@@ -1,7 +1,7 @@
 """The one request pipeline: a command from Slack, the console or a duty walks the same ordered steps.
 
-The steps are built once (`Pipeline.steps`): publish, finish, resolve, authorize, break-glass, parse,
-authorize the use, check, freeze, gate, execute. Each is `step(request, next) -> Reply` (bolt's middleware shape):
+The steps are built once (`Pipeline.steps`): publish, finish, resolve, authorize, break-glass, reason, parse,
+approval rule, authorize the use, check, freeze, gate, execute. Each is `step(request, next) -> Reply` (bolt's middleware shape):
 it goes on by returning `next(request)`, or refuses by raising `Refused` with the user's one sentence (its
 audit row written). An exception in a step is a refusal with an error id, never a pass: the walker catches
 it at that step. The gate parks a request for approval, or runs a change as a held job under the stack's
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BREAK_GLASS = "--break-glass"
+REASON = "--reason"
 
 Step = Callable[["Request", Callable[["Request"], Reply]], Reply]
 
@@ -71,6 +72,11 @@ class Request:
     args: BaseModel | None = None
     break_glass: str | None = None
     broken_freeze: str | None = None  # the change freeze a break-glass broke ("frozen until … by …: reason")
+    reason: str | None = None  # --reason "TEXT": why it is asked (redacted), kept on its job, shown to its approvers
+    # The approval rule it is asked under (bot/approvals/policy.py, stored on its job), None when it needs none;
+    # resolved by the approval-rule step once the arguments are known.
+    rule: dict | None = None
+    ruled: bool = False
     parked: bool = False  # the gate turned it into a request waiting for approval
     refused: Refused | None = None
 
@@ -80,6 +86,8 @@ class Request:
 
     @property
     def needs_approval(self) -> bool:
+        if self.ruled:
+            return self.rule is not None and self.rule["approvals"] >= 1
         return self.cmd.approval_needed(self.args)
 
     def command_line(self) -> str:
@@ -93,6 +101,22 @@ class Request:
 
 def _error_id() -> str:
     return secrets.token_hex(4)
+
+
+def _option(text: str, flag: str) -> tuple[str, str] | None:
+    """(its value, the text without the two) when `flag` is one of the typed words; None when it is not (or a
+    quote is open: the parser reports that)."""
+    if flag not in text:
+        return None
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return None
+    if flag not in words:
+        return None
+    at = words.index(flag)
+    value = words[at + 1].strip() if at + 1 < len(words) else ""
+    return value, " ".join(shlex.quote(word) for word in words[:at] + words[at + 2 :])
 
 
 
@@ -127,8 +151,8 @@ class Pipeline:
         self.changes = Changes(runtime)
         # The one place the order is decided.
         self.steps: list[Step] = [
-            self.publish, self.finish, self.resolve, self.authorize, self.break_glass, self.parse,
-            self.authorize_use, self.check, self.freeze, self.gate, self.execute,
+            self.publish, self.finish, self.resolve, self.authorize, self.break_glass, self.reason, self.parse,
+            self.approval_rule, self.authorize_use, self.check, self.freeze, self.gate, self.execute,
         ]
         self._sources: dict[str, Callable[[Job, str], Reply]] = {}
 
@@ -247,24 +271,31 @@ class Pipeline:
         if request.stored:
             request.break_glass = request.job.break_glass
             return next(request)
-        if BREAK_GLASS not in request.text:
+        found = _option(request.text, BREAK_GLASS)
+        if found is None:
             return next(request)
-        try:
-            words = shlex.split(request.text)
-        except ValueError:
-            return next(request)  # the parser reports the open quote
-        if BREAK_GLASS not in words:
-            return next(request)
-        at = words.index(BREAK_GLASS)
-        reason = words[at + 1].strip() if at + 1 < len(words) else ""
-        rest = words[:at] + words[at + 2 :]
+        reason, rest = found
         if not self._runtime.settings.break_glass:
             self._refuse(request, "rejected", "Break-glass is turned off on this bot (FLOWSTATE_BREAK_GLASS); ask an approver.")
         if request.role < Role.admin:
             self._refuse(request, "denied", f"Only an admin may use {BREAK_GLASS}; ask an approver instead.")
         if not reason or reason.startswith("--"):
             self._refuse(request, "rejected", f'{BREAK_GLASS} needs a reason in quotes, such as {BREAK_GLASS} "approvers asleep, site down".')
-        request.text, request.break_glass = " ".join(shlex.quote(word) for word in rest), reason[:500]
+        request.text, request.break_glass = rest, reason[:500]
+        return next(request)
+
+    def reason(self, request: Request, next) -> Reply:
+        """`--reason "TEXT"`: why it is asked (a ticket), kept with the request, shown to its approvers and audited."""
+        if request.stored:
+            request.reason = request.job.reason
+            return next(request)
+        found = _option(request.text, REASON)
+        if found is None:
+            return next(request)
+        reason, rest = found
+        if not reason or reason.startswith("--"):
+            self._refuse(request, "rejected", f'{REASON} needs the reason in quotes, such as {REASON} "INC-42: disk full on db-1".')
+        request.text, request.reason = rest, redact(" ".join(reason.split()))[:500]
         return next(request)
 
     def parse(self, request: Request, next) -> Reply:
@@ -286,10 +317,26 @@ class Pipeline:
                 request, "rejected", f"{cmd.slash} could not read its arguments (error id {error_id}); the details are in the bot's log.",
                 error=f"{type(error).__name__}: {error}", error_id=error_id,
             )
+        return next(request)
+
+    def approval_rule(self, request: Request, next) -> Reply:
+        """Which approval rule this use is asked under: the first matching policy of the stack file, else the
+        command's own (the approvals desk resolves it; the request keeps it). A rule may ask for a reason."""
+        cmd = request.cmd
+        if request.stored:
+            request.rule = request.job.policy
+            return next(request)
+        request.rule, request.ruled = self.changes.desk.rule(cmd, request.args), True
+        # During a change freeze even a change that needs no approval may be forced through, loudly.
         if request.break_glass is not None and not request.needs_approval and not (cmd.changes and self._frozen() is not None):
             self._refuse(request, "rejected", f"{cmd.slash} with these arguments needs no approval; run it without {BREAK_GLASS}.")
         if request.break_glass is not None and cmd.may_approve is not None:
             self._refuse(request, "rejected", f"`{request.command_line()}` cannot be run with {BREAK_GLASS}; ask for its approval.")
+        if request.rule is not None and request.rule.get("reason") and not request.reason and request.break_glass is None:
+            self._refuse(
+                request, "rejected",
+                f'`{request.command_line()}` needs a reason: add {REASON} "TEXT" (why, or a ticket) and ask again; /policy {cmd.name} shows its rule.',
+            )
         return next(request)
 
     def authorize_use(self, request: Request, next) -> Reply:
@@ -347,7 +394,7 @@ class Pipeline:
             job = request.job
             return self.changes.desk.request(
                 request.invocation, request.arguments, request.command_line(),
-                job_id=job.id if job is not None else None, holder=request.holder,
+                job_id=job.id if job is not None else None, holder=request.holder, rule=request.rule, reason=request.reason,
             )
         if request.cmd.changes or request.stored:
             return self.changes.run(request, next)
@@ -359,7 +406,7 @@ class Pipeline:
         arguments = request.arguments
         job_id = request.job.id if request.job is not None else None
         started = time.monotonic()
-        self._record(request, "allowed", arguments=arguments, job_id=job_id)
+        self._record(request, "allowed", arguments=arguments, job_id=job_id, details={"reason": request.reason} if request.reason else None)
         context = self._context(request, job_id)
         error_text = error_id = None
         try:

@@ -32,6 +32,10 @@ class Job(Base):
     arguments: Mapped[dict | None] = mapped_column(JSON)  # validated; set once the job passed its checks
     response_url: Mapped[str | None] = mapped_column(Text)
     break_glass: Mapped[str | None] = mapped_column(Text)  # the reason, when an admin ran it without approval
+    # The approval rule it was asked under, resolved then (bot/approvals/policy.py): a later stack-file edit does
+    # not change a waiting request. None on older rows: one approver with the approver role.
+    policy: Mapped[dict | None] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(Text)  # --reason "TEXT": why it is asked (a ticket)
     approver: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -247,8 +247,8 @@ class JobQueue:
                   "said": result[:4000] if result else None, "error": error_id}
         return self._store.ack_writer.write((_FINISH, values)) is not None
 
-    def to_pending(self, job_id: int, holder: str, arguments: dict, expires_at: datetime) -> bool:
-        """A checked request now waits for a second person; its runner lets go of it."""
+    def to_pending(self, job_id: int, holder: str, arguments: dict, expires_at: datetime, **fields) -> bool:
+        """A checked request now waits for a second person; its runner lets go of it (`fields`: its rule, its reason)."""
         return self._change(
             job_id,
             [Job.state == RUNNING, Job.holder == holder],
@@ -256,6 +256,7 @@ class JobQueue:
             arguments=arguments,
             expires_at=expires_at,
             holder=None,
+            **fields,
         )
 
     def set_message(self, job_id: int, channel: str, ts: str) -> None:

@@ -13,6 +13,7 @@ SAMPLES = {
     "help": "",
     "whoami": "",
     "role": "list",
+    "policy": "restart",
     "audit": "5",
     "health": "",
     "stats": "1h",
