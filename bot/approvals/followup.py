@@ -52,7 +52,7 @@ def _never_raises(tell):
 
 
 @dataclass(frozen=True)
-class Rule:
+class Timetable:
     """When a request's approvers are reminded and who is asked next; None: never."""
 
     remind_after: timedelta | None
@@ -65,12 +65,12 @@ def _seconds(value) -> timedelta | None:
     return timedelta(seconds=value) if value else None
 
 
-def followup_rule(job: Job, stack: "StackConfig") -> Rule:
+def timetable(job: Job, stack: "StackConfig") -> Timetable:
     """The follow-up of one request: from the policy stored on its job row when there is one (the policies part's
     `policy` column), else from the stack file's policy for its command and arguments, then its [approvals] section."""
     stored = job.policy
     if stored is not None:
-        return Rule(
+        return Timetable(
             _seconds(stored.get("remind_after")), _seconds(stored.get("escalate_after")), stored.get("escalate_to"),
             tuple(stored.get("groups") or ()),
         )
@@ -82,7 +82,7 @@ def followup_rule(job: Job, stack: "StackConfig") -> Rule:
         return value if value is not None else getattr(section, name)
 
     remind, escalate = pick("remind_after"), pick("escalate_after")
-    return Rule(
+    return Timetable(
         remind.delta if remind else None, escalate.delta if escalate else None, pick("escalate_to"),
         tuple(policy.groups) if policy is not None else (),
     )
@@ -146,7 +146,7 @@ class FollowUp:
         return any(rule.remind_after is not None or rule.escalate_after is not None for rule in rules)
 
     def _follow(self, job: Job, now: datetime) -> None:
-        rule = followup_rule(job, self._rt.stack.config)
+        rule = timetable(job, self._rt.stack.config)
         if job.reminded_at is None and rule.remind_after is not None and now >= job.created_at + rule.remind_after:
             if self._mark(job.id, Job.reminded_at, now):
                 self._remind(job, rule)
@@ -164,7 +164,7 @@ class FollowUp:
             )
             return result.rowcount == 1
 
-    def _remind(self, job: Job, rule: Rule) -> None:
+    def _remind(self, job: Job, rule: Timetable) -> None:
         groups = rule.groups or ((self._rt.settings.approver_group,) if self._rt.settings.approver_group else ())
         people = self._members(groups) - {job.requester} - self._voted(job)  # who already approved is not asked again
         waited = duration(rule.remind_after.total_seconds())
@@ -188,7 +188,7 @@ class FollowUp:
         with self._rt.store.session() as session:
             return set(session.scalars(select(ApprovalVote.user_id).where(ApprovalVote.job_id == job.id)))
 
-    def _escalate(self, job: Job, rule: Rule) -> None:
+    def _escalate(self, job: Job, rule: Timetable) -> None:
         people = self._members((rule.escalate_to,)) - {job.requester}
         waited = duration(rule.escalate_after.total_seconds())
         log.info("escalating %s to %s (%s people; waiting %s)", job.label, rule.escalate_to, len(people), waited)
@@ -207,7 +207,7 @@ class FollowUp:
         if job.reminded_at is not None:
             said.append(f"⏰ Approvers reminded at {self._desk.when(job.reminded_at)}.")
         if job.escalated_at is not None:
-            rule = followup_rule(job, self._rt.stack.config)
+            rule = timetable(job, self._rt.stack.config)
             to = f"<!subteam^{rule.escalate_to}>" if rule.escalate_to else "the next group"
             said.append(f"📣 Escalated to {to} at {self._desk.when(job.escalated_at)}: nobody had decided in time.")
         return said
