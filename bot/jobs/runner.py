@@ -114,6 +114,11 @@ class Runner:
         except Exception:
             self.outage.failed("the sweep of release and restore rows left open")
         try:
+            self.rt.locks.hand_over_free()  # a request waiting for a lock let go unseen (its holder crashed, or expired)
+            self.outage.ok()
+        except Exception:
+            self.outage.failed("the sweep of requests waiting for a free lock")
+        try:
             self.rt.duties.tick()  # a duty whose slot has come: the replica whose INSERT wins queues it
             self.outage.ok()
         except Exception:
