@@ -163,12 +163,22 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
         name, _, text = line[1:].partition(" ")
         invocation = Invocation(user_id, name, text.strip(), channel_id, "console", origin=operator)
         runtime.pipeline.run(invocation, publisher)
-        if queued.is_set():  # a request this line approved runs here, at once, its progress on this terminal
+        _hand_over_free(runtime)
+        if queued.is_set():  # a request this line approved (or that waited for the lock) runs here, its progress on this terminal
             queued.clear()
             _run_here(runtime, publisher, stdout)
         if not interactive:
             print(file=stdout)
     return 0
+
+
+def _hand_over_free(runtime: Runtime) -> None:
+    """What a runner's sweep does for the requests that wait for the stack's lock, when its holder (another console)
+    died holding it: the lock, expired, goes to the one approved first, which then runs here (the console has no sweep)."""
+    try:
+        runtime.locks.hand_over_free()
+    except Exception:
+        log.exception("could not hand a free lock to a waiting request; the next command tries again")
 
 
 def _run_here(runtime: Runtime, publisher: "Screen", stdout: TextIO) -> None:
