@@ -9,6 +9,7 @@ import time
 import docker
 
 from bot.approvals.service import APPROVE, CANCEL
+from tests.bot.test_replicas import replicas, store  # noqa: F401 (fixtures)
 from tests.bot.test_slack_approvals import CHANNEL, _bot, _buttons, _job, _request_message, _wait_message
 
 HOLD_SECONDS = 10  # the first restart's health gate holds the stack this long: the second approval lands meanwhile
@@ -91,3 +92,49 @@ def _restart_after_restart(sender, runtime, slack_double, restarts):
     assert frontend[0] > worker[0], "the waiting restart ran after the one it waited for"
     assert (_job(runtime, 1).state, _job(runtime, 2).state) == ("succeeded", "succeeded")
     assert runtime.locks.held(runtime.stack_name) is None
+
+
+def test_a_request_waiting_through_a_restart_of_its_replicas_restarts_once_when_the_lock_frees(
+    replicas, slack_double, postgres_url, store, live_stack
+):
+    from pathlib import Path
+
+    from bot.frame.authz import Authorizer
+    from bot.frame.roles import Role
+    from bot.jobs.model import ChangeLock, Job
+    from bot.store.engine import utcnow
+
+    stack = Path(live_stack.source).read_text()
+    first, second = replicas(2, stack, FLOWSTATE_DATABASE_URL=postgres_url)
+    senders = [first.sender(), second.sender()]
+    project = live_stack.stack.compose_project
+    with store.session.begin() as session:
+        Authorizer.grant(session, "U0OP", Role.operator, "U0ADMIN")
+        Authorizer.grant(session, "U0APP", Role.approver, "U0ADMIN")
+        # Another change holds the stack: a replica that has since crashed, so nobody will release it.
+        session.add(ChangeLock(stack=project, job_id=999, requester="U0OTHER", command="/restore 12",
+                               acquired_at=utcnow(), expires_at=utcnow().replace(year=utcnow().year + 1)))
+    restarts = Restarts(live_stack)
+    try:
+        senders[0].slash("/restart", "frontend", "U0OP", CHANNEL, response_url=slack_double.response_url("ask"))
+        ts = _request_message(slack_double, 1)["ts"]
+        senders[1].click(APPROVE, "1", "U0APP", CHANNEL, ts, slack_double.response_url("approve"))
+        _wait_message(slack_double, ts, "⏳ Approved by <@U0APP>; waiting for `/restore 12` (request #999, asked by <@U0OTHER>)")
+        with store.session() as session:
+            assert session.get(Job, 1).state == "waiting"
+        for bot in (first, second):  # every replica goes down while it waits: it is in the database, held by nobody
+            bot.kill()
+        third, fourth = replicas(2, stack, FLOWSTATE_DATABASE_URL=postgres_url)
+        third.sender(), fourth.sender()
+        with store.session.begin() as session:  # the crashed holder's lock runs out: both replicas' sweeps see it free
+            session.get(ChangeLock, project).expires_at = utcnow()
+        _wait_message(slack_double, ts, "✅ Done (approved by <@U0APP>)", timeout=120)
+        time.sleep(3)  # a second run would restart again: give it the time to
+        assert len(restarts.of("frontend")) == 1, restarts.seen
+    finally:
+        restarts.close()
+    with store.session() as session:
+        job = session.get(Job, 1)
+        assert job.state == "succeeded" and session.get(ChangeLock, project) is None
+    for bot in (third, fourth):
+        assert bot.stop() == 0 and "Traceback" not in bot.stderr, bot.stderr
