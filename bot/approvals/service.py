@@ -200,9 +200,10 @@ class Approvals:
         held = self._rt.locks.held(self._rt.stack_name) if cmd is not None and cmd.changes else None
         if held is None or held.job_id == job.id:
             return Reply(f"You approved {job.label}; it runs now.")
+        where = "its message" if job.message_ts else "/approvals"
         return Reply(
             f"You approved {job.label}; it waits for `{held.command}` (request #{held.job_id}, asked by <@{held.requester}>) "
-            "to finish, then runs; its message shows where it stands."
+            f"to finish, then runs; {where} shows where it stands."
         )
 
     def deny(self, job_id: int, invocation: Invocation, role: Role) -> Reply:

@@ -96,7 +96,7 @@ def test_an_approval_while_another_change_runs_waits_says_for_what_and_runs_once
     approved = run(runtime, "UAPP", "/approvals approve 1")
     assert approved.text == (
         "You approved request #1; it waits for `/restore 12` (request #77, asked by <@UOTHER>) to finish, then runs; "
-        "its message shows where it stands."
+        "/approvals shows where it stands."
     )
     (waiting,) = _runs(runtime)
     assert waiting.startswith(
@@ -252,3 +252,17 @@ def test_a_waiting_request_s_message_in_slack_says_what_it_waits_for_and_keeps_o
     process()
     (message,) = [m for m in slack_double.messages("C0OPS") if m["text"].startswith("Request #1: ")]
     assert "✅ Done (approved by <@UAPP>)" in str(message["blocks"]) and "approval_cancel" not in str(message["blocks"])
+
+
+def test_a_console_runs_the_waiting_request_at_its_next_command_once_the_lock_s_crashed_holder_lets_it_go(make_runtime, database_url):
+    import io
+
+    from bot.adapters.console import run_console
+
+    runtime, ran, _checked = _waiting(make_runtime, database_url)
+    with runtime.store.session.begin() as session:  # the console that held it was killed: its lock ran out
+        session.get(ChangeLock, runtime.stack_name).expires_at = utcnow()
+    typed = io.StringIO()
+    run_console(runtime, "UOP", "C1", stdin=io.StringIO("/whoami\n"), stdout=typed)
+    assert ran == ["x"] and "flipped x" in typed.getvalue()
+    assert _job(runtime).state == "succeeded" and _lock(runtime) is None
