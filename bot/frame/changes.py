@@ -115,7 +115,7 @@ class Changes:
         restart keeps it), until that change lets the lock go and hands it over (ChangeLocks); it is checked again
         then. It expires if it has not started within WAIT_LIMIT: an approval that old is no longer today's."""
         rt, desk, job = self._rt, self.desk, request.job
-        until = utcnow() + WAIT_LIMIT
+        until = job.expires_at if job.waits_on else utcnow() + WAIT_LIMIT  # waiting again (its turn was lost): no new hour
         if not rt.jobs.to_waiting(job.id, request.holder, rt.stack_name, until):
             raise RuntimeError(f"{job.label} was taken from its runner")
         request.parked = True
