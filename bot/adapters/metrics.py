@@ -197,8 +197,8 @@ class DatabaseCollector:
 
     @staticmethod
     def _settled_job(connection) -> int | None:
-        """The newest job id below which every job is done for good: before the oldest one still queued, running or
-        waiting for approval (by the index on state), and created before the horizon (so its INSERT has committed)."""
+        """The newest job id below which every job is done for good: before the oldest one still queued, running,
+        waiting for approval or for the stack's lock (by the index on state), and created before the horizon (so its INSERT has committed)."""
         unfinished = connection.execute(select(func.min(Job.id)).where(Job.state.in_([QUEUED, RUNNING, PENDING, WAITING]))).scalar()
         created = connection.execute(
             select(Job.id).where(Job.created_at < utcnow() - timedelta(seconds=SETTLED_SECONDS)).order_by(Job.id.desc()).limit(1)
