@@ -11,8 +11,8 @@ Three child processes, as in bench/ack_latency.py:
 Per round: operators ask for N `/restart frontend` (real requests, posted to the channel); then 10 clicks
 per request, shuffled and released at once (5 different approvers, a double click of one of them, Slack's
 redelivery of another's click (same trigger_id, signed anew), the requester, a viewer, an operator); the acks are timed; once every reply
-arrived and the runner is idle, each request still pending (refused "cannot start now" while another
-restart held the one-change lock) is approved again, one at a time, as a person would. Then the same
+arrived and the runner is idle (the requests approved while another restart held the one-change lock waited
+for it and ran after it), each request still pending is approved again, one at a time, as a person would. Then the same
 number of clicks at bare Bolt. Rounds alternate ours/bare.
 Counts come from the bot's database (jobs, audit rows linked by job_id) and, independently, from the
 engine double (restarts, and how many ran at once).
@@ -318,7 +318,7 @@ class Books:
         from bot.jobs.model import Job
 
         with self.store.session() as session:
-            return session.scalar(select(func.count()).select_from(Job).where(Job.state.in_(["queued", "running"])))
+            return session.scalar(select(func.count()).select_from(Job).where(Job.state.in_(["queued", "running", "waiting"])))
 
     def wait_idle(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout

@@ -63,7 +63,9 @@ class Runtime:
         self.pipeline = Pipeline(self)
         self.heartbeat = RunnerHeartbeat(self.store, self.holder, self.settings.job_lease_seconds)
         self.jobs = JobQueue(self.store, self.heartbeat)
-        self.locks = ChangeLocks(self.store, self.settings.job_lease_seconds)
+        self.locks = ChangeLocks(  # late-bound: the desk is built next, and runners and consoles set `wake` later
+            self.store, self.settings.job_lease_seconds, lambda job: self.approvals.command_line(job), lambda: self.wake()
+        )
         self.approvals = Approvals(self)
         self.incidents = Incidents(self)
         self.duties = Duties(self)  # tests replace it with one on a clock they control

@@ -36,15 +36,23 @@ def approvals(ctx: Ctx, args: ApprovalsArgs) -> Reply:
     flow = ctx.approvals
     if args.action == "list":
         flow.expire_due()
-        pending = ctx.jobs.pending()
-        if not pending:
+        pending, waiting = ctx.jobs.pending(), ctx.jobs.waiting()
+        if not pending and not waiting:
             return Reply("No request is waiting for approval.")
         # Each with what its message shows an approver in Slack: nobody approves blind from the console either.
         lines = []
         for job in pending:
             lines.append(f"#{job.id} `{flow.command_line(job)}` asked by <@{job.requester}>, expires {flow.when(job.expires_at)}")
             lines.extend(f"    {detail}" for detail in flow.waiting(job))
-        return Reply("\n".join(lines), [blocks.section("*Waiting for approval*"), *blocks.sections(lines)])
+        parts = [blocks.section("*Waiting for approval*"), *blocks.sections(lines)] if pending else []
+        approved = [
+            f"#{job.id} `{flow.command_line(job)}` asked by <@{job.requester}>, approved by <@{job.approver}>, waiting for "
+            f"the change before it to finish (expires {flow.when(job.expires_at)})"
+            for job in waiting
+        ]
+        if approved:
+            parts += [blocks.section("*Approved, waiting for the stack*"), *blocks.sections(approved)]
+        return Reply("\n".join(lines + approved), parts)
     if args.action == "approve":
         return flow.approve(args.id, ctx.invocation, ctx.role)
     if args.action == "deny":

@@ -164,7 +164,8 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
         invocation = Invocation(user_id, name, text.strip(), channel_id, "console", origin=operator)
         _sweep(runtime)
         runtime.pipeline.run(invocation, publisher)
-        if queued.is_set():  # a request this line approved runs here, at once, its progress on this terminal
+        _sweep(runtime)
+        if queued.is_set():  # a request this line approved (or that waited for the lock) runs here, its progress on this terminal
             queued.clear()
             _run_here(runtime, publisher, stdout)
         if not interactive:
@@ -173,12 +174,17 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
 
 
 def _sweep(runtime: Runtime) -> None:
-    """What the runners' sweep does on a clock that Slack mode keeps (bot/jobs/runner.py), done here before each
-    command: the console has no runner, and a role granted for a while must end on time here too."""
-    try:
-        runtime.access.sweep(runtime.duties.clock.now())
-    except Exception:
-        log.exception("the sweep of roles granted for a while failed; the next command tries again")
+    """What the runners' sweep does on a clock (bot/jobs/runner.py), done here before and after each command: the
+    console has no runner. A role granted for a while ends on time, and a request waiting for the stack's lock whose
+    holder (another console) died holding it gets the lock (expired, it goes to the one approved first) and runs here."""
+    for part, what in (
+        (lambda: runtime.access.sweep(runtime.duties.clock.now()), "the sweep of roles granted for a while"),
+        (runtime.locks.hand_over_free, "handing a free lock to a waiting request"),
+    ):
+        try:
+            part()
+        except Exception:
+            log.exception("%s failed; the next command tries again", what)
 
 
 def _run_here(runtime: Runtime, publisher: "Screen", stdout: TextIO) -> None:

@@ -28,7 +28,7 @@ from sqlalchemy import and_, case, extract, func, select
 
 from bot.backups.model import Backup
 from bot.frame.config import ConfigError
-from bot.jobs.model import PENDING, QUEUED, RUNNING, Job
+from bot.jobs.model import PENDING, QUEUED, RUNNING, WAITING, Job
 from bot.store.outage import OutageLog
 from bot.store.engine import AuditEntry, Store, utcnow
 
@@ -197,9 +197,9 @@ class DatabaseCollector:
 
     @staticmethod
     def _settled_job(connection) -> int | None:
-        """The newest job id below which every job is done for good: before the oldest one still queued, running or
-        waiting for approval (by the index on state), and created before the horizon (so its INSERT has committed)."""
-        unfinished = connection.execute(select(func.min(Job.id)).where(Job.state.in_([QUEUED, RUNNING, PENDING]))).scalar()
+        """The newest job id below which every job is done for good: before the oldest one still queued, running,
+        waiting for approval or for the stack's lock (by the index on state), and created before the horizon (so its INSERT has committed)."""
+        unfinished = connection.execute(select(func.min(Job.id)).where(Job.state.in_([QUEUED, RUNNING, PENDING, WAITING]))).scalar()
         created = connection.execute(
             select(Job.id).where(Job.created_at < utcnow() - timedelta(seconds=SETTLED_SECONDS)).order_by(Job.id.desc()).limit(1)
         ).scalar()

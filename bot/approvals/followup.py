@@ -227,7 +227,9 @@ class FollowUp:
     def expired(self, job: Job) -> None:
         self._tell(
             job,
-            f"⌛ {self._yours(job)} expired at {self._desk.when(job.expires_at)} without a decision, so nothing ran; "
+            f"⌛ {self._yours(job)} expired at {self._desk.when(job.expires_at)} "
+            f"{'before it could start: approved, it waited too long for the changes before it' if job.waits_on else 'without a decision'}"
+            ", so nothing ran; "
             "ask again if it is still needed.",
         )
 

@@ -26,7 +26,7 @@ from bot.approvals.model import APPROVE_VOTE, DENY_VOTE, ApprovalVote
 from bot.approvals.policy import Rule, Standing, effective_rule, standing
 from bot.frame import blocks
 from bot.frame.humanize import count
-from bot.jobs.model import PENDING, QUEUED, RUNNING, Job
+from bot.jobs.model import PENDING, QUEUED, RUNNING, WAITING, Job
 from bot.frame.registry import CommandError, Decided, Invocation, Notifier, Reply, command_line
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
@@ -97,6 +97,11 @@ class Approvals:
         parts.append(blocks.section(status))
         if detail:
             parts.extend(blocks.sections(detail))
+        if job.state == WAITING:  # approved: only its requester's Cancel is left
+            parts.append({
+                "type": "actions", "block_id": f"approval:{job.id}",
+                "elements": [{"type": "button", "action_id": CANCEL, "text": {"type": "plain_text", "text": "Cancel"}, "value": str(job.id)}],
+            })
         if job.state == PENDING:
             value = str(job.id)
             parts.append(
@@ -246,21 +251,7 @@ class Approvals:
             self._record(invocation, "approved", job_id, details={"approvals": f"{len(now.approvers)} of {rule.approvals}"})
             self.show(current, "⏳ Waiting for approval.")
             return Reply(f"You approved {job.label}; it still needs {now.missing()}.")
-        held = None
-        cmd = rt.commands.get(job.command)
-        if cmd is not None and cmd.changes:
-            held = rt.locks.acquire(rt.stack_name, job, self.command_line(job))
-            if held is not None:
-                self._record(invocation, "denied", job_id, f"stack busy with request #{held.job_id}")
-                return Reply(
-                    f"Request #{job_id} cannot start now: `{held.command}` ({'request #' + str(held.job_id)}, asked by <@{held.requester}>) "
-                    f"has been changing {rt.stack_name} since {self.when(held.acquired_at)}; approve again when it has finished."
-                )
         if not rt.jobs.approve(job_id, invocation.user_id):
-            if cmd is not None and cmd.changes:
-                current = rt.jobs.get(job_id)
-                if current.state not in (QUEUED, RUNNING):
-                    rt.locks.release(job_id)
             return self._not_open(rt.jobs.get(job_id), invocation, job_id)
         self._record(invocation, "approved", job_id, details=None if rule.plain else {"approvals": f"{len(now.approvers)} of {rule.approvals}"})
         job = rt.jobs.get(job_id)
@@ -268,7 +259,20 @@ class Approvals:
         self.show(job, f"✅ Approved by {' and '.join(f'<@{user}>' for user in approvers)}; starting…")
         self.followup.approved(job, approvers)
         rt.wake()
-        return Reply(f"You approved {job.label}; it runs now.")
+        return self._approved(job)
+
+    def _approved(self, job: Job) -> Reply:
+        """What the approver reads: it runs now, or (another change holding the stack) when that one has finished;
+        its runner decides which, and its message says so."""
+        cmd = self._rt.commands.get(job.command)
+        held = self._rt.locks.held(self._rt.stack_name) if cmd is not None and cmd.changes else None
+        if held is None or held.job_id == job.id:
+            return Reply(f"You approved {job.label}; it runs now.")
+        where = "its message" if job.message_ts else "/approvals"
+        return Reply(
+            f"You approved {job.label}; it waits for `{held.command}` (request #{held.job_id}, asked by <@{held.requester}>) "
+            f"to finish, then runs; {where} shows where it stands."
+        )
 
     def deny(self, job_id: int, invocation: Invocation, role: Role) -> Reply:
         job = self._decidable(job_id, invocation, role, "deny")
@@ -287,7 +291,10 @@ class Approvals:
         if job.requester != invocation.user_id:
             self._record(invocation, "denied", job_id, "only the requester may cancel")
             raise Decided(f"Only <@{job.requester}>, who asked for {job.label}, may cancel it; an approver may deny it.")
-        if not self._rt.jobs.decide(job_id, "cancelled", invocation.user_id, only_requester=True):
+        if job.state == WAITING:  # approved, waiting for the stack's lock: its requester may still withdraw it
+            if not self._rt.jobs.cancel_waiting(job_id, invocation.user_id):
+                raise Decided(self._not_open(self._rt.jobs.get(job_id), invocation, job_id).text)
+        elif not self._rt.jobs.decide(job_id, "cancelled", invocation.user_id, only_requester=True):
             raise Decided(self._not_open(self._rt.jobs.get(job_id), invocation, job_id).text)
         self._record(invocation, "cancelled", job_id)
         self.show(self._rt.jobs.get(job_id), f"🚫 Cancelled by <@{invocation.user_id}>; nothing ran.")
@@ -373,6 +380,7 @@ class Approvals:
         said = {
             QUEUED: f"was already approved{who}{when}",
             RUNNING: f"was already approved{who}{when} and is running",
+            WAITING: f"was already approved{who}{when} and waits for the change before it to finish",
             "succeeded": f"was approved{who} and has run",
             "failed": f"was approved{who} and has run (it failed)",
             "interrupted": "was interrupted while it ran",
@@ -389,7 +397,11 @@ class Approvals:
         expired = self._rt.jobs.expire_due()
         for job in expired:
             self._record(job.invocation(), "expired", job.id)
-            self.show(job, f"⌛ Expired at {self.when(job.expires_at)} without approval; nothing ran.")
+            if job.waits_on is not None:
+                self.show(job, f"⌛ Expired at {self.when(job.expires_at)}: approved, it waited for the changes before it "
+                               "too long and never started; nothing ran, so ask again if it is still needed.")
+            else:
+                self.show(job, f"⌛ Expired at {self.when(job.expires_at)} without approval; nothing ran.")
             self.followup.expired(job)
         return expired
 

@@ -22,6 +22,8 @@ Outcome = Literal[
     "allowed", "denied", "rejected", "succeeded", "failed",
     # the steps of a request that needs a second person, each linked to its job
     "requested", "approved", "declined", "cancelled", "expired", "break-glass", "interrupted", "dropped",
+    # an approved request that waits for the stack's lock another change holds
+    "waiting",
     # a backup file deleted by the retention rules
     "pruned",
     # a reply Slack would not take within the delivery's bound (bot/adapters/slack/client.py)

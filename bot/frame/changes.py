@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from bot.frame import blocks
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0  # seconds between two chat.update calls of one message (Slack's Tier 3)
+WAIT_LIMIT = timedelta(hours=1)  # an approved request waiting for the stack's lock longer than this expires
 
 
 class RequestDesk(Protocol):
@@ -96,6 +97,8 @@ class Changes:
                 request.say(notice)  # redacted as every progress line: the reason is the requester's own text
         changes = request.cmd.changes  # an approved request that changes nothing (a role) needs no lock
         held = rt.locks.acquire(rt.stack_name, job, request.command_line()) if changes else None
+        if held is not None and request.stored and job.approver and not job.break_glass:
+            return self._wait(request, held)
         if held is not None:
             text = (
                 f"{request.cmd.slash} was not run: `{held.command}` (request #{held.job_id}, asked by <@{held.requester}>) "
@@ -117,6 +120,26 @@ class Changes:
             if changes:
                 retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
         return reply
+
+    def _wait(self, request: "Request", held) -> Reply:
+        """An approved request finds another change on the stack: it waits for the lock, held by no process (so a
+        restart keeps it), until that change lets the lock go and hands it over (ChangeLocks); it is checked again
+        then. It expires if it has not started within WAIT_LIMIT: an approval that old is no longer today's."""
+        rt, desk, job = self._rt, self.desk, request.job
+        until = job.expires_at if job.waits_on else utcnow() + WAIT_LIMIT  # waiting again (its turn was lost): no new hour
+        if not rt.jobs.to_waiting(job.id, request.holder, rt.stack_name, until):
+            raise RuntimeError(f"{job.label} was taken from its runner")
+        request.parked = True
+        self._record(job, "waiting", f"stack busy with request #{held.job_id}")
+        status = (
+            f"⏳ Approved by <@{job.approver}>; waiting for `{held.command}` (request #{held.job_id}, asked by "
+            f"<@{held.requester}>) to finish, then it is checked again and runs; it expires if it has not started by "
+            f"{desk.when(until)}, and <@{job.requester}> may cancel it."
+        )
+        request.job = job = rt.jobs.get(job.id)
+        desk.show(job, status)
+        rt.locks.hand_over_free([rt.stack_name])  # the lock let go between our look and our wait: its holder saw no waiter
+        return Reply(f"Request #{job.id}: {status}")
 
     def _record(self, job: Job, outcome: str, error: str | None = None) -> None:
         try:
@@ -178,7 +201,9 @@ class MessageUpdate:
     def publish(self, reply: Reply) -> None:
         job = self._rt.jobs.get(self._request.job.id)
         refused = self._request.refused
-        if refused is not None and not reply.failed:
+        if self._request.parked:
+            pass  # waiting for the stack's lock: its message said so before the lock could be handed to it
+        elif refused is not None and not reply.failed:
             self._desk.show(job, refused.status or f"⛔ Not run: {reply.text}")
         else:
             self._desk.show(job, self._status("❌ Failed" if reply.failed else "✅ Done"), reply.text.splitlines()[:30])

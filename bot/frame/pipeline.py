@@ -77,7 +77,7 @@ class Request:
     # resolved by the approval-rule step once the arguments are known.
     rule: dict | None = None
     ruled: bool = False
-    parked: bool = False  # the gate turned it into a request waiting for approval
+    parked: bool = False  # the gate turned it into a request waiting for approval, or for the stack's lock
     refused: Refused | None = None
 
     @property
@@ -351,19 +351,21 @@ class Pipeline:
 
     def check(self, request: Request, next) -> Reply:
         """What can only fail is refused before anyone is asked to approve it: a missing section, then the command's own check.
-        A stored request was checked when it was asked."""
-        if request.stored:
+        A stored request was checked when it was asked; one that waited for the stack's lock is checked again, since
+        the stack may have changed while it waited."""
+        if request.stored and request.job.waits_on is None:
             return next(request)
         cmd, args = request.cmd, request.args
+        linked = {"job_id": request.job.id} if request.stored else {}  # a request's refusal is one of its steps
         for section in cmd.sections_needed(args):
             missing = missing_section(self._runtime.stack.config, section, self._runtime.settings.stack_file)
             if missing is not None:
-                self._refuse(request, "rejected", f"{cmd.slash} cannot run: {missing}")
+                self._refuse(request, "rejected", f"{cmd.slash} cannot run: {missing}", **linked)
         if cmd.check is not None:
             try:
                 cmd.check(self._runtime.context(request.invocation, request.role), args)
             except CommandError as error:
-                self._refuse(request, "rejected", str(error))
+                self._refuse(request, "rejected", str(error), **linked)
         return next(request)
 
     def freeze(self, request: Request, next) -> Reply:

@@ -32,7 +32,7 @@ class AuditHost(Protocol):
     approvals: CommandLines
 
 COMMAND_OUTCOMES = ("succeeded", "failed", "denied", "rejected")
-APPROVAL_STEPS = ("requested", "approved", "declined", "cancelled", "expired", "break-glass", "interrupted")
+APPROVAL_STEPS = ("requested", "approved", "waiting", "declined", "cancelled", "expired", "break-glass", "interrupted")
 # Their own steps are on the timeline already (a status change, a note, an approval): not again as commands.
 SELF_RECORDED = ("incident", "incidents", "postmortem", "approvals")
 
@@ -100,14 +100,15 @@ class AuditCapture:
             "approved": f"Request #{job.id} `{line}` approved by <@{entry.user_id}>",
             "declined": f"Request #{job.id} `{line}` denied by <@{entry.user_id}>",
             "cancelled": f"Request #{job.id} `{line}` cancelled by <@{entry.user_id}>",
-            "expired": f"Request #{job.id} `{line}` expired without approval",
+            "waiting": f"Request #{job.id} `{line}` waits for the change before it to finish",
+            "expired": f"Request #{job.id} `{line}` expired " + ("before it could start" if job.approver else "without approval"),
             "break-glass": f"Break-glass: <@{entry.user_id}> ran `{line}` without approval; reason: {entry.error or ''}",
             "interrupted": f"Request #{job.id} `{line}` was interrupted: the bot process running it stopped",
         }[entry.outcome]
         details = {"step": entry.outcome, "job_id": job.id, "command": line}
         if entry.outcome == "break-glass":
             details["break_glass"] = entry.error or ""
-        actor = None if entry.outcome in ("expired", "interrupted") else entry.user_id
+        actor = None if entry.outcome in ("waiting", "expired", "interrupted") else entry.user_id
         return Event(APPROVAL, entry.at, said, actor, details, job.channel_id)
 
 

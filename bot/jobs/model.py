@@ -14,6 +14,7 @@ from bot.store.engine import Base, UTCDateTime
 QUEUED = "queued"  # waiting for a runner thread
 RUNNING = "running"  # held by one runner (holder: its bot_runners id), whose heartbeat keeps the job alive
 PENDING = "pending_approval"  # waiting for a second person
+WAITING = "waiting"  # approved, waiting for the stack's lock (waits_on) that another change holds; held by nobody
 FINAL = ("succeeded", "failed", "refused", "denied", "cancelled", "expired", "interrupted", "dropped")
 
 
@@ -42,6 +43,8 @@ class Job(Base):
     message_channel: Mapped[str | None] = mapped_column(String(64))
     message_ts: Mapped[str | None] = mapped_column(String(32))
     holder: Mapped[str | None] = mapped_column(String(160))  # the runner (bot_runners.id) that runs it
+    # The stack whose lock an approved request found held and waited for: it is checked again when it runs.
+    waits_on: Mapped[str | None] = mapped_column(String(160))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

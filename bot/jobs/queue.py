@@ -7,12 +7,13 @@ import os
 import secrets
 import socket
 from datetime import datetime, timedelta
+from typing import Callable
 
 from sqlalchemy import bindparam, delete, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.jobs.heartbeat import RunnerHeartbeat
-from bot.jobs.model import FINAL, PENDING, QUEUED, RUNNING, ChangeLock, Job, RunnerRow
+from bot.jobs.model import FINAL, PENDING, QUEUED, RUNNING, WAITING, ChangeLock, Job, RunnerRow
 from bot.frame.registry import Invocation
 from bot.store.engine import SEEN_REQUEST, Store, utcnow
 
@@ -259,6 +260,13 @@ class JobQueue:
             **fields,
         )
 
+    def to_waiting(self, job_id: int, holder: str, stack: str, expires_at: datetime) -> bool:
+        """An approved request whose stack's lock another change holds waits for it, held by no process (a restart
+        keeps it); its runner lets go of it. The lock's release queues it again (ChangeLocks)."""
+        return self._change(
+            job_id, [Job.state == RUNNING, Job.holder == holder], state=WAITING, holder=None, waits_on=stack, expires_at=expires_at
+        )
+
     def set_message(self, job_id: int, channel: str, ts: str) -> None:
         self._change(job_id, [], message_channel=channel, message_ts=ts)
 
@@ -282,6 +290,10 @@ class JobQueue:
             where.append(Job.requester == by)
         return self._change(job_id, where, state=state, approver=by, decided_at=utcnow(), finished_at=utcnow())
 
+    def cancel_waiting(self, job_id: int, by: str) -> bool:
+        """waiting -> cancelled, only by its requester; who approved it stays on the row."""
+        return self._change(job_id, [Job.state == WAITING, Job.requester == by], state="cancelled", decided_at=utcnow(), finished_at=utcnow())
+
     # ---- sweeping --------------------------------------------------------------------------------
 
     def _take(self, where: list, state: str, **values) -> list[Job]:
@@ -296,7 +308,7 @@ class JobQueue:
         return moved
 
     def expire_due(self) -> list[Job]:
-        return self._take([Job.state == PENDING, Job.expires_at <= utcnow()], "expired")
+        return self._take([Job.state.in_((PENDING, WAITING)), Job.expires_at <= utcnow()], "expired")
 
     def interrupt(self, *, holder: str | None = None, stale_after: float | None = None, local_dead: bool = False) -> list[Job]:
         """Running jobs whose holder is gone: a given holder, a runner whose heartbeat lapsed (or that never had one,
@@ -340,13 +352,31 @@ class JobQueue:
         with self._store.session() as session:
             return list(session.scalars(select(Job).where(Job.state == PENDING).order_by(Job.id).limit(limit)))
 
+    def waiting(self, limit: int = 50) -> list[Job]:
+        """Approved requests waiting for the stack's lock, in the order they will run."""
+        with self._store.session() as session:
+            return list(session.scalars(select(Job).where(Job.state == WAITING).order_by(Job.decided_at, Job.id).limit(limit)))
+
+
+class _Held(Exception):
+    """The lock a hand-over wanted is someone else's: its transaction rolls back."""
+
 
 class ChangeLocks:
-    """One state-changing job per operated stack: a lock row with an owner and an expiry."""
+    """One state-changing job per operated stack: a lock row with an owner and an expiry.
 
-    def __init__(self, store: Store, lease_seconds: float):
+    An approved request that finds it held waits (JobQueue.to_waiting); whoever lets the lock go hands it, in the
+    same transaction, to the request waiting longest (approved first) and queues that one, so the waiting ones run
+    in approval order, one at a time, and no change asked meanwhile takes their turn. A lock let go while nobody
+    saw it, or expired with a crashed holder, is handed over by the runners' sweep (hand_over_free)."""
+
+    def __init__(self, store: Store, lease_seconds: float, describe: Callable[[Job], str] | None = None,
+                 wake: Callable[[], None] = lambda: None):
         self._store = store
         self._lease = timedelta(seconds=lease_seconds)
+        self._describe = describe or (lambda job: f"/{job.command} {job.text}".strip())  # the lock's `command`
+        self._wake = wake  # this process's runners (on PostgreSQL every replica's too: the hand-over NOTIFYs)
+        self._postgres = store.engine.dialect.name == "postgresql"
 
     def acquire(self, stack: str, job: Job, command_line: str) -> ChangeLock | None:
         """None when this job holds the lock now; otherwise the lock someone else holds."""
@@ -381,5 +411,62 @@ class ChangeLocks:
             return session.scalar(select(ChangeLock).where(ChangeLock.stack == stack, ChangeLock.expires_at >= utcnow()))
 
     def release(self, job_id: int) -> None:
-        with self._store.session.begin() as session:
-            session.execute(delete(ChangeLock).where(ChangeLock.job_id == job_id))
+        """This job's lock goes to the request waiting longest for it, or (none waiting) is let go."""
+        with self._store.session() as session:  # looked for first: on SQLite a DELETE of nothing takes the writer's lock
+            stacks = session.scalars(select(ChangeLock.stack).where(ChangeLock.job_id == job_id)).all()
+        for stack in stacks:
+            if self._hand_over(stack, releasing=job_id):
+                continue
+            with self._store.session.begin() as session:
+                session.execute(delete(ChangeLock).where(ChangeLock.stack == stack, ChangeLock.job_id == job_id))
+            self.hand_over_free([stack])  # a request that began to wait after our look: it saw the lock still ours
+
+    def hand_over_free(self, stacks: list[str] | None = None) -> None:
+        """Requests waiting for a lock that is free (let go while nobody saw it, or expired with a crashed holder) get
+        it. Only reads while none waits. A lock handed to a queued request is its own until it runs, expired or not."""
+        now = utcnow()
+        with self._store.session() as session:
+            waited = set(session.scalars(select(Job.waits_on).where(Job.state == WAITING).distinct()).all())
+            if stacks is not None:
+                waited &= set(stacks)
+            if not waited:
+                return
+            live = or_(ChangeLock.expires_at >= now, ChangeLock.job_id.in_(select(Job.id).where(Job.state == QUEUED)))
+            busy = set(session.scalars(select(ChangeLock.stack).where(ChangeLock.stack.in_(waited), live)).all())
+        for stack in sorted(waited - busy):
+            self._hand_over(stack, releasing=None)
+
+    def _hand_over(self, stack: str, *, releasing: int | None) -> bool:
+        """The oldest waiting request of this stack: queued, holding the lock (the releasing job's, or a free one), in
+        one transaction; False when none waits or the lock is someone else's (then nothing changed)."""
+        with self._store.session() as session:
+            waiters = session.scalars(
+                select(Job).where(Job.state == WAITING, Job.waits_on == stack).order_by(Job.decided_at, Job.id).limit(10)
+            ).all()
+        for waiter in waiters:
+            now = utcnow()
+            values = dict(job_id=waiter.id, requester=waiter.requester, command=self._describe(waiter), acquired_at=now,
+                          expires_at=now + self._lease)
+            try:
+                with self._store.session.begin() as session:
+                    queued = update(Job).where(Job.id == waiter.id, Job.state == WAITING).values(state=QUEUED)
+                    if session.execute(queued).rowcount != 1:
+                        continue  # cancelled or expired meanwhile, or handed the lock by another: the next one
+                    if releasing is not None:
+                        mine = update(ChangeLock).where(ChangeLock.stack == stack, ChangeLock.job_id == releasing)
+                        if session.execute(mine.values(**values)).rowcount != 1:
+                            raise _Held()
+                    else:
+                        unqueued = ChangeLock.job_id.not_in(select(Job.id).where(Job.state == QUEUED, Job.id != waiter.id))
+                        expired = update(ChangeLock).where(ChangeLock.stack == stack, ChangeLock.expires_at < now, unqueued)
+                        if session.execute(expired.values(**values)).rowcount != 1:
+                            session.add(ChangeLock(stack=stack, **values))
+                            session.flush()  # a live lock's row is there: IntegrityError, and nothing changed
+                    if self._postgres:
+                        session.execute(_NOTIFY)
+            except (_Held, IntegrityError):
+                return False
+            log.info("request #%s, waiting for the lock of %s, has it now", waiter.id, stack)
+            self._wake()
+            return True
+        return False

@@ -106,6 +106,7 @@ class Runner:
             (self._settle_jobs, "the sweep of expired requests and lost jobs"),
             (lambda: (finish_abandoned_restores(rt.store), finish_abandoned_releases(rt.store, rt.settings)),
              "the sweep of release and restore rows left open"),
+            (rt.locks.hand_over_free, "the sweep of requests waiting for a free lock"),  # its holder crashed, or expired
             (rt.duties.tick, "the scheduler's tick"),  # a duty whose slot has come: the replica whose INSERT wins queues it
             (rt.duties.freezes.sweep, "the change freezes' starts and ends"),  # the replica whose UPDATE wins tells
             (lambda: rt.approvals.followup.sweep(now()), "the follow-up of requests nobody decided"),  # each once

@@ -202,11 +202,11 @@ def test_a_change_waits_for_the_one_change_lock_and_says_who_holds_it(make_runti
         )
     run(runtime, "UOP", "/flip x")
     reply, ran = _decide(runtime, "UAPP", "/approvals approve 1")
-    assert reply.text.startswith("Request #1 cannot start now: `/restart backend` (request #77, asked by <@UOTHER>) has been changing")
-    assert ran == [] and runtime.ran == [] and _job(runtime).state == "pending_approval"
-    runtime.locks.release(77)
-    reply, ran = _decide(runtime, "UAPP", "/approvals approve 1")
-    assert ran == ["flipped x"]
+    assert reply.text.startswith("You approved request #1; it waits for `/restart backend` (request #77, asked by <@UOTHER>) to finish")
+    assert ran[0].startswith("Request #1: ⏳ Approved by <@UAPP>; waiting for `/restart backend` (request #77, asked by <@UOTHER>)")
+    assert runtime.ran == [] and _job(runtime).state == "waiting"
+    runtime.locks.release(77)  # the lock goes to the request that waited for it: no second approval
+    assert [r.text for r in run_approved(runtime, lambda _text: None)] == ["flipped x"]
     with runtime.store.session() as session:
         assert session.query(ChangeLock).count() == 0, "the lock goes with the change that held it"
 
