@@ -99,6 +99,7 @@ def _recover_backup(ctx: Ctx, job) -> str:
     role=Role.operator,
     args=BackupArgs,
     changes=True,
+    freezes=False,  # a backup reads the database and changes nothing the app serves: a freeze is the time to take one
     needs=("database",),
     check=_check_backup,
     recover=_recover_backup,

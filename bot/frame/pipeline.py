@@ -328,7 +328,7 @@ class Pipeline:
             return next(request)
         request.rule, request.ruled = self.changes.desk.rule(cmd, request.args), True
         # During a change freeze even a change that needs no approval may be forced through, loudly.
-        if request.break_glass is not None and not request.needs_approval and not (cmd.changes and self._frozen() is not None):
+        if request.break_glass is not None and not request.needs_approval and not (cmd.freezes and self._frozen() is not None):
             self._refuse(request, "rejected", f"{cmd.slash} with these arguments needs no approval; run it without {BREAK_GLASS}.")
         if request.break_glass is not None and cmd.may_approve is not None:
             self._refuse(request, "rejected", f"`{request.command_line()}` cannot be run with {BREAK_GLASS}; ask for its approval.")
@@ -371,8 +371,7 @@ class Pipeline:
     def freeze(self, request: Request, next) -> Reply:
         """During a change freeze a change is refused, typed or approved, naming who froze it, why and until when;
         an admin's --break-glass breaks it (loudly, bot/frame/changes.py). The scheduler's own work (its backups) runs."""
-        changes = request.cmd.changes
-        if request.dry_run or not changes or request.invocation.user_id in SYSTEM_USERS:
+        if request.dry_run or not request.cmd.freezes or request.invocation.user_id in SYSTEM_USERS:
             return next(request)
         frozen = self._frozen()
         if frozen is None:

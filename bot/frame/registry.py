@@ -110,6 +110,8 @@ class Command:
     # A stricter rule for who may approve (args, approver's id, approver's role): why this person may not, or None.
     # Such a request is never run with --break-glass: its approval is the point.
     may_approve: Callable[[Any, str, Role], str | None] | None = None
+    # Refused during a change freeze: what changes the stack does, unless it declares otherwise (a backup only reads).
+    freezes: bool = False
 
     @property
     def slash(self) -> str:
@@ -142,6 +144,7 @@ def command(
     describe: Callable[[Context, Any], list[str]] | None = None,
     recover: Callable[[Context, Any], str] | None = None,
     may_approve: Callable[[Any, str, Role], str | None] | None = None,
+    freezes: bool | None = None,  # default: what changes the stack stops during a change freeze
 ) -> Callable[[Callable[[Context, Any], Reply]], Callable[[Context, Any], Reply]]:
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
         raise ValueError(f"command name {name!r} is not a valid Slack command")
@@ -150,9 +153,10 @@ def command(
 
     def register(handler: Callable[[Context, Any], Reply]) -> Callable[[Context, Any], Reply]:
         # The declaration stays on its handler; declared_in collects them, so no module-wide table fills at import.
+        changing = bool(needs_approval) if changes is None else changes
         handler.declared = Command(  # type: ignore[attr-defined]
-            name, summary, usage, args, role, handler, needs_approval, bool(needs_approval) if changes is None else changes,
-            check, needs, role_for, describe, recover, may_approve,
+            name, summary, usage, args, role, handler, needs_approval, changing,
+            check, needs, role_for, describe, recover, may_approve, changing if freezes is None else freezes,
         )
         return handler
 

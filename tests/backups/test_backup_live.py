@@ -190,3 +190,13 @@ def test_a_stack_without_docker_backs_up_with_the_local_pg_dump_and_no_password_
     everything = "".join(stored) + taken.text + verified.text + caplog.text
     assert "hunter2" not in everything
     assert os.stat(_backup(runtime, 1).path).st_mode & 0o777 == 0o600
+
+
+def test_a_backup_is_taken_during_a_change_freeze_that_refuses_a_restart(make_runtime, tmp_path, app_db):
+    runtime = _runtime(make_runtime, tmp_path, app_db.stack)
+    frozen = run(runtime, "UADMIN", '/freeze 2h "release day"')
+    assert frozen.text.startswith(f"🧊 Changes to {runtime.stack_name} are frozen until "), frozen.text
+    taken = run(runtime, "UOP", "/backup before the release")
+    assert taken.text.startswith("✅ Backup #1 taken"), taken.text
+    refused = run(runtime, "UOP", "/restart backend")
+    assert refused.text.startswith("/restart is refused: changes are frozen until "), refused.text
