@@ -99,9 +99,10 @@ class Runner:
 
     def _sweep(self) -> None:
         """Each part of the sweep on its own: one that fails (the store away, Slack down) is reported by the outage
-        log and never keeps the others from running."""
+        log and never keeps the others from running; the outage ends when a whole sweep has gone through."""
         rt = self.rt
         now = rt.duties.clock.now  # the scheduler's clock: tests move it for every time-driven part at once
+        failed = False
         for part, what in (
             (self._settle_jobs, "the sweep of expired requests and lost jobs"),
             (lambda: (finish_abandoned_restores(rt.store), finish_abandoned_releases(rt.store, rt.settings)),
@@ -114,9 +115,11 @@ class Runner:
         ):
             try:
                 part()
-                self.outage.ok()
             except Exception:
                 self.outage.failed(what)
+                failed = True
+        if not failed:  # the store answers again only when every part went through: some touch it only now and then
+            self.outage.ok()
 
     def _settle_jobs(self) -> None:
         self.rt.approvals.expire_due()
