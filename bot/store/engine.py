@@ -167,8 +167,8 @@ class _Write:
 
 
 class AckWriter:
-    """The writes on the path that answers Slack (a job row, a request's signature), each committed before its
-    caller returns.
+    """The writes on the path that answers Slack (a job row, a request's signature) and on the way to a reply (a
+    runner's claims, audit rows, a job's end), each committed before its caller returns.
 
     They run before every ack, so they skip what SQLAlchemy's execution costs there: each statement is
     compiled once to its SQL text, and runs on the driver's own cursor, on connections kept for this path
@@ -312,16 +312,19 @@ class AckWriter:
         try:
             cursor = connection.cursor()
             self._begin_immediate(cursor)
+            alone = len(group) == 1  # its error is the transaction's: no savepoint needed
             for each in group:
-                cursor.execute("SAVEPOINT ack")
+                if not alone:
+                    cursor.execute("SAVEPOINT ack")
                 try:
                     each.result = self._steps(cursor, each.steps, each.every_row)
                 except self._dbapi.DatabaseError as error:
-                    if _sqlite_busy(error):
+                    if alone or _sqlite_busy(error):
                         raise
                     cursor.execute("ROLLBACK TO ack")
                     each.error = DBAPIError.instance(None, None, error, self._dbapi.Error)
-                cursor.execute("RELEASE ack")
+                if not alone:
+                    cursor.execute("RELEASE ack")
             cursor.close()
             connection.commit()
         except self._dbapi.Error as error:
