@@ -24,6 +24,11 @@ def _rows(store: Store) -> list[tuple[str, str, int | None]]:
         return [(row.command, row.outcome, row.job_id) for row in session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
 
 
+def _job(store: Store) -> Job | None:
+    with store.session() as session:
+        return session.scalar(select(Job))
+
+
 def _wait(condition, what: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while not (found := condition()):
@@ -90,14 +95,13 @@ def test_a_runner_killed_after_answering_leaves_its_job_interrupted_never_run_or
         sender = bot.start()
         assert sender.slash("/whoami", "", "U0ADMIN", "C0OPS", response_url=slack_double.response_url("once")).status == 200
         slack_double.wait_for_response("once", timeout=60)
-        job = _wait(lambda: (found := bot.store.session().scalar(select(Job))) is not None and found.state != "running" and found,
-                    "the bot to see its runner died")
+        job = _wait(lambda: (found := _job(bot.store)) is not None and found.state != "running" and found, "the bot to see its runner died")
         assert job.state == "interrupted", "the runner died before the job's end was written: interrupted, not succeeded"
         notice = _wait(lambda: [m for m in slack_double.messages("C0OPS") if "was interrupted" in m["text"]], "the channel's notice")
         assert "It was not run again." in notice[0]["text"]
         time.sleep(3)  # the new runner's sweeps: nothing runs it again
         assert len(slack_double.responses("once")) == 1, "the reply was delivered once"
-        assert bot.store.session().scalar(select(Job)).state == "interrupted"
+        assert _job(bot.store).state == "interrupted"
         assert [outcome for _c, outcome, _j in _rows(bot.store)] == ["allowed", "interrupted"]
     finally:
         bot.close()
