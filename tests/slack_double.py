@@ -75,6 +75,9 @@ class _SlackError(Exception):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Slack's edge takes a burst's connections; socketserver's backlog of 5 dropped some of a burst's replies' SYNs,
+    # and each waited TCP's one-second retransmission.
+    request_queue_size = 128
 
     def __init__(self, double: SlackDouble):
         super().__init__(("127.0.0.1", 0), _Handler)

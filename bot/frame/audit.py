@@ -6,10 +6,11 @@ never fails the command.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Callable, Literal
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from bot.frame.redact import redact, redact_value
@@ -51,6 +52,19 @@ def _storable(value):
     return value
 
 
+_INSERT = insert(AuditEntry.__table__).returning(AuditEntry.id)  # built once: every command writes two rows
+_JSON = ("arguments", "details")
+
+
+def _values(entry: AuditEntry) -> dict:
+    """The row's columns as the store's writer takes them: plain values, the JSON ones serialized as the ORM does
+    (None as JSON null)."""
+    values = {column.key: getattr(entry, column.key) for column in AuditEntry.__table__.columns if column.key != "id"}
+    for key in _JSON:
+        values[key] = json.dumps(values[key])
+    return values
+
+
 class AuditLog:
     def __init__(self, store: Store):
         self._store = store
@@ -67,7 +81,11 @@ class AuditLog:
         error_id: str | None = None,
         job_id: int | None = None,
         details: dict | None = None,
+        also: tuple = (),
+        observed: bool = True,
     ) -> None:
+        """Write the row (with `also`, more (statement, params) steps of the store's writer, in the same transaction),
+        then show it to the observers, unless the caller knows none needs it (`observed`)."""
         entry = AuditEntry(
             at=utcnow(),
             user_id=_fit(invocation.user_id, 64),
@@ -83,9 +101,8 @@ class AuditLog:
             origin=_fit(invocation.origin, 64),
             details=_storable(redact_value(details)) if details else None,
         )
-        with self._store.session.begin() as session:
-            session.add(entry)
-        for observe in self.observers:
+        entry.id = self._store.ack_writer.write(*also, (_INSERT, _values(entry)))
+        for observe in self.observers if observed else ():
             try:
                 observe(entry)
             except Exception:

@@ -1,4 +1,5 @@
-"""Test-only fault injection at the step boundaries of a change (a restore, a restart, a deploy).
+"""Test-only fault injection at the step boundaries of a change (a restore, a restart, a deploy), and between a
+question's reply and its bookkeeping.
 
 A change calls `reached(fault, POINT)` between its steps (`fault`: what the composition root gave it). In production that does nothing. Tests in the
 same process set `Runtime.fault` to inject a fault there (the store locked, the Docker engine gone, Slack
@@ -18,6 +19,7 @@ POINTS = (
     "restore:after_safety", "restore:after_stop", "restore:after_restore",
     "restart:after_restart",
     "deploy:after_checkout", "deploy:after_start", "deploy:after_script",
+    "reply:after_delivery",  # a question answered, its outcome row and its job's end not yet written
 )
 
 

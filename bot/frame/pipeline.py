@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from bot.frame.authz import SYSTEM_USERS
 from bot.frame.config import missing_section
+from bot.frame.faults import reached
 from bot.frame.publish import Publisher, Returned, redacted
 from bot.frame.redact import redact
 from bot.frame.registry import ArgumentError, Command, CommandError, Context, Decided, Invocation, Reply, command_line, parse_arguments
@@ -79,6 +80,13 @@ class Request:
     ruled: bool = False
     parked: bool = False  # the gate turned it into a request waiting for approval, or for the stack's lock
     refused: Refused | None = None
+    outcome: dict | None = None  # a question's outcome audit row, written after its reply (finish)
+    afterwards: Callable[[], None] | None = None  # that bookkeeping, run once the reply is published
+
+    @property
+    def changes(self) -> bool:
+        """It changes something (or runs as an approved request): its outcome is written before its reply."""
+        return self.stored or (self.cmd is not None and self.cmd.changes)
 
     @property
     def arguments(self) -> dict:
@@ -133,6 +141,7 @@ class Host(Protocol):
     locks: Any  # the stack's one-change lock (bot/jobs/queue.py)
     approvals: Any  # the approvals desk (bot/approvals/service.py), behind changes.RequestDesk
     duties: Any  # the scheduler (bot/duties/service.py): its `freezes` say whether changes are frozen
+    fault: Callable[[str], None]  # the test-only fault hook (bot/frame/faults.py)
 
     @property
     def messages(self) -> "Notifier | None": ...
@@ -202,27 +211,60 @@ class Pipeline:
     # ---- the steps, in order ---------------------------------------------------------------------------
 
     def publish(self, request: Request, next) -> Reply:
-        """Redact once, hand the reply to its publisher."""
-        reply = redacted(next(request))
-        if not request.dry_run:
+        """Redact once, hand the reply to its publisher; then the bookkeeping a question's answer does not wait for."""
+        reply = next(request)
+        if request.dry_run:  # nobody reads it but the command asking (/help, /whoami): nothing to redact
+            return reply
+        reply = redacted(reply)
+        try:
             request.publisher.publish(reply)
+        finally:
+            if request.afterwards is not None:
+                reached(self._runtime.fault, "reply:after_delivery")
+                request.afterwards()
         return reply
 
     def finish(self, request: Request, next) -> Reply:
-        """The job row it ran as gets its outcome (a parked request stays pending); a refused change lets its lock go."""
+        """The job row it ran as gets its outcome (a parked request stays pending); a refused change lets its lock go.
+
+        A change's outcome is written before its reply goes out. What changed nothing is answered first: its outcome
+        row and its job's end are written after the reply is published, in one transaction (`afterwards`). Should the
+        process die in between, the sweep finds the job running under a dead runner and interrupts it: never run
+        again, its reply never sent twice."""
         reply = next(request)
         job, rt = request.job, self._runtime
+        outcome = request.outcome  # a question's outcome row, not yet written (execute)
         if job is None or request.parked or request.dry_run:
+            if outcome is not None:
+                request.afterwards = lambda: self._record_outcome(request, outcome)
             return reply
-        changes = request.stored or (request.cmd is not None and request.cmd.changes)
-        if request.refused is not None and changes:  # the lock an approval took (a busy stack's is not ours: no-op)
-            retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
         state = "failed" if reply.failed else "refused" if request.refused is not None else "succeeded"
-        finish = lambda: rt.jobs.finish(job.id, request.holder, state, reply.text, reply.error_id)  # noqa: E731
-        finished = retried(finish, f"the outcome of {job.label}") if changes else finish()
+        if not request.changes:
+            ended = rt.jobs.finish_step(job.id, request.holder, state, reply.text, reply.error_id)
+            request.afterwards = lambda: self._record_outcome(request, outcome, ended)
+            return reply
+        if request.refused is not None:  # the lock an approval took (a busy stack's is not ours: no-op)
+            retried(lambda: rt.locks.release(job.id), f"the release of {job.label}'s lock")
+        finished = retried(lambda: rt.jobs.finish(job.id, request.holder, state, reply.text, reply.error_id), f"the outcome of {job.label}")
         if finished and request.stored:  # an approved request: its requester is told how it ended (never raises)
             self.changes.desk.ran(job.id)
         return reply
+
+    def _record_outcome(self, request: Request, outcome: dict | None, ended: tuple | None = None) -> None:
+        """After a question's reply: its outcome audit row and its job's end (`ended`, a step of the store's writer),
+        in one transaction; the job's end alone when there is no row to write (a refusal's was written) or it failed."""
+        rt, name = self._runtime, request.invocation.command[:64]
+        try:
+            if outcome is not None:
+                rt.audit.record(request.invocation, also=(ended,) if ended else (), **outcome)
+                return
+        except Exception:
+            log.exception("audit write failed after /%s", name)
+        try:
+            if ended is not None:
+                rt.jobs.finish_written(ended)
+        except Exception:
+            log.exception("the end of /%s's job could not be written; the sweep interrupts it", name)
 
     def resolve(self, request: Request, next) -> Reply:
         job = request.job
@@ -407,7 +449,11 @@ class Pipeline:
         arguments = request.arguments
         job_id = request.job.id if request.job is not None else None
         started = time.monotonic()
-        self._record(request, "allowed", arguments=arguments, job_id=job_id, details={"reason": request.reason} if request.reason else None)
+        # The timeline notes a run's start only for an approved or break-glass request (bot/incidents/capture.py): a
+        # command run as asked spares the observers' query (one per job, on its outcome row).
+        observed = request.stored or request.break_glass is not None
+        reason = {"reason": request.reason} if request.reason else None
+        self._record(request, "allowed", arguments=arguments, job_id=job_id, details=reason, observed=observed)
         context = self._context(request, job_id)
         error_text = error_id = None
         try:
@@ -426,17 +472,18 @@ class Pipeline:
             reply = Reply(f"{cmd.slash} failed unexpectedly (error id {error_id}); the details are in the bot's log.", error_id=error_id)
         duration_ms = round((time.monotonic() - started) * 1000)
 
-        def record() -> None:
-            runtime.audit.record(
-                invocation, "failed" if error_text or reply.failed else "succeeded", arguments=arguments, duration_ms=duration_ms,
-                error=error_text, error_id=error_id, job_id=job_id, details=reply.facts,
-            )
-
-        try:  # a change's outcome must be in the audit even after a store blip; a question's answer must not wait
-            retried(record, f"the audit of {cmd.slash}") if cmd.changes else record()
+        outcome = dict(
+            outcome="failed" if error_text or reply.failed else "succeeded", arguments=arguments, duration_ms=duration_ms,
+            error=error_text, error_id=error_id, job_id=job_id, details=reply.facts,
+        )
+        reply.failed = reply.failed or error_text is not None
+        if not request.changes:  # a question's answer does not wait for its outcome row: written after it (finish)
+            request.outcome = outcome
+            return reply
+        try:  # a change's outcome must be in the audit even after a store blip
+            retried(lambda: runtime.audit.record(invocation, **outcome), f"the audit of {cmd.slash}")
         except Exception:
             log.exception("audit write failed after %s", cmd.slash)
-        reply.failed = reply.failed or error_text is not None
         return reply
 
     def _context(self, request: Request, job_id: int | None) -> Context:

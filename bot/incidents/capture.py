@@ -45,21 +45,21 @@ class AuditCapture:
     def __call__(self, entry: AuditEntry) -> None:
         if entry.outcome in APPROVAL_STEPS and entry.job_id is not None:
             job = self._rt.jobs.get(entry.job_id)
-            incident = self._timeline.open_in(job.channel_id if job else entry.channel_id)
+            incident = self._timeline.open_id(job.channel_id if job else entry.channel_id)
             if incident is not None and job is not None:
-                self._timeline.add(incident.id, self._approval_step(entry, job))
+                self._timeline.add(incident, self._approval_step(entry, job))
             return
         if entry.command in SELF_RECORDED or entry.outcome not in (*COMMAND_OUTCOMES, "allowed"):
             return
-        incident = self._timeline.open_in(entry.channel_id)
+        incident = self._timeline.open_id(entry.channel_id)
         if incident is None:
             return
         job = self._rt.jobs.get(entry.job_id) if entry.job_id is not None else None
         if entry.outcome == "allowed":
             if job is not None and (job.approver or job.break_glass):  # a request starts to run
-                self._timeline.add(incident.id, self._run_started(entry, job))
+                self._timeline.add(incident, self._run_started(entry, job))
             return
-        self._timeline.add(incident.id, self._command(entry, job))
+        self._timeline.add(incident, self._command(entry, job))
 
     def _line(self, entry: AuditEntry) -> str:
         arguments = entry.arguments or {}

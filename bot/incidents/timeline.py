@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Insert, func, select, update
+from sqlalchemy import Insert, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -18,6 +18,9 @@ class AlreadyOpen(Exception):
     def __init__(self, incident: Incident):
         super().__init__(incident.label)
         self.incident = incident
+
+
+_OPEN_ID = select(Incident.id).where(Incident.channel_id == bindparam("channel"), Incident.state == bindparam("open")).limit(1)
 
 
 @dataclass
@@ -74,6 +77,13 @@ class Timeline:
             return None
         with self._store.session() as session:
             return session.scalars(select(Incident).where(Incident.channel_id == channel_id, Incident.state == OPEN)).first()
+
+    def open_id(self, channel_id: str | None) -> int | None:
+        """open_in()'s id only: asked after every command's outcome row, so a plain query, no ORM session."""
+        if not channel_id:
+            return None
+        with self._store.engine.connect() as connection:
+            return connection.execute(_OPEN_ID, {"channel": channel_id, "open": OPEN}).scalar()
 
     def latest_in(self, channel_id: str) -> Incident | None:
         with self._store.session() as session:

@@ -42,21 +42,22 @@ _NOTIFY = text(f"SELECT pg_notify('{WAKE_CHANNEL}', '')")
 
 
 def _claim_statement(postgres: bool, by_source: bool):
-    """UPDATE the oldest queued job (of one source) to running for a holder, RETURNING its id: the whole claim is
-    one statement. On PostgreSQL its SELECT locks the row it picks and skips the rows other runners are taking
-    (FOR UPDATE SKIP LOCKED), so concurrent claims neither wait for each other nor win the same job; SQLite runs
-    one writer at a time, so there the single statement is enough. Every value is a named parameter: it runs on
-    the store's writer, compiled once."""
+    """UPDATE the oldest queued jobs (at most `many`, of one source) to running for a holder, RETURNING their rows:
+    the whole claim is one statement, and nothing is read back after it. On PostgreSQL its SELECT locks the rows it
+    picks and skips the rows other runners are taking (FOR UPDATE SKIP LOCKED), so concurrent claims neither wait
+    for each other nor win the same job; SQLite runs one writer at a time, so there the single statement is enough.
+    Every value is a named parameter: it runs on the store's writer, compiled once."""
     queued = bindparam("queued")
     oldest = select(Job.id).where(Job.state == queued, *([Job.source == bindparam("of_source")] if by_source else []))
-    oldest = oldest.order_by(Job.id).limit(1)
+    oldest = oldest.order_by(Job.id).limit(bindparam("many"))
     if postgres:
-        oldest = oldest.with_for_update(skip_locked=True)
+        # Picked once: a subquery under IN may be run again by the plan (and lock more rows than asked for).
+        oldest = select(oldest.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED").c.id)
     return (
         update(Job)
-        .where(Job.id == oldest.scalar_subquery(), Job.state == queued)
+        .where(Job.id.in_(oldest.scalar_subquery()), Job.state == queued)
         .values(state=bindparam("running"), holder=bindparam("claimer"), started_at=bindparam("claimed_at"))
-        .returning(Job.id)
+        .returning(*Job.__table__.columns)
     )
 
 
@@ -158,6 +159,9 @@ class JobQueue:
         self._postgres = store.engine.dialect.name == "postgresql"
         self._new_job = _new_job_statement(store.engine.dialect.name)
         self._claim_any, self._claim_of_source = _claim_statement(self._postgres, False), _claim_statement(self._postgres, True)
+        # A claimed row as the ORM would load it: each column's own conversion of what the driver returns.
+        dialect = store.engine.dialect
+        self._columns = [(column.key, column.type._cached_result_processor(dialect, None)) for column in Job.__table__.columns]
 
     # ---- creating ----------------------------------------------------------------------------
 
@@ -228,15 +232,22 @@ class JobQueue:
         return self.get(job_id) if won else None
 
     def claim_next(self, holder: str, source: str | None = None) -> Job | None:
-        """The oldest queued job, now running for this holder, or None: one statement on the store's writer, so no
-        other runner can win it too (on PostgreSQL its row is skipped by the others while this one takes it)."""
+        """The oldest queued job, now running for this holder, or None."""
+        claimed = self.claim_many(holder, 1, source)
+        return claimed[0] if claimed else None
+
+    def claim_many(self, holder: str, many: int, source: str | None = None) -> list[Job]:
+        """The oldest queued jobs, at most `many`, now running for this holder, oldest first: one statement on the
+        store's writer, so no other runner can win one of them too (on PostgreSQL their rows are skipped by the
+        others while this one takes them)."""
         self._beating(holder)
-        params = {"queued": QUEUED, "running": RUNNING, "claimer": holder, "claimed_at": utcnow()}
+        params = {"queued": QUEUED, "running": RUNNING, "claimer": holder, "claimed_at": utcnow(), "many": many}
         if source is not None:
             params["of_source"] = source
         claim = (self._claim_of_source if source is not None else self._claim_any, params)
-        job_id = self._store.ack_writer.write(*([(_CLAIM_UNFLUSHED, {})] if self._postgres else []), claim)
-        return None if job_id is None else self.get(job_id)
+        rows = self._store.ack_writer.write(*([(_CLAIM_UNFLUSHED, {})] if self._postgres else []), claim, every_row=True)
+        jobs = [Job(**{key: convert(value) if convert else value for (key, convert), value in zip(self._columns, row)}) for row in rows]
+        return sorted(jobs, key=lambda job: job.id)
 
     def update_held(self, job: Job, holder: str, **values) -> bool:
         """Change a running job this holder holds (its arguments, its message); False if it lost the job."""
@@ -244,9 +255,17 @@ class JobQueue:
 
     def finish(self, job_id: int, holder: str, state: str, result: str | None = None, error_id: str | None = None) -> bool:
         """running -> its final state, while this holder still holds it; on the store's writer (one per job)."""
+        return self.finish_written(self.finish_step(job_id, holder, state, result, error_id))
+
+    @staticmethod
+    def finish_step(job_id: int, holder: str, state: str, result: str | None = None, error_id: str | None = None) -> tuple:
+        """finish() as a step of the store's writer, to be written in one transaction with others (an audit row)."""
         values = {"job": job_id, "running": RUNNING, "by": holder, "outcome": state, "at": utcnow(),
                   "said": result[:4000] if result else None, "error": error_id}
-        return self._store.ack_writer.write((_FINISH, values)) is not None
+        return _FINISH, values
+
+    def finish_written(self, step: tuple) -> bool:
+        return self._store.ack_writer.write(step) is not None
 
     def to_pending(self, job_id: int, holder: str, arguments: dict, expires_at: datetime, **fields) -> bool:
         """A checked request now waits for a second person; its runner lets go of it (`fields`: its rule, its reason)."""

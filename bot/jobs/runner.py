@@ -85,17 +85,25 @@ class Runner:
                 self._claim_all()
 
     def _claim_all(self) -> None:
-        while self.free.acquire(blocking=False):
+        """As many queued jobs as there are free threads, several per statement (a burst is claimed in a few)."""
+        while True:
+            free = 0
+            while self.free.acquire(blocking=False):
+                free += 1
+            if not free:
+                return
             try:
-                job = self.rt.jobs.claim_next(self.holder)
+                jobs = self.rt.jobs.claim_many(self.holder, free)
                 self.outage.ok()
             except Exception:
                 self.outage.failed("claiming jobs")
-                job = None
-            if job is None:
+                jobs = []
+            for job in jobs:
+                self.pool.submit(self._process, job)
+            for _ in range(free - len(jobs)):
                 self.free.release()
+            if len(jobs) < free:
                 return
-            self.pool.submit(self._process, job)
 
     def _sweep(self) -> None:
         """Each part of the sweep on its own: one that fails (the store away, Slack down) is reported by the outage

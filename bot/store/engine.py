@@ -160,15 +160,15 @@ SEEN_REQUEST = insert(SeenRequest.__table__)  # a Slack request's signature; bui
 class _Write:
     """One caller's steps in a group, and what became of them once the group committed."""
 
-    __slots__ = ("steps", "done", "result", "error")
+    __slots__ = ("steps", "every_row", "done", "result", "error")
 
-    def __init__(self, steps: list):
-        self.steps, self.done, self.result, self.error = steps, False, None, None
+    def __init__(self, steps: list, every_row: bool):
+        self.steps, self.every_row, self.done, self.result, self.error = steps, every_row, False, None, None
 
 
 class AckWriter:
-    """The writes on the path that answers Slack (a job row, a request's signature), each committed before its
-    caller returns.
+    """The writes on the path that answers Slack (a job row, a request's signature) and on the way to a reply (a
+    runner's claims, audit rows, a job's end), each committed before its caller returns.
 
     They run before every ack, so they skip what SQLAlchemy's execution costs there: each statement is
     compiled once to its SQL text, and runs on the driver's own cursor, on connections kept for this path
@@ -235,13 +235,14 @@ class AckWriter:
             raise TypeError(f"the ack path writes plain values only, not {type(value).__name__}")
         return value
 
-    def write(self, *steps):
+    def write(self, *steps, every_row: bool = False):
         """Runs (statement, params) steps in one transaction and commits; the first column of the last step's
-        RETURNING row, if it returned one. A unique key already taken raises IntegrityError and writes nothing."""
+        RETURNING row, if it returned one (with `every_row`, all its RETURNING rows, whole). A unique key already
+        taken raises IntegrityError and writes nothing."""
         prepared = [self._sql(statement, params) for statement, params in steps]
         if not self._sqlite:
-            return self._alone(prepared)
-        mine = _Write(prepared)
+            return self._alone(prepared, every_row)
+        mine = _Write(prepared, every_row)
         with self._group:
             self._queued.append(mine)
             while self._writing and not mine.done:
@@ -262,14 +263,14 @@ class AckWriter:
             raise mine.error
         return mine.result
 
-    def _alone(self, prepared: list):
+    def _alone(self, prepared: list, every_row: bool):
         """One transaction of one caller (PostgreSQL)."""
         reconnected = False
         while True:
             connection = self._take()
             try:
                 cursor = connection.cursor()
-                row = self._steps(cursor, prepared)
+                result = self._steps(cursor, prepared, every_row)
                 cursor.close()
                 connection.commit()
             except self._dbapi.Error as error:
@@ -285,13 +286,16 @@ class AckWriter:
                 connection.invalidate()
                 raise
             self._give_back(connection)
-            return row[0] if row else None
+            return result
 
     @staticmethod
-    def _steps(cursor, prepared: list):
+    def _steps(cursor, prepared: list, every_row: bool):
         for sql, params in prepared:
             cursor.execute(sql, params)
-        return cursor.fetchone() if cursor.description else None
+        if every_row:
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+        row = cursor.fetchone() if cursor.description else None
+        return row[0] if row else None
 
     def _roll_back(self, connection, error) -> None:
         try:
@@ -308,18 +312,19 @@ class AckWriter:
         try:
             cursor = connection.cursor()
             self._begin_immediate(cursor)
+            alone = len(group) == 1  # its error is the transaction's: no savepoint needed
             for each in group:
-                cursor.execute("SAVEPOINT ack")
+                if not alone:
+                    cursor.execute("SAVEPOINT ack")
                 try:
-                    row = self._steps(cursor, each.steps)
+                    each.result = self._steps(cursor, each.steps, each.every_row)
                 except self._dbapi.DatabaseError as error:
-                    if _sqlite_busy(error):
+                    if alone or _sqlite_busy(error):
                         raise
                     cursor.execute("ROLLBACK TO ack")
                     each.error = DBAPIError.instance(None, None, error, self._dbapi.Error)
-                else:
-                    each.result = row[0] if row else None
-                cursor.execute("RELEASE ack")
+                if not alone:
+                    cursor.execute("RELEASE ack")
             cursor.close()
             connection.commit()
         except self._dbapi.Error as error:
