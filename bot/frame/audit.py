@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Callable, Literal
 
 from sqlalchemy import insert, select
@@ -83,11 +84,13 @@ class AuditLog:
         details: dict | None = None,
         also: tuple = (),
         observed: bool = True,
+        at: datetime | None = None,
     ) -> None:
-        """Write the row (with `also`, more (statement, params) steps of the store's writer, in the same transaction),
+        """Write the row (stamped `at`, when what it records happened: a question's outcome row is written after its
+        reply, and must still come before what was typed next) (with `also`, more (statement, params) steps of the store's writer, in the same transaction),
         then show it to the observers, unless the caller knows none needs it (`observed`)."""
         entry = AuditEntry(
-            at=utcnow(),
+            at=at or utcnow(),
             user_id=_fit(invocation.user_id, 64),
             channel_id=_fit(invocation.channel_id, 64),
             source=invocation.source,

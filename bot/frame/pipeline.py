@@ -31,7 +31,7 @@ from bot.frame.redact import redact
 from bot.frame.registry import ArgumentError, Command, CommandError, Context, Decided, Invocation, Reply, command_line, parse_arguments
 from bot.frame.roles import Role
 from bot.jobs.model import Job
-from bot.store.engine import retried
+from bot.store.engine import retried, utcnow
 
 if TYPE_CHECKING:
     from bot.frame.audit import AuditLog
@@ -474,7 +474,7 @@ class Pipeline:
 
         outcome = dict(
             outcome="failed" if error_text or reply.failed else "succeeded", arguments=arguments, duration_ms=duration_ms,
-            error=error_text, error_id=error_id, job_id=job_id, details=reply.facts,
+            error=error_text, error_id=error_id, job_id=job_id, details=reply.facts, at=utcnow(),  # when it ended, not when written
         )
         reply.failed = reply.failed or error_text is not None
         if not request.changes:  # a question's answer does not wait for its outcome row: written after it (finish)
