@@ -225,3 +225,55 @@ def test_three_replicas_sweeping_together_on_postgresql_send_one_reminder_a_day(
     with bots[0].rt.store.session() as session:
         reminded = session.scalars(select(func.count()).select_from(IncidentAction).where(IncidentAction.reminded_on.is_not(None))).one()
     assert reminded == 2
+
+
+@pytest.mark.process
+def test_two_bot_processes_on_postgresql_remind_once_a_day_at_the_test_clocks_times(tmp_path, make_runtime, slack_double, postgres_url):
+    """As production runs: two `flowstate-bot run` processes whose runners sweep every couple of seconds, their
+    scheduler's clock moved together through the test-only clock file."""
+    import time
+
+    from bot.frame.registry import Invocation
+    from tests.conftest import BotProcess
+
+    stack_file = tmp_path / "flowstate.toml"
+    stack_file.write_text("# no stack: incidents only\n")
+    clock = tmp_path / "clock"
+    clock.write_text("2026-12-05T09:00:00+00:00")
+    env = dict(
+        FLOWSTATE_DATABASE_URL=postgres_url, FLOWSTATE_CLOCK_FILE=str(clock), FLOWSTATE_DAILY_REPORT_AT="off",
+        FLOWSTATE_BACKUP_AT="off", FLOWSTATE_DRILL_AT="off", FLOWSTATE_WATCH_MINUTES="0",
+    )
+    lead = make_runtime(database_url=postgres_url, clock_file=clock)
+    grant(lead, "U0LEAD", Role.operator)
+    grant(lead, "U0ALICE", Role.viewer)
+
+    def type_(user: str, line: str) -> str:
+        name, _, text = line.lstrip("/").partition(" ")
+        return lead.pipeline.dispatch(Invocation(user, name, text, OPS, "console")).text
+
+    type_("U0LEAD", "/incident start Checkout failing")
+    assert type_("U0LEAD", "/incident action U0ALICE Add an alert --due 1d").startswith("📋 Follow-up #1 of incident #1 is <@U0ALICE>'s")
+    dm = slack_double.dm_channel("U0ALICE")
+    bots = [BotProcess(tmp_path, slack_double, tmp_path / f"home{n}", str(stack_file), **env) for n in range(2)]
+    try:
+        for bot in bots:
+            bot.start()
+        clock.write_text("2026-12-06T09:00:00+00:00")
+        slack_double.wait_for("chat.postMessage", timeout=30, predicate=lambda call: call.params.get("channel") == dm)
+        time.sleep(5)  # two more sweeps of every runner, the same day: no second reminder
+        assert len(direct_messages(slack_double, "U0ALICE")) == 1
+        clock.write_text("2026-12-07T08:00:00+00:00")
+        slack_double.wait_for(
+            "chat.postMessage", timeout=30, predicate=lambda call: call.params.get("channel") == dm and "1 day overdue" in call.params.get("text", "")
+        )
+        time.sleep(5)
+        assert len(direct_messages(slack_double, "U0ALICE")) == 2
+        assert type_("U0ALICE", "/actions done 1") == "✅ Follow-up #1 of incident #1 is done: Add an alert."
+        clock.write_text("2026-12-08T08:00:00+00:00")
+        time.sleep(5)
+        assert len(direct_messages(slack_double, "U0ALICE")) == 2
+    finally:
+        for bot in bots:
+            if bot.process is not None:
+                bot.close()
