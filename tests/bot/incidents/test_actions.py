@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from bot.frame.roles import Role
 from bot.incidents.model import ACTION, IncidentAction
 from bot.store.engine import AuditEntry
-from tests.bot.test_expiring_access import Replica, direct_messages, sweep_together
+from tests.bot.test_expiring_access import Replica, direct_messages, swept_only, sweep_together
 from tests.conftest import grant
 from tests.duties.conftest import ManualClock
 
@@ -236,14 +236,7 @@ def test_two_bot_processes_on_postgresql_remind_once_a_day_at_the_test_clocks_ti
     from bot.frame.registry import Invocation
     from tests.conftest import BotProcess
 
-    stack_file = tmp_path / "flowstate.toml"
-    stack_file.write_text("# no stack: incidents only\n")
-    clock = tmp_path / "clock"
-    clock.write_text("2026-12-05T09:00:00+00:00")
-    env = dict(
-        FLOWSTATE_DATABASE_URL=postgres_url, FLOWSTATE_CLOCK_FILE=str(clock), FLOWSTATE_DAILY_REPORT_AT="off",
-        FLOWSTATE_BACKUP_AT="off", FLOWSTATE_DRILL_AT="off", FLOWSTATE_WATCH_MINUTES="0",
-    )
+    stack_file, clock, env = swept_only(tmp_path, postgres_url, "2026-12-05T09:00:00+00:00")
     lead = make_runtime(database_url=postgres_url, clock_file=clock)
     grant(lead, "U0LEAD", Role.operator)
     grant(lead, "U0ALICE", Role.viewer)
