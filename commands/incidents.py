@@ -5,18 +5,24 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError, model_validator
 
-from bot.incidents.model import DEFAULT_SEVERITY, SEVERITIES
+from bot.incidents.actions import due_day
+from bot.incidents.model import DEFAULT_SEVERITY, OPEN, SEVERITIES
+from bot.incidents.text import slack_safe
 from bot.incidents.views import SHOWN_EVENTS, glance, listing, summary, timeline
-from bot.frame.durations import MomentField
-from bot.frame.registry import CommandError, FreeText, Option, Reply, command
+from bot.frame.durations import Duration, MomentField, duration_field
+from bot.frame.registry import CommandError, FreeText, Option, Reply, UserId, command
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
 from commands.context import Ctx
 
 _TS = re.compile(r"\d{1,12}\.\d{1,6}")
-OPERATOR_ACTIONS = ("start", "status", "sev", "resolve")
+OPERATOR_ACTIONS = ("start", "status", "sev", "resolve", "action")
+DEFAULT_DUE = Duration.parse("7d")
+_OWNER = TypeAdapter(UserId)
+_ACTION_USAGE = '/incident action @owner "TEXT" --due 3d'
+
 
 
 def _one_line(title: str) -> None:
@@ -42,12 +48,18 @@ Severity = Annotated[int, BeforeValidator(_severity)]
 
 
 class IncidentArgs(BaseModel):
-    action: Literal["show", "start", "status", "sev", "note", "resolve", "timeline", "add-message"] = Field(
+    action: Literal["show", "start", "status", "sev", "note", "resolve", "timeline", "add-message", "action"] = Field(
         "show", examples=["start"]
     )
     text: FreeText = Field("", max_length=3000, description="the title, status, note or summary", examples=["Checkout failing"])
     sev: Annotated[Severity | None, Option("--sev", "1..4")] = Field(
         None, description=f"the severity of a new incident, 1 (worst) to 4 (default {DEFAULT_SEVERITY})", examples=[2]
+    )
+    deadline: Annotated[duration_field("52w") | None, Option("--due", "TIME")] = Field(
+        None, description=f"when a follow-up (action) is due, from now (default {DEFAULT_DUE})"
+    )
+    incident: Annotated[int | None, Option("--incident", "ID")] = Field(
+        None, ge=1, description="the incident a follow-up belongs to (default: the channel's open one, else its latest)"
     )
 
     @model_validator(mode="after")
@@ -71,7 +83,26 @@ class IncidentArgs(BaseModel):
             raise ValueError("--sev goes with start; /incident sev N changes the open incident's severity")
         if self.action == "add-message" and not _TS.fullmatch(text.split(" ")[0]):
             raise ValueError("add-message needs a message ts")
+        if self.action == "action":
+            self.follow_up()
+        elif self.deadline is not None or self.incident is not None:
+            raise ValueError(f"--due and --incident go with action, such as {_ACTION_USAGE}")
         return self
+
+    def follow_up(self) -> tuple[str, str]:
+        """(owner, text) of `action @owner "TEXT"`; ValueError in one sentence when either is missing."""
+        first, _, rest = self.text.strip().partition(" ")
+        try:
+            owner = _OWNER.validate_python(first)
+        except ValidationError:
+            raise ValueError(f"action needs an owner first (@name in Slack, a user id in the console), such as {_ACTION_USAGE}") from None
+        said = _unquoted(rest)
+        if not said:
+            raise ValueError(f"action needs a text after its owner, such as {_ACTION_USAGE}")
+        if len(said) > 500:
+            raise ValueError("the follow-up's text should be at most 500 characters")
+        _one_line(said)
+        return owner, said
 
     def severity(self) -> int:
         """`--sev N` of a start, or the default."""
@@ -93,7 +124,10 @@ def _role(args: IncidentArgs) -> Role:
 @command(
     "incident",
     summary="The channel's incident: start, status, severity, notes, resolve, its timeline.",
-    usage="/incident [start TITLE [--sev 1..4] | status TEXT | sev N | note TEXT | resolve [SUMMARY] | timeline]",
+    usage=(
+        "/incident [start TITLE [--sev 1..4] | status TEXT | sev N | note TEXT | resolve [SUMMARY] | timeline"
+        ' | action @owner "TEXT" [--due 3d] [--incident ID]]'
+    ),
     role=Role.viewer,
     role_for=_role,
     args=IncidentArgs,
@@ -101,6 +135,8 @@ def _role(args: IncidentArgs) -> Role:
 def incident(ctx: Ctx, args: IncidentArgs) -> Reply:
     flow, channel, user = ctx.incidents, ctx.invocation.channel_id, ctx.invocation.user_id
     tz, now = ctx.tz, utcnow()
+    if args.action == "action":
+        return _follow_up(ctx, args)
     if not channel:
         raise CommandError("Incidents belong to a channel; run this in the incident's channel.")
     if args.action == "show":
@@ -131,6 +167,26 @@ def incident(ctx: Ctx, args: IncidentArgs) -> Reply:
         return Reply(said)
     shown = summary(changed, tz, now)
     return Reply(f"{said}\n{shown.text}", shown.blocks)
+
+
+def _follow_up(ctx: Ctx, args: IncidentArgs) -> Reply:
+    """A follow-up for `--incident ID`, else the channel's open incident, else the channel's latest (after the resolve)."""
+    flow, channel = ctx.incidents, ctx.invocation.channel_id
+    owner, text = args.follow_up()
+    if args.incident is not None:
+        chosen = flow.which(None, args.incident)
+    else:
+        chosen = (flow.timeline.open_in(channel) or flow.timeline.latest_in(channel)) if channel else None
+    if chosen is None:
+        raise CommandError("No incident was started in this channel; name one with --incident ID (/incidents lists them).")
+    due = args.deadline or DEFAULT_DUE
+    added = flow.actions.add(chosen, owner, text, due.delta, ctx.invocation.user_id, ctx.duties.clock.now())
+    state = "" if chosen.state == OPEN else " (resolved)"
+    return Reply(
+        f"📋 Follow-up #{added.id} of incident #{chosen.id}{state} is <@{owner}>'s, due {due_day(added.due_at, ctx.tz)}: "
+        f"{slack_safe(text)}; /actions lists the open ones.",
+        in_channel=True,
+    )
 
 
 class IncidentsArgs(BaseModel):

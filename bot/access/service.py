@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from bot.access.model import APP, BOT, FAILED, KEPT, LEFT, REPLACED, REVERTED, REVERTING, REVOKED, TemporaryGrant
 from bot.frame import blocks
 from bot.frame.authz import Authorizer
+from bot.frame.publish import direct_message
 from bot.frame.registry import CommandError, Invocation, Notifier, Reply
 from bot.frame.roles import Role
 from bot.stack.users import refuse_role_change
@@ -386,12 +387,4 @@ class ExpiringAccess:
             log.exception("could not post the end of temporary grant #%s to %s", grant.id, grant.channel_id)
 
     def _direct(self, user_id: str, text: str) -> None:
-        """A direct message (conversations.open, then a post there); none in the console, and none to a non-person."""
-        slack, messages = self._rt.slack, self._rt.messages
-        if slack is None or messages is None or not user_id.startswith(("U", "W")):
-            return
-        try:
-            channel = slack.conversations_open(users=user_id)["channel"]["id"]
-            messages.post(channel, Reply(text, [blocks.section(text)]))
-        except Exception:
-            log.exception("could not send a direct message to %s", user_id)
+        direct_message(self._rt.slack, self._rt.messages, user_id, text)

@@ -10,10 +10,15 @@ through `RedactedNotifier`, the same redaction in front of the Slack notifier.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Callable, Protocol
+
+from bot.frame import blocks
 
 from bot.frame.redact import redact, redact_value
 from bot.frame.registry import Notifier, Reply  # Notifier: the port, declared with the reply it carries
+
+log = logging.getLogger(__name__)
 
 
 def redacted(reply: Reply) -> Reply:
@@ -53,3 +58,17 @@ class RedactedNotifier:
 
     def update(self, channel: str, ts: str, reply: Reply) -> None:
         self.notifier.update(channel, ts, redacted(reply))
+
+
+def direct_message(slack, messages: Notifier | None, user_id: str, text: str) -> bool:
+    """A direct message to a person (conversations.open, then a post there, redacted by MESSAGES); none in the console
+    (no Slack) and none to a non-person. False when it could not be sent (logged)."""
+    if slack is None or messages is None or not user_id.startswith(("U", "W")):
+        return False
+    try:
+        channel = slack.conversations_open(users=user_id)["channel"]["id"]
+        messages.post(channel, Reply(text, [blocks.section(text)]))
+    except Exception:
+        log.exception("could not send a direct message to %s", user_id)
+        return False
+    return True

@@ -34,7 +34,7 @@ class AuditHost(Protocol):
 COMMAND_OUTCOMES = ("succeeded", "failed", "denied", "rejected")
 APPROVAL_STEPS = ("requested", "approved", "waiting", "declined", "cancelled", "expired", "break-glass", "interrupted")
 # Their own steps are on the timeline already (a status change, a note, an approval): not again as commands.
-SELF_RECORDED = ("incident", "incidents", "postmortem", "approvals")
+SELF_RECORDED = ("incident", "incidents", "postmortem", "approvals", "actions")
 
 
 class AuditCapture:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.store.engine import Base, UTCDateTime
@@ -19,7 +19,8 @@ SEVERITY = "severity"
 NOTE = "note"
 SLACK_MESSAGE = "slack_message"  # a message someone pinned to the timeline (reaction or shortcut)
 IMPORTED = "imported_message"  # a message read from the channel's history for the post-mortem
-KINDS = (COMMAND, APPROVAL, STATUS, SEVERITY, NOTE, SLACK_MESSAGE, IMPORTED)
+ACTION = "action"  # a follow-up given to an owner (/incident action), or closed (/actions done)
+KINDS = (COMMAND, APPROVAL, STATUS, SEVERITY, NOTE, SLACK_MESSAGE, IMPORTED, ACTION)
 
 
 def is_key_action(kind: str, details: dict | None) -> bool:
@@ -94,3 +95,23 @@ class Postmortem(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     markdown: Mapped[str] = mapped_column(Text)
     file_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class IncidentAction(Base):
+    """A follow-up of an incident with one owner and a due time (/incident action, /actions). Closing it and its daily
+    reminder are each one conditional UPDATE (`done_at IS NULL`; `reminded_on` not today), so of two clicks or two
+    replicas one acts."""
+
+    __tablename__ = "incident_actions"
+    __table_args__ = (Index("ix_incident_actions_open_due", "done_at", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)  # as typed (Slack mrkdwn), shown escaped
+    owner: Mapped[str] = mapped_column(String(64))  # a Slack user id
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    done_by: Mapped[str | None] = mapped_column(String(64))
+    reminded_on: Mapped[date | None] = mapped_column(Date)  # the local date of the last reminder: one a day

@@ -7,12 +7,14 @@ action items. Every piece of user text is escaped; times are in the configured z
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
 from bot.frame.humanize import count, duration
+from bot.incidents.actions import action_items
 from bot.incidents.model import (
-    APPROVAL, COMMAND, IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent, is_key_action,
+    APPROVAL, COMMAND, IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, IncidentAction, TimelineEvent,
+    is_key_action,
 )
 from bot.incidents.text import markdown_safe, to_markdown
 from bot.incidents.when import clock, day, full
@@ -31,6 +33,7 @@ class Report:
     job_results: dict[int, str]
     tz: tzinfo
     now: datetime
+    actions: list[IncidentAction] = field(default_factory=list)  # its follow-ups (/incident action)
 
 
 def render(report: Report) -> str:
@@ -283,8 +286,4 @@ class _Writer:
         )
 
     def action_items(self) -> str:
-        return (
-            "## Action items\n\n"
-            "_What would have prevented this, or found it sooner? One owner each._\n\n"
-            "| Action | Owner | Due |\n|---|---|---|\n| | | |"
-        )
+        return action_items(self.r.actions, self.name, self.r.names, self.tz, self.r.now)

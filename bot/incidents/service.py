@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from slack_sdk.errors import SlackApiError
 
+from bot.incidents.actions import FollowUps
 from bot.incidents.capture import AuditCapture, AuditHost, message_event
 from bot.incidents.model import (
     IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent,
@@ -56,6 +57,7 @@ class Incidents:
         self._rt = runtime
         self.timeline = Timeline(runtime.store)
         self.on_audit = AuditCapture(runtime, self.timeline)
+        self.actions = FollowUps(runtime, self.timeline)
 
     @property
     def tz(self):
@@ -208,7 +210,8 @@ class Incidents:
     def report(self, incident: Incident, names: dict[str, str], events: list[TimelineEvent] | None = None) -> str:
         events = self.timeline.events(incident.id) if events is None else events
         job_ids = {e.details["job_id"] for e in events if e.details and e.details.get("job_id")}
-        return render(Report(incident, events, names, self.timeline.job_results(job_ids), self.tz, utcnow()))
+        actions = self.actions.of_incident(incident.id)
+        return render(Report(incident, events, names, self.timeline.job_results(job_ids), self.tz, utcnow(), actions))
 
     def postmortem(self, incident: Incident, channel: str | None, by: str) -> Reply:
         """Read the channel (in Slack), write the report, store it, post it as a file."""
@@ -239,11 +242,11 @@ class Incidents:
             self.timeline.set_postmortem_file(postmortem_id, file_id)
         return Reply(f"Post-mortem of incident #{incident.id} posted to the channel as {filename} (stored as post-mortem #{postmortem_id}; {again}).")
 
-    @staticmethod
-    def _people(incident: Incident, events: list[TimelineEvent]) -> set[str]:
+    def _people(self, incident: Incident, events: list[TimelineEvent]) -> set[str]:
         """Whose names to look up: everyone who acted, and the first MENTIONED_NAMES people mentioned (one
         message can mention thousands; past the cap a mention shows its user id)."""
         people = {incident.started_by} | ({incident.resolved_by} if incident.resolved_by else set())
+        people |= {action.owner for action in self.actions.of_incident(incident.id)}
         mentioned: dict[str, None] = {}
         for event in events:
             if event.actor:

@@ -7,13 +7,13 @@ from datetime import datetime, tzinfo
 from bot.frame import blocks
 from bot.frame.humanize import duration
 from bot.incidents.model import (
-    APPROVAL, COMMAND, NOTE, OPEN, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent, is_key_action,
+    ACTION, APPROVAL, COMMAND, NOTE, OPEN, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent, is_key_action,
 )
 from bot.incidents.text import slack_safe
 from bot.incidents.when import clock, day, full
 from bot.frame.registry import Reply
 
-MARKS = {SLACK_MESSAGE: "📌", COMMAND: "🔧", APPROVAL: "🔧", STATUS: "📣", SEVERITY: "📣", NOTE: "📝"}
+MARKS = {SLACK_MESSAGE: "📌", COMMAND: "🔧", APPROVAL: "🔧", STATUS: "📣", SEVERITY: "📣", NOTE: "📝", ACTION: "📋"}
 LOOKED = "🔎"  # a command that changed nothing and found nothing wrong: not a key action
 SHOWN_EVENTS = 60  # a Slack message holds about this many lines comfortably
 

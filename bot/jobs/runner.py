@@ -120,6 +120,7 @@ class Runner:
             (rt.duties.freezes.sweep, "the change freezes' starts and ends"),  # the replica whose UPDATE wins tells
             (lambda: rt.approvals.followup.sweep(now()), "the follow-up of requests nobody decided"),  # each once
             (lambda: rt.access.sweep(now()), "the sweep of roles granted for a while"),  # warned, then ended
+            (lambda: rt.incidents.actions.remind(now()), "the reminders of overdue follow-ups"),  # once a local day each
         ):
             try:
                 part()

@@ -25,6 +25,7 @@ SAMPLES = {
     "user-role": "alice@example.com user",
     "incident": "start Checkout failing --sev 2",  # a viewer may add notes, only an operator may start one
     "incidents": "",
+    "actions": "",
     "postmortem": "",
     "backup": "before the upgrade",
     "backups": "",

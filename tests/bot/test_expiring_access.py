@@ -339,6 +339,19 @@ def test_in_the_console_a_role_granted_for_a_while_ends_on_time_too(tmp_path):
     assert rows == [("role", "reverted")]
 
 
+def swept_only(tmp_path, database_url: str, at: str) -> tuple:
+    """(stack file, clock file, environment) of bot processes with no stack and no duty, their clock at AT."""
+    stack_file = tmp_path / "flowstate.toml"
+    stack_file.write_text("# no stack: only the bot's own rows\n")
+    clock = tmp_path / "clock"
+    clock.write_text(at)
+    env = dict(
+        FLOWSTATE_DATABASE_URL=database_url, FLOWSTATE_CLOCK_FILE=str(clock), FLOWSTATE_DAILY_REPORT_AT="off",
+        FLOWSTATE_BACKUP_AT="off", FLOWSTATE_DRILL_AT="off", FLOWSTATE_WATCH_MINUTES="0",
+    )
+    return stack_file, clock, env
+
+
 @pytest.mark.process
 def test_three_bot_processes_on_postgresql_warn_and_revert_a_grant_once(tmp_path, make_runtime, slack_double, postgres_url):
     """As production runs: three `flowstate-bot run` processes, each with its runners sweeping every couple of seconds,
@@ -347,14 +360,7 @@ def test_three_bot_processes_on_postgresql_warn_and_revert_a_grant_once(tmp_path
 
     from tests.conftest import BotProcess
 
-    stack_file = tmp_path / "flowstate.toml"
-    stack_file.write_text("# no stack: only the bot's own roles\n")
-    clock = tmp_path / "clock"
-    clock.write_text("2026-12-05T14:30:00+00:00")
-    env = dict(
-        FLOWSTATE_DATABASE_URL=postgres_url, FLOWSTATE_CLOCK_FILE=str(clock), FLOWSTATE_DAILY_REPORT_AT="off",
-        FLOWSTATE_BACKUP_AT="off", FLOWSTATE_DRILL_AT="off", FLOWSTATE_WATCH_MINUTES="0",
-    )
+    stack_file, clock, env = swept_only(tmp_path, postgres_url, "2026-12-05T14:30:00+00:00")
     admin = make_runtime(database_url=postgres_url, clock_file=clock, admins=["U0ADMIN"])
     grant(admin, "U0ALICE", Role.viewer)
     said = admin.pipeline.dispatch(Invocation("U0ADMIN", "role", "grant U0ALICE operator --for 2h", OPS, "console")).text

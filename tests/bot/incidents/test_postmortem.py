@@ -192,7 +192,7 @@ def test_what_was_done_lists_each_command_with_its_result_and_who_approved_it():
 def test_the_resolution_and_the_action_items_to_fill_in_close_it():
     sections = _write()
     assert sections["Resolution"] == "Resolved 2024-03-02 01:10 CET by Ana, 1 h 30 min after the start: Rolled back the frontend; error rate back under 1%."
-    assert sections["Action items"].splitlines()[-3:] == ["| Action | Owner | Due |", "|---|---|---|", "| | | |"]
+    assert sections["Action items"].splitlines()[-3:] == ["| Action | Owner | Due | State |", "|---|---|---|---|", "| | | | |"]
 
 
 def test_a_break_glass_run_is_marked_and_an_open_incident_says_so():
