@@ -178,6 +178,8 @@ class Incidents:
 
     def _store(self, reader: SlackReader, incident: Incident, messages: list[dict]) -> None:
         channel = incident.channel_id
+        deleted = self.timeline.deleted_messages(incident.id)  # the lead took them off the timeline (pinned, say)
+        messages = [m for m in messages if (channel, m["ts"]) not in deleted]
         self.timeline.add(incident.id, *(message_event(IMPORTED, channel, m, permalink=reader.permalink_of(channel, m)) for m in messages))
 
     # ---- the post-mortem ----------------------------------------------------------------------------
@@ -295,7 +297,7 @@ class Incidents:
             )
         if entry.text == text:
             raise CommandError(f"Timeline entry #{entry_id} already says that; nothing changed.")
-        if not self.timeline.edit(entry_id, text, by):
+        if not self.timeline.edit(entry, text, by):
             raise CommandError(f"Timeline entry #{entry_id} was deleted a moment ago; nothing changed.")
         return Reply(
             f"✏️ Timeline entry #{entry_id} of incident #{incident.id} is edited; the timeline and the post-mortem mark it "
@@ -306,7 +308,7 @@ class Incidents:
     def delete_entry(self, channel: str, entry_id: int, reason: str, by: str, *, admin: bool) -> Reply:
         """The lead takes an entry off the timeline and the post-mortem; it is kept, and exported as deleted."""
         incident, entry = self._entry_to_change(channel, entry_id, by, admin)
-        if not self.timeline.delete(entry_id, reason, by):
+        if not self.timeline.delete(entry, reason, by):
             raise CommandError(f"Timeline entry #{entry_id} was deleted a moment ago by someone else; nothing changed.")
         return Reply(
             f"🗑 Timeline entry #{entry_id} of incident #{incident.id} is deleted; the timeline and the post-mortem leave it "

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Insert, bindparam, func, select, update
+from sqlalchemy import Insert, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from bot.incidents.model import DEFAULT_SEVERITY, OPEN, RESOLVED, Incident, Postmortem, TimelineEvent
+from bot.incidents.model import (
+    DEFAULT_SEVERITY, IMPORTED, OPEN, RESOLVED, SLACK_MESSAGE, Incident, Postmortem, TimelineEvent,
+)
 from bot.jobs.model import Job
 from bot.store.engine import Store, utcnow
 
@@ -169,28 +171,47 @@ class Timeline:
         with self._store.session() as session:
             return session.get(TimelineEvent, entry_id)
 
-    def edit(self, entry_id: int, text: str, by: str, *, at: datetime | None = None) -> bool:
+    @staticmethod
+    def _copies(entry: TimelineEvent):
+        """The entry, and when it is a Slack message, its other copy (pinned, and read from the history)."""
+        if entry.kind not in (SLACK_MESSAGE, IMPORTED) or entry.ts is None:
+            return TimelineEvent.id == entry.id
+        return or_(TimelineEvent.id == entry.id, and_(
+            TimelineEvent.incident_id == entry.incident_id, TimelineEvent.channel_id == entry.channel_id,
+            TimelineEvent.ts == entry.ts, TimelineEvent.kind.in_((SLACK_MESSAGE, IMPORTED)),
+        ))
+
+    def edit(self, entry: TimelineEvent, text: str, by: str, *, at: datetime | None = None) -> bool:
         """New text for an entry not deleted, its first text kept: one statement, False when it was deleted first."""
         with self._store.session.begin() as session:
             result = session.execute(
                 update(TimelineEvent)
-                .where(TimelineEvent.id == entry_id, TimelineEvent.deleted_at.is_(None))
+                .where(self._copies(entry), TimelineEvent.deleted_at.is_(None))
                 .values(
                     text=text, original_text=func.coalesce(TimelineEvent.original_text, TimelineEvent.text),
                     edited_at=at or utcnow(), edited_by=by,
                 )
             )
-            return result.rowcount == 1
+            return result.rowcount >= 1
 
-    def delete(self, entry_id: int, reason: str, by: str, *, at: datetime | None = None) -> bool:
+    def delete(self, entry: TimelineEvent, reason: str, by: str, *, at: datetime | None = None) -> bool:
         """Leave an entry out of every view, kept as it was: once (False when someone deleted it first)."""
         with self._store.session.begin() as session:
             result = session.execute(
                 update(TimelineEvent)
-                .where(TimelineEvent.id == entry_id, TimelineEvent.deleted_at.is_(None))
+                .where(self._copies(entry), TimelineEvent.deleted_at.is_(None))
                 .values(deleted_at=at or utcnow(), deleted_by=by, delete_reason=reason)
             )
-            return result.rowcount == 1
+            return result.rowcount >= 1
+
+    def deleted_messages(self, incident_id: int) -> set[tuple[str | None, str | None]]:
+        """(channel, ts) of the Slack messages the lead deleted: a later read of the history does not bring them back."""
+        with self._store.session() as session:
+            rows = session.execute(
+                select(TimelineEvent.channel_id, TimelineEvent.ts)
+                .where(TimelineEvent.incident_id == incident_id, TimelineEvent.deleted_at.is_not(None), TimelineEvent.ts.is_not(None))
+            )
+            return {(channel, ts) for channel, ts in rows}
 
     def job_results(self, job_ids: set[int]) -> dict[int, str]:
         """What the runs of these jobs replied (the first lines of a /restart's report, say)."""

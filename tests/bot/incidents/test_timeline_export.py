@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bot.frame.roles import Role
-from bot.incidents.model import NOTE
+from bot.incidents.model import NOTE, SLACK_MESSAGE
 from bot.store.engine import AuditEntry
 from tests.conftest import grant, run
 
@@ -183,3 +183,27 @@ def test_in_slack_the_export_is_two_files_in_one_message_of_the_channel(slack_bo
     assert [(e["id"], e["kind"], e["actor"], e["text"]) for e in entries] == [(e.id, e.kind, e.actor, e.text) for e in stored]
     assert [r["text"] for r in rows] == [stored[0].text, f"'@everyone look {FORMULA}"], "a cell starting with @ is defused too"
     assert rows[0]["occurred_at_local"].endswith("+09:00") and rows[0]["occurred_at"].endswith("+00:00")
+
+
+def test_a_pinned_message_the_lead_deleted_stays_out_of_the_postmortem_that_reads_the_history(slack_bot, slack_double):
+    from tests.bot.test_slack_incidents import CHANNEL, _bot, _slash, _upload
+
+    sender, runtime = _bot(slack_bot, slack_double)
+    _slash(sender, slack_double, "/incident start Checkout failing", "UOLGA", "start")
+    wrong = slack_double.seed_message(CHANNEL, "it is surely the CDN", "UCLEO")
+    right = slack_double.seed_message(CHANNEL, "the reports job holds every connekshun", "UBEN")
+    for ts, name in ((wrong, "pin1"), (right, "pin2")):
+        assert _slash(sender, slack_double, f"/incident add-message {ts}", "UCLEO", name).startswith("📌 Added the message")
+    pinned = {e.ts: e.id for e in runtime.incidents.timeline.events(1) if e.kind == SLACK_MESSAGE}
+    said = _slash(sender, slack_double, f"/incident timeline delete {pinned[wrong]} a guess, not a fact", "UOLGA", "delete")
+    assert said.startswith(f"🗑 Timeline entry #{pinned[wrong]} of incident #1 is deleted;")
+    said = _slash(sender, slack_double, f"/incident timeline edit {pinned[right]} the reports job holds every connection", "UOLGA", "edit")
+    assert said.startswith(f"✏️ Timeline entry #{pinned[right]} of incident #1 is edited;")
+    _slash(sender, slack_double, "/incident resolve", "UOLGA", "resolve")
+    assert _slash(sender, slack_double, "/postmortem", "UOLGA", "pm").startswith("Post-mortem of incident #1 posted")
+    markdown = _upload(slack_double).content.decode()
+    assert "CDN" not in markdown and "connekshun" not in markdown, "read from the history again, still left out"
+    assert "📌 Ben: the reports job holds every connection _(edited)_ ([message](" in markdown
+    timeline = markdown.split("\n## Timeline\n")[1].split("\n## ")[0]
+    assert timeline.count("the reports job holds") == 1, "the pinned message once, not again as read from the history"
+    assert "First alert or message: " in markdown and ", Ben: the reports job holds every connection _(edited)_" in markdown
