@@ -19,6 +19,7 @@ from commands.context import Ctx
 
 _TS = re.compile(r"\d{1,12}\.\d{1,6}")
 OPERATOR_ACTIONS = ("start", "status", "sev", "resolve", "action")
+TIMELINE_CHANGES = ("edit", "delete")  # /incident timeline edit ENTRY_ID TEXT, /incident timeline delete ENTRY_ID REASON
 DEFAULT_DUE = Duration.parse("7d")
 _OWNER = TypeAdapter(UserId)
 _ACTION_USAGE = '/incident action @owner "TEXT" --due 3d'
@@ -61,12 +62,19 @@ class IncidentArgs(BaseModel):
     incident: Annotated[int | None, Option("--incident", "ID")] = Field(
         None, ge=1, description="the incident a follow-up belongs to (default: the channel's open one, else its latest)"
     )
+    export: Annotated[bool, Option("--export")] = Field(
+        False, description="with timeline: upload the whole timeline as CSV and JSON files (deleted entries with their state)"
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> "IncidentArgs":
         text = self.text.strip()
-        if self.action in ("show", "timeline") and text:
-            raise ValueError(f"{self.action} takes nothing after it")
+        if self.action == "show" and text:
+            raise ValueError("show takes nothing after it")
+        if self.action == "timeline" and text:
+            self.timeline_change()
+        if self.export and (self.action != "timeline" or text):
+            raise ValueError("--export goes with timeline alone: /incident timeline --export")
         if self.action in ("status", "note") and not text:
             raise ValueError(f"{self.action} needs a text, such as /incident {self.action} checkout errors back to normal")
         if self.action == "start":
@@ -116,16 +124,30 @@ class IncidentArgs(BaseModel):
     def words(self) -> str:
         return _unquoted(self.text)
 
+    def timeline_change(self) -> tuple[str, int, str]:
+        """(edit or delete, the entry's id, the new text or the reason) of `timeline edit|delete ENTRY_ID TEXT`."""
+        verb, entry, words = (self.text.strip().split(None, 2) + ["", ""])[:3]
+        if verb not in TIMELINE_CHANGES:
+            raise ValueError("timeline takes --export, edit ENTRY_ID TEXT or delete ENTRY_ID REASON after it")
+        said = "the new text" if verb == "edit" else "a reason"
+        if not entry.lstrip("#").isdigit() or len(entry) > 12:
+            raise ValueError(f"timeline {verb} needs an entry's number (/incident timeline shows them) and {said}")
+        if not _unquoted(words):
+            raise ValueError(f"timeline {verb} needs {said} after the entry's number, such as /incident timeline {verb} {entry} \"...\"")
+        return verb, int(entry.lstrip("#")), _unquoted(words)
+
 
 def _role(args: IncidentArgs) -> Role:
-    return Role.operator if args.action in OPERATOR_ACTIONS else Role.viewer
+    changes_timeline = args.action == "timeline" and args.text.strip()
+    return Role.operator if args.action in OPERATOR_ACTIONS or changes_timeline else Role.viewer
 
 
 @command(
     "incident",
     summary="The channel's incident: start, status, severity, notes, resolve, its timeline.",
     usage=(
-        "/incident [start TITLE [--sev 1..4] | status TEXT | sev N | note TEXT | resolve [SUMMARY] | timeline"
+        "/incident [start TITLE [--sev 1..4] | status TEXT | sev N | note TEXT | resolve [SUMMARY] | timeline [--export]"
+        " | timeline edit ENTRY_ID TEXT | timeline delete ENTRY_ID REASON"
         ' | action @owner "TEXT" [--due 3d] [--incident ID]]'
     ),
     role=Role.viewer,
@@ -142,8 +164,16 @@ def incident(ctx: Ctx, args: IncidentArgs) -> Reply:
     if args.action == "show":
         current = flow.current(channel)
         return glance(current, flow.timeline.events(current.id, latest=8), tz, now)
+    if args.action == "timeline" and args.text.strip():
+        verb, entry_id, words = args.timeline_change()
+        admin = ctx.role == Role.admin  # an admin may correct any incident's timeline, as its lead may
+        if verb == "edit":
+            return flow.edit_entry(channel, entry_id, words, user, admin=admin)
+        return flow.delete_entry(channel, entry_id, words, user, admin=admin)
     if args.action == "timeline":
         shown = flow.which(channel, None)
+        if args.export:
+            return flow.export(shown, channel, user)
         return timeline(shown, flow.timeline.events(shown.id, latest=SHOWN_EVENTS), flow.timeline.count(shown.id), tz)
     if args.action == "note":
         noted = flow.note(channel, args.words(), user)

@@ -82,6 +82,17 @@ class TimelineEvent(Base):
     ts: Mapped[str | None] = mapped_column(String(32))
     thread_ts: Mapped[str | None] = mapped_column(String(32))
     permalink: Mapped[str | None] = mapped_column(Text)
+    # The incident lead's corrections (migration 0019): `text` is what is shown, the first text is kept.
+    original_text: Mapped[str | None] = mapped_column(Text)
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    edited_by: Mapped[str | None] = mapped_column(String(64))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # left out of every view; kept, and exported
+    deleted_by: Mapped[str | None] = mapped_column(String(64))
+    delete_reason: Mapped[str | None] = mapped_column(Text)
+
+
+# What the bot recorded itself: the audit has the same; a lead deletes such an entry, never rewrites it.
+RECORDED_BY_THE_BOT = (COMMAND, APPROVAL, SEVERITY)
 
 
 class Postmortem(Base):

@@ -80,7 +80,8 @@ class _Writer:
         return f" by {self.name(user_id)}" if user_id else ""
 
     def text(self, event: TimelineEvent) -> str:
-        return to_markdown(event.text, self.r.names)
+        edited = " _(edited)_" if event.edited_at else ""  # the lead's correction (/incident timeline edit)
+        return to_markdown(event.text, self.r.names) + edited
 
     def author(self, event: TimelineEvent) -> str:
         bot = (event.details or {}).get("bot")
@@ -226,7 +227,7 @@ class _Writer:
             extras = []
             if details.get("files"):
                 extras.append("files: " + ", ".join(markdown_safe(f) for f in details["files"]))
-            if details.get("edited"):
+            if details.get("edited") and not event.edited_at:  # edited in Slack; the lead's edit is marked already
                 extras.append("edited")
             extra = f" _({'; '.join(extras)})_" if extras else ""
             return f"{mark}{thread}{self.author(event)}: {self.text(event)}{extra}{link}"

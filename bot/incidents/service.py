@@ -11,8 +11,10 @@ from slack_sdk.errors import SlackApiError
 
 from bot.incidents.actions import FollowUps
 from bot.incidents.capture import AuditCapture, AuditHost, message_event
+from bot.frame.humanize import count
+from bot.incidents.export import as_csv, as_json, entries
 from bot.incidents.model import (
-    IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent,
+    IMPORTED, NOTE, RECORDED_BY_THE_BOT, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent,
 )
 from bot.incidents.postmortem import Report, render
 from bot.incidents.slack_reader import SlackReader
@@ -178,6 +180,8 @@ class Incidents:
 
     def _store(self, reader: SlackReader, incident: Incident, messages: list[dict]) -> None:
         channel = incident.channel_id
+        deleted = self.timeline.deleted_messages(incident.id)  # the lead took them off the timeline (pinned, say)
+        messages = [m for m in messages if (channel, m["ts"]) not in deleted]
         self.timeline.add(incident.id, *(message_event(IMPORTED, channel, m, permalink=reader.permalink_of(channel, m)) for m in messages))
 
     # ---- the post-mortem ----------------------------------------------------------------------------
@@ -241,6 +245,79 @@ class Incidents:
         if file_id:
             self.timeline.set_postmortem_file(postmortem_id, file_id)
         return Reply(f"Post-mortem of incident #{incident.id} posted to the channel as {filename} (stored as post-mortem #{postmortem_id}; {again}).")
+
+    # ---- the timeline as data, and the lead's corrections ------------------------------------------------
+
+    def export(self, incident: Incident, channel: str | None, by: str) -> Reply:
+        """Every entry, deleted ones too, as CSV and JSON: uploaded to the channel, or files under FLOWSTATE_HOME."""
+        rows = entries(self.timeline.events(incident.id, deleted=True), incident.names or {}, self.tz)
+        name = f"timeline-incident-{incident.id}"
+        files = [(f"{name}.csv", as_csv(rows)), (f"{name}.json", as_json(incident, rows, self.tz))]
+        what = f"The timeline of incident #{incident.id} ({count(len(rows), 'entry', 'entries')})"
+        if self._rt.slack is None or not channel:
+            folder = self._rt.settings.home / "exports"
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            paths = []
+            for filename, content in files:
+                path = folder / filename
+                path.touch(mode=0o600)
+                path.write_text(content, encoding="utf-8")
+                paths.append(str(path))
+            return Reply(f"{what} is written to {paths[0]} and {paths[1]}.")
+        title = f"Timeline of incident #{incident.id}: {incident.title}"
+        try:
+            self._reader().upload_files(
+                channel, [(filename, title, content) for filename, content in files],
+                f"🗂 {what} as CSV and JSON, asked for by <@{by}>.",
+            )
+        except Exception as error:
+            reason = error.response.get("error") if isinstance(error, SlackApiError) else type(error).__name__
+            log.exception("could not upload the timeline of incident #%s", incident.id)
+            return Reply(f"Slack did not take the timeline files of incident #{incident.id} ({reason}); try again in a minute.", failed=True)
+        return Reply(f"{what} is posted to the channel as {files[0][0]} and {files[1][0]}.")
+
+    def _entry_to_change(self, channel: str, entry_id: int, by: str, admin: bool) -> tuple[Incident, TimelineEvent]:
+        entry = self.timeline.entry(entry_id)
+        incident = self.timeline.get(entry.incident_id) if entry is not None else None
+        if incident is None or incident.channel_id != channel:
+            raise CommandError(f"This channel's incidents have no timeline entry #{entry_id}; /incident timeline shows their numbers.")
+        if by != incident.started_by and not admin:
+            raise CommandError(
+                f"Only the lead of incident #{incident.id} (<@{incident.started_by}>, who started it) or an admin can change "
+                "its timeline; ask them, or add what you know with /incident note TEXT."
+            )
+        if entry.deleted_at is not None:
+            raise CommandError(f"Timeline entry #{entry_id} was deleted by <@{entry.deleted_by}> already; nothing changed.")
+        return incident, entry
+
+    def edit_entry(self, channel: str, entry_id: int, text: str, by: str, *, admin: bool) -> Reply:
+        """The lead's correction of an entry's text; the first text is kept, the post-mortem marks it (edited)."""
+        incident, entry = self._entry_to_change(channel, entry_id, by, admin)
+        if entry.kind in RECORDED_BY_THE_BOT:
+            raise CommandError(
+                f"Timeline entry #{entry_id} is the bot's own record, as the audit has it, so it is not rewritten; "
+                f"delete it with /incident timeline delete {entry_id} REASON, or add a note with /incident note TEXT."
+            )
+        if entry.text == text:
+            raise CommandError(f"Timeline entry #{entry_id} already says that; nothing changed.")
+        if not self.timeline.edit(entry, text, by):
+            raise CommandError(f"Timeline entry #{entry_id} was deleted a moment ago; nothing changed.")
+        return Reply(
+            f"✏️ Timeline entry #{entry_id} of incident #{incident.id} is edited; the timeline and the post-mortem mark it "
+            "(edited), and its original text is kept.",
+            facts={"timeline_entry": entry_id, "incident": incident.id, "change": "edited", "before": entry.text},
+        )
+
+    def delete_entry(self, channel: str, entry_id: int, reason: str, by: str, *, admin: bool) -> Reply:
+        """The lead takes an entry off the timeline and the post-mortem; it is kept, and exported as deleted."""
+        incident, entry = self._entry_to_change(channel, entry_id, by, admin)
+        if not self.timeline.delete(entry, reason, by):
+            raise CommandError(f"Timeline entry #{entry_id} was deleted a moment ago by someone else; nothing changed.")
+        return Reply(
+            f"🗑 Timeline entry #{entry_id} of incident #{incident.id} is deleted; the timeline and the post-mortem leave it "
+            "out, and /incident timeline --export keeps it with your reason.",
+            facts={"timeline_entry": entry_id, "incident": incident.id, "change": "deleted", "reason": reason},
+        )
 
     def _people(self, incident: Incident, events: list[TimelineEvent]) -> set[str]:
         """Whose names to look up: everyone who acted, and the first MENTIONED_NAMES people mentioned (one

@@ -122,3 +122,10 @@ class SlackReader:
 
     def upload(self, channel: str, filename: str, title: str, content: str, comment: str) -> str | None:
         return upload_text(self._client, channel, filename, title, content, comment)
+
+    def upload_files(self, channel: str, files: list[tuple[str, str, str]], comment: str) -> list[str]:
+        """Text files (filename, title, content) posted to a channel in one message (slack_sdk's v2 flow, one
+        files.getUploadURLExternal each, one files.completeUploadExternal)."""
+        uploads = [{"filename": filename, "title": title, "content": content} for filename, title, content in files]
+        answer = self._client.files_upload_v2(channel=channel, file_uploads=uploads, initial_comment=comment)
+        return [f.get("id") for f in answer.get("files") or []]

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Insert, bindparam, func, select, update
+from sqlalchemy import Insert, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from bot.incidents.model import DEFAULT_SEVERITY, OPEN, RESOLVED, Incident, Postmortem, TimelineEvent
+from bot.incidents.model import (
+    DEFAULT_SEVERITY, IMPORTED, OPEN, RESOLVED, SLACK_MESSAGE, Incident, Postmortem, TimelineEvent,
+)
 from bot.jobs.model import Job
 from bot.store.engine import Store, utcnow
 
@@ -143,12 +145,14 @@ class Timeline:
     def _count(session, incident_id: int) -> int:
         return session.scalar(select(func.count()).select_from(TimelineEvent).where(TimelineEvent.incident_id == incident_id))
 
-    def events(self, incident_id: int, *, latest: int | None = None) -> list[TimelineEvent]:
+    def events(self, incident_id: int, *, latest: int | None = None, deleted: bool = False) -> list[TimelineEvent]:
         """The timeline in order of occurrence (all of it, or the latest few), as read-only rows with the
         event's attributes: plain rows load and read several times faster than ORM objects, which counts
-        for the ten thousand messages of a post-mortem."""
+        for the ten thousand messages of a post-mortem. Entries the lead deleted only with `deleted` (the export)."""
         columns = TimelineEvent.__table__.columns
         query = select(*columns).where(columns.incident_id == incident_id)
+        if not deleted:
+            query = query.where(columns.deleted_at.is_(None))
         with self._store.session() as session:
             if latest is None:
                 return list(session.execute(query.order_by(columns.occurred_at, columns.id)))
@@ -156,8 +160,58 @@ class Timeline:
             return list(reversed(list(newest)))
 
     def count(self, incident_id: int) -> int:
+        """Entries shown (the deleted ones left out)."""
         with self._store.session() as session:
-            return self._count(session, incident_id)
+            return session.scalar(
+                select(func.count()).select_from(TimelineEvent)
+                .where(TimelineEvent.incident_id == incident_id, TimelineEvent.deleted_at.is_(None))
+            )
+
+    def entry(self, entry_id: int) -> TimelineEvent | None:
+        with self._store.session() as session:
+            return session.get(TimelineEvent, entry_id)
+
+    @staticmethod
+    def _copies(entry: TimelineEvent):
+        """The entry, and when it is a Slack message, its other copy (pinned, and read from the history)."""
+        if entry.kind not in (SLACK_MESSAGE, IMPORTED) or entry.ts is None:
+            return TimelineEvent.id == entry.id
+        return or_(TimelineEvent.id == entry.id, and_(
+            TimelineEvent.incident_id == entry.incident_id, TimelineEvent.channel_id == entry.channel_id,
+            TimelineEvent.ts == entry.ts, TimelineEvent.kind.in_((SLACK_MESSAGE, IMPORTED)),
+        ))
+
+    def edit(self, entry: TimelineEvent, text: str, by: str, *, at: datetime | None = None) -> bool:
+        """New text for an entry not deleted, its first text kept: one statement, False when it was deleted first."""
+        with self._store.session.begin() as session:
+            result = session.execute(
+                update(TimelineEvent)
+                .where(self._copies(entry), TimelineEvent.deleted_at.is_(None))
+                .values(
+                    text=text, original_text=func.coalesce(TimelineEvent.original_text, TimelineEvent.text),
+                    edited_at=at or utcnow(), edited_by=by,
+                )
+            )
+            return result.rowcount >= 1
+
+    def delete(self, entry: TimelineEvent, reason: str, by: str, *, at: datetime | None = None) -> bool:
+        """Leave an entry out of every view, kept as it was: once (False when someone deleted it first)."""
+        with self._store.session.begin() as session:
+            result = session.execute(
+                update(TimelineEvent)
+                .where(self._copies(entry), TimelineEvent.deleted_at.is_(None))
+                .values(deleted_at=at or utcnow(), deleted_by=by, delete_reason=reason)
+            )
+            return result.rowcount >= 1
+
+    def deleted_messages(self, incident_id: int) -> set[tuple[str | None, str | None]]:
+        """(channel, ts) of the Slack messages the lead deleted: a later read of the history does not bring them back."""
+        with self._store.session() as session:
+            rows = session.execute(
+                select(TimelineEvent.channel_id, TimelineEvent.ts)
+                .where(TimelineEvent.incident_id == incident_id, TimelineEvent.deleted_at.is_not(None), TimelineEvent.ts.is_not(None))
+            )
+            return {(channel, ts) for channel, ts in rows}
 
     def job_results(self, job_ids: set[int]) -> dict[int, str]:
         """What the runs of these jobs replied (the first lines of a /restart's report, say)."""

@@ -41,22 +41,24 @@ def summary(incident: Incident, tz: tzinfo, now: datetime) -> Reply:
     return Reply(text, parts, in_channel=True)
 
 
-def event_line(event: TimelineEvent, tz: tzinfo) -> str:
+def event_line(event: TimelineEvent, tz: tzinfo, *, numbered: bool = False) -> str:
     mark = LOOKED if event.kind == COMMAND and not is_key_action(event.kind, event.details) else MARKS.get(event.kind, "💬")
     who = f"<@{event.actor}>" if event.actor else "flowstate-bot"
     if (event.details or {}).get("bot"):
         who = f"{slack_safe(event.details['bot'])} (bot)"
-    return f"{clock(event.occurred_at, tz)} {mark} {who}: {slack_safe(event.text)}"
+    number = f"`#{event.id}` " if numbered else ""  # what /incident timeline edit and delete name
+    edited = " _(edited)_" if event.edited_at else ""
+    return f"{number}{clock(event.occurred_at, tz)} {mark} {who}: {slack_safe(event.text)}{edited}"
 
 
-def dated_lines(events: list[TimelineEvent], tz: tzinfo) -> list[str]:
+def dated_lines(events: list[TimelineEvent], tz: tzinfo, *, numbered: bool = False) -> list[str]:
     lines, current = [], None
     for event in events:
         this_day = day(event.occurred_at, tz)
         if this_day != current:
             lines.append(f"*{this_day}*")
             current = this_day
-        lines.append(event_line(event, tz))
+        lines.append(event_line(event, tz, numbered=numbered))
     return lines
 
 
@@ -70,10 +72,10 @@ def glance(incident: Incident, latest: list[TimelineEvent], tz: tzinfo, now: dat
 
 
 def timeline(incident: Incident, events: list[TimelineEvent], total: int, tz: tzinfo) -> Reply:
-    lines = dated_lines(events, tz)
+    lines = dated_lines(events, tz, numbered=True)
     head = f"*Timeline of incident #{incident.id}: {slack_safe(incident.title)}* (times in {tz})"
     if total > len(events):
-        lines.insert(0, f"_… {total - len(events)} earlier events; /postmortem writes the whole timeline._")
+        lines.insert(0, f"_… {total - len(events)} earlier events; /postmortem or /incident timeline --export has the whole timeline._")
     if not lines:
         lines = ["Nothing on the timeline yet."]
     return Reply("\n".join([head, *lines]), [blocks.section(head), *blocks.sections(lines)])
