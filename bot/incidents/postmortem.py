@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from bot.frame.humanize import count, duration
+from bot.incidents.metrics import response_times
 from bot.incidents.model import (
     APPROVAL, COMMAND, IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent, is_key_action,
 )
@@ -37,7 +38,8 @@ def render(report: Report) -> str:
     events = _without_repeats(report.events)
     writer = _Writer(report, events)
     parts = [
-        writer.facts(), writer.summary(), writer.impact(), writer.detection(), writer.timeline(),
+        writer.facts(), writer.summary(), writer.impact(), writer.detection(), response_times(report.incident, events),
+        writer.timeline(),
         writer.what_was_done(), writer.resolution(), writer.action_items(),
     ]
     return "\n\n".join(parts) + "\n"

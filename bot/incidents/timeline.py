@@ -9,7 +9,9 @@ from sqlalchemy import Insert, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from bot.incidents.model import DEFAULT_SEVERITY, OPEN, RESOLVED, Incident, Postmortem, TimelineEvent
+from bot.incidents.model import (
+    DEFAULT_SEVERITY, IMPORTED, OPEN, RESOLVED, SLACK_MESSAGE, Incident, Postmortem, TimelineEvent,
+)
 from bot.jobs.model import Job
 from bot.store.engine import Store, utcnow
 
@@ -154,6 +156,27 @@ class Timeline:
                 return list(session.execute(query.order_by(columns.occurred_at, columns.id)))
             newest = session.execute(query.order_by(columns.occurred_at.desc(), columns.id.desc()).limit(latest))
             return list(reversed(list(newest)))
+
+    def started_since(self, moment: datetime) -> list[Incident]:
+        with self._store.session() as session:
+            return list(session.scalars(select(Incident).where(Incident.started_at >= moment).order_by(Incident.id)))
+
+    def actions(self, incident_ids: list[int]) -> dict[int, list[TimelineEvent]]:
+        """The timelines of these incidents without their Slack messages (thousands of them, no action among
+        them), each in order of occurrence, as events() reads them."""
+        found: dict[int, list[TimelineEvent]] = {incident_id: [] for incident_id in incident_ids}
+        if not incident_ids:
+            return found
+        columns = TimelineEvent.__table__.columns
+        query = (
+            select(*columns)
+            .where(columns.incident_id.in_(incident_ids), columns.kind.not_in((SLACK_MESSAGE, IMPORTED)))
+            .order_by(columns.occurred_at, columns.id)
+        )
+        with self._store.session() as session:
+            for row in session.execute(query):
+                found[row.incident_id].append(row)
+        return found
 
     def count(self, incident_id: int) -> int:
         with self._store.session() as session:
