@@ -8,12 +8,14 @@ from datetime import timedelta
 from prometheus_client import generate_latest
 
 from bot.adapters.metrics import registry
+from bot.frame.config import StackConfig
 from bot.incidents.metrics import measure, median
 from bot.incidents.model import APPROVAL, COMMAND, NOTE, SLACK_MESSAGE, STATUS
 from bot.incidents.timeline import Event
 from bot.store.engine import utcnow
 from tests.bot.test_metrics import _samples
 from tests.conftest import run
+from tests.loopback import StatusServer
 
 CHANNEL = "C0OPS"
 
@@ -114,6 +116,27 @@ def test_commands_run_in_the_channel_acknowledge_it(make_runtime, database_url):
     assert measured.acknowledge == (whoami.occurred_at - incident.started_at).total_seconds()
     assert measured.resolve == (incident.resolved_at - incident.started_at).total_seconds()
     assert measured.mitigate is None
+
+
+def test_a_real_green_health_after_a_change_mitigates_a_red_one_does_not(make_runtime):
+    """/health run in the channel as the audit's capture records it: red before the change, then green after it."""
+    with StatusServer(503) as backend:
+        runtime = make_runtime(StackConfig(probes=[{"name": "backend", "kind": "http", "url": backend.url}]), admins=["UOP"])
+        run(runtime, "UOP", "/incident start Backend down", channel=CHANNEL)
+        run(runtime, "UOP", "/health", channel=CHANNEL)  # red
+        timeline = runtime.incidents.timeline
+        timeline.add(1, _command(utcnow(), "/restart backend", "succeeded"))  # the change's row (its run needs Docker)
+        run(runtime, "UOP", "/health", channel=CHANNEL)  # still red
+        backend.status = 200
+        run(runtime, "UOP", "/health", channel=CHANNEL)  # green
+        run(runtime, "UOP", "/health", channel=CHANNEL)  # green again: not the first
+    incident, events = timeline.get(1), timeline.events(1)
+    healths = [e for e in events if e.kind == COMMAND and e.details["command"] == "/health"]
+    assert [e.text for e in healths] == ["`/health` found 1 failing check"] * 2 + ["`/health` succeeded"] * 2
+    measured = measure(incident, events)
+    assert measured.mitigate == (healths[2].occurred_at - incident.started_at).total_seconds()
+    assert measured.acknowledge == (healths[0].occurred_at - incident.started_at).total_seconds()
+    assert measured.mitigated_by == "/restart backend"
 
 
 def test_medians_of_an_odd_and_an_even_count():
