@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.frame.humanize import count, duration
-from bot.frame.registry import FOUND
+from bot.frame.registry import DOWN, FOUND, GREEN
 from bot.incidents.model import APPROVAL, COMMAND, NOTE, RESOLVED, SEVERITY, STATUS, Incident, TimelineEvent
 from bot.incidents.timeline import Timeline
 
@@ -83,11 +83,13 @@ def is_change(event: TimelineEvent) -> bool:
 
 
 def is_green_health(event: TimelineEvent) -> bool:
+    """A /health whose every check was green (its GREEN fact). Rows written before /health recorded it count when
+    they checked containers (DOWN) and found nothing: a /health with nothing to check is never green."""
     details = event.details or {}
-    return (
-        event.kind == COMMAND and _command(event) == "health" and details.get("outcome") == "succeeded"
-        and not (details.get("facts") or {}).get(FOUND)
-    )
+    if event.kind != COMMAND or _command(event) != "health" or details.get("outcome") != "succeeded":
+        return False
+    facts = details.get("facts") or {}
+    return facts.get(GREEN) is True or (facts.get(DOWN) == [] and not facts.get(FOUND))
 
 
 def measure(incident: Incident, events: list[TimelineEvent]) -> Measured:

@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 
 from bot.adapters.metrics import registry
 from bot.frame.config import StackConfig
-from bot.incidents.metrics import measure, median
+from bot.incidents.metrics import is_green_health, measure, median
 from bot.incidents.model import APPROVAL, COMMAND, NOTE, SLACK_MESSAGE, STATUS
 from bot.incidents.timeline import Event
 from bot.store.engine import utcnow
@@ -22,7 +22,7 @@ CHANNEL = "C0OPS"
 
 def _health(at, found: str | None = None) -> Event:
     """A /health as the audit's capture writes it: a green one found nothing (and is no key action)."""
-    details = {"outcome": "succeeded", "duration_ms": 800, "command": "/health", "facts": {"down": []}}
+    details = {"outcome": "succeeded", "duration_ms": 800, "command": "/health", "facts": {"down": [], "green": True}}
     if found:
         details["facts"] = {"down": ["backend"], "found": found}
     else:
@@ -137,6 +137,24 @@ def test_a_real_green_health_after_a_change_mitigates_a_red_one_does_not(make_ru
     assert measured.mitigate == (healths[2].occurred_at - incident.started_at).total_seconds()
     assert measured.acknowledge == (healths[0].occurred_at - incident.started_at).total_seconds()
     assert measured.mitigated_by == "/restart backend"
+
+
+def test_a_health_with_nothing_to_check_is_never_green(make_runtime):
+    runtime = make_runtime(admins=["UOP"])  # no stack file: /health says there is nothing to check
+    run(runtime, "UOP", "/incident start Backend down", channel=CHANNEL)
+    runtime.incidents.timeline.add(1, _command(utcnow(), "/rollback", "succeeded"))
+    assert run(runtime, "UOP", "/health", channel=CHANNEL).text.startswith("No services to check")
+    assert measure(runtime.incidents.timeline.get(1), runtime.incidents.timeline.events(1)).mitigate is None
+
+
+def test_a_health_row_is_green_by_its_verdict_or_when_it_checked_containers_and_found_nothing():
+    def row(facts):
+        return Event(COMMAND, utcnow(), "`/health` succeeded", "UOP", {"outcome": "succeeded", "command": "/health", "facts": facts})
+
+    assert is_green_health(row({"down": []}))
+    assert not is_green_health(row({"down": []} | {"found": "1 check above a threshold"}))
+    assert not is_green_health(row({})), "nothing checked"
+    assert is_green_health(row({"green": True})), "a /health of probes only, every one green"
 
 
 def test_medians_of_an_odd_and_an_even_count():
