@@ -55,7 +55,7 @@ class Median:
     days: int
     seconds: float | None
     counted: int  # incidents that reached this moment
-    of: int  # incidents started in the window
+    started: int  # incidents started in the window
 
 
 def _command(event: TimelineEvent) -> str:
@@ -159,7 +159,7 @@ def suffix(measured: Measured) -> str:
     return f"ack {shown(measured.acknowledge)} · mitigated {shown(measured.mitigate)} · resolved {shown(measured.resolve)}"
 
 
-LABELS = {"acknowledge": "Time to acknowledge", "mitigate": "Time to mitigate", "resolve": "Time to resolve"}
+LABELS = {"acknowledge": "time to acknowledge", "mitigate": "time to mitigate", "resolve": "time to resolve"}
 
 
 def stats_lines(found: list[Median]) -> list[str]:
@@ -167,8 +167,8 @@ def stats_lines(found: list[Median]) -> list[str]:
     lines = []
     for days in WINDOWS:
         rows = [m for m in found if m.days == days]
-        total = rows[0].of if rows else 0
-        parts = [f"{LABELS[m.measure].lower()} {shown(m.seconds)} ({m.counted} of {total})" for m in rows]
+        total = rows[0].started if rows else 0
+        parts = [f"{LABELS[m.measure]} {shown(m.seconds)} ({m.counted} of {total})" for m in rows]
         lines.append(f"Last {days} days, {count(total, 'incident')}: median " + " · ".join(parts))
     return lines
 
