@@ -6,7 +6,7 @@ from bot.frame import blocks
 from bot.frame.config import STACK_FILE_HINT
 from bot.stack.health import EDGE_KEY, MARK, NEXT_LOGS, NEXT_RESTART, Evaluation, evaluate
 from bot.frame.humanize import count
-from bot.frame.registry import DOWN, EDGE_ERROR_RATE, FOUND, Reply, command
+from bot.frame.registry import DOWN, EDGE_ERROR_RATE, FOUND, GREEN, Reply, command
 from bot.frame.roles import Role
 from commands.context import Ctx
 
@@ -36,7 +36,8 @@ def report(title: str, evaluation: Evaluation) -> Reply:
     verdict = evaluation.verdict
     body += [*blocks.sections(healthy_lines), blocks.section(f"*{verdict}*")]
     healthy = evaluation.status == "ok" and bool(evaluation.checks)
-    return Reply("\n".join(text_lines + healthy_lines + [verdict]), body, in_channel=True, healthy=healthy, facts=_found(evaluation))
+    facts = _found(evaluation) | ({GREEN: True} if healthy else {})
+    return Reply("\n".join(text_lines + healthy_lines + [verdict]), body, in_channel=True, healthy=healthy, facts=facts)
 
 
 def _found(evaluation: Evaluation) -> dict:

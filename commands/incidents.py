@@ -8,9 +8,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError, model_validator
 
 from bot.incidents.actions import due_day
+from bot.incidents.metrics import measure_all, recent_medians
 from bot.incidents.model import DEFAULT_SEVERITY, OPEN, SEVERITIES
 from bot.incidents.text import slack_safe
-from bot.incidents.views import SHOWN_EVENTS, glance, listing, summary, timeline
+from bot.incidents.views import SHOWN_EVENTS, glance, listing, stats, summary, timeline
 from bot.frame.durations import Duration, MomentField, duration_field
 from bot.frame.registry import CommandError, FreeText, Option, Reply, UserId, command
 from bot.frame.roles import Role
@@ -221,11 +222,29 @@ def _follow_up(ctx: Ctx, args: IncidentArgs) -> Reply:
 
 class IncidentsArgs(BaseModel):
     count: int = Field(10, ge=1, le=50, description="how many incidents")
+    stats: Annotated[bool, Option("--stats")] = Field(
+        False, description="the median times to acknowledge, mitigate and resolve over the last 30 and 90 days instead"
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> "IncidentsArgs":
+        if self.stats and "count" in self.model_fields_set:
+            raise ValueError("--stats takes no count: it measures every incident of the last 90 days")
+        return self
 
 
-@command("incidents", summary="The recent incidents of every channel.", usage="/incidents [count]", role=Role.viewer, args=IncidentsArgs)
+@command(
+    "incidents",
+    summary="The recent incidents of every channel, with their response times.",
+    usage="/incidents [count] [--stats]",
+    role=Role.viewer,
+    args=IncidentsArgs,
+)
 def incidents(ctx: Ctx, args: IncidentsArgs) -> Reply:
-    return listing(ctx.incidents.timeline.recent(args.count), ctx.tz, utcnow())
+    timeline = ctx.incidents.timeline
+    if args.stats:
+        return stats(recent_medians(timeline, utcnow()))
+    return listing(measure_all(timeline, timeline.recent(args.count)), ctx.tz, utcnow())
 
 
 class PostmortemArgs(BaseModel):

@@ -28,6 +28,8 @@ from sqlalchemy import and_, case, extract, func, select
 
 from bot.backups.model import Backup
 from bot.frame.config import ConfigError
+from bot.incidents.metrics import recent_medians
+from bot.incidents.timeline import Timeline
 from bot.jobs.model import PENDING, QUEUED, RUNNING, WAITING, Job
 from bot.store.outage import OutageLog
 from bot.store.engine import AuditEntry, Store, utcnow
@@ -151,6 +153,7 @@ class DatabaseCollector:
                 yield from self._pending(connection)
                 yield from self._backup_age(connection)
             yield from self._duty_metrics()
+            yield from self._incident_medians()
         except Exception:
             self._outage.failed("reading the metrics")
             up = GaugeMetricFamily("flowstate_bot_database_up", "1 when /metrics could read the bot's database.")
@@ -253,6 +256,28 @@ class DatabaseCollector:
             newest = newest.replace(tzinfo=utcnow().tzinfo)
         family.add_metric([], (utcnow() - newest).total_seconds() if newest else float("inf"))
         yield family
+
+    def _incident_medians(self):
+        """The incidents' median response times over 30 and 90 days (bot/incidents/metrics.py), and how many
+        incidents each counts: a window where none reached the moment has a count of 0 and no median sample."""
+        medians = recent_medians(Timeline(self._store), utcnow())
+        seconds = GaugeMetricFamily(
+            "flowstate_bot_incident_median_seconds",
+            "Median seconds from an incident's start to its acknowledgement, mitigation or resolution, over the incidents started in the window.",
+            labels=["measure", "window"],
+        )
+        counted = GaugeMetricFamily(
+            "flowstate_bot_incidents_measured",
+            "Incidents started in the window that reached the moment (those the median counts).",
+            labels=["measure", "window"],
+        )
+        for median in medians:
+            labels = [median.measure, f"{median.days}d"]
+            if median.seconds is not None:
+                seconds.add_metric(labels, median.seconds)
+            counted.add_metric(labels, median.counted)
+        yield seconds
+        yield counted
 
     def _duty_metrics(self):
         runs = CounterMetricFamily("flowstate_bot_duty_runs", "Scheduled duty runs, by duty and result.", labels=["duty", "result"])

@@ -45,6 +45,7 @@ class Reply:
 
 
 FOUND, DOWN, EDGE_ERROR_RATE = "found", "down", "edge_error_rate"
+GREEN = "green"  # a /health's verdict as a fact: every check green (an incident's time to mitigate, bot/incidents/metrics.py)
 
 
 class Notifier(Protocol):

@@ -12,6 +12,7 @@ from datetime import datetime, tzinfo
 
 from bot.frame.humanize import count, duration
 from bot.incidents.actions import action_items
+from bot.incidents.metrics import response_times
 from bot.incidents.model import (
     APPROVAL, COMMAND, IMPORTED, NOTE, SEVERITY, SLACK_MESSAGE, STATUS, Incident, IncidentAction, TimelineEvent,
     is_key_action,
@@ -40,7 +41,8 @@ def render(report: Report) -> str:
     events = _without_repeats(report.events)
     writer = _Writer(report, events)
     parts = [
-        writer.facts(), writer.summary(), writer.impact(), writer.detection(), writer.timeline(),
+        writer.facts(), writer.summary(), writer.impact(), writer.detection(), response_times(report.incident, events),
+        writer.timeline(),
         writer.what_was_done(), writer.resolution(), writer.action_items(),
     ]
     return "\n\n".join(parts) + "\n"

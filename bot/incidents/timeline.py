@@ -159,6 +159,27 @@ class Timeline:
             newest = session.execute(query.order_by(columns.occurred_at.desc(), columns.id.desc()).limit(latest))
             return list(reversed(list(newest)))
 
+    def started_since(self, moment: datetime) -> list[Incident]:
+        with self._store.session() as session:
+            return list(session.scalars(select(Incident).where(Incident.started_at >= moment).order_by(Incident.id)))
+
+    def actions(self, incident_ids: list[int]) -> dict[int, list[TimelineEvent]]:
+        """The timelines of these incidents without their Slack messages (thousands of them, no action among
+        them), each in order of occurrence, as events() reads them."""
+        found: dict[int, list[TimelineEvent]] = {incident_id: [] for incident_id in incident_ids}
+        if not incident_ids:
+            return found
+        columns = TimelineEvent.__table__.columns
+        query = (
+            select(*columns)
+            .where(columns.incident_id.in_(incident_ids), columns.kind.not_in((SLACK_MESSAGE, IMPORTED)))
+            .order_by(columns.occurred_at, columns.id)
+        )
+        with self._store.session() as session:
+            for row in session.execute(query):
+                found[row.incident_id].append(row)
+        return found
+
     def count(self, incident_id: int) -> int:
         """Entries shown (the deleted ones left out)."""
         with self._store.session() as session:

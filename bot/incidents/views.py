@@ -6,6 +6,7 @@ from datetime import datetime, tzinfo
 
 from bot.frame import blocks
 from bot.frame.humanize import duration
+from bot.incidents.metrics import Measured, Median, stats_lines, suffix
 from bot.incidents.model import (
     ACTION, APPROVAL, COMMAND, NOTE, OPEN, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent, is_key_action,
 )
@@ -81,15 +82,21 @@ def timeline(incident: Incident, events: list[TimelineEvent], total: int, tz: tz
     return Reply("\n".join([head, *lines]), [blocks.section(head), *blocks.sections(lines)])
 
 
-def listing(incidents: list[Incident], tz: tzinfo, now: datetime) -> Reply:
+def listing(incidents: list[tuple[Incident, Measured]], tz: tzinfo, now: datetime) -> Reply:
     if not incidents:
         return Reply("No incident has been started yet; /incident start TITLE opens one.")
     lines = []
-    for incident in incidents:
+    for incident, measured in incidents:
         end = incident.resolved_at or now
         state = "open" if incident.state == OPEN else "resolved"
         lines.append(
             f"#{incident.id} SEV{incident.severity} {state} · <#{incident.channel_id}> · {slack_safe(incident.title)} · "
-            f"{full(incident.started_at, tz)}, {duration((end - incident.started_at).total_seconds())}"
+            f"{full(incident.started_at, tz)}, {duration((end - incident.started_at).total_seconds())} · {suffix(measured)}"
         )
     return Reply("\n".join(lines), [blocks.section("*Recent incidents*"), *blocks.sections(lines)])
+
+
+def stats(medians: list[Median]) -> Reply:
+    head = "*Incident response times* (medians of the incidents started in each window; a time not reached is not counted)"
+    lines = stats_lines(medians)
+    return Reply("\n".join([head, *lines]), [blocks.section(head), *blocks.sections(lines)])

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from bot.approvals.service import APPROVE
-from bot.incidents.model import SLACK_MESSAGE
+from bot.frame.humanize import duration
+from bot.incidents.model import COMMAND, SLACK_MESSAGE
 from bot.jobs.model import Job
 from bot.adapters.slack.manifest import TIMELINE_SHORTCUT
 from bot.frame.roles import Role
@@ -156,6 +157,14 @@ def test_a_postmortem_reads_the_channel_posts_a_file_and_the_cli_writes_the_same
         "📣 **Olga** resolved the incident: Restarted the reports job",
     ], "in order, the bot's own messages and what came after the resolution left out"
     assert sections["What was done"] == "- No command from the channel changed anything or found a problem.", "a look is not something done"
+    incident = runtime.incidents.timeline.get(1)
+    whoami = next(e for e in runtime.incidents.timeline.events(1) if e.kind == COMMAND)
+    acknowledged = duration((whoami.occurred_at - incident.started_at).total_seconds())
+    assert sections["Response times"].splitlines()[:3] == [
+        f"- Time to acknowledge: {acknowledged}",  # Ben's /whoami: not Olga's start, nor the messages before it
+        "- Time to mitigate: — (no /health found everything green after a /restart, /rollback or /restore)",
+        f"- Time to resolve: {duration((incident.resolved_at - incident.started_at).total_seconds())}",
+    ]
 
     out = tmp_path / "pm.md"
     env = bot_env(FLOWSTATE_HOME=str(runtime.settings.home), FLOWSTATE_TIMEZONE="Asia/Tokyo", PYTHONPATH=os.environ.get("PYTHONPATH", ""))
@@ -207,6 +216,7 @@ def test_a_channel_with_no_incident_becomes_a_resolved_incident_and_its_postmort
     ]
     assert texts[-1] == "Olga: line 1044"
     assert sections["Detection and response"].splitlines()[0].startswith(f"- First alert or message: {first}, alertmanager (bot):")
+    assert sections["Response times"].startswith("_Not measured: this incident was imported from the channel's history")
     calls = {method: len(slack_double.calls_to(method)) for method in ("conversations.history", "conversations.replies", "users.info")}
     assert calls == {"conversations.history": 2, "conversations.replies": 2 + 1, "users.info": 3}, "pages, threads, one 429 retried; names once each"
     incident = runtime.incidents.timeline.get(1)

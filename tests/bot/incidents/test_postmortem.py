@@ -90,7 +90,15 @@ def test_the_facts_come_first_with_times_in_the_configured_zone_and_the_people_w
 def test_summary_impact_and_detection_come_from_the_resolution_the_status_updates_and_the_first_alert():
     sections = _write()
     assert list(sections) == [
-        "head", "Summary", "Impact", "Detection and response", "Timeline", "What was done", "Resolution", "Action items",
+        "head", "Summary", "Impact", "Detection and response", "Response times", "Timeline", "What was done", "Resolution",
+        "Action items",
+    ]
+    # Acknowledged by the request at 3 min (not the pinned alert, Ana's start or Ben's message); the restart was
+    # followed by no /health, so nothing says when it was mitigated.
+    assert sections["Response times"].splitlines()[:3] == [
+        "- Time to acknowledge: 3 min",
+        "- Time to mitigate: — (no /health found everything green after a /restart, /rollback or /restore)",
+        "- Time to resolve: 1 h 30 min",
     ]
     assert sections["Summary"] == "Rolled back the frontend; error rate back under 1%."
     assert sections["Impact"].splitlines() == [
