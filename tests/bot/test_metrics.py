@@ -3,6 +3,7 @@ and read from the store (SQLite and PostgreSQL) exactly as the jobs, the audit a
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from datetime import timedelta
 
@@ -112,8 +113,12 @@ def test_http_mode_serves_metrics_on_their_own_port_after_real_commands(tmp_path
         slack_double.wait_for_response("denied", timeout=WAIT)
         slack_double.wait_for("chat.postEphemeral", timeout=WAIT)
 
-        values = _scrape(bot.metrics_url())
-        assert values[("flowstate_bot_commands_total", (("command", "whoami"), ("outcome", "succeeded")))] == 2
+        # A question is answered before its outcome row is written: the last one lands a moment after its reply.
+        whoami = ("flowstate_bot_commands_total", (("command", "whoami"), ("outcome", "succeeded")))
+        deadline = time.monotonic() + WAIT
+        while (values := _scrape(bot.metrics_url())).get(whoami) != 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert values[whoami] == 2
         assert values[("flowstate_bot_commands_total", (("command", "audit"), ("outcome", "denied")))] == 1
         assert values[("flowstate_bot_job_duration_seconds_count", (("command", "whoami"),))] == 2
         assert values[("flowstate_bot_pending_approvals", ())] == 0
