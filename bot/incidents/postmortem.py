@@ -31,13 +31,19 @@ class Report:
     job_results: dict[int, str]
     tz: tzinfo
     now: datetime
+    chart: str | None = None  # the file of the chart of the incident's window; None: nothing was sampled in it
+
+
+def chart_name(incident: Incident) -> str:
+    """The file of the chart of an incident's window, posted beside its post-mortem."""
+    return f"postmortem-incident-{incident.id}-trends.png"
 
 
 def render(report: Report) -> str:
     events = _without_repeats(report.events)
     writer = _Writer(report, events)
     parts = [
-        writer.facts(), writer.summary(), writer.impact(), writer.detection(), writer.timeline(),
+        writer.facts(), writer.summary(), writer.impact(), writer.detection(), writer.trends(), writer.timeline(),
         writer.what_was_done(), writer.resolution(), writer.action_items(),
     ]
     return "\n\n".join(parts) + "\n"
@@ -200,6 +206,14 @@ class _Writer:
         if self.incident.resolved_at:
             lines.append(f"- Start to resolution: {duration((self.incident.resolved_at - start).total_seconds())}")
         return "## Detection and response\n\n" + "\n".join(lines)
+
+    def trends(self) -> str:
+        if self.r.chart is None:
+            return ("## Trends\n\nNo metric samples are stored for the incident's window, so there is no chart (the bot samples "
+                    "the key metrics each minute and keeps them FLOWSTATE_SAMPLE_DAYS days).")
+        return (f"## Trends\n\n![Key metrics of incident #{self.incident.id}]({self.r.chart})\n\n_The 5xx rate at the edge and "
+                "the backend, CPU and memory per service, database connections and the AI worker queue, sampled each minute; "
+                "releases and restarts are the dashed lines._")
 
     def timeline(self) -> str:
         out = [f"## Timeline\n\n{PINNED} pinned message · {KEY_ACTION} key action · {ANNOUNCED} status or severity · {NOTED} note"]

@@ -120,5 +120,5 @@ class SlackReader:
 
     # ---- writing ---------------------------------------------------------------------------------
 
-    def upload(self, channel: str, filename: str, title: str, content: str, comment: str) -> str | None:
+    def upload(self, channel: str, filename: str, title: str, content: str | bytes, comment: str) -> str | None:
         return upload_text(self._client, channel, filename, title, content, comment)

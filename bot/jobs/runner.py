@@ -120,6 +120,7 @@ class Runner:
             (rt.duties.freezes.sweep, "the change freezes' starts and ends"),  # the replica whose UPDATE wins tells
             (lambda: rt.approvals.followup.sweep(now()), "the follow-up of requests nobody decided"),  # each once
             (lambda: rt.access.sweep(now()), "the sweep of roles granted for a while"),  # warned, then ended
+            (lambda: rt.sampler.sweep(now()), "the sampling of the key metrics"),  # each minute by the replica whose INSERT wins
         ):
             try:
                 part()
