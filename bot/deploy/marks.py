@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from bot.deploy.model import Release
-from bot.stack.chart import Chart, Mark, render
+from bot.stack.chart import COLUMNS, Chart, Mark, render
 from bot.stack.trends import read
 from bot.store.engine import AuditEntry
 
@@ -40,7 +40,7 @@ def marks(store: "Store", stack: str, start: datetime, end: datetime) -> list[Ma
 
 def trend_chart(store: "Store", stack: str, start: datetime, end: datetime, tz: tzinfo, title: str) -> Chart | None:
     """The stored samples of [start, end] with the window's releases and restarts; None when nothing was sampled."""
-    series = read(store, start, end)
+    series = read(store, start, end, COLUMNS)
     if not series:
         return None
     return render(series, start, end, marks(store, stack, start, end), tz, title)

@@ -1,9 +1,9 @@
 """The trends drawn: one panel per metric group, releases and restarts as labelled vertical lines, a PNG.
 
 matplotlib's Agg canvas on a Figure of our own (no pyplot: no global state, safe on a runner's threads). A missing
-minute breaks the line (a gap is drawn as a gap, never as a slope or a 0). A series with more points than the
-panel has pixel columns is drawn as each column's minimum and maximum, which keeps every spike and takes a week
-of per-minute samples under a second.
+minute breaks the line (a gap is drawn as a gap, never as a slope or a 0). A window with more minutes than the
+panel has pixel columns comes as each column's minimum and maximum (bot/stack/trends.py read) and is drawn as a
+band between them: every spike kept, one fill instead of thousands of strokes.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
-import numpy as np
-from matplotlib import dates as mdates
-from matplotlib import transforms
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
-GAP_SECONDS = 90  # samples are a minute apart: a longer step is a minute nobody measured
+if TYPE_CHECKING:
+    import numpy as np
+
+    from bot.stack.trends import Samples
+
 WIDTH_PX, DPI = 1200, 100
-COLUMNS = 1000  # about the panels' width in pixels: more points than twice this are drawn as each column's min and max
+COLUMNS = 1000  # about the panels' width in pixels: a longer window is read as each column's minimum and maximum
 
 # (title, unit, which series): the panels, in order
 GROUPS = [
@@ -54,38 +54,31 @@ class Chart:
 
 @dataclass
 class Drawn:
-    """A series as drawn, x in seconds since the epoch: every sample (low == high), or each pixel column's minimum
-    and maximum; a row of NaN where the line breaks at a gap."""
+    """A series as drawn, x in seconds since the epoch; a row of NaN where the line breaks at a gap."""
 
     x: np.ndarray
     low: np.ndarray
     high: np.ndarray
-    dense: bool = False  # each column's minimum and maximum, drawn as a band
+    dense: bool = False  # each pixel column's minimum and maximum, drawn as a band
 
 
-def _gaps(x: np.ndarray) -> np.ndarray:
-    """Where a run of consecutive minutes ends: a NaN row goes before each of these indices."""
-    return np.flatnonzero(np.diff(x) > GAP_SECONDS) + 1
+def with_gaps(samples: Samples) -> Drawn:
+    """NaN between two points further apart than their step: minutes nobody measured break the line."""
+    import numpy as np
+
+    at = np.flatnonzero(np.diff(samples.x) > 1.5 * samples.step) + 1
+    return Drawn(np.insert(samples.x, at, np.nan), np.insert(samples.low, at, np.nan), np.insert(samples.high, at, np.nan),
+                 dense=samples.bucketed)
 
 
-def decimated(x: np.ndarray, y: np.ndarray, x0: float, x1: float, columns: int = COLUMNS) -> Drawn:
-    """Every sample with NaN at the gaps; with more than two per pixel column, each column's minimum and maximum
-    (a gap inside a column still breaks the line)."""
-    if len(x) <= 2 * columns:
-        at = _gaps(x)
-        y = np.insert(y, at, np.nan)
-        return Drawn(np.insert(x, at, np.nan), y, y)
-    run = np.concatenate([[0], np.cumsum(np.diff(x) > GAP_SECONDS)])  # runs of consecutive minutes
-    column = np.clip(((x - x0) / max(x1 - x0, 1.0) * columns).astype(np.int64), 0, columns - 1)
-    key = run * columns + column
-    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
-    low, high, xs = np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts), x[starts]
-    at = np.flatnonzero(run[starts][1:] != run[starts][:-1]) + 1
-    return Drawn(np.insert(xs, at, np.nan), np.insert(low, at, np.nan), np.insert(high, at, np.nan), dense=True)
-
-
-def render(series: dict[str, list[tuple[datetime, float]]], start: datetime, end: datetime, marks: list[Mark],
+def render(series: dict[str, Samples], start: datetime, end: datetime, marks: list[Mark],
            tz: tzinfo, title: str) -> Chart:
+    # Imported when a chart is drawn, not with the commands: the process that acks Slack never draws one.
+    from matplotlib import dates as mdates
+    from matplotlib import transforms
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     groups = [(name, unit, [s for s in sorted(series) if belongs(s)]) for name, unit, belongs in GROUPS]
     shown = [group for group in groups if group[2]] or groups[:1]
     figure = Figure(figsize=(WIDTH_PX / DPI, 1.0 + 2.0 * len(shown)), dpi=DPI)
@@ -100,11 +93,8 @@ def render(series: dict[str, list[tuple[datetime, float]]], start: datetime, end
         if not names:
             ax.text(0.5, 0.5, "No samples in this window.", transform=ax.transAxes, ha="center", va="center")
         for series_name in names:
-            samples = series[series_name]
-            chart.points += len(samples)
-            x = np.fromiter((moment.timestamp() for moment, _ in samples), float, len(samples))
-            y = np.fromiter((value for _, value in samples), float, len(samples))
-            drawn = chart.drawn[series_name] = decimated(x, y, x0, x1)
+            chart.points += len(series[series_name].x)
+            drawn = chart.drawn[series_name] = with_gaps(series[series_name])
             label = LABELS.get(series_name, series_name.partition(":")[2] or series_name)
             days = epoch + drawn.x / 86400.0
             if drawn.dense:  # a band from each column's minimum to its maximum: one fill, not thousands of strokes

@@ -13,16 +13,16 @@ import pytest
 import redis
 from matplotlib import dates as mdates
 from matplotlib import image as mimage
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from bot.deploy.marks import trend_chart
 from bot.deploy.model import Release
 from bot.frame.config import QueueSection, RedisSection, StackConfig
 from bot.frame.registry import Invocation
 from bot.frame.roles import Role
-from bot.stack.chart import COLUMNS, decimated
+from bot.stack.chart import COLUMNS
 from bot.stack.stack import Stack
-from bot.stack.trends import MetricSample, SampledMinute, Sampler, minute_of, read
+from bot.stack.trends import MetricSample, SampledMinute, Sampler, minute_at, minute_number, minute_of
 from bot.store.engine import utcnow
 from tests.conftest import grant, run
 
@@ -37,9 +37,16 @@ def _decoded(png: bytes) -> np.ndarray:
 
 def _rows(store) -> list[tuple[str, datetime, float]]:
     with store.session() as session:
-        return [tuple(row) for row in session.execute(
+        return [(series, minute_at(minute), value) for series, minute, value in session.execute(
             select(MetricSample.series, MetricSample.minute, MetricSample.value).order_by(MetricSample.minute, MetricSample.series)
         )]
+
+
+def _stored(store) -> dict[str, list[tuple[datetime, float]]]:
+    series: dict[str, list[tuple[datetime, float]]] = {}
+    for name, minute, value in _rows(store):
+        series.setdefault(name, []).append((minute, value))
+    return series
 
 
 def _line(chart, series: str) -> list[tuple[datetime | None, float | None]]:
@@ -100,19 +107,26 @@ def test_the_chart_is_a_png_whose_lines_are_the_stored_samples_with_a_missing_mi
     assert chart.marks[0].at == at[2]
 
 
-def test_a_week_of_samples_is_drawn_as_each_pixel_columns_minimum_and_maximum_and_keeps_its_spikes_and_gaps():
-    start = datetime(2026, 11, 28, tzinfo=timezone.utc)
-    x = start.timestamp() + 60.0 * np.arange(7 * 1440)
-    y = np.full(len(x), 5.0)
-    y[5000] = 97.0  # one minute's spike
-    keep = np.ones(len(x), bool)
-    keep[8000:8030] = False  # half an hour nobody measured
-    drawn = decimated(x[keep], y[keep], x[0], x[-1] + 60)
-    assert drawn.dense and len(drawn.x) <= 2 * COLUMNS + 2
+def test_a_week_is_read_as_each_pixel_columns_minimum_and_maximum_and_keeps_its_spikes_and_gaps(make_runtime, database_url):
+    runtime = make_runtime(database_url=database_url)
+    end = minute_of(utcnow())
+    start = end - timedelta(days=7)
+    first = minute_number(start)
+    values = {first + m: 5.0 for m in range(7 * 1440) if not 8000 <= m < 8030}  # half an hour nobody measured
+    values[first + 5000] = 97.0  # one minute's spike
+    with runtime.store.engine.begin() as connection:
+        connection.execute(insert(MetricSample.__table__), [dict(series="cpu:backend", minute=m, value=v) for m, v in values.items()])
+
+    chart = trend_chart(runtime.store, runtime.stack.name, start, end, timezone.utc, "Key metrics, last 7d")
+
+    _decoded(chart.png)
+    drawn = chart.drawn["cpu:backend"]
+    assert drawn.dense and len(drawn.x) <= COLUMNS + 1, "at most a point per pixel column (and the gap's break)"
     assert np.nanmax(drawn.high) == 97.0 and np.nanmin(drawn.low) == 5.0, "the spike survives, and nothing is made up"
     (broken,) = np.flatnonzero(np.isnan(drawn.x))
-    assert drawn.x[broken - 1] <= x[7999] and drawn.x[broken + 1] >= x[8000] - 60 * 10, "the line breaks at the missing half hour"
-    assert drawn.x[broken + 1] > x[7999]
+    gap_start, gap_end = (first + 8000) * 60, (first + 8030) * 60
+    assert drawn.x[broken - 1] < gap_start and drawn.x[broken + 1] >= gap_end - 11 * 60, "the line breaks at the missing half hour"
+    assert chart.artists["cpu:backend"].get_label() == "backend"
 
 
 def test_two_replicas_sample_each_minute_once(make_runtime, postgres_url, redis_url, queue):
@@ -133,7 +147,7 @@ def test_two_replicas_sample_each_minute_once(make_runtime, postgres_url, redis_
     assert sorted(minute for minute, _holder in won) == minutes, "each minute won by one replica"
     assert _rows(replicas[0].store) == [("queue_length", minute, 3.0) for minute in minutes], "one row per minute: three jobs queued"
     with replicas[0].store.session() as session:
-        claims = dict(session.execute(select(SampledMinute.minute, SampledMinute.claimed_by)).all())
+        claims = {minute_at(minute): by for minute, by in session.execute(select(SampledMinute.minute, SampledMinute.claimed_by))}
     assert claims == dict(won)
 
     # The runners' sweep: both offer the same new minute; one measures it (on its own thread), the other does nothing.
@@ -173,7 +187,7 @@ def test_retention_deletes_only_rows_older_than_the_sample_days_in_batches(make_
     assert runtime.sampler.prune(now) == 0
     assert sorted({minute for _series, minute, _value in _rows(runtime.store)}) == young
     with runtime.store.session() as session:
-        assert sorted(session.scalars(select(SampledMinute.minute))) == young
+        assert [minute_at(minute) for minute in sorted(session.scalars(select(SampledMinute.minute)))] == young
         assert session.scalar(select(func.count()).select_from(MetricSample)) == 2 * len(young)
 
 
@@ -223,7 +237,7 @@ def test_the_postmortem_has_the_chart_of_its_incidents_window(make_runtime, redi
     assert f"Its chart: {path}." in said.splitlines()[0]
     _decoded(path.read_bytes())
     assert "## Trends\n\n![Key metrics of incident #1](postmortem-incident-1-trends.png)\n\n" in said
-    assert read(runtime.store, incident.started_at, utcnow()) == {"queue_length": [(minute_of(incident.started_at), 3.0)]}
+    assert _stored(runtime.store) == {"queue_length": [(minute_of(incident.started_at), 3.0)]}
 
 
 def test_a_postmortem_of_a_window_with_no_samples_says_there_is_no_chart(make_runtime):
@@ -233,3 +247,18 @@ def test_a_postmortem_of_a_window_with_no_samples_says_there_is_no_chart(make_ru
     said = run(runtime, "UOLGA", "/postmortem", CHANNEL).text
     assert "## Trends\n\nNo metric samples are stored for the incident's window, so there is no chart" in said
     assert "Its chart" not in said
+
+
+def test_the_live_stack_is_sampled_and_its_chart_draws_what_was_stored(make_runtime, live_stack):
+    runtime = make_runtime(live_stack)
+    minutes = [minute_of(utcnow()) - timedelta(minutes=1), minute_of(utcnow())]
+    for minute in minutes:
+        assert runtime.sampler.sample(minute)
+    stored = _stored(runtime.store)
+    services = ("backend", "frontend", "nginx", "postgres", "python-worker", "redis")
+    expected = {f"{kind}:{service}" for kind in ("cpu", "mem") for service in services} | {"db_connections", "queue_length"}
+    assert expected <= set(stored), sorted(stored)
+    assert all(value >= 0 for samples in stored.values() for _minute, value in samples)
+    chart = trend_chart(runtime.store, runtime.stack.name, minutes[0] - timedelta(minutes=30), utcnow(), timezone.utc, "Key metrics")
+    _decoded(chart.png)
+    assert {series: _line(chart, series) for series in stored} == stored, "each line holds the stored samples of its series"

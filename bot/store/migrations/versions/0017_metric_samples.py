@@ -19,14 +19,14 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "sampled_minutes",
-        sa.Column("minute", UTCDateTime(), primary_key=True),
+        sa.Column("minute", sa.Integer(), primary_key=True),  # minutes since 1970-01-01 UTC
         sa.Column("claimed_by", sa.String(160), nullable=False),
         sa.Column("claimed_at", UTCDateTime(), nullable=False),
     )
     op.create_table(
         "metric_samples",
         sa.Column("series", sa.String(160), primary_key=True),
-        sa.Column("minute", UTCDateTime(), primary_key=True),
+        sa.Column("minute", sa.Integer(), primary_key=True),
         sa.Column("value", sa.Float(), nullable=False),
     )
     op.create_index("ix_metric_samples_minute", "metric_samples", ["minute"])
