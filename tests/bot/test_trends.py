@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -213,7 +214,8 @@ def test_stats_with_a_window_writes_its_chart_in_the_console_and_without_one_is_
 def test_stats_with_a_window_posts_its_chart_to_the_channel_in_slack(slack_bot, slack_double, redis_url, queue):
     sender, runtime = slack_bot(_queue_stack(redis_url, queue))
     grant(runtime, "UCLEO", Role.viewer)
-    minutes = [minute_of(utcnow()) - timedelta(minutes=m) for m in (3, 2, 1)]
+    # Minutes before the bot started: its own runner samples only the minutes since.
+    minutes = [minute_of(utcnow()) - timedelta(minutes=m) for m in (5, 4, 3)]
     for minute in minutes:
         assert runtime.sampler.sample(minute)
     assert sender.slash("/stats", "1h", "UCLEO", CHANNEL, response_url=slack_double.response_url("stats")).status == 200
@@ -262,3 +264,27 @@ def test_the_live_stack_is_sampled_and_its_chart_draws_what_was_stored(make_runt
     chart = trend_chart(runtime.store, runtime.stack.name, minutes[0] - timedelta(minutes=30), utcnow(), timezone.utc, "Key metrics")
     _decoded(chart.png)
     assert {series: _line(chart, series) for series in stored} == stored, "each line holds the stored samples of its series"
+
+
+def test_the_postmortem_in_slack_posts_the_chart_beside_the_report_that_names_it(slack_bot, slack_double, redis_url, queue):
+    sender, runtime = slack_bot(_queue_stack(redis_url, queue))
+    grant(runtime, "UOLGA", Role.operator)
+
+    def slash(line: str, name: str) -> str:
+        command, _, text = line.partition(" ")
+        assert sender.slash(command, text, "UOLGA", CHANNEL, response_url=slack_double.response_url(name)).status == 200
+        return slack_double.wait_for_response(name, timeout=60)[0]["text"]
+
+    assert slash("/incident start Queue stuck", "start").startswith("You started incident #1")
+    started = minute_of(runtime.incidents.timeline.get(1).started_at)
+    deadline = time.monotonic() + 60
+    while not any(minute >= started for minute, _value in _stored(runtime.store).get("queue_length", [])):
+        assert time.monotonic() < deadline, "the runner's sweep sampled no minute of the incident in 60 s"
+        time.sleep(0.5)  # the bot's own runner samples each minute; the test only waits for it
+    slash("/incident resolve Worker restarted", "resolve")
+    said = slash("/postmortem", "pm")
+    assert said.endswith(" Its chart is posted as postmortem-incident-1-trends.png.")
+    chart, report = sorted(slack_double.uploads(), key=lambda upload: upload.filename.endswith(".md"))
+    assert (chart.filename, chart.channels, report.filename) == ("postmortem-incident-1-trends.png", [CHANNEL], "postmortem-incident-1.md")
+    _decoded(chart.content)
+    assert "## Trends\n\n![Key metrics of incident #1](postmortem-incident-1-trends.png)\n\n" in report.content.decode()
