@@ -102,7 +102,7 @@ def render(series: dict[str, Samples], start: datetime, end: datetime, marks: li
             else:
                 chart.artists[series_name], = ax.plot(days, drawn.low, linewidth=0.9, label=label)
         if names:
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, max(ax.get_ylim()[1], 1.0) * 1.25)  # headroom for the legend, above the curves
             ax.legend(loc="upper left", fontsize=7, ncol=min(len(names), 6), frameon=False)
         for mark in marks:
             ax.axvline(epoch + mark.at.timestamp() / 86400.0, color="tab:red" if mark.kind == "release" else "tab:purple",
