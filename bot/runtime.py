@@ -145,6 +145,7 @@ class Runtime:
 
     def close(self) -> None:
         self.heartbeat.stop()
+        self.sampler.close(self.stack.check_timeout + 5)
         self.stack.close()
         self.store.dispose()
 

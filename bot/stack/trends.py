@@ -107,6 +107,10 @@ class Sampler:
             return
         threading.Thread(target=self._measure_and_release, args=(minute,), name="sampler", daemon=True).start()
 
+    def close(self, timeout: float) -> None:
+        """At the runtime's end: wait for a measurement still running (it uses the stack and the store), take no other."""
+        self._measuring.acquire(timeout=timeout)
+
     def _measure_and_release(self, minute: datetime) -> None:
         try:
             self.store(minute, self.measure())

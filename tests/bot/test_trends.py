@@ -156,8 +156,7 @@ def test_two_replicas_sample_each_minute_once(make_runtime, postgres_url, redis_
     for runtime in replicas:
         runtime.sampler.sweep(now)
     for runtime in replicas:
-        with runtime.sampler._measuring:  # the measurement's thread is done
-            pass
+        runtime.sampler.close(timeout=60)  # waits for the measurement's thread
     assert _rows(replicas[0].store)[-1] == ("queue_length", minute_of(now), 3.0)
     assert len(_rows(replicas[0].store)) == 6
 
