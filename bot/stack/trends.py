@@ -84,7 +84,8 @@ class Sampler:
         self._insert = _insert_ignoring(store, MetricSample)
         self._offered: datetime | None = None  # the last minute this process offered to sample
         self._pruned: datetime | None = None  # the last minute whose batch of old rows was deleted
-        self._measuring = threading.Lock()
+        self._measuring = threading.Lock()  # held while this process measures a minute, and for good once closed
+        self._closed = False
 
     @property
     def measurable(self) -> bool:
@@ -96,20 +97,26 @@ class Sampler:
         its own, so a slow docker stats never holds up the sweep."""
         minute = minute_of(now)
         if self._pruned != minute and self.prune(now) < PRUNE_MINUTES:
-            self._pruned = minute  # a full batch: another one at the next sweep
+            self._pruned = minute  # all gone; after a full batch, another at the next sweep
         if self._offered == minute or not self.measurable:
             return
         self._offered = minute
         if not self._measuring.acquire(blocking=False):
             return  # the last minute's measurement still runs here: another replica may take this one
-        if not self.claim(minute):
+        try:
+            won = self.claim(minute)
+        except BaseException:  # the store away: the sweep reports it; the next minute is offered again
+            self._measuring.release()
+            raise
+        if not won:
             self._measuring.release()
             return
         threading.Thread(target=self._measure_and_release, args=(minute,), name="sampler", daemon=True).start()
 
     def close(self, timeout: float) -> None:
         """At the runtime's end: wait for a measurement still running (it uses the stack and the store), take no other."""
-        self._measuring.acquire(timeout=timeout)
+        if not self._closed:
+            self._closed = self._measuring.acquire(timeout=timeout)
 
     def _measure_and_release(self, minute: datetime) -> None:
         try:

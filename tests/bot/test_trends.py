@@ -287,3 +287,16 @@ def test_the_postmortem_in_slack_posts_the_chart_beside_the_report_that_names_it
     assert (chart.filename, chart.channels, report.filename) == ("postmortem-incident-1-trends.png", [CHANNEL], "postmortem-incident-1.md")
     _decoded(chart.content)
     assert "## Trends\n\n![Key metrics of incident #1](postmortem-incident-1-trends.png)\n\n" in report.content.decode()
+
+
+def test_a_sweep_whose_claim_fails_offers_the_next_minute_again(make_runtime, redis_url, queue):
+    runtime = make_runtime(_queue_stack(redis_url, queue))
+    minute = minute_of(utcnow()) - timedelta(minutes=10)
+    claim = runtime.sampler.claim
+    runtime.sampler.claim = lambda _minute: 1 / 0  # the store away for this minute
+    with pytest.raises(ZeroDivisionError):
+        runtime.sampler.sweep(minute + timedelta(seconds=5))
+    runtime.sampler.claim = claim
+    runtime.sampler.sweep(minute + timedelta(minutes=1, seconds=5))
+    runtime.sampler.close(timeout=60)
+    assert _rows(runtime.store) == [("queue_length", minute + timedelta(minutes=1), 3.0)]
