@@ -4,6 +4,7 @@ services, the command set), and the handlers' context built from them (commands/
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
 import commands
@@ -16,6 +17,7 @@ from bot.frame.authz import Authorizer, GroupMembers
 from bot.frame.config import Settings, StackConfig
 from bot.frame.pipeline import Pipeline
 from bot.frame.publish import Notifier, RedactedNotifier
+from bot.deploy.marks import trend_chart
 from bot.deploy.service import Releases
 from bot.duties.service import SOURCE as DUTY_SOURCE
 from bot.duties.service import Duties
@@ -25,7 +27,9 @@ from bot.jobs.heartbeat import RunnerHeartbeat
 from bot.jobs.queue import ChangeLocks, JobQueue, new_holder
 from bot.frame.registry import Command, Invocation, declared_in
 from bot.frame.roles import Role
+from bot.stack.chart import Chart
 from bot.stack.stack import Stack
+from bot.stack.trends import Sampler
 from bot.store.engine import Store
 from commands.context import Ctx
 
@@ -56,6 +60,7 @@ class Runtime:
     access: ExpiringAccess = field(init=False)  # roles granted --for a while: their warnings and ends
     backups: Backups | None = field(init=False)  # None without a [database] section
     releases: Releases | None = field(init=False)  # None without a [deploy] section
+    sampler: Sampler = field(init=False)  # the key metrics, once a minute, for the charts
     _messages: RedactedNotifier | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -74,6 +79,7 @@ class Runtime:
         check_policies(config, self.commands)  # a policy naming no command or argument: the bot does not start
         self.backups = Backups(self.store, self.stack, self.settings, self.audit) if config.database else None
         self.releases = Releases(self.store, self.stack, self.settings, self.at_fault) if config.deploy else None
+        self.sampler = Sampler(self.store, self.stack, self.holder, self.settings.sample_days)
         self.pipeline.run_source(DUTY_SOURCE, lambda job, holder: self.duties.run_job(job, holder))
         self.audit.observers.append(self.incidents.on_audit)  # commands and approval steps land on a timeline
 
@@ -90,6 +96,10 @@ class Runtime:
     def at_fault(self, point: str) -> None:
         """A change's step (bot/frame/faults.py); looked up when reached, so a test may set `fault` after the start."""
         self.fault(point)
+
+    def trend_chart(self, start: datetime, end: datetime, title: str) -> Chart | None:
+        """The key metrics of a window drawn with its releases and restarts (the post-mortem's Trends)."""
+        return trend_chart(self.store, self.stack.name, start, end, self.settings.tz, title)
 
     @property
     def stack_name(self) -> str:
@@ -135,6 +145,7 @@ class Runtime:
 
     def close(self) -> None:
         self.heartbeat.stop()
+        self.sampler.close(self.stack.check_timeout + 5)
         self.stack.close()
         self.store.dispose()
 

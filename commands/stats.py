@@ -9,6 +9,9 @@ from typing import Literal
 import psycopg
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from slack_sdk.errors import SlackApiError
+
+from bot.deploy.marks import trend_chart
 from bot.frame import blocks
 from bot.frame.config import STACK_FILE_HINT
 from bot.frame.durations import Duration, duration_field
@@ -18,6 +21,7 @@ from bot.frame.roles import Role
 from bot.stack.compose import StackError
 from bot.stack.database import STATEMENT_MASKS, ServerSession, mask_statement
 from bot.stack.health import MARK
+from bot.stack.chart import save
 from bot.stack.probes import describe_error
 from bot.stack.stats import Window, activity, measure, statement_lines, verdict
 from commands.context import Ctx
@@ -28,7 +32,7 @@ WindowField = duration_field("7d", noun="time window")
 
 
 class StatsArgs(BaseModel):
-    window: WindowField = Duration.parse("15m")
+    window: WindowField = Duration.parse("15m")  # typed, the reply also has a chart of the window's samples
 
 
 class QueriesArgs(BaseModel):
@@ -170,6 +174,27 @@ def queries(ctx: Ctx, args: QueriesArgs) -> Reply:
     return Reply("\n".join(lines), [blocks.header("Statements of the application's database"), *blocks.sections(lines)])
 
 
+def _chart(ctx: Ctx, window: Duration, title: str) -> str:
+    """The window's stored samples drawn, with its releases and restarts: posted to the channel in Slack, a file under
+    the bot's home in the console; the sentence that says where it is."""
+    end = ctx.clock()
+    chart = trend_chart(ctx.store, ctx.stack.name, end - window.delta, end, ctx.tz, f"{title}, last {window.text}")
+    if chart is None:
+        return (f"No samples are stored for the last {window.text}, so there is no chart; the bot's runners sample the "
+                f"metrics each minute (FLOWSTATE_SAMPLE_DAYS keeps {ctx.settings.sample_days:g} days).")
+    filename = f"stats-{end:%Y%m%d-%H%M}-{window.text}.png"
+    channel = ctx.invocation.channel_id
+    if ctx.slack is None or ctx.invocation.source != "slack" or not channel:
+        return f"Chart of the last {window.text}: {save(chart.png, ctx.settings.home / 'charts', filename)}"
+    try:
+        ctx.slack.files_upload_v2(channel=channel, filename=filename, content=chart.png, title=f"{title}, last {window.text}",
+                                  initial_comment=f"📈 Key metrics of the last {window.text}, releases and restarts marked.")
+    except Exception as error:  # not_in_channel, missing_scope: the numbers above still stand
+        reason = error.response.get("error") if isinstance(error, SlackApiError) else type(error).__name__
+        return f"The chart of the last {window.text} could not be posted here ({reason}); invite the bot to this channel and ask again."
+    return f"Chart of the last {window.text}: posted in this channel as {filename}."
+
+
 @command(
     "stats",
     summary="The four key metrics: API error rate, CPU and memory, database, AI worker queue.",
@@ -185,7 +210,8 @@ def stats(ctx: Ctx, args: StatsArgs) -> Reply:
             f"Nothing to measure: the stack file ({source}) names no Compose project and has no [database] or [queue] "
             f"section; {STACK_FILE_HINT}"
         )
-    sections = measure(stack, Window(args.window.text, args.window.seconds))
+    window = args.window
+    sections = measure(stack, Window(window.text, window.seconds))
     flags = [flag for section in sections for flag in section.flags]
     project = stack.compose_project
     title = f"Key metrics of {project}" if project else "Key metrics"
@@ -205,6 +231,10 @@ def stats(ctx: Ctx, args: StatsArgs) -> Reply:
     if not flags:
         lines.append(verdict(sections))
         body.append(blocks.context(lines[-1]))
+    if "window" in args.model_fields_set:  # /stats alone stays as it was: the numbers of the last 15 minutes
+        said = _chart(ctx, window, title)
+        lines.append(said)
+        body.append(blocks.context(said))
     healthy = not flags and any(section.measured for section in sections)
     found = {key: value for section in sections for key, value in section.facts.items()}
     if flags:

@@ -176,10 +176,12 @@ def run_console(runtime: Runtime, user_id: str, channel_id: str, stdin: TextIO =
 def _sweep(runtime: Runtime) -> None:
     """What the runners' sweep does on a clock (bot/jobs/runner.py), done here before and after each command: the
     console has no runner. A role granted for a while ends on time, and a request waiting for the stack's lock whose
-    holder (another console) died holding it gets the lock (expired, it goes to the one approved first) and runs here."""
+    holder (another console) died holding it gets the lock (expired, it goes to the one approved first) and runs here;
+    the key metrics of a minute not sampled yet are (bot/stack/trends.py)."""
     for part, what in (
         (lambda: runtime.access.sweep(runtime.duties.clock.now()), "the sweep of roles granted for a while"),
         (runtime.locks.hand_over_free, "handing a free lock to a waiting request"),
+        (lambda: runtime.sampler.sweep(runtime.duties.clock.now()), "the sampling of the key metrics"),  # a minute at most once
     ):
         try:
             part()

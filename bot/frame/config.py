@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     drill_at: str = "sun 04:00"  # the weekly restore drill: /backup verify of the newest backup; or off
     watch_minutes: int = Field(5, ge=0, le=1440)  # how often the watch checks thresholds and health; 0 turns it off
     watch_checks: int = Field(3, ge=1, le=100)  # consecutive bad checks before an alert (and good ones before recovery)
+    # The key metrics are sampled each minute for /stats' charts (bot/stack/trends.py) and kept this many days.
+    sample_days: float = Field(14.0, gt=0, le=3650)
     duty_grace_minutes: float = Field(60.0, ge=0, le=24 * 60)  # a slot missed while the bot was down still runs this late
     # Test-only: a file holding an ISO 8601 instant that the scheduler takes for "now" (see bot/duties/clock.py).
     clock_file: Path | None = None

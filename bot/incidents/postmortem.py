@@ -35,6 +35,12 @@ class Report:
     tz: tzinfo
     now: datetime
     actions: list[IncidentAction] = field(default_factory=list)  # its follow-ups (/incident action)
+    chart: str | None = None  # the file of the chart of the incident's window; None: nothing was sampled in it
+
+
+def chart_name(incident: Incident) -> str:
+    """The file of the chart of an incident's window, posted beside its post-mortem."""
+    return f"postmortem-incident-{incident.id}-trends.png"
 
 
 def render(report: Report) -> str:
@@ -42,7 +48,7 @@ def render(report: Report) -> str:
     writer = _Writer(report, events)
     parts = [
         writer.facts(), writer.summary(), writer.impact(), writer.detection(), response_times(report.incident, events),
-        writer.timeline(),
+        writer.trends(), writer.timeline(),
         writer.what_was_done(), writer.resolution(), writer.action_items(),
     ]
     return "\n\n".join(parts) + "\n"
@@ -206,6 +212,14 @@ class _Writer:
         if self.incident.resolved_at:
             lines.append(f"- Start to resolution: {duration((self.incident.resolved_at - start).total_seconds())}")
         return "## Detection and response\n\n" + "\n".join(lines)
+
+    def trends(self) -> str:
+        if self.r.chart is None:
+            return ("## Trends\n\nNo metric samples are stored for the incident's window, so there is no chart (the bot samples "
+                    "the key metrics each minute and keeps them FLOWSTATE_SAMPLE_DAYS days).")
+        return (f"## Trends\n\n![Key metrics of incident #{self.incident.id}]({self.r.chart})\n\n_The 5xx rate at the edge and "
+                "the backend, CPU and memory per service, database connections and the AI worker queue, sampled each minute; "
+                "releases and restarts are the dashed lines._")
 
     def timeline(self) -> str:
         out = [f"## Timeline\n\n{PINNED} pinned message · {KEY_ACTION} key action · {ANNOUNCED} status or severity · {NOTED} note"]

@@ -16,13 +16,15 @@ from bot.incidents.export import as_csv, as_json, entries
 from bot.incidents.model import (
     IMPORTED, NOTE, RECORDED_BY_THE_BOT, SEVERITY, SLACK_MESSAGE, STATUS, Incident, TimelineEvent,
 )
-from bot.incidents.postmortem import Report, render
+from bot.incidents.postmortem import Report, chart_name, render
 from bot.incidents.slack_reader import SlackReader
 from bot.incidents.text import slack_safe
 from bot.incidents.timeline import AlreadyOpen, Event, Timeline
 from bot.incidents.views import summary
 from bot.incidents.when import from_ts, full
 from bot.frame.registry import CommandError, Notifier, Reply
+from bot.stack.chart import save
+from bot.stack.trends import sampled
 from bot.store.engine import utcnow
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
     from bot.frame.config import Settings
     from bot.frame.dispatcher import Dispatcher
+    from bot.stack.chart import Chart
     from bot.store.engine import Store
 
 
@@ -42,6 +45,8 @@ class Host(AuditHost, Protocol):
     dispatcher: "Dispatcher"
     notifier: Notifier | None
     slack: "WebClient | None"
+
+    def trend_chart(self, start: datetime, end: datetime, title: str) -> "Chart | None": ...
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +219,31 @@ class Incidents:
     def report(self, incident: Incident, names: dict[str, str], events: list[TimelineEvent] | None = None) -> str:
         events = self.timeline.events(incident.id) if events is None else events
         job_ids = {e.details["job_id"] for e in events if e.details and e.details.get("job_id")}
+        chart = chart_name(incident) if sampled(self._rt.store, incident.started_at, self._end(incident)) else None
         actions = self.actions.of_incident(incident.id)
-        return render(Report(incident, events, names, self.timeline.job_results(job_ids), self.tz, utcnow(), actions))
+        return render(Report(incident, events, names, self.timeline.job_results(job_ids), self.tz, utcnow(), actions=actions, chart=chart))
+
+    @staticmethod
+    def _end(incident: Incident) -> datetime:
+        return incident.resolved_at or utcnow()
+
+    def _chart(self, incident: Incident, reader: SlackReader | None, channel: str | None) -> str:
+        """The key metrics of the incident's window drawn, posted to the channel (in the console: a file under the bot's
+        home); a sentence for the reply ("" when nothing was sampled: the report says so)."""
+        chart = self._rt.trend_chart(incident.started_at, self._end(incident), f"Incident #{incident.id}: {incident.title[:80]}")
+        if chart is None:
+            return ""
+        filename = chart_name(incident)
+        if reader is None or not channel:
+            return f" Its chart: {save(chart.png, self._rt.settings.home / 'charts', filename)}."
+        try:
+            reader.upload(channel, filename, f"Key metrics of incident #{incident.id}", chart.png,
+                          f"📈 The key metrics of incident #{incident.id}, for its post-mortem.")
+        except Exception as error:
+            reason = error.response.get("error") if isinstance(error, SlackApiError) else type(error).__name__
+            log.exception("could not upload the chart of incident #%s", incident.id)
+            return f" Its chart could not be posted ({reason}); /stats with a window draws one."
+        return f" Its chart is posted as {filename}."
 
     def postmortem(self, incident: Incident, channel: str | None, by: str) -> Reply:
         """Read the channel (in Slack), write the report, store it, post it as a file."""
@@ -227,12 +255,13 @@ class Incidents:
         events = self.timeline.events(incident.id)
         if reader is not None:
             names = reader.names(sorted(self._people(incident, events)))
+        drawn = self._chart(incident, reader, channel)
         markdown = self.report(incident, names, events)
         postmortem_id = self.timeline.save_postmortem(incident.id, by, markdown, names)
         filename = f"postmortem-incident-{incident.id}.md"
         again = f"`flowstate-bot postmortem {incident.id} --out {filename}` writes it again"
         if reader is None or not channel:
-            return Reply(f"Post-mortem #{postmortem_id} of incident #{incident.id} is stored; {again}.\n\n{markdown}")
+            return Reply(f"Post-mortem #{postmortem_id} of incident #{incident.id} is stored; {again}.{drawn}\n\n{markdown}")
         try:
             file_id = reader.upload(
                 channel, filename, f"Post-mortem: {incident.title} (incident #{incident.id})", markdown,
@@ -244,7 +273,7 @@ class Incidents:
             return Reply(f"Post-mortem #{postmortem_id} of incident #{incident.id} is stored, but Slack did not take the file ({reason}); {again}.", failed=True)
         if file_id:
             self.timeline.set_postmortem_file(postmortem_id, file_id)
-        return Reply(f"Post-mortem of incident #{incident.id} posted to the channel as {filename} (stored as post-mortem #{postmortem_id}; {again}).")
+        return Reply(f"Post-mortem of incident #{incident.id} posted to the channel as {filename} (stored as post-mortem #{postmortem_id}; {again}).{drawn}")
 
     # ---- the timeline as data, and the lead's corrections ------------------------------------------------
 

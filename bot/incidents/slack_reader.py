@@ -120,7 +120,7 @@ class SlackReader:
 
     # ---- writing ---------------------------------------------------------------------------------
 
-    def upload(self, channel: str, filename: str, title: str, content: str, comment: str) -> str | None:
+    def upload(self, channel: str, filename: str, title: str, content: str | bytes, comment: str) -> str | None:
         return upload_text(self._client, channel, filename, title, content, comment)
 
     def upload_files(self, channel: str, files: list[tuple[str, str, str]], comment: str) -> list[str]:

@@ -121,6 +121,7 @@ class Runner:
             (lambda: rt.approvals.followup.sweep(now()), "the follow-up of requests nobody decided"),  # each once
             (lambda: rt.access.sweep(now()), "the sweep of roles granted for a while"),  # warned, then ended
             (lambda: rt.incidents.actions.remind(now()), "the reminders of overdue follow-ups"),  # once a local day each
+            (lambda: rt.sampler.sweep(now()), "the sampling of the key metrics"),  # each minute by the replica whose INSERT wins
         ):
             try:
                 part()

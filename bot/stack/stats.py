@@ -39,6 +39,9 @@ class Section:
     # Every threshold this section checked, by a stable key: the flag's text when crossed, None when not (the watch's input).
     checked: dict[str, str | None] = field(default_factory=dict)
     facts: dict = field(default_factory=dict)  # numbers for the incident timeline (the edge's 5xx rate)
+    # What was measured, by series (edge_error_rate, cpu:SERVICE, ...): the trends' samples (bot/stack/trends.py).
+    # A metric that could not be read has no entry: a gap, never a 0.
+    values: dict[str, float] = field(default_factory=dict)
 
     def check(self, key: str, status: str, flag: str) -> None:
         """A measured threshold: ok, warn (above its warning level) or fail (above its critical level)."""
@@ -72,6 +75,8 @@ def api_errors(stack: "Stack", window: Window) -> Section:
     else:
         count = at_edge.result()
         section.lines.append(_rate_line(f"Edge ({edge.compose_service}, what users got)", count, window.seconds))
+        if count.total:
+            section.values["edge_error_rate"] = count.percent
         if count.total >= edge.min_requests:
             section.facts[EDGE_ERROR_RATE] = count.percent
             status = "fail" if count.percent >= edge.critical_percent else "warn" if count.percent >= edge.warning_percent else "ok"
@@ -79,6 +84,8 @@ def api_errors(stack: "Stack", window: Window) -> Section:
                                             f"(warning {edge.warning_percent:g}%, critical {edge.critical_percent:g}%)")
     count = at_backend
     section.lines.append(_rate_line(f"Backend ({service}'s own log)", count, window.seconds))
+    if count.total:
+        section.values["backend_error_rate"] = count.percent
     limits = config.thresholds
     section.check("api_error_rate", limits.severity("error_rate_percent", count.percent),
                   f"API error rate at the backend {count.percent:.1f}% ({_levels(limits, 'error_rate_percent', '%')})")
@@ -108,6 +115,8 @@ def containers(stack: "Stack", _window: Window) -> Section:
     for sample in samples:
         memory = f"{size(sample.memory_bytes)} / {size(sample.memory_limit)} ({sample.memory_percent:.1f}%)"
         section.lines.append(f"{sample.service}: CPU {sample.cpu_percent:.1f}%, memory {memory}")
+        section.values[f"cpu:{sample.service}"] = sample.cpu_percent
+        section.values[f"mem:{sample.service}"] = sample.memory_percent
         limits = stack.config.thresholds
         section.check(f"cpu:{sample.service}", limits.severity("cpu_percent", sample.cpu_percent),
                       f"{sample.service} CPU {sample.cpu_percent:.0f}% ({_levels(limits, 'cpu_percent', '%')})")
@@ -148,6 +157,7 @@ def database(stack: "Stack", _window: Window) -> Section:
     states = ", ".join(f"{state} {count}" for state, count in found.by_state.items())
     percent = 100.0 * found.connections / found.max_connections
     section.lines.append(f"Connections: {found.connections}/{found.max_connections} ({percent:.0f}%): {states}")
+    section.values["db_connections"] = float(found.connections)
     section.check("db_connections", limits.severity("connections_percent", percent),
                   f"database connections {percent:.0f}% of max_connections ({_levels(limits, 'connections_percent', '%')})")
     longest = max((q.seconds for q in found.long_queries), default=0.0)
@@ -170,6 +180,7 @@ def queue(stack: "Stack", _window: Window) -> Section:
         return section
     lengths = stack.redis.queue_lengths(config.queue.keys, config.queue.type)
     total = sum(lengths.values())
+    section.values["queue_length"] = float(total)
     section.lines += [f"{key} ({config.queue.type}): {length:,} jobs" for key, length in lengths.items()]
     limits = config.thresholds
     section.check("queue_length", limits.severity("queue_length", total), f"AI worker queue {total:,} jobs ({_levels(limits, 'queue_length')})")

@@ -107,8 +107,8 @@ class SlackNotifier:
         self._client.chat_update(channel=channel, ts=ts, text=reply.text, blocks=reply.blocks or [])
 
 
-def upload_text(client: WebClient, channel: str, filename: str, title: str, content: str, comment: str) -> str | None:
-    """A text file posted to a channel: files.getUploadURLExternal, the bytes, files.completeUploadExternal (slack_sdk's v2 flow)."""
+def upload_text(client: WebClient, channel: str, filename: str, title: str, content: str | bytes, comment: str) -> str | None:
+    """A file (text, or a chart's PNG) posted to a channel: files.getUploadURLExternal, the bytes, files.completeUploadExternal (slack_sdk's v2 flow)."""
     answer = client.files_upload_v2(channel=channel, filename=filename, title=title, content=content, initial_comment=comment)
     return (answer.get("file") or {}).get("id")
 

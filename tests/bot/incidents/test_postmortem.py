@@ -90,7 +90,7 @@ def test_the_facts_come_first_with_times_in_the_configured_zone_and_the_people_w
 def test_summary_impact_and_detection_come_from_the_resolution_the_status_updates_and_the_first_alert():
     sections = _write()
     assert list(sections) == [
-        "head", "Summary", "Impact", "Detection and response", "Response times", "Timeline", "What was done", "Resolution",
+        "head", "Summary", "Impact", "Detection and response", "Response times", "Trends", "Timeline", "What was done", "Resolution",
         "Action items",
     ]
     # Acknowledged by the request at 3 min (not the pinned alert, Ana's start or Ben's message); the restart was

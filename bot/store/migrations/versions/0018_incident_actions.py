@@ -10,7 +10,7 @@ from alembic import op
 from bot.store.engine import UTCDateTime
 
 revision = "0018"
-down_revision = "0016"  # the coordinator re-chains it after 0017 at merge
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
