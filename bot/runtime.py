@@ -11,6 +11,7 @@ from bot.access.service import ExpiringAccess
 from bot.approvals.policy import check_policies
 from bot.approvals.service import Approvals
 from bot.backups.service import Backups
+from bot.changes.service import ChangeCards
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer, GroupMembers
 from bot.frame.config import Settings, StackConfig
@@ -56,6 +57,7 @@ class Runtime:
     access: ExpiringAccess = field(init=False)  # roles granted --for a while: their warnings and ends
     backups: Backups | None = field(init=False)  # None without a [database] section
     releases: Releases | None = field(init=False)  # None without a [deploy] section
+    changes: ChangeCards = field(init=False)  # the change card and its snapshots
     _messages: RedactedNotifier | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -74,6 +76,7 @@ class Runtime:
         check_policies(config, self.commands)  # a policy naming no command or argument: the bot does not start
         self.backups = Backups(self.store, self.stack, self.settings, self.audit) if config.database else None
         self.releases = Releases(self.store, self.stack, self.settings, self.at_fault) if config.deploy else None
+        self.changes = ChangeCards(self.store, lambda: self.stack, self.settings, self.commands, lambda: self.releases, lambda: self.messages)
         self.pipeline.run_source(DUTY_SOURCE, lambda job, holder: self.duties.run_job(job, holder))
         self.audit.observers.append(self.incidents.on_audit)  # commands and approval steps land on a timeline
 
@@ -103,7 +106,7 @@ class Runtime:
             invocation, role, progress or (lambda _text: None), job_id=job_id,
             stack=self.stack, settings=self.settings, store=self.store, commands=self.commands, authz=self.authz,
             jobs=self.jobs, approvals=self.approvals, incidents=self.incidents, duties=self.duties, access=self.access,
-            backups=self.backups, releases=self.releases, slack=self.slack, fault=self.at_fault,
+            backups=self.backups, releases=self.releases, changes=self.changes, slack=self.slack, fault=self.at_fault,
             may_run=self.pipeline.may_run,
         )
 
