@@ -29,6 +29,7 @@ class FakeCompose:
         self.events_kept_from: datetime | None = None  # the oldest event the engine keeps
         self.events_fail: str | None = None  # the engine's events cannot be read: why
         self.environment: dict[str, dict[str, str]] = {}  # each service's environment, by service
+        self.runs: list = []  # each container's last start and exit (bot.stack.compose.LastRun)
 
     @staticmethod
     def _running(service: str) -> ServiceState:
@@ -95,6 +96,9 @@ class FakeCompose:
         if self.events_fail:
             raise StackError(self.events_fail)
         return [e for e in self.engine_events if since <= e.at <= until], self.events_kept_from
+
+    def last_runs(self) -> list:
+        return list(self.runs)
 
     def environments(self) -> dict[str, dict[str, str]]:
         return {service: dict(self.environment.get(service, {})) for service in sorted(self._states)}

@@ -26,7 +26,7 @@ from bot.frame import blocks
 from bot.frame.audit import as_typed
 from bot.frame.humanize import duration
 from bot.frame.registry import Reply
-from bot.stack.compose import EngineEvent, StackError
+from bot.stack.compose import EngineEvent, LastRun, StackError
 from bot.store.engine import AuditEntry
 
 if TYPE_CHECKING:
@@ -184,11 +184,20 @@ class ChangeCards:
         except Exception as error:  # the card is shown with an alert: a surprise here must not hide the others
             section.failed = f"Docker events could not be read: {type(error).__name__}."
             return section
-        section.lines = [f"{when(at)} {text}" for at, text in _engine_lines(events)]
-        if kept_from is not None and kept_from > since:
-            section.notes.append(f"Docker events before {when(kept_from)} are no longer kept by the engine.")
-        elif kept_from is None:
-            section.notes.append("The engine keeps no events at all, so earlier ones are unknown.")
+        found = _engine_lines(events)
+        horizon = kept_from or now  # an engine that keeps no events at all: everything before now is gone
+        if horizon > since:
+            section.empty = f"No restart, exit, OOM kill or health change since {when(horizon)}, nor a container's last start or exit before."
+            section.notes.append(
+                f"Docker events before {when(horizon)} are no longer kept by the engine." if kept_from else "The engine keeps no events at all."
+            )
+            try:
+                found += _before_events(compose.last_runs(), since, horizon)
+            except Exception as error:
+                section.notes.append(f"The containers' own last start and exit could not be read either: {error}")
+            else:
+                section.notes[-1] += " Before then, each container's own last start and exit are shown."
+        section.lines = [f"{when(at)} {text}" for at, text in sorted(found, key=lambda line: line[0])]
         return section
 
     def _file_section(self, since: datetime, span: str, when, watched: tuple[list[str], datetime | None]) -> Section:
@@ -345,4 +354,17 @@ def _engine_lines(events: list[EngineEvent]) -> list[tuple[datetime, str]]:
             if health.get(event.container) != status:
                 health[event.container] = status
                 lines.append((event.at, f"{name} became {blocks.escape(status)}"))
+    return lines
+
+
+def _before_events(runs: list[LastRun], since: datetime, kept_from: datetime) -> list[tuple[datetime, str]]:
+    """The last start and exit of each container that fall where the engine no longer keeps its events."""
+    lines = []
+    for run in runs:
+        name = blocks.escape(run.service)
+        if run.finished_at is not None and since <= run.finished_at < kept_from:
+            oom = " after going over its memory limit (OOM kill)" if run.oom_killed else ""
+            lines.append((run.finished_at, f"{name} exited with code {run.exit_code}{oom}"))
+        if run.started_at is not None and since <= run.started_at < kept_from:
+            lines.append((run.started_at, f"{name} started" + ("" if run.running else " (it is not running now)")))
     return lines

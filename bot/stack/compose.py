@@ -143,6 +143,17 @@ class EngineEvent:
     exit_code: int | None = None
 
 
+@dataclass(frozen=True)
+class LastRun:
+    service: str
+    container: str
+    started_at: datetime | None
+    finished_at: datetime | None  # its last exit (before its last start, if it runs again)
+    exit_code: int | None
+    oom_killed: bool
+    running: bool
+
+
 def _event(raw: dict) -> EngineEvent | None:
     actor = raw.get("Actor") or {}
     labels = actor.get("Attributes") or {}
@@ -400,6 +411,15 @@ class ComposeStack:
             raise StackError(f"The Docker engine refused its events: {error.explanation or error}") from None
         except requests.exceptions.RequestException:
             raise DockerUnavailable(f"The Docker engine stopped answering at {self.where}.") from None
+
+    def last_runs(self) -> list[LastRun]:
+        """Each container's last start and exit as it keeps them itself: what is left of events the engine dropped."""
+        runs = []
+        for service, container in self.containers():
+            state = container.attrs.get("State") or {}
+            runs.append(LastRun(service, container.name, _parse_time(state.get("StartedAt")), _parse_time(state.get("FinishedAt")),
+                                state.get("ExitCode"), bool(state.get("OOMKilled")), state.get("Status") == "running"))
+        return runs
 
     def environments(self) -> dict[str, dict[str, str]]:
         """Each service's environment as its container was started with (its first container's), by service: read only to

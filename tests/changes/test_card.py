@@ -9,9 +9,10 @@ from datetime import timedelta
 import pytest
 
 from bot.frame.roles import Role
-from bot.stack.compose import EngineEvent
+from bot.stack.compose import EngineEvent, LastRun
 from bot.store.engine import utcnow
 from tests.conftest import grant, run
+from tests.duties.conftest import scheduled  # noqa: F401 (a fixture)
 from tests.fakes import FakeStack
 
 SECRET, NEW_SECRET = "hunter2-Zq8xLmP4vR7", "correct-horse-9Kd2Wq"
@@ -93,11 +94,18 @@ def test_a_source_that_cannot_be_read_is_named_and_never_reads_as_nothing_change
     assert "No restart, exit, OOM kill or health change" not in text
 
 
-def test_events_the_engine_no_longer_keeps_are_said_to_be_missing(cards):
-    kept = utcnow() - timedelta(minutes=7)
+def test_events_the_engine_no_longer_keeps_are_said_to_be_missing_and_each_containers_last_exit_stands_in(cards):
+    now = utcnow()
+    kept, exited, started = now - timedelta(minutes=7), now - timedelta(hours=2), now - timedelta(hours=2) + timedelta(minutes=1)
     cards.stack.fake.events_kept_from = kept
+    cards.stack.fake.runs = [
+        LastRun("backend", "fake-backend-1", started, exited, 137, True, True),
+        LastRun("frontend", "fake-frontend-1", now - timedelta(days=2), None, 0, False, True),  # before the window
+    ]
     text = run(cards, "UVIEW", "/changes").text
     assert f"Docker events before {hhmm(kept)} are no longer kept by the engine." in text, text
+    assert f"{hhmm(exited)} backend exited with code 137 after going over its memory limit (OOM kill)" in text
+    assert f"{hhmm(started)} backend started" in text and "frontend" not in text
 
 
 @pytest.mark.parametrize("window, said", [
@@ -130,3 +138,18 @@ def test_a_failing_health_ends_with_the_card_and_a_healthy_one_does_not(cards):
     cards.stack.fake.fail("backend")
     text = run(cards, "UVIEW", "/health").text
     assert "What changed in fake in the last 6 h" in text, text
+
+
+def test_a_watch_alert_is_posted_with_the_card_of_the_hours_before_it(scheduled):
+    from tests.duties.test_watch import START, Values, checks
+
+    values = Values()
+    duties = scheduled(START, values, watch_minutes=5, watch_checks=2)
+    duties.rt.stack = FakeStack(["backend"])
+    duties.rt.stack.fake.engine_events = [EngineEvent(START - timedelta(minutes=40), "backend", "fake-backend-1", "restart")]
+    said = checks(duties, values, [True, True])
+    (alert,) = said[1]
+    head, card = alert.split("\n\n", 1)
+    assert head.startswith("🚨 *Watch: cpu:backend*") and card.startswith("What changed before this alert in fake in the last 6 h"), alert
+    assert "10:20 backend restarted" in card, "at the scheduler's time, in the configured zone (CET)"
+    duties.rt.stack.pool.shutdown(wait=False)
