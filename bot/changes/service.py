@@ -44,9 +44,10 @@ ROLLBACK_LABEL = "Roll back the last release"
 DEFAULT_WINDOW = timedelta(hours=6)  # the card of an incident's start, a failing /health, a watch alert; /changes' default
 SHOWN = 20  # lines of one section; the rest are counted
 SUBJECTS = 5  # commit subjects of one release
-# Commands that change something only in some of their uses, and which uses: the rest declare `changes`.
-_SOMETIMES = {"role": ("action", ("grant", "revoke")), "freeze": ("what", None), "user-role": (None, None), "user-add": (None, None)}
-_RAN = ("succeeded", "failed", "interrupted", "break-glass")
+# Commands that change something only in some of their uses, and which uses (the argument, its values; None: any
+# value given); the others are those a change freeze stops (a backup takes the lock but changes nothing).
+_SOMETIMES = {"role": ("action", ("grant", "revoke")), "freeze": ("what", None), "queries": ("action", ("cancel", "terminate"))}
+_RAN = ("succeeded", "failed", "interrupted")
 _FOLD = timedelta(seconds=60)  # a die this close before its container's restart (or after its OOM kill) is part of it
 
 
@@ -80,7 +81,7 @@ class Card:
 
     def reply(self) -> Reply:
         parts = [self.title] + ["\n".join(section.text()) for section in self.sections]
-        body = [blocks.header(self.title), *(blocks.section("\n".join(section.text())) for section in self.sections)]
+        body = [blocks.header(self.title), *(block for section in self.sections for block in blocks.sections(section.text()))]
         if self.can_roll_back:
             body.append(blocks.command_buttons("changes", [(ROLLBACK_LABEL, ROLLBACK_LAST, "last")]))
             parts.append(f"→ {ROLLBACK_LABEL}: /rollback")
@@ -223,7 +224,7 @@ class ChangeCards:
 
     def _command_section(self, since: datetime, span: str, when) -> Section:
         section = Section("Bot commands that changed something", empty=f"No command changed anything in the last {span}.")
-        changing = [name for name, cmd in self._commands.items() if cmd.changes] + list(_SOMETIMES)
+        changing = [name for name, cmd in self._commands.items() if cmd.freezes] + list(_SOMETIMES)
         try:
             with self._store.session() as session:
                 entries = list(session.scalars(

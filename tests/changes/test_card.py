@@ -20,7 +20,17 @@ SECRET, NEW_SECRET = "hunter2-Zq8xLmP4vR7", "correct-horse-9Kd2Wq"
 
 @pytest.fixture
 def cards(make_runtime):
-    runtime = make_runtime(admins=["UADMIN"])
+    yield from _cards(make_runtime)
+
+
+@pytest.fixture
+def cards_on(make_runtime, database_url):
+    """The same, on SQLite and on PostgreSQL: the snapshots' one-winner UPDATE on both stores."""
+    yield from _cards(make_runtime, database_url=database_url)
+
+
+def _cards(make_runtime, **settings):
+    runtime = make_runtime(admins=["UADMIN"], **settings)
     runtime.stack = FakeStack(["backend", "frontend"])
     grant(runtime, "UVIEW", Role.viewer)
     yield runtime
@@ -52,7 +62,8 @@ def test_restarts_exits_oom_kills_and_health_flips_show_with_their_times_and_a_r
     assert "No release ledger: the stack file has no [deploy] section." in text
 
 
-def test_an_environment_variable_that_changes_is_named_and_its_value_is_never_shown(cards):
+def test_an_environment_variable_that_changes_is_named_and_its_value_is_never_shown(cards_on):
+    cards = cards_on
     fake = cards.stack.fake
     fake.environment = {"backend": {"API_TOKEN": SECRET, "DATABASE_URL": f"postgresql://app:{SECRET}@db/app", "PORT": "80"}}
     first = run(cards, "UVIEW", "/changes").text
@@ -153,3 +164,17 @@ def test_a_watch_alert_is_posted_with_the_card_of_the_hours_before_it(scheduled)
     assert head.startswith("🚨 *Watch: cpu:backend*") and card.startswith("What changed before this alert in fake in the last 6 h"), alert
     assert "10:20 backend restarted" in card, "at the scheduler's time, in the configured zone (CET)"
     duties.rt.stack.pool.shutdown(wait=False)
+
+
+def test_an_incident_start_posts_the_card_in_the_incidents_channel(cards):
+    from tests.duties.conftest import ChannelPosts
+
+    channel = ChannelPosts()
+    cards.notifier = channel
+    grant(cards, "UOP", Role.operator)
+    reply = run(cards, "UOP", "/incident start Checkout failing", channel="C0INC")
+    assert "What changed" not in reply.text, "the card is a message of the channel, not a part of the reply"
+    posted = [(where, r.text) for where, r in channel.posts if r.text.startswith("What changed before incident #1")]
+    assert [where for where, _text in posted] == ["C0INC"], channel.texts
+    (card,) = [r for _where, r in channel.posts if r.text.startswith("What changed before incident #1")]
+    assert card.in_channel and card.blocks[0]["type"] == "header"
