@@ -121,7 +121,7 @@ class ChangeCards:
         ]
         releases = self._releases()
         title = f"{heading} in {self._stack.name} in the last {span} (since {when(since)})"
-        return Card(title, sections, can_roll_back=releases is not None and sections[0].failed is None)
+        return Card(title, sections, can_roll_back=sections[0].failed is None and _running_release(releases))
 
     def post(self, channel: str, card: Card) -> bool:
         """Post the card to a channel (redacted on its way out); False without Slack (the console shows it instead)."""
@@ -319,6 +319,14 @@ class ChangeCards:
             ).rowcount == 1
             if won:  # one writer per change, however many replicas or cards looked at once
                 session.add_all(NoticedChange(stack=stack, at=at, subject=subject[:400], what=what) for what in whats)
+
+
+def _running_release(releases: "Releases | None") -> bool:
+    """Whether there is a release to roll back: the ledger knows what runs."""
+    try:
+        return releases is not None and releases.current() is not None
+    except Exception:
+        return False
 
 
 def _modified(path: str, now: datetime) -> datetime:

@@ -120,3 +120,14 @@ def test_the_button_asks_for_a_rollback_as_the_clicker_through_approvals(make_ru
     assert slack_double.wait_for_response("tampered", timeout=30)[0]["text"] == (
         "That button does not belong to a change card of this bot; nothing changed."
     )
+
+
+def test_an_engine_that_cannot_be_reached_is_named_and_the_other_sources_still_speak(make_runtime, world, tmp_path):
+    runtime = make_runtime(world.stack(), admins=["UADMIN"], docker_url=f"unix://{tmp_path}/no-engine.sock")
+    grant(runtime, "UVIEW", Role.viewer)
+    text = run(runtime, "UVIEW", "/changes").text
+    assert f"⚠️ Docker events could not be read: The Docker engine is not reachable at unix://{tmp_path}/no-engine.sock." in text, text
+    assert "No restart, exit, OOM kill or health change" not in text
+    assert f"⚠️ Services' environment could not be read: The Docker engine is not reachable at unix://{tmp_path}/no-engine.sock." in text
+    assert "*Releases*\nNo release in the last 6 h." in text and "*Bot commands that changed something*\nNo command changed anything in the last 6 h." in text
+    assert "Roll back" not in text, "no release in the ledger: nothing to roll back"
