@@ -6,7 +6,6 @@ approvals, as the clicker."""
 from __future__ import annotations
 
 import re
-import time
 from datetime import datetime, timezone
 
 import docker
