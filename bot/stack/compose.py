@@ -393,11 +393,13 @@ class ComposeStack:
         """The project's container events between two times, oldest first, and the time of the oldest event the engine
         still keeps of any kind (it keeps only its last ~1000, and none from before it started), or None if it keeps none."""
         filters = {"label": [f"{PROJECT_LABEL}={self.project}"], "type": ["container"]}
-        window = dict(since=int(since.timestamp()), until=int(until.timestamp()) + 1, decode=True)
+        # The engine streams until `until` comes: a fraction of a second, not the next whole one.
+        end = f"{until.timestamp():.9f}"
+        window = dict(since=int(since.timestamp()), until=end, decode=True)
 
         def read(client: docker.DockerClient) -> tuple[list[EngineEvent], datetime | None]:
             found = [_event(raw) for raw in client.events(filters=filters, **window)]
-            oldest = client.events(since=1, until=int(until.timestamp()) + 1, decode=True)
+            oldest = client.events(since=1, until=end, decode=True)
             try:
                 first = next(iter(oldest), None)
             finally:
