@@ -12,6 +12,7 @@ from bot.access.service import ExpiringAccess
 from bot.approvals.policy import check_policies
 from bot.approvals.service import Approvals
 from bot.backups.service import Backups
+from bot.changes.service import ChangeCards
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer, GroupMembers
 from bot.frame.config import Settings, StackConfig
@@ -61,6 +62,7 @@ class Runtime:
     backups: Backups | None = field(init=False)  # None without a [database] section
     releases: Releases | None = field(init=False)  # None without a [deploy] section
     sampler: Sampler = field(init=False)  # the key metrics, once a minute, for the charts
+    changes: ChangeCards = field(init=False)  # the change card and its snapshots
     _messages: RedactedNotifier | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -80,6 +82,7 @@ class Runtime:
         self.backups = Backups(self.store, self.stack, self.settings, self.audit) if config.database else None
         self.releases = Releases(self.store, self.stack, self.settings, self.at_fault) if config.deploy else None
         self.sampler = Sampler(self.store, self.stack, self.holder, self.settings.sample_days)
+        self.changes = ChangeCards(self.store, lambda: self.stack, self.settings, self.commands, lambda: self.releases, lambda: self.messages)
         self.pipeline.run_source(DUTY_SOURCE, lambda job, holder: self.duties.run_job(job, holder))
         self.audit.observers.append(self.incidents.on_audit)  # commands and approval steps land on a timeline
 
@@ -113,7 +116,7 @@ class Runtime:
             invocation, role, progress or (lambda _text: None), job_id=job_id,
             stack=self.stack, settings=self.settings, store=self.store, commands=self.commands, authz=self.authz,
             jobs=self.jobs, approvals=self.approvals, incidents=self.incidents, duties=self.duties, access=self.access,
-            backups=self.backups, releases=self.releases, slack=self.slack, fault=self.at_fault,
+            backups=self.backups, releases=self.releases, changes=self.changes, slack=self.slack, fault=self.at_fault,
             may_run=self.pipeline.may_run,
         )
 

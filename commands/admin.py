@@ -9,11 +9,11 @@ from pydantic import BaseModel, Field, model_validator
 from bot.access.service import LONGEST
 from bot.frame import blocks
 from bot.frame.blocks import escape, shorten
-from bot.frame.audit import AuditLog
+from bot.frame.audit import AuditLog, as_typed
 from bot.frame.authz import Authorizer
 from bot.frame.durations import duration_field
 from bot.frame.humanize import count
-from bot.frame.registry import CommandError, Option, Reply, UserId, command, command_line
+from bot.frame.registry import CommandError, Option, Reply, UserId, command
 from bot.frame.roles import Role, RoleName
 from commands.context import Ctx
 
@@ -158,23 +158,11 @@ def audit(ctx: Ctx, args: AuditArgs) -> Reply:
     return Reply("\n".join(lines), [blocks.section(shown), *blocks.sections(lines)])
 
 
-def _as_typed(entry, commands) -> str:
-    """The command as its user would type it: the checked arguments in order (`/restart backend`), or the text as it
-    came when it was refused before its arguments were checked."""
-    arguments = entry.arguments or {}
-    if set(arguments) == {"text"}:
-        return f"/{entry.command} {arguments['text']}".rstrip()
-    cmd = commands.get(entry.command)
-    if cmd is None:  # a command this version no longer has
-        return f"/{entry.command}"
-    return command_line(cmd, {key: value for key, value in arguments.items() if value != ""})
-
-
 def _entry_line(entry, tz, commands) -> str:
     """One line per entry, user text escaped: a newline or a <@mention> in someone's text cannot forge an entry."""
     when = entry.at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
     where = entry.source + (f" as {entry.origin}" if entry.origin else "") + (f" in {entry.channel_id}" if entry.channel_id else "")
-    text = _as_typed(entry, commands) + f" → {entry.outcome} ({entry.duration_ms} ms)"
+    text = as_typed(entry, commands) + f" → {entry.outcome} ({entry.duration_ms} ms)"
     if entry.error:
         text += f": {entry.error}"
     if isinstance(entry.details, dict) and entry.details.get("reason"):  # --reason "TEXT" of a request

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from bot.access.service import ExpiringAccess
     from bot.approvals.service import Approvals
     from bot.backups.service import Backups
+    from bot.changes.service import ChangeCards
     from bot.deploy.service import Releases
     from bot.duties.service import Duties
     from bot.frame.authz import Authorizer
@@ -44,6 +45,7 @@ class Ctx(Context):
     access: "ExpiringAccess"
     backups: "Backups | None"  # None without a [database] section
     releases: "Releases | None"  # None without a [deploy] section
+    changes: "ChangeCards"  # the change card (/changes, /incident start, a failing /health)
     slack: "WebClient | None" = None  # the Web API, for sending a long reply as a file (None in the console)
     fault: Callable[[str], None] = lambda _point: None  # tests only: a fault injected at a change's step
     clock: Callable[[], datetime] = utcnow

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from bot.changes.service import DEFAULT_WINDOW
 from bot.frame import blocks
 from bot.frame.config import STACK_FILE_HINT
 from bot.stack.health import EDGE_KEY, MARK, NEXT_LOGS, NEXT_RESTART, Evaluation, evaluate
@@ -65,4 +68,12 @@ def health(ctx: Ctx, _args) -> Reply:
         source = stack.config.source or ctx.settings.stack_file
         return Reply(f"No services to check: the stack file ({source}) names no Compose project and no probes; {STACK_FILE_HINT}")
     title = f"Health of {stack.compose_project}" if stack.compose_project else "Health"
-    return ctx.duties.freezes.with_banner(ctx.approvals.with_change_banner(report(title, evaluate(stack))))
+    evaluation = evaluate(stack)
+    reply = ctx.duties.freezes.with_banner(ctx.approvals.with_change_banner(report(title, evaluation)))
+    return with_card(ctx, reply) if any(check.status == "fail" for check in evaluation.checks) else reply
+
+
+def with_card(ctx: Ctx, reply: Reply) -> Reply:
+    """A /health that finds a failure ends with what changed in the last hours: the first question after "what is down"."""
+    card = ctx.changes.card(DEFAULT_WINDOW, ctx.clock()).reply()
+    return replace(reply, text=f"{reply.text}\n\n{card.text}", blocks=reply.blocks + [blocks.divider(), *card.blocks])

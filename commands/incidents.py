@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError, model_validator
 
+from bot.changes.service import DEFAULT_WINDOW as CARD_WINDOW
 from bot.incidents.actions import due_day
 from bot.incidents.metrics import measure_all, recent_medians
 from bot.incidents.model import DEFAULT_SEVERITY, OPEN, SEVERITIES
@@ -185,6 +186,9 @@ def incident(ctx: Ctx, args: IncidentArgs) -> Reply:
     if args.action == "start":
         changed = flow.start(channel, args.title(), args.severity(), user)
         said = f"You started incident #{changed.id} (SEV{changed.severity}); the timeline records itself from now on."
+        card = ctx.changes.card(CARD_WINDOW, now, f"What changed before incident #{changed.id}")
+        if not ctx.changes.post(channel, card):  # no Slack (the console): the card comes with the reply
+            said = f"{said}\n\n{card.reply().text}"
     elif args.action == "status":
         changed = flow.status(channel, args.words(), user)
         said = f"The status of incident #{changed.id} is updated."

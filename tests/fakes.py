@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Iterator
 
 from bot.frame.config import StackConfig
-from bot.stack.compose import ServiceNotFound, ServiceState
+from bot.stack.compose import ServiceNotFound, ServiceState, StackError
 from bot.stack.stack import Stack
 
 PROJECT = "fake"
@@ -25,6 +25,11 @@ class FakeCompose:
         self.broken: set[str] = set()  # services that exit again right after a start or restart
         self.log_lines: dict[str, list[str]] = {}  # what each service's container wrote, with timestamps
         self.calls: list[tuple[str, tuple[str, ...]]] = []  # (action, services) in order: what the bot asked for
+        self.engine_events: list = []  # the change card's Docker events (bot.stack.compose.EngineEvent)
+        self.events_kept_from: datetime | None = None  # the oldest event the engine keeps
+        self.events_fail: str | None = None  # the engine's events cannot be read: why
+        self.environment: dict[str, dict[str, str]] = {}  # each service's environment, by service
+        self.runs: list = []  # each container's last start and exit (bot.stack.compose.LastRun)
 
     @staticmethod
     def _running(service: str) -> ServiceState:
@@ -85,6 +90,18 @@ class FakeCompose:
 
     def stats(self) -> list:
         return []
+
+    def events(self, since: datetime, until: datetime) -> tuple[list, datetime | None]:
+        """The engine's events (a list of EngineEvent tests put in `engine_events`) and the oldest it keeps."""
+        if self.events_fail:
+            raise StackError(self.events_fail)
+        return [e for e in self.engine_events if since <= e.at <= until], self.events_kept_from
+
+    def last_runs(self) -> list:
+        return list(self.runs)
+
+    def environments(self) -> dict[str, dict[str, str]]:
+        return {service: dict(self.environment.get(service, {})) for service in sorted(self._states)}
 
     def close(self) -> None:
         pass

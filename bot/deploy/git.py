@@ -95,6 +95,11 @@ class Repo:
         left, right = self._git("rev-list", "--left-right", "--count", f"{a}...{b}", "--").stdout.split()
         return int(left) + int(right)
 
+    def subjects(self, a: str, b: str, limit: int) -> list[str]:
+        """The subjects of the commits in `b` and not in `a`, newest first, at most `limit`."""
+        out = self._git("log", f"--max-count={limit}", "--format=%h %s", "--end-of-options", f"{a}..{b}", "--").stdout
+        return out.splitlines()
+
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         """Whether `ancestor` is in the history of `descendant` (a commit is its own ancestor)."""
         return self._git("merge-base", "--is-ancestor", "--end-of-options", ancestor, descendant, accept=(0, 1)).returncode == 0

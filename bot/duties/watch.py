@@ -11,19 +11,25 @@ at the next check, as after a mute.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
 from sqlalchemy import select
 
+from bot.changes.service import DEFAULT_WINDOW
 from bot.duties.model import Freeze, WatchState
+from bot.frame import blocks
 from bot.frame.humanize import duration
+from bot.frame.registry import Reply
 from bot.stack.health import Check, evaluate
 from bot.stack.stats import Window, measure
 
 if TYPE_CHECKING:
     from bot.duties.service import Duties, Outcome
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,10 @@ class Watch:
         from bot.duties.service import Outcome
 
         now = duties.clock.now()
+        try:  # the stack file's and services' environment's digests, so the next card knows when they changed
+            duties.rt.changes.snapshot(now)
+        except Exception:
+            log.exception("the watch could not take the change snapshots")
         observations = self._evaluate(duties)
         frozen = next(iter(duties.freezes.active(now)), None)
         for observation in observations:
@@ -104,10 +114,12 @@ class Watch:
         if frozen is not None:
             return  # nothing is posted during a freeze; its end summarises the alerts it held
         if alert:
-            ts = duties.say(
+            ts = duties.post(_with_card(
+                duties,
                 f"🚨 *Watch: {seen.key}*: {seen.detail} (bad for {self.needed} consecutive checks since "
-                f"{duties.when(since)}). `/watch mute {seen.key} 1h` silences it."
-            )
+                f"{duties.when(since)}). `/watch mute {seen.key} 1h` silences it.",
+                now,
+            ))
             if ts:
                 with store.session.begin() as session:
                     session.get(WatchState, seen.key).alert_ts = ts
@@ -127,6 +139,17 @@ class Watch:
             if state is not None:
                 state.muted_until, state.muted_by = until, by
             return state
+
+
+def _with_card(duties: "Duties", text: str, now: datetime) -> Reply:
+    """An alert and, below it, what changed in the stack in the last hours (its button rolls back the last release)."""
+    alert = Reply(text, [blocks.section(text)], in_channel=True)
+    try:
+        card = duties.rt.changes.card(DEFAULT_WINDOW, now, "What changed before this alert").reply()
+    except Exception:
+        log.exception("the watch could not build the change card of an alert")
+        return alert
+    return Reply(f"{text}\n\n{card.text}", [*alert.blocks, blocks.divider(), *card.blocks], in_channel=True)
 
 
 def _muted(state: WatchState, now: datetime) -> bool:

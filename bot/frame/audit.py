@@ -15,7 +15,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from bot.frame.redact import redact, redact_value
-from bot.frame.registry import Invocation
+from bot.frame.registry import Command, Invocation, command_line
 from bot.store.engine import AuditEntry, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -117,3 +117,15 @@ class AuditLog:
         if before is not None:
             query = query.where(AuditEntry.id < before)
         return list(session.scalars(query))
+
+
+def as_typed(entry: AuditEntry, commands: dict[str, Command]) -> str:
+    """The command as its user would type it: the checked arguments in order (`/restart backend`), or the text as it
+    came when it was refused before its arguments were checked."""
+    arguments = entry.arguments or {}
+    if set(arguments) == {"text"}:
+        return f"/{entry.command} {arguments['text']}".rstrip()
+    cmd = commands.get(entry.command)
+    if cmd is None:  # a command this version no longer has
+        return f"/{entry.command}"
+    return command_line(cmd, {key: value for key, value in arguments.items() if value != ""})

@@ -134,6 +134,38 @@ def memory_used(stats: dict) -> tuple[int, int]:
     return max(usage - cache, 0), memory.get("limit", 0)
 
 
+@dataclass(frozen=True)
+class EngineEvent:
+    at: datetime
+    service: str
+    container: str
+    action: str  # restart, die, oom, health_status: healthy / unhealthy, start, stop, kill...
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class LastRun:
+    service: str
+    container: str
+    started_at: datetime | None
+    finished_at: datetime | None  # its last exit (before its last start, if it runs again)
+    exit_code: int | None
+    oom_killed: bool
+    running: bool
+
+
+def _event(raw: dict) -> EngineEvent | None:
+    actor = raw.get("Actor") or {}
+    labels = actor.get("Attributes") or {}
+    if labels.get(ONEOFF_LABEL, "False") == "True":
+        return None
+    at = datetime.fromtimestamp(raw["timeNano"] / 1e9 if "timeNano" in raw else raw.get("time", 0), timezone.utc)
+    code = labels.get("exitCode")
+    name = labels.get("name", str(actor.get("ID", ""))[:12])
+    action = str(raw.get("Action") or raw.get("status") or "")
+    return EngineEvent(at, labels.get(SERVICE_LABEL, name), name, action, int(code) if code and code.lstrip("-").isdigit() else None)
+
+
 class ComposeStack:
     def __init__(self, project: str, docker_url: str | None = None, timeout: float = 120.0):
         self.project = project
@@ -356,6 +388,51 @@ class ComposeStack:
             raise DockerUnavailable(f"The Docker engine stopped answering at {self.where}.") from None
         if not done:
             raise StackError(f"The Docker engine did not take {name} into {directory} of {service}.")
+
+    def events(self, since: datetime, until: datetime) -> tuple[list[EngineEvent], datetime | None]:
+        """The project's container events between two times, oldest first, and the time of the oldest event the engine
+        still keeps of any kind (it keeps only its last ~1000, and none from before it started), or None if it keeps none."""
+        filters = {"label": [f"{PROJECT_LABEL}={self.project}"], "type": ["container"]}
+        # The engine streams until `until` comes: a fraction of a second, not the next whole one.
+        end = f"{until.timestamp():.9f}"
+        window = dict(since=int(since.timestamp()), until=end, decode=True)
+
+        def read(client: docker.DockerClient) -> tuple[list[EngineEvent], datetime | None]:
+            found = [_event(raw) for raw in client.events(filters=filters, **window)]
+            oldest = client.events(since=1, until=end, decode=True)
+            try:
+                first = next(iter(oldest), None)
+            finally:
+                oldest.close()
+            kept_from = datetime.fromtimestamp(first["timeNano"] / 1e9 if "timeNano" in first else first["time"], timezone.utc) if first else None
+            return [event for event in found if event is not None], kept_from
+
+        try:
+            return self._call(read)
+        except docker.errors.APIError as error:
+            raise StackError(f"The Docker engine refused its events: {error.explanation or error}") from None
+        except requests.exceptions.RequestException:
+            raise DockerUnavailable(f"The Docker engine stopped answering at {self.where}.") from None
+
+    def last_runs(self) -> list[LastRun]:
+        """Each container's last start and exit as it keeps them itself: what is left of events the engine dropped."""
+        runs = []
+        for service, container in self.containers():
+            state = container.attrs.get("State") or {}
+            runs.append(LastRun(service, container.name, _parse_time(state.get("StartedAt")), _parse_time(state.get("FinishedAt")),
+                                state.get("ExitCode"), bool(state.get("OOMKilled")), state.get("Status") == "running"))
+        return runs
+
+    def environments(self) -> dict[str, dict[str, str]]:
+        """Each service's environment as its container was started with (its first container's), by service: read only to
+        be digested (bot/changes), never shown."""
+        found: dict[str, dict[str, str]] = {}
+        for service, container in self.containers():
+            if service in found:
+                continue
+            pairs = (entry.partition("=") for entry in container.attrs.get("Config", {}).get("Env") or [])
+            found[service] = {name: value for name, _, value in pairs}
+        return found
 
     def close(self) -> None:
         with self._lock:

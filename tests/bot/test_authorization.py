@@ -13,6 +13,7 @@ SAMPLES = {
     "help": "",
     "whoami": "",
     "role": "list",
+    "changes": "6h",
     "policy": "restart",
     "audit": "5",
     "health": "",

@@ -76,7 +76,9 @@ def test_the_health_message_lists_failures_first_then_the_healthy_then_the_verdi
             admins=["UA"],
         )
         reply = run(runtime, "UA", "/health")
-    lines = reply.text.splitlines()
+    report, card = reply.text.split("\n\n", 1)
+    assert card.startswith("What changed in "), "a failure ends with the change card (tests/changes)"
+    lines = report.splitlines()
     assert lines[0].startswith("🔴 *backend*: answered HTTP 503, expected 200")
     assert lines[1].startswith("🟢 Checks: frontend ") and " · redis " in lines[1]
     assert lines[-1] == "🔴 1 of 3 checks failing"

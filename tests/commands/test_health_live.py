@@ -15,6 +15,11 @@ from tests.stack_setting import port
 EDGE = f"http://127.0.0.1:{port(58080)}"
 
 
+def report(reply) -> str:
+    """A /health report without the change card a failing one ends with (tests/changes)."""
+    return reply.text.split("\n\nWhat changed in ", 1)[0]
+
+
 def through_nginx(path: str, count: int, agent: str = "flowstate-tests") -> list[int]:
     """Requests as users make them, through the edge; their statuses."""
     statuses = []
@@ -51,7 +56,7 @@ def test_a_stopped_service_is_named_first_with_its_state_and_exit_code(make_runt
     worker = stack_container("python-worker")
     worker.stop(timeout=1)
     reply = run(make_runtime(quiet_edge(live_stack), admins=["UA"]), "UA", "/health")
-    lines = reply.text.splitlines()
+    lines = report(reply).splitlines()
     assert re.match(r"🔴 \*python-worker\*: exited with code \d+, \d+ s ago", lines[0]), reply.text
     assert any(line.startswith("🔴 *python-worker via nginx*: answered HTTP 502") for line in lines)
     assert any(line.startswith("🔴 *python-worker*: connection refused") for line in lines)
@@ -123,7 +128,7 @@ def test_api_errors_behind_a_healthy_backend_turn_health_red_naming_the_edge_rat
     assert through_nginx("/api/items", 400) == [500] * 400
     edge = live_stack.edge.model_copy(update={"runbook": "https://wiki.example/runbooks/edge-errors"})
     reply = run(make_runtime(live_stack.model_copy(update={"edge": edge}), admins=["UA"]), "UA", "/health")
-    lines = reply.text.splitlines()
+    lines = report(reply).splitlines()
     assert re.match(
         r"🔴 \*nginx 5xx rate\*: [\d,]+ of [\d,]+ requests answered 5xx over 5 min: \d+\.\d% \(warning 5%, critical 25%\) "
         r"<https://wiki\.example/runbooks/edge-errors\|runbook>$", lines[0]), reply.text
@@ -136,7 +141,7 @@ def test_api_errors_behind_a_healthy_backend_turn_health_red_naming_the_edge_rat
 def test_a_mistyped_compose_project_is_red_and_lists_the_projects_the_engine_has(make_runtime, live_stack):
     typo = StackConfig(stack=StackSection(compose_project="flowstate-tset"))
     reply = run(make_runtime(typo, admins=["UA"]), "UA", "/health")
-    first, *_rest, verdict = reply.text.splitlines()
+    first, *_rest, verdict = report(reply).splitlines()
     assert first.startswith("🔴 *compose project*: no container at all in Compose project flowstate-tset; the engine has these projects: ")
     assert stack_setting.NAME in first.split("these projects: ")[1].split(", ")
     assert verdict == "🔴 1 of 1 checks failing" and reply.healthy is False

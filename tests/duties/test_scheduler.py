@@ -169,7 +169,9 @@ def test_a_daily_report_with_a_failing_check_posts_health_and_stats_in_full(sche
     duties = scheduled(utc(2026, 3, 28, 7, 30), database_url=database_url, stack=stack, daily_report_at="08:30")
     header, health, stats = duties.at(utc(2026, 3, 28, 7, 30))
     assert header == "☀️ Daily report for Sat 2026-03-28: not all is well; /health and /stats follow."
+    health, card = health.split("\n\n", 1)  # a failing /health ends with the change card (tests/changes)
     assert health.startswith("🔴 *closed*:") and health.endswith("🔴 1 of 1 checks failing")
+    assert card.startswith("What changed in the stack in the last 6 h")
     assert stats.splitlines()[0] == "*API errors (5xx, last 15m)*"
     (run,) = duties.runs()
     assert (run.state, run.message) == ("succeeded", "posted; health failing, stats ok")

@@ -23,6 +23,7 @@ from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 
 from bot.approvals.service import APPROVE, CANCEL, DENY
+from bot.changes.service import ROLLBACK_LAST
 from bot.frame.config import ConfigError
 from bot.stack.health import NEXT_LOGS, NEXT_RESTART
 from bot.jobs.queue import ReplayedRequest
@@ -77,6 +78,7 @@ class SlackAdapter:
             self.app.action(action_id)(self._on_click)
         for action_id in _NEXT_STEPS:
             self.app.action(action_id)(self._on_next_step)
+        self.app.action(ROLLBACK_LAST)(self._on_rollback)
         self.app.event("reaction_added")(self._on_reaction)
         self.app.shortcut(TIMELINE_SHORTCUT)(self._on_timeline_shortcut)
 
@@ -141,6 +143,18 @@ class SlackAdapter:
         if not _SERVICE_NAME.fullmatch(value):  # our buttons carry a service name and nothing else
             ack()
             self._tampered(invocation, body.get("response_url"), "a service name", "a /health report")
+            return
+        trigger = body.get("trigger_id") or f"{action.get('action_ts')}:{user}"
+        self._queue(ack, invocation, body.get("response_url"), f"click:{trigger}", request)
+
+    def _on_rollback(self, ack, body: dict, action: dict, request: BoltRequest) -> None:
+        """The change card's button is /rollback typed by the clicker: the role check, the approval and the audit as typed."""
+        channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id")
+        user = str((body.get("user") or {}).get("id", ""))
+        invocation = Invocation(user_id=user, command="rollback", text="", channel_id=channel, source="slack")
+        if action.get("value") != "last":  # our button carries this word and nothing else
+            ack()
+            self._tampered(invocation, body.get("response_url"), "the last release", "a change card")
             return
         trigger = body.get("trigger_id") or f"{action.get('action_ts')}:{user}"
         self._queue(ack, invocation, body.get("response_url"), f"click:{trigger}", request)
