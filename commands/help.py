@@ -83,10 +83,11 @@ def help_(ctx: Ctx, args: HelpArgs) -> Reply:
         if refusal is not None:
             raise CommandError(refusal)
         return _usage(cmd, ctx.settings.break_glass)
-    lines = "\n".join(_line(cmd) for cmd in _allowed(ctx))
+    lines = [_line(cmd) for cmd in _allowed(ctx)]  # an admin's list is longer than one section of Slack's holds
+    joined = "\n".join(lines)
     return Reply(
-        f"Commands you may run:\n{lines}",
-        [blocks.section("*Commands you may run*"), blocks.section(lines), blocks.context(f"Your role: {ctx.role.name}.")],
+        f"Commands you may run:\n{joined}",
+        [blocks.section("*Commands you may run*"), *blocks.sections(lines), blocks.context(f"Your role: {ctx.role.name}.")],
     )
 
 

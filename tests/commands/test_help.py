@@ -58,3 +58,12 @@ def test_every_declared_option_is_in_the_commands_usage_line(make_runtime):
     for cmd in make_runtime().commands.values():
         for name in options_of(cmd.args):
             assert name in cmd.usage, f"{cmd.slash}'s usage does not mention {name}"
+
+
+def test_an_admins_list_of_commands_reaches_slack_whole_in_sections_within_slacks_limit(make_runtime):
+    runtime = make_runtime(admins=["UA"])
+    reply = run(runtime, "UA", "/help")
+    shown = "\n".join(block["text"]["text"] for block in reply.blocks if block["type"] == "section")
+    assert all(len(block["text"]["text"]) <= 3000 for block in reply.blocks if block["type"] == "section")
+    assert "…" not in shown, "a section was cut at Slack's limit"
+    assert all(f"`{cmd.usage}`" in shown for cmd in runtime.commands.values())
