@@ -26,12 +26,13 @@ from bot.approvals.model import ApprovalVote
 from bot.approvals.policy import policy_for
 from bot.frame import blocks
 from bot.frame.humanize import duration
-from bot.frame.publish import redacted
+from bot.frame.publish import direct_message, redacted
 from bot.frame.registry import Reply
 from bot.jobs.model import PENDING, Job
 
 if TYPE_CHECKING:
     from bot.frame.config import Settings, StackConfig
+    from bot.frame.publish import Notifier
     from bot.jobs.queue import JobQueue
     from bot.store.engine import Store
 
@@ -96,6 +97,9 @@ class Host(Protocol):
     stack: Any  # the operated stack: its config has the [approvals] section
     jobs: "JobQueue"
     slack: Any  # the Web API client (slack_sdk's WebClient); None without Slack
+
+    @property
+    def messages(self) -> "Notifier | None": ...
 
 
 class Desk(Protocol):
@@ -258,19 +262,8 @@ class FollowUp:
             self.direct(job.requester, text)
 
     def direct(self, user: str, text: str) -> bool:
-        """A direct message (conversations.open, then chat.postMessage there), redacted; False when it could not be
-        sent, which is logged and changes nothing else."""
-        slack = self._rt.slack
-        if slack is None:
-            return False
-        reply = redacted(Reply(text, [blocks.section(text)]))
-        try:
-            channel = slack.conversations_open(users=user)["channel"]["id"]
-            slack.chat_postMessage(channel=channel, text=reply.text, blocks=reply.blocks)
-            return True
-        except Exception as error:
-            log.warning("could not send a direct message to %s: %s", user[:64], _why(error))
-            return False
+        """A direct message, redacted; False when it could not be sent, which is logged and changes nothing else."""
+        return direct_message(self._rt.slack, self._rt.messages, user, text)
 
     def _in_thread(self, job: Job, text: str) -> None:
         slack = self._rt.slack
