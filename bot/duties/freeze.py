@@ -111,8 +111,15 @@ class Freezes:
         return [found for window in self._duties.rt.stack.config.freeze.window for found in occurrences(window, tz, around)]
 
     def _materialize(self, now: datetime) -> None:
-        """A window's freeze that is on now gets its row (once across replicas: its key is unique)."""
+        """A window's freeze that is on now gets its row (once across replicas: its key is unique). Looked for first:
+        a window lasts hours and the sweep runs every few seconds, and on SQLite even an ignored INSERT takes the one
+        writer's lock that the acks wait on."""
         on = [found for found in self._windows(now) if found.starts_at <= now < found.ends_at]
+        if not on:
+            return
+        with self._store.session() as session:
+            stored = set(session.scalars(select(Freeze.key).where(Freeze.key.in_([found.key for found in on]))))
+        on = [found for found in on if found.key not in stored]
         if not on:
             return
         with self._store.session.begin() as session:
