@@ -547,10 +547,30 @@ class FreezeSection(_Strict):
     window: list[FreezeWindow] = []
 
 
+class PitrSection(_Strict):
+    """Continuous archiving of the app's PostgreSQL (point-in-time recovery): where the WAL archive is.
+
+    The server's archive_command copies each finished WAL segment into server_archive_dir (a directory the
+    PostgreSQL server sees, e.g. its container's mount); the bot reads the same directory at archive_dir."""
+
+    archive_dir: Path  # the WAL archive as the bot's machine sees it
+    server_archive_dir: str = "/archive"  # the same directory as the PostgreSQL server sees it
+    archive_timeout_seconds: int = Field(60, ge=1, le=3600)  # bounds how old the newest archived change can be
+
+    @field_validator("server_archive_dir")
+    @classmethod
+    def _absolute_plain_path(cls, value: str) -> str:
+        # It is written into archive_command and restore_command: an absolute path of plain characters only.
+        if not re.fullmatch(r"/[A-Za-z0-9_./-]*", value) or ".." in value.split("/"):
+            raise ValueError("must be an absolute path of letters, digits, '_', '-', '.' and '/'")
+        return value.rstrip("/") or "/"
+
+
 class StackConfig(_Strict):
     stack: StackSection = StackSection()
     deploy: DeploySection | None = None
     database: DatabaseSection | None = None
+    pitr: PitrSection | None = None
     redis: RedisSection | None = None
     queue: QueueSection | None = None
     api_errors: ApiErrorsSection = ApiErrorsSection()

@@ -13,6 +13,8 @@ case $PROJECT in
 esac
 # The ports of the default stack; another stack's are these plus PORT_OFFSET.
 DEFAULT_PORTS=(58001 58002 58003 58080 55432 56379)
+# The postgres service's WAL archive (point-in-time recovery), one folder per stack, on the host.
+export STACK_WAL_ARCHIVE=/var/cache/flowstate-test/wal/$PROJECT
 if [ "$PORT_OFFSET" -eq 0 ]; then
     STACK_FILES=$HERE
 else
