@@ -16,6 +16,7 @@ from bot.changes.service import ChangeCards
 from bot.frame.audit import AuditLog
 from bot.frame.authz import Authorizer, GroupMembers
 from bot.frame.config import Settings, StackConfig
+from bot.frame.changes import Changes
 from bot.frame.pipeline import Pipeline
 from bot.frame.publish import Notifier, RedactedNotifier
 from bot.deploy.marks import trend_chart
@@ -67,7 +68,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.fault = kill_at(self.settings.fault_at)
-        self.pipeline = Pipeline(self)
+        self.pipeline = Pipeline(self, Changes(self))
         self.heartbeat = RunnerHeartbeat(self.store, self.holder, self.settings.job_lease_seconds)
         self.jobs = JobQueue(self.store, self.heartbeat)
         self.locks = ChangeLocks(  # late-bound: the desk is built next, and runners and consoles set `wake` later

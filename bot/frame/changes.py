@@ -13,46 +13,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable, Protocol
+from datetime import timedelta
+from typing import Callable
 
 from bot.frame import blocks
+from bot.frame.pipeline import Host, Refused, Request, RequestDesk
 from bot.frame.publish import Publisher
-from bot.frame.registry import Command, Invocation, Reply
+from bot.frame.registry import Reply
 from bot.jobs.model import RUNNING, Job
 from bot.store.engine import retried, utcnow
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
-
-    from bot.frame.pipeline import Request
-    from bot.frame.pipeline import Host
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 1.0  # seconds between two chat.update calls of one message (Slack's Tier 3)
 WAIT_LIMIT = timedelta(hours=1)  # an approved request waiting for the stack's lock longer than this expires
-
-
-class RequestDesk(Protocol):
-    """What the pipeline asks of the approvals desk (bot/approvals): to hold a request, and to keep its message."""
-
-    def request(self, invocation: Invocation, arguments: dict, line: str, *, job_id: int | None = None, holder: str | None = None,
-                rule: dict | None = None, reason: str | None = None) -> Reply: ...
-
-    def rule(self, cmd: Command, args: BaseModel) -> dict | None: ...
-
-    def show(self, job: Job, status: str, detail: list[str] | None = None) -> None: ...
-
-    def post_status(self, job: Job, status: str) -> Job: ...
-
-    def announce(self, channel: str | None, text: str) -> None: ...
-
-    def command_line(self, job: Job) -> str: ...
-
-    def when(self, moment: datetime) -> str: ...
-
-    def ran(self, job_id: int) -> None: ...
 
 
 class Changes:
@@ -70,8 +44,6 @@ class Changes:
         return MessageUpdate(self._rt, self.desk, request, request.publisher)
 
     def run(self, request: "Request", next: Callable[["Request"], Reply]) -> Reply:
-        from bot.frame.pipeline import Refused
-
         rt, desk = self._rt, self.desk
         if request.job is None:  # typed in the console: the change becomes a job this process holds
             request.holder = rt.holder

@@ -19,6 +19,7 @@ import secrets
 import shlex
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pydantic import BaseModel
@@ -139,7 +140,7 @@ class Host(Protocol):
     stack: Any  # the operated stack (bot/stack/stack.py): its config says which sections there are
     jobs: Any  # the job queue (bot/jobs/queue.py)
     locks: Any  # the stack's one-change lock (bot/jobs/queue.py)
-    approvals: Any  # the approvals desk (bot/approvals/service.py), behind changes.RequestDesk
+    approvals: Any  # the approvals desk (bot/approvals/service.py), behind RequestDesk
     duties: Any  # the scheduler (bot/duties/service.py): its `freezes` say whether changes are frozen
     fault: Callable[[str], None]  # the test-only fault hook (bot/frame/faults.py)
 
@@ -152,12 +153,43 @@ class Host(Protocol):
     def context(self, invocation: Invocation, role: Role | None = None, progress: Callable[[str], None] | None = None,
                 job_id: int | None = None) -> Context: ...
 
-class Pipeline:
-    def __init__(self, runtime: "Host"):
-        from bot.frame.changes import Changes
+class RequestDesk(Protocol):
+    """What the pipeline asks of the approvals desk (bot/approvals): to hold a request, and to keep its message."""
 
+    def request(self, invocation: Invocation, arguments: dict, line: str, *, job_id: int | None = None, holder: str | None = None,
+                rule: dict | None = None, reason: str | None = None) -> Reply: ...
+
+    def rule(self, cmd: Command, args: BaseModel) -> dict | None: ...
+
+    def show(self, job: Job, status: str, detail: list[str] | None = None) -> None: ...
+
+    def post_status(self, job: Job, status: str) -> Job: ...
+
+    def announce(self, channel: str | None, text: str) -> None: ...
+
+    def command_line(self, job: Job) -> str: ...
+
+    def when(self, moment: datetime) -> str: ...
+
+    def ran(self, job_id: int) -> None: ...
+
+
+class ChangeStep(Protocol):
+    """The gate's run of a change (bot/frame/changes.py `Changes`), which the composition root builds and hands in:
+    the pipeline does not import it, so the two are no circle."""
+
+    @property
+    def desk(self) -> RequestDesk: ...
+
+    def on_message(self, request: Request) -> Publisher: ...
+
+    def run(self, request: Request, next: Callable[[Request], Reply]) -> Reply: ...
+
+
+class Pipeline:
+    def __init__(self, runtime: "Host", changes: ChangeStep):
         self._runtime = runtime
-        self.changes = Changes(runtime)
+        self.changes = changes
         # The one place the order is decided.
         self.steps: list[Step] = [
             self.publish, self.finish, self.resolve, self.authorize, self.break_glass, self.reason, self.parse,
