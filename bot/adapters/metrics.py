@@ -31,7 +31,7 @@ from bot.frame.config import ConfigError
 from bot.incidents.metrics import recent_medians
 from bot.incidents.timeline import Timeline
 from bot.jobs.model import PENDING, QUEUED, RUNNING, WAITING, Job
-from bot.store.outage import OutageLog
+from bot.jobs.outage import OutageLog
 from bot.store.engine import AuditEntry, Store, utcnow
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select, update
 
 from bot.jobs.model import RUNNING, ChangeLock, Job, RunnerRow
 from bot.store.engine import Store, utcnow
-from bot.store.outage import OutageLog
+from bot.jobs.outage import OutageLog
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from bot.frame.config import ConfigError, Settings, StackConfig
 from bot.deploy.service import finish_abandoned as finish_abandoned_releases
 from bot.jobs.model import Job
 from bot.jobs.wakeup import NotifiedWakeups
-from bot.store.outage import OutageLog
+from bot.jobs.outage import OutageLog
 from bot.frame.registry import Reply
 from bot.adapters.slack.http import forget_old_requests
 from bot.frame.undumpable import make_undumpable

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bot.jobs.queue import WAKE_CHANNEL
 from bot.store.engine import normalize_url
-from bot.store.outage import OutageLog
+from bot.jobs.outage import OutageLog
 
 log = logging.getLogger(__name__)
 

@@ -66,7 +66,7 @@ def test_a_long_outage_is_said_again_once_a_minute_and_other_errors_are_logged_w
 
     from sqlalchemy.exc import OperationalError
 
-    from bot.store.outage import OutageLog
+    from bot.jobs.outage import OutageLog
 
     now = [0.0]
     outage = OutageLog(logging.getLogger("outage-test"), clock=lambda: now[0])
