@@ -26,12 +26,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.frame.roles import Role
 from bot.frame.durations import duration_field
+from bot.store.errors import ConfigError as ConfigError  # a setting is wrong: raised by the store's settings too
 
 DEFAULT_HOME = Path(".flowstate-bot")
-
-
-class ConfigError(Exception):
-    """A setting or the stack file is wrong; the message names the key and what is wrong."""
 
 
 def _split_csv(value: object) -> object:
