@@ -13,10 +13,10 @@ from bot.frame import blocks
 from bot.stack.compose import StackError
 from bot.frame.durations import Moment, MomentField
 from bot.frame.humanize import count
+from bot.frame.publish import direct_file
 from bot.frame.redact import LineRedactor
 from bot.frame.registry import CommandError, Option, Reply, command
 from bot.frame.roles import Role
-from bot.adapters.slack.client import upload_to_user
 from bot.stack.compose import ComposeStack
 from commands.context import Ctx
 
@@ -109,7 +109,7 @@ def logs(ctx: Ctx, args: LogsArgs) -> Reply:
         return Reply(f"{title}\n{body}", [blocks.section(f"*{title}*"), *blocks.sections(["```", *quoted, "```"])])
     # Logs can hold secrets no redactor knows; the reply is ephemeral, and so is the file: a direct message.
     try:
-        upload_to_user(ctx.slack, invocation.user_id, f"{args.service}-logs.txt", title, text, f"/logs {args.service}: {title}.")
+        direct_file(ctx.slack, invocation.user_id, f"{args.service}-logs.txt", title, text, f"/logs {args.service}: {title}.")
     except Exception as error:  # missing_scope: an app installed before /logs needed im:write must be reinstalled
         reason = error.response.get("error") if isinstance(error, SlackApiError) else type(error).__name__
         raise CommandError(f"The logs are too long for a message and sending them to you failed ({reason}); narrow them with --grep or --tail.") from None

@@ -72,3 +72,18 @@ def direct_message(slack, messages: Notifier | None, user_id: str, text: str) ->
         log.exception("could not send a direct message to %s", user_id)
         return False
     return True
+
+
+def direct_file(slack, user_id: str, filename: str, title: str, content: str, comment: str) -> str | None:
+    """A text file only `user_id` sees, in the bot's direct message with them (conversations.open, im:write; then
+    files_upload_v2, slack_sdk's three-step upload): the port a command uses for what is too long for its reply, so
+    that commands do not import the Slack adapter. `slack` is the Web API client the context carries. The content
+    is the caller's to redact (/logs redacts each line as it reads it); Slack's errors are raised as they come."""
+    channel = slack.conversations_open(users=user_id)["channel"]["id"]
+    return upload_text(slack, channel, filename, title, content, comment)
+
+
+def upload_text(slack, channel: str, filename: str, title: str, content: str | bytes, comment: str) -> str | None:
+    """A file (text, or a chart's PNG) posted to a channel: files.getUploadURLExternal, the bytes, files.completeUploadExternal (slack_sdk's v2 flow)."""
+    answer = slack.files_upload_v2(channel=channel, filename=filename, title=title, content=content, initial_comment=comment)
+    return (answer.get("file") or {}).get("id")

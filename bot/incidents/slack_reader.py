@@ -15,7 +15,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.incidents.when import ts_of
-from bot.adapters.slack.client import patient_client, upload_text
+from bot.adapters.slack.client import patient_client
+from bot.frame.publish import upload_text
 
 log = logging.getLogger(__name__)
 

@@ -107,17 +107,6 @@ class SlackNotifier:
         self._client.chat_update(channel=channel, ts=ts, text=reply.text, blocks=reply.blocks or [])
 
 
-def upload_text(client: WebClient, channel: str, filename: str, title: str, content: str | bytes, comment: str) -> str | None:
-    """A file (text, or a chart's PNG) posted to a channel: files.getUploadURLExternal, the bytes, files.completeUploadExternal (slack_sdk's v2 flow)."""
-    answer = client.files_upload_v2(channel=channel, filename=filename, title=title, content=content, initial_comment=comment)
-    return (answer.get("file") or {}).get("id")
-
-
-def upload_to_user(client: WebClient, user_id: str, filename: str, title: str, content: str, comment: str) -> str | None:
-    """A text file only `user_id` sees: posted to the bot's direct message with them (conversations.open, im:write)."""
-    channel = client.conversations_open(users=user_id)["channel"]["id"]
-    return upload_text(client, channel, filename, title, content, comment)
-
 
 class ResponseUrl:
     """The publisher of a job that came from Slack: its reply through the command's response_url (see deliver);
