@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from sqlalchemy import select
 
 from bot.frame.registry import Invocation
@@ -87,6 +88,7 @@ def test_a_question_is_answered_before_its_bookkeeping_which_then_lands_in_one_p
     assert _rows(runtime.store) == [("whoami", "allowed", job_id), ("whoami", "succeeded", job_id)]
 
 
+@pytest.mark.process  # a bot process of its own whose runner is killed after answering (tests/conftest.py BotProcess)
 def test_a_runner_killed_after_answering_leaves_its_job_interrupted_never_run_or_answered_again(tmp_path, slack_double):
     stack_file = tmp_path / "flowstate.toml"
     stack_file.write_text("# nothing to probe\n")

@@ -6,12 +6,13 @@ only when they decide, a request expires, a decided request stays decided, one r
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from pydantic import BaseModel
 
 from bot.adapters.console import run_approved
-from bot.jobs.model import ChangeLock, Job
+from bot.jobs.model import ChangeLock, Job, RunnerRow
 from bot.frame.registry import Command, Reply
 from bot.frame.roles import Role
 from bot.store.engine import AuditEntry, utcnow
@@ -235,9 +236,21 @@ def test_a_long_change_run_in_a_console_keeps_its_heartbeat_so_no_sweep_takes_it
     runtime = _runtime(make_runtime, database_url, job_lease_seconds=5)
     swept = []
 
+    def beat_of(holder: str):
+        with runtime.store.session() as session:
+            return session.get(RunnerRow, holder).heartbeat_at
+
     def slow_flip(ctx, args):
-        time.sleep(6.5)  # longer than the lease: only a renewed heartbeat keeps the job alive
-        swept.extend(runtime.jobs.interrupt(stale_after=5))  # what a bot's runner sweeping the same database does
+        # No waiting for a lease to run out: the change runs until its runner's heartbeat is renewed (every lease/6 s),
+        # then a runner sweeps the same database with a lease the job is already older than (its start is before the
+        # sweep's cutoff): only that renewed heartbeat keeps it alive, as it would for a change longer than the lease.
+        job = _job(runtime)
+        deadline = time.monotonic() + 30
+        while beat_of(job.holder) < job.started_at + timedelta(seconds=0.5):
+            assert time.monotonic() < deadline, "the console's heartbeat was not renewed while its change ran"
+            time.sleep(0.05)
+        cutoff = job.started_at + timedelta(seconds=0.25)
+        swept.extend(runtime.jobs.interrupt(stale_after=(utcnow() - cutoff).total_seconds()))
         return Reply("flipped slowly")
 
     flip = runtime.commands["flip"]
@@ -247,8 +260,6 @@ def test_a_long_change_run_in_a_console_keeps_its_heartbeat_so_no_sweep_takes_it
 
 
 def test_a_change_in_progress_is_said_while_it_holds_the_lock_and_a_crashed_holder_s_expired_lock_is_not(make_runtime, database_url):
-    from datetime import timedelta
-
     runtime = _runtime(make_runtime, database_url)
     said = []
 

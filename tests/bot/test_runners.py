@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.frame.registry import Invocation
@@ -51,6 +52,9 @@ def _hold_a_change(url: str, job_id: int, ready) -> None:
     threading.Event().wait()
 
 
+# A runner process of its own, SIGKILLed, and real leases running out (a runner's heartbeat lives in that process,
+# on the wall clock): the process tier, not the unit tier's seconds.
+@pytest.mark.process
 def test_a_killed_runners_jobs_are_interrupted_after_its_lease_and_its_lock_is_free_again(database_url):
     store = Store(database_url)
     store.migrate()
@@ -97,6 +101,7 @@ def _claim_everything(url: str, start, results) -> None:
     store.dispose()
 
 
+@pytest.mark.process  # two runner processes of its own racing for one queue
 def test_two_runner_processes_never_claim_the_same_job(database_url):
     store = Store(database_url)
     store.migrate()
