@@ -19,9 +19,9 @@ BUSY_SECONDS = 1.0  # the store's busy timeout in these tests
 LOCKED_SECONDS = 3.0  # how long the store stays locked: several busy timeouts
 
 
-def short_busy_timeout(runtime) -> None:
-    """The runtime's store gives up on a locked SQLite file after BUSY_SECONDS instead of 30 s."""
-    engine = make_engine(str(runtime.store.engine.url), busy_seconds=BUSY_SECONDS)
+def short_busy_timeout(runtime, seconds: float = BUSY_SECONDS) -> None:
+    """The runtime's store gives up on a locked SQLite file after `seconds` (BUSY_SECONDS) instead of 30 s."""
+    engine = make_engine(str(runtime.store.engine.url), busy_seconds=seconds)
     runtime.store.engine.dispose()
     runtime.store.engine = engine
     runtime.store.session.configure(bind=engine)

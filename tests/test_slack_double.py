@@ -211,7 +211,7 @@ def test_the_rate_limit_retry_handler_waits_and_succeeds(double):
 
 
 def test_a_delayed_call_is_recorded_on_arrival_and_answered_later(double, client):
-    double.delay_next("chat.postMessage", 1.0)
+    double.delay_next("chat.postMessage", 0.3)
     answers = []
     caller = threading.Thread(target=lambda: answers.append(client.chat_postMessage(channel="C1", text="slow")))
     caller.start()

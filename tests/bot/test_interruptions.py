@@ -90,8 +90,8 @@ def test_the_sweep_finishes_release_and_restore_rows_whose_request_has_ended(mak
 
 def test_a_change_ending_while_the_store_is_locked_still_lands_its_outcome_audit_and_lock(make_runtime, tmp_path):
     runtime = _runtime(make_runtime, f"sqlite:///{tmp_path / 'bot.db'}")
-    short_busy_timeout(runtime)
-    lock = StoreLock(runtime)
+    short_busy_timeout(runtime, 0.25)  # refused after a quarter second, for a second: its writes are tried again
+    lock = StoreLock(runtime, seconds=1.0)
     flip = lambda ctx, args: (lock(), Reply(f"flipped {args.target}"))[1]  # noqa: E731 (the store locked as it ends)
     runtime.commands = {**runtime.commands, "flip": dataclasses.replace(runtime.commands["flip"], handler=flip)}
     run(runtime, "UOP", "/flip left")
