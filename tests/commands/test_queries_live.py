@@ -10,7 +10,7 @@ import psycopg
 
 from bot.adapters.console import run_approved
 from bot.frame.roles import Role
-from bot.stack.database import BOT_APP
+from bot.stack.database import BOT_APP, STATEMENT_MASKS
 from tests.commands.test_stats_live import _short_long_query_threshold
 from tests.conftest import grant, run
 
@@ -64,6 +64,7 @@ def test_an_operator_cancels_a_long_statement_and_its_session_stays(make_runtime
         assert reply.text.startswith(f"Cancelled the statement of pid {pid} of flowstate (flowstate-ai), connected since "), reply.text
         assert "the session stays connected." in reply.text and not reply.failed
         assert CARD not in reply.text and "'[card]' AS card, '[email]' AS email" in reply.text, reply.text
+        assert reply.text.endswith(f"Masked: {STATEMENT_MASKS}."), "it says exactly what is masked"
         for _ in range(50):
             if ended:
                 break
@@ -105,11 +106,12 @@ def test_the_bots_own_sessions_other_databases_and_unknown_pids_are_refused_in_o
     runtime, dsn = _runtime(make_runtime, live_stack), live_stack.database.dsn
     other = dsn.rsplit("/", 1)[0] + "/postgres"
     with _sleeping(dsn, application=BOT_APP + "-maintenance") as (backup, _e1, _h1), _sleeping(other) as (elsewhere, _e2, _h2):
-        own = run(runtime, "UOP", f"/queries cancel {backup}").text
-        assert own == f"pid {backup} is the bot's own session ({BOT_APP}-maintenance); only the application's sessions can be ended here."
-        foreign = run(runtime, "UOP", f"/queries terminate {elsewhere}").text
-        assert foreign == (f"pid {elsewhere} is a session of the database postgres, not of the application's database flowstate_ai; "
-                           "only the application's sessions can be ended here."), foreign
+        for action in ("cancel", "terminate"):
+            own = run(runtime, "UOP", f"/queries {action} {backup}").text
+            assert own == f"pid {backup} is the bot's own session ({BOT_APP}-maintenance); only the application's sessions can be ended here."
+            foreign = run(runtime, "UOP", f"/queries {action} {elsewhere}").text
+            assert foreign == (f"pid {elsewhere} is a session of the database postgres, not of the application's database flowstate_ai; "
+                               "only the application's sessions can be ended here."), foreign
         assert _alive(dsn, backup) == "active" and _alive(dsn, elsewhere) == "active"
     assert run(runtime, "UOP", "/queries cancel 99999999").text == (
         "No session has pid 99999999 (any more); /queries lists the application's statements with their pids.")

@@ -13,6 +13,7 @@ import redis
 
 from bot.frame.config import StackConfig
 from bot.frame.roles import Role
+from bot.stack.database import STATEMENT_MASKS
 from tests.conftest import grant, run
 from tests.stack_setting import port
 
@@ -164,6 +165,7 @@ def test_an_operator_gets_the_full_text_only_to_themselves_and_a_viewer_none(mak
     assert not full.in_channel
     assert f"• pid {pid} (flowstate, active)" in full.text
     assert "[card] AS card /* held by a test */```" in full.text and "4111111111111111" not in full.text
+    assert f"Masked in the statements' text: {STATEMENT_MASKS}; and the secrets the redactor knows by their shape." in full.text
     assert "eyJhbGciOiJIUzI1NiJ9" not in full.text, "the redactor still masks what it recognizes"
     assert denied.text == "/queries needs the operator role and you have viewer."
 
