@@ -43,6 +43,10 @@ def test_help_asks_the_authorize_step_in_a_dry_run_and_says_what_a_run_would_say
     assert run(runtime, "UV", "/help role").text == refusal
     listed = run(runtime, "UV", "/help").text
     assert "`/health" in listed and "`/role" not in listed
+    # /whoami lists what the same dry run allows, and nothing it refuses.
+    allowed = run(runtime, "UV", "/whoami").text.removesuffix(".").split("; you may run ")[1].split(", ")
+    assert "/health" in allowed and "/role" not in allowed, allowed
+    assert all(runtime.pipeline.may_run(Invocation("UV", name.lstrip("/")), Role.viewer) is None for name in allowed)
 
 
 def test_an_approved_change_run_by_a_runner_shows_its_outcome_on_its_message_redacted_once(make_runtime, slack_double):
