@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 CHANNEL = "C0OPS"
 STACK = "bot.stack."
 # Threads that do not serve the request: the bench's own, the runner's loop (sweeps, idle claims), heartbeats.
-BACKGROUND = ("MainThread", "runner-serve", "keepalive", "runner-watch", "doorbell", "parent-watch")
+BACKGROUND = ("MainThread", "runner-serve", "runner-heartbeat", "runner-watch", "doorbell", "parent-watch", "job-notifications")
 
 
 class Tracer:
@@ -103,7 +103,6 @@ def in_process_runners(tracer: Tracer):
             self.thread.start()
 
         def notify(self) -> None:
-            self.runner.rung.set()
             self.runner.wake.set()
 
         def shutdown(self) -> None:
@@ -127,12 +126,13 @@ def measure(service: str) -> Tracer:
     from tests.conftest import SIGNING_SECRET, _hold_stack_for_this_session, _serve_until_closed, grant, make_settings
     from tests.slack_double import SlackDouble
     from tests.slack_signing import SlackSender
+    from tests import stack_setting
 
     import bot
 
     tracer = Tracer(Path(bot.__file__).resolve().parent.parent)
     _hold_stack_for_this_session()
-    stack = load_stack(ROOT / "tests" / "stack" / "flowstate.toml", required=True)
+    stack = load_stack(stack_setting.STACK_FILE, required=True)  # the stack FLOWSTATE_TEST_STACK names, whose lock it holds
     listeners.RunnerProcesses = in_process_runners(tracer)
     with tempfile.TemporaryDirectory() as home, SlackDouble() as double:
         settings = make_settings(
