@@ -261,7 +261,7 @@ def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
 
 @command(
     "restore",
-    summary="Replace the app's database with a verified backup, after a safety backup of it; or undo rows of one table.",
+    summary="Replace the app's database with a verified backup; or, with --table, undo rows of one table.",
     usage='/restore BACKUP_ID | /restore --table TABLE (--where "EXPR" | --rows-deleted-since TIME) FROM',
     role=Role.operator,
     args=RestoreArgs,

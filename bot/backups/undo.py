@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 UNDO_INFIX = "__undo_"
 WORK_SCHEMA = "flowstate_undo"  # in the scratch database: the selected rows (and live's keys, for deleted rows)
 SAMPLE_ROWS = 5
+FINAL_JOURNAL_SECONDS = 60.0  # how long the last journal write is retried; after that the runners' sweep closes the row
 SAMPLE_WIDTH = 40  # characters of one value in the sample
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 # A column whose name says it holds a secret is never shown in the sample, whatever its value looks like.
@@ -413,12 +414,19 @@ class RowUndo:
         with self._store.session() as session:
             return session.get(RowRestore, self._job_id)
 
-    def _set(self, **values) -> None:
-        try:
-            with self._store.session.begin() as session:
-                session.execute(update(RowRestore).where(RowRestore.job_id == self._job_id).values(**values))
-        except SQLAlchemyError:
-            log.warning("the journal of row undo #%s could not be written", self._job_id, exc_info=True)
+    def _set(self, **values) -> bool:
+        """Write to the journal; a final write (finished_at) is retried for a while when the bot's database refuses."""
+        deadline = time.monotonic() + (FINAL_JOURNAL_SECONDS if "finished_at" in values else 0)
+        while True:
+            try:
+                with self._store.session.begin() as session:
+                    session.execute(update(RowRestore).where(RowRestore.job_id == self._job_id).values(**values))
+                return True
+            except SQLAlchemyError:
+                if time.monotonic() >= deadline:
+                    log.warning("the journal of row undo #%s could not be written", self._job_id, exc_info=True)
+                    return False
+                time.sleep(1.0)
 
     def drop(self) -> None:
         drop_scratch(self.backups, scratch_name(self.database, self._job_id))
