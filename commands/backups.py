@@ -210,7 +210,7 @@ class RestoreArgs(BaseModel):
             if self.where is not None or self.rows_deleted_since is not None:
                 raise ValueError("--where and --rows-deleted-since undo rows of one table: add --table TABLE")
             if self.backup_id is None:
-                raise ValueError("give a backup's number, such as /restore 12 (/backups lists them)")
+                raise ValueError("BACKUP_ID is missing")  # as the frame says it of a missing argument
             return self
         if (self.where is None) == (self.rows_deleted_since is None):
             raise ValueError('--table takes either --where "EXPR" or --rows-deleted-since TIME, to say which rows')
@@ -262,7 +262,7 @@ def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
 @command(
     "restore",
     summary="Replace the app's database with a verified backup; or, with --table, undo rows of one table.",
-    usage='/restore BACKUP_ID | /restore --table TABLE (--where "EXPR" | --rows-deleted-since TIME) FROM',
+    usage="/restore BACKUP_ID",  # with --table: /restore --table TABLE (--where "EXPR" | --rows-deleted-since TIME) FROM
     role=Role.operator,
     args=RestoreArgs,
     needs_approval=True,
