@@ -182,7 +182,10 @@ def backups_list(ctx: Ctx, _args) -> Reply:
 
 
 class RestoreArgs(BaseModel):
-    backup_id: BackupNumber | None = Field(None, description="a backup's number, as /backups lists them", examples=[12])
+    backup_id: BackupNumber | None = Field(
+        None, description="a backup's number, as /backups lists them (with --table: where the rows come from, a backup or a time)",
+        examples=[12],
+    )
     table: Annotated[str | None, Option("--table", "TABLE")] = Field(
         None, description="undo rows of this table only, not the whole database", examples=["users"]
     )
@@ -262,7 +265,7 @@ def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
 @command(
     "restore",
     summary="Replace the app's database with a verified backup; or, with --table, undo rows of one table.",
-    usage="/restore BACKUP_ID",  # with --table: /restore --table TABLE (--where "EXPR" | --rows-deleted-since TIME) FROM
+    usage='/restore BACKUP_ID | --table TABLE (--where "EXPR" | --rows-deleted-since TIME) FROM',
     role=Role.operator,
     args=RestoreArgs,
     needs_approval=True,

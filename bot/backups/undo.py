@@ -463,10 +463,8 @@ def sweep_scratch(store: "Store", backups: Backups | None) -> None:
         return
     with store.session() as session:
         left = list(session.scalars(select(RowRestore).where(
-            RowRestore.dropped_at.is_(None), RowRestore.stack.is_not(None), *ended_and_unlocked(RowRestore.job_id))))
+            RowRestore.dropped_at.is_(None), RowRestore.database == backups.database, *ended_and_unlocked(RowRestore.job_id))))
     for journal in left:
-        if journal.database != backups.database:
-            continue
         drop_scratch(backups, journal.scratch)
         with store.session.begin() as session:
             session.execute(update(RowRestore).where(RowRestore.job_id == journal.job_id).values(
