@@ -348,13 +348,20 @@ class RowUndo:
             lines.append(f"🟢 1. {journal.rows} row{'s' if journal.rows != 1 else ''} of {ask.table} recovered from {ask.source_label}.")
             reached(self._fault, "undo:after_prepare")
             if not journal.rows:
+                lines.append(f"Nothing to write back: {self.database} was not changed.")
                 self._set(step="done", written=0, finished_at=utcnow(), outcome="nothing to write back")
-                return True, [*lines, f"Nothing to write back: {self.database} was not changed."]
+                return True, lines
             started = time.monotonic()
             try:
                 written = self._write_back(ask, journal)
             except (StackError, psycopg.Error) as error:
                 reason = _first_line(error) if isinstance(error, psycopg.Error) else str(error)
+                xid = (self.journal() or journal).xid
+                if xid and xact_status(self.backups, xid) == "committed":  # the connection broke at the COMMIT, after it
+                    lines.append(f"🟢 2. Wrote the {journal.rows} rows back into {self.database}.{ask.table} in one transaction; "
+                                 f"the connection broke after it committed ({reason}).")
+                    self._set(step="done", written=journal.rows, finished_at=utcnow(), outcome=redact("\n".join(lines))[:4000])
+                    return True, lines
                 lines += [f"🔴 2. The write-back failed and its transaction rolled back, so {self.database} is exactly as it was: {reason}"]
                 self._set(step="failed", finished_at=utcnow(), outcome=redact("\n".join(lines))[:4000])
                 return False, lines
@@ -367,6 +374,14 @@ class RowUndo:
             lines.append(f"{self.database} was not changed.")
             self._set(step="failed", finished_at=utcnow(), outcome=redact("\n".join(lines))[:4000])
             return False, lines
+        except BaseException:  # inside the write-back its transaction rolled back with the connection; after, it is done
+            journal = self.journal()
+            if journal is not None and journal.finished_at is None:
+                status = xact_status(self.backups, journal.xid) if journal.xid else None
+                self._set(step="done" if status == "committed" else "failed", finished_at=utcnow(),
+                          outcome="It stopped on an unexpected error (the details are in the bot's log); "
+                                  + ("the rows were written back." if status == "committed" else f"{self.database} was not changed."))
+            raise
         finally:
             try:
                 self.drop()
@@ -471,18 +486,26 @@ def sweep_scratch(store: "Store", backups: Backups | None) -> None:
                 dropped_at=utcnow(), **({} if journal.finished_at else {"finished_at": utcnow(), "step": "interrupted" if journal.step == "writing" else journal.step})))
 
 
+def xact_status(backups: Backups, xid: str) -> str | None:
+    """committed, aborted or in progress: what PostgreSQL knows of the write-back's transaction; None if it cannot say."""
+    try:
+        with backups.db._connect_unbounded() as conn:
+            return conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]
+    except psycopg.Error:
+        return None
+
+
 def recover(backups: Backups, store: "Store", job: "Job") -> str:
     """What an interrupted row undo left: whether its one transaction committed (PostgreSQL keeps its status)."""
     with store.session() as session:
         journal = session.get(RowRestore, job.id)
     if journal is None:
         return f"It had not started: {backups.database} was not changed."
-    if journal.step == "writing" and journal.xid:
-        try:
-            with backups.db._connect_unbounded() as conn:
-                status = conn.execute("SELECT pg_xact_status(%s::xid8)", (journal.xid,)).fetchone()[0]
-        except psycopg.Error:
-            status = None
+    finished = journal.finished_at is not None  # the run said what it did before it stopped
+    if finished:
+        data = journal.outcome or f"It had ended: {journal.step}."
+    elif journal.step == "writing" and journal.xid:
+        status = xact_status(backups, journal.xid)
         data = {
             "committed": f"The write-back had committed: the {journal.rows} rows are in {journal.database}.{journal.table_name}.",
             "aborted": f"The write-back rolled back: {journal.database} is exactly as it was.",
@@ -496,7 +519,7 @@ def recover(backups: Backups, store: "Store", job: "Job") -> str:
         dropped = {"dropped_at": utcnow()}
     except StackError:
         dropped = {}  # the sweep tries again
+    final = {} if finished else {"step": "interrupted", "finished_at": utcnow(), "outcome": data}
     with store.session.begin() as session:
-        session.execute(update(RowRestore).where(RowRestore.job_id == job.id).values(
-            step="interrupted", finished_at=utcnow(), outcome=data, **dropped))
+        session.execute(update(RowRestore).where(RowRestore.job_id == job.id).values(**final, **dropped))
     return data

@@ -142,6 +142,10 @@ def test_a_fault_before_the_commit_changes_nothing(world, app_db):
     assert reply.failed and "Traceback" not in reply.text
     assert _checksum(app_db, "users") == users, "the transaction rolled back"
     assert _scratch(app_db) == []
+    with runtime.store.session() as session:
+        journal = session.get(RowRestore, number)
+        assert (journal.step, journal.finished_at is not None) == ("failed", True), journal.outcome
+        assert journal.outcome.endswith(f"{app_db.name} was not changed."), journal.outcome
 
 
 def test_a_request_that_ends_unapproved_has_its_scratch_database_dropped_by_the_sweep(world, app_db):
