@@ -7,6 +7,7 @@ gone when the request ends in any way; what cannot be done is refused before any
 """
 
 import re
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from bot.adapters.console import run_approved
 from bot.backups.flows import sweep_undo_scratch
 from bot.backups.model import RowRestore
+from bot.backups.undo import recover
 from bot.frame.blocks import to_text
 from bot.jobs.model import Job
 from tests.backups.conftest import _admin_dsn
@@ -184,3 +186,28 @@ def test_what_cannot_be_done_is_refused_before_anyone_is_asked(world, app_db, li
     assert refusal in reply.text, reply.text
     assert not reply.text.startswith("Request #")
     assert _scratch(app_db) == []
+
+
+@pytest.mark.parametrize("commit, said", [
+    (True, "The write-back had committed: the 8 rows are in"),
+    (False, "The write-back rolled back: {db} is exactly as it was."),
+])
+def test_a_bot_killed_mid_write_says_whether_the_transaction_committed(world, app_db, commit, said):
+    """The journal holds the write-back's transaction id: PostgreSQL still knows whether it committed."""
+    runtime, _before = world
+    number, _asked = _ask(runtime, '/restore --table users --where "id = 6" 1')
+    with psycopg.connect(app_db.dsn) as conn:  # the write as the run would have left it when the bot died
+        conn.execute("UPDATE users SET name = 'Written' WHERE id = 6")
+        xid = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+        conn.commit() if commit else conn.rollback()
+    with runtime.store.session.begin() as session:
+        journal = session.get(RowRestore, number)
+        journal.step, journal.xid, journal.rows = "writing", xid, 8
+
+    text = recover(runtime.backups, runtime.store, SimpleNamespace(id=number))
+
+    assert said.format(db=app_db.name) in text, text
+    assert _scratch(app_db) == [], "the scratch database is dropped"
+    with runtime.store.session() as session:
+        journal = session.get(RowRestore, number)
+        assert (journal.step, journal.finished_at is not None, journal.dropped_at is not None) == ("interrupted", True, True)
