@@ -9,15 +9,17 @@ from pathlib import Path
 
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
 from bot.frame import blocks
 from bot.backups.service import Backups
 from bot.backups.model import OK, Backup
 from bot.backups.flows import Restore, recover
+from bot.backups import undo as row_undo
 from bot.stack.compose import StackError
 from bot.frame.humanize import ago, duration, size
-from bot.frame.registry import CommandError, Reply, command
+from bot.frame.durations import MomentField
+from bot.frame.registry import CommandError, Option, Reply, SetByCheck, command
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
 from commands.context import Ctx
@@ -180,10 +182,49 @@ def backups_list(ctx: Ctx, _args) -> Reply:
 
 
 class RestoreArgs(BaseModel):
-    backup_id: BackupNumber = Field(description="a backup's number, as /backups lists them", examples=[12])
+    backup_id: BackupNumber | None = Field(
+        None, description="a backup's number, as /backups lists them (with --table: where the rows come from, a backup or a time)",
+        examples=[12],
+    )
+    table: Annotated[str | None, Option("--table", "TABLE")] = Field(
+        None, description="undo rows of this table only, not the whole database", examples=["users"]
+    )
+    where: Annotated[str | None, Option("--where", "EXPR")] = Field(
+        None, description="with --table: the rows to bring back (columns, comparisons, IN, IS NULL, BETWEEN, AND/OR/NOT)",
+        examples=["id IN (4, 9)"], max_length=row_undo.MAX_WHERE,
+    )
+    rows_deleted_since: Annotated[MomentField | None, Option("--rows-deleted-since", "TIME")] = Field(
+        None, description="with --table: the rows deleted since then (not before the backup)"
+    )
+    from_time: Annotated[MomentField | None, SetByCheck()] = None  # FROM a time rather than a backup (with --table)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from(cls, data: object) -> object:
+        """With --table, FROM may be a time instead of a backup's number."""
+        if isinstance(data, dict) and data.get("table") and isinstance(data.get("backup_id"), str) \
+                and not data["backup_id"].isdigit():
+            data = {**data, "from_time": data["backup_id"], "backup_id": None}
+        return data
+
+    @model_validator(mode="after")
+    def _shape(self) -> "RestoreArgs":
+        if self.table is None:
+            if self.where is not None or self.rows_deleted_since is not None:
+                raise ValueError("--where and --rows-deleted-since undo rows of one table: add --table TABLE")
+            if self.backup_id is None:
+                raise ValueError("BACKUP_ID is missing")  # as the frame says it of a missing argument
+            return self
+        if (self.where is None) == (self.rows_deleted_since is None):
+            raise ValueError('--table takes either --where "EXPR" or --rows-deleted-since TIME, to say which rows')
+        if self.backup_id is None and self.from_time is None:
+            raise ValueError("say where the rows come from: a backup's number or a time, such as /restore --table users --where \"id = 4\" 12")
+        return self
 
 
 def _check_restore(ctx: Ctx, args: RestoreArgs) -> None:
+    if args.table is not None:
+        return _check_undo(ctx, args)
     backup = _existing(ctx, args.backup_id)
     compose = ctx.stack.compose
     if compose is None:
@@ -205,6 +246,8 @@ def _check_restore(ctx: Ctx, args: RestoreArgs) -> None:
 
 
 def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
+    if args.table is not None:
+        return _undo(ctx, args).describe(_undo_ask(ctx, args))
     backup = ctx.backups_or_refuse().get(args.backup_id)
     if backup is None:
         return [f"Backup #{args.backup_id} is no longer in the catalogue."]
@@ -221,17 +264,20 @@ def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
 
 @command(
     "restore",
-    summary="Replace the app's database with a verified backup, after a safety backup of it.",
-    usage="/restore BACKUP_ID",
+    summary="Replace the app's database with a verified backup; or, with --table, undo rows of one table.",
+    usage='/restore BACKUP_ID | --table TABLE (--where "EXPR" | --rows-deleted-since TIME) FROM',
     role=Role.operator,
     args=RestoreArgs,
     needs_approval=True,
     needs=("database",),
     check=_check_restore,
     describe=_describe_restore,
-    recover=lambda ctx, job: recover(ctx.backups_or_refuse(), ctx.stack, ctx.store, job),
+    recover=lambda ctx, job: (row_undo.recover(ctx.backups_or_refuse(), ctx.store, job) if (job.arguments or {}).get("table")
+                              else recover(ctx.backups_or_refuse(), ctx.stack, ctx.store, job)),
 )
 def restore(ctx: Ctx, args: RestoreArgs) -> Reply:
+    if args.table is not None:
+        return _run_undo(ctx, args)
     try:
         run = Restore(ctx.backups_or_refuse(), ctx.stack, ctx.store, ctx.settings.restore_services, ctx.fault,
                       ctx.job_id, ctx.invocation.user_id, ctx.progress)
@@ -241,3 +287,39 @@ def restore(ctx: Ctx, args: RestoreArgs) -> Reply:
     ok = run.run(backup)
     title = f"✅ Restored backup #{backup.id} into {backup.database}" if ok else f"❌ The restore of backup #{backup.id} failed"
     return Reply("\n".join([title, *run.lines]), [blocks.section(f"*{title}*"), *blocks.sections(run.lines)], in_channel=True, failed=not ok)
+
+
+# ---- /restore --table T (--where "EXPR" | --rows-deleted-since TIME) FROM: undo rows (bot/backups/undo.py) -----------
+
+
+def _undo(ctx: Ctx, args: RestoreArgs) -> row_undo.RowUndo:
+    return row_undo.RowUndo(ctx.backups_or_refuse(), ctx.store, ctx.stack.name, ctx.job_id, ctx.progress, ctx.fault)
+
+
+def _undo_ask(ctx: Ctx, args: RestoreArgs) -> row_undo.UndoAsk:
+    now = utcnow()
+    return row_undo.UndoAsk(
+        table=args.table, where=args.where, backup=_existing(ctx, args.backup_id) if args.backup_id is not None else None,
+        deleted_since=args.rows_deleted_since.resolve(ctx.tz, now) if args.rows_deleted_since is not None else None,
+        target=args.from_time.resolve(ctx.tz, now) if args.from_time is not None else None,
+    )
+
+
+def _check_undo(ctx: Ctx, args: RestoreArgs) -> None:
+    ask = _undo_ask(ctx, args)
+    if ask.backup is not None and ask.backup.state != OK:
+        raise CommandError(f"Backup #{ask.backup.id} is {ask.backup.state}; only a complete backup can be restored (/backups lists them).")
+    if ask.backup is not None and ask.backup.database != ctx.stack.config.database.name:
+        raise CommandError(f"Backup #{ask.backup.id} is of database {ask.backup.database}, not {ctx.stack.config.database.name}.")
+    try:
+        _undo(ctx, args).check(ask)
+    except StackError as error:
+        raise CommandError(str(error)) from None
+
+
+def _run_undo(ctx: Ctx, args: RestoreArgs) -> Reply:
+    ask = _undo_ask(ctx, args)
+    ok, lines = _undo(ctx, args).run(ask)
+    title = (f"✅ Rows of {args.table} written back from {ask.source_label}" if ok
+             else f"❌ The undo of rows of {args.table} from {ask.source_label} failed")
+    return Reply("\n".join([title, *lines]), [blocks.section(f"*{title}*"), *blocks.sections(lines)], in_channel=True, failed=not ok)

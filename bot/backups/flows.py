@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.backups.service import RESTORE_OPTIONS, Backups, Progress, _quiet
 from bot.backups.model import Backup, RestoreRun
 from bot.backups.tools import Staged, last_lines, wait_for_exec
+from bot.backups.undo import sweep_scratch as sweep_undo_scratch  # noqa: F401 (the runners' sweep takes the backups' parts from here)
 from bot.stack.compose import StackError
 from bot.frame.faults import reached
 from bot.stack.health import gate

@@ -61,3 +61,28 @@ class RestoreRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     outcome: Mapped[str | None] = mapped_column(Text)
+
+
+class RowRestore(Base):
+    """One /restore --table: the rows recovered into a scratch database, what the request showed, and the write-back."""
+
+    __tablename__ = "row_restores"
+
+    job_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack: Mapped[str] = mapped_column(String(160))
+    database: Mapped[str] = mapped_column(String(128))
+    table_name: Mapped[str] = mapped_column(String(160))  # schema.table
+    backup_id: Mapped[int | None] = mapped_column(Integer)  # the source: a backup, or (None) the point in time `target`
+    target: Mapped[str | None] = mapped_column(Text)
+    selection: Mapped[str] = mapped_column(Text)  # the --where expression, or "deleted since TIME"
+    scratch: Mapped[str] = mapped_column(String(128))  # <db>__undo_<job> on the live server
+    # preparing, prepared, writing (the transaction is open; xid names it), done, failed, interrupted
+    step: Mapped[str] = mapped_column(String(16))
+    rows: Mapped[int | None] = mapped_column(Integer)  # the rows selected, as the request showed them
+    summary: Mapped[list | None] = mapped_column(JSON)  # the request's lines (count, redacted sample)
+    xid: Mapped[str | None] = mapped_column(String(32))  # the write-back's transaction on the live server
+    written: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    dropped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # when the scratch database was dropped
+    outcome: Mapped[str | None] = mapped_column(Text)

@@ -28,7 +28,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.approvals.service import APPROVE
-from bot.backups.model import RestoreRun
+from bot.backups.model import RestoreRun, RowRestore
 from bot.deploy.model import Release
 from bot.stack.compose import ComposeStack
 from bot.jobs.model import FINAL, ChangeLock, Job
@@ -51,6 +51,7 @@ SERVICE = "python-worker"  # the live stack's service that /restore stops and /r
 CHANGES = {
     "restore": ("restore:after_safety", "restore:after_stop", "restore:after_restore"),
     "restart": ("restart:after_restart",),
+    "undo": ("undo:after_prepare", "undo:before_commit"),
     "deploy": ("deploy:after_start", "deploy:after_script"),
     "rollback": ("deploy:after_checkout", "deploy:after_start", "deploy:after_script"),
 }
@@ -93,6 +94,20 @@ def _restore_change(request, tmp_path) -> Change:
     )
 
 
+def _undo_change(request, tmp_path) -> Change:
+    """/restore --table: two users edited since the backup are put back; no service stops."""
+    app_db = request.getfixturevalue("app_db")
+
+    def backup_then_edit(runtime) -> None:
+        _assert_ok(run(runtime, "UOP", "/backup"))
+        app_db.query("UPDATE users SET name = 'Edited' WHERE id IN (1, 2)")
+
+    return Change(
+        '/restore --table users --where "id IN (1, 2)" 1', app_db.stack, restore_stack_file(tmp_path, app_db), [],
+        settings=dict(backup_dir=tmp_path / "backups", restore_services=[SERVICE]), prepare=backup_then_edit,
+    )
+
+
 def _restart_change(request, tmp_path) -> Change:
     live_stack = request.getfixturevalue("live_stack")
     request.getfixturevalue("stack_container")(SERVICE)
@@ -128,6 +143,8 @@ def _change(name: str, request, tmp_path) -> Change:
         return _restore_change(request, tmp_path)
     if name == "restart":
         return _restart_change(request, tmp_path)
+    if name == "undo":
+        return _undo_change(request, tmp_path)
     return _deploy_change(request, tmp_path, "/restart" if name == "deploy" else "/rollback v1")
 
 
@@ -254,7 +271,7 @@ def test_a_fault_at_a_step_of_a_change_leaves_production_no_worse(change_name, p
         job = session.get(Job, number)
         said += "\n" + (job.result or "")
         releases = list(session.scalars(select(Release)))
-        journals = list(session.scalars(select(RestoreRun)))
+        journals = list(session.scalars(select(RestoreRun))) + list(session.scalars(select(RowRestore)))
         outcomes = [a.outcome for a in session.scalars(select(AuditEntry).where(AuditEntry.job_id == number).order_by(AuditEntry.id))]
     assert job.state in FINAL and job.finished_at is not None, job.state
     assert all(r.finished_at is not None for r in releases), [(r.id, r.kind, r.note) for r in releases]
