@@ -63,9 +63,7 @@ class BackupArgs(BaseModel):
     @field_validator("words")
     @classmethod
     def _shape(cls, words: list[str]) -> list[str]:
-        if words[:1] and words[0] in PITR_WORDS:
-            if len(words) != 1:
-                raise ValueError(f"{words[0]} takes nothing after it, such as /backup {words[0]}")
+        if len(words) == 1 and words[0] in PITR_WORDS:  # alone; with more words they begin a note
             return words
         if words[:1] == ["verify"]:
             if len(words) != 2:
@@ -85,7 +83,7 @@ class BackupArgs(BaseModel):
     @property
     def pitr(self) -> str | None:
         """setup-pitr or base (point-in-time recovery), or None."""
-        return self.words[0] if self.words[:1] and self.words[0] in PITR_WORDS else None
+        return self.words[0] if len(self.words) == 1 and self.words[0] in PITR_WORDS else None
 
     @property
     def note(self) -> str | None:
@@ -126,7 +124,8 @@ def _recover_backup(ctx: Ctx, job) -> str:
 
 @command(
     "backup",
-    summary="Back up the app's database (pg_dump, checksummed); `verify ID` proves a backup by a test restore.",
+    summary="Back up the app's database (pg_dump, checksummed); `verify ID` proves a backup by a test restore; "
+    "`setup-pitr` turns on WAL archiving, `base` takes a base backup.",
     usage="/backup [NOTE | verify ID | setup-pitr | base]",
     role=Role.operator,
     args=BackupArgs,
@@ -230,7 +229,8 @@ def _verification(backup: Backup) -> str:
     return f"{mark} {ago(backup.verified_at, utcnow())}"
 
 
-@command("backups", summary="The backups, newest first, with their checksum and last verification.", usage="/backups", role=Role.viewer)
+@command("backups", summary="The backups, newest first, with their checksum and last verification, and the point-in-time window.",
+         usage="/backups", role=Role.viewer)
 def backups_list(ctx: Ctx, _args) -> Reply:
     backups = ctx.backups_or_refuse()
     found = backups.latest()

@@ -1,0 +1,80 @@
+"""/backup setup-pitr when its restart goes wrong: the Docker engine refusing, PostgreSQL not starting with them.
+
+What is promised: PostgreSQL runs afterwards with the settings it had (archiving off, nothing left in
+postgresql.auto.conf for the next restart to apply), and the reply says so. Faults come at the step boundary
+(bot/frame/faults.py), on the live stack's server. The module leaves archiving off.
+"""
+
+import psycopg
+import pytest
+
+from tests.backups.archiving import archiving_off, bases, in_auto_conf, runtime_for, setting, setup_pitr, wait_for_postgres
+from tests.faults import RefusingDocker
+
+
+@pytest.fixture(autouse=True)
+def _archiving_off(live_stack, stack_container):
+    stack_container("postgres")  # started again afterwards, whatever happened
+    archiving_off(live_stack)
+    yield
+    archiving_off(live_stack)
+
+
+def _as_before(stack) -> None:
+    wait_for_postgres(stack, seconds=5)
+    assert (setting(stack, "archive_mode"), setting(stack, "wal_level")) == ("off", "replica")
+    assert in_auto_conf(stack) == {}, "nothing waits in postgresql.auto.conf for the next restart"
+
+
+def test_a_docker_error_at_the_restart_leaves_postgresql_running_with_its_old_settings(make_runtime, tmp_path, app_db, stack_container):
+    runtime = runtime_for(make_runtime, tmp_path, app_db.stack)
+    started = stack_container("postgres").attrs["State"]["StartedAt"]
+    refusing = RefusingDocker(runtime, tmp_path)
+    runtime.fault = lambda point: refusing() if point == "setup-pitr:after_settings" else None
+
+    _asked, reply = setup_pitr(runtime)
+
+    assert reply.failed, reply.text
+    assert "🟢 1. Set wal_level, archive_mode, archive_command and archive_timeout" in reply.text
+    assert "🔴 2. Restarting postgres failed: The Docker engine is not reachable at unix://" in reply.text, reply.text
+    assert "PostgreSQL runs with its old settings; the changes are undone (it was not restarted with them)." in reply.text
+    _as_before(app_db.stack)
+    container = stack_container("postgres")
+    container.reload()
+    assert container.attrs["State"]["StartedAt"] == started, "not restarted"
+    assert bases(runtime) == []
+
+
+def test_postgresql_not_starting_after_the_restart_gets_its_old_settings_back(make_runtime, tmp_path, app_db, stack_container):
+    """The restart fails: the settings the server restarts with cannot start it (wal_level minimal with archiving)."""
+    runtime = runtime_for(make_runtime, tmp_path, app_db.stack)
+
+    def unstartable(point: str) -> None:
+        if point == "setup-pitr:after_settings":
+            with psycopg.connect(app_db.dsn, autocommit=True) as conn:
+                conn.execute("ALTER SYSTEM SET wal_level = minimal")
+
+    runtime.fault = unstartable
+    _asked, reply = setup_pitr(runtime)
+
+    assert reply.failed, reply.text
+    assert "🔴 2. PostgreSQL exited after the restart: " in reply.text and "wal_level" in reply.text, reply.text
+    assert (
+        "Its old postgresql.auto.conf is put back and postgres started again: PostgreSQL runs with its old settings." in reply.text
+    ), reply.text
+    _as_before(app_db.stack)
+    container = stack_container("postgres")
+    container.reload()
+    assert container.status == "running"
+    assert bases(runtime) == []
+
+
+def test_setup_pitr_without_a_pitr_section_is_refused_before_a_request_is_made(make_runtime, tmp_path, app_db):
+    stack = app_db.stack.model_copy(update={"pitr": None})
+    runtime = runtime_for(make_runtime, tmp_path, stack)
+    from tests.conftest import run
+
+    reply = run(runtime, "UOP", "/backup setup-pitr")
+    assert reply.text.startswith("/backup cannot run: the stack file") and "has no [pitr] section" in reply.text, reply.text
+    assert "has no [pitr] section" in run(runtime, "UOP", "/backup base").text
+    assert setting(app_db.stack, "archive_mode") == "off"
