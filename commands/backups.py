@@ -116,7 +116,7 @@ def _describe_backup(ctx: Ctx, args: BackupArgs) -> list[str]:
 def _recover_backup(ctx: Ctx, job) -> str:
     abandoned = ctx.backups_or_refuse().abandon(job.id)
     if job.text.split()[:1] == ["setup-pitr"]:
-        return archive.recover_setup(ctx.backups_or_refuse())
+        return archive.recover_setup(ctx.stack)
     if abandoned:
         return f"Backup #{abandoned[0]} was not finished: it is marked failed and its partial file is gone. The database was not changed."
     return "The database was not changed; any scratch database of a verification is dropped."
@@ -237,7 +237,7 @@ def backups_list(ctx: Ctx, _args) -> Reply:
     window = []
     if ctx.stack.config.pitr is not None:
         now = utcnow()
-        window, _trouble = archive.window_report(backups, now, lambda moment: _moment(ctx, moment, now))
+        window, _trouble = archive.window_report(ctx.stack, ctx.store, now, lambda moment: _moment(ctx, moment, now))
     if not found:
         return Reply("\n".join([f"There is no backup of {ctx.stack.name} yet; /backup takes one.", *window]))
     lines = []

@@ -155,7 +155,9 @@ class Window:
         if self.bases == 0:
             return f"Point-in-time: no base backup yet (/backup base takes one); {age}."
         if self.since is None:
-            return f"🔴 Point-in-time: no time is restorable through the archive (see the gap); {age}."
+            reachable = [gap.broken_from for gap in self.gaps if gap.broken_from]
+            upto = f"only up to {show(reachable[0])}, before the gap" if reachable else "to no time, because of the gap"
+            return f"🔴 Point-in-time: restorable {upto}; {age}."
         return f"Point-in-time: restorable to any second since {show(self.since)}; {age}."
 
 
@@ -303,24 +305,26 @@ class Archive:
         return sorted(removed)
 
 
-def archive_for(backups: "Backups") -> Archive:
-    pitr = backups._stack.config.pitr
-    if pitr is None:
-        raise ArchiveError("The stack file has no [pitr] section; README.md shows one under \"Backups and restores\".")
-    return Archive(pitr, backups._store, backups._stack.name, backups.database)
+NO_PITR = "The stack file has no [pitr] section; README.md shows one under \"Backups and restores\"."
+
+
+def archive_for(stack: "Stack", store: "Store") -> Archive:
+    if stack.config.pitr is None:
+        raise ArchiveError(NO_PITR)
+    return Archive(stack.config.pitr, store, stack.name, stack.config.database.name)
 
 
 # ---- the server's side: its settings, its archiver ------------------------------------------------------------
 
 
-def connect(backups: "Backups", timeout: int = 10) -> psycopg.Connection:
-    return psycopg.connect(backups._stack.config.database.dsn, connect_timeout=timeout, autocommit=True, application_name=MAINTENANCE_APP)
+def connect(stack: "Stack", timeout: int = 10) -> psycopg.Connection:
+    return psycopg.connect(stack.config.database.dsn, connect_timeout=timeout, autocommit=True, application_name=MAINTENANCE_APP)
 
 
-def archiving_state(backups: "Backups") -> tuple[bool, str | None]:
+def archiving_state(stack: "Stack") -> tuple[bool, str | None]:
     """(archiving is on, a sentence when the archiver is failing or the server cannot be asked)."""
     try:
-        with connect(backups, timeout=5) as conn:
+        with connect(stack, timeout=5) as conn:
             mode = conn.execute("SELECT current_setting('archive_mode')").fetchone()[0]
             failed_wal, failed_at, archived_at = conn.execute(
                 "SELECT last_failed_wal, last_failed_time, last_archived_time FROM pg_stat_archiver"
@@ -380,10 +384,10 @@ def take_base_backup(backups: "Backups", requested_by: str, *, note: str | None 
                      progress: Progress = _quiet) -> Backup:
     """A base backup (kind "base"): the data directory between pg_backup_start and pg_backup_stop, its backup_label
     appended, streamed to the backup location and checksummed; complete once its last WAL segment is archived."""
-    archive = archive_for(backups)
+    archive = archive_for(backups._stack, backups._store)
     if not isinstance(backups.tools, ContainerTools):
         raise ArchiveError("A base backup reads the data directory in the PostgreSQL container; the [database] section names no compose_service.")
-    on, trouble = archiving_state(backups)
+    on, trouble = archiving_state(backups._stack)
     if not on:
         raise ArchiveError(trouble or "PostgreSQL does not archive its WAL: /backup setup-pitr turns it on.")
     started_at, started = utcnow(), time.monotonic()
@@ -396,7 +400,7 @@ def take_base_backup(backups: "Backups", requested_by: str, *, note: str | None 
     out = None
     try:
         out = AtomicFile(private_directory(backups._settings.backup_directory) / f"{backups.database}-{started_at:%Y%m%dT%H%M%SZ}-{backup_id}.base.tar")
-        with connect(backups) as conn:  # the backup lasts as long as this session: closing it aborts the backup
+        with connect(backups._stack) as conn:  # the backup lasts as long as this session: closing it aborts the backup
             data_directory, version = conn.execute("SELECT current_setting('data_directory'), current_setting('server_version')").fetchone()
             conn.execute("SELECT pg_backup_start(%s, true)", (f"flowstate base backup #{backup_id}",))
             base_started_at = utcnow()
@@ -443,7 +447,7 @@ def prune_bases(backups: "Backups", invocation, job_id: int | None) -> tuple[lis
     """The base backups' retention (the dumps' rule, applied to base backups alone), then the segments no kept
     base backup needs."""
     pruned = backups.prune(invocation, job_id, kind=BASE)
-    return pruned, archive_for(backups).prune_segments()
+    return pruned, archive_for(backups._stack, backups._store).prune_segments()
 
 
 # ---- /backup setup-pitr ------------------------------------------------------------------------------------------
@@ -455,7 +459,7 @@ class Setup:
 
     def __init__(self, backups: "Backups", stack: "Stack", fault: Callable[[str], None], progress: Progress = _quiet):
         if stack.config.pitr is None:
-            raise ArchiveError("The stack file has no [pitr] section; README.md shows one under \"Backups and restores\".")
+            raise ArchiveError(NO_PITR)
         if stack.compose is None or not stack.config.database.compose_service:
             raise ArchiveError("/backup setup-pitr restarts PostgreSQL through Compose; the [database] section names no compose_service.")
         self._backups, self._stack, self._fault, self._progress = backups, stack, fault, progress
@@ -474,7 +478,7 @@ class Setup:
         self._progress(line)
 
     def _connect(self) -> psycopg.Connection:
-        return connect(self._backups)
+        return connect(self._stack)
 
     def wanted(self) -> dict[str, str]:
         return {
@@ -579,7 +583,7 @@ class Setup:
         deadline = time.monotonic() + SERVER_WAIT_SECONDS
         while True:
             try:
-                with connect(self._backups, timeout=3) as conn:
+                with connect(self._stack, timeout=3) as conn:
                     conn.execute("SELECT 1")
                 return None
             except psycopg.Error:
@@ -623,7 +627,7 @@ class Setup:
         """The settings as they were, and PostgreSQL running with them; what state it is in, in one sentence."""
         old = {name: self._old_auto.get(name) for name in SETTINGS}
         try:
-            with connect(self._backups, timeout=3) as conn:
+            with connect(self._stack, timeout=3) as conn:
                 conn.execute("SELECT 1")
             reachable = True
         except psycopg.Error:
@@ -657,7 +661,7 @@ class Setup:
 
     def _running_as_before(self) -> bool:
         try:
-            with connect(self._backups, timeout=3) as conn:
+            with connect(self._stack, timeout=3) as conn:
                 now = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (["wal_level", "archive_mode"],)).fetchall())
         except psycopg.Error:
             return False
@@ -668,14 +672,14 @@ def _first(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0][:300]
 
 
-def window_report(backups: "Backups", now: datetime, show: Callable[[datetime], str] = utc) -> tuple[list[str], bool]:
+def window_report(stack: "Stack", store: "Store", now: datetime, show: Callable[[datetime], str] = utc) -> tuple[list[str], bool]:
     """What /backups and the daily report say of point-in-time recovery, and whether it is trouble (a gap in the
     archive, the archiver failing, the archive unreadable) that must be said loudly."""
-    on, trouble = archiving_state(backups)
+    on, trouble = archiving_state(stack)
     if not on:
         return [trouble or "Point-in-time: PostgreSQL does not archive its WAL; /backup setup-pitr turns it on."], False
     try:
-        window = archive_for(backups).window()
+        window = archive_for(stack, store).window()
     except ArchiveError as error:
         return [f"🔴 {error}"], True
     lines = [window.line(now, show), *(gap.sentence(show) for gap in window.gaps)]
@@ -684,10 +688,10 @@ def window_report(backups: "Backups", now: datetime, show: Callable[[datetime], 
     return lines, bool(window.gaps or trouble)
 
 
-def recover_setup(backups: "Backups") -> str:
+def recover_setup(stack: "Stack") -> str:
     """What an interrupted /backup setup-pitr left: whether PostgreSQL archives, and changes waiting for a restart."""
     try:
-        with connect(backups, timeout=5) as conn:
+        with connect(stack, timeout=5) as conn:
             rows = conn.execute("SELECT name, setting, pending_restart FROM pg_settings WHERE name = ANY(%s)", (list(SETTINGS),)).fetchall()
     except psycopg.Error as error:
         return f"It was turning archiving on; PostgreSQL does not answer now ({_first(error)}): /health shows it."

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 
 from bot.backups.archive import Archive, ArchiveError
+from bot.backups.model import Backup
 from bot.frame.blocks import to_text
 from tests.backups.archiving import (
     archived, archiving_off, bases, in_auto_conf, runtime_for, setting, setup_pitr, switch_and_wait,
 )
 from tests.conftest import run
+from tests.duties.conftest import scheduled, utc  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -123,6 +125,7 @@ def test_a_removed_segment_is_reported_as_a_gap_naming_it_and_the_span_it_breaks
     listed = run(archiving, "UOP", "/backups").text
     assert f"🔴 Gap in the WAL archive: WAL segment {names[1]} is missing; no restore can reach a time from " in listed, listed
     assert "until a base backup is taken after it (/backup base)" in listed
+    assert "🔴 Point-in-time: restorable only up to " in listed and ", before the gap; newest archived change " in listed
 
     assert not run(archiving, "UOP", "/backup base").failed  # a base backup after the gap: later times are reachable again
     (gap,) = archive.window().gaps
@@ -177,3 +180,27 @@ def test_retention_of_base_backups_prunes_the_segments_no_kept_base_backup_needs
     assert all(name >= kept.wal_start_file for name in archived(app_db.stack)), "nothing before the kept base backup's start"
     assert kept.wal_start_file in archived(app_db.stack)
     assert older or first.wal_start_file < kept.wal_start_file
+
+
+def test_the_nightly_duty_takes_a_base_backup_and_the_daily_report_shows_the_window_and_a_gap_loudly(archiving, scheduled, app_db, tmp_path):
+    duties = scheduled(utc(2026, 3, 28, 1, 0), stack=app_db.stack, backup_at="02:00", daily_report_at="08:30",
+                       backup_dir=tmp_path / "scheduled", approver_group="S0ONCALL")
+    dump, base = duties.at(utc(2026, 3, 28, 1, 0))  # the store is the archiving fixture's: its base backup is #1
+    assert dump.startswith("✅ Backup #2 taken") and base.startswith("✅ Base backup #3 taken"), (dump, base)
+    with duties.rt.store.session() as session:
+        taken = session.get(Backup, 3)
+    assert (taken.kind, taken.requested_by, taken.state) == ("base", "scheduler", "ok")
+    assert duties.runs("nightly-backup")[0].message == "backup #2 taken; base backup #3 taken"
+
+    (report,) = duties.at(utc(2026, 3, 28, 7, 30))
+    since = bases(duties.rt)[0].base_ended_at.astimezone(duties.rt.settings.tz)  # the oldest: any second since its end
+    assert f"\nPoint-in-time: restorable to any second since {since:%Y-%m-%d %H:%M:%S %Z}; newest archived change " in report, report
+
+    switch_and_wait(app_db.stack, app_db.dsn)
+    names, _before_gap = _gapped(duties.rt, app_db)
+    posted = duties.at(utc(2026, 3, 29, 6, 30))  # the next night's backups and morning's report
+    (report,) = [text for text in posted if text.startswith("☀️ Daily report")]
+    (loud,) = [text for text in posted if text.startswith("🚨")]
+    assert f"🔴 Gap in the WAL archive: WAL segment {names[1]} is missing" in report, report
+    assert loud.startswith(f"🚨 <!subteam^S0ONCALL> The WAL archive of {duties.rt.stack_name} needs attention"), loud
+    assert names[1] in loud
