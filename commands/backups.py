@@ -97,6 +97,9 @@ def _check_backup(ctx: Ctx, args: BackupArgs) -> None:
     else:
         ctx.backups_or_refuse()
     if args.pitr == "setup-pitr":
+        frozen = ctx.duties.freezes.frozen()  # /backup itself runs in a freeze; this use restarts PostgreSQL
+        if frozen is not None:
+            raise CommandError(f"/backup setup-pitr is refused: changes are {frozen}; it restarts PostgreSQL, so ask after the freeze.")
         try:
             archive.Setup(ctx.backups_or_refuse(), ctx.stack, ctx.fault)
         except StackError as error:

@@ -78,3 +78,17 @@ def test_setup_pitr_without_a_pitr_section_is_refused_before_a_request_is_made(m
     assert reply.text.startswith("/backup cannot run: the stack file") and "has no [pitr] section" in reply.text, reply.text
     assert "has no [pitr] section" in run(runtime, "UOP", "/backup base").text
     assert setting(app_db.stack, "archive_mode") == "off"
+
+
+def test_setup_pitr_is_refused_during_a_change_freeze_while_a_backup_is_not(make_runtime, tmp_path, app_db):
+    from tests.conftest import run
+
+    runtime = runtime_for(make_runtime, tmp_path, app_db.stack)
+    run(runtime, "UAPP", '/freeze 2h "release day"')
+    refused = run(runtime, "UOP", "/backup setup-pitr").text
+    assert refused.startswith("/backup setup-pitr is refused: changes are frozen until ") and refused.endswith(
+        "it restarts PostgreSQL, so ask after the freeze."
+    ), refused
+    assert runtime.jobs.pending() == [], "no request was made"
+    assert run(runtime, "UOP", "/backup during the freeze").text.startswith("✅ Backup #")
+    assert setting(app_db.stack, "archive_mode") == "off"

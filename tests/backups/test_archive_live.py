@@ -102,6 +102,14 @@ def test_backups_shows_the_window_since_the_base_backup_and_the_newest_change(ar
     assert f"Point-in-time: restorable to any second since {since:%H:%M:%S}; newest archived change " in listed, listed
     assert f"base backup, WAL from {base.wal_start_file}" in listed
 
+    assert run(archiving, "UOP", f"/backup verify {base.id}").text == (
+        f"Backup #{base.id} is a base backup: /backup verify proves dumps; /backups shows what the archive can restore."
+    )
+    assert run(archiving, "UOP", f"/restore {base.id}").text == (
+        f"Backup #{base.id} is a base backup for point-in-time restores, not a dump; /backups lists the dumps."
+    )
+    assert archiving.jobs.pending() == [], "no request was made"
+
 
 def _gapped(archiving, app_db):
     """Four more segments after the base backup; the second of them removed from the archive."""
