@@ -32,7 +32,7 @@ from psycopg import sql
 from sqlalchemy import select
 
 from bot.backups.model import BASE, DELETED, FAILED, OK, TAKING, Backup
-from bot.backups.service import AtomicFile, BackupError, Meter, Progress, _quiet, private_directory
+from bot.backups.service import AtomicFile, BackupError, Progress, _quiet, private_directory
 from bot.backups.tools import MAINTENANCE_APP, ContainerTools, last_lines
 from bot.frame.faults import reached
 from bot.frame.humanize import duration, elapsed, size as human_size
@@ -350,14 +350,13 @@ class _HeldBack:
 
     END = 2 * tarfile.BLOCKSIZE
 
-    def __init__(self, out: AtomicFile, meter: Meter):
-        self._out, self._meter, self._tail = out, meter, b""
+    def __init__(self, out: AtomicFile):
+        self._out, self._tail = out, b""
 
     def write(self, chunk: bytes) -> None:
         data = self._tail + chunk
         if len(data) > self.END:
             self._out.write(data[: -self.END])
-            self._meter.add(len(data) - self.END)
             data = data[-self.END :]
         self._tail = data
 
@@ -404,7 +403,9 @@ def take_base_backup(backups: "Backups", requested_by: str, *, note: str | None 
             data_directory, version = conn.execute("SELECT current_setting('data_directory'), current_setting('server_version')").fetchone()
             conn.execute("SELECT pg_backup_start(%s, true)", (f"flowstate base backup #{backup_id}",))
             base_started_at = utcnow()
-            writer = _HeldBack(out, Meter(progress, f"Base backup #{backup_id} of the data directory"))
+            # One line, not a running byte count: a progress report that waits on Slack would hold the tar stream up.
+            progress(f"Base backup #{backup_id}: copying the data directory…")
+            writer = _HeldBack(out)
             argv = ["tar", "-b", "1", "-cf", "-", "-C", data_directory, *(f"--exclude={p}" for p in BASE_EXCLUDES),
                     "--warning=no-file-changed", "--warning=no-file-removed", "--warning=no-file-shrank", "."]
             outcome = backups.tools.stream(argv, writer.write)
@@ -689,17 +690,24 @@ def window_report(stack: "Stack", store: "Store", now: datetime, show: Callable[
 
 
 def recover_setup(stack: "Stack") -> str:
-    """What an interrupted /backup setup-pitr left: whether PostgreSQL archives, and changes waiting for a restart."""
+    """What an interrupted /backup setup-pitr left. Settings written but not yet restarted with are undone (set to
+    what the server runs with, which are the old ones); a server that restarted with them archives, and says so."""
     try:
         with connect(stack, timeout=5) as conn:
-            rows = conn.execute("SELECT name, setting, pending_restart FROM pg_settings WHERE name = ANY(%s)", (list(SETTINGS),)).fetchall()
+            rows = conn.execute(
+                "SELECT name, setting, pending_restart FROM pg_settings WHERE name = ANY(%s)", (["wal_level", "archive_mode"],)
+            ).fetchall()
+            waiting = {name: setting for name, setting, pending in rows if pending}
+            for name, setting in waiting.items():
+                conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(setting)))
+            mode = dict((name, setting) for name, setting, _pending in rows).get("archive_mode", "off")
     except psycopg.Error as error:
-        return f"It was turning archiving on; PostgreSQL does not answer now ({_first(error)}): /health shows it."
-    settings = {name: (setting, pending) for name, setting, pending in rows}
-    mode, pending = settings.get("archive_mode", ("off", False))
-    if pending:
+        return f"It was turning archiving on; PostgreSQL does not answer now ({_first(error)}): /health shows it, /backup setup-pitr starts over."
+    if waiting:
         return (
-            f"It was turning archiving on: PostgreSQL runs with archive_mode {mode}, and postgresql.auto.conf holds changes that "
-            "take effect at its next restart; /backup setup-pitr again finishes the setup."
+            f"It was turning archiving on and had not restarted PostgreSQL: the settings waiting for a restart are undone, "
+            f"and PostgreSQL runs with archive_mode {mode} as before; /backup setup-pitr starts over."
         )
-    return f"It was turning archiving on: PostgreSQL runs with archive_mode {mode}; /backups shows the archive."
+    if mode in ("on", "always"):
+        return "It was turning archiving on: PostgreSQL archives now; /backups shows the archive, and /backup base takes a base backup if none is listed."
+    return f"It was turning archiving on: PostgreSQL runs with archive_mode {mode}, as before; /backup setup-pitr starts over."

@@ -40,13 +40,16 @@ def in_auto_conf(live_stack) -> dict[str, str]:
     return dict(rows)
 
 
-def restart_postgres(live_stack) -> None:
+def restart_postgres(live_stack, only_if_stopped: bool = False) -> None:
     client = docker.from_env(timeout=120)
     try:
         (container,) = client.containers.list(
             all=True, filters={"label": [f"com.docker.compose.project={live_stack.stack.compose_project}", "com.docker.compose.service=postgres"]}
         )
-        container.restart(timeout=30)
+        if container.status != "running":
+            container.start()
+        elif not only_if_stopped:
+            container.restart(timeout=30)
     finally:
         client.close()
     wait_for_postgres(live_stack)
@@ -67,7 +70,7 @@ def wait_for_postgres(live_stack, seconds: float = 90) -> None:
 
 def archiving_off(live_stack) -> None:
     """The stack's server as tests/stack/up made it: our settings reset, restarted if it archives."""
-    wait_for_postgres(live_stack)
+    restart_postgres(live_stack, only_if_stopped=True)
     with admin(live_stack) as conn:
         for name in SETTINGS:
             conn.execute(f"ALTER SYSTEM RESET {name}")
