@@ -92,3 +92,21 @@ def test_setup_pitr_is_refused_during_a_change_freeze_while_a_backup_is_not(make
     assert runtime.jobs.pending() == [], "no request was made"
     assert run(runtime, "UOP", "/backup during the freeze").text.startswith("✅ Backup #")
     assert setting(app_db.stack, "archive_mode") == "off"
+
+
+def test_after_a_crash_before_the_restart_the_settings_waiting_for_it_are_undone(make_runtime, tmp_path, app_db):
+    from bot.backups.archive import recover_setup
+    from tests.backups.archiving import admin
+
+    runtime = runtime_for(make_runtime, tmp_path, app_db.stack)
+    with admin(app_db.stack) as conn:  # what setup-pitr had written when the bot died
+        conn.execute("ALTER SYSTEM SET archive_mode = 'on'")
+        conn.execute("SELECT pg_reload_conf()")
+
+    said = recover_setup(runtime.stack)
+
+    assert said == (
+        "It was turning archiving on and had not restarted PostgreSQL: the settings waiting for a restart are undone, "
+        "and PostgreSQL runs with archive_mode off as before; /backup setup-pitr starts over."
+    )
+    assert in_auto_conf(app_db.stack).get("archive_mode", "off") == "off", "the next restart keeps archiving off"
