@@ -256,6 +256,8 @@ class Archive:
         saying in one sentence why the archive cannot reach it."""
         segments, bases, gaps, starts = self._survey()
         when = utc(target)
+        if not segments:
+            raise ArchiveError(f"{when} cannot be reached: the WAL archive {self.directory} holds no segment.")
         if not bases:
             raise ArchiveError(f"{when} cannot be reached: there is no base backup to start from yet (/backup base takes one).")
         if target < bases[0].base_ended_at:
@@ -508,7 +510,7 @@ class Setup:
             self._say(f"🟢 1. Set wal_level, archive_mode, archive_command and archive_timeout with ALTER SYSTEM ({elapsed(started)})")
             reached(self._fault, "setup-pitr:after_settings")
             started = time.monotonic()
-            problem = self._restart()
+            problem = self._restart() or self._archiving_after_restart()
             if problem is not None:
                 self._say(f"🔴 2. {problem}")
                 self._say(self._put_back())
@@ -579,6 +581,19 @@ class Setup:
         except Exception as error:  # the engine's own refusal (docker.errors.APIError)
             return f"Restarting {self.service} failed: {_first(error)}"
         return self._wait_for_server()
+
+    def _archiving_after_restart(self) -> str | None:
+        try:
+            with self._connect() as conn:
+                mode = conn.execute("SELECT current_setting('archive_mode')").fetchone()[0]
+        except psycopg.Error as error:
+            return f"PostgreSQL could not be asked after the restart: {_first(error)}"
+        if mode not in ("on", "always"):
+            return (
+                f"PostgreSQL restarted with archive_mode {mode}: a setting on its command line or in postgresql.conf wins "
+                "over ALTER SYSTEM."
+            )
+        return None
 
     def _wait_for_server(self) -> str | None:
         deadline = time.monotonic() + SERVER_WAIT_SECONDS
@@ -653,8 +668,8 @@ class Setup:
             self._stack.compose.put_owned_file(self.service, self._data_directory, "postgresql.auto.conf", self._auto_conf, *self._owner)
             running = [c for _s, c in self._stack.compose.containers(self.service) if c.status == "running"]
             (self._stack.compose.restart if running else self._stack.compose.start)([self.service])
-        except StackError as error:
-            return f"🔴 PostgreSQL does not answer, and its old postgresql.auto.conf could not be put back: {error}"
+        except Exception as error:  # StackError, or the engine's own refusal (docker.errors.APIError)
+            return f"🔴 PostgreSQL does not answer, and its old postgresql.auto.conf could not be put back and started: {_first(error)}"
         problem = self._wait_for_server()
         if problem is None and self._running_as_before():
             return f"Its old postgresql.auto.conf is put back and {self.service} started again: PostgreSQL runs with its old settings."

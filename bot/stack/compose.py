@@ -406,6 +406,8 @@ class ComposeStack:
 
         try:
             self._call(put)
+        except docker.errors.APIError as error:
+            raise StackError(f"The Docker engine did not take {name} into {directory} of {service}: {error.explanation or error}") from None
         except requests.exceptions.RequestException:
             raise DockerUnavailable(f"The Docker engine stopped answering at {self.where}.") from None
 
