@@ -212,3 +212,50 @@ def test_the_nightly_duty_takes_a_base_backup_and_the_daily_report_shows_the_win
     assert f"🔴 Gap in the WAL archive: WAL segment {names[1]} is missing" in report, report
     assert loud.startswith(f"🚨 <!subteam^S0ONCALL> The WAL archive of {duties.rt.stack_name} needs attention"), loud
     assert names[1] in loud
+
+
+RECOVER_BY_HAND = """
+set -e
+D=/var/lib/postgresql/data/archive-test-recovery; S=$D-sock
+rm -rf "$D" "$S"; mkdir -p "$D" "$S"
+tar -xf /var/lib/postgresql/data/archive-test.tar -C "$D"; rm -f /var/lib/postgresql/data/archive-test.tar
+touch "$D/recovery.signal"
+# archive_mode off: the recovered copy must never archive its own timeline into the live archive.
+printf "restore_command = 'cp /archive/%%f %%p'\\nrecovery_target_time = '%s'\\nrecovery_target_action = 'promote'\\narchive_mode = 'off'\\n" "$TARGET" >> "$D/postgresql.auto.conf"
+chown -R postgres:postgres "$D" "$S"; chmod 700 "$D"
+as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+as_pg pg_ctl -D "$D" -w -t 60 -l "$D.log" -o "-c listen_addresses= -k $S -p 5999 -c shared_preload_libraries=pg_stat_statements" start >/dev/null
+for _ in $(seq 60); do  # hot standby answers while it replays; promoted at the target
+    [ "$(as_pg psql -h "$S" -p 5999 -U flowstate -d postgres -Atc 'SELECT pg_is_in_recovery()')" = f ] && break; sleep 0.5
+done
+as_pg psql -h "$S" -p 5999 -U flowstate -d "$DB" -Atc "SELECT pg_is_in_recovery(), string_agg(email, ',' ORDER BY id) FROM users WHERE email LIKE 'pitr%'" || true
+as_pg pg_ctl -D "$D" -m fast stop >/dev/null
+rm -rf "$D" "$S" "$D.log"
+"""
+
+
+def test_a_base_backup_recovers_by_hand_to_a_time_between_two_writes(archiving, app_db, stack_container):
+    """What /restore --to will do: the tar, recovery.signal, restore_command from the archive, a target time."""
+    app_db.query("INSERT INTO users (email, name) VALUES ('pitr1@example.com', 'Before')")
+    time.sleep(1.2)
+    target = app_db.query("SELECT now()")[0][0]
+    time.sleep(1.2)
+    app_db.query("INSERT INTO users (email, name) VALUES ('pitr2@example.com', 'After')")
+    switch_and_wait(app_db.stack, app_db.dsn)
+    base = Archive(app_db.stack.pitr, archiving.store, archiving.stack_name, app_db.name).check_reachable(target)
+
+    container = stack_container("postgres")
+    with open(base.path, "rb") as tar:
+        data = tar.read()
+    import io
+    import tarfile
+
+    wrapper = io.BytesIO()
+    with tarfile.open(fileobj=wrapper, mode="w") as outer:
+        info = tarfile.TarInfo("archive-test.tar")
+        info.size = len(data)
+        outer.addfile(info, io.BytesIO(data))
+    assert container.put_archive("/var/lib/postgresql/data", wrapper.getvalue())
+    result = container.exec_run(["sh", "-c", RECOVER_BY_HAND], environment={"TARGET": target.isoformat(), "DB": app_db.name})
+    assert result.exit_code == 0, result.output.decode()
+    assert result.output.decode().strip().splitlines()[-1] == "f|pitr1@example.com", result.output.decode()
