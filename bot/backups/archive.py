@@ -31,7 +31,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import select
 
-from bot.backups.model import BASE, DELETED, FAILED, OK, TAKING, Backup
+from bot.backups.model import BASE, FAILED, OK, TAKING, Backup
 from bot.backups.service import AtomicFile, BackupError, Progress, _quiet, private_directory
 from bot.backups.tools import MAINTENANCE_APP, ContainerTools, last_lines
 from bot.frame.faults import reached

@@ -8,7 +8,9 @@ postgresql.auto.conf for the next restart to apply), and the reply says so. Faul
 import psycopg
 import pytest
 
-from tests.backups.archiving import archiving_off, bases, in_auto_conf, runtime_for, setting, setup_pitr, wait_for_postgres
+from bot.backups.archive import recover_setup
+from tests.backups.archiving import admin, archiving_off, bases, in_auto_conf, runtime_for, setting, setup_pitr, wait_for_postgres
+from tests.conftest import run
 from tests.faults import RefusingDocker
 
 
@@ -72,8 +74,6 @@ def test_postgresql_not_starting_after_the_restart_gets_its_old_settings_back(ma
 def test_setup_pitr_without_a_pitr_section_is_refused_before_a_request_is_made(make_runtime, tmp_path, app_db):
     stack = app_db.stack.model_copy(update={"pitr": None})
     runtime = runtime_for(make_runtime, tmp_path, stack)
-    from tests.conftest import run
-
     reply = run(runtime, "UOP", "/backup setup-pitr")
     assert reply.text.startswith("/backup cannot run: the stack file") and "has no [pitr] section" in reply.text, reply.text
     assert "has no [pitr] section" in run(runtime, "UOP", "/backup base").text
@@ -81,8 +81,6 @@ def test_setup_pitr_without_a_pitr_section_is_refused_before_a_request_is_made(m
 
 
 def test_setup_pitr_is_refused_during_a_change_freeze_while_a_backup_is_not(make_runtime, tmp_path, app_db):
-    from tests.conftest import run
-
     runtime = runtime_for(make_runtime, tmp_path, app_db.stack)
     run(runtime, "UAPP", '/freeze 2h "release day"')
     refused = run(runtime, "UOP", "/backup setup-pitr").text
@@ -95,9 +93,6 @@ def test_setup_pitr_is_refused_during_a_change_freeze_while_a_backup_is_not(make
 
 
 def test_after_a_crash_before_the_restart_the_settings_waiting_for_it_are_undone(make_runtime, tmp_path, app_db):
-    from bot.backups.archive import recover_setup
-    from tests.backups.archiving import admin
-
     runtime = runtime_for(make_runtime, tmp_path, app_db.stack)
     with admin(app_db.stack) as conn:  # what setup-pitr had written when the bot died
         conn.execute("ALTER SYSTEM SET archive_mode = 'on'")

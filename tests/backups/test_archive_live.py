@@ -8,7 +8,9 @@ The module turns archiving off again at its end (ALTER SYSTEM RESET and a restar
 """
 
 import hashlib
+import io
 import os
+import tarfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -69,8 +71,6 @@ def test_setup_pitr_turns_archiving_on_proves_it_and_takes_the_first_base_backup
     assert (len(data), hashlib.sha256(data).hexdigest()) == (base.size, base.sha256)
     assert base.wal_start_file in archived(app_db.stack), "its first segment is archived"
     assert base.wal_start_lsn and base.base_started_at <= base.base_ended_at
-    import tarfile
-
     with tarfile.open(base.path) as tar:
         names = tar.getnames()
         label = tar.extractfile("./backup_label").read().decode()
@@ -247,9 +247,6 @@ def test_a_base_backup_recovers_by_hand_to_a_time_between_two_writes(archiving, 
     container = stack_container("postgres")
     with open(base.path, "rb") as tar:
         data = tar.read()
-    import io
-    import tarfile
-
     wrapper = io.BytesIO()
     with tarfile.open(fileobj=wrapper, mode="w") as outer:
         info = tarfile.TarInfo("archive-test.tar")
