@@ -1,4 +1,5 @@
-"""/backup [NOTE], /backup verify ID, /backups and /restore BACKUP_ID: backups that are proven, a restore that loses nothing."""
+"""/backup [NOTE], /backup verify ID, /backup setup-pitr, /backup base, /backups and /restore BACKUP_ID: backups that are
+proven, a restore that loses nothing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_v
 
 from bot.frame import blocks
 from bot.backups.service import Backups
-from bot.backups.model import OK, Backup
+from bot.backups import archive
+from bot.backups.model import BASE, OK, Backup
 from bot.backups.flows import Restore, recover
 from bot.backups import undo as row_undo
 from bot.stack.compose import StackError
@@ -53,13 +55,18 @@ def _taken(ctx: Ctx, backup: Backup) -> str:
 # ---- /backup [NOTE] and /backup verify ID ---------------------------------------------------------------
 
 
+PITR_WORDS = ("setup-pitr", "base")  # turn continuous archiving on; take a base backup
+
+
 class BackupArgs(BaseModel):
-    words: list[str] = Field([], description=f"a note of at most {NOTE_LIMIT} characters, or verify and a backup's number",
-                             examples=["before the migration"])
+    words: list[str] = Field([], description=f"a note of at most {NOTE_LIMIT} characters, verify and a backup's number, "
+                             "setup-pitr or base", examples=["before the migration"])
 
     @field_validator("words")
     @classmethod
     def _shape(cls, words: list[str]) -> list[str]:
+        if len(words) == 1 and words[0] in PITR_WORDS:  # alone; with more words they begin a note
+            return words
         if words[:1] == ["verify"]:
             if len(words) != 2:
                 raise ValueError("verify takes the backup's number, such as /backup verify 12")
@@ -76,19 +83,45 @@ class BackupArgs(BaseModel):
         return int(self.words[1]) if self.words[:1] == ["verify"] else None
 
     @property
+    def pitr(self) -> str | None:
+        """setup-pitr or base (point-in-time recovery), or None."""
+        return self.words[0] if len(self.words) == 1 and self.words[0] in PITR_WORDS else None
+
+    @property
     def note(self) -> str | None:
         return " ".join(self.words) or None
 
 
 def _check_backup(ctx: Ctx, args: BackupArgs) -> None:
     if args.verify is not None:
-        _existing(ctx, args.verify)
+        if _existing(ctx, args.verify).kind == BASE:
+            raise CommandError(f"Backup #{args.verify} is a base backup: /backup verify proves dumps; /backups shows what the archive can restore.")
     else:
         ctx.backups_or_refuse()
+    if args.pitr == "setup-pitr":
+        frozen = ctx.duties.freezes.frozen()  # /backup itself runs in a freeze; this use restarts PostgreSQL
+        if frozen is not None:
+            raise CommandError(f"/backup setup-pitr is refused: changes are {frozen}; it restarts PostgreSQL, so ask after the freeze.")
+        try:
+            archive.Setup(ctx.backups_or_refuse(), ctx.stack, ctx.fault)
+        except StackError as error:
+            raise CommandError(str(error)) from None
+
+
+def _describe_backup(ctx: Ctx, args: BackupArgs) -> list[str]:
+    pitr, service = ctx.stack.config.pitr, ctx.stack.config.database.compose_service
+    return [
+        f"Turns on continuous archiving of `{ctx.stack.config.database.name}`'s PostgreSQL into {pitr.server_archive_dir} "
+        f"(the bot reads it at {pitr.archive_dir}), a segment at least every {pitr.archive_timeout_seconds} s.",
+        f"Restarts {service}: the app loses its database connections for a few seconds; then a base backup is taken.",
+        "If a step fails, PostgreSQL's old settings are put back and it runs with them.",
+    ]
 
 
 def _recover_backup(ctx: Ctx, job) -> str:
     abandoned = ctx.backups_or_refuse().abandon(job.id)
+    if job.text.split()[:1] == ["setup-pitr"]:
+        return archive.recover_setup(ctx.stack)
     if abandoned:
         return f"Backup #{abandoned[0]} was not finished: it is marked failed and its partial file is gone. The database was not changed."
     return "The database was not changed; any scratch database of a verification is dropped."
@@ -96,20 +129,28 @@ def _recover_backup(ctx: Ctx, job) -> str:
 
 @command(
     "backup",
-    summary="Back up the app's database (pg_dump, checksummed); `verify ID` proves a backup by a test restore.",
-    usage="/backup [NOTE | verify ID]",
+    summary="Back up the app's database (pg_dump, checksummed); `verify ID` proves a backup by a test restore; "
+    "`setup-pitr` turns on WAL archiving, `base` takes a base backup.",
+    usage="/backup [NOTE | verify ID | setup-pitr | base]",
     role=Role.operator,
     args=BackupArgs,
+    needs_approval=lambda args: args.pitr == "setup-pitr",  # it restarts PostgreSQL
     changes=True,
-    freezes=False,  # a backup reads the database and changes nothing the app serves: a freeze is the time to take one
-    needs=("database",),
+    # A backup reads the database and changes nothing the app serves: a freeze is the time to take one. Not setup-pitr.
+    freezes=False,
+    needs=lambda args: ("database", "pitr") if args.pitr else ("database",),
     check=_check_backup,
+    describe=_describe_backup,
     recover=_recover_backup,
 )
 def backup(ctx: Ctx, args: BackupArgs) -> Reply:
     backups = ctx.backups_or_refuse()
     if args.verify is not None:
         return _verify(ctx, backups, args.verify)
+    if args.pitr == "setup-pitr":
+        return _setup_pitr(ctx, backups)
+    if args.pitr == "base":
+        return _base_backup(ctx, backups)
     started = time.monotonic()
     try:
         taken = backups.take(ctx.invocation.user_id, note=args.note, job_id=ctx.job_id, progress=ctx.progress)
@@ -126,6 +167,37 @@ def backup(ctx: Ctx, args: BackupArgs) -> Reply:
     if pruned:
         lines.append("Retention deleted " + ", ".join(f"#{b.id} ({_taken(ctx, b)})" for b in pruned) + ".")
     title = f"✅ Backup #{taken.id} taken"
+    return Reply("\n".join([title, *lines]), [blocks.section(f"*{title}*"), *blocks.sections(lines)], in_channel=True)
+
+
+def _setup_pitr(ctx: Ctx, backups: Backups) -> Reply:
+    try:
+        setup = archive.Setup(backups, ctx.stack, ctx.fault, ctx.progress)
+    except StackError as error:
+        raise CommandError(str(error)) from None
+    ok = setup.run(ctx.invocation.user_id, ctx.job_id)
+    title = "✅ Continuous archiving is on" if ok else "❌ /backup setup-pitr did not finish"
+    return Reply("\n".join([title, *setup.lines]), [blocks.section(f"*{title}*"), *blocks.sections(setup.lines)], in_channel=True, failed=not ok)
+
+
+def _base_backup(ctx: Ctx, backups: Backups) -> Reply:
+    started = time.monotonic()
+    try:
+        taken = archive.take_base_backup(backups, ctx.invocation.user_id, job_id=ctx.job_id, progress=ctx.progress)
+    except StackError as error:
+        raise CommandError(f"The base backup failed, and no file was left: {error}") from None
+    lines = [
+        f"Base backup #{taken.id} of {taken.database}'s server: {size(taken.size)} in {time.monotonic() - started:.1f} s, "
+        f"from WAL segment {taken.wal_start_file} ({taken.wal_start_lsn})",
+        f"SHA-256 `{taken.sha256}`",
+        f"File {Path(taken.path).name}" + (f"; copy in {Path(taken.copy_path).parent}" if taken.copy_path else ""),
+    ]
+    pruned, segments = archive.prune_bases(backups, ctx.invocation, ctx.job_id)
+    if pruned:
+        lines.append("Retention deleted base backups " + ", ".join(f"#{b.id} ({_taken(ctx, b)})" for b in pruned) + ".")
+    if segments:
+        lines.append(f"Retention removed {len(segments)} archived WAL files older than the oldest kept base backup ({segments[0]} to {segments[-1]}).")
+    title = f"✅ Base backup #{taken.id} taken"
     return Reply("\n".join([title, *lines]), [blocks.section(f"*{title}*"), *blocks.sections(lines)], in_channel=True)
 
 
@@ -162,20 +234,33 @@ def _verification(backup: Backup) -> str:
     return f"{mark} {ago(backup.verified_at, utcnow())}"
 
 
-@command("backups", summary="The backups, newest first, with their checksum and last verification.", usage="/backups", role=Role.viewer)
+@command("backups", summary="The backups, newest first, with their checksum and last verification, and the point-in-time window.",
+         usage="/backups", role=Role.viewer)
 def backups_list(ctx: Ctx, _args) -> Reply:
-    found = ctx.backups_or_refuse().latest()
+    backups = ctx.backups_or_refuse()
+    found = backups.latest()
+    window = []
+    if ctx.stack.config.pitr is not None:
+        now = utcnow()
+        window, _trouble = archive.window_report(ctx.stack, ctx.store, now, lambda moment: _moment(ctx, moment, now))
     if not found:
-        return Reply(f"There is no backup of {ctx.stack.name} yet; /backup takes one.")
+        return Reply("\n".join([f"There is no backup of {ctx.stack.name} yet; /backup takes one.", *window]))
     lines = []
     for b in found:
         note = f' · "{b.note}"' if b.note else ""
-        kind = " · safety" if b.kind == "safety" else ""
+        kind = {"safety": " · safety", BASE: f" · base backup, WAL from {b.wal_start_file}"}.get(b.kind, "")
         amount = f" · {size(b.size)}" if b.size is not None else ""
         lines.append(
             f"*#{b.id}* {_taken(ctx, b)}{amount} · <@{b.requested_by}>{kind}{note} · {_file_state(b)} · {_verification(b)}"
         )
+    lines = [*window, *lines]
     return Reply("\n".join(lines), [blocks.section(f"*Backups of {ctx.stack.name}*"), *blocks.sections(lines)])
+
+
+def _moment(ctx: Ctx, moment, now) -> str:
+    """A time in the configured zone: "02:00:05" today, with its date before."""
+    local = moment.astimezone(ctx.tz)
+    return f"{local:%H:%M:%S}" if local.date() == now.astimezone(ctx.tz).date() else f"{local:%Y-%m-%d %H:%M:%S %Z}"
 
 
 # ---- /restore BACKUP_ID ----------------------------------------------------------------------------------
@@ -231,6 +316,8 @@ def _check_restore(ctx: Ctx, args: RestoreArgs) -> None:
         raise CommandError("The stack file names no Compose project, so /restore cannot stop the app services.")
     if backup.state != OK:
         raise CommandError(f"Backup #{backup.id} is {backup.state}; only a complete backup can be restored (/backups lists them).")
+    if backup.kind == BASE:
+        raise CommandError(f"Backup #{backup.id} is a base backup for point-in-time restores, not a dump; /backups lists the dumps.")
     target = ctx.stack.config.database.name
     if backup.database != target:
         raise CommandError(f"Backup #{backup.id} is of database {backup.database}, not {target}; it cannot replace it.")

@@ -12,6 +12,8 @@ from bot.store.engine import Base, UTCDateTime
 # A backup's states: its file is being written; it is complete and checksummed; the dump failed
 # (no file is left); retention deleted its file.
 TAKING, OK, FAILED, DELETED = "taking", "ok", "failed", "deleted"
+# A base backup (point-in-time recovery): a tar of the data directory, restored with the WAL archive after it.
+BASE = "base"
 
 
 class Backup(Base):
@@ -21,7 +23,8 @@ class Backup(Base):
     stack: Mapped[str] = mapped_column(String(160))
     database: Mapped[str] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # manual | safety (taken by /restore before it replaces the data)
+    # manual | safety (taken by /restore before it replaces the data) | base (bot/backups/archive.py)
+    kind: Mapped[str] = mapped_column(String(16))
     requested_by: Mapped[str] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)
     job_id: Mapped[int | None] = mapped_column(Integer)
@@ -40,6 +43,12 @@ class Backup(Base):
     verified_ok: Mapped[bool | None] = mapped_column(Boolean)
     verification: Mapped[str | None] = mapped_column(Text)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A base backup's first WAL segment and location, and when the server's backup began and ended: a point in time
+    # after its end is reachable from it through every archived segment from wal_start_file on.
+    wal_start_file: Mapped[str | None] = mapped_column(String(24))
+    wal_start_lsn: Mapped[str | None] = mapped_column(String(32))
+    base_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    base_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     @property
     def label(self) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
 import psycopg
 from sqlalchemy import select, update
 
-from bot.backups.model import DELETED, FAILED, OK, TAKING, Backup
+from bot.backups.model import BASE, DELETED, FAILED, OK, TAKING, Backup
 from bot.backups.tools import CHUNK, Staged, last_lines, tools_for
 from bot.stack.compose import StackError
 from bot.frame.humanize import elapsed, size as human_size
@@ -312,7 +312,7 @@ class Backups:
             taking = list(session.scalars(select(Backup).where(Backup.job_id == job_id, Backup.state == TAKING)))
         for backup in taking:
             for directory in filter(None, [self._settings.backup_directory, self._settings.backup_copy_dir]):
-                for partial in directory.glob(f".{self.database}-*-{backup.id}.dump.partial"):
+                for partial in directory.glob(f".{self.database}-*-{backup.id}.*.partial"):  # .dump, .base.tar
                     partial.unlink(missing_ok=True)
             self._update(backup.id, state=FAILED, finished_at=utcnow(), error="the bot stopped while it was taken")
         for scratch in self.db.databases_like(f"{SCRATCH_PREFIX}j{job_id}_"):
@@ -321,14 +321,16 @@ class Backups:
 
     # ---- retention ---------------------------------------------------------------------------------
 
-    def prune(self, invocation: Invocation, job_id: int | None) -> list[Backup]:
-        """After a backup succeeded: keep the newest N and all younger than D days, never the newest verified one."""
+    def prune(self, invocation: Invocation, job_id: int | None, kind: str | None = None) -> list[Backup]:
+        """After a backup succeeded: keep the newest N and all younger than D days, never the newest verified one.
+        Dumps and base backups (kind "base") are kept apart: each by the rule, among its own."""
         settings = self._settings
+        same_kind = Backup.kind == BASE if kind == BASE else Backup.kind != BASE
         with self._store.session() as session:
             good = list(
                 session.scalars(
                     select(Backup)
-                    .where(Backup.stack == self._stack.name, Backup.database == self.database, Backup.state == OK)
+                    .where(Backup.stack == self._stack.name, Backup.database == self.database, Backup.state == OK, same_kind)
                     .order_by(Backup.id.desc())
                 )
             )

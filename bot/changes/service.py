@@ -46,7 +46,8 @@ SHOWN = 20  # lines of one section; the rest are counted
 SUBJECTS = 5  # commit subjects of one release
 # Commands that change something only in some of their uses, and which uses (the argument, its values; None: any
 # value given); the others are those a change freeze stops (a backup takes the lock but changes nothing).
-_SOMETIMES = {"role": ("action", ("grant", "revoke")), "freeze": ("what", None), "queries": ("action", ("cancel", "terminate"))}
+_SOMETIMES = {"role": ("action", ("grant", "revoke")), "freeze": ("what", None), "queries": ("action", ("cancel", "terminate")),
+              "backup": ("words", (["setup-pitr"],))}  # it restarts PostgreSQL
 _RAN = ("succeeded", "failed", "interrupted")
 _FOLD = timedelta(seconds=60)  # a die this close before its container's restart (or after its OOM kill) is part of it
 

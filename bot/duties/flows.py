@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 
 from bot.frame import blocks
-from bot.backups.model import OK, Backup
+from bot.backups.archive import archiving_state, window_report
+from bot.backups.model import BASE, OK, Backup
 from bot.duties.service import SCHEDULER, Outcome
 from bot.frame.registry import Reply
 from bot.store.engine import utcnow
@@ -43,16 +44,30 @@ def daily_report(duties: "Duties", slot: datetime) -> Outcome:
     verdicts = f"{health.text.splitlines()[-1]}; {stats.text.splitlines()[-1]}"
     frozen = duties.freezes.banner()
     opening = f"{frozen}\n" if frozen else ""
+    window = _window(duties, slot)
     if health.healthy and stats.healthy:
-        duties.say(f"{opening}☀️ Daily report for {day}: {verdicts} (/health and /stats show the details).")
+        duties.say(f"{opening}☀️ Daily report for {day}: {verdicts} (/health and /stats show the details).{window}")
         return Outcome(True, f"all well: {verdicts}")
     state = "not all is well" if False in (health.healthy, stats.healthy) else "part of the stack is not measured"
-    duties.say(f"{opening}☀️ Daily report for {day}: {state}; /health and /stats follow.")
+    duties.say(f"{opening}☀️ Daily report for {day}: {state}; /health and /stats follow.{window}")
     duties.post(health)
     duties.post(stats)
     problems = "health failing" if health.healthy is False else "health not measured" if health.healthy is None else "health ok"
     thresholds = "thresholds crossed" if stats.healthy is False else "stats not measured" if stats.healthy is None else "stats ok"
     return Outcome(True, f"posted; {problems}, {thresholds}")
+
+
+def _window(duties: "Duties", slot: datetime) -> str:
+    """The point-in-time window's lines for the report (nothing without [pitr]); a gap or a failing archiver is also
+    said loudly, apart."""
+    stack = duties.rt.stack
+    if stack.config.pitr is None or stack.config.database is None:
+        return ""
+    tz = duties.rt.settings.tz
+    lines, trouble = window_report(stack, duties.rt.store, utcnow(), lambda moment: f"{moment.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}")
+    if trouble:
+        _loud(duties, f"The WAL archive of {duties.rt.stack_name} needs attention ({duties.when(slot)})", "\n".join(lines))
+    return "".join(f"\n{line}" for line in lines)
 
 
 def _newest_backup_id(duties: "Duties") -> int:
@@ -61,8 +76,14 @@ def _newest_backup_id(duties: "Duties") -> int:
 
 
 def nightly_backup(duties: "Duties", slot: datetime) -> Outcome:
-    """/backup nightly (with its retention); success is a new complete backup in the catalogue, nothing less."""
-    return _backup(duties, slot, NIGHTLY_NOTE, "The nightly backup")
+    """/backup nightly (with its retention); success is a new complete backup in the catalogue, nothing less. When
+    the stack file has [pitr] and PostgreSQL archives, /backup base too (with the base backups' retention)."""
+    dump = _backup(duties, slot, NIGHTLY_NOTE, "The nightly backup")
+    stack = duties.rt.stack
+    if stack.config.pitr is None or stack.config.database is None or not archiving_state(stack)[0]:
+        return dump
+    base = _backup(duties, slot, "base", "The nightly base backup", kind=BASE)
+    return Outcome(dump.ok and base.ok, f"{dump.summary}; {base.summary.replace('backup #', 'base backup #')}")
 
 
 def freeze_backup(duties: "Duties", slot: datetime) -> Outcome:
@@ -70,12 +91,14 @@ def freeze_backup(duties: "Duties", slot: datetime) -> Outcome:
     return _backup(duties, slot, FREEZE_NOTE, "The backup at the start of the freeze")
 
 
-def _backup(duties: "Duties", slot: datetime, note: str, title: str) -> Outcome:
+def _backup(duties: "Duties", slot: datetime, note: str, title: str, kind: str | None = None) -> Outcome:
     before = _newest_backup_id(duties)
     reply = duties.rt.pipeline.dispatch(duties.invocation("backup", note))
+    same_kind = Backup.kind == BASE if kind == BASE else Backup.kind != BASE
     with duties.rt.store.session() as session:
         taken = session.scalars(
-            select(Backup).where(Backup.id > before, Backup.requested_by == SCHEDULER, Backup.state == OK).order_by(Backup.id.desc())
+            select(Backup).where(Backup.id > before, Backup.requested_by == SCHEDULER, Backup.state == OK, same_kind)
+            .order_by(Backup.id.desc())
         ).first()
     if taken is None or reply.failed:
         _loud(duties, f"{title} of {duties.when(slot)} failed", reply.text)
@@ -88,7 +111,8 @@ def restore_drill(duties: "Duties", slot: datetime) -> Outcome:
     """/backup verify of the newest complete backup: a real test restore; its result is stored with the backup."""
     with duties.rt.store.session() as session:
         newest = session.scalars(
-            select(Backup).where(Backup.stack == duties.rt.stack_name, Backup.state == OK).order_by(Backup.id.desc())
+            select(Backup).where(Backup.stack == duties.rt.stack_name, Backup.state == OK, Backup.kind != BASE)
+            .order_by(Backup.id.desc())
         ).first()
     if newest is None:
         error = f"there is no complete backup of {duties.rt.stack_name} to verify; /backup takes one."

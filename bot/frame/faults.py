@@ -18,6 +18,7 @@ from typing import Callable
 POINTS = (
     "restore:after_safety", "restore:after_stop", "restore:after_restore",
     "restart:after_restart",
+    "setup-pitr:after_settings", "setup-pitr:after_restart",
     "deploy:after_checkout", "deploy:after_start", "deploy:after_script",
     "undo:after_prepare", "undo:before_commit",  # /restore --table: rows recovered; written back, not yet committed
     "reply:after_delivery",  # a question answered, its outcome row and its job's end not yet written

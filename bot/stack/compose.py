@@ -389,6 +389,28 @@ class ComposeStack:
         if not done:
             raise StackError(f"The Docker engine did not take {name} into {directory} of {service}.")
 
+    def put_owned_file(self, service: str, directory: str, name: str, data: bytes, uid: int, gid: int) -> None:
+        """Write a small file (mode 0600, owned by uid:gid) into the service's container, running or not: the engine
+        copies into a stopped container's volumes too, so a server that cannot start can be given its old file back."""
+        found = self.containers(service)
+        if not found:
+            raise ServiceNotFound(f"No container of {service} in Compose project {self.project}.")
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime, info.uid, info.gid = len(data), 0o600, int(time.time()), uid, gid
+        tar = info.tobuf(format=tarfile.GNU_FORMAT) + data + b"\0" * ((-len(data)) % tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE)
+
+        def put(client: docker.DockerClient) -> None:
+            # copyUIDGID: the tar's owner, not root's (the engine's default), which the server could not read.
+            url = client.api._url("/containers/{0}/archive", found[0][1].id)
+            client.api._raise_for_status(client.api._put(url, params={"path": directory, "copyUIDGID": "1"}, data=tar))
+
+        try:
+            self._call(put)
+        except docker.errors.APIError as error:
+            raise StackError(f"The Docker engine did not take {name} into {directory} of {service}: {error.explanation or error}") from None
+        except requests.exceptions.RequestException:
+            raise DockerUnavailable(f"The Docker engine stopped answering at {self.where}.") from None
+
     def events(self, since: datetime, until: datetime) -> tuple[list[EngineEvent], datetime | None]:
         """The project's container events between two times, oldest first, and the time of the oldest event the engine
         still keeps of any kind (it keeps only its last ~1000, and none from before it started), or None if it keeps none."""

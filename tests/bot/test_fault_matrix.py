@@ -1,7 +1,8 @@
 """The fault matrix: every change the bot makes, at each of its steps, meets each fault, on real parts.
 
 Changes: /restore (on a database of the test's own in the live stack), /restart SERVICE (python-worker of the
-live stack), the deploy (/restart with no service) and /rollback (on the deploy world's own Compose project).
+live stack), the deploy (/restart with no service), /rollback (on the deploy world's own Compose project) and
+/backup setup-pitr (the live stack's PostgreSQL, archiving off before and after each cell).
 Faults, injected at the step boundary through the test-only hook of bot/frame/faults.py, never by a racing sleep:
 the bot's store locked by another connection (longer than its busy timeout), the Docker engine refusing, Slack
 answering 500 or 429 to every post and update, and SIGKILL (a bot process of its own): its runner alone, which the
@@ -39,6 +40,7 @@ from bot.frame.roles import Role
 from bot.adapters.slack.client import SlackNotifier, web_client
 from bot.store.engine import AuditEntry
 from tests.backups.test_restore_slack import _stack_file as restore_stack_file
+from tests.backups.archiving import archiving_off
 from tests.backups.conftest import app_db  # noqa: F401 (fixtures of the restore and deploy worlds)
 from tests.deploy.conftest import PROJECT as DEPLOY_PROJECT, deploy_project, served, wait_for, world  # noqa: F401
 from tests.bot.test_slack_approvals import CHANNEL, _request_message
@@ -54,6 +56,7 @@ CHANGES = {
     "undo": ("undo:after_prepare", "undo:before_commit"),
     "deploy": ("deploy:after_start", "deploy:after_script"),
     "rollback": ("deploy:after_checkout", "deploy:after_start", "deploy:after_script"),
+    "setup-pitr": ("setup-pitr:after_settings", "setup-pitr:after_restart"),
 }
 FAULTS = ("store", "docker", "slack500", "slack429", "runner-kill", "bot-kill")
 CELLS = [pytest.param(change, point, fault, id=f"{change}-{point.split(':')[1]}-{fault}")
@@ -108,6 +111,17 @@ def _undo_change(request, tmp_path) -> Change:
     )
 
 
+def _setup_pitr_change(request, tmp_path) -> Change:
+    app_db = request.getfixturevalue("app_db")
+    request.getfixturevalue("stack_container")("postgres")
+    archiving_off(app_db.stack)
+    request.addfinalizer(lambda: archiving_off(app_db.stack))  # ALTER SYSTEM persists: the next cell starts as this one
+    path = Path(restore_stack_file(tmp_path, app_db))
+    pitr = app_db.stack.pitr
+    path.write_text(path.read_text() + f'\n[pitr]\narchive_dir = "{pitr.archive_dir}"\nserver_archive_dir = "{pitr.server_archive_dir}"\n')
+    return Change("/backup setup-pitr", app_db.stack, str(path), ["postgres"], settings=dict(backup_dir=tmp_path / "backups"))
+
+
 def _restart_change(request, tmp_path) -> Change:
     live_stack = request.getfixturevalue("live_stack")
     request.getfixturevalue("stack_container")(SERVICE)
@@ -145,6 +159,8 @@ def _change(name: str, request, tmp_path) -> Change:
         return _restart_change(request, tmp_path)
     if name == "undo":
         return _undo_change(request, tmp_path)
+    if name == "setup-pitr":
+        return _setup_pitr_change(request, tmp_path)
     return _deploy_change(request, tmp_path, "/restart" if name == "deploy" else "/rollback v1")
 
 
