@@ -325,6 +325,10 @@ class ComposeStack:
     def restart(self, services: list[str], timeout: int = 30) -> list[str]:
         return self._each(services, lambda c: c.restart(timeout=timeout))
 
+    def unsampled(self) -> list[tuple[str, str]]:
+        """(service, node) of the containers that run where this engine cannot sample them: none, on Compose."""
+        return []
+
     def projects(self) -> list[str]:
         """The Compose projects the engine has containers of (to name the right one when ours matches none)."""
         found = self._call(lambda client: client.api.containers(all=True, filters={"label": PROJECT_LABEL}))

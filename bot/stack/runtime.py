@@ -31,7 +31,9 @@ class StackRuntime(Protocol):
 
     def containers(self, service: str | None = None) -> list[tuple[str, Container]]: ...
 
-    def stats(self) -> list[ServiceStats]: ...
+    def stats(self) -> list[ServiceStats]: ...  # the containers this engine runs
+
+    def unsampled(self) -> list[tuple[str, str]]: ...  # (service, node): running where this engine cannot sample it
 
     def logs(self, service: str, since: datetime | None = None, tail: int | None = None, timestamps: bool = False) -> Iterator[str]: ...
 

@@ -235,6 +235,18 @@ class SwarmStack(ComposeStack):
                                  f"(tasks: {shown}){'; ' + failed if failed else ''}.")
             time.sleep(poll)
 
+    def unsampled(self) -> list[tuple[str, str]]:
+        """(service, node) of each running task on another node than this engine's: its container cannot be sampled here."""
+        info = self._call(lambda client: client.info())
+        here = (info.get("Swarm") or {}).get("NodeID", "")
+        names = {s["ID"]: self._short(s["Spec"]["Name"]) for s in self._services()}
+        elsewhere = [t for t in self._tasks([f"{self.project}_{n}" for n in names.values()])
+                     if t.get("DesiredState") == "running" and (t.get("Status") or {}).get("State") == "running" and t.get("NodeID") != here]
+        if not elsewhere:
+            return []
+        nodes = {n["ID"]: (n.get("Description") or {}).get("Hostname", n["ID"][:12]) for n in self._call(lambda client: client.api.nodes())}
+        return sorted((names.get(t.get("ServiceID"), "?"), nodes.get(t.get("NodeID"), str(t.get("NodeID"))[:12])) for t in elsewhere)
+
     # ---- stop and start: scale to zero and back -------------------------------------------------------------------
 
     def _scale(self, service: dict, replicas: int, labels: dict) -> None:

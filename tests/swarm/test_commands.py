@@ -122,3 +122,12 @@ def test_logs_of_a_service_come_from_its_tasks_merged_by_time(make_runtime, swar
 def test_an_unknown_service_is_refused_with_the_stacks_services(make_runtime, swarm_stack):
     reply = run(make_runtime(swarm_stack, admins=["UADMIN"]), "UADMIN", "/logs nosuch")
     assert reply.text == "nosuch is not a service of fs; the services are backend, frontend, nginx, postgres, python-worker, redis."
+
+
+def test_stats_samples_the_tasks_containers(make_runtime, swarm_stack):
+    reply = run(make_runtime(swarm_stack, admins=["UADMIN"]), "UADMIN", "/stats")
+    text = reply.text
+    for service in ("backend", "frontend", "nginx", "postgres", "python-worker", "redis"):
+        limit = "1.0 GiB" if service == "postgres" else "256.0 MiB"  # the stack file's deploy limits
+        assert re.search(rf"^{service}: CPU [\d.]+%, memory [\d.]+ [KMG]iB / {limit} \([\d.]+%\)$", text, re.M), (service, text)
+    assert "not sampled" not in text, "one node: every task's container is on the engine the bot reaches"
