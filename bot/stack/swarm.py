@@ -16,6 +16,7 @@ containers this engine runs; what a service is (its state, a restart, its logs, 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
@@ -58,6 +59,11 @@ def _failure(service: str, task: dict, now: datetime) -> str:
     when = f" {max(0, int((now - at).total_seconds()))} s ago" if at else ""
     error = status.get("Err") or status.get("Message") or status.get("State", "failed")
     return f"task {_task_name(service, task)} {status.get('State', 'failed')}{when}: {error}"
+
+
+# The three calls of states() side by side (an engine call is mostly waiting): the bot's whole /health stays near
+# Compose's, whose containers come in one call.
+_CALLS = ThreadPoolExecutor(max_workers=6, thread_name_prefix="swarm-state")
 
 
 class SwarmStack(ComposeStack):
@@ -120,11 +126,16 @@ class SwarmStack(ComposeStack):
         return sum(1 for task in tasks if task.get("DesiredState") == "running")  # global: one per eligible node
 
     def states(self) -> list[ServiceState]:
-        """One state per service from three calls (services, their tasks, the running task containers)."""
-        services = self._services()
-        tasks = self._tasks([s["Spec"]["Name"] for s in services])
-        containers = self._call(lambda client: client.api.containers(filters=self._filters()))
+        """One state per service from three calls at once (the stack's services, its tasks, its running task containers:
+        all three found by the namespace label, which `docker stack deploy` puts on the tasks' containers too)."""
+        calls = (self._services, lambda: self._call(lambda client: client.api.tasks(filters=self._filters())),
+                 lambda: self._call(lambda client: client.api.containers(filters=self._filters())))
+        services, tasks, containers = [future.result() for future in [_CALLS.submit(call) for call in calls]]
         health = {(c.get("Labels") or {}).get(TASK_ID_LABEL): _health_of(c.get("Status", "")) for c in containers}
+        known = {task.get("ServiceID") for task in tasks}
+        # A service added to the stack by hand (`docker service create --label com.docker.stack.namespace=...`) has the
+        # label on itself only, not on its tasks: those are asked for by the service's name.
+        tasks += self._tasks([s["Spec"]["Name"] for s in services if s["ID"] not in known])
         by_service: dict[str, list[dict]] = {}
         for task in tasks:
             by_service.setdefault(task.get("ServiceID", ""), []).append(task)
