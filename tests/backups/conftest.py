@@ -55,6 +55,12 @@ def app_db(live_stack):
     yield from app_database(live_stack)
 
 
+@pytest.fixture
+def swarm_app_db(swarm_stack):
+    """app_db in the Swarm test world's PostgreSQL (tests/swarm)."""
+    yield from app_database(swarm_stack)
+
+
 def app_database(live_stack):
     """app_db's making and dropping, for a stack of any runtime (tests/swarm's too)."""
     name = f"flowstate_restore_{secrets.token_hex(4)}"

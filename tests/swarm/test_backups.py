@@ -11,15 +11,10 @@ import pytest
 from bot.adapters.console import run_approved
 from bot.frame.blocks import to_text
 from bot.frame.roles import Role
-from tests.backups.conftest import app_database
+from tests.backups.conftest import swarm_app_db  # noqa: F401 (a fixture)
 from tests.conftest import grant, run
 
 SERVICE = "python-worker"
-
-
-@pytest.fixture
-def swarm_app_db(swarm_stack):
-    yield from app_database(swarm_stack)
 
 
 def replicas(name: str) -> tuple[int, dict]:
