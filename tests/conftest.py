@@ -48,6 +48,8 @@ def pytest_collection_modifyitems(items) -> None:
         used = set(getattr(item, "fixturenames", ()))
         if getattr(item, "callspec", None) and item.callspec.params.get("database_url") == "postgresql":
             used.add("postgres_admin")  # database_url asks for it only when it runs
+        if getattr(item, "callspec", None) and "stack_of_each_runtime" in item.callspec.params:
+            used.add("swarm_stack" if item.callspec.params["stack_of_each_runtime"] == "swarm" else "live_stack")
         for fixture, marker in TIER_MARKERS.items():
             if fixture in used:
                 item.add_marker(marker)
@@ -340,6 +342,12 @@ def swarm_stack():
         hold.close()
         if down.returncode != 0:
             pytest.fail(f"the swarm test world did not come down (tests/swarm/down):\n{down.stderr[-4000:]}", pytrace=False)
+
+
+@pytest.fixture(params=["compose", "swarm"])
+def stack_of_each_runtime(request):
+    """The live test stack's configuration on each runtime: the Compose stack (live_stack), the Swarm one (swarm_stack)."""
+    return request.getfixturevalue("live_stack" if request.param == "compose" else "swarm_stack")
 
 
 @pytest.fixture

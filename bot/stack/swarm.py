@@ -215,9 +215,11 @@ class SwarmStack(ComposeStack):
                 service["ID"], service["Version"]["Index"], task_template={"ForceUpdate": force}, fetch_current_spec=True))
         except docker.errors.APIError as error:
             raise StackError(f"The Docker engine refused to update {full}: {error.explanation or error}") from None
-        self._wait_converged(service["ID"], full, started)
+        self._wait_converged(service["ID"], full, started, force)
 
-    def _wait_converged(self, service_id: str, full: str, since: datetime, poll: float = 0.5) -> None:
+    def _wait_converged(self, service_id: str, full: str, since: datetime, force: int, poll: float = 0.5) -> None:
+        """Until every task Swarm wants running is one of the new spec (its ForceUpdate is `force`) and runs; right after
+        the update the old tasks still run and are still wanted, so running alone proves nothing."""
         deadline = time.monotonic() + self.converge_timeout
         while True:
             (current,) = self._call(lambda client: client.api.services(filters={"id": service_id})) or [None]
@@ -235,10 +237,10 @@ class SwarmStack(ComposeStack):
                 raise StackError(f"{full} did not converge{said}: {failed or 'no task of the new spec runs'}.")
             desired = self._desired(current["Spec"], tasks)
             current_tasks = [t for t in tasks if t.get("DesiredState") == "running"]
-            running = [t for t in current_tasks if (t.get("Status") or {}).get("State") == "running"]
+            running = [t for t in current_tasks if (t.get("Status") or {}).get("State") == "running"
+                       and int((t.get("Spec") or {}).get("ForceUpdate", 0)) == force]
             if state in (None, "completed") and len(running) >= desired and len(current_tasks) == len(running):
-                if state == "completed" or not update:
-                    return
+                return
             if time.monotonic() >= deadline:
                 shown = ", ".join(f"{_task_name(full, t)} {(t.get('Status') or {}).get('State', '?')}" for t in current_tasks) or "none"
                 failed = "; ".join(_failure(full, t, now) for t in new_failures[:3])
