@@ -94,6 +94,9 @@ class FakeCompose:
             lines = ["2026-12-05T10:00:00Z fatal: the fake service stopped"]
         yield from lines[-tail:] if tail else lines
 
+    def previous_specs(self) -> dict:
+        return {}
+
     def unsampled(self) -> list:
         return []
 

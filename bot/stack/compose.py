@@ -325,6 +325,10 @@ class ComposeStack:
     def restart(self, services: list[str], timeout: int = 30) -> list[str]:
         return self._each(services, lambda c: c.restart(timeout=timeout))
 
+    def previous_specs(self) -> dict[str, str]:
+        """Swarm keeps a service's spec before its last update; Compose keeps none."""
+        return {}
+
     def unsampled(self) -> list[tuple[str, str]]:
         """(service, node) of the containers that run where this engine cannot sample them: none, on Compose."""
         return []

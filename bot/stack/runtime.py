@@ -33,6 +33,8 @@ class StackRuntime(Protocol):
 
     def stats(self) -> list[ServiceStats]: ...  # the containers this engine runs
 
+    def previous_specs(self) -> dict[str, str]: ...  # service: what Swarm kept before its last update, briefly
+
     def unsampled(self) -> list[tuple[str, str]]: ...  # (service, node): running where this engine cannot sample it
 
     def logs(self, service: str, since: datetime | None = None, tail: int | None = None, timestamps: bool = False) -> Iterator[str]: ...

@@ -66,6 +66,30 @@ def _failure(service: str, task: dict, now: datetime) -> str:
 _CALLS = ThreadPoolExecutor(max_workers=6, thread_name_prefix="swarm-state")
 
 
+def _spec_changes(previous: dict, current: dict) -> list[str]:
+    def container(spec: dict) -> dict:
+        return (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+
+    def image(spec: dict) -> str:
+        return str(container(spec).get("Image", "")).split("@", 1)[0]  # the digest the engine pinned says nothing more
+
+    def replicas(spec: dict) -> int | None:
+        return ((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas")
+
+    changes = []
+    if image(previous) != image(current):
+        changes.append(f"image {image(previous)} (now {image(current)})")
+    if replicas(previous) != replicas(current):
+        changes.append(f"{replicas(previous)} replicas (now {replicas(current)})")
+    before, now = set(container(previous).get("Env") or []), set(container(current).get("Env") or [])
+    if before != now:
+        names = sorted({entry.partition("=")[0] for entry in before ^ now})
+        changes.append(f"other values of {len(names)} environment variable{'' if len(names) == 1 else 's'} ({', '.join(names)})")
+    if not changes and (previous.get("TaskTemplate") or {}).get("ForceUpdate") != (current.get("TaskTemplate") or {}).get("ForceUpdate"):
+        changes.append("the same spec before a forced restart")
+    return changes
+
+
 class SwarmStack(ComposeStack):
     kind = "Swarm stack"
 
@@ -247,6 +271,18 @@ class SwarmStack(ComposeStack):
                 raise StackError(f"{full} did not converge within {self.converge_timeout:g} s: {len(running)}/{desired} tasks running "
                                  f"(tasks: {shown}){'; ' + failed if failed else ''}.")
             time.sleep(poll)
+
+    def previous_specs(self) -> dict[str, str]:
+        """What Swarm kept of each service's spec before its last update (`docker service rollback` goes back to it), said
+        as what differs from the current one: the image, the replicas, how many environment variables (never their
+        values), or only a forced restart."""
+        kept = {}
+        for service in self._services():
+            previous, current = service.get("PreviousSpec"), service["Spec"]
+            if not previous:
+                continue
+            kept[self._short(current["Name"])] = "; ".join(_spec_changes(previous, current)) or "the same spec"
+        return kept
 
     def unsampled(self) -> list[tuple[str, str]]:
         """(service, node) of each running task on another node than this engine's: its container cannot be sampled here."""

@@ -5,7 +5,6 @@ converge) is removed after it; tests/swarm/up's `stack deploy --prune` would rem
 from __future__ import annotations
 
 import re
-import time
 
 import docker
 import pytest
@@ -14,6 +13,7 @@ from docker.types import RestartPolicy
 from tests.commands.test_health_live import quiet_edge
 from tests.commands.test_users_live import run_approved
 from tests.conftest import run
+from tests.deploy.conftest import wait_for
 
 SOCKET = "unix:///run/fs-swarm/docker.sock"
 BUSYBOX = "localhost/flowstate-test/busybox:current"
@@ -42,16 +42,8 @@ def add_service(swarm_client):
     for service in made:
         service.remove()
     for service in made:  # until its tasks' containers are gone (api.containers: no inspect of one that goes meanwhile)
-        wait_for(lambda: not swarm_client.api.containers(all=True, filters={"label": f"com.docker.swarm.service.id={service.id}"}),
-                 f"the containers of {service.name} removed")
-
-
-def wait_for(condition, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.5)
-    return value
+        wait_for(f"the containers of {service.name} removed",
+                 lambda: not swarm_client.api.containers(all=True, filters={"label": f"com.docker.swarm.service.id={service.id}"}))
 
 
 def running(client, name: str) -> int:
@@ -72,7 +64,7 @@ def test_health_of_a_healthy_swarm_stack(make_runtime, swarm_stack):
 
 def test_a_task_that_keeps_failing_is_reported_with_its_error_and_last_log_line(make_runtime, swarm_stack, add_service, swarm_client):
     service = add_service("broken", "echo 'broken: cannot open /etc/flowstate/app.conf: no such file' >&2; exit 3")
-    wait_for(lambda: any(t["Status"]["State"] == "failed" for t in service.tasks()), "a failed task of fs_broken")
+    wait_for("a failed task of fs_broken", lambda: any(t["Status"]["State"] == "failed" for t in service.tasks()))
     reply = run(make_runtime(swarm_stack, admins=["UA"]), "UA", "/health")
     line = next((line for line in reply.text.splitlines() if line.startswith("🔴 *broken*: ")), None)
     assert line is not None, reply.text
@@ -100,7 +92,7 @@ def test_a_restart_that_cannot_converge_is_reported_with_the_failed_task_not_wai
 
     add_service("flaky", "test -e /flag/ok || { echo 'flaky: /flag/ok is gone' >&2; exit 4; }; exec sleep 100000",
                 mounts=[Mount("/flag", str(flag), type="bind", read_only=True)])
-    wait_for(lambda: running(swarm_client, "flaky") == 1, "fs_flaky running")
+    wait_for("fs_flaky running", lambda: running(swarm_client, "flaky") == 1)
     (flag / "ok").unlink()  # the next task of the service fails at once
     runtime = make_runtime(swarm_stack.model_copy(update={"stack": swarm_stack.stack.model_copy(update={"healthy_timeout": 600.0})}),
                            admins=["UADMIN"])
@@ -133,3 +125,17 @@ def test_stats_samples_the_tasks_containers(make_runtime, swarm_stack):
         limit = "1.0 GiB" if service == "postgres" else "256.0 MiB"  # the stack file's deploy limits
         assert re.search(rf"^{service}: CPU [\d.]+%, memory [\d.]+ [KMG]iB / {limit} \([\d.]+%\)$", text, re.M), (service, text)
     assert "not sampled" not in text, "one node: every task's container is on the engine the bot reaches"
+
+
+def test_the_spec_swarm_kept_before_the_last_update_is_told_without_values(swarm_stack, add_service, swarm_client):
+    from bot.stack.swarm import SwarmStack
+
+    service = add_service("specs", "exec sleep 100000", env=["MODE=one", "TOKEN=first-secret"])
+    wait_for("fs_specs running", lambda: running(swarm_client, "specs") == 1)
+    service.update(env=["MODE=two", "TOKEN=second-secret"])
+    runtime = SwarmStack("fs", SOCKET)
+    try:
+        kept = runtime.previous_specs()
+    finally:
+        runtime.close()
+    assert kept["specs"] == "other values of 2 environment variables (MODE, TOKEN)"
