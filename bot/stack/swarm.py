@@ -284,6 +284,15 @@ class SwarmStack(ComposeStack):
             kept[self._short(current["Name"])] = "; ".join(_spec_changes(previous, current)) or "the same spec"
         return kept
 
+    def environments(self) -> dict[str, dict[str, str]]:
+        """Each service's environment as its spec gives it (not a task container's: an old task's may still be there);
+        read only to be digested (bot/changes), never shown."""
+        found = {}
+        for service in self._services():
+            env = ((service["Spec"].get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Env") or []
+            found[self._short(service["Spec"]["Name"])] = {name: value for name, _, value in (entry.partition("=") for entry in env)}
+        return found
+
     def unsampled(self) -> list[tuple[str, str]]:
         """(service, node) of each running task on another node than this engine's: its container cannot be sampled here."""
         info = self._call(lambda client: client.info())

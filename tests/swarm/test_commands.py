@@ -139,3 +139,20 @@ def test_the_spec_swarm_kept_before_the_last_update_is_told_without_values(swarm
     finally:
         runtime.close()
     assert kept["specs"] == "other values of 2 environment variables (MODE, TOKEN)"
+
+
+def test_a_services_environment_is_read_from_its_spec(swarm_stack, add_service, swarm_client):
+    from bot.stack.swarm import SwarmStack
+
+    service = add_service("envs", "exec sleep 100000", env=["MODE=one"])
+    wait_for("fs_envs running", lambda: running(swarm_client, "envs") == 1)
+    service.update(env=["MODE=two"])
+    wait_for("fs_envs updated", lambda: running(swarm_client, "envs") == 1
+             and all(t["Spec"]["ContainerSpec"].get("Env") == ["MODE=two"] for t in service.tasks() if t["DesiredState"] == "running"))
+    runtime = SwarmStack("fs", SOCKET)
+    try:
+        environments = runtime.environments()
+    finally:
+        runtime.close()
+    assert environments["envs"] == {"MODE": "two"}, "the spec's, not the old task container's"
+    assert environments["frontend"]["SERVICE_NAME"] == "frontend"
