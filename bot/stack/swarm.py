@@ -176,7 +176,10 @@ class SwarmStack(ComposeStack):
         worst = next((h for h in ("unhealthy", "starting", "healthy") if h in healths), None)
         summary = f"{len(running)}/{desired} {'task' if desired == 1 else 'tasks'} running" + (f" ({worst})" if worst else "")
         update = service.get("UpdateStatus") or {}
-        if desired > 0 and len(running) >= desired and worst in (None, "healthy") and update.get("State") not in FAILED_UPDATE_STATES:
+        if desired > 0 and len(running) >= desired and worst in (None, "healthy"):
+            # Serving as wanted; an update Swarm gave up on earlier (its /restart said so) is told, not failed on for ever.
+            if update.get("State") in FAILED_UPDATE_STATES:
+                summary += f", its last update {update['State'].replace('_', ' ')}"
             return ServiceState(self._short(full), full, "running", worst, summary)
         failures = sorted((t for t in tasks if (t.get("Status") or {}).get("State") in FAILED_TASK_STATES
                            and (at := _task_time(t)) is not None and now - at <= RECENT_FAILURES), key=_task_time, reverse=True)
