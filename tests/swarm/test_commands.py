@@ -46,6 +46,12 @@ def add_service(swarm_client):
                  lambda: not swarm_client.api.containers(all=True, filters={"label": f"com.docker.swarm.service.id={service.id}"}))
 
 
+def in_time_order(stamp: str) -> str:
+    """An engine's RFC 3339 time, its fraction padded to nanoseconds (the engine trims its zeros): sortable as text."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return f"{whole}.{fraction.ljust(9, '0')}"
+
+
 def running(client, name: str) -> int:
     return sum(1 for t in client.services.get(f"fs_{name}").tasks() if t["Status"]["State"] == "running" and t["DesiredState"] == "running")
 
@@ -109,7 +115,7 @@ def test_logs_of_a_service_come_from_its_tasks_merged_by_time(make_runtime, swar
     reply = run(runtime, "UOP", "/logs python-worker --since 1h")
     lines = [line for line in reply.text.splitlines() if "python-worker: listening on 127.0.0.1:57003" in line]
     assert len(lines) >= 2, reply.text
-    stamps = [line.split(" ", 1)[0] for line in reply.text.splitlines()[1:] if line[:1].isdigit()]
+    stamps = [in_time_order(line.split(" ", 1)[0]) for line in reply.text.splitlines()[1:] if line[:1].isdigit()]
     assert stamps == sorted(stamps), "merged by time"
 
 
@@ -156,3 +162,27 @@ def test_a_services_environment_is_read_from_its_spec(swarm_stack, add_service, 
         runtime.close()
     assert environments["envs"] == {"MODE": "two"}, "the spec's, not the old task container's"
     assert environments["frontend"]["SERVICE_NAME"] == "frontend"
+
+
+def test_logs_of_two_replicas_are_merged_by_time_bounded_and_redacted(make_runtime, swarm_stack, add_service, swarm_client):
+    from docker.types import ServiceMode
+
+    add_service("noisy", 'i=0; while true; do i=$((i+1)); echo "slot $SLOT GET /api/items/$i password=hunter2"; sleep 0.05; done',
+                env=["SLOT={{.Task.Slot}}"], mode=ServiceMode("replicated", replicas=2))
+    wait_for("both replicas of fs_noisy running", lambda: running(swarm_client, "noisy") == 2)
+    runtime = make_runtime(swarm_stack, admins=["UADMIN"])
+    from bot.frame.roles import Role
+    from tests.conftest import grant
+
+    grant(runtime, "UOP", Role.operator)
+    stamped = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z) slot ([12]) GET /api/items/\d+ password=\*\*\*$")
+    wait_for("40 lines of fs_noisy", lambda: len([line for line in run(runtime, "UOP", "/logs noisy --tail 40").text.splitlines()
+                                                   if stamped.match(line)]) == 40)
+    reply = run(runtime, "UOP", "/logs noisy --tail 40")
+    assert reply.text.startswith("40 log lines of noisy since 15m (the last 40)"), reply.text[:200]
+    matches = [stamped.match(line) for line in reply.text.splitlines()[1:] if line.strip()]
+    assert all(matches), reply.text
+    assert {m.group(2) for m in matches} == {"1", "2"}, "the lines of both tasks"
+    stamps = [in_time_order(m.group(1)) for m in matches]
+    assert stamps == sorted(stamps), "merged by time"
+    assert "hunter2" not in reply.text
