@@ -12,7 +12,6 @@ SWARM_ADDR_POOL=198.18.128.0/17
 # The default Compose stack's ports and the swarm stack's (1000 lower: no Compose stack uses them, see
 # tests/stack/name.sh), in the same order.
 SWARM_DEFAULT_PORTS=(58001 58002 58003 58080 55432 56379)
-SWARM_PORT_OFFSET=-1000
 export STACK_SERVICES=$SWARM_LIB/stack/services
 export STACK_PORT_FRONTEND=57001 STACK_PORT_BACKEND=57002 STACK_PORT_WORKER=57003 STACK_PORT_NGINX=57080
 export STACK_PORT_POSTGRES=54432 STACK_PORT_REDIS=55379
