@@ -29,7 +29,7 @@ test: $(BIN)/flowstate-bot services
 
 # The unit tier: no PostgreSQL, Redis or Docker (SQLite only) and no process of the bot's own, for feedback in
 # seconds. The markers come from the fixtures a test uses (tests/conftest.py); `make test` still runs everything.
-UNIT_TIER := not postgres and not redis and not stack and not process
+UNIT_TIER := not postgres and not redis and not stack and not process and not swarm
 test-unit: $(BIN)/flowstate-bot
 	$(BIN)/python -m pytest -m "$(UNIT_TIER)"
 

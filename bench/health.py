@@ -20,6 +20,15 @@ Run from the repository root (the stack must be up: tests/stack/up):
    without the tail. The benchmark holds the tests' stack
    lock meanwhile, so no test session sees the extra container.
 Prints a table; exits 0 whatever the verdict (a measurement, not a test).
+
+    .venv/bin/python bench/health.py --runtime swarm [--rounds 10]
+compares instead the whole /health on the Swarm test world (tests/swarm, brought up first if needed) with the same
+checks on the Compose test stack: the same services, probes and edge, rounds alternating (target: Swarm within 1.2x
+of Compose). Swarm's container checks cost three engine calls (services, tasks, containers) where Compose's cost one.
+The Swarm stack's services listen inside network namespace fs-swarm; the tests reach them through tests/swarm/up's
+forwarders (two socat processes forked per connection), which are the test world's cost, not the bot's. So the Swarm
+side is measured twice: with its checks' threads inside the namespace (probes straight to the services, as a bot
+beside a production swarm) and through the forwarders.
 """
 
 from __future__ import annotations
@@ -29,15 +38,17 @@ import contextlib
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import docker
-from common import USER, live_runtime, timed
+from common import STACK_FILE, USER, live_runtime, timed
 
 from bot.stack.compose import PROJECT_LABEL, SERVICE_LABEL
 from bot.stack.health import container_checks, edge_check
 from bot.stack.probes import run_probe
+from bot.stack.stack import CHECK_THREADS
 from bot.frame.registry import Invocation
 from bot.store.engine import utcnow
 from tests.conftest import _hold_stack_for_this_session
@@ -91,11 +102,76 @@ def big_log_edge(runtime, stack, rounds: int) -> dict:
         client.close()
 
 
+def _enter_namespace() -> None:
+    """This thread into network namespace fs-swarm (setns(2): Python 3.11 has no os.setns); unix sockets still reach
+    the engines."""
+    import ctypes
+    import os
+
+    fd = os.open("/var/run/netns/fs-swarm", os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), "setns into fs-swarm failed")
+    finally:
+        os.close(fd)
+
+
+def swarm_vs_compose(rounds: int) -> int:
+    """The whole /health on the Swarm stack against the same checks on the Compose stack, rounds alternating."""
+    import subprocess
+    import tempfile
+
+    from bot.frame.config import Settings, load_stack
+    from bot.runtime import Runtime
+
+    swarm_dir = Path(__file__).resolve().parent.parent / "tests" / "swarm"
+    subprocess.run([str(swarm_dir / "up")], check=True, capture_output=True)
+    runtimes = {}
+    for name, file in (("compose", STACK_FILE), ("swarm", swarm_dir / "flowstate.toml")):
+        stack = load_stack(file, required=True)
+        stack = stack.model_copy(update={"edge": stack.edge.model_copy(update={"window_minutes": EDGE_WINDOW_MINUTES})})
+        home = Path(tempfile.mkdtemp(prefix="flowstate-bench-"))
+        runtimes[name] = Runtime.build(Settings(_env_file=None, home=home, admins=[USER]), stack)
+    runtimes["swarm via forwarders"] = runtimes["swarm"]
+    swarm_stack = runtimes["swarm"].stack
+    runtimes["swarm"] = Runtime.build(Settings(_env_file=None, home=Path(tempfile.mkdtemp(prefix="flowstate-bench-")), admins=[USER]),
+                                      swarm_stack.config)
+    runtimes["swarm"].stack.pool.shutdown()
+    runtimes["swarm"].stack.pool = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="check-fs-swarm", initializer=_enter_namespace)
+    health = Invocation(USER, "health", "", "CBENCH")
+    for name, runtime in runtimes.items():  # warm-up, and both must be healthy for the comparison to mean anything
+        reply = runtime.pipeline.dispatch(health)
+        if "checks failing" in reply.text:
+            raise SystemExit(f"the {name} stack is not healthy:\n{reply.text}")
+    times: dict[str, list[float]] = {name: [] for name in runtimes} | {f"{name} containers": [] for name in ("compose", "swarm")}
+    for round_ in range(rounds):
+        for name in (list(runtimes) if round_ % 2 == 0 else list(runtimes)[::-1]):
+            runtime = runtimes[name]
+            times[name].append(timed(lambda: runtime.pipeline.dispatch(health)))
+            if f"{name} containers" in times:
+                times[f"{name} containers"].append(timed(lambda: container_checks(runtime.stack.compose, runtime.stack.config)))
+    for runtime in runtimes.values():
+        runtime.close()
+    print(f"{'measure':<44}{'median':>10}{'max':>10}")
+    for key, values in times.items():
+        print(f"{key + ' (s)':<44}{statistics.median(values):>10.3f}{max(values):>10.3f}")
+    ratio = statistics.median(times["swarm"]) / statistics.median(times["compose"])
+    forwarded = statistics.median(times["swarm via forwarders"]) / statistics.median(times["compose"])
+    print(f"(through the test world's forwarders: {forwarded:.2f}x)")
+    print(f"verdict: whole /health on Swarm / on Compose {ratio:.2f}x (target <= 1.20x): {'met' if ratio <= 1.2 else 'MISSED'}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-big-log", action="store_true", help="skip the 1 GiB access log case")
+    parser.add_argument("--runtime", choices=["compose", "swarm"], default="compose",
+                        help="swarm: /health on the Swarm test world against the same checks on the Compose stack")
     args = parser.parse_args()
+    if args.runtime == "swarm":
+        _hold_stack_for_this_session()
+        return swarm_vs_compose(args.rounds)
     _hold_stack_for_this_session()  # the extra container must not meet a test session
     runtime, stack = live_runtime()
     # Tests put errors through the edge on purpose: a short window keeps theirs out of this healthy baseline.

@@ -14,6 +14,7 @@ from bot.deploy.service import DeployError, recover
 from bot.frame import blocks
 from bot.frame.registry import CommandError, Option, Reply, SetByCheck, command
 from bot.frame.roles import Role
+from bot.stack.compose import StackError
 from commands.context import Ctx
 
 RELEASES_SHOWN, RELEASES_LIMIT = 10, 50
@@ -148,7 +149,17 @@ def _describe_rollback(ctx: Ctx, args: RollbackArgs) -> list[str]:
         )
     lines.append(f"{runs(releases)}; if the services are not healthy "
                  "afterwards, it goes back to the commit it started from and deploys that again.")
-    return lines
+    return lines + _previous_specs(ctx)
+
+
+def _previous_specs(ctx: Ctx) -> list[str]:
+    """On Swarm: the spec each service had before its last update, which `docker service rollback` would go back to."""
+    runtime = ctx.stack.compose
+    try:
+        kept = runtime.previous_specs() if runtime is not None else {}
+    except StackError:
+        return []  # the engine's answer is a detail of the description, not a reason to refuse
+    return [f"Swarm kept {blocks.escape(service)}'s spec before its last update: {blocks.escape(text)}." for service, text in sorted(kept.items())]
 
 
 @command(

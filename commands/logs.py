@@ -17,7 +17,7 @@ from bot.frame.publish import direct_file
 from bot.frame.redact import LineRedactor
 from bot.frame.registry import CommandError, Option, Reply, command
 from bot.frame.roles import Role
-from bot.stack.compose import ComposeStack
+from bot.stack.runtime import StackRuntime
 from commands.context import Ctx
 
 DEFAULT_TAIL, MAX_TAIL = 200, 2000
@@ -60,7 +60,7 @@ def _known(ctx: Ctx, args: LogsArgs) -> None:
     ctx.stack.refuse_unknown_services([args.service], "there are no service logs to read")
 
 
-def read_logs(compose: ComposeStack, service: str, since, grep: str | None, tail: int) -> tuple[list[str], int]:
+def read_logs(compose: StackRuntime, service: str, since, grep: str | None, tail: int) -> tuple[list[str], int]:
     """The last `tail` lines since `since` (containing `grep`, when given), redacted; and how many lines were read."""
     kept: deque[str] = deque(maxlen=tail)
     read = 0

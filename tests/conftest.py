@@ -40,7 +40,7 @@ def need(service: str, check, how: str) -> None:
 # The fixtures that reach a service or start processes, and the marker a test that uses one gets (directly or
 # through other fixtures). `make test-unit` leaves out these markers: it needs no service and stays in-process.
 # (A test that starts a bot process without a fixture carries `process` itself.)
-TIER_MARKERS = {"postgres_admin": "postgres", "redis_url": "redis", "live_stack": "stack", "slack_bot": "process"}
+TIER_MARKERS = {"postgres_admin": "postgres", "redis_url": "redis", "live_stack": "stack", "slack_bot": "process", "swarm_stack": "swarm"}
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -48,6 +48,8 @@ def pytest_collection_modifyitems(items) -> None:
         used = set(getattr(item, "fixturenames", ()))
         if getattr(item, "callspec", None) and item.callspec.params.get("database_url") == "postgresql":
             used.add("postgres_admin")  # database_url asks for it only when it runs
+        if getattr(item, "callspec", None) and "stack_of_each_runtime" in item.callspec.params:
+            used.add("swarm_stack" if item.callspec.params["stack_of_each_runtime"] == "swarm" else "live_stack")
         for fixture, marker in TIER_MARKERS.items():
             if fixture in used:
                 item.add_marker(marker)
@@ -310,6 +312,42 @@ def live_stack() -> StackConfig:
     if result.returncode != 0:
         pytest.fail(f"the live test stack {stack_setting.NAME} did not come up (tests/stack/up):\n{result.stderr[-4000:]}", pytrace=False)
     return load_stack(stack_setting.STACK_FILE, required=True)
+
+
+SWARM_DIR = ROOT / "tests" / "swarm"
+
+
+@pytest.fixture(scope="session")
+def swarm_stack():
+    """The Swarm test world (tests/swarm/README.md): a second engine in network namespace fs-swarm, a single-node swarm,
+    the test stack deployed as Swarm stack `fs`; its stack file's configuration. Up once per session (one session at a
+    time: one swarm per machine), down at the end: engine stopped, mounts and namespace removed."""
+    import fcntl
+    import subprocess
+
+    from bot.frame.config import load_stack
+
+    stack_setting.CACHE.mkdir(parents=True, exist_ok=True)
+    hold = open(stack_setting.CACHE / "tests-swarm.lock", "w")
+    fcntl.flock(hold, fcntl.LOCK_EX)
+    result = subprocess.run([str(SWARM_DIR / "up")], capture_output=True, text=True, timeout=1200)
+    if result.returncode != 0:
+        subprocess.run([str(SWARM_DIR / "down")], capture_output=True, timeout=300)
+        hold.close()
+        pytest.fail(f"the swarm test world did not come up (tests/swarm/up):\n{result.stderr[-4000:]}", pytrace=False)
+    try:
+        yield load_stack(SWARM_DIR / "flowstate.toml", required=True)
+    finally:
+        down = subprocess.run([str(SWARM_DIR / "down")], capture_output=True, text=True, timeout=300)
+        hold.close()
+        if down.returncode != 0:
+            pytest.fail(f"the swarm test world did not come down (tests/swarm/down):\n{down.stderr[-4000:]}", pytrace=False)
+
+
+@pytest.fixture(params=["compose", "swarm"])
+def stack_of_each_runtime(request):
+    """The live test stack's configuration on each runtime: the Compose stack (live_stack), the Swarm one (swarm_stack)."""
+    return request.getfixturevalue("live_stack" if request.param == "compose" else "swarm_stack")
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ PROJECT = "fake"
 class FakeCompose:
     """The part of ComposeStack the commands and the health evaluation use, over a dict of service states."""
 
+    kind = "Compose project"
+
     def __init__(self, services: list[str], project: str = PROJECT):
         self.project = project
         self._states = {service: self._running(service) for service in services}
@@ -30,6 +32,10 @@ class FakeCompose:
         self.events_fail: str | None = None  # the engine's events cannot be read: why
         self.environment: dict[str, dict[str, str]] = {}  # each service's environment, by service
         self.runs: list = []  # each container's last start and exit (bot.stack.compose.LastRun)
+
+    @property
+    def scope(self) -> str:
+        return f"{self.kind} {self.project}"
 
     @staticmethod
     def _running(service: str) -> ServiceState:
@@ -87,6 +93,12 @@ class FakeCompose:
         if not lines and not self._states[service].ok:
             lines = ["2026-12-05T10:00:00Z fatal: the fake service stopped"]
         yield from lines[-tail:] if tail else lines
+
+    def previous_specs(self) -> dict:
+        return {}
+
+    def unsampled(self) -> list:
+        return []
 
     def stats(self) -> list:
         return []

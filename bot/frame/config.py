@@ -314,14 +314,37 @@ class RedisProbe(_Probe):
 Probe = Annotated[HttpProbe | TcpProbe | PostgresProbe | RedisProbe, Field(discriminator="kind")]
 
 
+_STACK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+
+
 class StackSection(_Strict):
-    compose_project: str | None = None  # without it, /health checks no containers
+    # Where the services run: "compose" (a Compose project on one engine, compose_project) or "swarm" (the Swarm stack
+    # `namespace`, its services labelled com.docker.stack.namespace, on the swarm engine docker_host reaches).
+    runtime: Literal["compose", "swarm"] = "compose"
+    compose_project: str | None = None  # without it (or a namespace on swarm), /health checks no containers
     compose_file: str | None = None
+    namespace: str | None = None  # the Swarm stack's name (`docker stack deploy ... NAME`)
+    docker_host: str | None = None  # the engine's address, e.g. unix:///run/docker.sock; default: the bot's DOCKER_HOST
     app_services: list[str] = []
     check_timeout: float = Field(5.0, gt=0, le=60)
     healthy_timeout: float = Field(120.0, gt=0, le=3600)  # how long /restart waits for a service to be healthy
     # A change's health gate passes only when every check has held this long without a break.
     stable_seconds: float = Field(30.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _runtime(self) -> "StackSection":
+        if self.runtime == "swarm" and not self.namespace:
+            raise ValueError('runtime "swarm" needs the Swarm stack\'s namespace (namespace = "NAME")')
+        if self.runtime == "compose" and self.namespace:
+            raise ValueError('namespace is the Swarm stack\'s; with runtime "compose", name the project in compose_project')
+        if self.namespace is not None and not _STACK_NAME.fullmatch(self.namespace):
+            raise ValueError(f"namespace {self.namespace[:64]!r} is not a Swarm stack name (letters, digits, _ . -)")
+        return self
+
+    @property
+    def project(self) -> str | None:
+        """The operated stack's name: the Compose project, or the Swarm stack's namespace."""
+        return self.namespace if self.runtime == "swarm" else self.compose_project
 
 
 class DatabaseSection(_Strict):

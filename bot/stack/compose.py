@@ -54,13 +54,15 @@ class ServiceState:
     container: str
     status: str  # created, running, restarting, paused, exited, dead
     health: str | None  # starting, healthy, unhealthy; None without a healthcheck
-    summary: str  # what `docker ps` shows, e.g. "Up 2 hours (healthy)"
+    summary: str  # what `docker ps` shows, e.g. "Up 2 hours (healthy)"; on Swarm "1/1 tasks running (healthy)"
     # The evidence below is read (one inspect) only for a container that is not ok.
     exit_code: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
     restart_count: int = 0
     health_output: str | None = None
+    # Swarm: why the service is not converged (tasks running vs desired, its recent task failures with their errors).
+    evidence: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -154,7 +156,7 @@ class LastRun:
     running: bool
 
 
-def _event(raw: dict) -> EngineEvent | None:
+def _event(raw: dict, service_of: Callable[[dict, str], str]) -> EngineEvent | None:
     actor = raw.get("Actor") or {}
     labels = actor.get("Attributes") or {}
     if labels.get(ONEOFF_LABEL, "False") == "True":
@@ -163,10 +165,12 @@ def _event(raw: dict) -> EngineEvent | None:
     code = labels.get("exitCode")
     name = labels.get("name", str(actor.get("ID", ""))[:12])
     action = str(raw.get("Action") or raw.get("status") or "")
-    return EngineEvent(at, labels.get(SERVICE_LABEL, name), name, action, int(code) if code and code.lstrip("-").isdigit() else None)
+    return EngineEvent(at, service_of(labels, name), name, action, int(code) if code and code.lstrip("-").isdigit() else None)
 
 
 class ComposeStack:
+    kind = "Compose project"  # what `project` names, in messages
+
     def __init__(self, project: str, docker_url: str | None = None, timeout: float = 120.0):
         self.project = project
         self._docker_url = docker_url
@@ -174,6 +178,11 @@ class ComposeStack:
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+
+    @property
+    def scope(self) -> str:
+        """The stack as messages name it: "Compose project flowstate" (or "Swarm stack fs")."""
+        return f"{self.kind} {self.project}"
 
     @property
     def where(self) -> str:
@@ -210,10 +219,13 @@ class ComposeStack:
         # `docker compose run` containers carry the project's labels too; they are not the service.
         return labels.get(ONEOFF_LABEL, "False") == "True"
 
+    def _service_of(self, labels: dict, name: str) -> str:
+        return labels.get(SERVICE_LABEL, name)
+
     def containers(self, service: str | None = None) -> list[tuple[str, Container]]:
         """The project's service containers (or one service's), by service name."""
         found = self._call(lambda client: client.containers.list(all=True, filters=self._filters(service)))
-        pairs = [(c.labels.get(SERVICE_LABEL, c.name), c) for c in found if not self._is_oneoff(c.labels)]
+        pairs = [(self._service_of(c.labels, c.name), c) for c in found if not self._is_oneoff(c.labels)]
         return sorted(pairs, key=lambda pair: (pair[0], pair[1].name))
 
     def states(self) -> list[ServiceState]:
@@ -296,7 +308,7 @@ class ComposeStack:
             by_service.setdefault(service, []).append(container)
         missing = [service for service in services if service not in by_service]
         if missing:
-            raise ServiceNotFound(f"No container of {', '.join(missing)} in Compose project {self.project}.")
+            raise ServiceNotFound(f"No container of {', '.join(missing)} in {self.scope}.")
         done = []
         for service in services:
             for container in by_service[service]:
@@ -312,6 +324,14 @@ class ComposeStack:
 
     def restart(self, services: list[str], timeout: int = 30) -> list[str]:
         return self._each(services, lambda c: c.restart(timeout=timeout))
+
+    def previous_specs(self) -> dict[str, str]:
+        """Swarm keeps a service's spec before its last update; Compose keeps none."""
+        return {}
+
+    def unsampled(self) -> list[tuple[str, str]]:
+        """(service, node) of the containers that run where this engine cannot sample them: none, on Compose."""
+        return []
 
     def projects(self) -> list[str]:
         """The Compose projects the engine has containers of (to name the right one when ours matches none)."""
@@ -331,7 +351,7 @@ class ComposeStack:
             if time.monotonic() >= deadline:
                 bad = [state for state in states if not state.ok or state.health == "starting"]
                 if not states:
-                    raise ServiceNotFound(f"No container of {service} in Compose project {self.project}.")
+                    raise ServiceNotFound(f"No container of {service} in {self.scope}.")
                 return bad[0]
             time.sleep(poll)
 
@@ -345,7 +365,7 @@ class ComposeStack:
         for _service, container in self.containers(service):
             if container.status == "running":
                 return container
-        raise ServiceNotFound(f"No running container of {service} in Compose project {self.project}.")
+        raise ServiceNotFound(f"No running container of {service} in {self.scope}.")
 
     def exec_stream(
         self,
@@ -414,13 +434,13 @@ class ComposeStack:
     def events(self, since: datetime, until: datetime) -> tuple[list[EngineEvent], datetime | None]:
         """The project's container events between two times, oldest first, and the time of the oldest event the engine
         still keeps of any kind (it keeps only its last ~1000, and none from before it started), or None if it keeps none."""
-        filters = {"label": [f"{PROJECT_LABEL}={self.project}"], "type": ["container"]}
+        filters = {**self._filters(), "type": ["container"]}
         # The engine streams until `until` comes: a fraction of a second, not the next whole one.
         end = f"{until.timestamp():.9f}"
         window = dict(since=int(since.timestamp()), until=end, decode=True)
 
         def read(client: docker.DockerClient) -> tuple[list[EngineEvent], datetime | None]:
-            found = [_event(raw) for raw in client.events(filters=filters, **window)]
+            found = [_event(raw, self._service_of) for raw in client.events(filters=filters, **window)]
             oldest = client.events(since=1, until=end, decode=True)
             try:
                 first = next(iter(oldest), None)

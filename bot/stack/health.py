@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Literal
 
 from bot.frame import blocks
 from bot.frame.config import StackConfig
-from bot.stack.compose import ComposeStack, ServiceState, StackError
+from bot.stack.compose import ServiceState, StackError
+from bot.stack.runtime import StackRuntime
 from bot.frame.humanize import ago, count, duration, size
 from bot.stack.probes import ProbeResult, run_probes
 from bot.store.engine import utcnow
@@ -106,7 +107,7 @@ def looks_like_error(line: str) -> bool:
     return bool(_ERROR_WORDS.search(line))
 
 
-def last_log_evidence(docker: ComposeStack, service: str) -> str | None:
+def last_log_evidence(docker: StackRuntime, service: str) -> str | None:
     """The last line that looks like an error, called so; else the last line, called that. Quoted for Slack."""
     lines = [line.strip() for line in docker.logs(service, tail=50) if line.strip()]
     errors = [line for line in lines if looks_like_error(line)]
@@ -140,7 +141,7 @@ def count_statuses(lines: Iterable[str], max_lines: int = EDGE_MAX_LINES) -> Edg
     return count
 
 
-def read_access_log(docker: ComposeStack, service: str, since: datetime, max_lines: int = EDGE_MAX_LINES) -> EdgeCount:
+def read_access_log(docker: StackRuntime, service: str, since: datetime, max_lines: int = EDGE_MAX_LINES) -> EdgeCount:
     """The statuses of the window's lines: cost in proportion to the window, never to the whole log."""
     tail = min(EDGE_FIRST_TAIL, max_lines)
     while True:
@@ -153,10 +154,17 @@ def read_access_log(docker: ComposeStack, service: str, since: datetime, max_lin
 # ---- the checks -----------------------------------------------------------------------------------------------
 
 
-def _container_check(docker: ComposeStack, state: ServiceState) -> Check:
+def _container_check(docker: StackRuntime, state: ServiceState) -> Check:
     key, now = _key("container", state.service), utcnow()
     if state.ok:
         return Check(state.service, "ok", blocks.escape(state.summary.lower()), key, state.service)
+    if state.evidence is not None:  # Swarm: tasks running vs desired, its recent task failures with their errors
+        if state.status == "running" and state.health == "starting":
+            return Check(state.service, "warn", f"{blocks.escape(state.evidence)}: not converged yet", key, state.service)
+        evidence = blocks.escape(state.evidence)
+        if last := last_log_evidence(docker, state.service):
+            evidence += f"; {last}"
+        return Check(state.service, "fail", evidence, key, state.service, fatal=state.status == "exited")
     if state.status == "running" and state.health == "starting":
         text = f"{blocks.escape(state.summary.lower())}: its health check has not passed yet"
         return Check(state.service, "warn", text, key, state.service)
@@ -186,20 +194,21 @@ def expected_services(config: StackConfig) -> set[str]:
     return expected
 
 
-def container_checks(docker: ComposeStack, stack: StackConfig) -> list[Check]:
+def container_checks(docker: StackRuntime, stack: StackConfig) -> list[Check]:
     try:
         states = docker.states()
         if not states:
             # A typo in compose_project finds nothing; nothing found is not health.
             others = docker.projects()
             listed = ", ".join(map(blocks.escape, others)) if others else "none"
-            text = f"no container at all in Compose project {blocks.escape(docker.project)}; the engine has these projects: {listed}"
-            return [Check("compose project", "fail", text, "container:project", fatal=True)]
+            what, others_are = ("service", "stacks") if docker.kind == "Swarm stack" else ("container", "projects")
+            text = f"no {what} at all in {blocks.escape(docker.scope)}; the engine has these {others_are}: {listed}"
+            return [Check(docker.kind.lower(), "fail", text, "container:project", fatal=True)]
         checks = [_container_check(docker, state) for state in states]
     except StackError as error:
         return [Check("docker", "fail", f"{error} Container checks were skipped.", "container:docker")]
     missing = sorted(expected_services(stack) - {state.service for state in states})
-    text = f"no container in Compose project {blocks.escape(docker.project)}"
+    text = f"no {'service' if docker.kind == 'Swarm stack' else 'container'} in {blocks.escape(docker.scope)}"
     checks += [Check(service, "fail", text, _key("container", service), fatal=True) for service in missing]
     return checks
 
@@ -227,7 +236,7 @@ def edge_name(stack: StackConfig) -> str:
     return f"{stack.edge.compose_service} 5xx rate"
 
 
-def edge_check(docker: ComposeStack, stack: StackConfig, since: datetime | None = None) -> Check:
+def edge_check(docker: StackRuntime, stack: StackConfig, since: datetime | None = None) -> Check:
     """The 5xx rate at the edge over its window (or since `since`, for a gate): warning and critical levels."""
     edge = stack.edge
     name, service = edge_name(stack), edge.compose_service

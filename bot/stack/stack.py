@@ -1,4 +1,5 @@
-"""The operated stack as one object, built once by the composition root (bot/runtime.py): Compose, the app's
+"""The operated stack as one object, built once by the composition root (bot/runtime.py): its runtime (Compose or
+Swarm, bot/stack/runtime.py), the app's
 database, its Redis, its users table, the probes, the check pool they share and the stack file's settings, flat.
 
 Handlers, the health evaluation and the domains take this object (or tests' FakeStack, tests/fakes.py) instead of
@@ -14,6 +15,8 @@ from bot.frame.registry import CommandError
 from bot.stack.compose import ComposeStack, StackError
 from bot.stack.database import StackDatabase
 from bot.stack.redis import StackRedis
+from bot.stack.runtime import StackRuntime
+from bot.stack.swarm import SwarmStack
 from bot.stack.users import StackUsers
 
 # One pool for every check, kept warm: starting threads per /health cost more than the checks themselves.
@@ -25,37 +28,48 @@ class Stack:
     def __init__(
         self,
         config: StackConfig,
-        compose: ComposeStack | None,
+        compose: StackRuntime | None,
         database: StackDatabase | None = None,
         redis: StackRedis | None = None,
         users: StackUsers | None = None,
         pool: ThreadPoolExecutor | None = None,
     ):
         self.config = config  # the stack file's sections (database, edge, thresholds, probes...)
-        self.compose = compose  # None when the stack file names no Compose project
+        # The runtime the services run on: a ComposeStack or a SwarmStack (the name is older than the seam); None when the
+        # stack file names neither a Compose project nor a Swarm stack.
+        self.compose = compose
         self.database = database  # None without a [database] section
         self.redis = redis  # None without a [redis] section
         self.users = users  # the app's users table, in the [database] section's database
         self.pool = pool or ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="check")
         settings = config.stack
-        self.compose_project = settings.compose_project
+        self.compose_project = settings.project  # the Compose project or the Swarm stack's namespace
         self.app_services = list(settings.app_services)
         self.check_timeout = settings.check_timeout
         self.healthy_timeout = settings.healthy_timeout
         self.stable_seconds = settings.stable_seconds
         # The operated stack, as the one-change lock and the messages name it.
-        self.name = settings.compose_project or config.source or "the stack"
+        self.name = settings.project or config.source or "the stack"
 
     @classmethod
     def build(cls, config: StackConfig, docker_url: str | None = None) -> "Stack":
         settings, database = config.stack, config.database
+        docker_url = settings.docker_host or docker_url
+        if settings.runtime == "swarm":
+            runtime: StackRuntime | None = SwarmStack(settings.namespace, docker_url, converge_timeout=settings.healthy_timeout)
+        else:
+            runtime = ComposeStack(settings.compose_project, docker_url) if settings.compose_project else None
         return cls(
             config,
-            ComposeStack(settings.compose_project, docker_url) if settings.compose_project else None,
+            runtime,
             StackDatabase(database.dsn, settings.check_timeout) if database else None,
             StackRedis(config.redis.url, settings.check_timeout) if config.redis else None,
             StackUsers(database.dsn, settings.check_timeout) if database else None,
         )
+
+    @property
+    def runtime(self) -> StackRuntime | None:
+        return self.compose
 
     def refuse_unknown_services(self, services: list[str], without_compose: str) -> None:
         """A service that is not the stack's is refused with the ones that are (/restart, /logs), before any request."""

@@ -105,8 +105,12 @@ def containers(stack: "Stack", _window: Window) -> Section:
         return section
     samples = docker.stats()
     stopped = [state for state in docker.states() if state.status != "running"]
-    if not samples and not stopped:
-        section.lines.append(f"No containers in Compose project {docker.project}.")
+    unseen = docker.unsampled()
+    if not samples and not stopped and not unseen:
+        section.lines.append(f"No containers in {docker.scope}.")
+    for service, node in unseen:
+        # Swarm: a task on a node whose engine the bot does not reach is said so, never shown as zeros.
+        section.lines.append(f"{service}: runs on node {node}, whose engine the bot does not reach; not sampled")
     for state in stopped:
         # docker stats samples running containers only; a stopped service must not just vanish from the list.
         how = f"{state.status} with code {state.exit_code}" if state.status in ("exited", "dead") else state.status

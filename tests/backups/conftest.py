@@ -52,6 +52,17 @@ def _admin_dsn(live_stack, database: str = "postgres") -> str:
 @pytest.fixture
 def app_db(live_stack):
     """A fresh database (users, events) in the stack's postgres container; a stack config that names it."""
+    yield from app_database(live_stack)
+
+
+@pytest.fixture
+def swarm_app_db(swarm_stack):
+    """app_db in the Swarm test world's PostgreSQL (tests/swarm)."""
+    yield from app_database(swarm_stack)
+
+
+def app_database(live_stack):
+    """app_db's making and dropping, for a stack of any runtime (tests/swarm's too)."""
     name = f"flowstate_restore_{secrets.token_hex(4)}"
     with psycopg.connect(_admin_dsn(live_stack), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

@@ -19,8 +19,11 @@ EVENTS = 1_500_000  # enough rows that the restore is still running when the bot
 def _stack_file(tmp_path, app_db) -> str:
     stack = app_db.stack
     path = tmp_path / "flowstate.toml"
+    settings = stack.stack
+    where = (f'runtime = "swarm"\nnamespace = "{settings.namespace}"\ndocker_host = "{settings.docker_host}"\n'
+             if settings.runtime == "swarm" else f'compose_project = "{settings.compose_project}"\n')
     path.write_text(
-        f'[stack]\ncompose_project = "{stack.stack.compose_project}"\napp_services = {stack.stack.app_services!r}\nstable_seconds = 1\n'
+        f'[stack]\n{where}app_services = {stack.stack.app_services!r}\nstable_seconds = 1\n'
         f'\n[database]\ndsn = "{app_db.dsn}"\ncompose_service = "{stack.database.compose_service}"\n'
         f'user = "{stack.database.user}"\nname = "{app_db.name}"\n'
     )

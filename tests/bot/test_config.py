@@ -30,6 +30,26 @@ def test_a_user_role_that_a_command_could_never_set_is_refused_with_its_key(tmp_
         load_stack(_stack_file(tmp_path, "user_roles = []"), required=True)
 
 
+def test_the_stack_runtime_is_compose_unless_swarm_is_named_with_its_namespace(tmp_path):
+    path = tmp_path / "flowstate.toml"
+    path.write_text('[stack]\ncompose_project = "flowstate"\n')
+    settings = load_stack(path, required=True).stack
+    assert (settings.runtime, settings.project) == ("compose", "flowstate")
+    path.write_text('[stack]\nruntime = "swarm"\nnamespace = "flowstate"\ndocker_host = "unix:///run/manager.sock"\n')
+    settings = load_stack(path, required=True).stack
+    assert (settings.runtime, settings.project, settings.docker_host) == ("swarm", "flowstate", "unix:///run/manager.sock")
+    for wrong, said in (
+        ('runtime = "swarm"', 'stack: runtime "swarm" needs the Swarm stack\'s namespace (namespace = "NAME")'),
+        ('namespace = "flowstate"', "stack: namespace is the Swarm stack's; with runtime \"compose\", name the project in compose_project"),
+        ('runtime = "swarm"\nnamespace = "a b"', "stack: namespace 'a b' is not a Swarm stack name (letters, digits, _ . -)"),
+        ('runtime = "kubernetes"', "stack.runtime: Input should be 'compose' or 'swarm'"),
+    ):
+        path.write_text(f"[stack]\n{wrong}\n")
+        with pytest.raises(ConfigError) as refused:
+            load_stack(path, required=True)
+        assert str(refused.value) == f"stack file {path}: {said}", str(refused.value)
+
+
 def test_the_deploy_section_defaults_to_the_guides_script_and_refuses_a_relative_directory(tmp_path):
     path = tmp_path / "flowstate.toml"
     path.write_text(f'[deploy]\nworkdir = "{tmp_path}"\n')

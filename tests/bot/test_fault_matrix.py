@@ -1,7 +1,8 @@
 """The fault matrix: every change the bot makes, at each of its steps, meets each fault, on real parts.
 
 Changes: /restore (on a database of the test's own in the live stack), /restart SERVICE (python-worker of the
-live stack), the deploy (/restart with no service), /rollback (on the deploy world's own Compose project) and
+live stack), both also on the Swarm test world (tests/swarm: python-worker scaled to zero and back, a forced
+update), the deploy (/restart with no service), /rollback (on the deploy world's own Compose project) and
 /backup setup-pitr (the live stack's PostgreSQL, archiving off before and after each cell).
 Faults, injected at the step boundary through the test-only hook of bot/frame/faults.py, never by a racing sleep:
 the bot's store locked by another connection (longer than its busy timeout), the Docker engine refusing, Slack
@@ -32,6 +33,7 @@ from bot.approvals.service import APPROVE
 from bot.backups.model import RestoreRun, RowRestore
 from bot.deploy.model import Release
 from bot.stack.compose import ComposeStack
+from bot.stack.swarm import SwarmStack
 from bot.jobs.model import FINAL, ChangeLock, Job
 from bot.jobs.queue import identity_running, process_running
 from bot.jobs.runner import Runner
@@ -41,7 +43,7 @@ from bot.adapters.slack.client import SlackNotifier, web_client
 from bot.store.engine import AuditEntry
 from tests.backups.test_restore_slack import _stack_file as restore_stack_file
 from tests.backups.archiving import archiving_off
-from tests.backups.conftest import app_db  # noqa: F401 (fixtures of the restore and deploy worlds)
+from tests.backups.conftest import app_db, swarm_app_db  # noqa: F401 (fixtures of the restore and deploy worlds)
 from tests.deploy.conftest import PROJECT as DEPLOY_PROJECT, deploy_project, served, wait_for, world  # noqa: F401
 from tests.bot.test_slack_approvals import CHANNEL, _request_message
 from tests.conftest import BotProcess, grant, run
@@ -54,12 +56,15 @@ CHANGES = {
     "restore": ("restore:after_safety", "restore:after_stop", "restore:after_restore"),
     "restart": ("restart:after_restart",),
     "undo": ("undo:after_prepare", "undo:before_commit"),
+    "restore-swarm": ("restore:after_safety", "restore:after_stop", "restore:after_restore"),
+    "restart-swarm": ("restart:after_restart",),
     "deploy": ("deploy:after_start", "deploy:after_script"),
     "rollback": ("deploy:after_checkout", "deploy:after_start", "deploy:after_script"),
     "setup-pitr": ("setup-pitr:after_settings", "setup-pitr:after_restart"),
 }
 FAULTS = ("store", "docker", "slack500", "slack429", "runner-kill", "bot-kill")
-CELLS = [pytest.param(change, point, fault, id=f"{change}-{point.split(':')[1]}-{fault}")
+CELLS = [pytest.param(change, point, fault, id=f"{change}-{point.split(':')[1]}-{fault}",
+                      marks=[pytest.mark.swarm] if change.endswith("-swarm") else [])
          for change, points in CHANGES.items() for point in points for fault in FAULTS]
 
 
@@ -75,13 +80,39 @@ class Change:
     before_kill: Callable[[], None] = lambda: None  # a killed runner's work must outlast the start of its recovery
 
 
-def _restore_change(request, tmp_path) -> Change:
-    app_db = request.getfixturevalue("app_db")
-    request.getfixturevalue("stack_container")(SERVICE)  # put back to healthy after the test, whatever happened
+def _docker(stack):
+    """The stack's runtime as the bot builds it: the Compose project, or the Swarm stack on its engine."""
+    settings = stack.stack
+    if settings.runtime == "swarm":
+        return SwarmStack(settings.namespace, settings.docker_host)
+    return ComposeStack(settings.compose_project)
+
+
+def _swarm_service_back(request) -> None:
+    """After the test, whatever happened: the Swarm stack's SERVICE scaled back and converged."""
+    stack = request.getfixturevalue("swarm_stack")
+
+    def back() -> None:
+        docker = _docker(stack)
+        try:
+            docker.start([SERVICE])
+            docker.wait_healthy(SERVICE, 90)
+        finally:
+            docker.close()
+    request.addfinalizer(back)
+
+
+def _restore_change(request, tmp_path, swarm: bool = False) -> Change:
+    if swarm:
+        app_db = request.getfixturevalue("swarm_app_db")
+        _swarm_service_back(request)
+    else:
+        app_db = request.getfixturevalue("app_db")
+        request.getfixturevalue("stack_container")(SERVICE)  # put back to healthy after the test, whatever happened
     app_db.add_events(50)
 
     def pg_restore_running(store) -> list[str]:
-        docker = ComposeStack(app_db.stack.stack.compose_project)
+        docker = _docker(app_db.stack)
         try:
             with store.session() as session:
                 runs = list(session.scalars(select(RestoreRun)))
@@ -122,11 +153,18 @@ def _setup_pitr_change(request, tmp_path) -> Change:
     return Change("/backup setup-pitr", app_db.stack, str(path), ["postgres"], settings=dict(backup_dir=tmp_path / "backups"))
 
 
-def _restart_change(request, tmp_path) -> Change:
-    live_stack = request.getfixturevalue("live_stack")
-    request.getfixturevalue("stack_container")(SERVICE)
+def _restart_change(request, tmp_path, swarm: bool = False) -> Change:
     path = tmp_path / "flowstate.toml"
-    path.write_text(f'[stack]\ncompose_project = "{live_stack.stack.compose_project}"\nhealthy_timeout = 60\n')
+    if swarm:
+        live_stack = request.getfixturevalue("swarm_stack")
+        _swarm_service_back(request)
+        settings = live_stack.stack
+        path.write_text(f'[stack]\nruntime = "swarm"\nnamespace = "{settings.namespace}"\ndocker_host = "{settings.docker_host}"\n'
+                        'healthy_timeout = 60\n')
+    else:
+        live_stack = request.getfixturevalue("live_stack")
+        request.getfixturevalue("stack_container")(SERVICE)
+        path.write_text(f'[stack]\ncompose_project = "{live_stack.stack.compose_project}"\nhealthy_timeout = 60\n')
     return Change(f"/restart {SERVICE}", live_stack, str(path), [SERVICE])
 
 
@@ -153,10 +191,10 @@ def _deploy_change(request, tmp_path, line: str) -> Change:
 
 
 def _change(name: str, request, tmp_path) -> Change:
-    if name == "restore":
-        return _restore_change(request, tmp_path)
-    if name == "restart":
-        return _restart_change(request, tmp_path)
+    if name in ("restore", "restore-swarm"):
+        return _restore_change(request, tmp_path, swarm=name.endswith("-swarm"))
+    if name in ("restart", "restart-swarm"):
+        return _restart_change(request, tmp_path, swarm=name.endswith("-swarm"))
     if name == "undo":
         return _undo_change(request, tmp_path)
     if name == "setup-pitr":
@@ -295,7 +333,7 @@ def test_a_fault_at_a_step_of_a_change_leaves_production_no_worse(change_name, p
     assert {"requested", "approved", "allowed"} <= set(outcomes), outcomes
     assert set(outcomes) & {"succeeded", "failed", "interrupted"}, outcomes
 
-    docker = ComposeStack(change.stack.stack.compose_project)
+    docker = _docker(change.stack)
     try:
         states = {s.service: s for s in docker.states()}
     finally:

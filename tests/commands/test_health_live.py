@@ -39,13 +39,15 @@ def quiet_edge(live_stack):
     return live_stack.model_copy(update={"edge": live_stack.edge.model_copy(update={"window_minutes": 0.1})})
 
 
-def test_a_healthy_stack_is_reported_healthy(make_runtime, live_stack):
-    reply = run(make_runtime(quiet_edge(live_stack), admins=["UA"]), "UA", "/health")
+def test_a_healthy_stack_is_reported_healthy(make_runtime, stack_of_each_runtime):
+    reply = run(make_runtime(quiet_edge(stack_of_each_runtime), admins=["UA"]), "UA", "/health")
     lines = reply.text.splitlines()
     assert re.fullmatch(r"🟢 All \d+ checks healthy", lines[-1]), reply.text
     containers = next(line for line in lines if line.startswith("🟢 Containers: "))
+    # Compose: the container's `docker ps` status; Swarm: the service's tasks running against desired.
+    running = r"1/1 task running" if stack_of_each_runtime.stack.runtime == "swarm" else r"up [\w ]+"
     for service in ("backend", "frontend", "nginx", "postgres", "python-worker", "redis"):
-        assert re.search(rf"\b{service} up [\w ]+ \(healthy\)", containers), containers
+        assert re.search(rf"\b{service} {running} \(healthy\)", containers), containers
     checks = next(line for line in lines if line.startswith("🟢 Checks: "))
     assert re.search(r"postgres \d+ ms \(SELECT 1 ok, \d+ of 50 connections in use \(max_connections\), PostgreSQL 15\)", checks)
     assert re.search(r"redis \d+ ms \(PONG, [\d.]+[KM] used\)", checks)
