@@ -503,6 +503,12 @@ def recover(backups: Backups, stack: "Stack", store: "Store", job: "Job") -> str
             data = f"The names of {run.database} and its copies could not be checked ({error}); check them by hand."
     else:
         data = _recover_in_place(backups, run)
+        if run.mode == SWAP:  # ended (an unexpected error): an unfinished new database beside live goes
+            try:
+                if {run.database, run.new_database} <= Databases(backups.dsn).present(run.database, run.new_database):
+                    Databases(backups.dsn).drop(run.new_database)
+            except StackError as error:
+                data += f" Whether {run.new_database} is left could not be checked: {error}"
     try:
         stack.compose.start(run.services)
         outcome = gate(stack, lambda _text: None)
