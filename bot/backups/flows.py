@@ -492,16 +492,18 @@ def recover(backups: Backups, stack: "Stack", store: "Store", job: "Job") -> str
     say what the data is."""
     with store.session() as session:
         run = session.get(RestoreRun, job.id)
-    backups.abandon(job.id)
     if run is None:
+        backups.abandon(job.id)
         return "It had not started: nothing was stopped and the database was not touched."
     swap_back = None
     if run.mode == SWAP and run.step not in ("done", "failed"):
-        try:
+        try:  # first: the live name may be missing, and abandon() connects to it
             data, swap_back = _recover_swap(Databases(backups.dsn), run)
         except StackError as error:
             data = f"The names of {run.database} and its copies could not be checked ({error}); check them by hand."
+        backups.abandon(job.id)
     else:
+        backups.abandon(job.id)
         data = _recover_in_place(backups, run)
         if run.mode == SWAP:  # ended (an unexpected error): an unfinished new database beside live goes
             try:
