@@ -159,3 +159,35 @@ def test_the_new_database_is_made_like_live_its_owner_settings_grants_and_commen
     assert after == before and before[0][0] == app_db.stack.database.user, (before, after)
     assert app_db.query("SHOW work_mem") == [("8MB",)], "a new session on live gets the database's settings"
     assert app_db.query(properties, (f"{name}__before_{number}",))[0][1:] == before[0][1:], "the kept copy keeps them too"
+
+
+def test_a_session_that_comes_after_the_stop_and_will_not_end_means_start_again_then_in_place(make_runtime, tmp_path, owned_app_db,
+                                                                                               live_stack, stack_container):
+    app_db = owned_app_db
+    runtime = _backed_up(make_runtime, tmp_path, app_db, 100)
+    app_db.query("INSERT INTO users (email, name) VALUES ('eve@example.com', 'Eve')")
+    superuser = psycopg.conninfo.make_conninfo(live_stack.database.dsn, dbname=app_db.name)
+    held: list = []
+
+    def fault(point: str) -> None:
+        if point == "restore:after_stop":  # the new database is full; a DBA connects before the renames
+            held.append(psycopg.connect(superuser, autocommit=True, application_name="late psql"))
+
+    runtime.fault = fault
+    try:
+        number, reply = _restore(runtime, 1)
+    finally:
+        for conn in held:
+            conn.close()
+    assert not reply.failed, reply.text
+    text = to_text(reply)
+    lines = [f"🟢 2. Restored backup #1 into {app_db.name}__restore_{number}", f"🟢 3. Stopped {SERVICE}",
+             f"🔴 4. The swap could not be made: the session ", f"(late psql) on {app_db.name} will not end: the DSN's user may not "
+             f"terminate it. {app_db.name} was not touched.", f"🟢 5. Started {SERVICE}; healthy again",
+             "⚠️ A swap cannot be made: the session ", "So backup #1 is restored in place, after a safety backup.",
+             "🟢 2. Safety backup #2", "🟢 4. Restored backup #1", "6. "]
+    positions = [text.find(line) for line in lines]
+    assert -1 not in positions and positions == sorted(positions), (lines, text)
+    assert "eve@example.com" not in app_db.emails()
+    assert _databases(app_db) == [app_db.name], "the unused new database is dropped"
+    assert (_journal(runtime, number).mode, _journal(runtime, number).step) == ("in_place", "done")
