@@ -16,7 +16,7 @@ from bot.frame import blocks
 from bot.backups.service import Backups
 from bot.backups import archive
 from bot.backups.model import BASE, OK, Backup
-from bot.backups.flows import Restore, recover
+from bot.backups.flows import BackupSource, Restore, kept_copies, recover
 from bot.backups import undo as row_undo
 from bot.stack.compose import StackError
 from bot.frame.humanize import ago, duration, size
@@ -253,8 +253,25 @@ def backups_list(ctx: Ctx, _args) -> Reply:
         lines.append(
             f"*#{b.id}* {_taken(ctx, b)}{amount} · <@{b.requested_by}>{kind}{note} · {_file_state(b)} · {_verification(b)}"
         )
-    lines = [*window, *lines]
+    lines = [*window, *lines, *_kept_copies(ctx)]
     return Reply("\n".join(lines), [blocks.section(f"*Backups of {ctx.stack.name}*"), *blocks.sections(lines)])
+
+
+def _kept_copies(ctx: Ctx) -> list[str]:
+    """The databases a swap restore kept in place of a safety backup, until the duty drops them after retention."""
+    try:
+        kept = kept_copies(ctx.backups_or_refuse(), ctx.store, ctx.settings.backup_keep_days)
+    except StackError as error:
+        return [f"Kept copies of the database before a restore: unknown ({error})"]
+    return [
+        f"*Kept copy* `{k.name}` · {size(k.size)} · the data before /restore request #{k.job_id} brought back {k.restored} "
+        f"({_when(ctx, k.kept_since)}) · dropped after {_when(ctx, k.dropped_after)}"
+        for k in kept
+    ]
+
+
+def _when(ctx: Ctx, moment) -> str:
+    return f"{moment.astimezone(ctx.tz):%Y-%m-%d %H:%M %Z}"
 
 
 def _moment(ctx: Ctx, moment, now) -> str:
@@ -344,14 +361,16 @@ def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
         f"({duration((utcnow() - backup.started_at).total_seconds())} ago) by <@{backup.requested_by}>",
         f"Size {size(backup.size or 0)} · SHA-256 `{backup.sha256}`",
         f"Note: {backup.note or '(none)'}",
-        f"Replaces database `{ctx.stack.config.database.name}` on {ctx.stack.name}; a safety backup of it is taken first, and "
-        f"{', '.join(ctx.settings.restore_services)} will be stopped while it runs.",
+        f"Replaces database `{ctx.stack.config.database.name}` on {ctx.stack.name}: the backup is restored into a new database beside "
+        f"it while the app keeps running, then {', '.join(ctx.settings.restore_services)} will be stopped for the swap by rename; "
+        f"the data it replaces is kept as a copy for {ctx.settings.backup_keep_days:g} days (when a swap cannot be made, a safety "
+        f"backup is taken first and the restore goes in place).",
     ]
 
 
 @command(
     "restore",
-    summary="Replace the app's database with a verified backup; or, with --table, undo rows of one table.",
+    summary="Replace the app's database with a verified backup by a swap, keeping the data it replaces; or, with --table, undo rows of one table.",
     usage='/restore BACKUP_ID | --table TABLE (--where "EXPR" | --rows-deleted-since TIME) FROM',
     role=Role.operator,
     args=RestoreArgs,
@@ -371,7 +390,7 @@ def restore(ctx: Ctx, args: RestoreArgs) -> Reply:
     except StackError as error:
         raise CommandError(str(error)) from None
     backup = _existing(ctx, args.backup_id)
-    ok = run.run(backup)
+    ok = run.run(BackupSource(run.backups, backup))
     title = f"✅ Restored backup #{backup.id} into {backup.database}" if ok else f"❌ The restore of backup #{backup.id} failed"
     return Reply("\n".join([title, *run.lines]), [blocks.section(f"*{title}*"), *blocks.sections(run.lines)], in_channel=True, failed=not ok)
 

@@ -61,15 +61,26 @@ class RestoreRun(Base):
     __tablename__ = "restore_runs"
 
     job_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    backup_id: Mapped[int] = mapped_column(Integer)
+    backup_id: Mapped[int | None] = mapped_column(Integer)  # None for a point in time (target says which)
     database: Mapped[str] = mapped_column(String(128))
     services: Mapped[list] = mapped_column(JSON)
-    step: Mapped[str] = mapped_column(String(16))  # verify, safety, stop, restore, start, done, failed
+    # swap: verify, create, fill, stop, rename, start, back (renaming back); in place: verify, safety, stop, restore,
+    # start; then done, failed or interrupted
+    step: Mapped[str] = mapped_column(String(16))
     safety_backup_id: Mapped[int | None] = mapped_column(Integer)
     exec_id: Mapped[str | None] = mapped_column(String(128))  # the restore's Docker exec, still inspectable after a crash
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     outcome: Mapped[str | None] = mapped_column(Text)
+    mode: Mapped[str | None] = mapped_column(String(16))  # swap | in_place
+    new_database: Mapped[str | None] = mapped_column(String(128))  # filled beside live: <db>__restore_<job>
+    old_database: Mapped[str | None] = mapped_column(String(128))  # live renamed to it, the kept copy: <db>__before_<job>
+    target: Mapped[str | None] = mapped_column(Text)  # the point in time, described, for a point-in-time restore
+    swap_refused: Mapped[str | None] = mapped_column(Text)  # why the swap could not be made (the restore went in place)
+    filled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    app_stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the stop began
+    app_back_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the services were healthy again
+    dropped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the kept copy was dropped after retention
 
 
 class RowRestore(Base):

@@ -120,7 +120,8 @@ class Backups:
         self._store, self._stack, self._settings, self._audit = store, stack, settings, audit
         self.tools = tools_for(stack)
         self.database = stack.config.database.name
-        self.db = StackDatabase(stack.config.database.dsn)
+        self.dsn = stack.config.database.dsn
+        self.db = StackDatabase(self.dsn)
 
     # ---- the catalogue ---------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ from typing import Callable
 
 # The points, named where they are reached (a test parametrized over them cannot name one that does not exist).
 POINTS = (
-    "restore:after_safety", "restore:after_stop", "restore:after_restore",
+    "restore:after_verify", "restore:after_safety", "restore:after_stop", "restore:after_restore",  # in place (after_stop: both)
+    "restore:after_fill", "restore:after_first_rename", "restore:after_rename",  # a swap restore (bot/backups/swap.py)
     "restart:after_restart",
     "setup-pitr:after_settings", "setup-pitr:after_restart",
     "deploy:after_checkout", "deploy:after_start", "deploy:after_script",

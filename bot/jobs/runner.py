@@ -20,7 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.backups.flows import finish_abandoned as finish_abandoned_restores, sweep_undo_scratch
+from bot.backups.flows import drop_expired_copies, finish_abandoned as finish_abandoned_restores, sweep_undo_scratch
 from bot.frame.config import ConfigError, Settings, StackConfig
 from bot.deploy.service import finish_abandoned as finish_abandoned_releases
 from bot.jobs.model import Job
@@ -116,6 +116,8 @@ class Runner:
             (lambda: (finish_abandoned_restores(rt.store), finish_abandoned_releases(rt.store, rt.settings)),
              "the sweep of release and restore rows left open"),
             (lambda: sweep_undo_scratch(rt.store, rt.backups), "the sweep of row undo's scratch databases"),  # its request ended
+            (lambda: drop_expired_copies(rt.backups, rt.store, rt.settings.backup_keep_days, now()),
+             "the drop of swap restores' kept copies past the backups' retention"),
             (rt.locks.hand_over_free, "the sweep of requests waiting for a free lock"),  # its holder crashed, or expired
             (rt.duties.tick, "the scheduler's tick"),  # a duty whose slot has come: the replica whose INSERT wins queues it
             (rt.duties.freezes.sweep, "the change freezes' starts and ends"),  # the replica whose UPDATE wins tells

@@ -49,30 +49,57 @@ def _admin_dsn(live_stack, database: str = "postgres") -> str:
     return psycopg.conninfo.make_conninfo(live_stack.database.dsn, dbname=database)
 
 
+def _app_db(live_stack, name: str, owner: str | None = None):
+    """A fresh database (users, events) in the stack's postgres container, owned by `owner` (the superuser when None)
+    who is also the DSN's user; a stack config that names it. Dropped afterwards with whatever swaps left beside it."""
+    user = owner or live_stack.database.user
+    with psycopg.connect(_admin_dsn(live_stack), autocommit=True) as conn:
+        if owner:
+            conn.execute(f'CREATE ROLE "{owner}" LOGIN CREATEDB')
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{user}"')
+    dsn = psycopg.conninfo.make_conninfo(live_stack.database.dsn, dbname=name, user=user)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(SEED)
+    database = DatabaseSection(dsn=dsn, compose_service=live_stack.database.compose_service, user=user, name=name)
+    yield AppDatabase(live_stack.model_copy(update={"database": database}), dsn, name)
+    with psycopg.connect(_admin_dsn(live_stack), autocommit=True) as conn:
+        # and what swap restores left beside it: the kept copies (<name>__before_<job>) and unfinished new ones
+        for (database,) in conn.execute("SELECT datname FROM pg_database WHERE datname = %s OR datname LIKE %s", (name, name + "\\_\\_%")).fetchall():
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        if owner:
+            conn.execute(f'DROP ROLE IF EXISTS "{owner}"')
+
+
 @pytest.fixture
 def app_db(live_stack):
-    """A fresh database (users, events) in the stack's postgres container; a stack config that names it."""
-    yield from app_database(live_stack)
+    """A database of the test's own, restored by a swap."""
+    yield from _app_db(live_stack, f"flowstate_restore_{secrets.token_hex(4)}")
 
 
 @pytest.fixture
 def swarm_app_db(swarm_stack):
     """app_db in the Swarm test world's PostgreSQL (tests/swarm)."""
-    yield from app_database(swarm_stack)
+    yield from _app_db(swarm_stack, f"flowstate_restore_{secrets.token_hex(4)}")
 
 
 def app_database(live_stack):
     """app_db's making and dropping, for a stack of any runtime (tests/swarm's too)."""
-    name = f"flowstate_restore_{secrets.token_hex(4)}"
-    with psycopg.connect(_admin_dsn(live_stack), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = live_stack.database.dsn.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(SEED)
-    database = DatabaseSection(dsn=dsn, compose_service=live_stack.database.compose_service, user=live_stack.database.user, name=name)
-    yield AppDatabase(live_stack.model_copy(update={"database": database}), dsn, name)
-    with psycopg.connect(_admin_dsn(live_stack), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _app_db(live_stack, f"flowstate_restore_{secrets.token_hex(4)}")
+
+
+@pytest.fixture
+def in_place_db(live_stack):
+    """A database whose name is too long for a kept copy's name (`<name>__before_<job>` passes PostgreSQL's 63 bytes):
+    its restores go in place, as before swaps existed (a safety backup, pg_restore --clean in one transaction)."""
+    yield from _app_db(live_stack, f"flowstate_restore_in_place_{secrets.token_hex(4)}_{'x' * 20}")
+
+
+@pytest.fixture
+def owned_app_db(live_stack):
+    """A database owned by a role of its own (LOGIN CREATEDB, not a superuser), which the DSN names: it may swap its
+    database, but not end a superuser's session."""
+    tag = secrets.token_hex(4)
+    yield from _app_db(live_stack, f"flowstate_restore_{tag}", owner=f"flowstate_owner_{tag}")
 
 
 def scratch_databases(live_stack) -> list[str]:

@@ -44,7 +44,7 @@ def test_with_local_tools_the_bytes_verified_are_the_bytes_restored(make_runtime
     first, other = (Path(b.path) for b in _backups(runtime))
 
     def swap(point: str) -> None:
-        if point == "restore:after_safety":  # verified; not restored yet
+        if point == "restore:after_verify":  # verified; not restored yet
             os.replace(other, first)
 
     runtime.fault = swap

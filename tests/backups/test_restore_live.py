@@ -57,7 +57,9 @@ def _started_at(stack_container) -> str:
     return container.attrs["State"]["StartedAt"]
 
 
-def test_backup_change_restore_the_change_is_gone_and_the_safety_backup_holds_it(make_runtime, tmp_path, app_db, stack_container):
+def test_backup_change_restore_in_place_the_change_is_gone_and_the_safety_backup_holds_it(make_runtime, tmp_path, in_place_db, stack_container):
+    """When a swap cannot be made (here: the kept copy's name would be too long), the restore goes in place."""
+    app_db = in_place_db
     runtime = _backed_up(make_runtime, tmp_path, app_db, 1000, "'known good'")
     app_db.query("INSERT INTO users (email, name) VALUES ('eve@example.com', 'Eve Intruder')")
     app_db.query("DELETE FROM events WHERE id <= 100")
@@ -76,6 +78,7 @@ def test_backup_change_restore_the_change_is_gone_and_the_safety_backup_holds_it
     (reply,) = list(run_approved(runtime, lambda _text: None))
     assert not reply.failed, reply.text
     text = to_text(reply)
+    assert f"⚠️ A swap cannot be made: the name {app_db.name}__restore_2 would be longer than PostgreSQL's 63 bytes." in text, text
     for step in ("🟢 1. Verified backup #1", "🟢 2. Safety backup #2", f"🟢 3. Stopped {SERVICE}", "🟢 4. Restored backup #1",
                  f"🟢 5. Started {SERVICE}; healthy again", "6. "):
         assert step in text, (step, text)
@@ -147,7 +150,9 @@ def test_a_damaged_or_foreign_backup_is_refused_before_anything_stops(make_runti
     assert "eve@example.com" in app_db.emails()
 
 
-def test_a_restore_that_fails_inside_its_transaction_leaves_the_data_exactly_as_it_was(make_runtime, tmp_path, app_db, stack_container):
+def test_a_restore_in_place_that_fails_inside_its_transaction_leaves_the_data_exactly_as_it_was(make_runtime, tmp_path, in_place_db,
+                                                                                                stack_container):
+    app_db = in_place_db
     runtime = _backed_up(make_runtime, tmp_path, app_db, 500)
     # An object the dump does not know depends on a table it replaces: dropping that table fails mid-restore.
     app_db.query("CREATE VIEW admins AS SELECT id, email FROM users WHERE role = 'admin'")

@@ -43,7 +43,10 @@ def _row(store, model, key):
         return session.get(model, key)
 
 
-def test_the_bot_killed_while_it_restores_leaves_whole_data_and_running_services_and_says_which(tmp_path, slack_double, app_db, live_stack):
+def test_the_bot_killed_while_it_restores_in_place_leaves_whole_data_and_running_services_and_says_which(tmp_path, slack_double, in_place_db,
+                                                                                                        live_stack):
+    """In place (the database's name leaves no room for a kept copy's): killed in the middle of pg_restore --clean."""
+    app_db = in_place_db
     app_db.add_events(EVENTS)
     bot = BotProcess(
         tmp_path, slack_double, tmp_path / "home", _stack_file(tmp_path, app_db),

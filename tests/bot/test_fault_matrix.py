@@ -43,7 +43,7 @@ from bot.adapters.slack.client import SlackNotifier, web_client
 from bot.store.engine import AuditEntry
 from tests.backups.test_restore_slack import _stack_file as restore_stack_file
 from tests.backups.archiving import archiving_off
-from tests.backups.conftest import app_db, swarm_app_db  # noqa: F401 (fixtures of the restore and deploy worlds)
+from tests.backups.conftest import app_db, in_place_db, swarm_app_db  # noqa: F401 (fixtures of the restore and deploy worlds)
 from tests.deploy.conftest import PROJECT as DEPLOY_PROJECT, deploy_project, served, wait_for, world  # noqa: F401
 from tests.bot.test_slack_approvals import CHANNEL, _request_message
 from tests.conftest import BotProcess, grant, run
@@ -53,10 +53,14 @@ pytestmark = pytest.mark.stack  # every cell asks for its world (the live stack'
 
 SERVICE = "python-worker"  # the live stack's service that /restore stops and /restart restarts
 CHANGES = {
-    "restore": ("restore:after_safety", "restore:after_stop", "restore:after_restore"),
+    # a swap restore: the new database filled, the app stopped, the first rename made (its transaction open), both made
+    "restore": ("restore:after_fill", "restore:after_stop", "restore:after_first_rename", "restore:after_rename"),
+    # in place, when a swap cannot be made (the test database's name leaves no room for a kept copy's)
+    "restore-in-place": ("restore:after_safety", "restore:after_stop", "restore:after_restore"),
     "restart": ("restart:after_restart",),
     "undo": ("undo:after_prepare", "undo:before_commit"),
-    "restore-swarm": ("restore:after_safety", "restore:after_stop", "restore:after_restore"),
+    # on Swarm a swap too (the app service scaled to zero and back around the renames)
+    "restore-swarm": ("restore:after_fill", "restore:after_stop", "restore:after_rename"),
     "restart-swarm": ("restart:after_restart",),
     "deploy": ("deploy:after_start", "deploy:after_script"),
     "rollback": ("deploy:after_checkout", "deploy:after_start", "deploy:after_script"),
@@ -77,6 +81,7 @@ class Change:
     settings: dict = field(default_factory=dict)
     prepare: Callable[[object], None] = lambda _runtime: None  # before the request (a backup to restore)
     leftovers: Callable[[object], list[str]] = lambda _store: []  # processes the change started that still run
+    whole: Callable[[], list[str]] = lambda: []  # what is wrong with the data the app runs on (a restore's live database)
     before_kill: Callable[[], None] = lambda: None  # a killed runner's work must outlast the start of its recovery
 
 
@@ -102,12 +107,12 @@ def _swarm_service_back(request) -> None:
     request.addfinalizer(back)
 
 
-def _restore_change(request, tmp_path, swarm: bool = False) -> Change:
-    if swarm:
-        app_db = request.getfixturevalue("swarm_app_db")
+def _restore_change(request, tmp_path, fixture: str = "app_db") -> Change:
+    if fixture == "swarm_app_db":
+        app_db = request.getfixturevalue(fixture)
         _swarm_service_back(request)
     else:
-        app_db = request.getfixturevalue("app_db")
+        app_db = request.getfixturevalue(fixture)
         request.getfixturevalue("stack_container")(SERVICE)  # put back to healthy after the test, whatever happened
     app_db.add_events(50)
 
@@ -120,11 +125,20 @@ def _restore_change(request, tmp_path, swarm: bool = False) -> Change:
         finally:
             docker.close()
 
+    def whole() -> list[str]:
+        """Live is there and holds the 3 users and 50 events (the backup's, and the data's before it); no new one is left."""
+        try:
+            counts = app_db.query("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM events)")[0]
+        except Exception as error:
+            return [f"live {app_db.name}: {error}"]
+        left = app_db.query("SELECT datname FROM pg_database WHERE datname = %s", (f"{app_db.name}__restore_2",))
+        return ([] if counts == (3, 50) else [f"live holds {counts}"]) + [f"{name} is left" for (name,) in left]
+
     return Change(
         "/restore 1", app_db.stack, restore_stack_file(tmp_path, app_db), [SERVICE],
         settings=dict(backup_dir=tmp_path / "backups", restore_services=[SERVICE]),
         prepare=lambda runtime: _assert_ok(run(runtime, "UOP", "/backup")),
-        leftovers=pg_restore_running,
+        leftovers=pg_restore_running, whole=whole,
     )
 
 
@@ -191,8 +205,12 @@ def _deploy_change(request, tmp_path, line: str) -> Change:
 
 
 def _change(name: str, request, tmp_path) -> Change:
-    if name in ("restore", "restore-swarm"):
-        return _restore_change(request, tmp_path, swarm=name.endswith("-swarm"))
+    if name == "restore":
+        return _restore_change(request, tmp_path)
+    if name == "restore-in-place":
+        return _restore_change(request, tmp_path, "in_place_db")
+    if name == "restore-swarm":
+        return _restore_change(request, tmp_path, "swarm_app_db")
     if name in ("restart", "restart-swarm"):
         return _restart_change(request, tmp_path, swarm=name.endswith("-swarm"))
     if name == "undo":
@@ -261,7 +279,7 @@ def _killed(change: Change, point: str, whole_bot: bool, tmp_path, slack_double)
     try:
         bot.grant("U0OP", Role.operator)
         number = 1
-        if change.line.startswith("/restore"):
+        if change.line.startswith("/restore"):  # request #1 is the backup it restores
             sender.slash("/backup", "", "U0OP", CHANNEL, response_url=slack_double.response_url("backup"))
             _wait("the backup", lambda: _job_state(bot.store, 1) == "succeeded")
             number = 2
@@ -319,6 +337,7 @@ def test_a_fault_at_a_step_of_a_change_leaves_production_no_worse(change_name, p
         store, number, _holders = _in_process(change, point, fault, make_runtime, slack_double, tmp_path)
 
     assert change.leftovers(store) == [], "the lock was let go while work the change started still ran"
+    assert change.whole() == [], "the app runs on a complete database, and only on it"
     said = "\n".join(str(call.params.get("text")) + str(call.params.get("blocks")) for call in slack_double.calls
                      if call.method in ("chat.postMessage", "chat.update", "chat.postEphemeral"))
     with store.session() as session:
