@@ -43,8 +43,8 @@ _NOTIFY = text(f"SELECT pg_notify('{WAKE_CHANNEL}', '')")
 
 
 class _Announcer:
-    """The NOTIFY for the jobs an ack stored, sent after their commit by a thread of its own: one for all the jobs
-    committed while it was sending the last one.
+    """The NOTIFY for queued jobs (an ack's, an approval's), sent after their commit by a thread of its own: one for
+    all the jobs committed while it was sending the last one.
 
     Not in the transaction that stores the job: PostgreSQL serializes the commits of the transactions that NOTIFY (a
     lock held until the commit's WAL flush is done), so the acks of a burst would each wait for the flushes of all
@@ -55,12 +55,14 @@ class _Announcer:
 
     def __init__(self, store: Store):
         self._writer = store.ack_writer
+        self._owed = False  # a job was committed since the last NOTIFY was sent
         self._due = threading.Event()
         self._closing = False
         self._start = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def soon(self) -> None:
+        self._owed = True
         self._due.set()
         if self._thread is None:
             with self._start:
@@ -71,13 +73,15 @@ class _Announcer:
     def _run(self) -> None:
         while True:
             self._due.wait()
-            if self._closing:
+            self._due.clear()
+            if self._owed:
+                self._owed = False  # before the NOTIFY: a job committed from now on gets the next one
+                try:
+                    self._writer.write((_NOTIFY, {}))
+                except Exception as error:  # the ack that stored the job went through; the poll finds it
+                    log.debug("could not announce queued jobs (%s); the runners' poll finds them", error)
+            if self._closing:  # what was owed is sent first
                 return
-            self._due.clear()  # before the NOTIFY: a job committed from now on gets the next one
-            try:
-                self._writer.write((_NOTIFY, {}))
-            except Exception as error:  # the ack that stored the job went through; the poll finds it
-                log.debug("could not announce queued jobs (%s); the runners' poll finds them", error)
 
     def close(self) -> None:
         with self._start:
@@ -245,18 +249,17 @@ class JobQueue:
         wake = self._postgres and state == QUEUED
         if any(isinstance(value, (dict, list)) for value in fields.values()):  # JSON: not on an ack's path
             with self._store.engine.begin() as connection:
-                if wake:
-                    connection.execute(_NOTIFY)
-                return connection.execute(self._new_job, values).scalar_one_or_none()
-        steps = [(self._new_job, values)]
-        if signature is not None:
-            steps.insert(0, (SEEN_REQUEST, {"signature": signature, "seen_at": values["created_at"]}))
-        try:
-            job_id = self._store.ack_writer.write(*steps)
-        except IntegrityError:
-            if signature is None:
-                raise
-            raise ReplayedRequest() from None
+                job_id = connection.execute(self._new_job, values).scalar_one_or_none()
+        else:
+            steps = [(self._new_job, values)]
+            if signature is not None:
+                steps.insert(0, (SEEN_REQUEST, {"signature": signature, "seen_at": values["created_at"]}))
+            try:
+                job_id = self._store.ack_writer.write(*steps)
+            except IntegrityError:
+                if signature is None:
+                    raise
+                raise ReplayedRequest() from None
         if wake and job_id is not None:
             self._announcer.soon()
         return job_id
@@ -345,7 +348,8 @@ class JobQueue:
         self._change(job_id, [], message_channel=channel, message_ts=ts)
 
     def approve(self, job_id: int, approver: str) -> bool:
-        """pending -> queued, only for a live request and never by its requester; the runners are woken by its commit."""
+        """pending -> queued, only for a live request and never by its requester; every replica's runners are woken
+        after its commit (its caller rings this process's)."""
         now = utcnow()
         with self._store.session.begin() as session:
             won = session.execute(
@@ -353,9 +357,9 @@ class JobQueue:
                 .where(Job.id == job_id, Job.state == PENDING, Job.expires_at > now, Job.requester != approver)
                 .values(state=QUEUED, approver=approver, decided_at=now)
             ).rowcount == 1
-            if won and self._postgres:
-                session.execute(_NOTIFY)
-            return won
+        if won and self._postgres:
+            self._announcer.soon()
+        return won
 
     def decide(self, job_id: int, state: str, by: str, *, only_requester: bool = False) -> bool:
         """pending -> denied or cancelled (cancel only by the requester)."""
