@@ -151,6 +151,7 @@ class Runtime:
         self.heartbeat.stop()
         self.sampler.close(self.stack.check_timeout + 5)
         self.stack.close()
+        self.jobs.close()
         self.store.dispose()
 
 

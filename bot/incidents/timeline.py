@@ -81,11 +81,11 @@ class Timeline:
             return session.scalars(select(Incident).where(Incident.channel_id == channel_id, Incident.state == OPEN)).first()
 
     def open_id(self, channel_id: str | None) -> int | None:
-        """open_in()'s id only: asked after every command's outcome row, so a plain query, no ORM session."""
+        """open_in()'s id only: asked after every command's outcome row, so on the store's writer (one round trip on
+        PostgreSQL), no ORM session."""
         if not channel_id:
             return None
-        with self._store.engine.connect() as connection:
-            return connection.execute(_OPEN_ID, {"channel": channel_id, "open": OPEN}).scalar()
+        return self._store.ack_writer.read(_OPEN_ID, {"channel": channel_id, "open": OPEN})
 
     def latest_in(self, channel_id: str) -> Incident | None:
         with self._store.session() as session:

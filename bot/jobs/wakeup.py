@@ -1,6 +1,6 @@
 """PostgreSQL's LISTEN/NOTIFY as a runner's wake-up: a job stored by any replica wakes every runner at once.
 
-The transaction that queues a job NOTIFYs queue.WAKE_CHANNEL (delivered at its commit); each runner process keeps
+The process that queues a job NOTIFYs queue.WAKE_CHANNEL just after its commit; each runner process keeps
 one connection LISTENing on it. A connection that drops is made again, and the runner looks for jobs then, since
 a NOTIFY sent meanwhile is lost (the runner's slow poll is the last safety net). On SQLite there is one bot
 process, whose doorbell wakes its runners: nothing to listen to.

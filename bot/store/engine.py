@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import sqlite3
 import threading
 import time
@@ -15,7 +16,7 @@ from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import JSON, DateTime, Engine, Integer, String, Text, create_engine, event, insert, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -151,7 +152,30 @@ def make_engine(url: str, busy_seconds: float = BUSY_SECONDS) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    engine = create_engine(url, connect_args={"connect_timeout": 5})
+
+    @event.listens_for(engine, "checkout")
+    def _replace_ended(dbapi_connection, _record, _proxy):
+        # Instead of a ping per checkout (a round trip for every session): a connection the server ended while it
+        # lay in the pool is replaced before it is used.
+        if ended(dbapi_connection):
+            raise DisconnectionError("the server ended this connection while it was idle")
+
+    return engine
+
+
+def ended(connection) -> bool:
+    """A PostgreSQL connection, idle between transactions, that the server has ended (a restart, an outage,
+    pg_terminate_backend): closed or broken already, or with something waiting on its socket. An idle connection
+    is sent nothing (the pool's connections LISTEN to nothing), so what waits there is the server's farewell
+    (FATAL, then the socket's end) and no round trip is needed to see it."""
+    if connection.closed or connection.broken:
+        return True
+    try:
+        readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 SEEN_REQUEST = insert(SeenRequest.__table__)  # a Slack request's signature; built once, it runs before every ack
@@ -172,7 +196,7 @@ class AckWriter:
 
     They run before every ack, so they skip what SQLAlchemy's execution costs there: each statement is
     compiled once to its SQL text, and runs on the driver's own cursor, on connections kept for this path
-    (not checked out of the pool, with its liveness ping, for every request). Only plain values go this way
+    (not checked out of the pool for every request). Only plain values go this way
     (text, numbers, UTC datetimes). A connection that broke is dropped and the write tried once more on a
     new one. Errors come out as SQLAlchemy's (IntegrityError for a unique key already taken).
 
@@ -184,7 +208,8 @@ class AckWriter:
     wait for their group, never on a lock of the file. That transaction takes the file's lock at its start
     (BEGIN IMMEDIATE) on a connection that does not wait inside SQLite: it tries again after a fraction of a
     millisecond, for as long as the pool's connections would wait. On PostgreSQL writers do not exclude each
-    other, and each write is its own transaction.
+    other, and each write is its own transaction, sent with its BEGIN and COMMIT in one round trip (pipeline mode)
+    rather than one per statement (a /whoami costs its runner four round trips, not fourteen).
     """
 
     def __init__(self, engine: Engine, own_engine: Engine | None = None):
@@ -202,8 +227,12 @@ class AckWriter:
 
     def _take(self):
         with self._free_lock:
-            if self._free:
-                return self._free.pop()
+            kept = self._free.pop() if self._free else None
+        if kept is not None and not self._sqlite and ended(kept.dbapi_connection):
+            kept.invalidate()  # ended by the server while it was kept: a new one, before anything is sent on it
+            kept = None
+        if kept is not None:
+            return kept
         try:
             return self._engine.raw_connection()
         except self._dbapi.Error as error:  # the pool hands on the driver's own error: SQLAlchemy's, as for the rest
@@ -264,15 +293,47 @@ class AckWriter:
         return mine.result
 
     def _alone(self, prepared: list, every_row: bool):
-        """One transaction of one caller (PostgreSQL)."""
+        """One transaction of one caller (PostgreSQL), in one round trip."""
+        return self._on_connection(lambda connection: self._pipelined(connection, prepared, "COMMIT", every_row))
+
+    def read(self, statement, params: dict):
+        """The first column of a query's first row (or None), on this path's connections: no pool checkout, and on
+        PostgreSQL one round trip (for a query asked after every command)."""
+        prepared = [self._sql(statement, params)]
+        if self._sqlite:  # outside the group: a read in WAL mode waits for no writer
+            return self._on_connection(lambda connection: self._read_sqlite(connection, prepared))
+        return self._on_connection(lambda connection: self._pipelined(connection, prepared, "ROLLBACK", False))
+
+    def _read_sqlite(self, connection, prepared: list):
+        cursor = connection.cursor()
+        result = self._steps(cursor, prepared, False)
+        cursor.close()
+        connection.rollback()
+        return result
+
+    def _pipelined(self, connection, prepared: list, ending: str, every_row: bool):
+        """BEGIN, the steps and their COMMIT (or ROLLBACK) sent together and answered together: psycopg's pipeline
+        mode, one round trip instead of one per statement. A step that fails makes the server skip the rest (the
+        COMMIT too) and leaves the transaction aborted; its error is raised here."""
+        driver = connection.dbapi_connection
+        cursor, end = driver.cursor(), driver.cursor()
+        with driver.pipeline():
+            for sql, params in prepared:
+                cursor.execute(sql, params)
+            end.execute(ending)
+        result = self._result(cursor, every_row)
+        cursor.close()
+        end.close()
+        return result
+
+    def _on_connection(self, work):
+        """`work(connection)` on a kept connection, which it leaves between transactions; a connection that broke is
+        dropped and the work tried once more on a new one."""
         reconnected = False
         while True:
             connection = self._take()
             try:
-                cursor = connection.cursor()
-                result = self._steps(cursor, prepared, every_row)
-                cursor.close()
-                connection.commit()
+                result = work(connection)
             except self._dbapi.Error as error:
                 if self._dialect.is_disconnect(error, connection.dbapi_connection, None):
                     connection.invalidate()
@@ -288,10 +349,15 @@ class AckWriter:
             self._give_back(connection)
             return result
 
-    @staticmethod
-    def _steps(cursor, prepared: list, every_row: bool):
+    @classmethod
+    def _steps(cls, cursor, prepared: list, every_row: bool):
         for sql, params in prepared:
             cursor.execute(sql, params)
+        return cls._result(cursor, every_row)
+
+    @staticmethod
+    def _result(cursor, every_row: bool):
+        """What the last step returned: the first column of its row, or with `every_row` all its rows, whole."""
         if every_row:
             return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
         row = cursor.fetchone() if cursor.description else None

@@ -28,7 +28,9 @@ _spawn = multiprocessing.get_context("spawn")
 
 def _queue(store: Store, count: int, source: str = "slack") -> list[int]:
     jobs = JobQueue(store)
-    return [jobs.submit(Invocation("UOP", "whoami", "", "C1", source), dedupe_key=f"cmd:{i}") for i in range(count)]
+    queued = [jobs.submit(Invocation("UOP", "whoami", "", "C1", source), dedupe_key=f"cmd:{i}") for i in range(count)]
+    jobs.close()  # as a replica's runtime closes: its NOTIFY, sent after the commit, has gone out
+    return queued
 
 
 def _wait(condition, what: str, timeout: float = 30.0) -> None:

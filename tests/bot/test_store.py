@@ -1,5 +1,6 @@
 """The bot's database: migrations, time zones and the append-only audit, on SQLite and PostgreSQL."""
 
+import time
 from datetime import timezone
 
 import pytest
@@ -64,3 +65,47 @@ def test_role_assignments_round_trip(make_runtime, database_url):
     with runtime.store.session() as session:
         row = session.get(RoleAssignment, "U2")
     assert row.granted_by == "UADMIN" and row.granted_at.tzinfo is not None
+
+
+def test_a_write_refused_by_the_database_writes_none_of_its_steps_and_the_next_one_lands(make_runtime, database_url):
+    """The store's writer sends a transaction's statements together (PostgreSQL's pipeline mode): one that fails
+    leaves none of the others written, and the connection serves the next write."""
+    from bot.jobs.model import Job
+    from bot.jobs.queue import ReplayedRequest
+
+    runtime = make_runtime(database_url=database_url)
+    asked = Invocation("U1", "whoami", "", "C1")
+    first = runtime.jobs.submit(asked, dedupe_key="k1", signature="v0=same")
+    with pytest.raises(ReplayedRequest):
+        runtime.jobs.submit(asked, dedupe_key="k2", signature="v0=same")  # its job row comes after the refused signature
+    second = runtime.jobs.submit(asked, dedupe_key="k3", signature="v0=other")
+    with runtime.store.session() as session:
+        assert [(job.id, job.dedupe_key) for job in session.query(Job).order_by(Job.id)] == [(first, "k1"), (second, "k3")]
+
+
+def test_connections_the_database_ended_while_idle_are_replaced_before_use(make_runtime, postgres_url, postgres_admin):
+    """No ping before every use: a connection PostgreSQL ended (a restart, an administrator) is seen from its socket and
+    replaced, so the next command neither fails nor is written twice."""
+    import psycopg
+
+    runtime = make_runtime(database_url=postgres_url)
+    asked = Invocation("U1", "whoami", "", "C1")
+    runtime.jobs.submit(asked, dedupe_key="before")  # the writer keeps its connection; the pool has one idle too
+    with runtime.store.session() as session:
+        session.query(AuditEntry).all()
+    database = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_admin, autocommit=True) as admin:
+        ended = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()[0]
+        assert ended >= 2
+        for _ in range(100):  # the backends have gone (their farewell sent), as after a restart
+            if not admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)).fetchone()[0]:
+                break
+            time.sleep(0.05)
+    runtime.jobs.submit(asked, dedupe_key="after")
+    runtime.audit.record(asked, "succeeded")
+    with runtime.store.session() as session:
+        assert [row.outcome for row in session.query(AuditEntry)] == ["succeeded"]
+    from bot.jobs.model import Job
+
+    with runtime.store.session() as session:
+        assert sorted(job.dedupe_key for job in session.query(Job)) == ["after", "before"]
