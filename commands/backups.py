@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 
 from bot.frame import blocks
 from bot.backups.service import Backups
@@ -17,9 +17,10 @@ from bot.backups.model import OK, Backup
 from bot.backups.flows import Restore, recover
 from bot.stack.compose import StackError
 from bot.frame.humanize import ago, duration, size
-from bot.frame.registry import CommandError, Reply, command
+from bot.frame.registry import CommandError, Option, Reply, command
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
+from commands import restore_to
 from commands.context import Ctx
 
 NOTE_LIMIT = 200
@@ -180,19 +181,41 @@ def backups_list(ctx: Ctx, _args) -> Reply:
 
 
 class RestoreArgs(BaseModel):
-    backup_id: BackupNumber = Field(description="a backup's number, as /backups lists them", examples=[12])
+    backup_id: BackupNumber | None = Field(None, description="a backup's number, as /backups lists them", examples=[12])
+    to: Annotated[str | None, Option("--to", "TIME")] = Field(
+        None, description="a point in time (ISO 8601, in the bot's zone or with an offset)", examples=["2026-12-05T14:03:05"])
+    before: Annotated[str | None, Option("--before", "INC-N")] = Field(None, description="just before an incident started")
+    before_release: Annotated[str | None, Option("--before-release", "N")] = Field(None, description="just before a release was deployed")
+
+    @model_validator(mode="after")
+    def _one(self) -> "RestoreArgs":
+        given = [self.backup_id is not None, self.to is not None, self.before is not None, self.before_release is not None]
+        if sum(given) == 0:
+            raise ValueError("BACKUP_ID is missing")
+        if sum(given) > 1:
+            raise ValueError("give one of BACKUP_ID, --to TIME, --before INC-N or --before-release N")
+        return self
 
 
 def _check_restore(ctx: Ctx, args: RestoreArgs) -> None:
+    if restore_to.wanted(args):
+        _check_services(ctx)
+        return restore_to.check(ctx, args)
     backup = _existing(ctx, args.backup_id)
-    compose = ctx.stack.compose
-    if compose is None:
+    if ctx.stack.compose is None:
         raise CommandError("The stack file names no Compose project, so /restore cannot stop the app services.")
     if backup.state != OK:
         raise CommandError(f"Backup #{backup.id} is {backup.state}; only a complete backup can be restored (/backups lists them).")
     target = ctx.stack.config.database.name
     if backup.database != target:
         raise CommandError(f"Backup #{backup.id} is of database {backup.database}, not {target}; it cannot replace it.")
+    _check_services(ctx)
+
+
+def _check_services(ctx: Ctx) -> None:
+    compose = ctx.stack.compose
+    if compose is None:
+        raise CommandError("The stack file names no Compose project, so /restore cannot stop the app services.")
     try:
         known = compose.services()
     except StackError as error:
@@ -205,6 +228,8 @@ def _check_restore(ctx: Ctx, args: RestoreArgs) -> None:
 
 
 def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
+    if restore_to.wanted(args):
+        return restore_to.describe(ctx, args)
     backup = ctx.backups_or_refuse().get(args.backup_id)
     if backup is None:
         return [f"Backup #{args.backup_id} is no longer in the catalogue."]
@@ -221,17 +246,21 @@ def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
 
 @command(
     "restore",
-    summary="Replace the app's database with a verified backup, after a safety backup of it.",
-    usage="/restore BACKUP_ID",
+    summary="Replace the app's database with a verified backup (after a safety backup of it), or with its state at a moment.",
+    usage="/restore BACKUP_ID | --to TIME | --before INC-N | --before-release N",
     role=Role.operator,
     args=RestoreArgs,
     needs_approval=True,
     needs=("database",),
     check=_check_restore,
     describe=_describe_restore,
-    recover=lambda ctx, job: recover(ctx.backups_or_refuse(), ctx.stack, ctx.store, job),
+    recover=lambda ctx, job: restore_to.recover(ctx, job) or recover(ctx.backups_or_refuse(), ctx.stack, ctx.store, job),
 )
 def restore(ctx: Ctx, args: RestoreArgs) -> Reply:
+    if restore_to.wanted(args):
+        ok, source, lines = restore_to.run(ctx, args)
+        title = f"✅ Restored {source.label} into {ctx.stack.config.database.name}" if ok else f"❌ The restore of {source.label} failed"
+        return Reply("\n".join([title, *lines]), [blocks.section(f"*{title}*"), *blocks.sections(lines)], in_channel=True, failed=not ok)
     try:
         run = Restore(ctx.backups_or_refuse(), ctx.stack, ctx.store, ctx.settings.restore_services, ctx.fault,
                       ctx.job_id, ctx.invocation.user_id, ctx.progress)

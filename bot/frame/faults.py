@@ -17,6 +17,7 @@ from typing import Callable
 # The points, named where they are reached (a test parametrized over them cannot name one that does not exist).
 POINTS = (
     "restore:after_safety", "restore:after_stop", "restore:after_restore",
+    "restore:after_fill", "restore:after_swap",  # /restore --to: the new database filled beside live; swapped by rename
     "restart:after_restart",
     "deploy:after_checkout", "deploy:after_start", "deploy:after_script",
     "reply:after_delivery",  # a question answered, its outcome row and its job's end not yet written

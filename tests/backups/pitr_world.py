@@ -61,7 +61,7 @@ def take_base(stack, path: Path) -> BaseBackup:
     """pg_basebackup -D - -Ft -X fetch, streamed out of the container into PATH."""
     _compose, tools = _tools(stack)
     with path.open("wb") as file:
-        outcome = tools.stream(["pg_basebackup", "-U", stack.database.user, "-D", "-", "-Ft", "-X", "fetch"], file.write)
+        outcome = tools.stream(["pg_basebackup", "-U", stack.database.user, "-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast"], file.write)
     assert outcome.exit_code == 0, outcome.stderr
     return BaseBackup(path, start_segment_of(path), datetime.now(timezone.utc))
 

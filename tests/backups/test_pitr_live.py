@@ -70,3 +70,107 @@ def test_a_target_past_the_newest_archived_change_is_refused_and_a_scratch_that_
     with pytest.raises(RecoveryError, match="recovery ended before configured recovery target was reached"):
         scratch.recover(base, later)  # PostgreSQL's own word, when asked anyway
     assert scratch.name not in _scratch_dirs(archiving)
+
+
+# ---- /restore --to, asked, approved, denied ---------------------------------------------------------------
+
+import re  # noqa: E402
+
+from bot.adapters.console import run_approved  # noqa: E402
+from bot.frame.blocks import to_text  # noqa: E402
+from bot.frame.roles import Role  # noqa: E402
+from tests.backups.pitr_world import catalogue  # noqa: E402
+from tests.conftest import grant, run  # noqa: E402
+
+SERVICE = "python-worker"
+
+
+def _runtime(make_runtime, tmp_path, stack):
+    runtime = make_runtime(stack, admins=["UADMIN"], backup_dir=tmp_path / "backups", restore_services=[SERVICE])
+    grant(runtime, "UOP", Role.operator)
+    grant(runtime, "UAPP", Role.approver)
+    return runtime
+
+
+def _started_at(stack_container) -> str:
+    container = stack_container(SERVICE)
+    container.reload()
+    assert container.status == "running"
+    return container.attrs["State"]["StartedAt"]
+
+
+def _drop(app_db, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(app_db.dsn.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_restore_to_t2_plus_one_second_shows_what_changes_then_brings_both_rows_and_the_table_back(
+        archiving, app_db, tmp_path, make_runtime, stack_container):
+    app_db.add_events(50)
+    runtime = _runtime(make_runtime, tmp_path, app_db.stack)
+    catalogue(runtime, take_base(archiving, tmp_path / "base.tar"), app_db.name)
+    t2 = _history(app_db)
+    switch_wal(archiving, archiving.pitr.archive_dir)
+    target = (t2 + timedelta(seconds=1)).isoformat()
+
+    asked = run(runtime, "UOP", f"/restore --to {target}")
+    assert asked.text.startswith(f"Request #1: `/restore --to {target}` needs a second person's approval"), asked.text
+    job = 1
+    text = to_text(asked)
+    for fact in (f"Replaces database `{app_db.name}`", "Recovered into scratch instance flowstate-pitr-1",
+                 "1 of 2 tables differ from live:", "`public.events`: not in live; comes back with 50 rows",
+                 "Same row counts: public.users (5).", f"kept beside it as `{app_db.name}__before_1`"):
+        assert fact in text, (fact, text)
+    assert f"flowstate-pitr-{job}" in _scratch_dirs(archiving)
+    worker_before = _started_at(stack_container)
+
+    assert run(runtime, "UAPP", f"/approvals approve {job}").text == f"You approved request #{job}; it runs now."
+    try:
+        (reply,) = list(run_approved(runtime, lambda _text: None))
+        assert not reply.failed, reply.text
+        for step in ("🟢 1. Recovered the state at", f"🟢 2. Restored the state at", f"into {app_db.name}__restore_1 beside live",
+                     f"🟢 3. Swapped {app_db.name}", f"🟢 4. Started {SERVICE}; healthy again",
+                     f"kept as database {app_db.name}__before_1"):
+            assert step in reply.text, (step, reply.text)
+        assert app_db.emails()[-2:] == ["t1@example.com", "t2@example.com"]
+        assert app_db.query("SELECT count(*) FROM events") == [(50,)]
+        assert f"flowstate-pitr-{job}" not in _scratch_dirs(archiving)
+        assert _started_at(stack_container) != worker_before  # stopped for the swap, and started again
+    finally:
+        _drop(app_db, f"{app_db.name}__before_1")
+
+
+def test_a_target_past_the_newest_archived_change_is_refused_before_a_request_and_nothing_stops(
+        archiving, app_db, tmp_path, make_runtime, stack_container):
+    runtime = _runtime(make_runtime, tmp_path, app_db.stack)
+    catalogue(runtime, take_base(archiving, tmp_path / "base.tar"), app_db.name)
+    switch_wal(archiving, archiving.pitr.archive_dir)
+    worker_before = _started_at(stack_container)
+    time.sleep(1.5)
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    asked = run(runtime, "UOP", f"/restore --to {now}")
+    assert "cannot be restored" in asked.text and "is past the newest archived change" in asked.text, asked.text
+    assert not asked.text.startswith("Request #")
+    assert _started_at(stack_container) == worker_before
+    assert not [name for name in _scratch_dirs(archiving) if name == "flowstate-pitr-1"]
+
+
+def test_the_scratch_instance_of_a_denied_request_is_removed_by_the_sweep(archiving, app_db, tmp_path, make_runtime):
+    runtime = _runtime(make_runtime, tmp_path, app_db.stack)
+    catalogue(runtime, take_base(archiving, tmp_path / "base.tar"), app_db.name)
+    t2 = _history(app_db)
+    switch_wal(archiving, archiving.pitr.archive_dir)
+
+    asked = run(runtime, "UOP", f"/restore --to {(t2 + timedelta(seconds=1)).isoformat()}")
+    job = int(re.match(r"Request #(\d+)", asked.text).group(1))
+    assert f"flowstate-pitr-{job}" in _scratch_dirs(archiving)
+    runtime.scratches.sweep()
+    assert f"flowstate-pitr-{job}" in _scratch_dirs(archiving), "kept while its request waits"
+    assert run(runtime, "UAPP", f"/approvals deny {job}").text == f"You denied request #{job}; nothing ran."
+    assert runtime.scratches.sweep() == [job]
+    assert f"flowstate-pitr-{job}" not in _scratch_dirs(archiving)
+    assert runtime.scratches.row(job).state == "removed"

@@ -19,7 +19,7 @@ def test_counts_say_one_query_and_two_queries():
 
 def test_a_missing_argument_is_named_as_the_usage_shows_it(make_runtime):
     runtime = make_runtime(admins=["UA"])
-    assert run(runtime, "UA", "/restore").text == "BACKUP_ID is missing; usage: `/restore BACKUP_ID`"
+    assert run(runtime, "UA", "/restore").text == "BACKUP_ID is missing; usage: `/restore BACKUP_ID | --to TIME | --before INC-N | --before-release N`"
     assert run(runtime, "UA", "/user").text == "EMAIL is missing; usage: `/user EMAIL`"
 
 
