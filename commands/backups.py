@@ -199,8 +199,7 @@ class RestoreArgs(BaseModel):
 
 def _check_restore(ctx: Ctx, args: RestoreArgs) -> None:
     if restore_to.wanted(args):
-        _check_services(ctx)
-        return restore_to.check(ctx, args)
+        return restore_to.check(ctx, args, lambda: _check_services(ctx))
     backup = _existing(ctx, args.backup_id)
     if ctx.stack.compose is None:
         raise CommandError("The stack file names no Compose project, so /restore cannot stop the app services.")

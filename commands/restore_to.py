@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from typing import Callable
 
 from bot.backups.pointintime import PointInTimeSource, Scratches, SwapRun, at_label, recover as recover_to
 from bot.backups.recovery import RecoveryError
@@ -52,13 +53,14 @@ def _moment(ctx: Ctx, args) -> tuple[datetime, str]:
     return release.started_at, f"just before release #{release.id} was deployed ({at_label(release.started_at)})"
 
 
-def check(ctx: Ctx, args) -> None:
+def check(ctx: Ctx, args, services: Callable[[], None]) -> None:
     """Refuse a moment that cannot be reached and (with the request's job) recover it into the scratch instance the
     request shows. Each form names a fixed second (an ISO time, an incident's start, a release's deploy), so the moment
     read again when the approved request runs is the one that was shown."""
     at, _said = _moment(ctx, args)
     if at > utcnow():
         raise CommandError(f"{at_label(at)[13:]} is in the future; a restore can only go back.")
+    services()  # the services it would stop, before the recovery
     scratches = Scratches(ctx.store, ctx.stack)
     try:
         if ctx.job_id is None:
@@ -71,10 +73,22 @@ def check(ctx: Ctx, args) -> None:
 
 def describe(ctx: Ctx, args) -> list[str]:
     at, said = _moment(ctx, args)
-    try:
-        lines = Scratches(ctx.store, ctx.stack).prepare(ctx.job_id, at, ctx.progress) if ctx.job_id is not None else []
-    except RecoveryError as error:
-        lines = [f"🔴 The recovery into a scratch instance failed: {error} Approving it changes nothing: the run refuses before anything stops."]
+    # What the recovery found, as it was stored: made once, by the check (given the request's job) or else by the
+    # first description; never again (a description is read again and again, after the request has ended too).
+    scratches = Scratches(ctx.store, ctx.stack)
+    row = scratches.row(ctx.job_id) if ctx.job_id is not None else None
+    if row is None and ctx.job_id is not None:
+        try:
+            scratches.prepare(ctx.job_id, at, ctx.progress)
+        except RecoveryError:
+            pass  # stored in the row, said below
+        row = scratches.row(ctx.job_id)
+    if row is not None and row.preview:
+        lines = list(row.preview)
+    elif row is not None and row.error:
+        lines = [f"🔴 The recovery into a scratch instance failed: {row.error} Approving it changes nothing: the run refuses before anything stops."]
+    else:
+        lines = ["It is recovered into a scratch instance when the request is made; the run recovers it again if it is gone."]
     return [
         f"Replaces database `{ctx.stack.config.database.name}` on {ctx.stack.name} with *{said}*, recovered from the WAL archive.",
         *lines,

@@ -359,7 +359,7 @@ def recover(stack: "Stack", scratches: Scratches, job: "Job") -> str | None:
         if not _exists(stack, database) and _exists(stack, old):  # killed between the two renames
             _rename(stack, old, database)
             data = f"The swap was cut in half; {database} is back as it was."
-        elif row.step in ("start", "done") and _exists(stack, old):
+        elif row.step in ("swap", "start", "done") and _exists(stack, old):
             data = f"{database} holds {at_label(row.target)}; the data it replaced is kept as database {old}."
         else:
             data = f"The database {database} was not touched."

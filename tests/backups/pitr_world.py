@@ -66,11 +66,11 @@ def take_base(stack, path: Path) -> BaseBackup:
     return BaseBackup(path, start_segment_of(path), datetime.now(timezone.utc))
 
 
-def catalogue(runtime, base: BaseBackup, database: str) -> BaseBackup:
+def catalogue(runtime, base: BaseBackup, database: str, store=None) -> BaseBackup:
     """The base backup as a Backup row of kind "base", as archive's catalogue will hold it."""
     digest = hashlib.sha256(base.path.read_bytes()).hexdigest()
-    with runtime.store.session.begin() as session:
-        row = Backup(stack=runtime.stack.name, database=database, state=OK, kind="base", requested_by="UTEST",
+    with (store or runtime.store).session.begin() as session:
+        row = Backup(stack=runtime.stack.name if runtime else "", database=database, state=OK, kind="base", requested_by="UTEST",
                      started_at=base.ended_at, finished_at=base.ended_at, path=str(base.path), size=base.path.stat().st_size,
                      sha256=digest)
         session.add(row)

@@ -174,3 +174,69 @@ def test_the_scratch_instance_of_a_denied_request_is_removed_by_the_sweep(archiv
     assert runtime.scratches.sweep() == [job]
     assert f"flowstate-pitr-{job}" not in _scratch_dirs(archiving)
     assert runtime.scratches.row(job).state == "removed"
+
+
+# ---- the bot killed mid-run (fault matrix style: its runner SIGKILLs itself at the step) -----------------
+
+from tests.bot.test_slack_approvals import CHANNEL, _request_message  # noqa: E402
+from tests.conftest import BotProcess  # noqa: E402
+from bot.approvals.service import APPROVE  # noqa: E402
+
+
+def _stack_file(tmp_path, app_db) -> str:
+    stack = app_db.stack
+    path = tmp_path / "flowstate.toml"
+    path.write_text(
+        f'[stack]\ncompose_project = "{stack.stack.compose_project}"\napp_services = {stack.stack.app_services!r}\nstable_seconds = 1\n'
+        f'\n[database]\ndsn = "{app_db.dsn}"\ncompose_service = "{stack.database.compose_service}"\n'
+        f'user = "{stack.database.user}"\nname = "{app_db.name}"\n'
+        f'\n[pitr]\narchive_dir = "{stack.pitr.archive_dir}"\nserver_archive_dir = "{stack.pitr.server_archive_dir}"\n'
+    )
+    return str(path)
+
+
+def _until(what: str, check, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.2)
+    return found
+
+
+@pytest.mark.parametrize("point", ["restore:after_fill", "restore:after_stop", "restore:after_swap"])
+def test_the_bot_killed_mid_run_leaves_the_app_running_and_whole_data_and_no_scratch(
+        archiving, app_db, tmp_path, slack_double, stack_container, point):
+    app_db.add_events(50)
+    base = take_base(archiving, tmp_path / "base.tar")
+    t2 = _history(app_db)
+    switch_wal(archiving, archiving.pitr.archive_dir)
+    bot = BotProcess(tmp_path, slack_double, tmp_path / "home", _stack_file(tmp_path, app_db), FLOWSTATE_FAULT_AT=point,
+                     FLOWSTATE_JOB_LEASE_SECONDS="5", FLOWSTATE_BACKUP_DIR=str(tmp_path / "backups"), FLOWSTATE_RESTORE_SERVICES=SERVICE)
+    sender = bot.start()
+    try:
+        bot.grant("U0OP", Role.operator)
+        catalogue(None, base, app_db.name, store=bot.store)
+        sender.slash("/restore", f"--to {(t2 + timedelta(seconds=1)).isoformat()}", "U0OP", CHANNEL,
+                     response_url=slack_double.response_url("ask"))
+        message = _request_message(slack_double, 1)
+        sender.click(APPROVE, "1", "U0ADMIN", CHANNEL, message["ts"], slack_double.response_url("approve"))
+        told = slack_double.wait_for("chat.postMessage", timeout=240, predicate=lambda c: "was interrupted" in str(c.params.get("text")))
+        text = told[0].params["text"]
+        assert "Services: 🟢 Healthy" in text, text
+        worker = stack_container(SERVICE)
+        worker.reload()
+        assert worker.status == "running"
+        tables = {row[0] for row in app_db.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        if point == "restore:after_swap":
+            assert f"holds the state at" in text and f"kept as database {app_db.name}__before_1" in text, text
+            assert tables == {"users", "events"}, "the state at the target"
+        else:
+            assert f"The database {app_db.name} was not touched." in text, text
+            assert tables == {"users"}, "live as it was"
+        assert app_db.emails()[-2:] == ["t1@example.com", "t2@example.com"]
+        _until("the scratch's removal", lambda: "flowstate-pitr-1" not in _scratch_dirs(archiving))
+        names = {row[0] for row in app_db.query("SELECT datname FROM pg_database")}
+        assert f"{app_db.name}__restore_1" not in names
+    finally:
+        bot.close()
+        _drop(app_db, f"{app_db.name}__before_1")
