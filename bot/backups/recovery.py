@@ -233,11 +233,6 @@ class Scratch:
         """Exact row counts of every table of a database of the scratch server ({} if it has no such database)."""
         return table_counts(self.tools, self._psql(database, COUNTS_SQL), f"Counting the rows at {self.name}")
 
-    def has_database(self, database: str) -> bool:
-        out = self.tools.check(self._psql("postgres", f"SELECT count(*) FROM pg_database WHERE datname = '{_literal(database)}'"),
-                               f"Reading {self.name}'s databases")
-        return out.strip() == "1"
-
     def dump_into(self, database: str, into: str, live: PgTools, tables: list[str] | None = None,
                   progress: Progress = lambda _text: None) -> None:
         """Copy `database` of the scratch server (or only `tables`, qualified names) into the database `into` of the
@@ -264,12 +259,6 @@ class Scratch:
             action()
         except Exception:
             log.exception("cleaning up a scratch instance failed")
-
-
-def _literal(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", text):
-        raise RecoveryError(f"{text[:40]!r} is not a plain database name.")
-    return text
 
 
 # Every table of the database with its exact row count, one `schema.table|rows` line each.
