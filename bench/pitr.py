@@ -91,6 +91,8 @@ def ours(runtime, target: datetime) -> tuple[float, float, str]:
     seconds = time.perf_counter() - started
     if reply.failed:
         raise SystemExit(reply.text)
+    for line in reply.text.splitlines()[1:]:
+        print(f"    {line}")
     return request, seconds, number
 
 

@@ -37,6 +37,7 @@ AS_POSTGRES = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups
 SCRATCH_PORT = 5432  # names the socket file in the scratch's own directory; no TCP port is opened
 RECOVERY_SECONDS = 6 * 3600.0  # how long a recovery may replay WAL before it is given up
 RESTORE_OPTIONS = ["--no-owner", "--no-acl", "--no-comments"]
+PARALLEL = 2  # pg_dump's and pg_restore's jobs when copying out of the scratch instance
 SEGMENT = re.compile(r"[0-9A-F]{24}")
 
 Progress = Callable[[str], None]
@@ -235,19 +236,20 @@ class Scratch:
 
     def dump_into(self, database: str, into: str, live: PgTools, tables: list[str] | None = None,
                   progress: Progress = lambda _text: None) -> None:
-        """Copy `database` of the scratch server (or only `tables`, qualified names) into the database `into` of the
-        live server: pg_dump into the scratch's directory, then pg_restore into `into` in one transaction."""
-        dump = f"{self.dir}/copy.dump"
+        """Copy `database` of the scratch server (or only `tables`, qualified names) into the EMPTY database `into` of the
+        live server: pg_dump in directory format into the scratch's directory, then pg_restore into `into`, both with
+        PARALLEL jobs (`into` is new and unused: a failure is undone by dropping it, so no single transaction is needed)."""
+        dump = f"{self.dir}/copy"
         selected = [f"--table={table}" for table in tables or []]
         progress(f"Dumping {database} from {self.name}…")
-        self.tools.check(["pg_dump", "-Fc", "-Z", "0", "-h", self.socket, "-p", str(SCRATCH_PORT), "-U", self._db.user,
-                          f"--file={dump}", *selected, database], f"pg_dump of {database} from {self.name}")
         try:
+            self.tools.check(["pg_dump", "-Fd", "-Z", "0", f"--jobs={PARALLEL}", "-h", self.socket, "-p", str(SCRATCH_PORT),
+                              "-U", self._db.user, f"--file={dump}", *selected, database], f"pg_dump of {database} from {self.name}")
             progress(f"Restoring it into {into}…")
-            live.check(["pg_restore", *live.connection(), f"--dbname={into}", "--single-transaction", *RESTORE_OPTIONS, dump],
-                       f"pg_restore into {into}")
+            live.check(["pg_restore", *live.connection(), f"--dbname={into}", f"--jobs={PARALLEL}", "--exit-on-error",
+                        *RESTORE_OPTIONS, dump], f"pg_restore into {into}")
         finally:
-            self._quietly(lambda: self.tools.run(["rm", "-f", "--", dump]))
+            self._quietly(lambda: self.tools.run(["rm", "-rf", "--", dump]))
 
     def dump_table(self, database: str, table: str, into: str, live: PgTools) -> None:
         """For undo's "FROM a time": one table (schema.table) of the recovered database into a scratch database of live."""
