@@ -183,7 +183,7 @@ def backups_list(ctx: Ctx, _args) -> Reply:
 class RestoreArgs(BaseModel):
     backup_id: BackupNumber | None = Field(None, description="a backup's number, as /backups lists them", examples=[12])
     to: Annotated[str | None, Option("--to", "TIME")] = Field(
-        None, description="a point in time (ISO 8601, in the bot's zone or with an offset)", examples=["2026-12-05T14:03:05"])
+        None, description="a point in time, such as 2026-12-05T14:03:05 (ISO 8601, in the bot's zone or with an offset)")
     before: Annotated[str | None, Option("--before", "INC-N")] = Field(None, description="just before an incident started")
     before_release: Annotated[str | None, Option("--before-release", "N")] = Field(None, description="just before a release was deployed")
 

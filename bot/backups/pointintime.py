@@ -109,6 +109,8 @@ class Scratches:
                 f"No base backup of {self.database} ended before {postgres_time(target)[:19]} UTC, so that moment cannot be recovered."
             )
         path = Path(found.path)
+        if not path.is_file():
+            raise RecoveryError(f"The file of base backup #{found.id} is missing ({path.name}).")
         base = BaseBackup(path, start_segment_of(path), found.finished_at, found.id)
         reachable(self._stack.config.pitr.archive_dir, base, target)
         return base

@@ -240,3 +240,24 @@ def test_the_bot_killed_mid_run_leaves_the_app_running_and_whole_data_and_no_scr
     finally:
         bot.close()
         _drop(app_db, f"{app_db.name}__before_1")
+
+
+def test_a_run_whose_recovery_fails_stops_nothing_and_leaves_no_scratch(archiving, app_db, tmp_path, make_runtime, stack_container):
+    runtime = _runtime(make_runtime, tmp_path, app_db.stack)
+    base = catalogue(runtime, take_base(archiving, tmp_path / "base.tar"), app_db.name)
+    t2 = _history(app_db)
+    switch_wal(archiving, archiving.pitr.archive_dir)
+    asked = run(runtime, "UOP", f"/restore --to {(t2 + timedelta(seconds=1)).isoformat()}")
+    job = int(re.match(r"Request #(\d+)", asked.text).group(1))
+    Scratch(ComposeStack(archiving.stack.compose_project), archiving.database, archiving.pitr, job).remove()  # lost meanwhile
+    base.path.unlink()  # and its base backup with it: the run cannot recover again
+    worker_before = _started_at(stack_container)
+
+    assert run(runtime, "UAPP", f"/approvals approve {job}").text == f"You approved request #{job}; it runs now."
+    (reply,) = list(run_approved(runtime, lambda _text: None))
+    assert reply.failed
+    assert f"🔴 1. The file of base backup #{base.backup_id} is missing (base.tar)." in reply.text, reply.text
+    assert "Nothing was stopped and the database was not touched." in reply.text
+    assert _started_at(stack_container) == worker_before
+    assert f"flowstate-pitr-{job}" not in _scratch_dirs(archiving)
+    assert app_db.query("SELECT count(*) FROM pg_tables WHERE tablename = 'events'") == [(0,)], "live as it was"
