@@ -7,14 +7,24 @@ gone once its request ends, however it ends; a bot killed mid-run leaves the app
 
 from __future__ import annotations
 
+import re
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 
+from bot.adapters.console import run_approved
+from bot.approvals.service import APPROVE
 from bot.backups.recovery import RecoveryError, Scratch, reachable
+from bot.frame.blocks import to_text
+from bot.frame.roles import Role
 from bot.stack.compose import ComposeStack
-from tests.backups.pitr_world import archiving_off, archiving_on, switch_wal, take_base
+from tests.backups.pitr_world import archiving_off, archiving_on, catalogue, switch_wal, take_base
+from tests.bot.test_slack_approvals import CHANNEL, _request_message
+from tests.conftest import BotProcess, grant, run
+
+SERVICE = "python-worker"  # the one app service these tests stop
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +84,7 @@ def test_a_target_past_the_newest_archived_change_is_refused_and_a_scratch_that_
 
 # ---- /restore --to, asked, approved, denied ---------------------------------------------------------------
 
-import re  # noqa: E402
 
-from bot.adapters.console import run_approved  # noqa: E402
-from bot.frame.blocks import to_text  # noqa: E402
-from bot.frame.roles import Role  # noqa: E402
-from tests.backups.pitr_world import catalogue  # noqa: E402
-from tests.conftest import grant, run  # noqa: E402
-
-SERVICE = "python-worker"
 
 
 def _runtime(make_runtime, tmp_path, stack):
@@ -100,8 +102,6 @@ def _started_at(stack_container) -> str:
 
 
 def _drop(app_db, name: str) -> None:
-    import psycopg
-
     with psycopg.connect(app_db.dsn.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -130,7 +130,7 @@ def test_restore_to_t2_plus_one_second_shows_what_changes_then_brings_both_rows_
     try:
         (reply,) = list(run_approved(runtime, lambda _text: None))
         assert not reply.failed, reply.text
-        for step in ("🟢 1. Recovered the state at", f"🟢 2. Restored the state at", f"into {app_db.name}__restore_1 beside live",
+        for step in ("🟢 1. Recovered the state at", "🟢 2. Restored the state at", f"into {app_db.name}__restore_1 beside live",
                      f"🟢 3. Swapped {app_db.name}", f"🟢 4. Started {SERVICE}; healthy again",
                      f"kept as database {app_db.name}__before_1"):
             assert step in reply.text, (step, reply.text)
@@ -149,8 +149,6 @@ def test_a_target_past_the_newest_archived_change_is_refused_before_a_request_an
     switch_wal(archiving, archiving.pitr.archive_dir)
     worker_before = _started_at(stack_container)
     time.sleep(1.5)
-    from datetime import datetime, timezone
-
     now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     asked = run(runtime, "UOP", f"/restore --to {now}")
     assert "cannot be restored" in asked.text and "is past the newest archived change" in asked.text, asked.text
@@ -178,9 +176,6 @@ def test_the_scratch_instance_of_a_denied_request_is_removed_by_the_sweep(archiv
 
 # ---- the bot killed mid-run (fault matrix style: its runner SIGKILLs itself at the step) -----------------
 
-from tests.bot.test_slack_approvals import CHANNEL, _request_message  # noqa: E402
-from tests.conftest import BotProcess  # noqa: E402
-from bot.approvals.service import APPROVE  # noqa: E402
 
 
 def _stack_file(tmp_path, app_db) -> str:
@@ -228,7 +223,7 @@ def test_the_bot_killed_mid_run_leaves_the_app_running_and_whole_data_and_no_scr
         assert worker.status == "running"
         tables = {row[0] for row in app_db.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         if point == "restore:after_swap":
-            assert f"holds the state at" in text and f"kept as database {app_db.name}__before_1" in text, text
+            assert "holds the state at" in text and f"kept as database {app_db.name}__before_1" in text, text
             assert tables == {"users", "events"}, "the state at the target"
         else:
             assert f"The database {app_db.name} was not touched." in text, text
