@@ -11,6 +11,7 @@ import commands
 from bot.access.service import ExpiringAccess
 from bot.approvals.policy import check_policies
 from bot.approvals.service import Approvals
+from bot.backups.pointintime import Scratches
 from bot.backups.service import Backups
 from bot.changes.service import ChangeCards
 from bot.frame.audit import AuditLog
@@ -62,6 +63,7 @@ class Runtime:
     access: ExpiringAccess = field(init=False)  # roles granted --for a while: their warnings and ends
     backups: Backups | None = field(init=False)  # None without a [database] section
     releases: Releases | None = field(init=False)  # None without a [deploy] section
+    scratches: Scratches | None = field(init=False)  # point-in-time restores' scratch instances; None without [pitr]
     sampler: Sampler = field(init=False)  # the key metrics, once a minute, for the charts
     changes: ChangeCards = field(init=False)  # the change card and its snapshots
     _messages: RedactedNotifier | None = field(init=False, default=None)
@@ -82,6 +84,7 @@ class Runtime:
         check_policies(config, self.commands)  # a policy naming no command or argument: the bot does not start
         self.backups = Backups(self.store, self.stack, self.settings, self.audit) if config.database else None
         self.releases = Releases(self.store, self.stack, self.settings, self.at_fault) if config.deploy else None
+        self.scratches = Scratches(self.store, self.stack) if config.database and config.pitr else None
         self.sampler = Sampler(self.store, self.stack, self.holder, self.settings.sample_days)
         self.changes = ChangeCards(self.store, lambda: self.stack, self.settings, self.commands, lambda: self.releases, lambda: self.messages)
         self.pipeline.run_source(DUTY_SOURCE, lambda job, holder: self.duties.run_job(job, holder))

@@ -24,6 +24,7 @@ from bot.frame.durations import MomentField
 from bot.frame.registry import CommandError, Option, Reply, SetByCheck, command
 from bot.frame.roles import Role
 from bot.store.engine import utcnow
+from commands import restore_to
 from commands.context import Ctx
 
 NOTE_LIMIT = 200
@@ -299,6 +300,10 @@ class RestoreArgs(BaseModel):
         None, description="with --table: the rows deleted since then (not before the backup)"
     )
     from_time: Annotated[MomentField | None, SetByCheck()] = None  # FROM a time rather than a backup (with --table)
+    to: Annotated[str | None, Option("--to", "TIME")] = Field(
+        None, description="a point in time, such as 2026-12-05T14:03:05 (ISO 8601, in the bot's zone or with an offset)")
+    before: Annotated[str | None, Option("--before", "INC-N")] = Field(None, description="just before an incident started")
+    before_release: Annotated[str | None, Option("--before-release", "N")] = Field(None, description="just before a release was deployed")
 
     @model_validator(mode="before")
     @classmethod
@@ -311,12 +316,18 @@ class RestoreArgs(BaseModel):
 
     @model_validator(mode="after")
     def _shape(self) -> "RestoreArgs":
+        moments = [self.to is not None, self.before is not None, self.before_release is not None]
         if self.table is None:
             if self.where is not None or self.rows_deleted_since is not None:
                 raise ValueError("--where and --rows-deleted-since undo rows of one table: add --table TABLE")
-            if self.backup_id is None:
+            given = [self.backup_id is not None, *moments]
+            if sum(given) == 0:
                 raise ValueError("BACKUP_ID is missing")  # as the frame says it of a missing argument
+            if sum(given) > 1:
+                raise ValueError("give one of BACKUP_ID, --to TIME, --before INC-N or --before-release N")
             return self
+        if any(moments):
+            raise ValueError("--table takes where its rows come from as FROM (a backup's number or a time), not --to, --before or --before-release")
         if (self.where is None) == (self.rows_deleted_since is None):
             raise ValueError('--table takes either --where "EXPR" or --rows-deleted-since TIME, to say which rows')
         if self.backup_id is None and self.from_time is None:
@@ -327,9 +338,10 @@ class RestoreArgs(BaseModel):
 def _check_restore(ctx: Ctx, args: RestoreArgs) -> None:
     if args.table is not None:
         return _check_undo(ctx, args)
+    if restore_to.wanted(args):
+        return restore_to.check(ctx, args, lambda: _check_services(ctx))
     backup = _existing(ctx, args.backup_id)
-    compose = ctx.stack.compose
-    if compose is None:
+    if ctx.stack.compose is None:
         raise CommandError("The stack file names no Compose project, so /restore cannot stop the app services.")
     if backup.state != OK:
         raise CommandError(f"Backup #{backup.id} is {backup.state}; only a complete backup can be restored (/backups lists them).")
@@ -338,6 +350,13 @@ def _check_restore(ctx: Ctx, args: RestoreArgs) -> None:
     target = ctx.stack.config.database.name
     if backup.database != target:
         raise CommandError(f"Backup #{backup.id} is of database {backup.database}, not {target}; it cannot replace it.")
+    _check_services(ctx)
+
+
+def _check_services(ctx: Ctx) -> None:
+    compose = ctx.stack.compose
+    if compose is None:
+        raise CommandError("The stack file names no Compose project, so /restore cannot stop the app services.")
     try:
         known = compose.services()
     except StackError as error:
@@ -352,6 +371,8 @@ def _check_restore(ctx: Ctx, args: RestoreArgs) -> None:
 def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
     if args.table is not None:
         return _undo(ctx, args).describe(_undo_ask(ctx, args))
+    if restore_to.wanted(args):
+        return restore_to.describe(ctx, args)
     backup = ctx.backups_or_refuse().get(args.backup_id)
     if backup is None:
         return [f"Backup #{args.backup_id} is no longer in the catalogue."]
@@ -370,8 +391,8 @@ def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
 
 @command(
     "restore",
-    summary="Replace the app's database with a verified backup by a swap, keeping the data it replaces; or, with --table, undo rows of one table.",
-    usage='/restore BACKUP_ID | --table TABLE (--where "EXPR" | --rows-deleted-since TIME) FROM',
+    summary="Replace the app's database with a verified backup or with its state at a moment, by a swap keeping the data it replaces; or, with --table, undo rows of one table.",
+    usage='/restore BACKUP_ID | --to TIME | --before INC-N | --before-release N | --table TABLE (--where "EXPR" | --rows-deleted-since TIME) FROM',
     role=Role.operator,
     args=RestoreArgs,
     needs_approval=True,
@@ -379,11 +400,15 @@ def _describe_restore(ctx: Ctx, args: RestoreArgs) -> list[str]:
     check=_check_restore,
     describe=_describe_restore,
     recover=lambda ctx, job: (row_undo.recover(ctx.backups_or_refuse(), ctx.store, job) if (job.arguments or {}).get("table")
-                              else recover(ctx.backups_or_refuse(), ctx.stack, ctx.store, job)),
+                              else restore_to.recover(ctx, job) or recover(ctx.backups_or_refuse(), ctx.stack, ctx.store, job)),
 )
 def restore(ctx: Ctx, args: RestoreArgs) -> Reply:
     if args.table is not None:
         return _run_undo(ctx, args)
+    if restore_to.wanted(args):
+        ok, source, lines = restore_to.run(ctx, args)
+        title = f"✅ Restored {source.label} into {ctx.stack.config.database.name}" if ok else f"❌ The restore of {source.label} failed"
+        return Reply("\n".join([title, *lines]), [blocks.section(f"*{title}*"), *blocks.sections(lines)], in_channel=True, failed=not ok)
     try:
         run = Restore(ctx.backups_or_refuse(), ctx.stack, ctx.store, ctx.settings.restore_services, ctx.fault,
                       ctx.job_id, ctx.invocation.user_id, ctx.progress)

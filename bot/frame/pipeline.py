@@ -437,7 +437,9 @@ class Pipeline:
                 self._refuse(request, "rejected", f"{cmd.slash} cannot run: {missing}", **linked)
         if cmd.check is not None:
             try:
-                cmd.check(self._runtime.context(request.invocation, request.role), args)
+                # The request's job: a check may prepare what the request shows under its number (/restore --to's recovery).
+                job_id = request.job.id if request.job is not None else None
+                cmd.check(self._runtime.context(request.invocation, request.role, job_id=job_id), args)
             except CommandError as error:
                 self._refuse(request, "rejected", str(error), **linked)
         return next(request)

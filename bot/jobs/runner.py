@@ -125,6 +125,7 @@ class Runner:
             (lambda: rt.access.sweep(now()), "the sweep of roles granted for a while"),  # warned, then ended
             (lambda: rt.incidents.actions.remind(now()), "the reminders of overdue follow-ups"),  # once a local day each
             (lambda: rt.sampler.sweep(now()), "the sampling of the key metrics"),  # each minute by the replica whose INSERT wins
+            (lambda: rt.scratches and rt.scratches.sweep(), "the sweep of scratch instances whose restore request ended"),
         ):
             try:
                 part()

@@ -20,7 +20,7 @@ def test_counts_say_one_query_and_two_queries():
 def test_a_missing_argument_is_named_as_the_usage_shows_it(make_runtime):
     runtime = make_runtime(admins=["UA"])
     assert run(runtime, "UA", "/restore").text == (
-        'BACKUP_ID is missing; usage: `/restore BACKUP_ID | --table TABLE (--where "EXPR" | --rows-deleted-since TIME) FROM`'
+        'BACKUP_ID is missing; usage: `/restore BACKUP_ID | --to TIME | --before INC-N | --before-release N | --table TABLE (--where "EXPR" | --rows-deleted-since TIME) FROM`'
     )
     assert run(runtime, "UA", "/user").text == "EMAIL is missing; usage: `/user EMAIL`"
 

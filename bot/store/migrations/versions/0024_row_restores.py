@@ -10,7 +10,7 @@ from alembic import op
 from bot.store.engine import UTCDateTime
 
 revision = "0024"
-down_revision = "0022"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 
