@@ -39,7 +39,7 @@ from bot.frame.config import DatabaseSection, Settings, load_stack  # noqa: E402
 from bot.frame.registry import Invocation  # noqa: E402
 from bot.frame.roles import Role  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
-from tests.backups.pitr_world import archiving_off, archiving_on, catalogue, switch_wal, take_base  # noqa: E402
+from tests.backups.pitr_world import archiving_off, archiving_on, switch_wal, take_base  # noqa: E402
 from tests.stack_setting import STACK_FILE  # noqa: E402
 
 
@@ -106,7 +106,7 @@ def main() -> int:
     services = [s.strip() for s in args.services.split(",") if s.strip()]
     work = Path(tempfile.mkdtemp(prefix="flowstate-bench-pitr-"))
     name, dsn = bench_database(stack, None)
-    archiving_on(stack)
+    archiving_on(stack, work / "setup")
     kept: list[str] = []
     try:
         grow(dsn, args.size_gb)
@@ -124,7 +124,7 @@ def main() -> int:
         print(f"{'by hand s':>10} {'request s':>10} {'ours s':>8} {'ratio':>6}  (ours: approval to healthy; target <= 1.2x)")
         for _ in range(args.rounds):
             taken = time.perf_counter()
-            base = catalogue(runtime, take_base(stack, work / "base.tar"), name)
+            base = take_base(runtime)
             base_seconds = time.perf_counter() - taken
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("INSERT INTO users (email, name) VALUES (%s, 'At T')", (f"t{time.time_ns()}@example.com",))
@@ -132,7 +132,7 @@ def main() -> int:
                 target = datetime.now(timezone.utc)
                 time.sleep(1.0)
                 conn.execute("DELETE FROM events WHERE id IN (SELECT id FROM events LIMIT 1000)")
-            switch_wal(stack, stack.pitr.archive_dir)
+            switch_wal(stack)
             hand = by_hand(runtime, base.path, target, services)
             request, mine, number = ours(runtime, target)
             kept.append(f"{name}__before_{number}")

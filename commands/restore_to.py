@@ -11,9 +11,11 @@ import re
 from datetime import datetime, timezone
 from typing import Callable
 
-from bot.backups.pointintime import PointInTimeSource, Scratches, SwapRun, at_label, recover as recover_to
+from bot.backups.flows import Restore, recover as recover_restore
+from bot.backups.pointintime import PointInTimeSource, Scratches, at_label, remove_after_kill
 from bot.backups.recovery import RecoveryError
 from bot.frame.registry import CommandError
+from bot.stack.compose import StackError
 from bot.store.engine import utcnow
 from commands.context import Ctx
 
@@ -98,12 +100,23 @@ def describe(ctx: Ctx, args) -> list[str]:
 
 
 def run(ctx: Ctx, args):
+    """Swap's Restore with the point in time as its source: the new database filled from the scratch instance beside
+    live, the services stopped only for the swap by rename (a point in time has no in-place fallback)."""
     at, _said = _moment(ctx, args)
     scratches = Scratches(ctx.store, ctx.stack)
     source = PointInTimeSource(scratches, ctx.job_id, at)
-    swap = SwapRun(ctx.stack, scratches, ctx.settings.restore_services, ctx.fault, ctx.job_id, ctx.progress)
-    return swap.run(source), source, swap.lines
+    try:
+        restore = Restore(ctx.backups_or_refuse(), ctx.stack, ctx.store, ctx.settings.restore_services, ctx.fault,
+                          ctx.job_id, ctx.invocation.user_id, ctx.progress)
+    except StackError as error:
+        source.close()
+        raise CommandError(str(error)) from None
+    return restore.run(source), source, restore.lines
 
 
 def recover(ctx: Ctx, job) -> str | None:
-    return recover_to(ctx.stack, Scratches(ctx.store, ctx.stack), job)
+    """A killed /restore --to: swap's recovery puts the names right and starts the services (one path for every
+    restore), and the job's scratch instance is removed. None when this job was no point-in-time restore."""
+    if not remove_after_kill(Scratches(ctx.store, ctx.stack), job):
+        return None
+    return recover_restore(ctx.backups_or_refuse(), ctx.stack, ctx.store, job)

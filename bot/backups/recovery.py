@@ -15,8 +15,6 @@ the only values written into its settings are paths built here from a job's numb
 from __future__ import annotations
 
 import logging
-import re
-import tarfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,7 +36,6 @@ SCRATCH_PORT = 5432  # names the socket file in the scratch's own directory; no 
 RECOVERY_SECONDS = 6 * 3600.0  # how long a recovery may replay WAL before it is given up
 RESTORE_OPTIONS = ["--no-owner", "--no-acl", "--no-comments"]
 PARALLEL = 2  # pg_dump's and pg_restore's jobs when copying out of the scratch instance
-SEGMENT = re.compile(r"[0-9A-F]{24}")
 
 Progress = Callable[[str], None]
 
@@ -49,8 +46,8 @@ class RecoveryError(StackError):
 
 @dataclass(frozen=True)
 class BaseBackup:
-    """A base backup to start from: the tar of `pg_basebackup -D - -Ft -X fetch` on the bot's machine, its first WAL
-    segment and when it ended (a target before that cannot be reached from it)."""
+    """A base backup to start from (archive's kind "base" row): the tar of the data directory on the bot's machine, its
+    backup_label the last member, no pg_wal content; its first WAL segment and when it ended."""
 
     path: Path
     start_segment: str
@@ -62,67 +59,9 @@ class BaseBackup:
         return f"base backup #{self.backup_id}" if self.backup_id else f"base backup {self.path.name}"
 
 
-def start_segment_of(tar_path: Path) -> str:
-    """The first WAL segment a base backup needs, from the backup_label inside its tar."""
-    try:
-        with tarfile.open(tar_path, "r:*") as tar:
-            member = tar.extractfile("backup_label")
-            text = member.read(4096).decode("ascii", errors="replace") if member else ""
-    except (OSError, KeyError, tarfile.TarError):
-        raise RecoveryError(f"{tar_path.name} is not a readable base backup (no backup_label in it).") from None
-    found = re.search(r"START WAL LOCATION: \S+ \(file ([0-9A-F]{24})\)", text)
-    if found is None:
-        raise RecoveryError(f"The backup_label of {tar_path.name} names no start segment.")
-    return found.group(1)
-
-
 def postgres_time(moment: datetime) -> str:
     """A moment as recovery_target_time reads it, in UTC to the microsecond."""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
-
-
-# ---- the archive as far as a recovery needs it ----------------------------------------------------------
-# LEAD: archive's Archive.check_reachable(target) -> Backup replaces `reachable` at merge; this is the minimum a
-# recovery needs to refuse a target before anything starts (the newest archived segment, and no missing segment).
-
-
-def _segment_number(name: str) -> tuple[int, int]:
-    timeline, log_id, seg = int(name[:8], 16), int(name[8:16], 16), int(name[16:], 16)
-    return timeline, log_id * 0x100 + seg  # 16 MB segments: 256 of them to a log file
-
-
-def segment_name(timeline: int, number: int) -> str:
-    return f"{timeline:08X}{number // 0x100:08X}{number % 0x100:08X}"
-
-
-def reachable(archive_dir: Path, base: BaseBackup, target: datetime) -> None:
-    """Refuse, with one sentence, a target this base backup and archive cannot reach."""
-    if target <= base.ended_at:
-        raise RecoveryError(
-            f"{postgres_time(target)[:19]} UTC is before {base.label} ended ({postgres_time(base.ended_at)[:19]} UTC); "
-            f"there is no base backup to recover that moment from."
-        )
-    try:
-        names = sorted(entry.name for entry in archive_dir.iterdir() if SEGMENT.fullmatch(entry.name))
-    except OSError as error:
-        raise RecoveryError(f"The WAL archive {archive_dir} cannot be read: {error.strerror}.") from None
-    timeline, first = _segment_number(base.start_segment)
-    numbers = {_segment_number(name)[1] for name in names if _segment_number(name)[0] == timeline}
-    newest = max(numbers, default=-1)
-    if newest < first:
-        raise RecoveryError(f"The WAL archive holds nothing since {base.label} started ({base.start_segment}).")
-    missing = next((n for n in range(first, newest + 1) if n not in numbers), None)
-    if missing is not None:
-        raise RecoveryError(
-            f"Segment {segment_name(timeline, missing)} is missing from the WAL archive: it breaks recovery from {base.label} "
-            f"to anything after it."
-        )
-    newest_at = datetime.fromtimestamp((archive_dir / segment_name(timeline, newest)).stat().st_mtime, timezone.utc)
-    if target > newest_at:
-        raise RecoveryError(
-            f"{postgres_time(target)[:19]} UTC is past the newest archived change ({postgres_time(newest_at)[:19]} UTC); "
-            f"the archive cannot reach it yet."
-        )
 
 
 # ---- the scratch instance ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bot.backups.model import RowRestore
+from bot.backups.pointintime import Scratches
 from bot.backups.service import RESTORE_OPTIONS, Backups, Progress, _quiet
 from bot.backups.tools import last_lines
 from bot.backups.where import MAX_LENGTH as MAX_WHERE, parse, render
@@ -75,21 +76,17 @@ def scratch_name(database: str, job_id: int) -> str:
     return name
 
 
-PITR_MISSING = "FROM a time needs point-in-time recovery, which this bot does not have yet; give a backup's number (/backups lists them)."
+def check_time(backups: Backups, target: datetime) -> None:
+    """FROM a time, before a request is made: the archive reaches TARGET from a base backup (archive's
+    check_reachable), or one sentence says why not."""
+    Scratches(backups._store, backups._stack).base_for(target)
 
 
-def check_time(target: datetime) -> None:
-    """FROM a time, before a request is made: the archive can reach TARGET (point-in-time recovery's
-    `Archive.check_reachable`; the lead wires it here). Until then FROM a time is refused."""
-    raise UndoError(PITR_MISSING)
-
-
-def recover_at_time(target: datetime, schema: str, table: str, into_database: str, progress: Progress) -> None:
-    """FROM a time: the table as it was at TARGET, copied into INTO_DATABASE (empty) on the live server.
-
-    Point-in-time recovery's scratch instance does this (`Scratch.dump_table`); the lead wires it here. Until then
-    FROM a time is refused before any request is made."""
-    raise UndoError(PITR_MISSING)
+def recover_at_time(backups: Backups, job_id: int, target: datetime, schema: str, table: str, into_database: str,
+                    progress: Progress) -> None:
+    """FROM a time: the table as it was at TARGET, copied into INTO_DATABASE (empty) on the live server through the
+    job's point-in-time scratch instance (removed at the end, or by the runners' sweep after a kill)."""
+    Scratches(backups._store, backups._stack).table_at(job_id, target, f"{schema}.{table}", into_database, backups.tools, progress)
 
 
 # ---- the live table ----------------------------------------------------------------------------------------
@@ -196,7 +193,7 @@ class RowUndo:
         except psycopg.Error as error:
             raise UndoError(f"--where is refused by PostgreSQL: {_first_line(error)}") from None
         if ask.backup is None:
-            check_time(ask.target)
+            check_time(self.backups, ask.target)
         elif ask.deleted_since is not None and ask.deleted_since < ask.backup.started_at:
             raise UndoError(
                 f"{ask.backup.label} was taken at {ask.backup.started_at:%Y-%m-%d %H:%M:%S} UTC, after "
@@ -264,7 +261,7 @@ class RowUndo:
         tools.check(["dropdb", *tools.connection(), "--if-exists", "--force", scratch], f"dropdb {scratch}")
         tools.check(["createdb", *tools.connection(), scratch], f"createdb {scratch}")
         if ask.backup is None:
-            recover_at_time(ask.target, schema, table, scratch, self._progress)
+            recover_at_time(self.backups, self._job_id, ask.target, schema, table, scratch, self._progress)
         else:
             self._from_backup(ask.backup, schema, table, scratch)
         with self._scratch_conn(scratch) as conn:

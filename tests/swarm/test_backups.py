@@ -41,9 +41,12 @@ def test_backup_then_restore_on_swarm_scales_the_service_to_zero_and_back(make_r
     (reply,) = list(run_approved(runtime, lambda _text: None))
     assert not reply.failed, reply.text
     text = to_text(reply)
-    for step in ("🟢 1. Verified backup #1", "🟢 2. Safety backup #2", f"🟢 3. Stopped {SERVICE}", "🟢 4. Restored backup #1",
-                 f"🟢 5. Started {SERVICE}; healthy again"):
+    database = swarm_app_db.name
+    for step in ("🟢 1. Verified backup #1", f"🟢 2. Restored backup #1 into {database}__restore_{number}", f"🟢 3. Stopped {SERVICE}",
+                 f"🟢 4. Swapped: {database} is backup #1 now", f"🟢 5. Started {SERVICE}; healthy again",
+                 f"kept as database {database}__before_{number}"):
         assert step in text, (step, text)
+    assert "Safety backup" not in text, "a swap keeps the old database instead of a safety dump"
     assert "eve@example.com" not in swarm_app_db.emails()
     assert swarm_app_db.query("SELECT count(*) FROM events")[0][0] == 500
     count, labels = replicas(SERVICE)
