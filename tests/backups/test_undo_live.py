@@ -169,7 +169,7 @@ def test_a_request_that_ends_unapproved_has_its_scratch_database_dropped_by_the_
     ('/restore --table users --where "nme = 1" 1', "users has no column 'nme'; its columns are id, email"),
     ('/restore --table users --where "id = 1; DROP TABLE users" 1', "--where cannot contain ';' (character 7)"),
     ('/restore --table users --where "id = \'x\'" 1', 'invalid input syntax for type integer: "x"'),
-    ('/restore --table users --where "id = 1" 2026-12-01T10:00Z', "FROM a time needs point-in-time recovery"),
+    ('/restore --table users --where "id = 1" 2026-12-01T10:00Z', "2026-12-01 10:00:00 UTC cannot be reached: "),
     ('/restore --table nosuch --where "id = 1" 1', "has no table nosuch"),
     ('/restore --table "users; x" --where "id = 1" 1', "is not a table's name"),
     ('/restore --table nokey --where "a = 1" 1', "nokey has no primary key"),
