@@ -232,7 +232,7 @@ def preview(live: dict[str, int], target: dict[str, int], limit: int = 12) -> li
     changed = [f"`{t}`: {live[t]} rows live, {target[t]} at the target" for t in sorted(live.keys() & target.keys()) if live[t] != target[t]]
     back = [f"`{t}`: not in live; comes back with {target[t]} rows" for t in sorted(target.keys() - live.keys())]
     gone = [f"`{t}`: {live[t]} rows live; it did not exist at the target and goes" for t in sorted(live.keys() - target.keys())]
-    same = sorted(live.keys() & target.keys() - {t for t in live if t in target and live[t] != target[t]})
+    same = sorted(t for t in live.keys() & target.keys() if live[t] == target[t])
     differ = changed + back + gone
     lines = [f"{len(differ)} of {len(live.keys() | target.keys())} tables differ from live:" if differ
              else f"The row counts of all {len(live)} tables are the same live and at the target."]

@@ -441,13 +441,8 @@ class RowUndo:
                 time.sleep(1.0)
 
     def drop(self) -> None:
-        drop_scratch(self.backups, scratch_name(self.database, self._job_id))
+        self.backups.drop_scratch(scratch_name(self.database, self._job_id))
         self._set(dropped_at=utcnow())
-
-
-def drop_scratch(backups: Backups, scratch: str) -> None:
-    tools = backups.tools
-    tools.check(["dropdb", *tools.connection(), "--if-exists", "--force", scratch], f"dropdb {scratch}")
 
 
 def _first_line(error: psycopg.Error) -> str:
@@ -477,7 +472,7 @@ def sweep_scratch(store: "Store", backups: Backups | None) -> None:
         left = list(session.scalars(select(RowRestore).where(
             RowRestore.dropped_at.is_(None), RowRestore.database == backups.database, *ended_and_unlocked(RowRestore.job_id))))
     for journal in left:
-        drop_scratch(backups, journal.scratch)
+        backups.drop_scratch(journal.scratch)
         with store.session.begin() as session:
             session.execute(update(RowRestore).where(RowRestore.job_id == journal.job_id).values(
                 dropped_at=utcnow(), **({} if journal.finished_at else {"finished_at": utcnow(), "step": "interrupted" if journal.step == "writing" else journal.step})))
@@ -512,7 +507,7 @@ def recover(backups: Backups, store: "Store", job: "Job") -> str:
     else:
         data = f"It stopped before writing anything back: {journal.database} was not changed."
     try:
-        drop_scratch(backups, journal.scratch)
+        backups.drop_scratch(journal.scratch)
         dropped = {"dropped_at": utcnow()}
     except StackError:
         dropped = {}  # the sweep tries again
