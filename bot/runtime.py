@@ -89,6 +89,7 @@ class Runtime:
         self.changes = ChangeCards(self.store, lambda: self.stack, self.settings, self.commands, lambda: self.releases, lambda: self.messages)
         self.pipeline.run_source(DUTY_SOURCE, lambda job, holder: self.duties.run_job(job, holder))
         self.audit.observers.append(self.incidents.on_audit)  # commands and approval steps land on a timeline
+        self.audit.ask_with_each_row(self.incidents.on_audit.question)  # its channel's open incident, read by the row's INSERT
 
     @property
     def messages(self) -> RedactedNotifier | None:

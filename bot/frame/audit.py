@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Callable, Literal
 
@@ -57,10 +58,40 @@ _INSERT = insert(AuditEntry.__table__).returning(AuditEntry.id)  # built once: e
 _JSON = ("arguments", "details")
 
 
-def _values(entry: AuditEntry) -> dict:
+# What the observers are told beside a row they did not ask for: nobody asked (see AuditLog.ask_with_each_row).
+NOT_ASKED = object()
+
+
+@dataclass(slots=True)
+class AuditRow:
+    """A row as it was written, as the observers see it: AuditEntry's columns, without the ORM's bookkeeping (two are
+    written on every command's path); `asked`, the answer to the observers' question (ask_with_each_row)."""
+
+    at: datetime
+    user_id: str
+    channel_id: str | None
+    source: str
+    command: str
+    arguments: dict | None
+    outcome: str
+    duration_ms: int
+    error: str | None
+    error_id: str | None
+    job_id: int | None
+    origin: str | None
+    details: dict | None
+    id: int | None = None
+    asked: object = NOT_ASKED
+
+
+_COLUMNS = tuple(column.key for column in AuditEntry.__table__.columns if column.key != "id")
+assert set(_COLUMNS) <= {field.name for field in fields(AuditRow)}, "AuditRow lacks a column of audit_log"
+
+
+def _values(entry: AuditRow) -> dict:
     """The row's columns as the store's writer takes them: plain values, the JSON ones serialized as the ORM does
     (None as JSON null)."""
-    values = {column.key: getattr(entry, column.key) for column in AuditEntry.__table__.columns if column.key != "id"}
+    values = {key: getattr(entry, key) for key in _COLUMNS}
     for key in _JSON:
         values[key] = json.dumps(values[key])
     return values
@@ -69,7 +100,14 @@ def _values(entry: AuditEntry) -> dict:
 class AuditLog:
     def __init__(self, store: Store):
         self._store = store
-        self.observers: list[Callable[[AuditEntry], None]] = []
+        self.observers: list[Callable[[AuditRow], None]] = []
+        self._asking = None  # the INSERT that also answers the observers' question (ask_with_each_row)
+
+    def ask_with_each_row(self, question) -> None:
+        """A scalar subquery on the row's channel (bindparam "asked_channel") answered by the row's own INSERT, in its
+        round trip: the observers find the answer as `entry.asked`. The incidents' timeline asks for the channel's
+        open incident, which it would otherwise read once more after every command's outcome row."""
+        self._asking = insert(AuditEntry.__table__).returning(AuditEntry.id, question)
 
     def record(
         self,
@@ -89,7 +127,7 @@ class AuditLog:
         """Write the row (stamped `at`, when what it records happened: a question's outcome row is written after its
         reply, and must still come before what was typed next) (with `also`, more (statement, params) steps of the store's writer, in the same transaction),
         then show it to the observers, unless the caller knows none needs it (`observed`)."""
-        entry = AuditEntry(
+        entry = AuditRow(
             at=at or utcnow(),
             user_id=_fit(invocation.user_id, 64),
             channel_id=_fit(invocation.channel_id, 64),
@@ -104,8 +142,13 @@ class AuditLog:
             origin=_fit(invocation.origin, 64),
             details=_storable(redact_value(details)) if details else None,
         )
-        entry.id = self._store.ack_writer.write(*also, (_INSERT, _values(entry)))
-        for observe in self.observers if observed else ():
+        observers = self.observers if observed else ()
+        if observers and self._asking is not None:
+            ((entry.id, entry.asked),) = self._store.ack_writer.write(
+                *also, (self._asking, _values(entry) | {"asked_channel": entry.channel_id}), every_row=True)
+        else:
+            entry.id = self._store.ack_writer.write(*also, (_INSERT, _values(entry)))
+        for observe in observers:
             try:
                 observe(entry)
             except Exception:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from bot.incidents.model import APPROVAL, COMMAND
-from bot.incidents.timeline import Event, Timeline
+from bot.incidents.timeline import OPEN_ID_OF_ROW, Event, Timeline
 from bot.incidents.when import from_ts
 from bot.frame.registry import FOUND, command_line
-from bot.store.engine import AuditEntry
+from bot.frame.audit import NOT_ASKED, AuditRow
 
 if TYPE_CHECKING:
     from bot.frame.registry import Command
@@ -38,11 +38,13 @@ SELF_RECORDED = ("incident", "incidents", "postmortem", "approvals", "actions")
 
 
 class AuditCapture:
+    question = OPEN_ID_OF_ROW  # asked by each audit row's INSERT: the open incident of the row's channel
+
     def __init__(self, runtime: AuditHost, timeline: Timeline):
         self._rt = runtime
         self._timeline = timeline
 
-    def __call__(self, entry: AuditEntry) -> None:
+    def __call__(self, entry: AuditRow) -> None:
         if entry.outcome in APPROVAL_STEPS and entry.job_id is not None:
             job = self._rt.jobs.get(entry.job_id)
             incident = self._timeline.open_id(job.channel_id if job else entry.channel_id)
@@ -51,7 +53,8 @@ class AuditCapture:
             return
         if entry.command in SELF_RECORDED or entry.outcome not in (*COMMAND_OUTCOMES, "allowed"):
             return
-        incident = self._timeline.open_id(entry.channel_id)
+        # The channel's open incident, read by the row's INSERT (AuditLog.ask_with_each_row).
+        incident = self._timeline.open_id(entry.channel_id) if entry.asked is NOT_ASKED else entry.asked
         if incident is None:
             return
         job = self._rt.jobs.get(entry.job_id) if entry.job_id is not None else None
@@ -61,14 +64,14 @@ class AuditCapture:
             return
         self._timeline.add(incident, self._command(entry, job))
 
-    def _line(self, entry: AuditEntry) -> str:
+    def _line(self, entry: AuditRow) -> str:
         arguments = entry.arguments or {}
         if set(arguments) == {"text"}:  # not parsed (rejected, denied): as typed
             return f"/{entry.command} {arguments['text']}".strip()
         cmd = self._rt.commands.get(entry.command)
         return command_line(cmd, arguments) if cmd is not None else f"/{entry.command}"
 
-    def _command(self, entry: AuditEntry, job: "Job | None") -> Event:
+    def _command(self, entry: AuditRow, job: "Job | None") -> Event:
         details = {"outcome": entry.outcome, "duration_ms": entry.duration_ms, "command": self._line(entry)}
         found = (entry.details or {}).get(FOUND)
         if entry.details:
@@ -87,13 +90,13 @@ class AuditCapture:
         said = f"found {found}" if found and entry.outcome == "succeeded" else entry.outcome
         return Event(COMMAND, entry.at, f"`{self._line(entry)}` {said}", entry.user_id, details, entry.channel_id)
 
-    def _run_started(self, entry: AuditEntry, job: "Job") -> Event:
+    def _run_started(self, entry: AuditRow, job: "Job") -> Event:
         line = self._rt.approvals.command_line(job)
         how = f"approved by <@{job.approver}>" if job.approver else "break-glass"
         details = {"step": "running", "job_id": job.id, "command": line}
         return Event(APPROVAL, entry.at, f"Request #{job.id} `{line}` started ({how})", entry.user_id, details, job.channel_id)
 
-    def _approval_step(self, entry: AuditEntry, job: "Job") -> Event:
+    def _approval_step(self, entry: AuditRow, job: "Job") -> Event:
         line = self._rt.approvals.command_line(job)
         said = {
             "requested": f"Request #{job.id} `{line}` asked for approval by <@{entry.user_id}>",

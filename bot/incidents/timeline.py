@@ -23,6 +23,8 @@ class AlreadyOpen(Exception):
 
 
 _OPEN_ID = select(Incident.id).where(Incident.channel_id == bindparam("channel"), Incident.state == bindparam("open")).limit(1)
+# The same, asked by each audit row's INSERT about the row's channel (AuditLog.ask_with_each_row).
+OPEN_ID_OF_ROW = select(Incident.id).where(Incident.channel_id == bindparam("asked_channel"), Incident.state == OPEN).limit(1).scalar_subquery()
 
 
 @dataclass

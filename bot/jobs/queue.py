@@ -7,6 +7,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -39,12 +40,18 @@ def _new_job_statement(dialect: str):
 # On PostgreSQL a job that becomes queued is announced on this channel (a NOTIFY, delivered at its transaction's
 # commit); every runner LISTENs on it (bot/jobs/wakeup.py), so a replica's runners take work without polling.
 WAKE_CHANNEL = "flowstate_jobs"
-_NOTIFY = text(f"SELECT pg_notify('{WAKE_CHANNEL}', '')")
+_NOTIFY = text(f"SELECT pg_notify('{WAKE_CHANNEL}', :token)")
+# The NOTIFY's payload: which process announced. Its own runners are rung by its doorbell at the ack, so they skip
+# a NOTIFY of their bot process (bot/jobs/wakeup.py) instead of looking for the same job a second time.
+ANNOUNCER_TOKEN = secrets.token_hex(8)
+# After a NOTIFY the next waits this long: the jobs of a burst committed meanwhile share one (another replica's
+# runners are woken at most this much later; this process's own are rung at the ack).
+ANNOUNCE_GAP_SECONDS = 0.01
 
 
 class _Announcer:
     """The NOTIFY for queued jobs (an ack's, an approval's), sent after their commit by a thread of its own: one for
-    all the jobs committed while it was sending the last one.
+    all the jobs committed while it was sending the last one, or in the short gap after it.
 
     Not in the transaction that stores the job: PostgreSQL serializes the commits of the transactions that NOTIFY (a
     lock held until the commit's WAL flush is done), so the acks of a burst would each wait for the flushes of all
@@ -77,11 +84,12 @@ class _Announcer:
             if self._owed:
                 self._owed = False  # before the NOTIFY: a job committed from now on gets the next one
                 try:
-                    self._writer.write((_NOTIFY, {}))
+                    self._writer.write((_NOTIFY, {"token": ANNOUNCER_TOKEN}))
                 except Exception as error:  # the ack that stored the job went through; the poll finds it
                     log.debug("could not announce queued jobs (%s); the runners' poll finds them", error)
             if self._closing:  # what was owed is sent first
                 return
+            time.sleep(ANNOUNCE_GAP_SECONDS)
 
     def close(self) -> None:
         with self._start:

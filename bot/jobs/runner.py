@@ -24,6 +24,7 @@ from bot.backups.flows import drop_expired_copies, finish_abandoned as finish_ab
 from bot.frame.config import ConfigError, Settings, StackConfig
 from bot.deploy.service import finish_abandoned as finish_abandoned_releases
 from bot.jobs.model import Job
+from bot.jobs.queue import ANNOUNCER_TOKEN
 from bot.jobs.wakeup import NotifiedWakeups
 from bot.jobs.outage import OutageLog
 from bot.frame.registry import Reply
@@ -213,7 +214,7 @@ def _listen(reader, runner: Runner) -> None:
         runner.wake.set()
 
 
-def runner_main(settings: Settings, stack: StackConfig, doorbell, ready) -> None:
+def runner_main(settings: Settings, stack: StackConfig, doorbell, ready, rung_by: str | None = None) -> None:
     make_undumpable()  # the bot's was undone when this process was executed
     threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
     os.nice(NICENESS)
@@ -230,7 +231,7 @@ def runner_main(settings: Settings, stack: StackConfig, doorbell, ready) -> None
     runner = Runner(runtime, client)
     runtime.wake = runner.wake.set
     threading.Thread(target=_listen, args=(doorbell, runner), name="doorbell", daemon=True).start()
-    notifications = NotifiedWakeups(settings.effective_database_url, runner.wake.set, runner.outage)  # PostgreSQL only
+    notifications = NotifiedWakeups(settings.effective_database_url, runner.wake.set, runner.outage, rung_by)  # PostgreSQL only
     # SIGTERM (the bot stopping): take no new job, let the running ones finish.
     signal.signal(signal.SIGTERM, lambda *_: (runner.stopping.set(), runner.wake.set()))
     runtime.heartbeat.start()
@@ -261,7 +262,7 @@ class RunnerProcesses:
         ready = self._context.Event()  # only the two of us, and only once: no sleeper can die holding it
         doorbell = Doorbell(self._context)
         process = self._context.Process(
-            target=runner_main, args=(self._settings, self._stack, doorbell.reader, ready), name="flowstate-runner", daemon=True
+            target=runner_main, args=(self._settings, self._stack, doorbell.reader, ready, ANNOUNCER_TOKEN), name="flowstate-runner", daemon=True
         )
         process.start()
         doorbell.reader.close()  # the runner has its copy; ours would keep the pipe open after it died

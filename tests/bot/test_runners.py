@@ -150,6 +150,28 @@ def test_a_job_stored_by_another_replica_wakes_an_idle_runner_before_its_poll(ma
         runner.pool.shutdown(wait=True)
 
 
+def test_a_runner_is_not_woken_twice_by_the_notify_of_the_bot_process_that_rings_it(make_runtime, postgres_url):
+    """The bot process rings its own runners at the ack and NOTIFYs for the other replicas': its runners skip that
+    NOTIFY (one look for the job, not two); a NOTIFY of any other process still wakes them."""
+    from bot.jobs import queue
+    from bot.jobs.wakeup import NotifiedWakeups
+
+    runtime = make_runtime(database_url=postgres_url)  # the bot process: its queue announces with its token
+    woken = threading.Event()
+    notifications = NotifiedWakeups(postgres_url, woken.set, rung_by=queue.ANNOUNCER_TOKEN)
+    other = Store(postgres_url)
+    try:
+        _wait(woken.is_set, "the first look after LISTEN")  # it looks once as soon as it listens
+        woken.clear()
+        runtime.jobs.submit(Invocation("UOP", "health", source="console"))  # announced with this process's token
+        assert not woken.wait(1.5), "the NOTIFY of the bot process that rings it woke the runner again"
+        other.ack_writer.write((queue._NOTIFY, {"token": "another-replica"}))
+        assert woken.wait(10), "another replica's NOTIFY did not wake the runner"
+    finally:
+        notifications.close()
+        other.dispose()
+
+
 # ---- group commit -------------------------------------------------------------------------------------
 
 
