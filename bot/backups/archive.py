@@ -340,8 +340,12 @@ def archiving_state(stack: "Stack") -> tuple[bool, str | None]:
 
 
 def _archive_command(pitr: "PitrSection") -> str:
+    """Never overwrites a segment, and a segment is either whole in the archive or not there: copied under a temporary
+    name and renamed (a server that crashed mid-copy leaves a .part, never a short segment a restore would trust).
+    A segment already archived with the same bytes is success (PostgreSQL retries one whose archiving it did not get
+    to record, and a plain `test ! -f` would then fail it for ever and stall the archive); different bytes fail."""
     directory = pitr.server_archive_dir.rstrip("/") or ""
-    return f"test ! -f {directory}/%f && cp %p {directory}/%f"
+    return f"(test ! -f {directory}/%f && cp %p {directory}/%f.part && mv {directory}/%f.part {directory}/%f) || cmp -s %p {directory}/%f"
 
 
 # ---- base backups ------------------------------------------------------------------------------------------------

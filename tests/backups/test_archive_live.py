@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.backups.archive import Archive, ArchiveError
+from bot.backups.archive import Archive, ArchiveError, archive_for
 from bot.backups.model import Backup
 from bot.frame.blocks import to_text
 from tests.backups.archiving import (
@@ -61,7 +61,8 @@ def test_setup_pitr_turns_archiving_on_proves_it_and_takes_the_first_base_backup
                  "🟢 3. Switched to a new WAL segment: ", "🟢 4. Base backup #1: ", "Point-in-time restores can reach any second from"):
         assert step in text, (step, text)
     assert setting(app_db.stack, "archive_mode") == "on" and setting(app_db.stack, "archive_timeout") == "60"
-    assert in_auto_conf(app_db.stack)["archive_command"] == "test ! -f /archive/%f && cp %p /archive/%f"
+    assert in_auto_conf(app_db.stack)["archive_command"] == (
+        "(test ! -f /archive/%f && cp %p /archive/%f.part && mv /archive/%f.part /archive/%f) || cmp -s %p /archive/%f")
     arrived = set(archived(app_db.stack)) - before
     assert arrived and any(name in text for name in arrived), "the proof names a segment that is in the archive folder"
 
@@ -88,6 +89,42 @@ def test_a_second_setup_pitr_finds_archiving_on_and_restarts_nothing(archiving, 
     container.reload()
     assert container.attrs["State"]["StartedAt"] == started
     assert len(bases(archiving)) == 2
+
+
+def test_the_archive_command_leaves_whole_segments_only_and_takes_a_segment_it_already_has(archiving, app_db, stack_container):
+    """PostgreSQL's own archive_command, as setup-pitr configured it, run in the postgres container as the archiver runs
+    it: a segment arrives whole under its name (no temporary file left); archiving it again with the same bytes is
+    success (a retry after a crash must not stall the archiver for ever); other bytes under that name fail and change
+    nothing; a temporary file a crash left behind is no segment to the window or the gaps."""
+    command = in_auto_conf(app_db.stack)["archive_command"]
+    container = stack_container("postgres")
+    name = "00000001" + "FFFFFFF0" + "000000AB"  # far past any segment the test server writes
+
+    def archive(source: str) -> int:
+        line = command.replace("%p", source).replace("%f", name)
+        return container.exec_run(["sh", "-c", line], user="postgres").exit_code
+
+    assert container.exec_run(["sh", "-c", "head -c 65536 /dev/urandom > /tmp/seg-a && head -c 65536 /dev/urandom > /tmp/seg-b"],
+                              user="postgres").exit_code == 0
+    folder = Path(app_db.stack.pitr.archive_dir)
+    try:
+        assert archive("/tmp/seg-a") == 0
+        first = (folder / name).read_bytes()
+        assert len(first) == 65536 and not list(folder.glob("*.part"))
+        assert archive("/tmp/seg-a") == 0, "the same segment again must count as archived"
+        assert archive("/tmp/seg-b") != 0, "other bytes under an archived name must fail"
+        assert (folder / name).read_bytes() == first, "an archived segment was overwritten"
+        (folder / name).unlink()
+        before = archive_for(archiving.stack, archiving.store).window()
+        newest = max(archived(app_db.stack))
+        (folder / f"{newest[:-2]}{int(newest[-2:], 16) + 1:02X}.part").write_bytes(b"short")  # what a crash mid-copy leaves
+        after = archive_for(archiving.stack, archiving.store).window()
+        assert (after.segments, after.gaps) == (before.segments, before.gaps), "a .part was taken for a segment"
+    finally:
+        (folder / name).unlink(missing_ok=True)
+        for leftover in folder.glob("*.part"):
+            leftover.unlink()
+        container.exec_run(["rm", "-f", "/tmp/seg-a", "/tmp/seg-b"])
 
 
 def test_backups_shows_the_window_since_the_base_backup_and_the_newest_change(archiving, app_db):
