@@ -549,7 +549,7 @@ class ChangeLocks:
                             session.add(ChangeLock(stack=stack, **values))
                             session.flush()  # a live lock's row is there: IntegrityError, and nothing changed
                     if self._postgres:
-                        session.execute(_NOTIFY)
+                        session.execute(_NOTIFY, {"token": ANNOUNCER_TOKEN})
             except (_Held, IntegrityError):
                 return False
             log.info("request #%s, waiting for the lock of %s, has it now", waiter.id, stack)

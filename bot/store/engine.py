@@ -208,8 +208,12 @@ class AckWriter:
     wait for their group, never on a lock of the file. That transaction takes the file's lock at its start
     (BEGIN IMMEDIATE) on a connection that does not wait inside SQLite: it tries again after a fraction of a
     millisecond, for as long as the pool's connections would wait. On PostgreSQL writers do not exclude each
-    other, and each write is its own transaction, sent with its BEGIN and COMMIT in one round trip (pipeline mode)
-    rather than one per statement (a /whoami costs its runner four round trips, not fourteen).
+    other, and each write is its own transaction: its statements sent as ONE query on an autocommit connection,
+    which PostgreSQL runs as one transaction (committed at its end, rolled back whole by an error), in one round
+    trip. Their values are bound on the client (psycopg's ClientCursor.mogrify, quoted by libpq for this
+    connection): a query of several statements cannot take server-side parameters. Against psycopg's pipeline mode
+    (BEGIN, the statements, COMMIT) this costs the caller about 40 % of the CPU (78 vs 128 us for two INSERTs), the
+    server about the same (120 vs 123 us), and answers sooner (261 vs 422 us).
     """
 
     def __init__(self, engine: Engine, own_engine: Engine | None = None):
@@ -294,7 +298,7 @@ class AckWriter:
 
     def _alone(self, prepared: list, every_row: bool):
         """One transaction of one caller (PostgreSQL), in one round trip."""
-        return self._on_connection(lambda connection: self._pipelined(connection, prepared, "COMMIT", every_row))
+        return self._on_connection(lambda connection: self._one_query(connection, prepared, every_row))
 
     def read(self, statement, params: dict):
         """The first column of a query's first row (or None), on this path's connections: no pool checkout, and on
@@ -302,7 +306,7 @@ class AckWriter:
         prepared = [self._sql(statement, params)]
         if self._sqlite:  # outside the group: a read in WAL mode waits for no writer
             return self._on_connection(lambda connection: self._read_sqlite(connection, prepared))
-        return self._on_connection(lambda connection: self._pipelined(connection, prepared, "ROLLBACK", False))
+        return self._on_connection(lambda connection: self._one_query(connection, prepared, False))
 
     def _read_sqlite(self, connection, prepared: list):
         cursor = connection.cursor()
@@ -311,20 +315,25 @@ class AckWriter:
         connection.rollback()
         return result
 
-    def _pipelined(self, connection, prepared: list, ending: str, every_row: bool):
-        """BEGIN, the steps and their COMMIT (or ROLLBACK) sent together and answered together: psycopg's pipeline
-        mode, one round trip instead of one per statement. A step that fails makes the server skip the rest (the
-        COMMIT too) and leaves the transaction aborted; its error is raised here."""
+    @classmethod
+    def _one_query(cls, connection, prepared: list, every_row: bool):
+        """The steps as one query of several statements on an autocommit connection: PostgreSQL runs them as one
+        transaction (an error rolls back all of them and skips the rest), in one round trip; what the last one
+        returned. The connection is this path's own while it is kept (autocommit is undone before it goes back to
+        the pool: close())."""
+        from psycopg import ClientCursor  # PostgreSQL only (imported once; the console on SQLite never needs it)
+
         driver = connection.dbapi_connection
-        cursor, end = driver.cursor(), driver.cursor()
-        with driver.pipeline():
-            for sql, params in prepared:
-                cursor.execute(sql, params)
-            end.execute(ending)
-        result = self._result(cursor, every_row)
-        cursor.close()
-        end.close()
-        return result
+        if not driver.autocommit:
+            driver.autocommit = True
+        cursor = ClientCursor(driver)
+        try:
+            cursor.execute("; ".join(cursor.mogrify(sql, params) for sql, params in prepared))
+            while cursor.nextset():  # to the last statement's result
+                pass
+            return cls._result(cursor, every_row)
+        finally:
+            cursor.close()
 
     def _on_connection(self, work):
         """`work(connection)` on a kept connection, which it leaves between transactions; a connection that broke is
@@ -426,6 +435,8 @@ class AckWriter:
         with self._free_lock:
             connections, self._free = self._free, []
         for connection in connections:
+            if not self._sqlite and not connection.dbapi_connection.closed:
+                connection.dbapi_connection.autocommit = False  # as the pool's other users expect it
             connection.close()
         if self._own_engine is not None:
             self._own_engine.dispose()

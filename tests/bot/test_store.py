@@ -82,6 +82,21 @@ def test_a_write_refused_by_the_database_writes_none_of_its_steps_and_the_next_o
     with runtime.store.session() as session:
         assert [(job.id, job.dedupe_key) for job in session.query(Job).order_by(Job.id)] == [(first, "k1"), (second, "k3")]
 
+    # A LATER step refused: the earlier one of the same write is not kept either.
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.store.engine import SEEN_REQUEST, SeenRequest, utcnow
+
+    with pytest.raises(IntegrityError):
+        runtime.store.ack_writer.write((SEEN_REQUEST, {"signature": "v0=fresh", "seen_at": utcnow()}),
+                                       (SEEN_REQUEST, {"signature": "v0=same", "seen_at": utcnow()}))
+    with runtime.store.session() as session:
+        assert session.get(SeenRequest, "v0=fresh") is None
+    # Values travel as values, whatever they hold (on PostgreSQL they are quoted into the query by libpq).
+    typed = "it's 100% done'); DROP TABLE bot_jobs; -- \\ ; %(x)s $1 ü"
+    third = runtime.jobs.submit(Invocation("U1", "whoami", typed, "C1"), dedupe_key="k4")
+    assert runtime.jobs.get(third).text == typed
+
 
 def test_connections_the_database_ended_while_idle_are_replaced_before_use(make_runtime, postgres_url, postgres_admin):
     """No ping before every use: a connection PostgreSQL ended (a restart, an administrator) is seen from its socket and
