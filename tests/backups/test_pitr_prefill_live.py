@@ -4,7 +4,7 @@ live stack (archiving on for this module, as in test_pitr_live).
 What is promised: approved after the copy finished, the run only stops, swaps and starts, and the very database the
 copy made is live; approved while it copies, the run waits for it and the data is copied once; a request that ends
 leaves no copy (the sweep drops a finished one, a copy that finishes late drops itself); a runner killed mid-copy
-leaves a half-filled database that the sweep drops, and the approved run fills it itself.
+leaves a database (half or wholly filled) that the sweep drops, and the approved run fills it itself.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import threading
 from datetime import timedelta
 
 import psycopg
+import pytest
 
 from bot.adapters.console import run_approved
 from bot.approvals.service import APPROVE
@@ -153,10 +154,11 @@ def _job(store, job_id: int) -> Job | None:
         return session.get(Job, job_id)
 
 
-def test_a_runner_killed_mid_copy_leaves_a_half_filled_database_the_sweep_drops_and_the_run_fills_it_itself(
-        archiving, app_db, tmp_path, slack_double):
+@pytest.mark.parametrize("point", ["prefill:after_create", "prefill:after_fill"])  # half filled, whole but not yet said
+def test_a_runner_killed_mid_copy_leaves_a_database_the_sweep_drops_and_the_run_fills_it_itself(
+        archiving, app_db, tmp_path, slack_double, point):
     app_db.add_events(50)
-    bot = BotProcess(tmp_path, slack_double, tmp_path / "home", _stack_file(tmp_path, app_db), FLOWSTATE_FAULT_AT="prefill:after_create",
+    bot = BotProcess(tmp_path, slack_double, tmp_path / "home", _stack_file(tmp_path, app_db), FLOWSTATE_FAULT_AT=point,
                      FLOWSTATE_JOB_LEASE_SECONDS="5", FLOWSTATE_BACKUP_DIR=str(tmp_path / "backups"), FLOWSTATE_RESTORE_SERVICES=SERVICE)
     sender = bot.start()
     new = f"{app_db.name}__restore_2"
@@ -164,7 +166,7 @@ def test_a_runner_killed_mid_copy_leaves_a_half_filled_database_the_sweep_drops_
         message = ask_in_slack(bot, sender, slack_double, app_db, archiving)
         row = _until("the killed copy's drop by the sweep", lambda: (r := _row(bot.store, 2)) is not None and r.fill == "dropped" and r)
         assert row.fill_error == "its runner stopped while it was copied"
-        assert _oid(app_db, new) is None, "the half-filled database is dropped"
+        assert _oid(app_db, new) is None, "what the killed copy made is dropped"
 
         sender.click(APPROVE, "2", "U0ADMIN", CHANNEL, message["ts"], slack_double.response_url("approve"))
         done = _until("the approved run", lambda: (j := _job(bot.store, 2)) is not None and j.state not in ("queued", "running", "pending_approval") and j)
