@@ -236,15 +236,19 @@ class Scratches:
         ready, and make it on a thread of its own (one at a time per process); the job claimed, or None."""
         if self._heartbeat is None or (self._filling is not None and self._filling.is_alive()):
             return None
+        pending = select(Job.id).where(Job.state == PENDING)
         waiting = [PitrScratch.stack == self._stack.name, PitrScratch.state == READY, PitrScratch.removed_at.is_(None),
-                   PitrScratch.fill.is_(None), PitrScratch.job_id.in_(select(Job.id).where(Job.state == PENDING))]
+                   PitrScratch.fill.is_(None)]
         with self._store.session() as session:
-            job_id = session.scalar(select(PitrScratch.job_id).where(*waiting).order_by(PitrScratch.job_id).limit(1))
+            job_id = session.scalar(select(PitrScratch.job_id).where(*waiting, PitrScratch.job_id.in_(pending))
+                                    .order_by(PitrScratch.job_id).limit(1))
         if job_id is None:
             return None
         self._heartbeat.start()  # the claim is alive while this process beats
         holder = self._heartbeat.id
-        if not self._set_fill(job_id, waiting, fill=FILLING, fill_holder=holder, fill_started_at=utcnow(), fill_finished_at=None,
+        # FOR SHARE (PostgreSQL): an approval committing meanwhile waits for the claim, or the claim sees it
+        claimed = [*waiting, PitrScratch.job_id.in_(pending.with_for_update(read=True))]
+        if not self._set_fill(job_id, claimed, fill=FILLING, fill_holder=holder, fill_started_at=utcnow(), fill_finished_at=None,
                               fill_error=None):
             return None  # another runner's
         self._filling = threading.Thread(target=self._prefill, args=(job_id, holder, fault), name=f"prefill-{job_id}", daemon=True)

@@ -97,8 +97,8 @@ def test_a_target_past_the_newest_archived_change_is_refused_and_a_scratch_that_
 
 
 
-def _runtime(make_runtime, tmp_path, stack):
-    runtime = make_runtime(stack, admins=["UADMIN"], backup_dir=tmp_path / "backups", restore_services=[SERVICE])
+def _runtime(make_runtime, tmp_path, stack, **settings):
+    runtime = make_runtime(stack, admins=["UADMIN"], backup_dir=tmp_path / "backups", restore_services=[SERVICE], **settings)
     grant(runtime, "UOP", Role.operator)
     grant(runtime, "UAPP", Role.approver)
     return runtime

@@ -61,9 +61,9 @@ class Gate:
             assert self.opened.wait(120), "the test never let the copy go on"
 
 
-def test_approved_after_the_copy_finished_the_run_only_stops_swaps_and_starts(archiving, app_db, tmp_path, make_runtime):
+def test_approved_after_the_copy_finished_the_run_only_stops_swaps_and_starts(archiving, app_db, tmp_path, make_runtime, database_url):
     app_db.add_events(50)
-    runtime = _runtime(make_runtime, tmp_path, app_db.stack)
+    runtime = _runtime(make_runtime, tmp_path, app_db.stack, database_url=database_url)  # the bot's store: SQLite, PostgreSQL
     job, text = _ask(runtime, app_db, archiving)
     new = f"{app_db.name}__restore_{job}"
     assert f"The copy into `{new}` runs in the background while this waits." in text, text
@@ -113,8 +113,8 @@ def test_approved_while_the_copy_runs_the_run_waits_for_it_and_copies_nothing_it
     _restored_as_at_t2(app_db)
 
 
-def test_a_denied_request_leaves_no_copy_finished_or_finishing(archiving, app_db, tmp_path, make_runtime):
-    runtime = _runtime(make_runtime, tmp_path, app_db.stack)
+def test_a_denied_request_leaves_no_copy_finished_or_finishing(archiving, app_db, tmp_path, make_runtime, database_url):
+    runtime = _runtime(make_runtime, tmp_path, app_db.stack, database_url=database_url)
     job, _text = _ask(runtime, app_db, archiving)
     new = f"{app_db.name}__restore_{job}"
     runtime.scratches.prefill_in_background(runtime.at_fault)
