@@ -221,6 +221,7 @@ class Restore:
             if seconds is not None and not self.databases.present(new):
                 seconds = None
         except StackError as error:
+            self._quietly(lambda: self.databases.drop(new))  # what it took over is the run's
             self._say(f"🔴 2. {error}")
             self._say("Nothing was stopped and the database was not touched.")
             return False
