@@ -175,3 +175,24 @@ def test_a_runner_killed_mid_copy_leaves_a_database_the_sweep_drops_and_the_run_
         _restored_as_at_t2(app_db)
     finally:
         bot.close()
+
+
+def test_a_run_killed_after_it_took_the_copy_over_leaves_live_as_it_was_and_no_copy(archiving, app_db, tmp_path, slack_double):
+    app_db.add_events(50)
+    bot = BotProcess(tmp_path, slack_double, tmp_path / "home", _stack_file(tmp_path, app_db), FLOWSTATE_FAULT_AT="restore:after_fill",
+                     FLOWSTATE_JOB_LEASE_SECONDS="5", FLOWSTATE_BACKUP_DIR=str(tmp_path / "backups"), FLOWSTATE_RESTORE_SERVICES=SERVICE)
+    sender = bot.start()
+    new = f"{app_db.name}__restore_2"
+    try:
+        message = ask_in_slack(bot, sender, slack_double, app_db, archiving)
+        _until("the background copy", lambda: (r := _row(bot.store, 2)) is not None and r.fill == "filled")
+        sender.click(APPROVE, "2", "U0ADMIN", CHANNEL, message["ts"], slack_double.response_url("approve"))
+        told = slack_double.wait_for("chat.postMessage", timeout=240, predicate=lambda c: "was interrupted" in str(c.params.get("text")))
+        text = told[0].params["text"]
+        assert f"{app_db.name} was not touched; the unfinished {new} is dropped" in text and "Services: 🟢 Healthy" in text, text
+        assert _row(bot.store, 2).fill == "taken", "the run had taken the copy over"
+        assert {row[0] for row in app_db.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")} == {"users"}, "live as it was"
+        assert _oid(app_db, new) is None
+        _until("the scratch's removal", lambda: "flowstate-pitr-2" not in _scratch_dirs(archiving))
+    finally:
+        bot.close()
