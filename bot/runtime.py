@@ -84,7 +84,8 @@ class Runtime:
         check_policies(config, self.commands)  # a policy naming no command or argument: the bot does not start
         self.backups = Backups(self.store, self.stack, self.settings, self.audit) if config.database else None
         self.releases = Releases(self.store, self.stack, self.settings, self.at_fault) if config.deploy else None
-        self.scratches = Scratches(self.store, self.stack) if config.database and config.pitr else None
+        self.scratches = (Scratches(self.store, self.stack, self.settings.job_lease_seconds, self.heartbeat)
+                          if config.database and config.pitr else None)
         self.sampler = Sampler(self.store, self.stack, self.holder, self.settings.sample_days)
         self.changes = ChangeCards(self.store, lambda: self.stack, self.settings, self.commands, lambda: self.releases, lambda: self.messages)
         self.pipeline.run_source(DUTY_SOURCE, lambda job, holder: self.duties.run_job(job, holder))

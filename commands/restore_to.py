@@ -14,6 +14,7 @@ from typing import Callable
 from bot.backups.flows import Restore, recover as recover_restore
 from bot.backups.pointintime import PointInTimeSource, Scratches, at_label, remove_after_kill
 from bot.backups.recovery import RecoveryError
+from bot.backups.swap import names
 from bot.frame.registry import CommandError
 from bot.stack.compose import StackError
 from bot.store.engine import utcnow
@@ -63,7 +64,7 @@ def check(ctx: Ctx, args, services: Callable[[], None]) -> None:
     if at > utcnow():
         raise CommandError(f"{at_label(at)[13:]} is in the future; a restore can only go back.")
     services()  # the services it would stop, before the recovery
-    scratches = Scratches(ctx.store, ctx.stack)
+    scratches = Scratches(ctx.store, ctx.stack, ctx.settings.job_lease_seconds)
     try:
         if ctx.job_id is None:
             scratches.base_for(at)
@@ -77,7 +78,7 @@ def describe(ctx: Ctx, args) -> list[str]:
     at, said = _moment(ctx, args)
     # What the recovery found, as it was stored: made once, by the check (given the request's job) or else by the
     # first description; never again (a description is read again and again, after the request has ended too).
-    scratches = Scratches(ctx.store, ctx.stack)
+    scratches = Scratches(ctx.store, ctx.stack, ctx.settings.job_lease_seconds)
     row = scratches.row(ctx.job_id) if ctx.job_id is not None else None
     if row is None and ctx.job_id is not None:
         try:
@@ -86,7 +87,8 @@ def describe(ctx: Ctx, args) -> list[str]:
             pass  # stored in the row, said below
         row = scratches.row(ctx.job_id)
     if row is not None and row.preview:
-        lines = list(row.preview)
+        new, _old = names(ctx.stack.config.database.name, ctx.job_id)
+        lines = [*row.preview, f"The copy into `{new}` runs in the background while this waits."]
     elif row is not None and row.error:
         lines = [f"🔴 The recovery into a scratch instance failed: {row.error} Approving it changes nothing: the run refuses before anything stops."]
     else:
@@ -103,7 +105,7 @@ def run(ctx: Ctx, args):
     """Swap's Restore with the point in time as its source: the new database filled from the scratch instance beside
     live, the services stopped only for the swap by rename (a point in time has no in-place fallback)."""
     at, _said = _moment(ctx, args)
-    scratches = Scratches(ctx.store, ctx.stack)
+    scratches = Scratches(ctx.store, ctx.stack, ctx.settings.job_lease_seconds)
     source = PointInTimeSource(scratches, ctx.job_id, at)
     try:
         restore = Restore(ctx.backups_or_refuse(), ctx.stack, ctx.store, ctx.settings.restore_services, ctx.fault,
@@ -117,6 +119,6 @@ def run(ctx: Ctx, args):
 def recover(ctx: Ctx, job) -> str | None:
     """A killed /restore --to: swap's recovery puts the names right and starts the services (one path for every
     restore), and the job's scratch instance is removed. None when this job was no point-in-time restore."""
-    if not remove_after_kill(Scratches(ctx.store, ctx.stack), job):
+    if not remove_after_kill(Scratches(ctx.store, ctx.stack, ctx.settings.job_lease_seconds), job):
         return None
     return recover_restore(ctx.backups_or_refuse(), ctx.stack, ctx.store, job)

@@ -177,11 +177,15 @@ def _sweep(runtime: Runtime) -> None:
     """What the runners' sweep does on a clock (bot/jobs/runner.py), done here before and after each command: the
     console has no runner. A role granted for a while ends on time, and a request waiting for the stack's lock whose
     holder (another console) died holding it gets the lock (expired, it goes to the one approved first) and runs here;
-    the key metrics of a minute not sampled yet are (bot/stack/trends.py)."""
+    the key metrics of a minute not sampled yet are (bot/stack/trends.py); a /restore --to request's new database is
+    filled in the background, and what an ended one left is removed."""
     for part, what in (
         (lambda: runtime.access.sweep(runtime.duties.clock.now()), "the sweep of roles granted for a while"),
         (runtime.locks.hand_over_free, "handing a free lock to a waiting request"),
         (lambda: runtime.sampler.sweep(runtime.duties.clock.now()), "the sampling of the key metrics"),  # a minute at most once
+        (lambda: runtime.scratches and runtime.scratches.sweep(), "the sweep of /restore --to's scratch instances and copies"),
+        # a /restore --to request this line made: its new database is filled on a thread while it waits for approval
+        (lambda: runtime.scratches and runtime.scratches.prefill_in_background(runtime.at_fault), "the background copies of /restore --to"),
     ):
         try:
             part()

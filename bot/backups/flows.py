@@ -64,6 +64,13 @@ class RestoreSource(Protocol):
     def prepare(self, progress: Progress) -> str:
         """Step 1 (verify); returns its line. StackError: nothing was stopped."""
 
+    def settle(self, progress: Progress) -> bool:
+        """Wait for a copy into the new database that runs in the background (while the request waited); True when a
+        database under the new name may be that copy."""
+
+    def take(self, progress: Progress) -> float | None:
+        """Take that copy over: the seconds it took when it is filled, None when the run must fill the new database."""
+
     def fill(self, tools: PgTools, database: str, progress: Progress) -> None:
         """Fill the EMPTY database `database` on the live server; StackError on failure."""
 
@@ -85,6 +92,12 @@ class BackupSource:
     def prepare(self, progress: Progress) -> str:
         self.staged, entries = self._backups.check(self.backup, progress)
         return f"Verified {self.label}: size, SHA-256 and pg_restore --list ({entries} entries)"
+
+    def settle(self, progress: Progress) -> bool:
+        return False  # a backup is restored by the run itself
+
+    def take(self, progress: Progress) -> float | None:
+        return None
 
     def fill(self, tools: PgTools, database: str, progress: Progress) -> None:
         progress(f"pg_restore of {self.label} into {database}…")
@@ -178,14 +191,15 @@ class Restore:
         reached(self._fault, "restore:after_verify")
         database = self.backups.database
         new, old = names(database, self._job_id)
+        prefilled = source.settle(self._progress)  # before the journal names `new`: a recovery would drop it
         try:
-            refused = self.databases.why_not(database, new, old)
+            refused = self.databases.why_not(database, new, old, prefilled=prefilled)
         except StackError as error:
             refused = str(error).rstrip(".")
         if refused:
             return self._fall_back(source, before, refused)
         self._journal(mode=SWAP, new_database=new, old_database=old)
-        return self._swap(source, before, new, old)
+        return self._swap(source, before, new, old, prefilled)
 
     def _fall_back(self, source: RestoreSource, before: dict[str, bool], reason: str) -> bool:
         """A swap cannot be made: a backup goes in place, as before swaps existed; other sources cannot."""
@@ -199,27 +213,23 @@ class Restore:
 
     # ---- swap: fill beside live, stop, rename, start ------------------------------------------------
 
-    def _swap(self, source: RestoreSource, before: dict[str, bool], new: str, old: str) -> bool:
+    def _swap(self, source: RestoreSource, before: dict[str, bool], new: str, old: str, prefilled: bool) -> bool:
         database, started = self.backups.database, time.monotonic()
         try:
-            with self._step("create", f"2. Creating {new} like {database} and restoring {source.label} into it; the app keeps running…"):
-                self.databases.create_like(database, new)
-        except SwapError as error:
-            return self._fall_back(source, before, str(error))
+            self._journal(step="create")  # from here a recovery drops `new`: the run owns what it takes over
+            seconds = source.take(self._progress) if prefilled else None
+            if seconds is not None and not self.databases.present(new):
+                seconds = None
         except StackError as error:
+            self._quietly(lambda: self.databases.drop(new))  # what it took over is the run's
             self._say(f"🔴 2. {error}")
             self._say("Nothing was stopped and the database was not touched.")
             return False
-        try:
-            with self._step("fill", f"2. Restoring {source.label} into {new}…"):
-                source.fill(self.backups.tools, new, self._progress)
-        except StackError as error:
-            self._quietly(lambda: self.databases.drop(new))
-            self._say(f"🔴 2. {error}")
-            self._say(f"Nothing was stopped and {database} was not touched; {new} is dropped.")
+        if seconds is not None:
+            self._say(f"🟢 2. {new} was filled with {source.label} while the request waited ({seconds:.1f} s), beside {database}")
+        elif not self._create_and_fill(source, before, new, prefilled, started):
             return False
         self._journal(filled_at=utcnow())
-        self._say(f"🟢 2. Restored {source.label} into {new}, beside {database}, while the app kept running ({elapsed(started)})")
         reached(self._fault, "restore:after_fill")
 
         if not self._stop("3."):
@@ -252,6 +262,32 @@ class Restore:
             f"6. {database} now holds {source.label}; the data it replaced is kept as database {old} until the backups' retention "
             f"drops it (/backups lists it)."
         )
+        return True
+
+    def _create_and_fill(self, source: RestoreSource, before: dict[str, bool], new: str, leftover: bool, started: float) -> bool:
+        """Step 2 made by the run: `new` created like live (whatever a background copy left under the name dropped
+        first) and filled from the source, the app running on live all the while."""
+        database = self.backups.database
+        try:
+            with self._step("create", f"2. Creating {new} like {database} and restoring {source.label} into it; the app keeps running…"):
+                if leftover:
+                    self.databases.drop(new)
+                self.databases.create_like(database, new)
+        except SwapError as error:
+            return self._fall_back(source, before, str(error))
+        except StackError as error:
+            self._say(f"🔴 2. {error}")
+            self._say("Nothing was stopped and the database was not touched.")
+            return False
+        try:
+            with self._step("fill", f"2. Restoring {source.label} into {new}…"):
+                source.fill(self.backups.tools, new, self._progress)
+        except StackError as error:
+            self._quietly(lambda: self.databases.drop(new))
+            self._say(f"🔴 2. {error}")
+            self._say(f"Nothing was stopped and {database} was not touched; {new} is dropped.")
+            return False
+        self._say(f"🟢 2. Restored {source.label} into {new}, beside {database}, while the app kept running ({elapsed(started)})")
         return True
 
     def _swap_back(self, before: dict[str, bool], new: str, old: str) -> None:

@@ -90,13 +90,15 @@ class Databases:
 
     # ---- can a swap be made? -------------------------------------------------------------------------
 
-    def why_not(self, live: str, new: str, old: str) -> str | None:
-        """Why a swap cannot be made, checked before anything is created or stopped; None when it can."""
+    def why_not(self, live: str, new: str, old: str, prefilled: bool = False) -> str | None:
+        """Why a swap cannot be made, checked before anything is created or stopped; None when it can. `prefilled`:
+        `new` may exist, as the copy made in the background while the request waited."""
         longest = max(new, old, key=len)
         if len(longest.encode()) > NAME_BYTES:
             return f"the name {longest} would be longer than PostgreSQL's {NAME_BYTES} bytes"
         with self._connect() as conn:
-            taken = [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", ([new, old],))]
+            taken = [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)",
+                                                    ([old] if prefilled else [new, old],))]
             if taken:
                 return f"a database named {taken[0]} already exists"
             user, superuser, createdb, owner, owns = conn.execute(

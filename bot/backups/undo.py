@@ -79,14 +79,15 @@ def scratch_name(database: str, job_id: int) -> str:
 def check_time(backups: Backups, target: datetime) -> None:
     """FROM a time, before a request is made: the archive reaches TARGET from a base backup (archive's
     check_reachable), or one sentence says why not."""
-    Scratches(backups._store, backups._stack).base_for(target)
+    Scratches(backups._store, backups._stack, backups._settings.job_lease_seconds).base_for(target)
 
 
 def recover_at_time(backups: Backups, job_id: int, target: datetime, schema: str, table: str, into_database: str,
                     progress: Progress) -> None:
     """FROM a time: the table as it was at TARGET, copied into INTO_DATABASE (empty) on the live server through the
     job's point-in-time scratch instance (removed at the end, or by the runners' sweep after a kill)."""
-    Scratches(backups._store, backups._stack).table_at(job_id, target, f"{schema}.{table}", into_database, backups.tools, progress)
+    scratches = Scratches(backups._store, backups._stack, backups._settings.job_lease_seconds)
+    scratches.table_at(job_id, target, f"{schema}.{table}", into_database, backups.tools, progress)
 
 
 # ---- the live table ----------------------------------------------------------------------------------------

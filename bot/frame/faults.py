@@ -18,6 +18,7 @@ from typing import Callable
 POINTS = (
     "restore:after_verify", "restore:after_safety", "restore:after_stop", "restore:after_restore",  # in place (after_stop: both)
     "restore:after_fill", "restore:after_first_rename", "restore:after_rename",  # a swap restore (bot/backups/swap.py)
+    "prefill:after_create", "prefill:after_fill",  # /restore --to's background copy while its request waits
     "restart:after_restart",
     "setup-pitr:after_settings", "setup-pitr:after_restart",
     "deploy:after_checkout", "deploy:after_start", "deploy:after_script",

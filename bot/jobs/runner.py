@@ -127,6 +127,8 @@ class Runner:
             (lambda: rt.incidents.actions.remind(now()), "the reminders of overdue follow-ups"),  # once a local day each
             (lambda: rt.sampler.sweep(now()), "the sampling of the key metrics"),  # each minute by the replica whose INSERT wins
             (lambda: rt.scratches and rt.scratches.sweep(), "the sweep of scratch instances whose restore request ended"),
+            # a request waiting for approval: the new database is filled from its scratch instance on a thread meanwhile
+            (lambda: rt.scratches and rt.scratches.prefill_in_background(rt.at_fault), "the background copies of /restore --to"),
         ):
             try:
                 part()

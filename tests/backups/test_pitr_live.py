@@ -97,8 +97,8 @@ def test_a_target_past_the_newest_archived_change_is_refused_and_a_scratch_that_
 
 
 
-def _runtime(make_runtime, tmp_path, stack):
-    runtime = make_runtime(stack, admins=["UADMIN"], backup_dir=tmp_path / "backups", restore_services=[SERVICE])
+def _runtime(make_runtime, tmp_path, stack, **settings):
+    runtime = make_runtime(stack, admins=["UADMIN"], backup_dir=tmp_path / "backups", restore_services=[SERVICE], **settings)
     grant(runtime, "UOP", Role.operator)
     grant(runtime, "UAPP", Role.approver)
     return runtime
@@ -216,14 +216,7 @@ def test_the_bot_killed_mid_run_leaves_the_app_running_and_whole_data_and_no_scr
                      FLOWSTATE_JOB_LEASE_SECONDS="5", FLOWSTATE_BACKUP_DIR=str(tmp_path / "backups"), FLOWSTATE_RESTORE_SERVICES=SERVICE)
     sender = bot.start()
     try:
-        bot.grant("U0OP", Role.operator)
-        sender.slash("/backup", "base", "U0OP", CHANNEL, response_url=slack_double.response_url("base"))
-        _until("the base backup", lambda: _base_done(bot.store))
-        t2 = _history(app_db)
-        switch_wal(archiving)
-        sender.slash("/restore", f"--to {(t2 + timedelta(seconds=1)).isoformat()}", "U0OP", CHANNEL,
-                     response_url=slack_double.response_url("ask"))
-        message = _request_message(slack_double, 2)
+        message = ask_in_slack(bot, sender, slack_double, app_db, archiving)
         sender.click(APPROVE, "2", "U0ADMIN", CHANNEL, message["ts"], slack_double.response_url("approve"))
         told = slack_double.wait_for("chat.postMessage", timeout=240, predicate=lambda c: "was interrupted" in str(c.params.get("text")))
         text = told[0].params["text"]
@@ -245,6 +238,19 @@ def test_the_bot_killed_mid_run_leaves_the_app_running_and_whole_data_and_no_scr
     finally:
         bot.close()
         _drop(app_db, f"{app_db.name}__before_2")
+
+
+def ask_in_slack(bot, sender, slack_double, app_db, archiving) -> dict:
+    """Through the bot's Slack door: a base backup (request #1), the history, /restore --to t2 + 1 s asked (request #2);
+    the request's message."""
+    bot.grant("U0OP", Role.operator)
+    sender.slash("/backup", "base", "U0OP", CHANNEL, response_url=slack_double.response_url("base"))
+    _until("the base backup", lambda: _base_done(bot.store))
+    t2 = _history(app_db)
+    switch_wal(archiving)
+    sender.slash("/restore", f"--to {(t2 + timedelta(seconds=1)).isoformat()}", "U0OP", CHANNEL,
+                 response_url=slack_double.response_url("ask"))
+    return _request_message(slack_double, 2)
 
 
 def _base_done(store) -> bool:
