@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.backups.service import RESTORE_OPTIONS, Backups, Progress, _quiet
 from bot.backups.model import Backup, RestoreRun
-from bot.backups.swap import Databases, SwapError, names
+from bot.backups.swap import Databases, SwapError, names, no_room
 from bot.backups.tools import PgTools, Staged, last_lines, wait_for_exec
 from bot.backups.undo import sweep_scratch as sweep_undo_scratch  # noqa: F401 (the runners' sweep takes the backups' parts from here)
 from bot.stack.compose import StackError
@@ -194,6 +194,8 @@ class Restore:
         prefilled = source.settle(self._progress)  # before the journal names `new`: a recovery would drop it
         try:
             refused = self.databases.why_not(database, new, old, prefilled=prefilled)
+            if not refused and not prefilled:  # a copy made while the request waited has its room already
+                refused = no_room(self.backups.tools, self.databases, database)
         except StackError as error:
             refused = str(error).rstrip(".")
         if refused:

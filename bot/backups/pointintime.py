@@ -30,7 +30,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.backups.archive import ArchiveError, archive_for
 from bot.backups.recovery import BaseBackup, RecoveryError, Scratch, live_counts, postgres_time, preview
-from bot.backups.swap import Databases, SwapError, names
+from bot.backups.swap import Databases, SwapError, names, no_room
 from bot.backups.tools import PgTools, tools_for
 from bot.frame.faults import reached
 from bot.frame.humanize import elapsed
@@ -266,7 +266,7 @@ class Scratches:
         mine = [PitrScratch.fill == FILLING, PitrScratch.fill_holder == holder]
         databases, created = Databases(self._stack.config.database.dsn), False
         try:
-            refused = databases.why_not(row.database, new, old)
+            refused = databases.why_not(row.database, new, old) or no_room(tools_for(self._stack), databases, row.database)
             if refused:
                 raise SwapError(refused)
             databases.create_like(row.database, new)

@@ -20,7 +20,9 @@ from typing import Callable
 import psycopg
 from psycopg import sql
 
+from bot.backups.tools import ContainerTools, PgTools
 from bot.frame.faults import reached
+from bot.frame.humanize import size as human_size
 from bot.stack.compose import StackError
 
 NAME_BYTES = 63  # PostgreSQL cuts longer names silently (NAMEDATALEN - 1): a kept copy's name must fit whole
@@ -32,6 +34,12 @@ BOUND_EXTENSIONS = {
     "pglogical": "its replication is bound to the database",
     "citus": "its cluster metadata names the database",
 }
+
+
+# A copy beside live needs live's size again and a tenth more, and room for the WAL its load writes before the
+# checkpoints recycle it (max_wal_size's default): less free than that, and the copy could fill the disk live is on.
+ROOM_HEADROOM = 0.10
+WAL_ROOM_BYTES = 1 << 30
 
 
 class SwapError(StackError):
@@ -80,6 +88,16 @@ class Databases:
     def names(self, live: str, new: str, old: str) -> Names:
         found = self.present(live, new, old)
         return Names(live in found, new in found, old in found)
+
+    def data_directory_and_size(self, database: str) -> tuple[str, int]:
+        """The server's data directory (where a new database's files go, in the default tablespace) and the
+        database's size in bytes."""
+        with self._connect() as conn:
+            try:
+                directory = conn.execute("SELECT current_setting('data_directory')").fetchone()[0]
+            except psycopg.Error as error:  # not a superuser nor in pg_read_all_settings
+                raise StackError(f"The data directory cannot be read: {_first_line(error)}") from None
+            return directory, conn.execute("SELECT pg_database_size(%s)", (database,)).fetchone()[0]
 
     def kept_copies(self, database: str) -> list[tuple[str, int]]:
         """The kept copies of this database on the server: (name, size in bytes)."""
@@ -270,3 +288,22 @@ class Databases:
     def drop(self, database: str) -> None:
         with self._connect() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+def no_room(tools: PgTools, databases: "Databases", live: str) -> str | None:
+    """Why a copy of `live` would not fit beside it on the database server's disk, in one sentence (the swap is then
+    not made: a copy that fills the disk would stop live too); None when it fits, or when the disk cannot be read
+    from here (a database server outside the stack, or df refused: the swap goes on as before)."""
+    if not isinstance(tools, ContainerTools):
+        return None
+    try:
+        directory, live_bytes = databases.data_directory_and_size(live)
+        out = tools.check(["df", "-Pk", "--", directory], "Reading the free space of the database's disk")
+        free = int(out.strip().splitlines()[-1].split()[3]) * 1024
+    except (StackError, ValueError, IndexError):
+        return None
+    needed = int(live_bytes * (1 + ROOM_HEADROOM)) + WAL_ROOM_BYTES
+    if free >= needed:
+        return None
+    return (f"the database server's disk has {human_size(free)} free, and a copy of {live} ({human_size(live_bytes)}) "
+            f"beside it needs about {human_size(needed)}")

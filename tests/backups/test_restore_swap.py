@@ -191,3 +191,28 @@ def test_a_session_that_comes_after_the_stop_and_will_not_end_means_start_again_
     assert "eve@example.com" not in app_db.emails()
     assert _databases(app_db) == [app_db.name], "the unused new database is dropped"
     assert (_journal(runtime, number).mode, _journal(runtime, number).step) == ("in_place", "done")
+
+
+def test_a_disk_without_room_for_the_copy_is_said_and_the_restore_goes_in_place(make_runtime, tmp_path, app_db, monkeypatch):
+    """The free space is read from the database server's own disk (df in its container): a copy that could fill it
+    (here: the room the copy's WAL needs made larger than any disk) is not made; the restore says why and goes in
+    place, and no database is created beside live."""
+    from bot.backups import swap
+
+    runtime = _backed_up(make_runtime, tmp_path, app_db, 100)
+    app_db.query("INSERT INTO users (email, name) VALUES ('eve@example.com', 'Eve')")
+    monkeypatch.setattr(swap, "WAL_ROOM_BYTES", 1 << 60)  # an exbibyte
+    number, reply = _restore(runtime, 1)
+    assert not reply.failed, reply.text
+    text = to_text(reply)
+    assert f"⚠️ A swap cannot be made: the database server's disk has " in text, text
+    assert f"free, and a copy of {app_db.name} (" in text and "beside it needs about 1048576.0 TiB" in text, text
+    assert "So backup #1 is restored in place, after a safety backup." in text, text
+    assert "eve@example.com" not in app_db.emails()
+    assert _journal(runtime, number).mode == "in_place"
+    assert _databases(app_db) == [app_db.name]
+
+    monkeypatch.setattr(swap, "WAL_ROOM_BYTES", 1 << 30)  # the real room: this machine's disk has it
+    number, reply = _restore(runtime, 1)
+    assert not reply.failed, reply.text
+    assert _journal(runtime, number).mode == "swap", to_text(reply)
