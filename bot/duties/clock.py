@@ -23,19 +23,20 @@ class SystemClock:
 
 
 class FileClock:
-    """The instant in the file (ISO 8601 with its offset); the system's time while the file is missing or empty."""
+    """The instant in the file (ISO 8601 with its offset); the system's time until the file first holds one. A file
+    caught while a test rewrites it (empty, or half written) keeps the last instant read: never a jump to today."""
 
     def __init__(self, path: Path):
         self._path = path
+        self._last: datetime | None = None
 
     def now(self) -> datetime:
         try:
             text = self._path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            text = ""
-        if not text:
-            return utcnow()
-        return datetime.fromisoformat(text).astimezone(timezone.utc)
+            self._last = datetime.fromisoformat(text).astimezone(timezone.utc)
+        except (FileNotFoundError, ValueError):
+            pass
+        return self._last if self._last is not None else utcnow()
 
 
 def clock_for(settings) -> Clock:
