@@ -123,11 +123,9 @@ def ours_server(args):
 
 def bare_server(args):
     import waitress.server
-    from slack_bolt import App
     from slack_bolt.adapter.wsgi import SlackRequestHandler
-    from slack_sdk import WebClient
 
-    app = App(client=WebClient(token=TOKEN, base_url=args.api_url), signing_secret=SECRET)
+    app = bare_app(args.api_url)
 
     @app.command("/health")
     def health(ack):
@@ -198,6 +196,29 @@ def fire_requests(port: int, prepared: list[tuple[bytes, dict]], concurrent: boo
     for thread in threads:
         thread.join()
     return elapsed, errors
+
+
+BARE_SYNC = "BENCH_BARE_SYNC"  # set by --bare-sync; the children inherit it
+
+
+def bare_app(api_url: str):
+    """The bare Bolt app: Bolt's defaults (its listener runs on Bolt's executor while the request's thread polls
+    for the ack every 10 ms), or with --bare-sync its listener run on the request's thread
+    (process_before_response=True), as ours runs: the stricter baseline."""
+    from slack_bolt import App
+    from slack_sdk import WebClient
+
+    return App(client=WebClient(token=TOKEN, base_url=api_url), signing_secret=SECRET,
+               process_before_response=os.environ.get(BARE_SYNC) == "1")
+
+
+def bare_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bare-sync", action="store_true",
+                        help="the bare app runs its listener on the request's thread (process_before_response), as ours does")
+
+
+def bare_label() -> str:
+    return "bare Bolt (listener on the request's thread)" if os.environ.get(BARE_SYNC) == "1" else "bare Bolt (Bolt's defaults)"
 
 
 class Child:
@@ -296,7 +317,7 @@ def measure(requests: int, rounds: int) -> int:
                 line.append(f"{target} p50 {p50:6.1f} p99 {p99:6.1f} ms" + (f" ({len(failed)} failed)" if failed else ""))
             print(f"round {r}/{rounds}: " + " | ".join(line), flush=True)
 
-    print(f"\n/health ack latency, {requests} concurrent signed requests per round, "
+    print(f"\n/health ack latency, {requests} concurrent signed requests per round, against {bare_label()}, "
           f"waitress threads={THREADS}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print(f"{'target':<10}{'rounds':>7}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}")
     stats = {}
@@ -318,12 +339,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=200, help="concurrent requests per round (default 200)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per target, alternating (default 3)")
+    bare_option(parser)
     parser.add_argument("--serve", choices=["fixtures", "ours", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
     parser.add_argument("--api-url", help=argparse.SUPPRESS)
     parser.add_argument("--stack", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_sync:
+        os.environ[BARE_SYNC] = "1"
     if args.serve:
         serve(args)
         return 0

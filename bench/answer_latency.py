@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ack_latency import (  # noqa: E402
-    SECRET, THREADS, TOKEN, USER, Broken, Child, _Prepared, ours_server, publish, summary, temporary_postgres,
+    BARE_SYNC, SECRET, THREADS, USER, Broken, Child, _Prepared, bare_app, bare_label, bare_option, ours_server, publish, summary,
+    temporary_postgres,
 )
 
 LONE_MARGIN_MS = 10.0  # our lone p50 within bare's + 10 ms
@@ -70,11 +71,9 @@ def serve_fixtures(port_file: str) -> None:
 
 def bare_server(args):
     import waitress.server
-    from slack_bolt import App
     from slack_bolt.adapter.wsgi import SlackRequestHandler
-    from slack_sdk import WebClient
 
-    app = App(client=WebClient(token=TOKEN, base_url=args.api_url), signing_secret=SECRET)
+    app = bare_app(args.api_url)
 
     @app.command("/whoami")
     def whoami(ack, respond, command):
@@ -197,7 +196,7 @@ def measure(lone: int, burst: int, rounds: int, stores: list[str]) -> int:
                         line.append(f"{label} p50 {p50:6.1f} p99 {p99:6.1f} ms")
                     print(f"burst round {r}/{rounds}: " + " | ".join(line), flush=True)
 
-    print(f"\n/whoami: signed request -> reply at its response_url; lone: {lone} one at a time; burst: {burst} at once x {rounds}; "
+    print(f"\n/whoami: signed request -> reply at its response_url; lone: {lone} one at a time; burst: {burst} at once x {rounds}; against {bare_label()}; "
           f"waitress threads={THREADS}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print(f"{'target':<20}{'mode':<7}{'n':>5}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for (label, mode), took in results.items():
@@ -221,6 +220,7 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=100, help="requests released together per round (default 100)")
     parser.add_argument("--rounds", type=int, default=2, help="burst rounds per target, alternating (default 2)")
     parser.add_argument("--stores", default="sqlite,postgresql", help="ours on these stores (default sqlite,postgresql)")
+    bare_option(parser)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--serve-mode", help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
@@ -229,6 +229,8 @@ def main() -> int:
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_sync:
+        os.environ[BARE_SYNC] = "1"
     if args.serve:
         args.serve = args.serve_mode or args.serve
         serve(args)

@@ -42,11 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import ack_latency  # noqa: E402
-from bench.ack_latency import Broken, _Prepared, publish, summary, temporary_postgres  # noqa: E402
+from bench.ack_latency import BARE_SYNC, Broken, _Prepared, bare_app, bare_label, bare_option, publish, summary, temporary_postgres  # noqa: E402
 from bench.ack_latency import fire_requests as fire  # noqa: E402
 
-SECRET = "bench-signing-secret"
-TOKEN = "xoxb-bench-token"
+SECRET, TOKEN = ack_latency.SECRET, ack_latency.TOKEN
 THREADS = 8  # waitress threads of both servers (SlackAdapter.http_server's default)
 TARGET = 1.25
 CLICKS_PER_REQUEST = 10
@@ -212,11 +211,9 @@ def ours_server(args):
 
 def bare_server(args):
     import waitress.server
-    from slack_bolt import App
     from slack_bolt.adapter.wsgi import SlackRequestHandler
-    from slack_sdk import WebClient
 
-    app = App(client=WebClient(token=TOKEN, base_url=args.api_url), signing_secret=SECRET)
+    app = bare_app(args.api_url)
 
     def only_ack(ack):
         ack()
@@ -465,7 +462,7 @@ def measure(args) -> int:
 
     print(f"\nApproval clicks: {args.requests} pending /restart requests and {args.requests * CLICKS_PER_REQUEST} "
           f"concurrent signed clicks per round, {args.rounds} rounds; database {database_url.split(':')[0]}; "
-          f"engine restart {args.restart_seconds:g} s; waitress threads={THREADS}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+          f"engine restart {args.restart_seconds:g} s; against {bare_label()}; waitress threads={THREADS}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print(f"clicks sent to ours: {sent} ({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}); "
           f"click jobs {click_jobs - again} (deduplicated: {sent - click_jobs + again}); approved again after 'busy', one at a time: {again}")
     for outcome, count in sorted(outcomes.items(), key=lambda item: -item[1]):
@@ -499,6 +496,7 @@ def main() -> int:
     parser.add_argument("--restart-seconds", type=float, default=0.2, help="how long the engine double takes to restart a container")
     parser.add_argument("--postgres", action="store_true", help="the bot's database on PostgreSQL (127.0.0.1:5432) instead of SQLite")
     parser.add_argument("--seed", type=int, default=1)
+    bare_option(parser)
     parser.add_argument("--serve", choices=["fixtures", "ours", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
     parser.add_argument("--api-url", help=argparse.SUPPRESS)
@@ -507,6 +505,8 @@ def main() -> int:
     parser.add_argument("--docker-url", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_sync:
+        os.environ[BARE_SYNC] = "1"
     if args.serve:
         serve(args)
         return 0

@@ -256,3 +256,26 @@ def test_an_incident_with_an_approved_restart_shows_who_asked_who_approved_and_w
         sections["What was done"],
     ), sections["What was done"]
     assert "- Start to first action: " in sections["Detection and response"]
+
+
+def test_a_pin_while_the_bots_database_is_down_is_answered_500_and_lands_once_when_slack_delivers_it_again(
+    slack_bot, slack_double, postgres_url, caplog
+):
+    from tests.bot.test_database_outage_log import _connections
+
+    sender, runtime = _bot(slack_bot, slack_double, database_url=postgres_url)
+    _slash(sender, slack_double, "/incident start Checkout failing", "UOLGA", "start")
+    parent = slack_double.seed_message(CHANNEL, "db cpu at 100%", "UCLEO")
+    database = postgres_url.rsplit("/", 1)[1]
+    _connections(database, allowed=False)
+    try:
+        refused = sender.event(_pin(parent, "UCLEO"), event_id="EvDOWN1")
+    finally:
+        _connections(database, allowed=True)
+    assert refused.status == 500, "not acknowledged: Slack delivers the event again"
+    assert "Traceback" not in refused.body
+    assert sender.event(_pin(parent, "UCLEO"), event_id="EvDOWN1", retry_num=1).status == 200
+    assert sender.event(_pin(parent, "UCLEO"), event_id="EvDOWN1", retry_num=2).status == 200
+    assert _ephemerals(slack_double, 1) == ["📌 Added the message to the timeline of incident #1."]
+    assert _jobs(runtime)[-1:] == [f"add-message {parent} reaction"], "one job for the event, stored on its redelivery"
+    assert [ts for ts, *_ in _pinned(runtime)] == [parent]

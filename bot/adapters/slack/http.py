@@ -111,7 +111,8 @@ class SlackRequestGuard:
     def _with_its_job(self, environ, start_response, signature: str, peer: str):
         """The listener writes the request's signature with the job it makes, in one commit (the ack path's
         one write), and what it found, first sighting or replay, decides the answer. A signature no listener
-        took (no job, a listener Bolt runs after its ack, or Bolt stopped waiting) is remembered here."""
+        took (no job, a listener Bolt runs after its ack, or Bolt stopped waiting) is remembered here, unless the
+        answer is a server error: nothing was stored, and Slack's redelivery (signed anew) is the way it lands."""
         answer: dict = {}
 
         def capture(status, headers, exc_info=None):
@@ -125,7 +126,7 @@ class SlackRequestGuard:
             state = self._sightings.finish(signature)
         if state == Sightings.REPLAYED:
             return self._replay(peer, start_response)
-        if state == Sightings.EXPECTED:
+        if state == Sightings.EXPECTED and not str(answer.get("status", "")).startswith("5"):
             refused = self._remember(signature, peer, start_response)
             if refused is not None:
                 return refused

@@ -6,9 +6,15 @@ dies after the ack: the job is in the database.
 
 A pin reaction (Events API) and the "Add to incident timeline" message shortcut are
 `/incident add-message TS` from the person who reacted or clicked: the same role check, audit and
-runner. Bolt acknowledges an event before its listener runs, so the listener only inserts the job
-(keyed by the envelope's event_id: Slack's retries are one job); reading the message from Slack
-happens in the runner, never on the path that answers Slack.
+runner. The listener only inserts the job (keyed by the envelope's event_id: Slack's retries are one
+job); reading the message from Slack happens in the runner, never on the path that answers Slack.
+
+Every listener runs on the thread that received the request and answers when it returns
+(`process_before_response`): it stores a row and acks, which takes well under a millisecond. Bolt's
+default would run it on an executor while the request's thread polls for the ack every 10 ms: under
+500 concurrent clicks that cost the bot process 1.4 ms of CPU per click instead of 0.9 ms, and the acks'
+p99 1.4x a bare Bolt app's instead of 0.9x (bench/approvals.py). An event whose job cannot be stored
+is answered 500, so Slack delivers it again.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import logging
 import re
 import secrets
 
-from slack_bolt import App, BoltRequest
+from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
@@ -59,6 +65,7 @@ class SlackAdapter:
                 client=client,
                 signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None,
                 request_verification_enabled=False,
+                process_before_response=True,  # the listener on the request's thread (above)
             )
         except BoltError as error:
             raise ConfigError(f"SLACK_BOT_TOKEN: Slack did not accept it ({error})") from None
@@ -82,9 +89,12 @@ class SlackAdapter:
         self.app.event("reaction_added")(self._on_reaction)
         self.app.shortcut(TIMELINE_SHORTCUT)(self._on_timeline_shortcut)
 
-    def _queue(self, ack, invocation: Invocation, response_url: str | None, dedupe_key: str | None, request: BoltRequest) -> None:
+    def _queue(self, ack, invocation: Invocation, response_url: str | None, dedupe_key: str | None, request: BoltRequest,
+               *, redelivered: bool = False) -> BoltResponse | None:
         """The job row first, then the ack: an acknowledged command is never lost. The request's signature
-        (HTTP mode) is remembered in the same commit, for the replay guard (bot/adapters/slack/http.py)."""
+        (HTTP mode) is remembered in the same commit, for the replay guard (bot/adapters/slack/http.py). When the row
+        cannot be stored, a command's ack says so in one sentence; an event (`redelivered`: Slack delivers it again
+        until it is answered 200, and shows nobody an ack) is answered 500."""
         signature = (request.headers.get("x-slack-signature") or [None])[0]  # Socket Mode's carry none
         if not self.sightings.take(signature):
             signature = None
@@ -93,14 +103,17 @@ class SlackAdapter:
         except ReplayedRequest:
             self.sightings.replayed(signature)  # the guard answers 401
             ack()
-            return
+            return None
         except Exception:
             error_id = secrets.token_hex(4)
             log.exception("could not queue /%s [error id %s]", invocation.command, error_id)
+            if redelivered:
+                return BoltResponse(status=500, body="")
             ack(text=f"/{invocation.command} was not run: the bot's database is not answering (error id {error_id}).")
-            return
+            return None
         ack()
         self.runtime.wake()
+        return None
 
     def _on_command(self, ack, command: dict, request: BoltRequest) -> None:
         slash = str(command.get("command", ""))
@@ -159,17 +172,24 @@ class SlackAdapter:
         trigger = body.get("trigger_id") or f"{action.get('action_ts')}:{user}"
         self._queue(ack, invocation, body.get("response_url"), f"click:{trigger}", request)
 
-    def _on_reaction(self, ack, body: dict, event: dict, request: BoltRequest) -> None:
+    def _on_reaction(self, ack, body: dict, event: dict, request: BoltRequest) -> BoltResponse | None:
         """The incident emoji on a message in a channel with an open incident: that message joins its timeline."""
         item = event.get("item") or {}
         reaction = str(event.get("reaction", "")).split("::")[0]  # without a skin tone
         channel, ts = item.get("channel"), str(item.get("ts", ""))
         if reaction != self.runtime.settings.incident_emoji or item.get("type") != "message" or not channel:
             return
-        if not re.fullmatch(r"\d{1,12}\.\d{1,6}", ts) or self.runtime.incidents.timeline.open_in(channel) is None:
-            return  # a pin anywhere else is just a reaction
+        if not re.fullmatch(r"\d{1,12}\.\d{1,6}", ts):
+            return None
+        try:
+            open_incident = self.runtime.incidents.timeline.open_id(channel)
+        except Exception:
+            log.exception("could not read the open incident of %s for a pin; Slack will deliver it again", channel)
+            return BoltResponse(status=500, body="")
+        if open_incident is None:
+            return None  # a pin anywhere else is just a reaction
         invocation = Invocation(str(event.get("user", "")), "incident", f"add-message {ts} reaction", channel, "slack")
-        self._queue(ack, invocation, None, f"event:{body.get('event_id')}", request)  # Bolt has acked already
+        return self._queue(ack, invocation, None, f"event:{body.get('event_id')}", request, redelivered=True)
 
     def _on_timeline_shortcut(self, ack, body: dict, request: BoltRequest) -> None:
         message = body.get("message") or {}
