@@ -22,9 +22,9 @@ class AlreadyOpen(Exception):
         self.incident = incident
 
 
-_OPEN_ID = select(Incident.id).where(Incident.channel_id == bindparam("channel"), Incident.state == bindparam("open")).limit(1)
+_OPEN_ID = select(Incident.id).where(Incident.channel_id == bindparam("asked_channel"), Incident.state == OPEN).limit(1)
 # The same, asked by each audit row's INSERT about the row's channel (AuditLog.ask_with_each_row).
-OPEN_ID_OF_ROW = select(Incident.id).where(Incident.channel_id == bindparam("asked_channel"), Incident.state == OPEN).limit(1).scalar_subquery()
+OPEN_ID_OF_ROW = _OPEN_ID.scalar_subquery()
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Timeline:
         PostgreSQL), no ORM session."""
         if not channel_id:
             return None
-        return self._store.ack_writer.read(_OPEN_ID, {"channel": channel_id, "open": OPEN})
+        return self._store.ack_writer.read(_OPEN_ID, {"asked_channel": channel_id})
 
     def latest_in(self, channel_id: str) -> Incident | None:
         with self._store.session() as session:
