@@ -174,7 +174,9 @@ def test_the_scratch_instance_of_a_denied_request_is_removed_by_the_sweep(archiv
     switch_wal(archiving)
 
     asked = run(runtime, "UOP", f"/restore --to {(t2 + timedelta(seconds=1)).isoformat()}")
-    job = int(re.match(r"Request #(\d+)", asked.text).group(1))
+    held = re.match(r"Request #(\d+)", asked.text)
+    assert held, f"not held as a request: {asked.text}"  # once seen in CI, not reproduced: what the bot said instead
+    job = int(held.group(1))
     assert f"flowstate-pitr-{job}" in _scratch_dirs(archiving)
     runtime.scratches.sweep()
     assert f"flowstate-pitr-{job}" in _scratch_dirs(archiving), "kept while its request waits"
