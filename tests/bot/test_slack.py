@@ -128,3 +128,18 @@ def test_with_its_database_down_the_bot_acks_with_one_sentence_and_an_error_id(s
     ack = sender.slash("/whoami", "", "U0ONCALL", response_url=slack_double.response_url("down"))
     assert ack.status == 200
     assert ack.body.startswith("/whoami was not run: the bot's database is not answering (error id "), "Slack shows a plain-text ack to the caller"
+
+
+def test_a_tampered_click_is_answered_at_once_even_when_its_reply_cannot_reach_its_response_url(slack_bot, slack_double):
+    from bot.approvals.service import APPROVE
+    from tests.loopback import SilentServer
+
+    sender, runtime = slack_bot(admins=["U0ONCALL"])
+    sender.timeout = 3.0  # as long as Slack waits for the answer
+    with SilentServer() as hung:  # the response_url accepts and never answers
+        ack = sender.click(APPROVE, "1 --break-glass x", "U0ONCALL", "C0OPS", "1700000000.000100",
+                           f"http://127.0.0.1:{hung.port}/hooks/tampered")
+        assert ack.status == 200, "answered before Slack gave up, whatever the reply's delivery does"
+        (posted,) = slack_double.wait_for("chat.postEphemeral", count=1, timeout=30)
+    assert posted.params["text"] == "That button does not belong to a request of this bot; nothing changed."
+    assert _audit(runtime)[-1][1:] == ("approvals", "rejected")

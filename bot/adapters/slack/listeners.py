@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
 
 from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -212,7 +213,10 @@ class SlackAdapter:
             self.runtime.audit.record(invocation, "rejected", error=f"the button's value is not {expected}")
         except Exception:
             log.exception("audit write failed for a tampered click")
-        deliver(self.client, invocation, response_url, Reply(f"That button does not belong to {owner} of this bot; nothing changed."))
+        # Not on the request's thread: the answer to Slack goes when the listener returns, and a delivery may wait for
+        # Slack (up to a minute) while Slack waits 3 s for its answer.
+        reply = Reply(f"That button does not belong to {owner} of this bot; nothing changed.")
+        threading.Thread(target=deliver, args=(self.client, invocation, response_url, reply), name="tampered-reply", daemon=True).start()
 
     def http_server(self, host: str, port: int, threads: int = 8):
         """A waitress server for POST /slack/events only (its threads ack Slack; /metrics has a port of its own);
