@@ -212,8 +212,15 @@ def bare_app(api_url: str):
                process_before_response=os.environ.get(BARE_SYNC) == "1")
 
 
+class _BareSync(argparse.Action):
+    """--bare-sync: noted in the environment, which the bare child inherits."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[BARE_SYNC] = "1"
+
+
 def bare_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bare-sync", action="store_true",
+    parser.add_argument("--bare-sync", action=_BareSync, nargs=0,
                         help="the bare app runs its listener on the request's thread (process_before_response), as ours does")
 
 
@@ -346,8 +353,6 @@ def main() -> int:
     parser.add_argument("--stack", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.bare_sync:
-        os.environ[BARE_SYNC] = "1"
     if args.serve:
         serve(args)
         return 0

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.ack_latency import (  # noqa: E402
-    BARE_SYNC, SECRET, THREADS, USER, Broken, Child, _Prepared, bare_app, bare_label, bare_option, ours_server, publish, summary,
+    SECRET, THREADS, USER, Broken, Child, _Prepared, bare_app, bare_label, bare_option, ours_server, publish, summary,
     temporary_postgres,
 )
 
@@ -229,8 +229,6 @@ def main() -> int:
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.bare_sync:
-        os.environ[BARE_SYNC] = "1"
     if args.serve:
         args.serve = args.serve_mode or args.serve
         serve(args)

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import ack_latency  # noqa: E402
-from bench.ack_latency import BARE_SYNC, Broken, _Prepared, bare_app, bare_label, bare_option, publish, summary, temporary_postgres  # noqa: E402
+from bench.ack_latency import Broken, _Prepared, bare_app, bare_label, bare_option, publish, summary, temporary_postgres  # noqa: E402
 from bench.ack_latency import fire_requests as fire  # noqa: E402
 
 SECRET, TOKEN = ack_latency.SECRET, ack_latency.TOKEN
@@ -505,8 +505,6 @@ def main() -> int:
     parser.add_argument("--docker-url", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.bare_sync:
-        os.environ[BARE_SYNC] = "1"
     if args.serve:
         serve(args)
         return 0
