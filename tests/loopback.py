@@ -130,3 +130,46 @@ def closed_port() -> int:
     held.bind(("127.0.0.1", 0))
     _HELD.append(held)
     return held.getsockname()[1]
+
+
+class TlsHookServer(LoopbackServer):
+    """An HTTPS response_url on 127.0.0.1 with a certificate of its own (self-signed, made with the openssl command
+    for `directory`): what it was posted is in `received`. `certificate` is the file a client must trust."""
+
+    def __init__(self, directory):
+        import subprocess
+        from pathlib import Path
+
+        self.certificate, self._key = Path(directory) / "hook-cert.pem", Path(directory) / "hook-key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(self._key), "-out", str(self.certificate)],
+            check=True, capture_output=True,
+        )
+        self.received: list[bytes] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                outer.received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self._handler = Handler
+
+    def _make_server(self):
+        import ssl
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.certificate, self._key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        return server
+
+    def url(self, name: str) -> str:
+        return f"https://127.0.0.1:{self._server.server_address[1]}/hooks/{name}"

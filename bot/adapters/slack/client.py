@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 import time
 from typing import Callable
 
@@ -41,6 +43,17 @@ class CappedRateLimitRetryHandler(RateLimitErrorRetryHandler):
         state.increment_current_attempt()
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one verifying TLS context of every call to Slack (the Web API, response_urls, Bolt's respond()).
+
+    Without it slack_sdk hands urllib no context, and each HTTPS request builds the default one, loading the
+    system's certificate authorities again: 26 ms of CPU per reply here (bench/reply_tls.py), more than the rest of
+    a reply's work together. Built on first use (the console never needs it); read-only once built, so its
+    threads share it. SSL_CERT_FILE and SSL_CERT_DIR are honoured as by the default."""
+    return ssl.create_default_context()
+
+
 class CountingWebClient(WebClient):
     """A WebClient whose failed calls (after its retries) count in flowstate_bot_slack_api_errors."""
 
@@ -69,6 +82,7 @@ def patient_client(client: WebClient) -> WebClient:
         token=client.token,
         base_url=client.base_url,
         timeout=client.timeout,
+        ssl=client.ssl,
         retry_handlers=[
             CappedRateLimitRetryHandler(max_retry_count=5, cap=PATIENT_RETRY_AFTER),
             ServerErrorRetryHandler(max_retry_count=2),
@@ -83,6 +97,7 @@ def web_client(settings: Settings) -> WebClient:
     return CountingWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
+        ssl=tls_context(),
         retry_handlers=_retry_handlers(),
     )
 
@@ -182,7 +197,7 @@ def _patiently(attempt: Callable[[], None], deadline: float) -> _Failed | None:
 
 def _by_response_url(response_url: str, reply: Reply) -> Callable[[], None]:
     def attempt() -> None:
-        response = WebhookClient(response_url, timeout=10, retry_handlers=[]).send(
+        response = WebhookClient(response_url, timeout=10, ssl=tls_context(), retry_handlers=[]).send(
             text=reply.text, blocks=reply.blocks or None, response_type="in_channel" if reply.in_channel else "ephemeral",
             replace_original=False,
         )
@@ -196,7 +211,7 @@ def _by_response_url(response_url: str, reply: Reply) -> Callable[[], None]:
 
 def _by_web_api(client: WebClient, invocation: Invocation, reply: Reply) -> Callable[[], None]:
     # Without slack_sdk's retry handlers: their capped waits would retry before Slack's Retry-After.
-    bare = WebClient(token=client.token, base_url=client.base_url, timeout=client.timeout, retry_handlers=[])
+    bare = WebClient(token=client.token, base_url=client.base_url, timeout=client.timeout, ssl=client.ssl or tls_context(), retry_handlers=[])
 
     def attempt() -> None:
         try:
