@@ -52,8 +52,9 @@ def test_a_response_url_whose_certificate_is_not_trusted_gets_nothing_and_the_re
     assert [call.params["text"] for call in slack_double.calls_to("chat.postEphemeral")] == ["You are the admin."]
 
 
-def test_every_slack_client_of_the_bot_shares_the_one_tls_context(client, monkeypatch):
-    # Without it slack_sdk builds a new default context per request: 26 ms of CPU per reply (bench/reply_tls.py).
+def test_every_slack_client_of_the_bot_shares_the_one_tls_context(monkeypatch):
+    # Without it slack_sdk builds a new default context per request: 27 ms of CPU per reply (bench/reply_tls.py).
+    client = web_client(Settings(_env_file=None, slack_api_url="https://slack.example/api/", slack_bot_token="xoxb-test"))
     assert client.ssl is tls_context() and patient_client(client).ssl is tls_context()
     used = []
 
