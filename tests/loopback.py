@@ -132,25 +132,18 @@ def closed_port() -> int:
     return held.getsockname()[1]
 
 
-class TlsHookServer(LoopbackServer):
-    """An HTTPS response_url on 127.0.0.1 with a certificate of its own (self-signed, made with the openssl command
-    for `directory`): what it was posted is in `received`. `certificate` is the file a client must trust."""
+class HookServer(LoopbackServer):
+    """Takes every POST with 200 "ok": `received`, its bodies; `requests`, each as "POST /path" (an absolute URL when
+    it was sent to it as a proxy)."""
 
-    def __init__(self, directory):
-        import subprocess
-        from pathlib import Path
-
-        self.certificate, self._key = Path(directory) / "hook-cert.pem", Path(directory) / "hook-key.pem"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(self._key), "-out", str(self.certificate)],
-            check=True, capture_output=True,
-        )
+    def __init__(self):
         self.received: list[bytes] = []
+        self.requests: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
+                outer.requests.append(f"{self.command} {self.path}")
                 outer.received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
@@ -163,13 +156,33 @@ class TlsHookServer(LoopbackServer):
         self._handler = Handler
 
     def _make_server(self):
+        return ThreadingHTTPServer(("127.0.0.1", 0), self._handler)
+
+
+class TlsHookServer(HookServer):
+    """An HTTPS response_url on 127.0.0.1 with a certificate of its own (self-signed, made with the openssl command
+    in `directory`). `certificate` is the file a client must trust."""
+
+    def __init__(self, directory):
+        import subprocess
+        from pathlib import Path
+
+        super().__init__()
+        self.certificate, self._key = Path(directory) / "hook-cert.pem", Path(directory) / "hook-key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(self._key), "-out", str(self.certificate)],
+            check=True, capture_output=True,
+        )
+
+    def _make_server(self):
         import ssl
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler)
+        server = super()._make_server()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.certificate, self._key)
         server.socket = context.wrap_socket(server.socket, server_side=True)
         return server
 
     def url(self, name: str) -> str:
-        return f"https://127.0.0.1:{self._server.server_address[1]}/hooks/{name}"
+        return f"https://127.0.0.1:{self.port}/hooks/{name}"

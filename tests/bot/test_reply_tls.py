@@ -2,15 +2,14 @@
 building it (and loading the system's certificate authorities) again for each reply."""
 
 import json
-from types import SimpleNamespace
+import ssl
 
 import pytest
 
-from bot.adapters.slack import client as slack_client
 from bot.adapters.slack.client import deliver, patient_client, tls_context, web_client
 from bot.frame.config import Settings
 from bot.frame.registry import Invocation, Reply
-from tests.loopback import TlsHookServer
+from tests.loopback import HookServer, TlsHookServer
 
 ASKED = Invocation("U0ONCALL", "whoami", "", "C0OPS", "slack")
 
@@ -52,19 +51,28 @@ def test_a_response_url_whose_certificate_is_not_trusted_gets_nothing_and_the_re
     assert [call.params["text"] for call in slack_double.calls_to("chat.postEphemeral")] == ["You are the admin."]
 
 
-def test_every_slack_client_of_the_bot_shares_the_one_tls_context(monkeypatch):
+def test_every_slack_client_of_the_bot_shares_the_one_tls_context(hook, trusting, client, monkeypatch):
     # Without it slack_sdk builds a new default context per request: 27 ms of CPU per reply (bench/reply_tls.py).
-    client = web_client(Settings(_env_file=None, slack_api_url="https://slack.example/api/", slack_bot_token="xoxb-test"))
-    assert client.ssl is tls_context() and patient_client(client).ssl is tls_context()
-    used = []
+    api = web_client(Settings(_env_file=None, slack_api_url="https://slack.example/api/", slack_bot_token="xoxb-test"))
+    assert api.ssl is tls_context() and patient_client(api).ssl is tls_context()
+    built = []
+    for name in ("create_default_context", "_create_default_https_context"):  # urllib's default is the second
+        real = getattr(ssl, name)
+        monkeypatch.setattr(ssl, name, lambda *args, _real=real, **kwargs: built.append(1) or _real(*args, **kwargs))
+    tls_context.cache_clear()
+    for n in range(3):
+        assert deliver(client, ASKED, hook.url(f"T1/B1/{n}"), Reply(f"reply {n}")) is None
+    assert len(hook.received) == 3 and len(built) == 1, f"{len(built)} TLS contexts built for 3 replies"
 
-    class Webhook:  # records the context a reply's client was given
-        def __init__(self, url, **options):
-            used.append(options.get("ssl"))
 
-        def send(self, **_body):
-            return SimpleNamespace(status_code=200, headers={})
-
-    monkeypatch.setattr(slack_client, "WebhookClient", Webhook)
-    slack_client._by_response_url("https://hooks.example/T1/B1/x", Reply("x"))()
-    assert used == [tls_context()]
+def test_behind_a_proxy_the_environment_names_a_reply_goes_through_it(client, monkeypatch):
+    proxy = HookServer().start()
+    try:
+        for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY", "HTTP_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.port}")
+        assert deliver(client, ASKED, "http://127.0.0.2:9/actions/T1/B1/x", Reply("through the proxy")) is None
+    finally:
+        proxy.stop()
+    assert proxy.requests == ["POST http://127.0.0.2:9/actions/T1/B1/x"]
+    assert [json.loads(body)["text"] for body in proxy.received] == ["through the proxy"]

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import functools
+import http.client
+import json
 import logging
+import os
 import ssl
 import time
-from typing import Callable
+import urllib.request
+from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -17,6 +22,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
+from slack_sdk.web.internal_utils import get_user_agent
 
 from bot.frame.config import ConfigError, Settings
 from bot.adapters.metrics import SLACK_API_ERRORS
@@ -201,16 +207,48 @@ def _patiently(attempt: Callable[[], None], deadline: float) -> _Failed | None:
             return _Failed(type(error).__name__)
 
 
+REPLY_TIMEOUT = 10.0  # seconds to connect, and then for each read of Slack's answer
+_USER_AGENT = get_user_agent()
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")  # slack_sdk's, for either scheme
+
+
+def _post_reply(url: str, body: dict) -> tuple[int, Mapping[str, str]]:
+    """POST a reply's JSON to its response_url: (status, headers). http.client on the shared TLS context, one
+    connection per reply, as slack_sdk's WebhookClient sends it, without the urllib opener that client builds for
+    every request (0.3 ms of CPU). Through a proxy the environment names (the variables slack_sdk reads, for either
+    scheme; NO_PROXY honoured) WebhookClient goes instead, as before."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Failed("invalid_url")
+    if any(os.environ.get(name, "").strip() for name in _PROXY_VARIABLES) and not urllib.request.proxy_bypass(parts.hostname):
+        sent = WebhookClient(url, timeout=REPLY_TIMEOUT, ssl=tls_for(url), retry_handlers=[]).send_dict(body)
+        return sent.status_code, sent.headers
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=REPLY_TIMEOUT, context=tls_context())
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=REPLY_TIMEOUT)
+    try:
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"Content-Type": "application/json;charset=utf-8", "User-Agent": _USER_AGENT}
+        connection.request("POST", path, json.dumps(body).encode(), headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.headers
+    finally:
+        connection.close()
+
+
 def _by_response_url(response_url: str, reply: Reply) -> Callable[[], None]:
+    body = {"text": reply.text, "response_type": "in_channel" if reply.in_channel else "ephemeral", "replace_original": False}
+    if reply.blocks:
+        body["blocks"] = reply.blocks
+
     def attempt() -> None:
-        response = WebhookClient(response_url, timeout=10, ssl=tls_for(response_url), retry_handlers=[]).send(
-            text=reply.text, blocks=reply.blocks or None, response_type="in_channel" if reply.in_channel else "ephemeral",
-            replace_original=False,
-        )
-        if response.status_code == 429:
-            raise _TryAgain("ratelimited", _retry_after(response.headers))
-        if response.status_code != 200:  # used up (5 uses), expired (30 min), or Slack failing: the Web API may work
-            raise _Failed(f"http_{response.status_code}")
+        status, headers = _post_reply(response_url, body)
+        if status == 429:
+            raise _TryAgain("ratelimited", _retry_after(headers))
+        if status != 200:  # used up (5 uses), expired (30 min), or Slack failing: the Web API may work
+            raise _Failed(f"http_{status}")
 
     return attempt
 
