@@ -25,10 +25,24 @@ _VALUE = r"""(?:'[^'\n]*'|"[^"\n]*"|\S+)"""
 _PEM_BEGIN = r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY"
 _PEM_END = r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY"
 
+class _Folded:
+    """The words a case-insensitive pattern cannot match without, casefolded (re.IGNORECASE matches as casefold()
+    compares, except that it also takes the dotted and dotless capital and small I for "i": no stem holds an "i")."""
+
+    def __init__(self, *stems: str):
+        assert all("i" not in stem for stem in stems), stems
+        self.stems = stems
+
+
+_folded = _Folded
+
+# Each pattern with the text it cannot match without: a literal it starts with or must contain (the patterns are run
+# only on a text that holds one; a reply without any costs a few substring searches, not nine scans by the regex
+# engine: 114 us for a /whoami reply, more than its delivery's share of CPU).
 _PATTERNS = [
     # Slack tokens: bot, user, app-level, config and refresh tokens.
-    (re.compile(r"\bx(?:ox[abposre]|app)-[A-Za-z0-9-]+"), MASK),
-    (re.compile(rf"{_PEM_BEGIN}[A-Z ]{{0,10}}-----(?:[^-]|-(?!----))*(?:{_PEM_END}[A-Z ]{{0,10}}-----)?"), MASK),
+    (re.compile(r"\bx(?:ox[abposre]|app)-[A-Za-z0-9-]+"), MASK, ("xox", "xapp-")),
+    (re.compile(rf"{_PEM_BEGIN}[A-Z ]{{0,10}}-----(?:[^-]|-(?!----))*(?:{_PEM_END}[A-Z ]{{0,10}}-----)?"), MASK, ("-----BEGIN",)),
     # Vendors' key shapes: Stripe secret and restricted keys, GitHub and GitLab tokens, AWS access key ids,
     # OpenAI, npm and Google API keys. Each run stops at a character its prefix needs, or is bounded.
     (
@@ -38,17 +52,22 @@ _PATTERNS = [
             r"|AIza[A-Za-z0-9_-]{35})"
         ),
         MASK,
+        ("k_live_", "k_test_", "gh", "glpat-", "AKIA", "ASIA", "sk-", "npm_", "AIza"),
     ),
     # JWTs: base64url JSON header and payload ("eyJ" is `{"`). A start only where no run is under way, so a
     # failed run is not scanned again from each "eyJ" inside it.
-    (re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), MASK),
+    (re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), MASK, ("eyJ",)),
     # Cookie and Set-Cookie headers (node's `cookie: '...'` too): the whole value, to the line's end when unquoted;
     # and the usual session cookies wherever they appear (a query string, curl -b).
-    (re.compile(r"""(cookies?["']?\s*[=:]\s*)(?:'[^'\n]*'|"[^"\n]*"|[^\n]*)""", re.I), rf"\1{MASK}"),
-    (re.compile(r"""\b((?:connect\.sid|phpsessid|jsessionid|sessionid|session_id|_session)=)[^;\s"'&,]+""", re.I), rf"\1{MASK}"),
+    (re.compile(r"""(cookies?["']?\s*[=:]\s*)(?:'[^'\n]*'|"[^"\n]*"|[^\n]*)""", re.I), rf"\1{MASK}", _folded("cook")),
+    (
+        re.compile(r"""\b((?:connect\.sid|phpsessid|jsessionid|sessionid|session_id|_session)=)[^;\s"'&,]+""", re.I),
+        rf"\1{MASK}",
+        _folded("sess", "connect."),
+    ),
     # Passwords inside URLs: scheme://user:password@host. A password may hold "@" and ":" but no "/",
     # which ends the authority (as libpq and urllib read it).
-    (re.compile(r"(://[^:/@\s]*:)[^\s/?#]*@"), rf"\1{MASK}@"),
+    (re.compile(r"(://[^:/@\s]*:)[^\s/?#]*@"), rf"\1{MASK}@", ("://",)),
     # key=value, key: value, "key": "value" whose key names a secret, also inside a longer name
     # (PGPASSWORD=, db_password=, SLACK_SIGNING_SECRET=); "password value", "--password value" and "PASSWORD 'value'" (SQL);
     # Authorization headers and bearer tokens.
@@ -59,13 +78,24 @@ _PATTERNS = [
             re.I,
         ),
         rf"\1{MASK}",
+        _folded("pass", "pwd", "secret", "token", "key", "credent", "author", "bearer"),
     ),
 ]
 
 
 def redact(text: str) -> str:
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    folded = None
+    for pattern, replacement, needs in _PATTERNS:
+        if isinstance(needs, _Folded):
+            if folded is None:
+                folded = text.casefold()
+            if not any(stem in folded for stem in needs.stems):
+                continue
+        elif not any(stem in text for stem in needs):
+            continue
+        changed = pattern.sub(replacement, text)
+        if changed != text:
+            text, folded = changed, None
     return text
 
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from bot.frame.redact import MASK, redact
+import random
+
+from bot.frame.redact import _PATTERNS, MASK, redact
 from bot.store.engine import AuditEntry
 from tests.conftest import run
 
@@ -155,3 +157,25 @@ def test_a_private_key_in_log_lines_is_masked_from_its_begin_line_to_its_end_lin
     for line in out[1:5]:
         assert line.startswith("2026-01-01T00:00:00.") and MASK in line, out
     assert "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7" not in " ".join(out) and "Zm9vYmFyYmF6cXV4" not in " ".join(out)
+
+
+def _every_pattern(text: str) -> str:
+    """redact() without its look for what each pattern cannot match without: every pattern scans the whole text."""
+    for pattern, replacement, _needs in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def test_skipping_the_patterns_a_text_cannot_match_changes_nothing_that_is_masked():
+    # What the skip is decided on: case-insensitive look-alikes (the Kelvin sign, the long s, the dotted and dotless I),
+    # every shape above, ordinary text, and random text made of the patterns' own characters.
+    alike = ["paſſword=hunter2", "PAſſWORD: x", "api_\u212aey=abc", "authorİzation: Basic abc", "AUTHORıZATION: x",
+             "ſessionid=abc", "SESSİON_ID=x", "CREDENT\u0130ALS=abc", "cookıe: a=b", "COOKİE: a=b", "BEARER  abc", "ToKeN=\"a b\"", "\u212aEY=abc"]
+    random_text = random.Random(7)
+    pieces = ["pass", "word", "=", ":", " ", "key", "_", "-", "xox", "b", "://", "@", "eyJ", ".", "sess", "ion", "id", "İ", "ı", "ſ",
+              "cookie", "bearer", "token", "AKIA", "ghp_", "sk-", "1234567890abcdefghij", "\n", "'", '"', "-----BEGIN", " PRIVATE KEY"]
+    made = ["".join(random_text.choice(pieces) for _ in range(random_text.randint(1, 30))) for _ in range(3000)]
+    corpus = alike + [shape[0] for shape in SECRET_SHAPES] + made
+    differing = [text for text in corpus if redact(text) != _every_pattern(text)]
+    assert differing == []
+    assert all(MASK in redact(text) for text in alike[:-1]), [redact(text) for text in alike]
