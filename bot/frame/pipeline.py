@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BREAK_GLASS = "--break-glass"
+DRY_ANSWERS_KEPT = 1000  # may_run's answers kept (commands x roles; a typo'd name asked of it is one more each)
 REASON = "--reason"
 
 Step = Callable[["Request", Callable[["Request"], Reply]], Reply]
@@ -196,6 +197,7 @@ class Pipeline:
             self.approval_rule, self.authorize_use, self.check, self.freeze, self.gate, self.execute,
         ]
         self._sources: dict[str, Callable[[Job, str], Reply]] = {}
+        self._dry_answers: dict[tuple[str, Role | None], str | None] = {}  # may_run's, for a command asked bare
 
     def run_source(self, source: str, run: Callable[[Job, str], Reply]) -> None:
         """Jobs of this source are not a typed command (a scheduled duty): resolve hands them to `run`."""
@@ -218,11 +220,21 @@ class Pipeline:
         return self.run(invocation, Returned(progress))
 
     def may_run(self, invocation: Invocation, role: Role | None) -> str | None:
-        """A dry run for /help and /whoami: None when this caller (of this role) may run the command, else why not."""
+        """A dry run for /help and /whoami: None when this caller (of this role) may run the command, else why not.
+
+        In a dry run the steps answer from the command, the typed text and the role alone (no audit, no store, no
+        clock: the freeze and everything after the parse step stand aside), so the answer for a command asked bare
+        is kept per role: /whoami asks it of every command (27 walks, 0.3 ms of CPU per /whoami otherwise)."""
+        key = (invocation.command, role) if not invocation.text else None
+        if key is not None and key in self._dry_answers:
+            return self._dry_answers[key]
         request = Request(invocation, Returned(), dry_run=True, role=role)
         request.text = invocation.text
         reply = self._walk(request, 0)
-        return reply.text if request.refused else None
+        answer = reply.text if request.refused else None
+        if key is not None and not reply.failed and len(self._dry_answers) < DRY_ANSWERS_KEPT:  # a step that broke: asked again
+            self._dry_answers[key] = answer
+        return answer
 
     def _walk(self, request: Request, at: int) -> Reply:
         step = self.steps[at]
