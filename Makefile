@@ -42,6 +42,7 @@ stack-down:
 bench: $(BIN)/flowstate-bot stack-up
 	$(BIN)/python bench/ack_latency.py
 	$(BIN)/python bench/answer_latency.py
+	$(BIN)/python bench/reply_tls.py
 	$(BIN)/python bench/health.py
 	$(BIN)/python bench/stats.py
 	$(BIN)/python bench/memory.py
