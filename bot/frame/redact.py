@@ -25,6 +25,7 @@ _VALUE = r"""(?:'[^'\n]*'|"[^"\n]*"|\S+)"""
 _PEM_BEGIN = r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY"
 _PEM_END = r"-----END[A-Z0-9 ]{0,40}PRIVATE KEY"
 
+
 class _Folded:
     """The words a case-insensitive pattern cannot match without, casefolded (re.IGNORECASE matches as casefold()
     compares, except that it also takes the dotted and dotless capital and small I for "i": no stem holds an "i")."""
@@ -33,8 +34,6 @@ class _Folded:
         assert all("i" not in stem for stem in stems), stems
         self.stems = stems
 
-
-_folded = _Folded
 
 # Each pattern with the text it cannot match without: a literal it starts with or must contain (the patterns are run
 # only on a text that holds one; a reply without any costs a few substring searches, not nine scans by the regex
@@ -52,18 +51,18 @@ _PATTERNS = [
             r"|AIza[A-Za-z0-9_-]{35})"
         ),
         MASK,
-        ("k_live_", "k_test_", "gh", "glpat-", "AKIA", "ASIA", "sk-", "npm_", "AIza"),
+        ("k_live_", "k_test_", "gh", "github_pat_", "glpat-", "AKIA", "ASIA", "sk-", "npm_", "AIza"),
     ),
     # JWTs: base64url JSON header and payload ("eyJ" is `{"`). A start only where no run is under way, so a
     # failed run is not scanned again from each "eyJ" inside it.
     (re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), MASK, ("eyJ",)),
     # Cookie and Set-Cookie headers (node's `cookie: '...'` too): the whole value, to the line's end when unquoted;
     # and the usual session cookies wherever they appear (a query string, curl -b).
-    (re.compile(r"""(cookies?["']?\s*[=:]\s*)(?:'[^'\n]*'|"[^"\n]*"|[^\n]*)""", re.I), rf"\1{MASK}", _folded("cook")),
+    (re.compile(r"""(cookies?["']?\s*[=:]\s*)(?:'[^'\n]*'|"[^"\n]*"|[^\n]*)""", re.I), rf"\1{MASK}", _Folded("cook")),
     (
         re.compile(r"""\b((?:connect\.sid|phpsessid|jsessionid|sessionid|session_id|_session)=)[^;\s"'&,]+""", re.I),
         rf"\1{MASK}",
-        _folded("sess", "connect."),
+        _Folded("sess", "connect."),
     ),
     # Passwords inside URLs: scheme://user:password@host. A password may hold "@" and ":" but no "/",
     # which ends the authority (as libpq and urllib read it).
@@ -78,7 +77,7 @@ _PATTERNS = [
             re.I,
         ),
         rf"\1{MASK}",
-        _folded("pass", "pwd", "secret", "token", "key", "credent", "author", "bearer"),
+        _Folded("pass", "pwd", "secret", "token", "key", "credent", "author", "bearer"),
     ),
 ]
 

@@ -170,10 +170,12 @@ def test_skipping_the_patterns_a_text_cannot_match_changes_nothing_that_is_maske
     # What the skip is decided on: case-insensitive look-alikes (the Kelvin sign, the long s, the dotted and dotless I),
     # every shape above, ordinary text, and random text made of the patterns' own characters.
     alike = ["paſſword=hunter2", "PAſſWORD: x", "api_\u212aey=abc", "authorİzation: Basic abc", "AUTHORıZATION: x",
-             "ſessionid=abc", "SESSİON_ID=x", "CREDENT\u0130ALS=abc", "cookıe: a=b", "COOKİE: a=b", "BEARER  abc", "ToKeN=\"a b\"", "\u212aEY=abc"]
+             "ſessionid=abc", "SESSİON_ID=x", "CREDENT\u0130ALS=abc", "cookıe: a=b", "COOKİE: a=b", "BEARER  abc", "ToKeN=\"a b\"",
+             "github_pat_11ABCDEFG0123456789_ABCDEFGHIJKLMNOPQRSTUV", "rk_test_0123456789ABCDEF", "sk-proj-0123456789ABCDEFXYZ01",
+             "npm_0123456789ABCDEFXYZ0123456789ABCDEFG", "AIza0123456789ABCDEFXYZ0123456789ABCDEF", "\u212aEY=abc"]
     random_text = random.Random(7)
     pieces = ["pass", "word", "=", ":", " ", "key", "_", "-", "xox", "b", "://", "@", "eyJ", ".", "sess", "ion", "id", "İ", "ı", "ſ",
-              "cookie", "bearer", "token", "AKIA", "ghp_", "sk-", "1234567890abcdefghij", "\n", "'", '"', "-----BEGIN", " PRIVATE KEY"]
+              "cookie", "bearer", "token", "AKIA", "ghp_", "github_pat_", "glpat-", "npm_", "AIza", "sk_live_", "xapp-", "sk-", "1234567890ABCDEFxyz_0123456789abcdef", "\n", "'", '"', "-----BEGIN", " PRIVATE KEY"]
     made = ["".join(random_text.choice(pieces) for _ in range(random_text.randint(1, 30))) for _ in range(3000)]
     corpus = alike + [shape[0] for shape in SECRET_SHAPES] + made
     differing = [text for text in corpus if redact(text) != _every_pattern(text)]
