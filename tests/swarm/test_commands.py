@@ -46,6 +46,13 @@ def add_service(swarm_client):
                  lambda: not swarm_client.api.containers(all=True, filters={"label": f"com.docker.swarm.service.id={service.id}"}))
 
 
+def updated(service, **changes) -> None:
+    """service.update() at the service's current version: docker-py sends the version it read when it made the object,
+    and the swarm moves it on after a create (its allocator), which the engine refuses as "update out of sequence"."""
+    service.reload()
+    service.update(**changes)
+
+
 def in_time_order(stamp: str) -> str:
     """An engine's RFC 3339 time, its fraction padded to nanoseconds (the engine trims its zeros): sortable as text."""
     whole, _, fraction = stamp.rstrip("Z").partition(".")
@@ -138,7 +145,7 @@ def test_the_spec_swarm_kept_before_the_last_update_is_told_without_values(swarm
 
     service = add_service("specs", "exec sleep 100000", env=["MODE=one", "TOKEN=first-secret"])
     wait_for("fs_specs running", lambda: running(swarm_client, "specs") == 1)
-    service.update(env=["MODE=two", "TOKEN=second-secret"])
+    updated(service, env=["MODE=two", "TOKEN=second-secret"])
     runtime = SwarmStack("fs", SOCKET)
     try:
         kept = runtime.previous_specs()
@@ -152,7 +159,7 @@ def test_a_services_environment_is_read_from_its_spec(swarm_stack, add_service, 
 
     service = add_service("envs", "exec sleep 100000", env=["MODE=one"])
     wait_for("fs_envs running", lambda: running(swarm_client, "envs") == 1)
-    service.update(env=["MODE=two"])
+    updated(service, env=["MODE=two"])
     wait_for("fs_envs updated", lambda: running(swarm_client, "envs") == 1
              and all(t["Spec"]["ContainerSpec"].get("Env") == ["MODE=two"] for t in service.tasks() if t["DesiredState"] == "running"))
     runtime = SwarmStack("fs", SOCKET)
