@@ -224,7 +224,7 @@ class Pipeline:
 
         In a dry run the steps answer from the command, the typed text and the role alone (no audit, no store, no
         clock: the freeze and everything after the parse step stand aside), so the answer for a command asked bare
-        is kept per role: /whoami asks it of every command (27 walks, 0.3 ms of CPU per /whoami otherwise)."""
+        is kept per role: /whoami asks it of every command (27 walks: 150 us of CPU per /whoami otherwise, 41 us kept)."""
         key = (invocation.command, role) if not invocation.text else None
         if key is not None and key in self._dry_answers:
             return self._dry_answers[key]
