@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Callable
 
-from sqlalchemy import bindparam, delete, or_, select, text, update
+from sqlalchemy import bindparam, delete, literal_column, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import configure_mappers
 
@@ -106,8 +106,11 @@ def _claim_statement(postgres: bool, by_source: bool):
     the whole claim is one statement, and nothing is read back after it. On PostgreSQL its SELECT locks the rows it
     picks and skips the rows other runners are taking (FOR UPDATE SKIP LOCKED), so concurrent claims neither wait
     for each other nor win the same job; SQLite runs one writer at a time, so there the single statement is enough.
-    Every value is a named parameter: it runs on the store's writer, compiled once."""
-    queued = bindparam("queued")
+    It runs on the store's writer, compiled once; on PostgreSQL prepared once per connection, and planned once: the
+    state it looks for is in its text, not a parameter, so the plan kept is the one for the few queued rows among
+    many finished (ix_bot_jobs_state), never a walk of the whole table in id order that a state unknown to the
+    planner could choose. Every other value is a named parameter."""
+    queued = literal_column(f"'{QUEUED}'")
     oldest = select(Job.id).where(Job.state == queued, *([Job.source == bindparam("of_source")] if by_source else []))
     oldest = oldest.order_by(Job.id).limit(bindparam("many"))
     if postgres:
@@ -310,7 +313,7 @@ class JobQueue:
         store's writer, so no other runner can win one of them too (on PostgreSQL their rows are skipped by the
         others while this one takes them)."""
         self._beating(holder)
-        params = {"queued": QUEUED, "running": RUNNING, "claimer": holder, "claimed_at": utcnow(), "many": many}
+        params = {"running": RUNNING, "claimer": holder, "claimed_at": utcnow(), "many": many}
         if source is not None:
             params["of_source"] = source
         claim = (self._claim_of_source if source is not None else self._claim_any, params)
