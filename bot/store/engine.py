@@ -196,7 +196,9 @@ SEEN_REQUEST = insert(SeenRequest.__table__)  # a Slack request's signature; bui
 _PREPARABLE = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
 _PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s")  # psycopg's named placeholders; %% is a literal %
 _NAMES = itertools.count(1)
-_KNOWN = "flowstate_prepared"  # in a connection's info (which SQLAlchemy clears when it connects anew): its names
+# In a connection's info (which SQLAlchemy clears when it connects anew): the names it has prepared, its cursor, and
+# psycopg's own preparing as it was before this path took the connection.
+_KNOWN, _CURSOR, _THRESHOLD = "flowstate_prepared", "flowstate_cursor", "flowstate_prepare_threshold"
 
 
 class _Named:
@@ -376,14 +378,18 @@ class AckWriter:
         query sent once more: nothing of it was committed."""
         from psycopg import ClientCursor, errors  # PostgreSQL only (imported once; the console on SQLite never needs it)
 
-        driver = connection.dbapi_connection
+        driver, info = connection.dbapi_connection, connection.info
+        cursor = info.get(_CURSOR)
+        if cursor is None:  # a connection new to this path: its own cursor, kept with it
+            # psycopg would count every query text it sees to prepare the frequent ones itself; these are prepared here
+            info[_THRESHOLD], driver.prepare_threshold = driver.prepare_threshold, None
+            cursor = info[_CURSOR] = ClientCursor(driver)
         if not driver.autocommit:
             driver.autocommit = True
-        known = connection.info.setdefault(_KNOWN, set())
+        known = info.setdefault(_KNOWN, set())
         for _, _, named in prepared:
             if named is not None and named.usable and named.name not in known:
                 cls._prepare(driver, named, known)
-        cursor = ClientCursor(driver)
         try:
             cursor.execute("; ".join(
                 cursor.mogrify(named.execute if named is not None and named.name in known else sql, params)
@@ -397,8 +403,6 @@ class AckWriter:
                 raise
             known.clear()
             driver.execute("DEALLOCATE ALL")
-        finally:
-            cursor.close()
         return cls._one_query(connection, prepared, every_row, again=False)
 
     @staticmethod
@@ -517,8 +521,12 @@ class AckWriter:
         with self._free_lock:
             connections, self._free = self._free, []
         for connection in connections:
-            if not self._sqlite and not connection.dbapi_connection.closed:
-                connection.dbapi_connection.autocommit = False  # as the pool's other users expect it
+            driver = connection.dbapi_connection
+            if not self._sqlite and not driver.closed:  # as the pool's other users expect it
+                driver.autocommit = False
+                if _CURSOR in connection.info:
+                    connection.info.pop(_CURSOR).close()
+                    driver.prepare_threshold = connection.info.pop(_THRESHOLD)
             connection.close()
         if self._own_engine is not None:
             self._own_engine.dispose()
