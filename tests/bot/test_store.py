@@ -130,32 +130,29 @@ def _kept_connections(runtime):
     return [connection.dbapi_connection for connection in runtime.store.ack_writer._free]
 
 
-def test_the_writers_prepared_statements_survive_another_replicas_migration_and_a_reset_server(make_runtime, postgres_url, postgres_admin):
+def test_the_writers_prepared_statements_survive_another_replicas_migration_and_a_reset_server(make_runtime, postgres_url):
     """On PostgreSQL the writer's statements are prepared once per connection. A migration run by another replica that
     changes what a prepared statement returns, and a server that forgot them (DEALLOCATE ALL, as a connection pooler
-    resets), do not fail the next command, and nothing is written twice."""
+    resets), do not fail the next command, and nothing is written twice. (Audit rows only: a job's row would wake the
+    announcer's thread, which takes the writer's connections this test reaches into.)"""
     import psycopg
-
-    from bot.jobs.model import Job
 
     runtime = make_runtime(database_url=postgres_url)
     asked = Invocation("U1", "whoami", "", "C1")
-    runtime.jobs.submit(asked, dedupe_key="before")
+    runtime.audit.record(asked, "allowed")
+    (kept,) = _kept_connections(runtime)
+    assert kept.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 1  # the row's INSERT
+
+    with psycopg.connect(postgres_url, autocommit=True) as other:  # the INSERT's RETURNING id changes its type
+        other.execute("ALTER TABLE audit_log ALTER COLUMN id TYPE bigint")
     runtime.audit.record(asked, "succeeded")
-    kept = _kept_connections(runtime)
-    assert sum(each.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] for each in kept) >= 2  # the INSERTs
 
-    with psycopg.connect(postgres_url, autocommit=True) as other:  # the job INSERT's RETURNING id changes its type
-        other.execute("ALTER TABLE bot_jobs ALTER COLUMN id TYPE bigint")
-    assert runtime.jobs.submit(asked, dedupe_key="after the migration") is not None
-
-    for each in _kept_connections(runtime):
-        each.execute("DEALLOCATE ALL")
-    assert runtime.jobs.submit(asked, dedupe_key="after a reset") is not None
+    kept.execute("DEALLOCATE ALL")
     runtime.audit.record(asked, "failed")
+    assert _kept_connections(runtime) == [kept]  # the same connection, its statement prepared again
+    assert kept.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 1
     with runtime.store.session() as session:
-        assert sorted(job.dedupe_key for job in session.query(Job)) == ["after a reset", "after the migration", "before"]
-        assert [row.outcome for row in session.query(AuditEntry).order_by(AuditEntry.id)] == ["succeeded", "failed"]
+        assert [row.outcome for row in session.query(AuditEntry).order_by(AuditEntry.id)] == ["allowed", "succeeded", "failed"]
 
 
 def test_a_statement_postgresql_will_not_prepare_is_sent_as_text(make_runtime, postgres_url):
