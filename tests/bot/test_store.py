@@ -163,3 +163,80 @@ def test_a_statement_postgresql_will_not_prepare_is_sent_as_text(make_runtime, p
     assert runtime.store.ack_writer.read(asked, {"maybe": None}) == "found"
     assert runtime.store.ack_writer.read(asked, {"maybe": "set"}) is None
     assert runtime.store.ack_writer.read(asked, {"maybe": None}) == "found"
+
+
+def _grouped(runtime, postgres_url, writes):
+    """Run `writes` (callables) while a first write waits on a lock, so they queue behind it and are written
+    together as the next group; each one's result or exception, in order."""
+    import threading
+
+    import psycopg
+
+    writer = runtime.store.ack_writer
+    outcomes: list = [None] * len(writes)
+
+    def run(index, write):
+        try:
+            outcomes[index] = write()
+        except Exception as error:
+            outcomes[index] = error
+
+    with psycopg.connect(postgres_url) as holder:
+        holder.execute("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")  # INSERTs into it wait
+        first = threading.Thread(target=run, args=(0, writes[0]))
+        first.start()
+        deadline = time.monotonic() + 10
+        while not writer._writing and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rest = [threading.Thread(target=run, args=(i, write)) for i, write in enumerate(writes) if i]
+        for thread in rest:
+            thread.start()
+        while len(writer._queued) < len(rest) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(writer._queued) == len(rest), "the writes did not queue behind the first"
+        holder.rollback()
+    for thread in [first, *rest]:
+        thread.join(timeout=10)
+    return outcomes
+
+
+def _audit_insert(runtime, text):
+    from bot.frame.audit import _INSERT, AuditRow, _values
+    from bot.store.engine import utcnow
+
+    row = AuditRow(at=utcnow(), user_id="U1", channel_id="C1", source="slack", command="whoami", arguments={"text": text},
+                   outcome="succeeded", duration_ms=0, error=None, error_id=None, job_id=None, origin=None, details=None)
+    return lambda: runtime.store.ack_writer.write((_INSERT, _values(row)))
+
+
+def test_concurrent_writes_on_postgresql_commit_together_each_with_its_own_result(make_runtime, postgres_url):
+    """Writes that arrive while another is being written go as one transaction (one commit for the group); each
+    caller gets what its own statement returned."""
+    runtime = make_runtime(database_url=postgres_url)
+    texts = ["first", "second", "third", "fourth"]
+    ids = _grouped(runtime, postgres_url, [_audit_insert(runtime, text) for text in texts])
+    assert all(isinstance(each, int) for each in ids), ids
+    with runtime.store.engine.connect() as connection:
+        rows = {id_: (arguments["text"], xmin) for id_, arguments, xmin in
+                connection.execute(text("SELECT id, arguments, xmin::text FROM audit_log"))}
+    assert [rows[id_][0] for id_ in ids] == texts  # each caller's id is its own row's
+    assert len({rows[id_][1] for id_ in ids[1:]}) == 1  # the three queued: one transaction
+    assert rows[ids[0]][1] != rows[ids[1]][1]
+
+
+def test_a_write_that_fails_in_a_group_on_postgresql_fails_alone(make_runtime, postgres_url):
+    """A replayed signature in a group: its caller gets the IntegrityError, the others' rows are written once each."""
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.store.engine import SEEN_REQUEST, utcnow
+
+    runtime = make_runtime(database_url=postgres_url)
+    runtime.store.ack_writer.write((SEEN_REQUEST, {"signature": "v0=seen", "seen_at": utcnow()}))
+    replay = lambda: runtime.store.ack_writer.write((SEEN_REQUEST, {"signature": "v0=seen", "seen_at": utcnow()}))  # noqa: E731
+    outcomes = _grouped(runtime, postgres_url, [_audit_insert(runtime, "first"), _audit_insert(runtime, "before"), replay,
+                                                _audit_insert(runtime, "after")])
+    assert isinstance(outcomes[2], IntegrityError)
+    assert all(isinstance(outcomes[i], int) for i in (0, 1, 3)), outcomes
+    with runtime.store.engine.connect() as connection:
+        written = sorted(arguments["text"] for (arguments,) in connection.execute(text("SELECT arguments FROM audit_log")))
+    assert written == ["after", "before", "first"]
