@@ -357,8 +357,9 @@ class AckWriter:
 
     def _commit_group_pg(self, group: list[_Write]) -> None:
         """PostgreSQL: every write of the group in one transaction, in one round trip (one commit, one WAL flush); each
-        its own last step's result. Should the transaction fail (a unique key taken, say), none of it was committed and
-        each write is made alone, so only the one that fails fails; a lost connection is every write's error."""
+        its own last step's result. Should PostgreSQL refuse a statement (a unique key taken, say), none of it was
+        committed and each write is made alone, so only the one that fails fails; a connection that could not be had
+        or was lost is every write's error."""
         settled: list[_Write] = []
         try:
             if len(group) > 1:
@@ -369,7 +370,7 @@ class AckWriter:
                 try:
                     results = self._on_connection(lambda connection: self._one_query(connection, steps, ends))
                 except DBAPIError as error:
-                    if error.connection_invalidated:  # tried on a new connection already (_on_connection)
+                    if not _refused_statement(error):  # no connection (tried anew already): alone, each would wait again
                         for each in group:
                             each.error = error
                         return
@@ -571,6 +572,14 @@ class AckWriter:
             connection.close()
         if self._own_engine is not None:
             self._own_engine.dispose()
+
+
+def _refused_statement(error: DBAPIError) -> bool:
+    """PostgreSQL answered a statement with an error (a unique key taken, a value too long, a deadlock): the connection
+    serves on. Not a connection refused, timed out or lost (no SQLSTATE, or class 08), nor a server shutting down
+    (57P)."""
+    state = getattr(error.orig, "sqlstate", None)
+    return bool(state) and not state.startswith(("08", "57P"))
 
 
 def _sqlite_busy(error: Exception) -> bool:

@@ -240,3 +240,26 @@ def test_a_write_that_fails_in_a_group_on_postgresql_fails_alone(make_runtime, p
     with runtime.store.engine.connect() as connection:
         written = sorted(arguments["text"] for (arguments,) in connection.execute(text("SELECT arguments FROM audit_log")))
     assert written == ["after", "before", "first"]
+
+
+def test_a_group_without_a_connection_fails_once_for_all_its_writes(make_runtime, postgres_url, monkeypatch):
+    """When no connection can be had (PostgreSQL down or not answering), the group's writes all get that error from the
+    one attempt: none tries again alone, which against a server that does not answer would wait its timeout each."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from bot.store.engine import SEEN_REQUEST, _Write, utcnow
+
+    runtime = make_runtime(database_url=postgres_url)
+    writer = runtime.store.ack_writer
+    attempts = []
+
+    def unreachable():
+        attempts.append(1)
+        raise OperationalError(None, None, psycopg.OperationalError("connection timeout expired"))
+
+    monkeypatch.setattr(writer, "_take", unreachable)
+    group = [_Write([writer._sql(SEEN_REQUEST, {"signature": f"v0={i}", "seen_at": utcnow()})], False) for i in range(3)]
+    writer._commit_group_pg(group)
+    assert len(attempts) == 1
+    assert all(isinstance(each.error, OperationalError) and each.result is None for each in group)
