@@ -256,16 +256,17 @@ class AckWriter:
     signature fails its own caller only), in one transaction with one commit, and wakes them all; the others
     wait for their group, never on a lock of the file. That transaction takes the file's lock at its start
     (BEGIN IMMEDIATE) on a connection that does not wait inside SQLite: it tries again after a fraction of a
-    millisecond, for as long as the pool's connections would wait. On PostgreSQL concurrent writes are grouped the
-    same way (a burst's audit rows and job ends: one commit and one WAL flush for the group, 0.96 -> 0.60 ms of the
-    server's CPU per question), and a write's statements are sent as ONE query on an autocommit connection, which
-    PostgreSQL runs as one transaction (committed at its end, rolled back whole by an error), in one round trip.
-    There a group that fails was committed in no part, and its writes are made again each alone, so only the one
-    that fails fails. A write with a statement PREPARE does not take (a claim's SET LOCAL) is its own transaction:
-    a setting of one write must not apply to the others of a group. A query of several statements cannot take server-side parameters, so each statement is prepared once per
+    millisecond, for as long as the pool's connections would wait. On PostgreSQL concurrent writes are grouped the same
+    way (a burst's audit rows and job ends: one commit and one WAL flush for the group, 0.96 -> 0.60 ms of the server's
+    CPU per question), and a write's statements are sent as ONE query on an autocommit connection, which PostgreSQL runs
+    as one transaction (committed at its end, rolled back whole by an error), in one round trip. A group PostgreSQL
+    refuses (a replayed signature) was committed in no part: its writes are made again each alone, so only the refused
+    one fails; a group that finds no connection fails for all its writes at once. A write with a statement PREPARE does
+    not take (a claim's SET LOCAL) is its own transaction: a setting of one write must not apply to the others of a
+    group. A query of several statements cannot take server-side parameters, so each statement is prepared once per
     connection (_Named) and the query EXECUTEs them with values bound on the client (psycopg's ClientCursor.mogrify,
-    quoted by libpq for this connection). Against psycopg's pipeline mode (BEGIN, the statements, COMMIT) the text
-    sent whole cost the caller about 40 % less CPU (78 vs 128 us for two INSERTs) and answered sooner (261 vs 422 us).
+    quoted by libpq for this connection). Against psycopg's pipeline mode (BEGIN, the statements, COMMIT) the text sent
+    whole cost the caller about 40 % less CPU (78 vs 128 us for two INSERTs) and answered sooner (261 vs 422 us).
     """
 
     def __init__(self, engine: Engine, own_engine: Engine | None = None):
@@ -409,11 +410,11 @@ class AckWriter:
     def _one_query(cls, connection, prepared: list, ends: list[tuple[int, bool]], again: bool = True) -> list:
         """The steps as one query of several statements on an autocommit connection: PostgreSQL runs them as one
         transaction (an error rolls back all of them and skips the rest), in one round trip; what the steps at `ends`
-        returned (each a step's index and whether all its rows are wanted), in order. The connection is this path's own while it is kept (autocommit is undone before it goes back to
-        the pool: close()). A statement this connection has not prepared yet is prepared first (once per connection).
-        Should the server have lost what was prepared (DEALLOCATE ALL) or a table's change have made a prepared
-        statement's result change its type (another replica's migration), everything is prepared anew and the
-        query sent once more: nothing of it was committed."""
+        returned (each a step's index and whether all its rows are wanted), in order. The connection is this path's own
+        while it is kept (autocommit is undone before it goes back to the pool: close()). A statement this connection
+        has not prepared yet is prepared first (once per connection). Should the server have lost what was prepared
+        (DEALLOCATE ALL) or a table's change have made a prepared statement's result change its type (another replica's
+        migration), everything is prepared anew and the query sent once more: nothing of it was committed."""
         from psycopg import ClientCursor, errors  # PostgreSQL only (imported once; the console on SQLite never needs it)
 
         driver, info = connection.dbapi_connection, connection.info
