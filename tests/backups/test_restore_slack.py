@@ -1,7 +1,6 @@
 """/restore from Slack with the bot in a process of its own, killed in the middle of step 4 and started again."""
 
 import re
-import time
 
 import docker
 from sqlalchemy import select
@@ -12,6 +11,7 @@ from bot.jobs.model import Job
 from bot.frame.roles import Role
 from tests.bot.test_slack_approvals import CHANNEL, _request_message, _wait_message
 from tests.conftest import BotProcess
+from tests.waiting import eventually
 
 EVENTS = 1_500_000  # enough rows that the restore is still running when the bot is killed
 
@@ -28,14 +28,6 @@ def _stack_file(tmp_path, app_db) -> str:
         f'user = "{stack.database.user}"\nname = "{app_db.name}"\n'
     )
     return str(path)
-
-
-def _wait(what: str, check, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-    return found
 
 
 def _row(store, model, key):
@@ -57,7 +49,7 @@ def test_the_bot_killed_while_it_restores_in_place_leaves_whole_data_and_running
     try:
         bot.grant("U0OP", Role.operator)
         sender.slash("/backup", "'before the kill'", "U0OP", CHANNEL, response_url=slack_double.response_url("backup"))
-        _wait("the backup never finished", lambda: (b := _row(store, Backup, 1)) is not None and b.state == "ok")
+        eventually(lambda: (b := _row(store, Backup, 1)) is not None and b.state == "ok", "the backup to finish", timeout=120)
         app_db.query("INSERT INTO users (email, name) VALUES ('eve@example.com', 'Eve')")
         app_db.query("DELETE FROM events WHERE id <= 1000")
         before = (["admin@example.com", "alice@example.com", "bob@example.com", "eve@example.com"], EVENTS - 1000)
@@ -67,7 +59,7 @@ def test_the_bot_killed_while_it_restores_in_place_leaves_whole_data_and_running
         request = _request_message(slack_double, 2)
         assert "Note: before the kill" in str(request["blocks"]) and "SHA-256" in str(request["blocks"])
         sender.click(APPROVE, "2", "U0ADMIN", CHANNEL, request["ts"], slack_double.response_url("approve"))
-        run = _wait("step 4 never started", lambda: (r := _row(store, RestoreRun, 2)) is not None and r.exec_id and r)
+        run = eventually(lambda: (r := _row(store, RestoreRun, 2)) is not None and r.exec_id and r, "step 4 to start", timeout=120)
         assert run.step == "restore" and run.safety_backup_id == 2
         bot.kill()
 

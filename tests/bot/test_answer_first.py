@@ -18,6 +18,7 @@ from bot.jobs.model import RUNNING, Job
 from bot.jobs.queue import JobQueue
 from bot.store.engine import AuditEntry, Store
 from tests.conftest import BotProcess
+from tests.waiting import eventually
 
 
 def _rows(store: Store) -> list[tuple[str, str, int | None]]:
@@ -28,14 +29,6 @@ def _rows(store: Store) -> list[tuple[str, str, int | None]]:
 def _job(store: Store) -> Job | None:
     with store.session() as session:
         return session.scalar(select(Job))
-
-
-def _wait(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return found
 
 
 def test_a_runner_claims_at_most_as_many_jobs_as_it_asks_for_oldest_first(database_url):
@@ -97,9 +90,9 @@ def test_a_runner_killed_after_answering_leaves_its_job_interrupted_never_run_or
         sender = bot.start()
         assert sender.slash("/whoami", "", "U0ADMIN", "C0OPS", response_url=slack_double.response_url("once")).status == 200
         slack_double.wait_for_response("once", timeout=60)
-        job = _wait(lambda: (found := _job(bot.store)) is not None and found.state != "running" and found, "the bot to see its runner died")
+        job = eventually(lambda: (found := _job(bot.store)) is not None and found.state != "running" and found, "the bot to see its runner died", timeout=60)
         assert job.state == "interrupted", "the runner died before the job's end was written: interrupted, not succeeded"
-        notice = _wait(lambda: [m for m in slack_double.messages("C0OPS") if "was interrupted" in m["text"]], "the channel's notice")
+        notice = eventually(lambda: [m for m in slack_double.messages("C0OPS") if "was interrupted" in m["text"]], "the channel's notice", timeout=60)
         assert "It was not run again." in notice[0]["text"]
         time.sleep(3)  # the new runner's sweeps: nothing runs it again
         assert len(slack_double.responses("once")) == 1, "the reply was delivered once"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -48,6 +47,7 @@ from tests.deploy.conftest import PROJECT as DEPLOY_PROJECT, deploy_project, ser
 from tests.bot.test_slack_approvals import CHANNEL, _request_message
 from tests.conftest import BotProcess, grant, run
 from tests.faults import RefusingDocker, SlackFailing, StoreLock, short_busy_timeout
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.stack  # every cell asks for its world (the live stack's, the deploy world's) as it runs
 
@@ -281,7 +281,7 @@ def _killed(change: Change, point: str, whole_bot: bool, tmp_path, slack_double)
         number = 1
         if change.line.startswith("/restore"):  # request #1 is the backup it restores
             sender.slash("/backup", "", "U0OP", CHANNEL, response_url=slack_double.response_url("backup"))
-            _wait("the backup", lambda: _job_state(bot.store, 1) == "succeeded")
+            eventually(lambda: _job_state(bot.store, 1) == "succeeded", "the backup to succeed", timeout=120)
             number = 2
         name, _, text = change.line.partition(" ")
         sender.slash(name, text, "U0OP", CHANNEL, response_url=slack_double.response_url("ask"))
@@ -298,14 +298,6 @@ def _killed(change: Change, point: str, whole_bot: bool, tmp_path, slack_double)
         raise
 
 
-def _wait(what: str, check, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"{what} never happened"
-        time.sleep(0.1)
-    return found
-
-
 def _job_state(store, number: int) -> str | None:
     with store.session() as session:
         job = session.get(Job, number)
@@ -314,13 +306,13 @@ def _job_state(store, number: int) -> str | None:
 
 def _settle(store, number: int) -> None:
     """The request is final and its lock let go (a recovery holds it until it has done its work)."""
-    _wait("the request's end", lambda: _job_state(store, number) in FINAL)
+    eventually(lambda: _job_state(store, number) in FINAL, "the request's end", timeout=120)
 
     def released() -> bool:
         with store.session() as session:
             return not session.scalars(select(ChangeLock).where(ChangeLock.job_id == number)).all()
 
-    _wait("the lock's release", released, timeout=200)
+    eventually(released, "the lock's release", timeout=200)
 
 
 # ---- the matrix -----------------------------------------------------------------------------------------------

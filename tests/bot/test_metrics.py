@@ -3,7 +3,6 @@ and read from the store (SQLite and PostgreSQL) exactly as the jobs, the audit a
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from bot.store.engine import utcnow
 from tests.conftest import run
 from tests.replica import Replica
 from tests.socket_mode_double import SocketModeDouble
+from tests.waiting import eventually
 
 CHANNEL = "C0OPS"
 WAIT = 60
@@ -38,6 +38,11 @@ def _scrape(url: str) -> dict[tuple[str, tuple], float]:
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=")
         return _samples(response.read().decode())
+
+
+def _scrape_until(url: str, sample: tuple[str, tuple], count: float) -> dict[tuple[str, tuple], float]:
+    """The samples once `sample` reads `count`: a question's outcome row is written just after its reply went out."""
+    return eventually(lambda: (values := _scrape(url)).get(sample) == count and values, f"{sample[0]} to reach {count:g}")
 
 
 def test_the_store_s_view_counts_commands_times_jobs_and_ages_the_newest_verified_backup(make_runtime, database_url):
@@ -113,11 +118,8 @@ def test_http_mode_serves_metrics_on_their_own_port_after_real_commands(tmp_path
         slack_double.wait_for_response("denied", timeout=WAIT)
         slack_double.wait_for("chat.postEphemeral", timeout=WAIT)
 
-        # A question is answered before its outcome row is written: the last one lands a moment after its reply.
         whoami = ("flowstate_bot_commands_total", (("command", "whoami"), ("outcome", "succeeded")))
-        deadline = time.monotonic() + WAIT
-        while (values := _scrape(bot.metrics_url())).get(whoami) != 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        values = _scrape_until(bot.metrics_url(), whoami, 2)
         assert values[whoami] == 2
         assert values[("flowstate_bot_commands_total", (("command", "audit"), ("outcome", "denied")))] == 1
         assert values[("flowstate_bot_job_duration_seconds_count", (("command", "whoami"),))] == 2
@@ -143,8 +145,9 @@ def test_socket_mode_serves_metrics_on_a_port_of_its_own(tmp_path, slack_double)
             socket_mode.wait_for_connection(timeout=WAIT)
             socket_mode.send_slash("/whoami", "", "U0ADMIN", CHANNEL, response_url=slack_double.response_url("me"))
             slack_double.wait_for_response("me", timeout=WAIT)
-            values = _scrape(url)
-            assert values[("flowstate_bot_commands_total", (("command", "whoami"), ("outcome", "succeeded")))] == 1
+            whoami = ("flowstate_bot_commands_total", (("command", "whoami"), ("outcome", "succeeded")))
+            values = _scrape_until(url, whoami, 1)
+            assert values[whoami] == 1
             assert values[("flowstate_bot_newest_verified_backup_age_seconds", ())] == float("inf")
             assert not any(name == "flowstate_bot_slack_api_errors_total" for name, _ in values), "no Slack call failed"
         finally:

@@ -28,6 +28,7 @@ from tests.backups.conftest import SEED
 from tests.loopback import SilentServer
 from tests.replica import BOT, Replica, alive, parent_of, runner_pid
 from tests.socket_mode_double import SocketModeDouble
+from tests.waiting import eventually
 
 CHANNEL = "C0OPS"
 WAIT = 60  # seconds; generous, never a timing assertion
@@ -87,15 +88,6 @@ def _audit(store: Store, command: str) -> dict[str, int]:
             select(AuditEntry.outcome, func.count()).where(AuditEntry.command == command).group_by(AuditEntry.outcome)
         )
         return dict(rows.all())
-
-
-def _wait(condition, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"waited {timeout}s for {what}")
 
 
 def _replies_once_each(slack_double, names: list[str]) -> None:
@@ -191,7 +183,7 @@ def test_approve_clicked_on_three_replicas_at_once_runs_the_request_once(replica
         thread.join()
     answers = [slack_double.wait_for_response(user, timeout=WAIT)[0]["text"] for user in approvers]
     assert answers.count("You approved request #1; it runs now.") == 1, answers
-    _wait(lambda: _jobs(store, "user-add")[0].state in ("succeeded", "failed"), "the request to finish")
+    eventually(lambda: _jobs(store, "user-add")[0].state in ("succeeded", "failed"), "the request to finish", timeout=WAIT)
     time.sleep(2)
     (job,) = _jobs(store, "user-add")
     assert job.state == "succeeded" and job.approver in approvers
@@ -206,12 +198,12 @@ def test_a_replica_killed_mid_job_is_taken_over_as_interrupted_by_another_and_ne
         bots = replicas(3, stack=stack, FLOWSTATE_DATABASE_URL=postgres_url, FLOWSTATE_JOB_LEASE_SECONDS="5")
         senders = [bot.sender() for bot in bots]
         assert senders[1].slash("/health", "", "U0ADMIN", CHANNEL, response_url=slack_double.response_url("doomed")).status == 200
-        job = _wait(lambda: next((j for j in _jobs(store, "health") if j.state == "running"), None), "the /health job to run")
-        _wait(lambda: hung.accepted == 1, "the probe to reach the hung service")
+        job = eventually(lambda: next((j for j in _jobs(store, "health") if j.state == "running"), None), "the /health job to run", timeout=WAIT)
+        eventually(lambda: hung.accepted == 1, "the probe to reach the hung service", timeout=WAIT)
         holder_bot = parent_of(runner_pid(job.holder))
         (doomed,) = [bot for bot in bots if bot.pid == holder_bot]
         doomed.kill()  # SIGKILL: no goodbye, its runner process goes with it
-        _wait(lambda: not alive(runner_pid(job.holder)), "the runner to go with its bot")
+        eventually(lambda: not alive(runner_pid(job.holder)), "the runner to go with its bot", timeout=WAIT)
 
         told = slack_double.wait_for("chat.postMessage", timeout=WAIT, predicate=lambda c: "was interrupted" in str(c.params.get("text")))
         assert told[0].params["channel"] == CHANNEL and "/health" in told[0].params["text"]

@@ -21,6 +21,7 @@ from bot.jobs.heartbeat import RunnerHeartbeat
 from bot.jobs.model import QUEUED, RUNNING, Job, RunnerRow
 from bot.jobs.queue import ChangeLocks, JobQueue, ReplayedRequest, new_holder
 from bot.store.engine import SeenRequest, Store
+from tests.waiting import eventually
 
 LEASE = 5.0  # the shortest lease the settings accept
 _spawn = multiprocessing.get_context("spawn")
@@ -31,13 +32,6 @@ def _queue(store: Store, count: int, source: str = "slack") -> list[int]:
     queued = [jobs.submit(Invocation("UOP", "whoami", "", "C1", source), dedupe_key=f"cmd:{i}") for i in range(count)]
     jobs.close()  # as a replica's runtime closes: its NOTIFY, sent after the commit, has gone out
     return queued
-
-
-def _wait(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 # ---- a runner that dies ---------------------------------------------------------------------------
@@ -141,7 +135,7 @@ def test_a_job_stored_by_another_replica_wakes_an_idle_runner_before_its_poll(ma
         other_replica = Store(postgres_url)
         (job_id,) = _queue(other_replica, 1, source="console")  # no doorbell: another replica stored it
         other_replica.dispose()
-        _wait(lambda: runtime.jobs.get(job_id).state == "succeeded", "the runner to run the job", timeout=30)
+        eventually(lambda: runtime.jobs.get(job_id).state == "succeeded", "the runner to run the job", timeout=30)
     finally:
         runner.stopping.set()
         runner.wake.set()
@@ -161,7 +155,7 @@ def test_a_runner_is_not_woken_twice_by_the_notify_of_the_bot_process_that_rings
     notifications = NotifiedWakeups(postgres_url, woken.set, rung_by=queue.ANNOUNCER_TOKEN)
     other = Store(postgres_url)
     try:
-        _wait(woken.is_set, "the first look after LISTEN")  # it looks once as soon as it listens
+        eventually(woken.is_set, "the first look after LISTEN")  # it looks once as soon as it listens
         woken.clear()
         runtime.jobs.submit(Invocation("UOP", "health", source="console"))  # announced with this process's token
         assert not woken.wait(1.5), "the NOTIFY of the bot process that rings it woke the runner again"

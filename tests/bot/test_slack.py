@@ -4,6 +4,7 @@ import time
 
 from bot.store.engine import AuditEntry
 from tests.loopback import StatusServer
+from tests.waiting import eventually
 from bot.frame.config import StackConfig
 from bot.frame.roles import Role
 
@@ -13,12 +14,9 @@ def _audit(runtime):
         return [(row.user_id, row.command, row.outcome) for row in session.query(AuditEntry).order_by(AuditEntry.id)]
 
 
-def _audit_after_reply(runtime, timeout: float = 30.0):
+def _audit_after_reply(runtime):
     """The audit once the job has ended: a question's outcome row is written just after its reply went out."""
-    deadline = time.monotonic() + timeout
-    while (rows := _audit(runtime))[-1][2] == "allowed" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return rows
+    return eventually(lambda: (rows := _audit(runtime))[-1][2] != "allowed" and rows, "the question's outcome row")
 
 
 def test_a_signed_health_is_acked_at_once_and_answered_in_the_channel(slack_bot, slack_double):
@@ -37,7 +35,7 @@ def test_a_signed_health_is_acked_at_once_and_answered_in_the_channel(slack_bot,
     assert reply["response_type"] == "in_channel"
     assert "🔴 *backend*: answered HTTP 500, expected 200" in reply["text"]
     assert reply["blocks"][0]["text"]["text"] == "Health"
-    assert _audit(runtime) == [("U0ONCALL", "health", "allowed"), ("U0ONCALL", "health", "succeeded")]
+    assert _audit_after_reply(runtime) == [("U0ONCALL", "health", "allowed"), ("U0ONCALL", "health", "succeeded")]
 
 
 def test_bad_missing_and_stale_signatures_get_401_and_run_nothing(slack_bot, slack_double):
@@ -51,7 +49,7 @@ def test_bad_missing_and_stale_signatures_get_401_and_run_nothing(slack_bot, sla
     slack_double.wait_for_response("x")
     time.sleep(0.2)  # give a wrongly accepted request time to show up
     assert len(slack_double.responses("x")) == 1
-    assert _audit(runtime) == [("U0ONCALL", "whoami", "allowed"), ("U0ONCALL", "whoami", "succeeded")]
+    assert _audit_after_reply(runtime) == [("U0ONCALL", "whoami", "allowed"), ("U0ONCALL", "whoami", "succeeded")]
 
 
 def test_a_denial_goes_only_to_the_caller(slack_bot, slack_double):

@@ -15,6 +15,7 @@ from bot.jobs.model import Job
 from bot.frame.roles import Role
 from tests.conftest import grant
 from tests import stack_setting
+from tests.waiting import eventually
 
 CHANNEL = "C0OPS"
 
@@ -243,6 +244,7 @@ def test_a_runner_killed_mid_job_interrupts_only_its_own_jobs_and_the_next_comma
             sender.slash("/whoami", "", "U0ONCALL", CHANNEL, response_url=slack_double.response_url(f"after{i}"))
         for i in range(5):
             assert "admin role" in slack_double.wait_for_response(f"after{i}", timeout=30)[0]["text"]
+    eventually(lambda: _job(runtime, 2).state != "running", "the survivor's end, written just after its reply")
     assert _job(runtime, 1).state == "interrupted" and _job(runtime, 2).state == "succeeded"
     assert slack_double.responses("doomed") == [], "an interrupted job is never run again"
 

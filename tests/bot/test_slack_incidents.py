@@ -18,6 +18,7 @@ from tests.bot.test_cli import BOT
 from tests.conftest import bot_env
 from tests.bot.test_slack_approvals import _request_message, _wait_message
 from tests.conftest import grant
+from tests.waiting import eventually
 
 CHANNEL = "C0OPS"
 
@@ -132,6 +133,8 @@ def test_a_postmortem_reads_the_channel_posts_a_file_and_the_cli_writes_the_same
     asked = slack_double.seed_message(CHANNEL, "is <@UOLGA> on it? *everything* is <b>red</b>", "UCLEO")
     answered = slack_double.seed_message(CHANNEL, "yes, looking at the db", "UOLGA", thread_ts=asked)
     _slash(sender, slack_double, "/whoami", "UBEN", "whoami")
+    # A question's outcome row, which the timeline takes, is written just after its reply went out.
+    eventually(lambda: any(e.kind == COMMAND for e in runtime.incidents.timeline.events(1)), "/whoami on the timeline")
     _slash(sender, slack_double, "/incident status EU customers can't pay", "UOLGA", "status")
     _slash(sender, slack_double, "/incident resolve Restarted the reports job", "UOLGA", "resolve")
     assert "✅" in str(slack_double.message(CHANNEL, summary["ts"])["blocks"]), "the summary message was updated in place"

@@ -20,6 +20,7 @@ from tests.conftest import ROOT, SIGNING_SECRET
 from tests.image.conftest import SOCKET
 from tests.slack_signing import SlackSender
 from tests.stack_setting import STACK_FILE
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.stack
 
@@ -152,8 +153,9 @@ def test_the_bot_comes_up_as_its_store_role_with_its_limits_and_answers_a_signed
     assert sender.slash("/health", "", "U0ONCALL", response_url=slack_double.response_url("health")).status == 200
     (reply,) = slack_double.wait_for_response("health", timeout=60)
     assert "Containers: " in reply["text"] and "postgres" in reply["text"]
-    with psycopg.connect(store_url("flowstate_bot")) as store:  # the bot keeps its audit in its own PostgreSQL, not on SQLite
-        rows = store.execute("SELECT command, outcome FROM audit_log ORDER BY id").fetchall()
+    with psycopg.connect(store_url("flowstate_bot"), autocommit=True) as store:  # the bot keeps its audit in its own PostgreSQL, not on SQLite
+        rows = eventually(lambda: (found := store.execute("SELECT command, outcome FROM audit_log ORDER BY id").fetchall())[1:] and found,
+                          "the outcome row, written just after the reply went out")
         assert store.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
         assert store.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'audit_log'").fetchone() == ("flowstate_owner",)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
