@@ -29,7 +29,8 @@ from bot.frame.humanize import count
 from bot.jobs.model import PENDING, QUEUED, RUNNING, WAITING, Job
 from bot.frame.registry import CommandError, Decided, Invocation, Notifier, Reply, command_line
 from bot.frame.roles import Role
-from bot.store.engine import utcnow
+from bot.frame.faults import reached
+from bot.store.engine import retried, utcnow
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -60,6 +61,7 @@ class Host(Protocol):
     notifier: "Notifier | None"
     holder: str
     wake: Callable[[], None]
+    fault: Callable[[str], None]  # test-only fault injection (bot/frame/faults.py)
 
     @property
     def stack_name(self) -> str: ...
@@ -220,10 +222,14 @@ class Approvals:
             except Exception:
                 log.exception("could not post %s for approval", job.label)
             if ts:
-                rt.jobs.set_message(job_id, job.channel_id, ts)
+                # Posted: the request is live and its buttons work. A store blip from here on is waited out, not
+                # turned into "failed" for a request an approver can still run, on a card nobody could update.
+                reached(rt.fault, "request:after_post")
+                retried(lambda: rt.jobs.set_message(job_id, job.channel_id, ts), f"where {job.label}'s message is")
                 log.info("posted %s for approval in %s (ts %s)", job.label, job.channel_id, ts)
         details = {**({"reason": reason} if reason else {}), **({"message": {"channel": job.channel_id, "ts": ts}} if ts else {})}
-        rt.audit.record(invocation, "requested", arguments=arguments, job_id=job_id, details=details or None)
+        retried(lambda: rt.audit.record(invocation, "requested", arguments=arguments, job_id=job_id, details=details or None),
+                f"the audit of {job.label}")
         how = "click Approve on its message, or another approver runs" if rt.notifier else "another approver runs"
         kept = Rule.of(rule)
         needs = "a second person's approval" if kept.plain else f"{count(kept.approvals, 'approval')}{standing(kept, []).from_groups()}"

@@ -1,5 +1,5 @@
-"""Test-only fault injection at the step boundaries of a change (a restore, a restart, a deploy), and between a
-question's reply and its bookkeeping.
+"""Test-only fault injection at the step boundaries of a change (a restore, a restart, a deploy), between a
+question's reply and its bookkeeping, and between a request's posted card and its storing.
 
 A change calls `reached(fault, POINT)` between its steps (`fault`: what the composition root gave it). In production that does nothing. Tests in the
 same process set `Runtime.fault` to inject a fault there (the store locked, the Docker engine gone, Slack
@@ -24,6 +24,7 @@ POINTS = (
     "deploy:after_checkout", "deploy:after_start", "deploy:after_script",
     "undo:after_prepare", "undo:before_commit",  # /restore --table: rows recovered; written back, not yet committed
     "reply:after_delivery",  # a question answered, its outcome row and its job's end not yet written
+    "request:after_post",  # a request's card posted for approval, where it is not yet stored
 )
 
 
