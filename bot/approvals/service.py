@@ -61,7 +61,6 @@ class Host(Protocol):
     notifier: "Notifier | None"
     holder: str
     wake: Callable[[], None]
-    fault: Callable[[str], None]  # test-only fault injection (bot/frame/faults.py)
 
     @property
     def stack_name(self) -> str: ...
@@ -71,6 +70,8 @@ class Host(Protocol):
 
     def context(self, invocation: Invocation, role: Role | None = None, progress: Callable[[str], None] | None = None,
                 job_id: int | None = None) -> "Context": ...
+
+    def at_fault(self, point: str) -> None: ...  # test-only fault injection (bot/frame/faults.py)
 
 
 class Approvals:
@@ -224,7 +225,7 @@ class Approvals:
             if ts:
                 # Posted: the request is live and its buttons work. A store blip from here on is waited out, not
                 # turned into "failed" for a request an approver can still run, on a card nobody could update.
-                reached(rt.fault, "request:after_post")
+                reached(rt.at_fault, "request:after_post")
                 retried(lambda: rt.jobs.set_message(job_id, job.channel_id, ts), f"where {job.label}'s message is")
                 log.info("posted %s for approval in %s (ts %s)", job.label, job.channel_id, ts)
         details = {**({"reason": reason} if reason else {}), **({"message": {"channel": job.channel_id, "ts": ts}} if ts else {})}
